@@ -1,0 +1,166 @@
+"""The local transport: persistent worker processes on this machine (the default without MPI).
+
+Each worker is a spawned process that loads the objective once, keeps its cache across
+evaluations, and talks to the coordinator over its own pipe. The coordinator waits on all
+pipes at once, so whichever worker finishes first gets its next task first. A worker that
+dies (killed, segfault) turns its task into a FAILED result and is started again.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+from multiprocessing.connection import Connection, wait
+
+from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
+from evo_engine.actors.runtime import WorkerRuntime, select_device
+from evo_engine.records import EvalState, Result, Task
+
+STOP = None
+
+
+def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
+    """Worker loop: receive a task, run it, send the result; stop on STOP or a closed pipe."""
+    try:
+        # Each worker owns one core's worth of intra-op threads unless the user says otherwise.
+        if "OMP_NUM_THREADS" not in os.environ:
+            try:
+                import torch
+
+                torch.set_num_threads(1)
+            except ImportError:  # pragma: no cover
+                pass
+        objective, finalize = spec.load()
+        device = select_device(worker)
+        runtime = WorkerRuntime(objective, worker, device, spec.scratch, preset=spec.preset,
+                                finalize=finalize)
+    except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, then exit
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", WorkerInfo(worker, 0, socket.gethostname(), device, os.getpid())))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if task is STOP:
+            return
+        try:
+            conn.send(("result", runtime.run(task)))
+        except (BrokenPipeError, OSError, KeyboardInterrupt):
+            return
+
+
+class LocalTransport(Transport):
+    """``n_workers`` spawned processes, one pipe each."""
+
+    def __init__(self, spec: WorkerSpec, n_workers: int, start_timeout: float = 300.0) -> None:
+        if n_workers < 1:
+            raise ValueError(f"need at least one worker, got {n_workers}")
+        self.spec = spec
+        self.n_workers = n_workers
+        self.start_timeout = start_timeout
+        self._ctx = mp.get_context("spawn")
+        self._procs: list[mp.process.BaseProcess | None] = [None] * n_workers
+        self._conns: list[Connection | None] = [None] * n_workers
+        self._tasks: dict[int, Task] = {}
+        self.restarts = 0
+
+    def _spawn(self, worker: int) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child, worker, self.spec), name=f"evo-worker-{worker}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._procs[worker], self._conns[worker] = proc, parent
+
+    def _await_ready(self, worker: int) -> WorkerInfo:
+        conn = self._conns[worker]
+        assert conn is not None
+        if not conn.poll(self.start_timeout):
+            raise WorkerStartError(f"worker {worker} did not start within {self.start_timeout:.0f} s")
+        try:
+            kind, payload = conn.recv()
+        except EOFError as exc:
+            raise WorkerStartError(f"worker {worker} exited while starting") from exc
+        if kind == "fatal":
+            raise WorkerStartError(f"worker {worker} could not load its objective: {payload}")
+        return payload
+
+    def start(self) -> list[WorkerInfo]:
+        for w in range(self.n_workers):
+            self._spawn(w)
+        try:
+            return [self._await_ready(w) for w in range(self.n_workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, worker: int, task: Task) -> None:
+        conn = self._conns[worker]
+        assert conn is not None
+        self._tasks[worker] = task
+        try:
+            conn.send(task)
+        except (BrokenPipeError, OSError):
+            pass  # the death is noticed (and the task failed) by the next poll
+
+    def poll(self, timeout: float) -> list[Result]:
+        live = {c: w for w, c in enumerate(self._conns) if c is not None}
+        ready = wait(list(live), timeout)
+        out: list[Result] = []
+        for conn in ready:
+            w = live[conn]  # type: ignore[index]
+            try:
+                kind, payload = conn.recv()  # type: ignore[union-attr]
+            except (EOFError, OSError):
+                failed = self._worker_died(w)
+                if failed is not None:
+                    out.append(failed)
+                continue
+            if kind == "result":
+                self._tasks.pop(w, None)
+                out.append(payload)
+        return out
+
+    def _worker_died(self, worker: int) -> Result | None:
+        proc, conn = self._procs[worker], self._conns[worker]
+        code = None
+        if proc is not None:
+            proc.join(timeout=5)
+            code = proc.exitcode
+        if conn is not None:
+            conn.close()
+        self._conns[worker] = None
+        task = self._tasks.pop(worker, None)
+        self.restarts += 1
+        self._spawn(worker)
+        self._await_ready(worker)
+        if task is None:
+            return None
+        return Result(
+            uid=task.uid, worker=worker, fitness=None, state=EvalState.FAILED,
+            error=f"worker {worker} (pid {proc.pid if proc else '?'}) died with exit code {code}",
+        )
+
+    def close(self) -> None:
+        for conn in self._conns:
+            if conn is not None:
+                try:
+                    conn.send(STOP)
+                except (BrokenPipeError, OSError):
+                    pass
+        for proc in self._procs:
+            if proc is not None:
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join(timeout=5)
+        for conn in self._conns:
+            if conn is not None:
+                conn.close()
+        self._procs = [None] * self.n_workers
+        self._conns = [None] * self.n_workers

@@ -1,0 +1,121 @@
+"""Command line: ``python -m evo_engine [run] SCENARIO ...`` and ``python -m evo_engine analyze RUN_DIR``.
+
+Exit codes: 0 finished · 1 unexpected internal error · 2 bad input · 3 stopped early
+(signal or walltime), resumable with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from evo_engine.errors import InputError
+from evo_engine.run import EXIT_BAD_INPUT, EXIT_INTERNAL, RunOptions, execute
+
+COMMANDS = ("run", "analyze")
+
+RUN_EXAMPLES = """\
+examples:
+  python -m evo_engine scenarios/sphere.py --max-evals 200 --workers 2 --run-dir runs/r1
+  mpiexec -n 33 python -m evo_engine scenarios/advection_lr.py --run-dir runs/adv
+  mpiexec -n 33 python -m evo_engine scenarios/advection_lr.py --run-dir runs/adv --resume
+
+exit codes: 0 finished, 1 internal error, 2 bad input, 3 stopped early (resumable)
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evo_engine",
+        description="Asynchronous evolutionary hyperparameter optimization (local or under mpiexec).",
+        epilog="`python -m evo_engine SCENARIO ...` is short for `python -m evo_engine run SCENARIO ...`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="run (or resume) a scenario", epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a scenario file: asynchronous steady-state evolution with a zarr run store.",
+    )
+    run.add_argument("scenario", type=Path, help="scenario .py file")
+    run.add_argument("--run-dir", type=Path, help="where run.zarr and log.jsonl go (default runs/<scenario name>)")
+    run.add_argument("--max-evals", type=_positive_int, help="evaluation budget (overrides the scenario)")
+    run.add_argument("--max-time", type=_positive_float, help="stop issuing work after this many seconds")
+    run.add_argument("--seed", type=_nonneg_int, help="random seed (overrides the scenario)")
+    run.add_argument("--workers", type=_nonneg_int,
+                     help="local worker processes without mpiexec (0 = evaluate inline in this process)")
+    run.add_argument("--preset", choices=("auto", "cpu", "full"), default="auto",
+                     help="problem size preset: auto = full on a GPU, cpu otherwise")
+    run.add_argument("--sync", action="store_true",
+                     help="generation barrier (the synchronous baseline to compare against)")
+    run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
+    run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
+    run.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    return parser
+
+
+def _normalise(argv: list[str]) -> list[str]:
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        return ["run", *argv]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        if args.command == "analyze":
+            from evo_engine.analysis.cli import analyze_main
+
+            return analyze_main(args)
+        opts = RunOptions(
+            scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
+            max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
+            sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
+        )
+        return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
+    except InputError as exc:
+        print(f"evo_engine: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("evo_engine: interrupted", file=sys.stderr)
+        return 3
+    except Exception:  # noqa: BLE001 - last resort: say it is our bug, with the traceback
+        traceback.print_exc()
+        print("evo_engine: internal error (a bug in evo_engine); please report it with the "
+              "traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""What an objective gets besides its parameters: device, seed, scratch space, a worker cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class StopEvaluation(Exception):  # noqa: N818 - it is a signal, not an error
+    """Raised by ``ctx.check()`` when the coordinator asks the evaluation to end early."""
+
+
+@dataclass
+class Context:
+    """Handed to ``objective(params, ctx)`` for one evaluation.
+
+    ``cache`` belongs to the worker process and survives across evaluations: load a data set
+    into it once (and keep it on ``device``). ``scratch_dir`` is this evaluation's own
+    directory, created on first access.
+    """
+
+    device: str
+    seed: int
+    uid: int
+    island: int
+    worker: int
+    cache: dict[str, Any]
+    scratch_root: Path | None = None
+    rank: int = 0
+    host: str = ""
+    preset: str = "cpu"
+    _reporter: Callable[[int, float], bool] | None = field(default=None, repr=False)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    _stop: bool = False
+
+    @property
+    def scratch_dir(self) -> Path:
+        root = self.scratch_root if self.scratch_root is not None else Path.cwd() / "scratch"
+        path = root / f"uid-{self.uid}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def report(self, step: int, value: float) -> None:
+        """Record an intermediate value (e.g. one epoch's validation fitness)."""
+        self.curve.append((int(step), float(value)))
+        if self._reporter is not None and self._reporter(int(step), float(value)):
+            self._stop = True
+
+    def should_stop(self) -> bool:
+        """True once the coordinator has decided this evaluation should end early."""
+        return self._stop
+
+    def check(self) -> None:
+        if self._stop:
+            raise StopEvaluation()

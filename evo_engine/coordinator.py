@@ -1,0 +1,143 @@
+"""The coordinator loop shared by every transport.
+
+*Send while there is work and an idle worker; wait for any result; tell the engine; answer
+the idle worker at once.* When nothing happens the wait backs off (from 50 µs up to a few
+ms) so an idle coordinator costs no core. The loop owns the clock; the engine does not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from evo_engine.actors.base import Transport
+from evo_engine.engine import Engine, Evaluation, TellOutcome
+from evo_engine.records import EvalState, Task
+
+
+@dataclass
+class Progress:
+    """Counters the progress line and the final summary show."""
+
+    budget: int
+    finished: int = 0
+    complete: int = 0
+    failed: int = 0
+    running: int = 0
+    best: float | None = None
+    busy_seconds: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    def utilization(self, workers: int, now: float) -> float:
+        wall = max(now - self.started, 1e-9)
+        return min(self.busy_seconds / (workers * wall), 1.0)
+
+
+StopCheck = Callable[[], str | None]
+"""Returns a reason to stop issuing work ('signal', 'max_time', ...) or None."""
+
+
+class Coordinator:
+    """Drives an Engine over a Transport until the budget is spent or a stop is requested."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        transport: Transport,
+        *,
+        on_evaluation: Callable[[Evaluation], None] | None = None,
+        on_tick: Callable[[Progress], None] | None = None,
+        stop_check: StopCheck | None = None,
+        log: Any = None,
+        clock: Callable[[], float] = time.time,
+        max_backoff: float = 0.005,
+    ) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.on_evaluation = on_evaluation
+        self.on_tick = on_tick
+        self.stop_check = stop_check
+        self.log = log
+        self.clock = clock
+        self.max_backoff = max_backoff
+        self.progress = Progress(budget=engine.max_evals, started=clock())
+        self.stop_reason: str | None = None
+        self.busy: dict[int, Task] = {}
+        self.last_send: dict[int, float] = {}
+
+    def _dispatch(self) -> None:
+        for w in range(self.transport.n_workers):
+            if w in self.busy:
+                continue
+            task = self.engine.ask(w)
+            if task is None:
+                continue
+            self.busy[w] = task
+            self.transport.submit(w, task)
+
+    def run(self) -> str:
+        """Run to the end; returns the stop reason ('finished' or what stop_check said)."""
+        backoff = 50e-6
+        eng = self.engine
+        while True:
+            if self.stop_reason is None and self.stop_check is not None:
+                reason = self.stop_check()
+                if reason is not None:
+                    self.stop_reason = reason
+                    eng.stop_issuing()
+                    if self.log:
+                        self.log.info("stop_requested", reason=reason, in_flight=len(eng.in_flight))
+            if self.stop_reason is not None and self.stop_reason.startswith("signal"):
+                # A walltime signal leaves little time: stop now; tasks in flight stay in the
+                # engine's in-flight table, which a snapshot records as pending for --resume.
+                break
+            self._dispatch()
+            self.progress.running = len(self.busy)
+            if eng.done:
+                break
+            results = self.transport.poll(backoff)
+            if not results:
+                backoff = min(backoff * 2, self.max_backoff)
+                if self.on_tick:
+                    self.on_tick(self.progress)
+                continue
+            backoff = 50e-6
+            for r in results:
+                self.busy.pop(r.worker, None)
+                outcome, ev = eng.tell(r)
+                if ev is None:
+                    if self.log:
+                        self.log.warning("result_ignored", uid=r.uid, worker=r.worker,
+                                         outcome=outcome.value)
+                    continue
+                self._count(ev)
+            if self.on_tick:
+                self.on_tick(self.progress)
+        return self.stop_reason or "finished"
+
+    def _count(self, ev: Evaluation) -> None:
+        p = self.progress
+        p.finished += 1
+        p.busy_seconds += max(ev.result.t_end - ev.result.t_start, 0.0)
+        if ev.state is EvalState.COMPLETE:
+            p.complete += 1
+            assert ev.result.fitness is not None
+            if p.best is None or ev.result.fitness < p.best:
+                p.best = ev.result.fitness
+        else:
+            p.failed += 1
+        if self.log:
+            if ev.state is EvalState.COMPLETE:
+                self.log.debug("eval_completed", uid=ev.task.uid, island=ev.task.island,
+                               worker=ev.result.worker, fitness=ev.result.fitness)
+            else:
+                self.log.warning("eval_failed", uid=ev.task.uid, island=ev.task.island,
+                                 worker=ev.result.worker, state=ev.state.name,
+                                 error=(ev.error or "").splitlines()[0] if ev.error else "")
+        if self.on_evaluation:
+            self.on_evaluation(ev)
+
+
+__all__ = ["Coordinator", "Progress", "StopCheck", "TellOutcome"]

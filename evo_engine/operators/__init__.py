@@ -1,0 +1,12 @@
+"""Operators over the unit cube and the registry scenarios choose them from by name."""
+
+from __future__ import annotations
+
+from evo_engine.operators.base import Operator, OperatorSettings, Proposal, reflect
+from evo_engine.operators.designs import DESIGNS
+from evo_engine.operators.ga import GA
+from evo_engine.operators.random_search import RandomSearch
+
+OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (RandomSearch, GA)}
+
+__all__ = ["DESIGNS", "GA", "OPERATORS", "Operator", "OperatorSettings", "Proposal", "RandomSearch", "reflect"]

@@ -1,0 +1,190 @@
+"""Scenarios: what to optimise and how, loaded and validated from a ``.py`` file.
+
+A scenario file defines ``make_scenario(preset: str) -> Scenario`` (preset is "cpu" or
+"full"), or a module-level ``scenario = Scenario(...)``. Loading never shows the user a
+traceback: every problem becomes a ScenarioError whose message names the file and field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evo_engine.engine import EngineConfig
+from evo_engine.errors import InputError
+from evo_engine.operators import DESIGNS, OPERATORS
+from evo_engine.space import Space
+from evo_engine.store import fingerprint_of
+
+
+class ScenarioError(InputError):
+    """A scenario file or one of its fields is unusable; the message says which and why."""
+
+
+class Scenario(BaseModel):
+    """Everything a run needs: the space, the objective, the search settings and the budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str = Field(min_length=1)
+    space: Space
+    objective: Callable[..., Any]
+    """``objective(params, ctx) -> float | dict``; a dict carries ``fitness`` plus metrics.
+    Lower fitness is better."""
+    prepare: Callable[[], Any] | None = None
+    """Called once on the coordinator before any worker starts (e.g. generate a data set)."""
+    finalize: Callable[..., dict[str, float]] | None = None
+    """``finalize(params, ctx) -> metrics`` run for the best individuals at the end of a run
+    (e.g. test-split metrics); its results are stored in the run's ``final`` attribute."""
+    islands: int = Field(1, ge=1)
+    population_size: int = Field(8, ge=2)
+    operator: str = "ga"
+    operator_settings: dict[str, Any] = Field(default_factory=dict)
+    initial_design: str = "random"
+    max_evals: int = Field(100, ge=1)
+    max_time: float | None = Field(None, gt=0)
+    """Seconds of wall time after which no new evaluation starts."""
+    seed: int = Field(0, ge=0)
+    workers: int | None = Field(None, ge=1)
+    """Local worker processes when not under mpiexec (default: the machine's cores)."""
+    migration_interval: int = Field(10, ge=0)
+    migrants: int = Field(1, ge=0)
+    topology: Literal["ring"] | list[list[int]] = "ring"
+    checkpoint_every: int = Field(50, ge=1)
+    sync: bool = False
+
+    @field_validator("operator")
+    @classmethod
+    def _known_operator(cls, v: str) -> str:
+        if v not in OPERATORS:
+            raise ValueError(f"unknown operator {v!r}; choose from {sorted(OPERATORS)}")
+        return v
+
+    @field_validator("initial_design")
+    @classmethod
+    def _known_design(cls, v: str) -> str:
+        if v not in DESIGNS:
+            raise ValueError(f"unknown initial design {v!r}; choose from {sorted(DESIGNS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        try:
+            OPERATORS[self.operator].Settings(**self.operator_settings)
+        except ValidationError as exc:
+            raise ValueError(
+                f"operator_settings for {self.operator!r}: {_format_errors(exc, prefix='')}"
+            ) from None
+        if self.migrants > self.population_size:
+            raise ValueError(
+                f"migrants ({self.migrants}) cannot exceed population_size ({self.population_size})"
+            )
+        if self.topology != "ring":
+            n = self.islands
+            if len(self.topology) != n or any(len(r) != n for r in self.topology):
+                raise ValueError(f"topology must be a {n}x{n} matrix (one row per island)")
+            if any(self.topology[i][i] for i in range(n)):
+                raise ValueError("topology must not connect an island to itself")
+        return self
+
+    def engine_config(self) -> EngineConfig:
+        topo = self.topology if self.topology == "ring" else tuple(tuple(r) for r in self.topology)
+        return EngineConfig(
+            max_evals=self.max_evals, islands=self.islands, population_size=self.population_size,
+            operator=self.operator, operator_settings=dict(self.operator_settings),
+            initial_design=self.initial_design, seed=self.seed,
+            migration_interval=self.migration_interval, migrants=self.migrants, topology=topo,
+            sync=self.sync,
+        )
+
+    def fingerprint_description(self) -> dict[str, Any]:
+        """What must match for a run to be resumed: the space and every search setting."""
+        return {"space": self.space.describe(), **self.engine_config().describe()}
+
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.fingerprint_description())
+
+
+def _format_errors(exc: ValidationError, prefix: str = "field ") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(scenario)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a scenario field (a typo?)"
+        elif "input" in err and err["type"] not in ("missing",) and not callable(err["input"]):
+            msg = f"{msg} (got {err['input']!r})"
+        parts.append(f"{prefix}{loc!r}: {msg}" if loc != "(scenario)" else msg)
+    return "; ".join(parts)
+
+
+def validate_scenario(fields: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Build a Scenario, turning validation errors into one readable ScenarioError."""
+    try:
+        return Scenario(**fields)
+    except ValidationError as exc:
+        raise ScenarioError(f"{source}: {_format_errors(exc)}") from None
+
+
+def _module_name(path: Path) -> str:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    return f"evo_scenario_{path.stem}_{digest}"
+
+
+def load_scenario(path: Path | str, preset: str = "cpu") -> Scenario:
+    """Import a scenario file and return its validated Scenario."""
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(f"scenario file {path} does not exist")
+    if path.is_dir() or path.suffix != ".py":
+        raise ScenarioError(f"scenario {path} must be a .py file")
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ScenarioError(f"scenario file {path} cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so objectives defined in the file can be pickled by reference
+    try:
+        spec.loader.exec_module(module)
+        if hasattr(module, "make_scenario"):
+            scenario = module.make_scenario(preset)
+        elif hasattr(module, "scenario"):
+            scenario = module.scenario
+        else:
+            raise ScenarioError(
+                f"scenario file {path} defines neither make_scenario(preset) nor scenario"
+            )
+    except ScenarioError:
+        raise
+    except ValidationError as exc:
+        raise ScenarioError(f"scenario {path}: {_format_errors(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's file may raise anything
+        where = _where_in(exc, path)
+        raise ScenarioError(f"scenario file {path} failed to load{where}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(scenario, Scenario):
+        raise ScenarioError(
+            f"scenario file {path} must produce an evo_engine.scenario.Scenario, got {type(scenario).__name__}"
+        )
+    return scenario
+
+
+def _where_in(exc: BaseException, path: Path) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    return f" (line {frames[-1].lineno})" if frames else ""
+
+
+def override(scenario: Scenario, **changes: Any) -> Scenario:
+    """A copy of ``scenario`` with CLI overrides applied and validated again."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return scenario
+    fields = {k: getattr(scenario, k) for k in Scenario.model_fields}
+    fields.update(changes)
+    return validate_scenario(fields, source=f"scenario {scenario.name!r} with command-line overrides")

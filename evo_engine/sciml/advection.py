@@ -1,0 +1,192 @@
+"""Generate PDEBench-compatible 1D advection data sets and cache them on disk.
+
+u_t + β u_x = 0 on x ∈ (0, 1), t ∈ [0, 2], periodic, with PDEBench's random initial conditions
+(:mod:`evo_engine.sciml.initial_conditions`). Files use PDEBench's HDF5 layout:
+
+- ``tensor``: float32 ``[samples, nt, nx]`` (PDEBench: 10,000 × 201 × 1024), frame k at
+  t = k·T/(nt − 1);
+- ``x-coordinate``: float32 ``[nx]``, the cell centres (i + ½)/nx;
+- ``t-coordinate``: float32 ``[nt + 1]``, k·dt_save for k = 0..nt (0 .. 2.01: one entry more than
+  the tensor has frames, exactly as PDEBench's files);
+- attribute ``beta``, plus ``solver``, ``seed`` and ``generator`` for provenance.
+
+Cached files live in ``$EVO_ENGINE_DATA_DIR`` if set, else ``./data`` relative to the current
+directory. Their names encode the whole recipe, so a different preset never reuses a wrong file,
+and they are written to a temporary file and renamed, so racing processes never see half a file.
+
+Command line (exit status 2 on bad flags)::
+
+    python -m evo_engine.sciml.advection --beta 4.0 --samples 1000 --out data/adv_beta4.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from evo_engine.sciml.initial_conditions import cell_centres, sample_initial_conditions
+from evo_engine.sciml.solvers import exact_solution, finite_volume_solution
+
+SOLVERS = ("exact", "fv")
+DATA_DIR_ENV = "EVO_ENGINE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class AdvectionRecipe:
+    """Everything that determines a generated advection data set (PDEBench's β = 4 by default)."""
+
+    beta: float = 4.0
+    samples: int = 10_000
+    nx: int = 1024
+    nt: int = 201
+    final_time: float = 2.0
+    seed: int = 2022
+    solver: str = "exact"
+    cfl: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.samples < 1 or self.nx < 2 or self.nt < 2:
+            raise ValueError(
+                f"need samples >= 1, nx >= 2, nt >= 2; got {self.samples}, {self.nx}, {self.nt}"
+            )
+        if not (self.final_time > 0 and 0 < self.cfl <= 1 and np.isfinite(self.beta)):
+            raise ValueError("need final_time > 0, 0 < cfl <= 1 and a finite beta")
+
+    @property
+    def dt_save(self) -> float:
+        """Time between stored frames (0.01 for PDEBench's 201 frames on [0, 2])."""
+        return self.final_time / (self.nt - 1)
+
+    def filename(self) -> str:
+        """A file name that encodes the recipe, e.g. ``advection_beta4_n1000_nx1024_nt201_...h5``."""
+        cfl = f"_cfl{self.cfl:g}" if self.solver == "fv" else ""
+        return (
+            f"advection_beta{self.beta:g}_n{self.samples}_nx{self.nx}_nt{self.nt}"
+            f"_T{self.final_time:g}_seed{self.seed}_{self.solver}{cfl}.h5"
+        )
+
+
+def data_dir() -> Path:
+    """Where generated data are cached: ``$EVO_ENGINE_DATA_DIR`` if set, else ``./data``."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+
+
+def _solve_block(
+    recipe: AdvectionRecipe, start: int, stop: int, initial, device: str
+) -> np.ndarray:
+    x = cell_centres(recipe.nx)
+    t = np.arange(recipe.nt) * recipe.dt_save
+    block = initial[start:stop]
+    if recipe.solver == "exact":
+        return exact_solution(block, x, t, recipe.beta).astype(np.float32)
+    u0 = torch.as_tensor(block(x), dtype=torch.float32, device=device)
+    frames = finite_volume_solution(u0, recipe.beta, t, cfl=recipe.cfl)
+    return frames.cpu().numpy()
+
+
+def write_advection(
+    recipe: AdvectionRecipe, out: str | os.PathLike, *, device: str = "cpu", block: int = 0
+) -> Path:
+    """Generate the data set of ``recipe`` and write it atomically to ``out`` in PDEBench's layout.
+
+    Samples are solved ``block`` at a time (default: about 64 MB of output per block) so a
+    10,000-sample file never has to fit in memory. ``device`` is used by the FV solver.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    initial = sample_initial_conditions(recipe.samples, recipe.nx, seed=recipe.seed)
+    if block <= 0:
+        block = max(1, (64 << 20) // (4 * recipe.nt * recipe.nx))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp_name, "w") as f:
+            tensor = f.create_dataset(
+                "tensor", shape=(recipe.samples, recipe.nt, recipe.nx), dtype="float32"
+            )
+            for start in range(0, recipe.samples, block):
+                stop = min(start + block, recipe.samples)
+                tensor[start:stop] = _solve_block(recipe, start, stop, initial, device)
+            f.create_dataset("x-coordinate", data=cell_centres(recipe.nx).astype(np.float32))
+            t_coordinate = np.arange(recipe.nt + 1) * recipe.dt_save
+            f.create_dataset("t-coordinate", data=t_coordinate.astype(np.float32))
+            f.attrs["beta"] = float(recipe.beta)
+            f.attrs["solver"] = recipe.solver
+            f.attrs["seed"] = recipe.seed
+            f.attrs["generator"] = "evo_engine.sciml.advection"
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def ensure_dataset(
+    recipe: AdvectionRecipe, directory: str | os.PathLike | None = None, *, device: str = "cpu"
+) -> Path:
+    """Return the cached file of ``recipe``, generating it first if it does not exist yet.
+
+    Meant as a scenario's ``prepare`` step (run once before the workers start); objectives call
+    it too, so they also work when nobody prepared the data.
+    """
+    path = Path(directory if directory is not None else data_dir()) / recipe.filename()
+    if not path.exists():
+        write_advection(recipe, path, device=device)
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = AdvectionRecipe()
+    p = argparse.ArgumentParser(
+        prog="python -m evo_engine.sciml.advection",
+        description="Generate a PDEBench-compatible 1D advection data set (HDF5).",
+    )
+    p.add_argument("--beta", type=float, default=d.beta, help="advection speed (default 4.0)")
+    p.add_argument("--samples", type=int, default=d.samples, help="number of trajectories")
+    p.add_argument("--nx", type=int, default=d.nx, help="grid cells (default 1024)")
+    p.add_argument("--nt", type=int, default=d.nt, help="stored frames incl. t=0 (default 201)")
+    p.add_argument("--final-time", type=float, default=d.final_time, help="default 2.0")
+    p.add_argument("--seed", type=int, default=d.seed, help="initial-condition seed (2022)")
+    p.add_argument("--solver", choices=SOLVERS, default=d.solver, help="exact shift or FV")
+    p.add_argument("--cfl", type=float, default=d.cfl, help="CFL number of the FV solver")
+    p.add_argument("--device", default="cpu", help="torch device for the FV solver")
+    p.add_argument("--out", type=Path, help="output file (default: the cache directory)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        recipe = AdvectionRecipe(
+            beta=args.beta,
+            samples=args.samples,
+            nx=args.nx,
+            nt=args.nt,
+            final_time=args.final_time,
+            seed=args.seed,
+            solver=args.solver,
+            cfl=args.cfl,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))  # exits with status 2
+    out = args.out if args.out is not None else data_dir() / recipe.filename()
+    path = write_advection(recipe, out, device=args.device)
+    print(f"wrote {recipe.samples} samples of {recipe.nt} x {recipe.nx} to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

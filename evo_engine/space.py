@@ -1,0 +1,311 @@
+"""Search spaces: typed hyperparameters and their encoding to and from the unit cube.
+
+Every operator works on genomes in [0, 1]^d. A parameter's encoding makes the cube uniform in
+the space a researcher thinks in: log-scaled floats and ints are uniform in log space, ints
+occupy equal-width bins (so rounding is consistent both ways), and a categorical with k
+choices occupies k equal bins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class SpaceError(ValueError):
+    """A search space or one of its parameters is defined in a way that cannot work."""
+
+
+def _clip01(u: float) -> float:
+    return min(max(float(u), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class Float:
+    """A real hyperparameter in [lo, hi]; ``log=True`` makes it uniform in log space."""
+
+    lo: float
+    hi: float
+    log: bool = False
+
+    kind = "float"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
+            raise SpaceError(f"Float bounds must be finite, got ({self.lo}, {self.hi})")
+        if self.lo >= self.hi:
+            raise SpaceError(f"Float needs lo < hi, got lo={self.lo}, hi={self.hi}")
+        if self.log and self.lo <= 0:
+            raise SpaceError(f"Float(log=True) needs lo > 0, got lo={self.lo}")
+
+    def _fwd(self, v: float) -> float:
+        return math.log(v) if self.log else v
+
+    def encode(self, value: Any) -> float:
+        v = float(value)
+        if not (self.lo <= v <= self.hi):
+            raise SpaceError(f"value {value!r} is outside [{self.lo}, {self.hi}]")
+        a, b = self._fwd(self.lo), self._fwd(self.hi)
+        return _clip01((self._fwd(v) - a) / (b - a))
+
+    def decode(self, u: float) -> float:
+        u = _clip01(u)
+        a, b = self._fwd(self.lo), self._fwd(self.hi)
+        x = a + u * (b - a)
+        v = math.exp(x) if self.log else x
+        return min(max(v, self.lo), self.hi)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "float", "lo": self.lo, "hi": self.hi, "log": self.log}
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer hyperparameter in [lo, hi] (both included); ``log=True`` needs lo >= 1.
+
+    The cube is cut into hi - lo + 1 bins (equal width in log space when ``log``), so
+    decode(encode(v)) == v and every point of the cube decodes to an integer in bounds.
+    """
+
+    lo: int
+    hi: int
+    log: bool = False
+
+    kind = "int"
+
+    def __post_init__(self) -> None:
+        for name in ("lo", "hi"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise SpaceError(f"Int {name} must be an integer, got {v!r}")
+        if self.lo >= self.hi:
+            raise SpaceError(f"Int needs lo < hi, got lo={self.lo}, hi={self.hi}")
+        if self.log and self.lo < 1:
+            raise SpaceError(f"Int(log=True) needs lo >= 1, got lo={self.lo}")
+
+    @property
+    def levels(self) -> int:
+        return int(self.hi) - int(self.lo) + 1
+
+    def _edges(self) -> tuple[float, float]:
+        if self.log:
+            return math.log(self.lo - 0.5), math.log(self.hi + 0.5)
+        return self.lo - 0.5, self.hi + 0.5
+
+    def encode(self, value: Any) -> float:
+        if isinstance(value, bool) or int(value) != value:
+            raise SpaceError(f"value {value!r} is not an integer")
+        v = int(value)
+        if not (self.lo <= v <= self.hi):
+            raise SpaceError(f"value {value!r} is outside [{self.lo}, {self.hi}]")
+        a, b = self._edges()
+        x = math.log(v) if self.log else float(v)
+        return _clip01((x - a) / (b - a))
+
+    def decode(self, u: float) -> int:
+        a, b = self._edges()
+        x = a + _clip01(u) * (b - a)
+        v = math.floor((math.exp(x) if self.log else x) + 0.5)
+        return int(min(max(v, self.lo), self.hi))
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "int", "lo": int(self.lo), "hi": int(self.hi), "log": self.log}
+
+
+Tree = Mapping[str, Any]
+
+
+def _tree_paths(tree: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[Any, tuple[str, ...]]]:
+    """Yield (leaf, path of group names) for a nested dict/list tree of choices."""
+    if isinstance(tree, Mapping):
+        for key, sub in tree.items():
+            yield from _tree_paths(sub, (*prefix, str(key)))
+    elif isinstance(tree, (list, tuple)):
+        for i, sub in enumerate(tree):
+            if isinstance(sub, (Mapping, list, tuple)):
+                yield from _tree_paths(sub, (*prefix, f"#{i}"))
+            else:
+                yield sub, prefix
+    else:
+        yield tree, prefix
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of a fixed set of choices, optionally arranged in a tree of related choices.
+
+    ``tree`` nests the choices in groups, e.g. ``{"rectifiers": ["relu", "elu"],
+    "smooth": ["gelu", "silu"]}``; ``hops(a, b)`` is the number of edges between two leaves,
+    which the GA's distance-aware mutation uses. Without a tree all choices are siblings.
+    """
+
+    choices: tuple[Any, ...]
+    tree: Any = None
+    _paths: dict[Any, tuple[str, ...]] = field(default=None, init=False, repr=False, compare=False)
+
+    kind = "categorical"
+
+    def __init__(self, choices: Iterable[Any] | None = None, tree: Any = None) -> None:
+        if choices is None and tree is None:
+            raise SpaceError("Categorical needs choices (or a tree of choices)")
+        leaves = None
+        if tree is not None:
+            leaves = list(_tree_paths(tree))
+            if choices is None:
+                choices = [leaf for leaf, _ in leaves]
+        choices = tuple(choices)  # type: ignore[arg-type]
+        if not choices:
+            raise SpaceError("Categorical needs at least one choice, got none")
+        if len(set(map(repr, choices))) != len(choices):
+            raise SpaceError(f"Categorical choices must be distinct, got {list(choices)}")
+        paths: dict[Any, tuple[str, ...]] = {c: () for c in choices}
+        if leaves is not None:
+            leaf_values = [leaf for leaf, _ in leaves]
+            if sorted(map(repr, leaf_values)) != sorted(map(repr, choices)):
+                raise SpaceError(
+                    f"Categorical tree leaves {leaf_values} must be exactly the choices {list(choices)}"
+                )
+            paths = {leaf: path for leaf, path in leaves}
+        object.__setattr__(self, "choices", choices)
+        object.__setattr__(self, "tree", tree)
+        object.__setattr__(self, "_paths", paths)
+
+    def index(self, value: Any) -> int:
+        for i, c in enumerate(self.choices):
+            # True == 1 in Python; a bool choice must not match an int value or vice versa.
+            if c == value and isinstance(c, bool) == isinstance(value, bool):
+                return i
+        raise SpaceError(f"value {value!r} is not one of {list(self.choices)}")
+
+    def encode(self, value: Any) -> float:
+        return (self.index(value) + 0.5) / len(self.choices)
+
+    def decode_index(self, u: float) -> int:
+        k = len(self.choices)
+        return min(int(math.floor(_clip01(u) * k)), k - 1)
+
+    def decode(self, u: float) -> Any:
+        return self.choices[self.decode_index(u)]
+
+    def hops(self, a: Any, b: Any) -> int:
+        """Edges on the tree path between choices ``a`` and ``b`` (0 when equal)."""
+        if a == b:
+            return 0
+        pa, pb = self._paths[a], self._paths[b]
+        common = 0
+        for x, y in zip(pa, pb):
+            if x != y:
+                break
+            common += 1
+        return (len(pa) - common + 1) + (len(pb) - common + 1)
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "categorical", "choices": [_plain(c) for c in self.choices]}
+        if self.tree is not None:
+            d["tree"] = _plain(self.tree)
+        return d
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return repr(obj)
+
+
+Param = Float | Int | Categorical
+
+
+class Space:
+    """An ordered set of named hyperparameters; genomes are points of [0, 1]^len(space)."""
+
+    def __init__(self, params: Mapping[str, Param] | Sequence[tuple[str, Param]] | None = None, **kw: Param) -> None:
+        items: list[tuple[str, Param]] = []
+        if params is not None:
+            items.extend(params.items() if isinstance(params, Mapping) else params)
+        items.extend(kw.items())
+        names = [n for n, _ in items]
+        if not items:
+            raise SpaceError("a search space needs at least one parameter")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise SpaceError(f"duplicate parameter names in the search space: {dupes}")
+        for name, p in items:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SpaceError(f"parameter name {name!r} must be a Python identifier")
+            if not isinstance(p, (Float, Int, Categorical)):
+                raise SpaceError(
+                    f"parameter {name!r} must be Float, Int or Categorical, got {type(p).__name__}"
+                )
+        self._params: dict[str, Param] = dict(items)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._params)
+
+    @property
+    def dim(self) -> int:
+        return len(self._params)
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __getitem__(self, name: str) -> Param:
+        return self._params[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def items(self) -> Iterable[tuple[str, Param]]:
+        return self._params.items()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Space) and self.describe() == other.describe()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.describe()))
+
+    def __repr__(self) -> str:
+        return f"Space({', '.join(f'{n}={p!r}' for n, p in self._params.items())})"
+
+    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+        missing = [n for n in self._params if n not in params]
+        extra = [n for n in params if n not in self._params]
+        if missing or extra:
+            raise SpaceError(f"params do not match the space: missing {missing}, unknown {extra}")
+        return np.array([p.encode(params[n]) for n, p in self._params.items()], dtype=np.float64)
+
+    def decode(self, genome: Sequence[float] | np.ndarray) -> dict[str, Any]:
+        g = np.asarray(genome, dtype=np.float64).reshape(-1)
+        if g.shape[0] != self.dim:
+            raise SpaceError(f"genome has {g.shape[0]} genes, the space has {self.dim}")
+        return {n: p.decode(float(u)) for (n, p), u in zip(self._params.items(), g)}
+
+    def kinds(self) -> list[str]:
+        return [p.kind for p in self._params.values()]
+
+    def describe(self) -> dict[str, Any]:
+        """A plain, JSON-serialisable description: the space's part of a run's fingerprint."""
+        return {n: p.describe() for n, p in self._params.items()}
+
+    @classmethod
+    def from_description(cls, d: Mapping[str, Mapping[str, Any]]) -> Space:
+        params: dict[str, Param] = {}
+        for n, p in d.items():
+            t = p["type"]
+            if t == "float":
+                params[n] = Float(p["lo"], p["hi"], log=p["log"])
+            elif t == "int":
+                params[n] = Int(p["lo"], p["hi"], log=p["log"])
+            elif t == "categorical":
+                params[n] = Categorical(p["choices"], tree=p.get("tree"))
+            else:
+                raise SpaceError(f"unknown parameter type {t!r} for {n!r}")
+        return cls(params)
