@@ -83,7 +83,9 @@ class Island:
 
     def replace_generation(self, offspring: list[Individual]) -> list[bool]:
         """(μ + λ) selection at a generation barrier (the synchronous baseline)."""
-        pool = self.population + [o for o in offspring if all(o.uid != m.uid for m in self.population)]
+        pool = self.population + [
+            o for o in offspring if all(o.uid != m.uid for m in self.population)
+        ]
         pool.sort(key=lambda m: m.fitness)
         self.population = pool[: self.population_size]
         kept = {m.uid for m in self.population}

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from evo_engine.operators.base import Operator, OperatorSettings, Proposal, reflect
 from evo_engine.operators.designs import DESIGNS
+from evo_engine.operators.es import ES
 from evo_engine.operators.ga import GA
 from evo_engine.operators.random_search import RandomSearch
 
-OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (RandomSearch, GA)}
+OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (RandomSearch, GA, ES)}
 
-__all__ = ["DESIGNS", "GA", "OPERATORS", "Operator", "OperatorSettings", "Proposal", "RandomSearch", "reflect"]
+__all__ = [
+    "DESIGNS",
+    "ES",
+    "GA",
+    "OPERATORS",
+    "Operator",
+    "OperatorSettings",
+    "Proposal",
+    "RandomSearch",
+    "reflect",
+]

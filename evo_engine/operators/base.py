@@ -71,7 +71,11 @@ class Operator(ABC):
     Settings: ClassVar[type[OperatorSettings]] = OperatorSettings
 
     def __init__(
-        self, space: Space, rng: np.random.Generator, population_size: int, settings: OperatorSettings
+        self,
+        space: Space,
+        rng: np.random.Generator,
+        population_size: int,
+        settings: OperatorSettings,
     ) -> None:
         self.space = space
         self.rng = rng

@@ -1,0 +1,211 @@
+"""The ask/tell API: the engine's search without MPI, files or the CLI.
+
+For users who bring their own loop (a notebook, a SLURM array, a benchmark)::
+
+    opt = evo_engine.Optimizer(space, operator="es", seed=0)
+    cand = opt.ask()                 # cand.params is a dict of decoded hyperparameters
+    opt.tell(cand, loss)             # any order; NaN/None marks a failure; twice is a no-op
+    opt.best.params, opt.best.fitness
+    opt.save("opt.json"); opt = Optimizer.load("opt.json")
+
+It is a thin shell over :class:`evo_engine.engine.Engine` with an unbounded budget: each
+``ask`` is the engine's ``ask`` for a virtual worker (round robin over the islands), each
+``tell`` its ``tell``. Lower fitness is better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evo_engine.engine import Engine, EngineConfig, TellOutcome
+from evo_engine.records import EvalState, Result, Task
+from evo_engine.space import Space
+
+STATE_FORMAT = 1
+UNBOUNDED = sys.maxsize // 4
+"""The engine's budget under ask/tell: the user's loop decides when to stop."""
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """A configuration to evaluate: ``params`` for the objective, ``uid`` to tell it back."""
+
+    uid: int
+    params: dict[str, Any]
+    genome: np.ndarray
+    island: int
+    operator: str
+    info: dict[str, Any]
+    """Operator data, e.g. ``info["sigma"]``: the ES's per-parameter step for this offspring."""
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best configuration told so far."""
+
+    uid: int
+    params: dict[str, Any]
+    fitness: float
+    genome: np.ndarray
+
+
+def default_population_size(space: Space) -> int:
+    """Population per island when none is given: grows like CMA-ES's λ = 4 + 3 ln d, doubled.
+
+    Doubling keeps the population (the elite set the operators breed from) comfortably above
+    the number of parameters in low dimension, where the ES's mean needs a few members.
+    """
+    return max(8, 2 * (4 + int(3 * math.log(space.dim))))
+
+
+class Optimizer:
+    """Ask/tell optimisation over a :class:`Space` (see the module docstring)."""
+
+    def __init__(
+        self,
+        space: Space,
+        operator: str = "es",
+        seed: int = 0,
+        population_size: int | None = None,
+        islands: int = 1,
+        initial_design: str = "random",
+        operator_settings: dict[str, Any] | None = None,
+        migration_interval: int = 10,
+        migrants: int = 1,
+    ) -> None:
+        self.space = space
+        self.config = EngineConfig(
+            max_evals=UNBOUNDED,
+            islands=islands,
+            population_size=population_size or default_population_size(space),
+            operator=operator,
+            operator_settings=dict(operator_settings or {}),
+            initial_design=initial_design,
+            seed=seed,
+            migration_interval=migration_interval,
+            migrants=migrants,
+        )
+        # Validates the settings now, so a typo fails here rather than at the first ask.
+        self.config.settings()
+        self.engine = Engine(space, self.config)
+        self._asked = 0
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def ask(self) -> Candidate:
+        """The next configuration to evaluate (a re-issue first, after a restore)."""
+        task = self.engine.ask(self._asked % self.config.islands)
+        if task is None:  # only if the engine was told to stop: a usage error here
+            raise RuntimeError("the optimizer's engine issues no more tasks")
+        self._asked += 1
+        return _candidate(task)
+
+    def tell(self, candidate: Candidate | int, fitness: float | None) -> bool:
+        """Report ``fitness`` for ``candidate`` (or its uid); True if it was recorded.
+
+        ``None``, NaN or an infinity record a failed evaluation. A candidate told before, or
+        unknown, changes nothing and returns False.
+        """
+        uid = candidate if isinstance(candidate, int) else candidate.uid
+        self._claim_pending(uid)
+        ok = fitness is not None and math.isfinite(float(fitness))
+        result = Result(
+            uid=uid,
+            worker=-1,
+            fitness=float(fitness) if ok else None,
+            error=None if ok else f"no finite fitness: {fitness!r}",
+            state=EvalState.COMPLETE if ok else EvalState.FAILED,
+        )
+        outcome, _ = self.engine.tell(result)
+        return outcome is TellOutcome.RECORDED
+
+    def _claim_pending(self, uid: int) -> None:
+        # After a restore, candidates that were out with the user are queued for re-issue;
+        # a user who still has one may tell it directly, which takes it off the queue.
+        for task in self.engine.pending:
+            if task.uid == uid:
+                self.engine.pending.remove(task)
+                self.engine.in_flight[uid] = task
+                return
+
+    @property
+    def best(self) -> Best | None:
+        ind = self.engine.best
+        if ind is None:
+            return None
+        return Best(ind.uid, self.space.decode(ind.genome), ind.fitness, ind.genome)
+
+    @property
+    def n_told(self) -> int:
+        """Evaluations told so far (complete and failed)."""
+        return self.engine.n_finished
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Uids asked but not yet told (including ones queued for re-issue after a restore)."""
+        return sorted([*self.engine.in_flight, *(t.uid for t in self.engine.pending)])
+
+    # -- state --------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as JSON-serialisable values."""
+        return {
+            "format": STATE_FORMAT,
+            "space": self.space.describe(),
+            "config": self.config.describe(),
+            "asked": self._asked,
+            "engine": self.engine.get_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], space: Space | None = None) -> Optimizer:
+        """An optimizer that continues where ``state`` left off.
+
+        Pass the original ``space`` when its choices are not plain JSON values (the state
+        holds their ``repr`` only); otherwise it is rebuilt from the state.
+        """
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"optimizer state format {state.get('format')!r} is not {STATE_FORMAT}"
+            )
+        space = space if space is not None else Space.from_description(state["space"])
+        if space.describe() != state["space"]:
+            raise ValueError("the space given does not match the one in the optimizer state")
+        c = state["config"]
+        opt = cls(
+            space,
+            operator=c["operator"],
+            seed=c["seed"],
+            population_size=c["population_size"],
+            islands=c["islands"],
+            initial_design=c["initial_design"],
+            operator_settings=c["operator_settings"],
+            migration_interval=c["migration_interval"],
+            migrants=c["migrants"],
+        )
+        opt.engine = Engine.from_state(space, opt.config, state["engine"])
+        opt._asked = int(state["asked"])
+        return opt
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state as JSON, atomically (a crash leaves the old file or the new one)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.get_state()))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], space: Space | None = None) -> Optimizer:
+        return cls.from_state(json.loads(Path(path).read_text()), space=space)
+
+
+def _candidate(task: Task) -> Candidate:
+    return Candidate(task.uid, task.params, task.genome, task.island, task.operator, task.info)
