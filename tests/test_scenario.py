@@ -1,0 +1,93 @@
+"""Scenario files: loading, validation messages that name the field, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evo_engine.scenario import ScenarioError, load_scenario, override
+
+GOOD = '''
+from evo_engine import Float, Int, Space
+from evo_engine.scenario import Scenario
+
+def f(params, ctx):
+    return params["x"] ** 2
+
+def make_scenario(preset):
+    return Scenario(name="t", space=Space(x=Float(-1, 1), n=Int(1, 3)), objective=f,
+                    {extra})
+'''
+
+
+def write(tmp_path: Path, extra: str = "", text: str | None = None) -> Path:
+    p = tmp_path / "scen.py"
+    p.write_text(text if text is not None else GOOD.replace("{extra}", extra))
+    return p
+
+
+def test_good_scenario_loads_with_defaults(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path), "cpu")
+    assert s.name == "t" and s.max_evals == 100 and s.operator == "ga"
+    assert s.engine_config().population_size == 8
+
+
+def test_preset_reaches_make_scenario(tmp_path: Path) -> None:
+    p = write(tmp_path, extra='max_evals=5 if preset == "cpu" else 500')
+    assert load_scenario(p, "cpu").max_evals == 5
+    assert load_scenario(p, "full").max_evals == 500
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("max_evalz=10", "'max_evalz': is not a scenario field"),
+        ("max_evals=0", "'max_evals': Input should be greater than or equal to 1 (got 0)"),
+        ("population_size='many'", "'population_size'"),
+        ("operator='cmaes'", "unknown operator 'cmaes'"),
+        ("initial_design='grid'", "unknown initial design 'grid'"),
+        ("operator_settings={'tournament_sise': 3}", "tournament_sise"),
+        ("migrants=20, population_size=4", "migrants (20) cannot exceed population_size (4)"),
+        ("islands=2, topology=[[0, 1]]", "2x2 matrix"),
+        ("max_time=-5", "'max_time'"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, extra: str, needle: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, extra=extra), "cpu")
+    assert needle in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_file_problems(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="does not exist"):
+        load_scenario(tmp_path / "nope.py")
+    txt = tmp_path / "s.txt"
+    txt.write_text("")
+    with pytest.raises(ScenarioError, match="must be a .py file"):
+        load_scenario(txt)
+    with pytest.raises(ScenarioError, match="neither make_scenario"):
+        load_scenario(write(tmp_path, text="x = 1\n"))
+    with pytest.raises(ScenarioError, match=r"failed to load \(line 2\): NameError"):
+        load_scenario(write(tmp_path, text="import math\nundefined_name\n"))
+    with pytest.raises(ScenarioError, match="SyntaxError"):
+        load_scenario(write(tmp_path, text="def (:\n"))
+    with pytest.raises(ScenarioError, match="must produce an evo_engine.scenario.Scenario"):
+        load_scenario(write(tmp_path, text="def make_scenario(preset):\n    return 3\n"))
+    with pytest.raises(ScenarioError, match="lo < hi"):
+        load_scenario(write(tmp_path, text=GOOD.replace("Float(-1, 1)", "Float(1, 1)").replace("{extra}", "")))
+
+
+def test_overrides_are_validated(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path), "cpu")
+    assert override(s, max_evals=7, seed=None).max_evals == 7
+    with pytest.raises(ScenarioError, match="max_evals"):
+        override(s, max_evals=-1)
+
+
+def test_fingerprint_tracks_space_and_search_settings(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path), "cpu")
+    assert s.fingerprint() == override(s, max_evals=1000).fingerprint(), "budget may change on resume"
+    assert s.fingerprint() != override(s, population_size=4).fingerprint()
+    assert s.fingerprint() != override(s, seed=9).fingerprint()
