@@ -33,6 +33,8 @@ def sobol(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     from torch.quasirandom import SobolEngine
 
     seed = int(rng.integers(0, 2**31 - 1))
+    if n <= 0:
+        return np.zeros((0, dim))
     engine = SobolEngine(dimension=dim, scramble=True, seed=seed)
     points = engine.draw(n, dtype=torch.float64).numpy()
     # Scrambled Sobol points lie in [0, 1); keep the contract's closed cube explicit anyway.

@@ -67,6 +67,8 @@ class TypedMutation:
             for i, p in enumerate(self.params)
             if isinstance(p, Categorical)
         }
+        # Cumulative rows, so a move is one uniform draw and a binary search.
+        self._cumulative = {i: np.cumsum(m, axis=1) for i, m in self.moves.items()}
         self.continuous = np.array([k != "categorical" for k in self.kinds], dtype=bool)
 
     def categorical(self, i: int, u: float, rng: np.random.Generator) -> float:
@@ -75,7 +77,8 @@ class TypedMutation:
         assert isinstance(p, Categorical)
         k = len(p.choices)
         current = p.decode_index(u)
-        target = int(rng.choice(k, p=self.moves[i][current]))
+        row = self._cumulative[i][current]
+        target = min(int(np.searchsorted(row, rng.random() * row[-1], side="right")), k - 1)
         return (target + 0.5) / k
 
     def integer(self, i: int, u: float, step: float) -> float:

@@ -1,0 +1,232 @@
+"""Operator conformance: every registered operator, on any space, keeps the contract.
+
+Property tests (hypothesis) draw random spaces and populations; each operator must propose
+genomes in the unit cube that decode to in-bounds values of the right type, give the same
+sequence for the same seed, and round-trip its state through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evo_engine.island import Island
+from evo_engine.operators import OPERATORS, Operator
+from evo_engine.operators.es import ES, ESSettings
+from evo_engine.operators.ga import GA, GASettings
+from evo_engine.records import Individual, frozen_genome
+from evo_engine.space import Categorical, Float, Int, Space
+
+ACTIVATIONS = {
+    "rectifiers": ["relu", "leaky_relu", "elu", "selu"],
+    "smooth": ["gelu", "silu"],
+    "saturating": ["tanh", "sigmoid"],
+}
+
+# Every operator, and every setting that changes how it proposes.
+CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("random", {}),
+    ("ga", {}),
+    ("ga", {"crossover": "two_point", "replacement": "subset"}),
+    ("ga", {"mutation_rate": 1.0, "tree_base": 4.0}),
+    ("es", {}),
+    ("es", {"adaptation": "self"}),
+    ("es", {"adaptation": "self", "parents": 3}),
+]
+assert {name for name, _ in CONFIGS} == set(OPERATORS)
+
+
+@st.composite
+def params(draw: st.DrawFn) -> Float | Int | Categorical:
+    kind = draw(st.sampled_from(["float", "int", "categorical", "tree"]))
+    if kind == "float":
+        log = draw(st.booleans())
+        lo = draw(st.floats(1e-6, 10.0)) if log else draw(st.floats(-100.0, 100.0))
+        return Float(lo, lo + draw(st.floats(1e-3, 1e4)), log=log)
+    if kind == "int":
+        log = draw(st.booleans())
+        lo = draw(st.integers(1, 50)) if log else draw(st.integers(-50, 50))
+        return Int(lo, lo + draw(st.integers(1, 1000)), log=log)
+    if kind == "tree":
+        return Categorical(tree=ACTIVATIONS)
+    return Categorical(
+        draw(st.lists(st.text("abcxyz", min_size=1), min_size=1, max_size=5, unique=True))
+    )
+
+
+spaces = st.lists(params(), min_size=1, max_size=6).map(
+    lambda ps: Space({f"p{i}": p for i, p in enumerate(ps)})
+)
+
+
+def make(name: str, space: Space, seed: int, overrides: dict[str, Any], pop: int = 8) -> Operator:
+    cls = OPERATORS[name]
+    return cls(space, np.random.default_rng(seed), pop, cls.Settings(**overrides))
+
+
+def population(space: Space, n: int, seed: int, with_sigma: bool = False) -> list[Individual]:
+    rng = np.random.default_rng(seed)
+    inds = [
+        Individual(
+            uid=i,
+            genome=frozen_genome(rng.random(space.dim)),
+            fitness=float(rng.normal()),
+            island=0,
+            info={"sigma": rng.random(space.dim) * 0.3} if with_sigma else {},
+        )
+        for i in range(n)
+    ]
+    return sorted(inds, key=lambda m: m.fitness)
+
+
+def check_params(space: Space, genome: np.ndarray) -> None:
+    assert genome.shape == (space.dim,)
+    assert np.all((genome >= 0.0) & (genome <= 1.0)), genome
+    for (name, p), value in zip(space.items(), space.decode(genome).values()):
+        if isinstance(p, Float):
+            assert isinstance(value, float) and p.lo <= value <= p.hi, (name, value)
+        elif isinstance(p, Int):
+            assert isinstance(value, int) and p.lo <= value <= p.hi, (name, value)
+        else:
+            assert value in p.choices, (name, value)
+
+
+@pytest.mark.parametrize(("name", "overrides"), CONFIGS)
+@settings(max_examples=25, deadline=None)
+@given(space=spaces, seed=st.integers(0, 2**16), n=st.integers(2, 10), sigma=st.booleans())
+def test_offspring_in_bounds_and_typed(
+    name: str, overrides: dict[str, Any], space: Space, seed: int, n: int, sigma: bool
+) -> None:
+    op = make(name, space, seed, overrides)
+    pop = population(space, n, seed, with_sigma=sigma)
+    for _ in range(5):
+        prop = op.propose(pop)
+        check_params(space, np.asarray(prop.genome))
+        assert set(prop.parents) <= {m.uid for m in pop}
+        json.dumps(op.get_state())
+
+
+@pytest.mark.parametrize(("name", "overrides"), CONFIGS)
+@settings(max_examples=10, deadline=None)
+@given(space=spaces, seed=st.integers(0, 2**16))
+def test_same_seed_same_sequence(
+    name: str, overrides: dict[str, Any], space: Space, seed: int
+) -> None:
+    pop = population(space, 6, seed)
+    a, b = make(name, space, seed, overrides), make(name, space, seed, overrides)
+    for _ in range(5):
+        np.testing.assert_array_equal(a.propose(pop).genome, b.propose(pop).genome)
+
+
+@pytest.mark.parametrize(("name", "overrides"), CONFIGS)
+def test_state_round_trip_continues_identically(name: str, overrides: dict[str, Any]) -> None:
+    space = Space(
+        x=Float(1e-5, 1e-1, log=True), n=Int(1, 64, log=True), act=Categorical(tree=ACTIVATIONS)
+    )
+    op = make(name, space, 3, overrides)
+    pop = population(space, 8, 3)
+    for k in range(20):  # adapt a little first, so the state is not the initial one
+        prop = op.propose(pop)
+        ind = Individual(100 + k, frozen_genome(prop.genome), float(k % 3), 0, info=prop.info)
+        op.observe(ind, accepted=k % 4 == 0)
+    clone = make(name, space, 99, overrides)
+    clone.set_state(json.loads(json.dumps(op.get_state())))
+    for _ in range(10):
+        np.testing.assert_array_equal(op.propose(pop).genome, clone.propose(pop).genome)
+
+
+def test_es_offspring_carry_a_positive_sigma_vector() -> None:
+    space = Space(x=Float(0, 1), n=Int(1, 10), c=Categorical(["a", "b"]))
+    for adaptation in ("covariance", "self"):
+        op = ES(space, np.random.default_rng(0), 8, ESSettings(adaptation=adaptation))
+        info = op.propose(population(space, 8, 0)).info
+        assert np.shape(info["sigma"]) == (3,) and np.all(np.asarray(info["sigma"]) > 0)
+
+
+def test_es_sigma_shrinks_on_failures_and_grows_on_successes() -> None:
+    space = Space(x=Float(0, 1), y=Float(0, 1))
+    op = ES(space, np.random.default_rng(0), 8, ESSettings())
+    pop = population(space, 8, 0)
+    start = op.sigma
+
+    def feed(accepted: bool, times: int) -> None:
+        for k in range(times):
+            prop = op.propose(pop)
+            op.observe(
+                Individual(1000 + k, frozen_genome(prop.genome), 0.0, 0, info=prop.info), accepted
+            )
+
+    feed(False, 20)
+    assert op.sigma < start
+    low = op.sigma
+    feed(True, 20)
+    assert op.sigma > low
+
+
+def test_es_restarts_its_step_when_it_collapses() -> None:
+    space = Space(x=Float(0, 1))
+    op = ES(space, np.random.default_rng(0), 4, ESSettings(sigma_min=0.05))
+    pop = population(space, 4, 0)
+    for k in range(200):
+        prop = op.propose(pop)
+        op.observe(Individual(k + 10, frozen_genome(prop.genome), 0.0, 0, info=prop.info), False)
+    assert op.restarts >= 1 and op.sigma >= 0.05
+
+
+def test_ga_tournament_prefers_the_better_members() -> None:
+    space = Space(x=Float(0, 1))
+    ga = GA(space, np.random.default_rng(0), 10, GASettings(tournament_size=3))
+    pop = population(space, 10, 0)
+    wins = [ga._tournament(pop).uid for _ in range(2000)]
+    rank = {m.uid: i for i, m in enumerate(pop)}
+    mean_rank = np.mean([rank[u] for u in wins])
+    # Expected rank of the minimum of 3 draws from 10 without replacement is 1.75.
+    assert 1.5 < mean_rank < 2.0
+
+
+def test_ga_int_mutation_always_changes_the_integer() -> None:
+    space = Space(n=Int(0, 3), m=Int(1, 1000, log=True))
+    ga = GA(space, np.random.default_rng(1), 4, GASettings(mutation_rate=1.0, mutation_sigma=1e-4))
+    g = space.encode({"n": 3, "m": 1})
+    for _ in range(50):
+        child = ga._mutate(g)
+        decoded = space.decode(child)
+        assert decoded["n"] != 3 and decoded["m"] != 1
+
+
+@pytest.mark.parametrize("replacement", ["worst", "subset"])
+def test_island_replacement_never_loses_the_best(replacement: str) -> None:
+    space = Space(x=Float(0, 1))
+    op = GA(
+        space, np.random.default_rng(0), 5, GASettings(replacement=replacement, replacement_size=2)
+    )
+    island = Island(0, op, 5, np.zeros((0, 1)), np.random.default_rng(0))
+    rng = np.random.default_rng(5)
+    for uid in range(300):
+        fitness = float(rng.normal())
+        before = island.best.fitness if island.best else np.inf
+        accepted = island.offer(Individual(uid, frozen_genome([0.5]), fitness, 0))
+        assert island.best is not None and island.best.fitness == min(before, fitness)
+        assert len(island.population) <= 5
+        fits = [m.fitness for m in island.population]
+        assert fits == sorted(fits)
+        if accepted:
+            assert any(m.uid == uid for m in island.population)
+
+
+def test_subset_replacement_keeps_worse_members_sometimes() -> None:
+    # With "worst", the population is always the 5 best seen; with a subset it is not.
+    space = Space(x=Float(0, 1))
+    op = GA(
+        space, np.random.default_rng(0), 5, GASettings(replacement="subset", replacement_size=1)
+    )
+    island = Island(0, op, 5, np.zeros((0, 1)), np.random.default_rng(0))
+    fits = np.random.default_rng(1).normal(size=300)
+    for uid, f in enumerate(fits):
+        island.offer(Individual(uid, frozen_genome([0.5]), float(f), 0))
+    assert [m.fitness for m in island.population] != sorted(fits)[:5]

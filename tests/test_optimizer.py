@@ -1,0 +1,151 @@
+"""The ask/tell API: any order, failures, duplicates, state save/restore, settings checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from evo_engine.optimizer import Candidate, Optimizer
+from evo_engine.space import Categorical, Float, Int, Space
+
+SPACE = Space(
+    lr=Float(1e-5, 1e-1, log=True),
+    decay=Float(1e-2, 0.5, log=True),
+    layers=Int(1, 6),
+    act=Categorical(tree={"rect": ["relu", "elu"], "smooth": ["gelu", "silu"]}),
+)
+
+
+def loss(p: dict) -> float:
+    return (
+        (math.log10(p["lr"]) + 3) ** 2
+        + (math.log10(p["decay"]) + 1) ** 2
+        + 0.1 * (p["layers"] - 3) ** 2
+        + (0.0 if p["act"] == "gelu" else 0.5)
+    )
+
+
+@pytest.mark.parametrize("operator", ["es", "ga", "random"])
+def test_finds_a_good_configuration(operator: str) -> None:
+    opt = Optimizer(SPACE, operator=operator, seed=0)
+    for _ in range(300):
+        cand = opt.ask()
+        assert isinstance(cand, Candidate) and set(cand.params) == set(SPACE.names)
+        opt.tell(cand, loss(cand.params))
+    assert opt.best is not None and opt.n_told == 300
+    assert opt.best.fitness == pytest.approx(loss(opt.best.params))
+    if operator != "random":
+        assert opt.best.fitness < 0.2
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    operator=st.sampled_from(["es", "ga", "random"]),
+    order=st.permutations(range(24)),
+    failures=st.sets(st.integers(0, 23), max_size=6),
+    islands=st.integers(1, 3),
+)
+def test_tell_in_any_order_never_fails(
+    operator: str, order: list[int], failures: set[int], islands: int
+) -> None:
+    opt = Optimizer(SPACE, operator=operator, seed=1, islands=islands, population_size=4)
+    for _round in range(2):
+        cands = [opt.ask() for _ in range(24)]
+        for i in order:
+            value = math.nan if i in failures else loss(cands[i].params)
+            assert opt.tell(cands[i], value) is True
+            assert opt.tell(cands[i], 0.0) is False  # the second tell is a no-op
+    assert opt.n_told == 48 and opt.in_flight == []
+    assert opt.engine.counts  # failures counted, not raised
+
+
+def test_failures_and_unknown_uids() -> None:
+    opt = Optimizer(SPACE, seed=2)
+    a, b, c = opt.ask(), opt.ask(), opt.ask()
+    assert opt.tell(a, None) and opt.tell(b, float("inf")) and opt.tell(c.uid, 1.0)
+    assert opt.best is not None and opt.best.uid == c.uid
+    assert opt.tell(10_000, 0.0) is False
+
+
+def _drive(opt: Optimizer, steps: int, lag: int = 5) -> list[np.ndarray]:
+    """Keep ``lag`` candidates in flight, telling the oldest; tell the rest at the end."""
+    genomes = []
+    queue = [opt.ask() for _ in range(lag)]
+    for _ in range(steps):
+        cand = queue.pop(0)
+        opt.tell(cand, loss(cand.params))
+        nxt = opt.ask()
+        genomes.append(nxt.genome)
+        queue.append(nxt)
+    for cand in queue:
+        opt.tell(cand, loss(cand.params))
+    return genomes
+
+
+@pytest.mark.parametrize("operator", ["es", "ga", "random"])
+def test_same_seed_same_sequence(operator: str) -> None:
+    a = _drive(Optimizer(SPACE, operator=operator, seed=5, islands=2), 60)
+    b = _drive(Optimizer(SPACE, operator=operator, seed=5, islands=2), 60)
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize(
+    ("operator", "settings_"),
+    [("es", {}), ("es", {"adaptation": "self"}), ("ga", {"replacement": "subset"})],
+)
+def test_state_round_trip_continues_identically(
+    operator: str, settings_: dict, tmp_path: Path
+) -> None:
+    opt = Optimizer(SPACE, operator=operator, seed=7, islands=2, operator_settings=settings_)
+    _drive(opt, 80, lag=3)
+    opt.save(tmp_path / "opt.json")
+    clone = Optimizer.load(tmp_path / "opt.json")
+    np.testing.assert_array_equal(_drive(opt, 60, lag=3), _drive(clone, 60, lag=3))
+    assert clone.best is not None and opt.best is not None
+    assert clone.best.uid == opt.best.uid
+
+
+def test_candidates_in_flight_survive_a_restore() -> None:
+    opt = Optimizer(SPACE, seed=3)
+    _drive(opt, 30, lag=3)
+    out = [opt.ask() for _ in range(3)]
+    state = json.loads(json.dumps(opt.get_state()))
+    clone = Optimizer.from_state(state, space=SPACE)
+    assert clone.in_flight == sorted(c.uid for c in out)
+    # The user still holds the first: telling it works. The others are asked again.
+    assert clone.tell(out[0], 1.0)
+    again = [clone.ask(), clone.ask()]
+    assert [c.uid for c in again] == [out[1].uid, out[2].uid]
+    np.testing.assert_array_equal(again[0].genome, out[1].genome)
+    assert clone.ask().uid == out[2].uid + 1
+
+
+def test_sigma_is_visible_on_es_candidates() -> None:
+    opt = Optimizer(SPACE, operator="es", seed=0, population_size=4)
+    _drive(opt, 20, lag=3)
+    cand = opt.ask()
+    assert np.shape(cand.info["sigma"]) == (SPACE.dim,)
+
+
+def test_bad_settings_are_refused_up_front() -> None:
+    with pytest.raises(ValidationError):
+        Optimizer(SPACE, operator="es", operator_settings={"sigma": 0.1})
+    with pytest.raises(ValidationError):
+        Optimizer(SPACE, operator="ga", operator_settings={"tournament_size": 0})
+    with pytest.raises(ValueError, match="unknown operator"):
+        Optimizer(SPACE, operator="cmaes")
+    with pytest.raises(ValueError, match="initial_design"):
+        Optimizer(SPACE, initial_design="grid")
+
+
+def test_restore_refuses_a_different_space() -> None:
+    state = Optimizer(SPACE, seed=0).get_state()
+    with pytest.raises(ValueError, match="space"):
+        Optimizer.from_state(state, space=Space(x=Float(0, 1)))
