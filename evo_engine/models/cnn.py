@@ -35,7 +35,10 @@ class CNN(nn.Module):
         c_in, size = in_channels, image_size
         for i in range(layers):
             c_out = channels * 2 ** min(i, 3)
-            blocks += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), make_activation(activation)]
+            blocks += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
+                make_activation(activation),
+            ]
             if size >= 4:
                 blocks.append(nn.MaxPool2d(2))
                 size //= 2
