@@ -1,0 +1,173 @@
+"""Objective that fits a physics-informed network to one advection trajectory, as PDEBench does.
+
+Per trajectory (PDEBench trains one PINN per sample): an MLP u(x, t) is fitted on
+x ∈ [0, 1], t ∈ [0, T] to the residual u_t + β u_x = 0 at ``num_domain`` random collocation
+points, to the initial condition at the ``nx`` cell centres and to periodicity u(0, t) = u(1, t)
+at ``num_boundary`` random times, with equal weights and Adam (DeepXDE's setup in PDEBench).
+
+Initial conditions come from PDEBench's recipe (:mod:`evo_engine.sciml.initial_conditions`),
+drawn with a fixed seed, so the exact solution u0((x − βt) mod 1) is known everywhere and no data
+file is needed. Of the ``2·trajectories`` drawn, the first half is the test set and the second
+half the validation set (test first, as in the advection splits). Fitness: the validation
+relative L2 error ‖u_pinn − u_exact‖₂ / ‖u_exact‖₂ on the nt × nx grid of the whole domain,
+averaged over the validation trajectories. Lower is better.
+
+Hyperparameters (``params``; missing ones from ``PinnTask.defaults``, PDEBench's): ``lr``,
+``width``, ``depth``, ``activation``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from evo_engine.models import PINN
+from evo_engine.models.pinn import pinn_loss
+from evo_engine.sciml.initial_conditions import cell_centres, sample_initial_conditions
+from evo_engine.sciml.runtime import cached, seed_everything
+from evo_engine.sciml.solvers import exact_solution
+
+PINN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "width": 40, "depth": 6, "activation": "tanh"}
+"""PDEBench's ``config_pinn_pde1d.yaml``: Adam 1e-3, an MLP of 6 hidden layers of 40, tanh."""
+
+
+@dataclass(frozen=True)
+class PinnTask:
+    """What the PINN objective fits and how long (PDEBench: 15,000 iterations, β = 4)."""
+
+    beta: float = 4.0
+    trajectories: int = 1
+    ic_seed: int = 2022
+    nx: int = 256
+    nt: int = 41
+    final_time: float = 2.0
+    iterations: int = 15_000
+    num_domain: int = 1000
+    num_boundary: int = 1000
+    report_every: int = 500
+    defaults: Mapping[str, Any] = field(default_factory=lambda: dict(PINN_DEFAULTS))
+
+    def __post_init__(self) -> None:
+        if self.trajectories < 1 or self.iterations < 1 or self.nx < 2 or self.nt < 2:
+            raise ValueError("need trajectories, iterations >= 1 and nx, nt >= 2")
+
+
+def _trajectories(task: PinnTask, split: str) -> dict[str, np.ndarray]:
+    """Initial values and exact solutions of one split: u0 ``[k, nx]``, u ``[k, nt, nx]``."""
+    initial = sample_initial_conditions(2 * task.trajectories, task.nx, seed=task.ic_seed)
+    k = task.trajectories
+    chosen = initial[:k] if split == "test" else initial[k:]
+    x = cell_centres(task.nx)
+    t = np.linspace(0.0, task.final_time, task.nt)
+    return {"x": x, "t": t, "u0": chosen(x), "u": exact_solution(chosen, x, t, task.beta)}
+
+
+def _grid_points(x: np.ndarray, t: np.ndarray, device: str) -> torch.Tensor:
+    tt, xx = np.meshgrid(t, x, indexing="ij")
+    points = np.stack((xx.ravel(), tt.ravel()), axis=1)
+    return torch.tensor(points, dtype=torch.float32, device=device)
+
+
+def _relative_l2(model: torch.nn.Module, points: torch.Tensor, exact: np.ndarray) -> dict:
+    with torch.no_grad():
+        pred = model(points).reshape(exact.shape).double().cpu().numpy()
+    err = pred - exact
+    return {
+        "rel_l2": float(np.linalg.norm(err) / np.linalg.norm(exact)),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "max_error": float(np.abs(err).max()),
+    }
+
+
+def fit_trajectory(
+    params: Mapping[str, Any],
+    ctx: Any,
+    task: PinnTask,
+    u0: np.ndarray,
+    x: np.ndarray,
+    score: Any = None,
+) -> torch.nn.Module:
+    """Fit a PINN to the trajectory starting from ``u0`` (values at ``x``); returns the model.
+
+    ``score()`` (optional) returns the current validation error; it is reported every
+    ``task.report_every`` iterations, and training ends early when ``ctx.should_stop()``.
+    """
+    p = {**task.defaults, **params}
+    device = str(ctx.device)
+    generator = seed_everything(int(ctx.seed))
+    model = PINN(**_model_kwargs(task, params)).to(device)
+    collocation = torch.rand(task.num_domain, 2, generator=generator)
+    collocation[:, 1] *= task.final_time
+    boundary_times = task.final_time * torch.rand(task.num_boundary, 1, generator=generator)
+    initial_points = torch.tensor(np.stack((x, np.zeros_like(x)), 1), dtype=torch.float32)
+    initial_values = torch.tensor(u0, dtype=torch.float32).reshape(-1, 1)
+    collocation, boundary_times, initial_points, initial_values = (
+        v.to(device) for v in (collocation, boundary_times, initial_points, initial_values)
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(p["lr"]))
+    for iteration in range(1, task.iterations + 1):
+        loss = pinn_loss(
+            model, task.beta, collocation, initial_points, initial_values, boundary_times
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if not torch.isfinite(loss):
+            break
+        if iteration % task.report_every == 0 or iteration == task.iterations:
+            if score is not None:
+                ctx.report(iteration, score(model))
+            if ctx.should_stop():
+                break
+    return model
+
+
+def _evaluate_split(
+    params: Mapping[str, Any], ctx: Any, task: PinnTask, split: str
+) -> dict[str, float]:
+    key = ("pinn", task.beta, task.trajectories, task.ic_seed, task.nx, task.nt, task.final_time)
+    data = cached(ctx, (*key, split), lambda: _trajectories(task, split))
+    points = _grid_points(data["x"], data["t"], str(ctx.device))
+    results = []
+    for k in range(len(data["u0"])):
+        exact = data["u"][k]
+
+        def score(model: torch.nn.Module, exact: np.ndarray = exact) -> float:
+            return _relative_l2(model, points, exact)["rel_l2"]
+
+        model = fit_trajectory(
+            params, ctx, task, data["u0"][k], data["x"], score if split == "val" else None
+        )
+        results.append(_relative_l2(model, points, exact))
+    return {f"{split}_{name}": float(np.mean([r[name] for r in results])) for name in results[0]}
+
+
+def train_pinn(params: Mapping[str, Any], ctx: Any, task: PinnTask) -> dict[str, float]:
+    """Objective: fit a PINN per validation trajectory; fitness = mean validation relative L2.
+
+    Use as ``functools.partial(train_pinn, task=PinnTask(...))``.
+    """
+    start = time.perf_counter()
+    record = _evaluate_split(params, ctx, task, "val")
+    n_params = sum(t.numel() for t in PINN(**_model_kwargs(task, params)).parameters())
+    return {
+        "fitness": record["val_rel_l2"],
+        **record,
+        "n_params": float(n_params),
+        "train_seconds": time.perf_counter() - start,
+    }
+
+
+def pinn_test_metrics(params: Mapping[str, Any], ctx: Any, task: PinnTask) -> dict[str, float]:
+    """Validation record plus ``test_rel_l2``, ``test_rmse``, ``test_max_error`` (test ICs)."""
+    return {**train_pinn(params, ctx, task), **_evaluate_split(params, ctx, task, "test")}
+
+
+def _model_kwargs(task: PinnTask, params: Mapping[str, Any]) -> dict[str, Any]:
+    p = {**task.defaults, **params}
+    return {"width": int(p["width"]), "depth": int(p["depth"]), "activation": str(p["activation"])}

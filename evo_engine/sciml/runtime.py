@@ -1,0 +1,45 @@
+"""Helpers every SciML objective shares: seeding, the worker's device and its data cache."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+class EvaluationContext(Protocol):
+    """The part of the engine's per-evaluation context the objectives use."""
+
+    device: str
+    seed: int
+    cache: dict
+
+    def report(self, step: int, value: float) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch from ``seed``; return a CPU generator for data shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def cached(ctx: Any, key: Hashable, factory: Callable[[], T]) -> T:
+    """Return ``ctx.cache[key]``, building it with ``factory()`` the first time in this worker."""
+    cache = ctx.cache
+    if key not in cache:
+        cache[key] = factory()
+    return cache[key]
+
+
+def is_finite(value: float) -> bool:
+    """True for a real, finite number (the check every fitness goes through)."""
+    return bool(np.isfinite(value))

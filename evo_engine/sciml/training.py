@@ -1,0 +1,301 @@
+"""Objectives that train PDEBench's U-Net or FNO on 1D advection and score them with its metrics.
+
+Training follows PDEBench's autoregressive recipe: the model sees the first ``initial_step`` (10)
+frames and predicts the next one, its own output is fed back through a sliding window up to the
+last frame. The FNO is trained with the loss summed over the full rollout (gradients through all
+steps); the U-Net with the "pushforward" trick: the first steps run without gradients and only the
+last ``unroll_step`` (20) steps contribute to the loss. Adam with weight decay (L2) and a StepLR
+schedule; MSE losses reshaped with the actual batch size; evaluation in eval mode.
+
+After every epoch the model is rolled out on the validation split and the fitness — the mean of
+validation RMSE, nRMSE, bRMSE and cRMSE (:func:`~evo_engine.sciml.metrics.advection_fitness`) — is
+reported; the best epoch's weights are kept, as PDEBench keeps its best checkpoint (it selects by
+rollout MSE on its test split; we select by the fitness on validation). Deliberate differences from
+PDEBench: evaluation always in eval mode, exact batch sizes, metrics averaged over the predicted
+frames only (see :mod:`evo_engine.sciml.metrics`), seeded runs.
+
+Hyperparameters (``params`` keys, any missing one taken from ``AdvectionTask.defaults``, which
+are PDEBench's): ``model`` ("unet" | "fno"), ``lr``, ``weight_decay``, ``scheduler_step``,
+``scheduler_gamma``, ``batch_size``, ``init_features`` and ``unet_depth`` (U-Net), ``modes``,
+``width`` and ``fno_layers`` (FNO), ``activation`` (None: the model's own, tanh / gelu).
+
+The data file is, in this order: ``AdvectionTask.data_file``; the file named by the environment
+variable ``EVO_ENGINE_ADVECTION_FILE`` (e.g. PDEBench's ``1D_Advection_Sols_beta4.0.hdf5``, strided
+to the task's nx × nt); or the task's generated recipe, cached by
+:func:`~evo_engine.sciml.advection.ensure_dataset`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from evo_engine.models import FNO1d, UNet1d
+from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
+from evo_engine.sciml.data import inspect_advection_file, read_advection, strides_for
+from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness
+from evo_engine.sciml.runtime import cached, seed_everything
+
+ADVECTION_FILE_ENV = "EVO_ENGINE_ADVECTION_FILE"
+
+PDEBENCH_DEFAULTS: dict[str, Any] = {
+    "model": "unet",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "scheduler_step": 100,
+    "scheduler_gamma": 0.5,
+    "batch_size": 50,
+    "init_features": 32,
+    "unet_depth": 4,
+    "modes": 12,
+    "width": 20,
+    "fno_layers": 4,
+    "activation": None,
+}
+"""PDEBench's ``config_Adv.yaml`` hyperparameters for the U-Net and the FNO."""
+
+
+@dataclass(frozen=True)
+class AdvectionTask:
+    """What an advection objective trains on and for how long (hyperparameters come as params).
+
+    ``nx``, ``nt`` and ``samples`` are what the model sees; the file is strided to them
+    (PDEBench: 1024 × 201 read as 256 × 41). ``samples=None`` uses every sample of the file.
+    ``t_train`` (PDEBench's knob; None = all nt frames) trains on the first ``t_train`` frames
+    only, which makes an epoch cheaper; evaluation always rolls out to the last frame.
+    """
+
+    recipe: AdvectionRecipe = field(default_factory=AdvectionRecipe)
+    data_file: str | None = None
+    nx: int = 256
+    nt: int = 41
+    samples: int | None = None
+    epochs: int = 500
+    initial_step: int = 10
+    unroll_step: int = 20
+    t_train: int | None = None
+    eval_batch_size: int = 50
+    defaults: Mapping[str, Any] = field(default_factory=lambda: dict(PDEBENCH_DEFAULTS))
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.initial_step < 1 or self.nt <= self.initial_step:
+            raise ValueError("need epochs >= 1 and 1 <= initial_step < nt")
+        if self.t_train is not None and self.t_train <= self.initial_step:
+            raise ValueError("need t_train > initial_step")
+
+    def resolve_file(self) -> Path:
+        """The data file to train on (explicit, environment, or generated and cached)."""
+        if self.data_file:
+            return Path(self.data_file)
+        if os.environ.get(ADVECTION_FILE_ENV):
+            return Path(os.environ[ADVECTION_FILE_ENV])
+        return ensure_dataset(self.recipe)
+
+
+def _load_split(task: AdvectionTask, path: Path, split: str, device: str) -> dict[str, Any]:
+    info = inspect_advection_file(path)
+    data = read_advection(path, split, **strides_for(info, task.nx, task.nt, task.samples))
+    return {
+        "u": torch.from_numpy(data.u).to(device),
+        "grid": torch.from_numpy(data.x).to(device),
+        "beta": data.beta,
+    }
+
+
+def load_split(task: AdvectionTask, split: str, ctx: Any) -> dict[str, Any]:
+    """One split as tensors on ``ctx.device``, read once per worker and kept in ``ctx.cache``."""
+    path = task.resolve_file().resolve()
+    stat = path.stat() if path.exists() else None
+    key = (
+        "advection",
+        str(path),
+        stat and stat.st_mtime_ns,
+        task.nx,
+        task.nt,
+        task.samples,
+        split,
+        str(ctx.device),
+    )
+    return cached(ctx, key, lambda: _load_split(task, path, split, str(ctx.device)))
+
+
+def build_model(params: Mapping[str, Any], initial_step: int = 10) -> nn.Module:
+    """Instantiate the U-Net or FNO described by complete ``params`` (see the module doc)."""
+    kind = params["model"]
+    activation = params.get("activation")
+    if kind == "unet":
+        return UNet1d(
+            in_channels=initial_step,
+            out_channels=1,
+            init_features=int(params["init_features"]),
+            depth=int(params["unet_depth"]),
+            activation=activation or "tanh",
+        )
+    if kind == "fno":
+        return FNO1d(
+            num_channels=1,
+            modes=int(params["modes"]),
+            width=int(params["width"]),
+            initial_step=initial_step,
+            n_layers=int(params["fno_layers"]),
+            activation=activation or "gelu",
+        )
+    raise ValueError(f"unknown model {kind!r}; choose 'unet' or 'fno'")
+
+
+def _next_frame(model: nn.Module, window: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return model(window, grid) if isinstance(model, FNO1d) else model(window)
+
+
+@torch.no_grad()
+def rollout(
+    model: nn.Module, trajectories: torch.Tensor, initial_step: int, grid: torch.Tensor
+) -> torch.Tensor:
+    """Predict ``[b, nt, nx]`` autoregressively from the first ``initial_step`` true frames."""
+    window = trajectories[:, :initial_step]
+    frames = [window]
+    for _ in range(initial_step, trajectories.shape[1]):
+        frame = _next_frame(model, window, grid)
+        frames.append(frame)
+        window = torch.cat((window[:, 1:], frame), dim=1)
+    return torch.cat(frames, dim=1)
+
+
+def evaluate(
+    model: nn.Module, trajectories: torch.Tensor, grid: torch.Tensor, task: AdvectionTask
+) -> dict[str, float]:
+    """PDEBench's metrics of a full rollout of ``model`` on ``trajectories``, in eval mode."""
+    model.eval()
+    acc = MetricAccumulator(task.initial_step)
+    for batch in trajectories.split(task.eval_batch_size):
+        acc.update(rollout(model, batch, task.initial_step, grid), batch)
+    return acc.compute()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: torch.Tensor,
+    grid: torch.Tensor,
+    batch_size: int,
+    task: AdvectionTask,
+    generator: torch.Generator,
+) -> float:
+    """One epoch of autoregressive training; returns the mean rollout loss per batch."""
+    model.train()
+    nt = min(task.t_train or train.shape[1], train.shape[1])
+    s = task.initial_step
+    # Pushforward for the U-Net: no gradients through the early steps (PDEBench's PF-20).
+    grad_from = max(s, nt - task.unroll_step) if isinstance(model, UNet1d) else s
+    total, batches = 0.0, 0
+    order = torch.randperm(train.shape[0], generator=generator).to(train.device)
+    for index in order.split(batch_size):
+        yy = train[index]
+        b = yy.shape[0]
+        window = yy[:, :s]
+        loss = yy.new_zeros(())
+        for t in range(s, nt):
+            if t < grad_from:
+                with torch.no_grad():
+                    frame = _next_frame(model, window, grid)
+            else:
+                frame = _next_frame(model, window, grid)
+                loss = loss + F.mse_loss(frame.reshape(b, -1), yy[:, t].reshape(b, -1))
+            window = torch.cat((window[:, 1:], frame), dim=1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        batches += 1
+    return total / max(batches, 1)
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{name}": value for name, value in metrics.items()}
+
+
+def fit(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) -> dict[str, Any]:
+    """Train with ``params`` and return the best-epoch model plus its validation record."""
+    p = {**task.defaults, **params}
+    generator = seed_everything(int(ctx.seed))
+    train = load_split(task, "train", ctx)
+    val = load_split(task, "val", ctx)
+    model = build_model(p, task.initial_step).to(ctx.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"])
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=max(1, int(p["scheduler_step"])), gamma=float(p["scheduler_gamma"])
+    )
+    batch_size = max(1, int(p["batch_size"]))
+    best: dict[str, Any] = {"fitness": math.inf, "epoch": -1, "state": None, "metrics": None}
+    start = time.perf_counter()
+    epochs_run, train_loss = 0, math.nan
+    for epoch in range(task.epochs):
+        train_loss = train_epoch(
+            model, optimizer, train["u"], train["grid"], batch_size, task, generator
+        )
+        scheduler.step()
+        epochs_run = epoch + 1
+        if not math.isfinite(train_loss):
+            break  # diverged: further epochs cannot recover, keep the best epoch so far
+        metrics = evaluate(model, val["u"], val["grid"], task)
+        fitness = advection_fitness(metrics)
+        ctx.report(epoch, fitness)
+        if math.isfinite(fitness) and fitness < best["fitness"]:
+            best.update(fitness=fitness, epoch=epoch, metrics=metrics)
+            best["state"] = copy.deepcopy(model.state_dict())
+        if ctx.should_stop():
+            break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    else:
+        best["metrics"] = evaluate(model, val["u"], val["grid"], task)
+        best["fitness"] = advection_fitness(best["metrics"])
+    record: dict[str, Any] = {
+        "fitness": float(best["fitness"]),
+        **_prefixed("val", best["metrics"]),
+        "val_fitness": float(best["fitness"]),
+        "best_epoch": float(best["epoch"]),
+        "epochs_run": float(epochs_run),
+        "train_loss": float(train_loss),
+        "n_params": float(sum(t.numel() for t in model.parameters())),
+        "train_seconds": time.perf_counter() - start,
+    }
+    return {"model": model, "record": record}
+
+
+def train_advection(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) -> dict[str, float]:
+    """Objective: train on the training split, return the validation fitness and all metrics.
+
+    Use as ``functools.partial(train_advection, task=AdvectionTask(...))``. Lower is better.
+    """
+    return fit(params, ctx, task)["record"]
+
+
+def advection_test_metrics(
+    params: Mapping[str, Any], ctx: Any, task: AdvectionTask
+) -> dict[str, float]:
+    """Train exactly as :func:`train_advection` would, then also score the TEST split.
+
+    Returns the validation record plus ``test_rmse``, ``test_nrmse``, ... and ``test_fitness``;
+    meant for the best individuals at the end of a run (the optimiser never sees these).
+    """
+    result = fit(params, ctx, task)
+    test = load_split(task, "test", ctx)
+    metrics = evaluate(result["model"], test["u"], test["grid"], task)
+    return {
+        **result["record"],
+        **_prefixed("test", metrics),
+        "test_fitness": advection_fitness(metrics),
+    }

@@ -1,0 +1,150 @@
+"""The SciML objectives run directly with a fake context: tiny sizes, a few epochs each."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
+from evo_engine.sciml.data import DataFileError
+from evo_engine.sciml.digits import DigitsTask, digits_test_metrics, train_digits
+from evo_engine.sciml.metrics import METRIC_NAMES
+from evo_engine.sciml.pinn import PinnTask, pinn_test_metrics, train_pinn
+from evo_engine.sciml.training import (
+    PDEBENCH_DEFAULTS,
+    AdvectionTask,
+    advection_test_metrics,
+    train_advection,
+)
+
+
+@dataclass
+class FakeContext:
+    """The attributes an objective may use, recording what it reports."""
+
+    seed: int = 0
+    device: str = "cpu"
+    cache: dict = field(default_factory=dict)
+    scratch_dir: Path = Path(".")
+    reports: list = field(default_factory=list)
+    stop_after: int | None = None
+
+    def report(self, step: int, value: float) -> None:
+        self.reports.append((step, value))
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.reports) >= self.stop_after
+
+
+@pytest.fixture(autouse=True)
+def _setup(tmp_path, monkeypatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+
+
+def tiny_task(**changes) -> AdvectionTask:
+    defaults = {
+        **PDEBENCH_DEFAULTS,
+        "init_features": 4,
+        "unet_depth": 2,
+        "batch_size": 8,
+        "width": 8,
+        "modes": 4,
+    }
+    fields = dict(
+        recipe=AdvectionRecipe(samples=30, nx=32, nt=14),
+        nx=32,
+        nt=14,
+        epochs=2,
+        unroll_step=2,
+        eval_batch_size=4,
+        defaults=defaults,
+    )
+    return AdvectionTask(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("model", ["unet", "fno"])
+def test_advection_objective(model: str) -> None:
+    ctx = FakeContext(seed=3)
+    out = train_advection({"model": model, "lr": 3e-3}, ctx, tiny_task())
+    assert math.isfinite(out["fitness"])
+    assert out["fitness"] == pytest.approx(
+        (out["val_rmse"] + out["val_nrmse"] + out["val_brmse"] + out["val_crmse"]) / 4
+    )
+    assert {f"val_{m}" for m in METRIC_NAMES} <= set(out)
+    assert all(isinstance(v, float) for v in out.values())
+    assert [step for step, _ in ctx.reports] == [0, 1]  # once per epoch
+    assert out["fitness"] == pytest.approx(min(v for _, v in ctx.reports))  # best epoch kept
+
+
+def test_advection_is_reproducible_and_caches_the_data() -> None:
+    ctx = FakeContext(seed=1)
+    task = tiny_task(t_train=12)
+    a = train_advection({"lr": 1e-3}, ctx, task)
+    assert len(ctx.cache) == 2  # train and val splits, on the context's device
+    b = train_advection({"lr": 1e-3}, ctx, task)
+    assert a["fitness"] == b["fitness"]
+    c = train_advection({"lr": 1e-3}, FakeContext(seed=2), task)
+    assert c["fitness"] != a["fitness"]
+
+
+def test_advection_stops_early_when_asked() -> None:
+    ctx = FakeContext(stop_after=1)
+    out = train_advection({}, ctx, tiny_task(epochs=5))
+    assert out["epochs_run"] == 1.0 and math.isfinite(out["fitness"])
+
+
+def test_advection_test_metrics_score_the_test_split() -> None:
+    ctx = FakeContext(seed=3)
+    task = tiny_task(epochs=1)
+    out = advection_test_metrics({"model": "fno"}, ctx, task)
+    val = train_advection({"model": "fno"}, FakeContext(seed=3), task)
+    assert out["fitness"] == val["fitness"]  # trained exactly as the objective trains
+    assert {f"test_{m}" for m in METRIC_NAMES} <= set(out) and "test_fitness" in out
+    assert out["test_rmse"] != out["val_rmse"]
+
+
+def test_advection_reads_a_given_file_at_another_resolution(tmp_path, monkeypatch) -> None:
+    # A "PDEBench-like" file at twice the resolution, named by the environment variable.
+    path = ensure_dataset(AdvectionRecipe(samples=30, nx=64, nt=27), tmp_path / "given")
+    monkeypatch.setenv("EVO_ENGINE_ADVECTION_FILE", str(path))
+    task = tiny_task(nt=14, epochs=1)
+    out = train_advection({}, FakeContext(), task)
+    assert math.isfinite(out["fitness"])
+    assert not (tmp_path / "data").exists()  # nothing was generated
+
+
+def test_advection_refuses_a_bad_file(tmp_path) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(DataFileError, match="bad.h5"):
+        train_advection({}, FakeContext(), tiny_task(data_file=str(bad)))
+
+
+def test_pinn_objective_and_test_metrics() -> None:
+    task = PinnTask(
+        beta=1.0, nx=16, nt=5, iterations=20, report_every=10, num_domain=64, num_boundary=16
+    )
+    ctx = FakeContext()
+    out = train_pinn({"width": 8, "depth": 2, "activation": "silu", "lr": 1e-2}, ctx, task)
+    assert out["fitness"] == out["val_rel_l2"] > 0
+    assert [step for step, _ in ctx.reports] == [10, 20]
+    test = pinn_test_metrics({"width": 8, "depth": 2}, FakeContext(), task)
+    assert {"test_rel_l2", "test_rmse", "test_max_error", "val_rel_l2"} <= set(test)
+
+
+def test_digits_objective_and_test_metrics() -> None:
+    task = DigitsTask(epochs=2)
+    ctx = FakeContext()
+    params = {"layers": 2, "channels": 4, "activation": "gelu", "dropout": 0.1, "lr": 1e-2}
+    out = train_digits(params, ctx, task)
+    assert 0 <= out["fitness"] < 0.9 and out["fitness"] == out["val_error"]
+    assert out["val_accuracy"] == pytest.approx(1 - out["val_error"])
+    assert len(ctx.reports) == 2
+    test = digits_test_metrics(params, FakeContext(), task)
+    assert test["fitness"] == out["fitness"] and 0 <= test["test_error"] <= 1
