@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
     run.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    from evo_engine.analysis.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
     return parser
 
 

@@ -1,0 +1,9 @@
+"""Offline analysis of a run store: history as arrays, summary, plots, CSV export.
+
+Importing this package stays light (numpy and zarr only); matplotlib is imported when plots
+are drawn.
+"""
+
+from evo_engine.analysis.history import STATE_NAMES, Run, load_history, load_run, to_dataframe
+
+__all__ = ["STATE_NAMES", "Run", "load_history", "load_run", "to_dataframe"]

@@ -1,0 +1,552 @@
+"""PNG plots of a run, drawn from the store alone with matplotlib's Agg renderer.
+
+``make_plots(run, out_dir, baseline=None)`` writes every plot that applies to the run and
+returns their paths. Each ``plot_*`` function returns a matplotlib ``Figure`` (or None when the
+run has nothing for it, e.g. no ES islands for the σ plot), so tests and notebooks can use
+them one by one. Figures are built without pyplot: no global state, no display needed.
+
+Conventions that keep the plots readable at a glance: fitness is "lower is better" and goes
+on a log axis when it is positive and spans more than a decade and a half; wall time is shown
+in s, min or h depending on the run's length; a parameter declared ``log=True`` is drawn on a
+log axis; islands keep one colour across every plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.transforms import blended_transform_factory
+
+from evo_engine.analysis.history import Run
+from evo_engine.analysis.summary import active_span
+from evo_engine.errors import InputError
+from evo_engine.records import EvalState
+
+DPI = 100
+
+
+class PlotError(InputError):
+    """The plots cannot be written where the user asked."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def island_colour(k: int, n: int) -> tuple[float, float, float, float]:
+    """One stable colour per island (tab10 up to ten islands, then a continuous map)."""
+    if n <= 10:
+        return colormaps["tab10"](k % 10)
+    return colormaps["turbo"](k / max(n - 1, 1))
+
+
+def time_unit(span_seconds: float) -> tuple[float, str]:
+    """(divisor, unit) so that a run's wall-clock span reads in s, min or h."""
+    if span_seconds < 120:
+        return 1.0, "s"
+    if span_seconds < 2 * 3600:
+        return 60.0, "min"
+    return 3600.0, "h"
+
+
+def _fitness_axis(ax: Axes, values: np.ndarray, label: str = "fitness (lower is better)") -> None:
+    v = values[np.isfinite(values)]
+    if v.size and v.min() > 0 and v.max() / v.min() > 30:
+        ax.set_yscale("log")
+        label += ", log scale"
+    ax.set_ylabel(label)
+
+
+def best_so_far(fitness: np.ndarray) -> np.ndarray:
+    """Running minimum of ``fitness`` treating NaN (failed) as no improvement; NaN before any."""
+    f = np.where(np.isfinite(fitness), fitness, np.inf)
+    out = np.minimum.accumulate(f) if f.size else f
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _islands(run: Run) -> int:
+    n = run.attrs.get("islands")
+    if isinstance(n, int) and n > 0:
+        return n
+    isl = run.evaluations.get("island", np.zeros(0, dtype=int))
+    return int(isl.max()) + 1 if isl.size else 1
+
+
+def _n_islands_seen(run: Run) -> int:
+    return int(np.unique(run.evaluations["island"]).size)
+
+
+def _mode(run: Run) -> str:
+    return "synchronous" if run.attrs.get("sync") else "asynchronous"
+
+
+def _rel_time(run: Run, t: np.ndarray) -> np.ndarray:
+    """Seconds since the run started; NaN where no time was recorded (a worker that died)."""
+    t = np.asarray(t, dtype=float)
+    return np.where(t > 0, t - run.t0, np.nan)
+
+
+def _param_values(run: Run, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """A parameter as numbers to plot, and the category labels when it is categorical."""
+    raw = run.evaluations[f"params/{name}"]
+    if not run.is_categorical(name):
+        return np.asarray(raw, dtype=float), None
+    choices = [str(c) for c in run.space.get(name, {}).get("choices", [])]
+    for v in raw:
+        if str(v) not in choices:
+            choices.append(str(v))
+    index = {c: i for i, c in enumerate(choices)}
+    return np.array([index[str(v)] for v in raw], dtype=float), choices
+
+
+def _param_axis(ax: Axes, run: Run, name: str, labels: list[str] | None, axis: str = "y") -> None:
+    set_label = ax.set_ylabel if axis == "y" else ax.set_xlabel
+    if labels is not None:
+        ticks = ax.set_yticks if axis == "y" else ax.set_xticks
+        ticks(range(len(labels)), labels, fontsize=8)
+        if axis == "x":
+            ax.tick_params(axis="x", labelrotation=30)
+        set_label(f"{name} (categorical)")
+        return
+    if run.is_log(name):
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        set_label(f"{name} (log scale)")
+    else:
+        set_label(name)
+    spec = run.space.get(name, {})
+    if "lo" in spec and "hi" in spec:
+        # The whole declared range, so "stuck at a bound" is visible.
+        (ax.set_ylim if axis == "y" else ax.set_xlim)(*_padded(spec["lo"], spec["hi"],
+                                                             run.is_log(name)))
+
+
+def _latest(t: np.ndarray) -> float:
+    """The largest recorded time (0 when none is), for choosing the time unit."""
+    finite = t[np.isfinite(t)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _padded(lo: float, hi: float, log: bool) -> tuple[float, float]:
+    if log and lo > 0:
+        f = (hi / lo) ** 0.04
+        return lo / f, hi * f
+    pad = 0.04 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def _failed_marks(ax: Axes, x: np.ndarray, label: bool = True) -> None:
+    """Failed evaluations as red crosses in a strip above the data (they have no fitness)."""
+    if not x.size:
+        return
+    # Grow the y range by a strip at the top, so the crosses never sit on a data point.
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(lo, hi * (hi / lo) ** 0.1)
+    else:
+        ax.set_ylim(lo, hi + 0.1 * (hi - lo))
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    ax.scatter(x, np.full(x.size, 0.97), transform=trans, marker="x", s=18, color="red",
+               linewidths=1, label=f"failed ({x.size})" if label else None, zorder=3)
+
+
+def _title(fig: Figure, run: Run, what: str) -> None:
+    fig.suptitle(f"{what} — {run.attrs.get('scenario', '?')} ({run.path.name}, {_mode(run)}, "
+                 f"{run.n} evaluations)", fontsize=11)
+
+
+def _legend(ax: Axes, **kw: object) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8, framealpha=0.85, **kw)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_best_so_far(run: Run, baseline: Run | None = None) -> Figure | None:
+    """Best fitness so far versus evaluations finished and versus wall time, per island."""
+    if not run.complete.any():
+        return None
+    ev = run.evaluations
+    n_isl = _islands(run)
+    fig = Figure(figsize=(13, 4.8), dpi=DPI, layout="constrained")
+    ax_n, ax_t = fig.subplots(1, 2, sharey=True)
+    t_end = _rel_time(run, ev["t_end"])
+    runs: list[tuple[Run, str, dict[str, object]]] = [
+        (run, f"overall ({'sync' if run.attrs.get('sync') else 'async'})",
+         {"color": "black", "lw": 2.2})]
+    if baseline is not None and baseline.complete.any():
+        mode = "sync" if baseline.attrs.get("sync") else "async"
+        runs.append((baseline, f"baseline {baseline.path.name} ({mode})",
+                     {"color": "0.45", "lw": 2.0, "ls": "--"}))
+    span = max(_latest(_rel_time(r, r.evaluations["t_end"])) for r, _, _ in runs)
+    div, unit = time_unit(span)
+    if _n_islands_seen(run) > 1:
+        for k in range(n_isl):
+            mask = ev["island"] == k
+            if not (mask & run.complete).any():
+                continue
+            c = island_colour(k, n_isl)
+            f = run.fitness[mask]
+            ax_n.step(np.flatnonzero(mask) + 1, best_so_far(f), where="post", color=c, lw=1.2,
+                      alpha=0.9, zorder=3, label=f"island {k}")
+            order = np.argsort(t_end[mask], kind="stable")
+            ax_t.step(t_end[mask][order] / div, best_so_far(f[order]), where="post", color=c,
+                      lw=1.2, alpha=0.9, zorder=3)
+    for r, label, style in runs:
+        f = r.fitness
+        ax_n.step(np.arange(1, r.n + 1), best_so_far(f), where="post", label=label, **style)
+        t = _rel_time(r, r.evaluations["t_end"])
+        order = np.argsort(t, kind="stable")
+        ax_t.step(t[order] / div, best_so_far(f[order]), where="post", **style)
+    _fitness_axis(ax_n, np.concatenate([r.fitness for r, _, _ in runs]),
+                  "best fitness so far (lower is better)")
+    ax_n.set_xlabel("evaluations finished")
+    ax_n.set_title("versus evaluations")
+    ax_t.set_xlabel(f"wall time since run start ({unit})")
+    ax_t.set_title("versus wall time")
+    ax_t.tick_params(labelleft=True)
+    for ax in (ax_n, ax_t):
+        ax.grid(alpha=0.3)
+    _legend(ax_n, loc="upper right")
+    _title(fig, run, "Best fitness so far")
+    return fig
+
+
+def plot_fitness_over_time(run: Run) -> Figure | None:
+    """Every evaluation's fitness at the moment it finished, coloured by island."""
+    if run.n == 0:
+        return None
+    ev = run.evaluations
+    n_isl = _islands(run)
+    t = _rel_time(run, ev["t_end"])
+    div, unit = time_unit(_latest(t))
+    fig = Figure(figsize=(11, 5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ok = run.complete
+    for k in range(n_isl):
+        m = ok & (ev["island"] == k)
+        if m.any():
+            ax.scatter(t[m] / div, run.fitness[m], s=12, alpha=0.7, color=island_colour(k, n_isl),
+                       label=f"island {k}", edgecolors="none")
+    order = np.argsort(t, kind="stable")
+    ax.step(t[order] / div, best_so_far(run.fitness[order]), where="post", color="black", lw=1.5,
+            label="best so far")
+    _fitness_axis(ax, run.fitness[ok])
+    _failed_marks(ax, t[~ok] / div)
+    ax.set_xlabel(f"wall time since run start ({unit}), at the end of each evaluation")
+    ax.grid(alpha=0.3)
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _title(fig, run, "Fitness of every evaluation")
+    return fig
+
+
+def plot_parameters(run: Run) -> Figure | None:
+    """Each hyperparameter's value over the run, coloured by island, with the best marked."""
+    names = [p for p in run.param_names if f"params/{p}" in run.evaluations]
+    if run.n == 0 or not names:
+        return None
+    ev = run.evaluations
+    n_isl = _islands(run)
+    ncols = 1 if len(names) == 1 else 2
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(6.5 * ncols, 3.2 * nrows + 0.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    x = np.arange(1, run.n + 1)
+    ok = run.complete
+    best = int(np.flatnonzero(ok)[np.argmin(run.fitness[ok])]) if ok.any() else None
+    for ax, name in zip(axes, names):
+        y, labels = _param_values(run, name)
+        jitter = 0.0
+        if labels is not None:
+            # Spread categorical dots a little so thousands of them do not hide each other.
+            jitter = np.random.default_rng(0).uniform(-0.15, 0.15, run.n)
+        for k in range(n_isl):
+            m = ok & (ev["island"] == k)
+            if m.any():
+                ax.scatter(x[m], (y + jitter)[m], s=9, alpha=0.6, color=island_colour(k, n_isl),
+                           edgecolors="none", label=f"island {k}")
+        if (~ok).any():
+            ax.scatter(x[~ok], (y + jitter)[~ok], s=16, marker="x", color="red", linewidths=0.8,
+                       label="failed")
+        if best is not None:
+            ax.axhline(y[best], color="black", lw=0.8, ls=":")
+            ax.scatter([x[best]], [y[best]], s=160, marker="*", color="gold", edgecolors="black",
+                       zorder=5, label=f"best (uid {int(ev['uid'][best])})")
+        _param_axis(ax, run, name, labels)
+        ax.set_xlabel("evaluations finished")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    _title(fig, run, "Hyperparameters over the run")
+    return fig
+
+
+def plot_sigma(run: Run) -> Figure | None:
+    """The ES step size σ of each parameter over the run, one panel per ES island."""
+    if not run.has_sigma:
+        return None
+    ev = run.evaluations
+    sigma = np.asarray(ev["sigma"], dtype=float)
+    names = run.param_names if len(run.param_names) == sigma.shape[1] else [
+        f"gene {j}" for j in range(sigma.shape[1])]
+    has = np.isfinite(sigma).any(axis=1)
+    islands = [int(k) for k in np.unique(ev["island"][has])]
+    fig = Figure(figsize=(11, 3.4 * len(islands) + 0.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(islands), 1, squeeze=False)).ravel()
+    x = np.arange(1, run.n + 1)
+    colours = colormaps["tab10" if len(names) <= 10 else "turbo"]
+    for ax, k in zip(axes, islands):
+        m = has & (ev["island"] == k)
+        for j, name in enumerate(names):
+            c = colours(j % 10) if len(names) <= 10 else colours(j / max(len(names) - 1, 1))
+            ax.plot(x[m], sigma[m, j], marker=".", ms=3, lw=1, color=c, label=name)
+        ax.set_yscale("log")
+        ax.set_ylabel("σ (unit-cube units, log scale)")
+        ax.set_title(f"island {k}", fontsize=10)
+        ax.set_xlabel("evaluations finished")
+        ax.grid(alpha=0.3, which="both")
+        _legend(ax, loc="upper right", ncol=2 if len(names) > 4 else 1)
+    _title(fig, run, "ES step size σ per parameter")
+    return fig
+
+
+def worker_usage(run: Run) -> dict[int, tuple[float, float]]:
+    """Per worker: (busy seconds, busy fraction of the run's active time).
+
+    Active time runs from the first start to the last end, less the pauses between the jobs
+    of a resumed run (see ``active_span``).
+    """
+    ev = run.evaluations
+    t0, t1 = ev["t_start"], ev["t_end"]
+    ok = np.isfinite(t0) & np.isfinite(t1) & (t0 > 0) & (t1 >= t0) & (ev["worker"] >= 0)
+    if not ok.any():
+        return {}
+    full, between = active_span(t0[ok], t1[ok], int(run.attrs.get("jobs", 1) or 1))
+    span = (full - between) or 1e-9
+    out = {}
+    for w in np.unique(ev["worker"][ok]):
+        m = ok & (ev["worker"] == w)
+        busy = float((t1[m] - t0[m]).sum())
+        out[int(w)] = (busy, min(busy / span, 1.0))
+    return out
+
+
+def plot_workers(run: Run) -> Figure | None:
+    """A Gantt chart: one row per worker, one bar per evaluation, idle gaps left grey."""
+    usage = worker_usage(run)
+    if not usage:
+        return None
+    ev = run.evaluations
+    n_isl = _islands(run)
+    t_start, t_end = _rel_time(run, ev["t_start"]), _rel_time(run, ev["t_end"])
+    ok = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (ev["worker"] >= 0)
+    lo, hi = float(t_start[ok].min()), float(t_end[ok].max())
+    div, unit = time_unit(hi)
+    workers = sorted(usage)
+    fig = Figure(figsize=(13, min(1.2 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    failed = ev["state"] != int(EvalState.COMPLETE)
+    for row, w in enumerate(workers):
+        ax.broken_barh([(lo / div, (hi - lo) / div)], (row - 0.4, 0.8), color="0.9", zorder=1)
+        m = ok & (ev["worker"] == w)
+        for k in range(n_isl):
+            mk = m & (ev["island"] == k) & ~failed
+            if mk.any():
+                ax.broken_barh(list(zip(t_start[mk] / div, (t_end[mk] - t_start[mk]) / div)),
+                               (row - 0.4, 0.8), color=island_colour(k, n_isl), zorder=2)
+        mf = m & failed
+        if mf.any():
+            ax.broken_barh(list(zip(t_start[mf] / div, (t_end[mf] - t_start[mf]) / div)),
+                           (row - 0.4, 0.8), color="red", zorder=2)
+    ax.set_yticks(range(len(workers)),
+                  [f"worker {w} ({100 * usage[w][1]:.0f}% busy)" for w in workers], fontsize=8)
+    ax.set_ylim(len(workers) - 0.5, -0.5)
+    ax.set_xlabel(f"wall time since run start ({unit})")
+    handles = [Patch(color=island_colour(k, n_isl), label=f"island {k}") for k in range(n_isl)
+               if (ev["island"] == k).any()]
+    if failed.any():
+        handles.append(Patch(color="red", label="failed evaluation"))
+    handles.append(Patch(color="0.9", label="idle"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    busy = sum(b for b, _ in usage.values())
+    jobs = int(run.attrs.get("jobs", 1) or 1)
+    span, between = active_span(t_start[ok], t_end[ok], jobs)
+    util = busy / (len(workers) * max(span - between, 1e-9))
+    note = f" ({jobs} jobs; the pauses between them are not counted)" if jobs > 1 else ""
+    _title(fig, run, f"Worker timeline: {100 * min(util, 1.0):.0f}% utilization{note}")
+    return fig
+
+
+def influence(run: Run) -> dict[str, float]:
+    """How much each parameter explains fitness: ε² of fitness ranks grouped by the parameter.
+
+    For each parameter the complete evaluations are grouped (by choice for a categorical, by
+    value for an int with at most 10 levels, else into up to 10 equal-count bins) and the
+    fitness *ranks* are compared between groups as in a one-way ANOVA. ε² = (SS_between −
+    (k−1)·MS_within) / (SS_total + MS_within) is the share of rank variance the grouping
+    explains, corrected for the number of groups k (so a many-level parameter is not favoured
+    by chance). Ranks make it robust to a few huge fitness values; grouping makes it see
+    non-monotone effects (an optimum inside the range) that a correlation would miss. Values
+    near 0 mean no visible effect; 1 means the parameter alone orders the fitness.
+    """
+    ok = run.complete
+    n = int(ok.sum())
+    if n < 6:
+        return {}
+    ranks = np.argsort(np.argsort(run.fitness[ok], kind="stable")).astype(float)
+    sst = float(((ranks - ranks.mean()) ** 2).sum())
+    out: dict[str, float] = {}
+    for name in run.param_names:
+        if f"params/{name}" not in run.evaluations:
+            continue
+        values, labels = _param_values(run, name)
+        v = values[ok]
+        uniq = np.unique(v)
+        if uniq.size < 2:
+            out[name] = 0.0
+            continue
+        if labels is not None or uniq.size <= 10:
+            groups = np.searchsorted(uniq, v)
+        else:
+            k = min(10, max(2, n // 5))
+            edges = np.quantile(v, np.linspace(0, 1, k + 1)[1:-1])
+            groups = np.searchsorted(edges, v, side="right")
+        ids = np.unique(groups)
+        k = ids.size
+        if k < 2 or n - k < 1 or sst == 0:
+            out[name] = 0.0
+            continue
+        ssb = sum(float((groups == g).sum()) * (ranks[groups == g].mean() - ranks.mean()) ** 2
+                  for g in ids)
+        msw = (sst - ssb) / (n - k)
+        out[name] = max((ssb - (k - 1) * msw) / (sst + msw), 0.0)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def plot_influence(run: Run) -> Figure | None:
+    """Fitness versus the two most influential parameters, and the two against each other."""
+    scores = influence(run)
+    if not scores:
+        return None
+    top = list(scores)[:2]
+    ok = run.complete
+    order_col = np.arange(1, run.n + 1)[ok]
+    panels = len(top) + (1 if len(top) == 2 else 0)
+    fig = Figure(figsize=(5.2 * panels, 4.6), dpi=DPI, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels)).ravel()
+    rng = np.random.default_rng(0)
+    plotted: dict[str, np.ndarray] = {}
+    best = int(np.argmin(run.fitness[ok]))
+    sc = None
+    for ax, name in zip(axes, top):
+        x, labels = _param_values(run, name)
+        x = x[ok] + (rng.uniform(-0.15, 0.15, int(ok.sum())) if labels is not None else 0.0)
+        plotted[name] = x
+        sc = ax.scatter(x, run.fitness[ok], c=order_col, cmap="viridis", s=12, alpha=0.75,
+                        edgecolors="none")
+        ax.scatter([x[best]], [run.fitness[ok][best]], s=180, marker="*", color="gold",
+                   edgecolors="black", zorder=5, label="best")
+        _param_axis(ax, run, name, labels, axis="x")
+        _fitness_axis(ax, run.fitness[ok])
+        ax.set_title(f"{name}: influence ε² = {scores[name]:.2f}", fontsize=10)
+        ax.grid(alpha=0.3)
+        _legend(ax, loc="best")
+    if panels == 3:
+        ax = axes[2]
+        a, b = top
+        # Colour by fitness rank: a few extreme values would otherwise grey out the rest.
+        f = run.fitness[ok]
+        pct = 100.0 * np.argsort(np.argsort(f, kind="stable")) / max(f.size - 1, 1)
+        sc2 = ax.scatter(plotted[a], plotted[b], c=pct, cmap="viridis_r", s=14, alpha=0.8,
+                         edgecolors="none")
+        ax.scatter([plotted[a][best]], [plotted[b][best]], s=180, marker="*", color="gold",
+                   edgecolors="black", zorder=5)
+        _param_axis(ax, run, a, _param_values(run, a)[1], axis="x")
+        _param_axis(ax, run, b, _param_values(run, b)[1], axis="y")
+        ax.set_title(f"{a} × {b}", fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.colorbar(sc2, ax=ax, label="fitness rank (percentile, 0 = best)")
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes[: len(top)]), label="evaluation number", location="bottom",
+                     shrink=0.6, aspect=40)
+    others = ", ".join(f"{k} {v:.2f}" for k, v in list(scores.items())[2:])
+    _title(fig, run, "Most influential parameters (ε² of fitness ranks"
+           + (f"; others: {others})" if others else ")"))
+    return fig
+
+
+def plot_migrations(run: Run) -> Figure | None:
+    """When each migrant arrived where, and whether its destination island accepted it."""
+    mig = run.migrations
+    if not mig or mig.get("uid", np.zeros(0)).size == 0:
+        return None
+    n_isl = _islands(run)
+    fig = Figure(figsize=(11, 1.6 + 0.45 * n_isl), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    acc = mig["accepted"].astype(bool)
+    for k in range(n_isl):
+        m = mig["origin"] == k
+        if not m.any():
+            continue
+        c = island_colour(k, n_isl)
+        ax.scatter(mig["at_eval"][m & acc], mig["destination"][m & acc], color=c, s=40,
+                   marker="o", label=f"from island {k}")
+        ax.scatter(mig["at_eval"][m & ~acc], mig["destination"][m & ~acc], facecolors="none",
+                   edgecolors=c, s=40, marker="o")
+    ax.set_yticks(range(n_isl), [f"island {k}" for k in range(n_isl)], fontsize=8)
+    ax.set_ylim(n_isl - 0.5, -0.5)
+    ax.set_ylabel("destination")
+    ax.set_xlabel("evaluations finished when the migrant was sent")
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], marker="o", ls="", color="0.3", label="accepted"),
+                Line2D([], [], marker="o", ls="", mfc="none", color="0.3", label="rejected")]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _title(fig, run, f"Migrations: {int(acc.sum())} of {acc.size} accepted")
+    return fig
+
+
+PLOTS: dict[str, Callable[[Run], Figure | None]] = {
+    "fitness_over_time": plot_fitness_over_time,
+    "parameters": plot_parameters,
+    "influence": plot_influence,
+    "sigma": plot_sigma,
+    "workers": plot_workers,
+    "migrations": plot_migrations,
+}
+"""Plot name → function; ``best_so_far`` (which takes a baseline) is drawn first."""
+
+
+def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None) -> list[Path]:
+    """Write every plot that applies to ``run`` as ``out_dir/<name>.png``; returns the paths."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlotError(f"cannot create the plot directory {out}: {exc.strerror or exc}") from None
+    figures: list[tuple[str, Figure | None]] = [("best_so_far", plot_best_so_far(run, baseline))]
+    figures += [(name, fn(run)) for name, fn in PLOTS.items()]
+    written = []
+    for name, fig in figures:
+        if fig is None:
+            continue
+        path = out / f"{name}.png"
+        try:
+            fig.savefig(path, dpi=DPI)
+        except OSError as exc:
+            raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
+        written.append(path)
+    return written
+
+
+__all__ = ["PLOTS", "PlotError", "best_so_far", "influence", "make_plots", "worker_usage"]

@@ -1,0 +1,281 @@
+"""The terminal summary of a run: where it stands, how busy the workers were, what is best.
+
+``summarize(run, top)`` computes a ``Summary`` from the store alone; ``format_summary``
+renders it as the text ``python -m evo_engine analyze RUN_DIR`` prints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evo_engine.analysis.history import STATE_NAMES, Run
+
+
+@dataclass
+class IslandBest:
+    """The best complete evaluation of one island (or of the whole run when island is None)."""
+
+    island: int | None
+    uid: int
+    fitness: float
+    evaluations: int
+
+
+@dataclass
+class Summary:
+    """What the summary says about a run; every number comes from the run store."""
+
+    scenario: str
+    status: str
+    stop_reason: str
+    budget: int | None
+    recorded: int
+    counts: dict[str, int]
+    in_flight: int | None
+    wall_seconds: float
+    jobs: int
+    between_jobs_seconds: float
+    busy_seconds: float
+    workers: int
+    utilization: float | None
+    islands: int
+    sync: bool
+    best: IslandBest | None
+    best_per_island: list[IslandBest]
+    top: list[dict[str, Any]]
+    final: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status_line(self) -> str:
+        if self.status == "finished":
+            return "finished"
+        if self.status == "stopped":
+            return f"stopped ({self.stop_reason or 'no reason recorded'}); resumable with --resume"
+        if self.status == "failed":
+            return f"failed ({self.stop_reason or 'no reason recorded'})"
+        if self.status == "running":
+            return ("running (still in progress, or killed before it could record a stop; "
+                    "a killed run continues with --resume)")
+        return self.status or "unknown"
+
+
+def _scalar(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
+    """The ``n`` best complete evaluations, best first, each with its params and metrics."""
+    ev = run.evaluations
+    idx = np.flatnonzero(run.complete)
+    order = idx[np.argsort(run.fitness[idx], kind="stable")][:n]
+    rows = []
+    for i in order:
+        rows.append({
+            "uid": int(ev["uid"][i]), "island": int(ev["island"][i]),
+            "fitness": float(ev["fitness"][i]),
+            "params": {p: _scalar(ev[f"params/{p}"][i]) for p in run.param_names
+                       if f"params/{p}" in ev},
+            "metrics": {m: float(ev[f"metrics/{m}"][i]) for m in run.metric_names},
+        })
+    return rows
+
+
+def _best(run: Run, mask: np.ndarray, island: int | None) -> IslandBest | None:
+    ok = mask & run.complete
+    if not ok.any():
+        return None
+    idx = np.flatnonzero(ok)
+    i = idx[np.argmin(run.fitness[idx])]
+    return IslandBest(island, int(run.evaluations["uid"][i]), float(run.fitness[i]),
+                      int(mask.sum()))
+
+
+def active_span(t_start: np.ndarray, t_end: np.ndarray, jobs: int = 1) -> tuple[float, float]:
+    """(seconds from the first start to the last end, seconds of that between jobs).
+
+    A resumed run has ``jobs`` > 1 and a pause between its jobs when nothing ran; the
+    ``jobs - 1`` longest stretches with no evaluation in progress are taken as those pauses,
+    so that utilization counts only the time the run had workers.
+    """
+    if t_start.size == 0:
+        return 0.0, 0.0
+    order = np.argsort(t_start, kind="stable")
+    starts, ends = t_start[order], np.maximum.accumulate(t_end[order])
+    gaps = starts[1:] - ends[:-1]
+    gaps = np.sort(gaps[gaps > 0])[::-1]
+    between = float(gaps[: max(jobs - 1, 0)].sum())
+    return float(ends[-1] - starts[0]), between
+
+
+def summarize(run: Run, top: int = 10) -> Summary:
+    """Compute the summary of ``run`` with its ``top`` best individuals."""
+    ev = run.evaluations
+    state = ev.get("state", np.zeros(0, dtype=np.int8))
+    counts = {name: int((state == code).sum()) for code, name in STATE_NAMES.items()}
+    n = run.n
+    t_start = ev.get("t_start", np.zeros(0))
+    t_end = ev.get("t_end", np.zeros(0))
+    timed = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (t_start > 0)
+    busy = float((t_end[timed] - t_start[timed]).sum())
+    wall = float(t_end[timed].max() - run.t0) if timed.any() else 0.0
+    workers = run.n_workers
+    # Utilization counts from the first evaluation's start, so worker start-up is not idling,
+    # and leaves out the pauses between the jobs of a resumed run.
+    jobs = int(run.attrs.get("jobs", 1) or 1)
+    span, between = active_span(t_start[timed], t_end[timed], jobs)
+    active = span - between
+    util = min(busy / (workers * active), 1.0) if workers and active > 0 else None
+    # The evaluation log holds finished evaluations only; in flight = issued (task log) but
+    # not finished. A store without a task log can only say so for a finished run: none.
+    pending = run.in_flight_uids
+    in_flight: int | None = None
+    if pending is not None:
+        in_flight = int(pending.size)
+    elif run.attrs.get("status") == "finished":
+        in_flight = 0
+    islands_attr = run.attrs.get("islands")
+    island_col = ev.get("island", np.zeros(0, dtype=int))
+    n_islands = int(islands_attr) if isinstance(islands_attr, int) else (
+        int(island_col.max()) + 1 if n else 0)
+    per_island = []
+    for k in range(n_islands):
+        b = _best(run, island_col == k, k)
+        if b is not None:
+            per_island.append(b)
+    budget = run.attrs.get("max_evals")
+    return Summary(
+        scenario=str(run.attrs.get("scenario", "?")),
+        status=str(run.attrs.get("status", "")),
+        stop_reason=str(run.attrs.get("stop_reason", "") or ""),
+        budget=int(budget) if isinstance(budget, int) else None,
+        recorded=n,
+        counts=counts,
+        in_flight=in_flight,
+        wall_seconds=wall,
+        jobs=jobs,
+        between_jobs_seconds=between,
+        busy_seconds=busy,
+        workers=workers,
+        utilization=util,
+        islands=n_islands,
+        sync=bool(run.attrs.get("sync", False)),
+        best=_best(run, np.ones(n, dtype=bool), None),
+        best_per_island=per_island,
+        top=top_rows(run, top),
+        final=list(run.attrs.get("final") or []),
+    )
+
+
+def fmt_value(v: Any) -> str:
+    """A parameter or metric value, short: 6 significant digits for floats."""
+    if isinstance(v, (float, np.floating)):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration for people: "12.3 s", "4 min 05 s", "2 h 07 min"."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{max(seconds, 0.0):.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
+    line = "  ".join(h.rjust(w) for h, w in zip(header, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    return out
+
+
+def format_summary(s: Summary, run_dir: str = "") -> str:
+    """The summary as terminal text (plain ASCII columns, no colour)."""
+    lines = [f"run {run_dir} (scenario {s.scenario}{', synchronous baseline' if s.sync else ''})",
+             f"status: {s.status_line}"]
+    budget = f"/{s.budget}" if s.budget else ""
+    c = s.counts
+    others = ", ".join(f"{c[k]} {k.lower()}" for k in ("PRUNED",) if c.get(k))
+    in_flight = "unknown" if s.in_flight is None else str(s.in_flight)
+    lines.append(
+        f"evaluations: {s.recorded}{budget} recorded: {c.get('COMPLETE', 0)} complete, "
+        f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}"
+    )
+    if s.recorded == 0:
+        lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
+        return "\n".join(lines)
+    util = "unknown" if s.utilization is None else f"{100 * s.utilization:.0f}%"
+    jobs = ""
+    if s.jobs > 1:
+        jobs = (f" in {s.jobs} jobs ({fmt_duration(s.between_jobs_seconds)} between them, "
+                "not counted as idle)")
+    lines.append(f"wall time: {fmt_duration(s.wall_seconds)}{jobs}; {s.workers} worker(s), "
+                 f"utilization {util} (busy {fmt_duration(s.busy_seconds)} in total)")
+    if s.best is None:
+        lines.append("best: none (no evaluation completed)")
+    else:
+        lines.append(f"best fitness: {s.best.fitness:.6g} (uid {s.best.uid})")
+        if len(s.best_per_island) > 1 or s.islands > 1:
+            for b in s.best_per_island:
+                lines.append(f"  island {b.island}: best {b.fitness:.6g} (uid {b.uid}, "
+                             f"{b.evaluations} evaluations)")
+    if s.top:
+        params = list(s.top[0]["params"])
+        metrics = list(s.top[0]["metrics"])
+        header = ["rank", "uid", "island", "fitness", *params, *metrics]
+        rows = [[str(r + 1), str(t["uid"]), str(t["island"]), f"{t['fitness']:.6g}",
+                 *(fmt_value(t["params"][p]) for p in params),
+                 *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
+        lines.append("")
+        lines.append(f"top {len(s.top)} (lower fitness is better):")
+        lines += ["  " + row for row in _table(header, rows)]
+    for f in s.final:
+        lines.append("")
+        if f.get("error"):
+            lines.append(f"final test of uid {f.get('uid')} failed: "
+                         f"{str(f['error']).splitlines()[0]}")
+        else:
+            shown = ", ".join(f"{k} = {fmt_value(float(v))}"
+                              for k, v in sorted((f.get("metrics") or {}).items()))
+            lines.append(f"final test metrics of uid {f.get('uid')}: {shown or 'none'}")
+    if c.get("FAILED"):
+        lines.append("")
+        lines.append(f"{c['FAILED']} failed evaluation(s); their errors are in the `error` "
+                     "column (--csv exports it)")
+    return "\n".join(lines)
+
+
+def _reached(run: Run, target: float) -> tuple[int, float] | None:
+    """(evaluations, seconds since start) when ``run`` first had fitness <= target, or None."""
+    hit = np.flatnonzero(run.complete & (run.fitness <= target))
+    if not hit.size:
+        return None
+    t_end = run.evaluations["t_end"]
+    # Time to target is the earliest finish among the hits (rows are in arrival order).
+    return int(hit[0]) + 1, float(t_end[hit].min() - run.t0)
+
+
+def compare_with_baseline(run: Run, baseline: Run, name: str) -> str:
+    """One paragraph: the baseline's best, and when this run reached it (time to target)."""
+    mode = "synchronous" if baseline.attrs.get("sync") else "asynchronous"
+    if not baseline.complete.any():
+        return f"baseline {name} ({mode}): no evaluation completed"
+    i = int(np.flatnonzero(baseline.complete)[np.argmin(baseline.fitness[baseline.complete])])
+    target = float(baseline.fitness[i])
+    own = _reached(baseline, target) or (i + 1, 0.0)  # a run always reaches its own best
+    text = (f"baseline {name} ({mode}): best {target:.6g} after {own[0]} evaluations, "
+            f"{fmt_duration(own[1])}; ")
+    mine = _reached(run, target)
+    if mine is None:
+        return text + "this run never reached it"
+    return text + f"this run reached it after {mine[0]} evaluations, {fmt_duration(mine[1])}"
+
+
+__all__ = ["IslandBest", "Summary", "compare_with_baseline", "format_summary", "summarize",
+           "top_rows"]
