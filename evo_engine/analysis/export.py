@@ -3,7 +3,7 @@
 Columns, in order: ``uid, island, state, fitness, worker, t_start, t_end, duration_s, seed,
 operator, accepted, parent1, parent2``, then one column per parameter (its name), one per
 metric (its name), ``sigma_<param>`` when the run recorded ES step sizes, and ``error`` (the
-first line of the error text; empty unless failed). Floats are written at full precision
+last line of the error text, i.e. the exception of a traceback; empty unless failed). Floats are written at full precision
 (``repr``), missing numbers (a failed evaluation's fitness) as empty cells.
 """
 
