@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"evo_engine: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # `analyze ... | head`: the reader went away; that is not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("evo_engine: interrupted", file=sys.stderr)
         return 3

@@ -35,8 +35,20 @@ class Progress:
         return min(self.busy_seconds / (workers * wall), 1.0)
 
 
-StopCheck = Callable[[], str | None]
-"""Returns a reason to stop issuing work ('signal', 'max_time', ...) or None."""
+@dataclass(frozen=True)
+class StopRequest:
+    """Why to stop issuing work, and whether to abandon the tasks in flight.
+
+    ``abort=False`` drains: tasks in flight are awaited (a time limit that leaves room for
+    them). ``abort=True`` stops at once (a walltime signal): tasks in flight stay in the
+    engine's in-flight table, which a snapshot records as pending for ``--resume``.
+    """
+
+    reason: str
+    abort: bool = False
+
+
+StopCheck = Callable[[], StopRequest | None]
 
 
 class Coordinator:
@@ -48,6 +60,7 @@ class Coordinator:
         transport: Transport,
         *,
         on_evaluation: Callable[[Evaluation], None] | None = None,
+        on_task: Callable[[Task], None] | None = None,
         on_tick: Callable[[Progress], None] | None = None,
         stop_check: StopCheck | None = None,
         log: Any = None,
@@ -57,41 +70,54 @@ class Coordinator:
         self.engine = engine
         self.transport = transport
         self.on_evaluation = on_evaluation
+        self.on_task = on_task
         self.on_tick = on_tick
         self.stop_check = stop_check
         self.log = log
         self.clock = clock
         self.max_backoff = max_backoff
         self.progress = Progress(budget=engine.max_evals, started=clock())
-        self.stop_reason: str | None = None
+        self.stop: StopRequest | None = None
         self.busy: dict[int, Task] = {}
+        self.idle: set[int] | None = None
+        self.refused = False
+        """The engine refused the last ask; only a result can change its answer."""
         self.last_send: dict[int, float] = {}
 
     def _dispatch(self) -> None:
-        for w in range(self.transport.n_workers):
-            if w in self.busy:
-                continue
+        # Only idle workers are asked, and a refusal ends the round until the next result: the
+        # engine refuses every worker alike (budget spent, stopping, the sync barrier). Asking
+        # every worker on every turn of the loop was the coordinator's largest cost with
+        # thousands of workers (benchmarks/utilization.py --simulate).
+        if self.idle is None:
+            self.idle = set(range(self.transport.n_workers)) - set(self.busy)
+        if self.refused:
+            return
+        for w in sorted(self.idle):
             task = self.engine.ask(w)
             if task is None:
-                continue
+                self.refused = True
+                return
+            self.idle.discard(w)
             self.busy[w] = task
+            if self.on_task:
+                self.on_task(task)
             self.transport.submit(w, task)
 
     def run(self) -> str:
-        """Run to the end; returns the stop reason ('finished' or what stop_check said)."""
+        """Run to the end; returns 'finished' or the reason of the StopRequest that ended it."""
         backoff = 50e-6
         eng = self.engine
         while True:
-            if self.stop_reason is None and self.stop_check is not None:
-                reason = self.stop_check()
-                if reason is not None:
-                    self.stop_reason = reason
+            if self.stop_check is not None and (self.stop is None or not self.stop.abort):
+                request = self.stop_check()
+                if request is not None and (self.stop is None or request.abort):
+                    self.stop = request
                     eng.stop_issuing()
                     if self.log:
-                        self.log.info("stop_requested", reason=reason, in_flight=len(eng.in_flight))
-            if self.stop_reason is not None and self.stop_reason.startswith("signal"):
-                # A walltime signal leaves little time: stop now; tasks in flight stay in the
-                # engine's in-flight table, which a snapshot records as pending for --resume.
+                        self.log.info("stop_requested", reason=request.reason, abort=request.abort,
+                                      in_flight=len(eng.in_flight))
+            if self.stop is not None and self.stop.abort:
                 break
             self._dispatch()
             self.progress.running = len(self.busy)
@@ -104,8 +130,11 @@ class Coordinator:
                     self.on_tick(self.progress)
                 continue
             backoff = 50e-6
+            self.refused = False
             for r in results:
                 self.busy.pop(r.worker, None)
+                if self.idle is not None:
+                    self.idle.add(r.worker)
                 outcome, ev = eng.tell(r)
                 if ev is None:
                     if self.log:
@@ -115,7 +144,9 @@ class Coordinator:
                 self._count(ev)
             if self.on_tick:
                 self.on_tick(self.progress)
-        return self.stop_reason or "finished"
+        if self.stop is None or (not self.stop.abort and eng.n_finished >= eng.max_evals):
+            return "finished"
+        return self.stop.reason
 
     def _count(self, ev: Evaluation) -> None:
         p = self.progress
@@ -140,4 +171,4 @@ class Coordinator:
             self.on_evaluation(ev)
 
 
-__all__ = ["Coordinator", "Progress", "StopCheck", "TellOutcome"]
+__all__ = ["Coordinator", "Progress", "StopCheck", "StopRequest", "TellOutcome"]

@@ -307,6 +307,25 @@ class Engine:
                     Migration(ind.uid, island.index, dst, accepted, self.n_finished)
                 )
 
+    def adopt(self, task: Task) -> None:
+        """Take back a task issued by an earlier job (resume only): it is in flight again."""
+        self.pending = deque(t for t in self.pending if t.uid != task.uid)
+        if task.uid >= self.next_uid:
+            if self.config.sync:
+                self._sync_issued[task.island] += 1
+            island = self.islands[task.island]
+            # Designs are deterministic from the seed: the point this task took is the next one.
+            if task.operator == f"design:{island.design_name}" and island.design_queue:
+                island.design_queue.popleft()
+            self.next_uid = task.uid + 1
+        self.in_flight[task.uid] = task
+
+    def reissue(self, task: Task) -> None:
+        """Queue a task an earlier job issued but never finished, to be issued first."""
+        self.adopt(task)
+        del self.in_flight[task.uid]
+        self.pending.append(task)
+
     def drain_migrations(self) -> list[Migration]:
         out, self.migrations = self.migrations, []
         return out

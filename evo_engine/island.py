@@ -49,7 +49,7 @@ class Island:
         if len(self.population) < 2:
             # The design's individuals are still in flight (or failed): keep workers busy
             # with fresh random points rather than breeding from fewer than two parents.
-            return Proposal(self.rng.random(self.operator.space.dim), operator="design:random")
+            return Proposal(self.rng.random(self.operator.space.dim), operator="fill:random")
         return self.operator.propose(self.population)
 
     def offer(self, ind: Individual) -> bool:

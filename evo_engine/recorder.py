@@ -1,32 +1,45 @@
-"""Batches finished evaluations into the run store, off the coordinator's hot path.
+"""The run store's single writer: tasks, evaluations, migrations and snapshots, in order.
 
-The coordinator hands over each finished evaluation at once (a list append under a lock);
-a writer thread flushes the batch every ``flush_interval`` seconds, so a finished
-evaluation is durable within about that long while the coordinator never waits on disk.
+The coordinator hands each item over at once (a list append under a lock) and never waits
+on disk; a writer thread flushes every ``flush_interval`` seconds, so a finished evaluation
+is durable within about that long. Items are written in the order they were handed over,
+and a snapshot is written only after every row handed over before it, so a snapshot taken
+after N results always matches the first N rows of the evaluation log.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from evo_engine.engine import Evaluation, Migration
+from evo_engine.records import Task, jsonable
 from evo_engine.space import Space
 from evo_engine.store import RunStore
 
 
+class _Snapshot:
+    __slots__ = ("state",)
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+
 class Recorder:
-    """Turns Evaluations and Migrations into store rows and writes them in batches."""
+    """Turns tasks, evaluations, migrations and engine states into store writes."""
 
     def __init__(self, store: RunStore, space: Space, flush_interval: float = 0.5,
-                 background: bool = True) -> None:
+                 background: bool = True, on_snapshot: Callable[[str, int], None] | None = None
+                 ) -> None:
         self.store = store
         self.space = space
         self.flush_interval = flush_interval
-        self._evals: list[Evaluation] = []
-        self._migrations: list[Migration] = []
+        self.on_snapshot = on_snapshot
+        self._items: list[Any] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -37,15 +50,28 @@ class Recorder:
             self._thread = threading.Thread(target=self._loop, name="evo-recorder", daemon=True)
             self._thread.start()
 
-    def record(self, ev: Evaluation) -> None:
+    # -- handing over (coordinator thread) -------------------------------------------------
+
+    def _put(self, item: Any) -> None:
         self._raise_if_failed()
         with self._lock:
-            self._evals.append(ev)
+            self._items.append(item)
+
+    def record_task(self, task: Task) -> None:
+        self._put(task)
+
+    def record(self, ev: Evaluation) -> None:
+        self._put(ev)
 
     def record_migrations(self, migrations: Sequence[Migration]) -> None:
-        if migrations:
-            with self._lock:
-                self._migrations.extend(migrations)
+        for m in migrations:
+            self._put(m)
+
+    def snapshot(self, engine_state: dict[str, Any]) -> None:
+        """Queue a snapshot of the engine as it is now (after every item handed over so far)."""
+        self._put(_Snapshot(engine_state))
+
+    # -- writing (writer thread, or the caller of flush) ----------------------------------
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -62,7 +88,7 @@ class Recorder:
                 return
 
     def flush(self) -> None:
-        """Write everything handed over so far, now (at stops and checkpoints)."""
+        """Write everything handed over so far, now."""
         self._raise_if_failed()
         self._write_pending()
 
@@ -76,12 +102,68 @@ class Recorder:
     def _write_pending(self) -> None:
         with self._write_lock:
             with self._lock:
-                evals, self._evals = self._evals, []
-                migrations, self._migrations = self._migrations, []
-            if evals:
-                self._write_evaluations(evals)
-            if migrations:
-                self._write_migrations(migrations)
+                items, self._items = self._items, []
+            tasks: list[Task] = []
+            evals: list[Evaluation] = []
+            migrations: list[Migration] = []
+            for item in items:
+                if isinstance(item, _Snapshot):
+                    self._write_rows(tasks, evals, migrations)
+                    tasks, evals, migrations = [], [], []
+                    self._write_snapshot(item.state)
+                elif isinstance(item, Evaluation):
+                    evals.append(item)
+                elif isinstance(item, Task):
+                    tasks.append(item)
+                elif isinstance(item, Migration):
+                    migrations.append(item)
+                else:
+                    raise TypeError(f"the recorder cannot store {item!r}")
+            self._write_rows(tasks, evals, migrations)
+
+    def _write_rows(self, tasks: list[Task], evals: list[Evaluation],
+                    migrations: list[Migration]) -> None:
+        # Tasks first: an evaluation's task row is always committed no later than its result.
+        if tasks:
+            self._write_tasks(tasks)
+        if evals:
+            self._write_evaluations(evals)
+        if migrations:
+            self._write_migrations(migrations)
+
+    def _write_snapshot(self, engine_state: dict[str, Any]) -> None:
+        st = self.store
+        n = st.evaluations.committed
+        if engine_state["n_finished"] != n:
+            raise RuntimeError(
+                f"snapshot after {engine_state['n_finished']} results but {n} rows in the log"
+            )
+        name = st.write_snapshot({
+            "engine": engine_state, "log_position": n,
+            "migrations_position": st.migrations.committed,
+            "tasks_position": st.tasks.committed,
+        })
+        if self.on_snapshot is not None:
+            self.on_snapshot(name, n)
+
+    @staticmethod
+    def _parents(rows: Sequence[tuple[int, ...]]) -> np.ndarray:
+        out = np.full((len(rows), 2), -1, dtype=np.int64)
+        for i, p in enumerate(rows):
+            out[i, : len(p[:2])] = p[:2]
+        return out
+
+    def _write_tasks(self, tasks: list[Task]) -> None:
+        self.store.tasks.append({
+            "uid": [t.uid for t in tasks],
+            "island": [t.island for t in tasks],
+            "seed": [t.seed for t in tasks],
+            "operator": [t.operator for t in tasks],
+            "parents": self._parents([t.parents for t in tasks]),
+            "genome": np.stack([t.genome for t in tasks]),
+            "info": [json.dumps(jsonable(t.info)) if t.info else "" for t in tasks],
+            "reevaluation_of": [t.reevaluation_of for t in tasks],
+        }, len(tasks))
 
     def _write_evaluations(self, evals: list[Evaluation]) -> None:
         n = len(evals)
@@ -91,10 +173,6 @@ class Recorder:
                 if k not in metric_names:
                     metric_names.append(k)
         self.store.ensure_metrics(metric_names)
-        parents = np.full((n, 2), -1, dtype=np.int64)
-        for i, ev in enumerate(evals):
-            p = ev.task.parents[:2]
-            parents[i, : len(p)] = p
         rows: dict[str, object] = {
             "uid": [ev.task.uid for ev in evals],
             "island": [ev.task.island for ev in evals],
@@ -108,13 +186,20 @@ class Recorder:
             "operator": [ev.task.operator for ev in evals],
             "error": [ev.error or "" for ev in evals],
             "accepted": [ev.accepted for ev in evals],
-            "parents": parents,
+            "parents": self._parents([ev.task.parents for ev in evals]),
             "genome": np.stack([ev.task.genome for ev in evals]),
         }
         for name in self.space.names:
             rows[f"params/{name}"] = [ev.task.params[name] for ev in evals]
         for m in metric_names:
             rows[f"metrics/{m}"] = [ev.result.metrics.get(m, np.nan) for ev in evals]
+        sigmas = [ev.task.info.get("sigma") for ev in evals]
+        if any(s is not None for s in sigmas):
+            self.store.evaluations.add_column("sigma", "f8", (self.space.dim,))
+            rows["sigma"] = np.stack([
+                np.full(self.space.dim, np.nan) if s is None else np.asarray(s, dtype=np.float64)
+                for s in sigmas
+            ])
         self.store.evaluations.append(rows, n)
 
     def _write_migrations(self, migrations: list[Migration]) -> None:

@@ -8,9 +8,12 @@ evaluation and prints the best individual at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,17 +24,20 @@ from typing import Any
 from evo_engine import __version__
 from evo_engine.actors.base import Transport, WorkerSpec, WorkerStartError
 from evo_engine.actors.inline import InlineTransport
+from evo_engine.actors.launch import launched_with_several_ranks
 from evo_engine.actors.local import LocalTransport
-from evo_engine.actors.runtime import FINALIZE
-from evo_engine.coordinator import Coordinator
+from evo_engine.actors.runtime import FINALIZE, cuda_available
+from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine
 from evo_engine.errors import InputError
 from evo_engine.log import configure
 from evo_engine.progress import ProgressReporter
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Task
+from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.store import RunStore
+from evo_engine.walltime import Deadline
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch")
@@ -59,12 +65,7 @@ class RunOptions:
 def resolve_preset(preset: str) -> str:
     if preset != "auto":
         return preset
-    try:
-        import torch
-
-        return "full" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover
-        return "cpu"
+    return "full" if cuda_available() else "cpu"
 
 
 def load_with_overrides(opts: RunOptions, preset: str) -> Scenario:
@@ -79,7 +80,7 @@ def prepare_run_dir(run_dir: Path, force: bool) -> None:
     """Refuse to touch a directory holding anything unless --force; --force clears only our files."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
         ours = [n for n in RUN_ARTIFACTS if (run_dir / n).exists()]
         if not force:
             what = "an evo_engine run" if ours else "other files"
@@ -127,6 +128,10 @@ def default_workers(scenario: Scenario, requested: int | None) -> int:
 
 
 def make_transport(spec: WorkerSpec, workers: int) -> Transport:
+    if launched_with_several_ranks():
+        from evo_engine.actors.mpi import MPITransport
+
+        return MPITransport(spec)  # worker w is rank w + 1; --workers does not apply
     if workers == 0:
         return InlineTransport(spec, 1)
     return LocalTransport(spec, workers)
@@ -153,81 +158,233 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dic
     return out
 
 
-def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
-    """Run a scenario end to end; returns the exit code. Raises UsageError/ScenarioError."""
-    preset = resolve_preset(opts.preset)
-    if opts.resume:
-        raise UsageError("--resume is not available yet in this version")
-    scenario = load_with_overrides(opts, preset)
-    run_dir = opts.run_dir or Path("runs") / scenario.name
-    prepare_run_dir(run_dir, opts.force)
-    log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
-    if scenario.prepare is not None:
-        log.info("prepare_started")
-        scenario.prepare()
-    space = scenario.space
-    store = RunStore.create(run_dir, attrs={
+class AlreadyFinished(Exception):  # noqa: N818 - not an error: a chained job with nothing left
+    """--resume on a finished run: exit 0 so a chain of dependent SLURM jobs ends quietly."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two jobs never write one store."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._fh: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise UsageError(
+                f"run directory {self.path.parent} is in use by {holder}; wait for it to end "
+                f"(or stop it) before starting or resuming this run"
+            ) from None
+        except OSError:
+            pass  # file systems without flock: go on unguarded rather than refuse to run
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _store_attrs(scenario: Scenario, opts: RunOptions, preset: str) -> dict[str, Any]:
+    return {
         "scenario": scenario.name, "scenario_path": str(opts.scenario), "preset": preset,
         "fingerprint": scenario.fingerprint(),
         "fingerprint_description": scenario.fingerprint_description(),
         "evo_engine_version": __version__, "max_evals": scenario.max_evals,
-        "islands": scenario.islands, "space": space.describe(), "sync": scenario.sync,
-        "created": time.time(),
-    }, param_kinds={n: p.kind for n, p in space.items()}, dim=space.dim)
-    engine = Engine(space, scenario.engine_config())
-    recorder = Recorder(store, space)
+        "islands": scenario.islands, "space": scenario.space.describe(), "sync": scenario.sync,
+        "created": time.time(), "jobs": 1,
+    }
+
+
+def open_for_resume(run_dir: Path, scenario: Scenario, opts: RunOptions,
+                    warn: Callable[[str], None]) -> tuple[RunStore, Engine, list[Any]]:
+    """Open a stopped or crashed run and rebuild its engine; refuse what cannot continue."""
+    if not RunStore.location(run_dir).exists():
+        raise UsageError(f"--resume: {run_dir} holds no run to resume (no run.zarr inside)")
+    store = RunStore.open(run_dir, mode="r+")
+    if store.tasks is None or store.snapshots is None:
+        raise UsageError(f"--resume: the store in {run_dir} has no task log or snapshots to resume from")
+    attrs = store.attrs
+    diff = fingerprint_diff(attrs.get("fingerprint_description", {}),
+                            scenario.fingerprint_description())
+    if diff and not opts.force:
+        raise UsageError(
+            f"--resume: the scenario no longer matches the run in {run_dir}: "
+            + "; ".join(diff) + ". Restore the scenario's settings, or pass --force to continue "
+            "the run with the new ones"
+        )
+    budget = opts.max_evals if opts.max_evals is not None else int(attrs["max_evals"])
+    finished = store.evaluations.committed
+    if budget < finished:
+        raise UsageError(
+            f"--max-evals {budget} is below the {finished} evaluations the run already holds"
+        )
+    if attrs.get("status") == "finished" and budget <= finished:
+        raise AlreadyFinished(
+            f"the run in {run_dir} already finished all {finished} evaluations: nothing to "
+            f"resume (pass a larger --max-evals to extend it)"
+        )
+    engine, migrations = rebuild_engine(store, scenario.space,
+                                        scenario.engine_config(), warn)
+    engine.extend_budget(budget)
+    store.set_attrs(status="running", stop_reason="", max_evals=budget,
+                    jobs=int(attrs.get("jobs", 1)) + 1)
+    return store, engine, migrations
+
+
+def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
+    """Run (or resume) a scenario end to end; returns the exit code. Raises InputError."""
+    if launched_with_several_ranks():
+        from evo_engine.actors import mpi
+
+        if not mpi.coordinating():
+            # Every rank of an MPI job starts here: ranks >= 1 become worker actors until
+            # rank 0 stops them, and rank 0 comes back into execute as the coordinator.
+            return mpi.run_rank(lambda: execute(opts, print_fn))
+    preset = resolve_preset(opts.preset)
+    scenario = load_with_overrides(opts, preset)
+    run_dir = opts.run_dir or Path("runs") / scenario.name
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"run directory {run_dir} exists and is not a directory")
+    # Lock first: --force must never clear a run that another job is still writing.
+    lock = RunLock(run_dir)
+    lock.acquire()
+    try:
+        if not opts.resume:
+            prepare_run_dir(run_dir, opts.force)
+        return _execute_locked(opts, scenario, preset, run_dir, print_fn)
+    except AlreadyFinished as done:
+        print_fn(str(done))
+        return EXIT_OK
+    finally:
+        lock.release()
+
+
+def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
+                    print_fn: Callable[[str], None]) -> int:
+    log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
+
+    def warn(message: str) -> None:
+        log.warning("resume_warning", message=message)
+        print(f"evo_engine: warning: {message}", file=sys.stderr)
+
+    replayed: list[Any] = []
+    if opts.resume:
+        store, engine, replayed = open_for_resume(run_dir, scenario, opts, warn)
+        log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
+                 max_evals=engine.max_evals)
+    else:
+        store = RunStore.create(run_dir, attrs=_store_attrs(scenario, opts, preset),
+                                param_kinds={n: p.kind for n, p in scenario.space.items()},
+                                dim=scenario.space.dim)
+        engine = Engine(scenario.space, scenario.engine_config())
+    if scenario.prepare is not None:
+        log.info("prepare_started")
+        scenario.prepare()
+    recorder = Recorder(store, scenario.space,
+                        on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
+    recorder.record_migrations(replayed)
     workers = default_workers(scenario, opts.workers)
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
                       scratch_root=str(run_dir / "scratch"))
-    stop = StopFlag().install()
-    t_limit = time.time() + scenario.max_time if scenario.max_time else None
-
-    def stop_check() -> str | None:
-        if stop.reason:
-            return stop.reason
-        if t_limit is not None and time.time() >= t_limit:
-            return "max_time"
-        return None
-
-    def on_evaluation(ev: Any) -> None:
-        recorder.record(ev)
-        recorder.record_migrations(engine.drain_migrations())
-
     transport = make_transport(spec, workers)
+    stop = StopFlag().install()
     try:
-        infos = transport.start()
-    except WorkerStartError as exc:
-        store.close("failed", f"worker_start: {exc}")
-        raise UsageError(str(exc)) from None
-    for info in infos:
-        log.info("worker_started", worker=info.worker, rank=info.rank, host=info.host,
-                 device=info.device, pid=info.pid)
-    n_workers = transport.n_workers
-    log.info("run_started", scenario=scenario.name, max_evals=scenario.max_evals,
-             workers=n_workers, islands=scenario.islands, operator=scenario.operator,
-             sync=scenario.sync, preset=preset)
-    reporter = ProgressReporter(n_workers, quiet=opts.quiet)
-    coord = Coordinator(engine, transport, on_evaluation=on_evaluation, on_tick=reporter,
-                        stop_check=stop_check, log=log)
-    final: list[dict[str, Any]] = []
-    try:
-        reason = coord.run()
-        reporter.finish(coord.progress)
-        if reason == "finished" and engine.best is not None and scenario.finalize is not None:
-            log.info("finalize_started")
-            final = run_finalize(transport, engine)
-    finally:
-        transport.close()
-        recorder.close()
+        try:
+            infos = transport.start()
+        except WorkerStartError as exc:
+            raise UsageError(str(exc)) from None
+        store.set_attrs(workers=transport.n_workers)
+        for info in infos:
+            log.info("worker_started", worker=info.worker, rank=info.rank, host=info.host,
+                     device=info.device, pid=info.pid)
+        reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log)
+    except BaseException:
+        # Keep what can be kept: the results so far and a snapshot to resume from.
+        with contextlib.suppress(Exception):
+            recorder.snapshot(engine.get_state())
+        with contextlib.suppress(Exception):
+            _shutdown(transport, recorder, store, "stopped", "error")
         stop.restore()
+        raise
     finished = reason == "finished"
-    store.close("finished" if finished else "stopped", reason, trim=finished)
+    _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,
+              trim=finished)
+    stop.restore()
     if final:
         store.set_attrs(final=final)
-    log.info("run_finished", reason=reason, finished=coord.progress.finished,
+    log.info("run_finished", reason=reason, finished=engine.n_finished,
              best=engine.best.fitness if engine.best else None)
     _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final)
     return EXIT_OK if finished else EXIT_STOPPED
+
+
+def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status: str,
+              reason: str, trim: bool = False) -> None:
+    """Stop workers, write what is buffered, then mark the store (in that order)."""
+    try:
+        transport.close()
+    finally:
+        recorder.close()
+        store.close(status, reason, trim=trim)
+
+
+def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
+           stop: StopFlag, opts: RunOptions, log: Any) -> tuple[str, Coordinator, list[Any]]:
+    """The coordinator loop with checkpoints, time limits and signals wired in."""
+    deadline = Deadline.for_run(time.time(), scenario.max_time)
+    since_checkpoint = 0
+
+    def stop_check() -> StopRequest | None:
+        if stop.reason:
+            return StopRequest(stop.reason, abort=True)
+        return deadline.check(time.time())
+
+    def on_evaluation(ev: Any) -> None:
+        nonlocal since_checkpoint
+        recorder.record(ev)
+        recorder.record_migrations(engine.drain_migrations())
+        deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
+        since_checkpoint += 1
+        if since_checkpoint >= scenario.checkpoint_every:
+            since_checkpoint = 0
+            recorder.snapshot(engine.get_state())
+
+    n_workers = transport.n_workers
+    log.info("run_started", scenario=scenario.name, max_evals=engine.max_evals,
+             workers=n_workers, islands=scenario.islands, operator=scenario.operator,
+             sync=scenario.sync, resumed=opts.resume, finished_before=engine.n_finished)
+    reporter = ProgressReporter(n_workers, quiet=opts.quiet, done_before=engine.n_finished)
+    coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
+                        on_task=recorder.record_task, on_tick=reporter, stop_check=stop_check,
+                        log=log)
+    coord.progress.finished = engine.n_finished
+    coord.progress.complete = engine.counts[EvalState.COMPLETE]
+    coord.progress.failed = engine.n_finished - coord.progress.complete
+    coord.progress.best = engine.best.fitness if engine.best else None
+    coord.progress.budget = engine.max_evals
+    reason = coord.run()
+    reporter.finish(coord.progress)
+    # The stop snapshot: tasks in flight are recorded as pending, to be issued again.
+    recorder.snapshot(engine.get_state())
+    final: list[Any] = []
+    if reason == "finished" and engine.best is not None and scenario.finalize is not None:
+        log.info("finalize_started")
+        final = run_finalize(transport, engine)
+    return reason, coord, final
 
 
 def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: Engine,

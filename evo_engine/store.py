@@ -9,6 +9,13 @@ Layout of ``RUN_DIR/run.zarr`` (see the README for a reader's guide)::
                     error, accepted, parents (n, 2), genome (n, d), params/<name>,
                     metrics/<name>; group attr ``committed``
     migrations/     uid, origin, destination, accepted, at_eval; group attr ``committed``
+    tasks/          every task as it was issued (uid, island, seed, operator, parents,
+                    genome, info as JSON): what was in flight at a crash is issued again
+                    from here with the same parameters and seed
+    snapshots/      engine state as compressed JSON, one uint8 array per snapshot with its
+                    sha256 and the table positions it matches; attrs ``latest`` and
+                    ``previous`` name the newest two complete ones (the pointer is written
+                    last, so a kill mid-snapshot leaves the previous one in charge)
 
 Appending writes the new rows' chunks first and then advances the table's ``committed``
 attribute (one small metadata file that zarr's local store replaces atomically). A reader
@@ -19,7 +26,10 @@ when the run finishes, so ``arr[:committed]`` is always the log.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +47,10 @@ STR = "str"
 
 class StoreError(InputError):
     """The run directory holds no usable run store (or one this version cannot read)."""
+
+
+class SnapshotCorrupt(RuntimeError):
+    """A snapshot is truncated or altered; resume falls back to the previous one."""
 
 
 class Table:
@@ -121,6 +135,12 @@ class Table:
         n = self.committed if stop is None else min(stop, self.committed)
         return self._arrays[column][:n]
 
+    def truncate(self, n: int) -> None:
+        """Forget rows from ``n`` on (they become garbage the next append overwrites)."""
+        if n < self.committed:
+            self.committed = n
+            self.group.attrs["committed"] = n
+
     def trim(self) -> None:
         """Shrink every column to exactly the committed rows (on a clean finish)."""
         for arr in self._arrays.values():
@@ -140,6 +160,9 @@ class RunStore:
         self.path = path
         self.evaluations = Table(root["evaluations"])
         self.migrations = Table(root["migrations"])
+        # Readers need only the two logs; writers (and --resume) need the task log and snapshots.
+        self.tasks = Table(root["tasks"]) if "tasks" in root else None
+        self.snapshots = root["snapshots"] if "snapshots" in root else None
 
     @staticmethod
     def location(run_dir: Path) -> Path:
@@ -165,6 +188,12 @@ class RunStore:
             "uid": ("i8", ()), "origin": ("i4", ()), "destination": ("i4", ()),
             "accepted": ("bool", ()), "at_eval": ("i8", ()),
         })
+        Table.create(root, "tasks", {
+            "uid": ("i8", ()), "island": ("i4", ()), "seed": ("i8", ()), "operator": (STR, ()),
+            "parents": ("i8", (2,)), "genome": ("f8", (dim,)), "info": (STR, ()),
+            "reevaluation_of": ("i8", ()),
+        })
+        root.require_group("snapshots")
         return cls(root, path)
 
     @classmethod
@@ -184,7 +213,7 @@ class RunStore:
                 f"{path} has store format {version}, newer than this evo_engine reads "
                 f"({FORMAT_VERSION}): upgrade evo_engine to read it"
             )
-        if "evaluations" not in root or "migrations" not in root:
+        if any(g not in root for g in ("evaluations", "migrations")):
             raise StoreError(f"{path} lacks its evaluations/migrations groups: not a complete run store")
         return cls(root, path)
 
@@ -206,12 +235,64 @@ class RunStore:
 
     def close(self, status: str, stop_reason: str, trim: bool = False) -> None:
         if trim:
-            self.evaluations.trim()
-            self.migrations.trim()
+            for table in (self.evaluations, self.migrations, self.tasks):
+                if table is not None:
+                    table.trim()
         self.set_attrs(status=status, stop_reason=stop_reason)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def write_snapshot(self, state: Mapping[str, Any]) -> str:
+        """Store ``state`` (with the table positions it matches) and make it the latest."""
+        payload = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 3)
+        digest = hashlib.sha256(payload).hexdigest()
+        pointers = self.snapshots.attrs.asdict()
+        serial = int(pointers.get("serial", 0)) + 1
+        name = f"s{serial:08d}"
+        data = np.frombuffer(payload, dtype=np.uint8)
+        # overwrite: a job killed mid-snapshot may have left this name half-written.
+        arr = self.snapshots.create_array(
+            name, shape=data.shape, chunks=(max(len(data), 1),), dtype="u1", compressors=None,
+            attributes={"sha256": digest, "bytes": len(payload)}, overwrite=True,
+        )
+        arr[:] = data
+        # The pointer goes last: until it is written the previous pair stays in charge.
+        keep = {name, pointers.get("latest")}
+        self.snapshots.attrs.update(
+            {"latest": name, "previous": pointers.get("latest"), "serial": serial}
+        )
+        for old in [k for k in self.snapshots.array_keys() if k not in keep]:
+            with contextlib.suppress(Exception):
+                del self.snapshots[old]
+        return name
+
+    def read_snapshot(self, name: str) -> dict[str, Any]:
+        """Decode one snapshot; SnapshotCorrupt when it is missing, truncated or altered."""
+        try:
+            arr = self.snapshots[name]
+            payload = arr[:].tobytes()
+            if hashlib.sha256(payload).hexdigest() != arr.attrs["sha256"]:
+                raise SnapshotCorrupt(f"snapshot {name} fails its checksum")
+            return json.loads(zlib.decompress(payload))
+        except SnapshotCorrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to decode means unusable
+            raise SnapshotCorrupt(f"snapshot {name} is unreadable: {exc}") from exc
+
+    def latest_snapshot(self, warn: Any = None) -> dict[str, Any] | None:
+        """The newest usable snapshot, falling back to the previous one (with a warning)."""
+        pointers = self.snapshots.attrs.asdict()
+        for key in ("latest", "previous"):
+            name = pointers.get(key)
+            if not name:
+                continue
+            try:
+                return self.read_snapshot(name)
+            except SnapshotCorrupt as exc:
+                if warn is not None:
+                    warn(f"{exc}; falling back to the previous snapshot")
+        return None
 
 
 def fingerprint_of(description: Mapping[str, Any]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]

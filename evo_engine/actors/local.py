@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import socket
+import time
 from multiprocessing.connection import Connection, wait
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
@@ -22,6 +24,11 @@ STOP = None
 
 def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
     """Worker loop: receive a task, run it, send the result; stop on STOP or a closed pipe."""
+    # The coordinator owns the worker's lifetime: Ctrl-C and walltime signals go to it, and it
+    # stops (or kills) its workers after writing its snapshot.
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     try:
         # Each worker owns one core's worth of intra-op threads unless the user says otherwise.
         if "OMP_NUM_THREADS" not in os.environ:
@@ -55,12 +62,14 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
 class LocalTransport(Transport):
     """``n_workers`` spawned processes, one pipe each."""
 
-    def __init__(self, spec: WorkerSpec, n_workers: int, start_timeout: float = 300.0) -> None:
+    def __init__(self, spec: WorkerSpec, n_workers: int, start_timeout: float = 300.0,
+                 stop_grace: float = 3.0) -> None:
         if n_workers < 1:
             raise ValueError(f"need at least one worker, got {n_workers}")
         self.spec = spec
         self.n_workers = n_workers
         self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
         self._ctx = mp.get_context("spawn")
         self._procs: list[mp.process.BaseProcess | None] = [None] * n_workers
         self._conns: list[Connection | None] = [None] * n_workers
@@ -153,11 +162,14 @@ class LocalTransport(Transport):
                     conn.send(STOP)
                 except (BrokenPipeError, OSError):
                     pass
+        # Idle workers exit at once; one still inside an evaluation (a stop by signal) is
+        # killed after a short grace: its task is pending in the snapshot and runs again.
+        deadline = time.monotonic() + self.stop_grace
         for proc in self._procs:
             if proc is not None:
-                proc.join(timeout=10)
+                proc.join(timeout=max(deadline - time.monotonic(), 0.0))
                 if proc.is_alive():
-                    proc.terminate()
+                    proc.kill()
                     proc.join(timeout=5)
         for conn in self._conns:
             if conn is not None:

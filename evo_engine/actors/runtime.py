@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import socket
 import time
 import traceback
@@ -24,8 +25,25 @@ FINALIZE = "finalize"
 """Task.operator of a task that runs the scenario's ``finalize`` instead of the objective."""
 
 
+def gpu_driver_present() -> bool:
+    """A cheap look for a GPU driver, so CPU-only machines never pay for importing torch here."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def cuda_available() -> bool:
+    if not gpu_driver_present():
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+
+
 def select_device(local_rank: int) -> str:
     """``cuda:<local_rank % gpus>`` when this node has GPUs, else ``cpu``."""
+    if not gpu_driver_present():
+        return "cpu"
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency, but keep workers alive

@@ -1,0 +1,53 @@
+"""Was this process started by mpiexec (or srun) as one of several ranks? Answered without MPI.
+
+Importing mpi4py initialises MPI, which is slow and, outside a launcher, may start a singleton
+MPI environment or fail on a login node. So the decision "MPI transport or local workers" is
+made from the environment variables the common launchers set, and mpi4py is imported only
+when there really are several ranks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+# World-size variables, launcher by launcher: MPICH's Hydra, Intel MPI and srun with PMI-1/2
+# set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE; MVAPICH2 sets MV2_COMM_WORLD_SIZE.
+SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def mpi_world_size(environ: Mapping[str, str] | None = None) -> int:
+    """Number of ranks in the MPI job that started this process; 1 when not under a launcher.
+
+    ``srun --mpi=pmix`` sets no size variable of its own, only ``PMIX_RANK``; inside such a
+    step Slurm's ``SLURM_STEP_NUM_TASKS`` is the world size. ``SLURM_NTASKS`` alone is not
+    used: it is also set in a batch script that runs plain ``python``.
+    """
+    env = os.environ if environ is None else environ
+    for name in SIZE_VARIABLES:
+        size = _as_int(env.get(name))
+        if size is not None:
+            return size
+    if "PMIX_RANK" in env:
+        size = _as_int(env.get("SLURM_STEP_NUM_TASKS"))
+        if size is not None:
+            return size
+    return 1
+
+
+def launched_with_several_ranks(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the MPI transport should be used (more than one rank)."""
+    return mpi_world_size(environ) > 1
+
+
+def _as_int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+__all__ = ["SIZE_VARIABLES", "launched_with_several_ranks", "mpi_world_size"]

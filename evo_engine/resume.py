@@ -1,0 +1,113 @@
+"""Rebuilding a stopped or crashed run's engine from its store: snapshot + log tail.
+
+The latest complete snapshot holds the engine as it was after its first ``log_position``
+results. Every result recorded after it is told to the restored engine again (so it counts
+once, and only once), and every task issued after it that has no result yet is queued to be
+issued again with the same parameters and seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from evo_engine.engine import Engine, EngineConfig, Migration
+from evo_engine.records import EvalState, Result, Task, frozen_genome
+from evo_engine.space import Space
+from evo_engine.store import RunStore
+
+
+def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two fingerprint descriptions."""
+    out: list[str] = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key, "<absent>"), current.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(fingerprint_diff(a, b, prefix=f"{name}."))
+        elif a != b:
+            out.append(f"{name}: run has {a!r}, scenario has {b!r}")
+    return out
+
+
+def _task_from_row(space: Space, uid: int, island: int, seed: int, operator: str,
+                   parents: np.ndarray, genome: np.ndarray, info: str, reeval: int) -> Task:
+    g = frozen_genome(genome)
+    info_d = {k: np.asarray(v) if isinstance(v, list) else v
+              for k, v in (json.loads(info) if info else {}).items()}
+    return Task(uid=uid, island=island, genome=g, params=space.decode(g), seed=seed,
+                operator=operator, parents=tuple(int(p) for p in parents if p >= 0),
+                info=info_d, reevaluation_of=reeval)
+
+
+def _tasks_since(store: RunStore, space: Space, start: int) -> dict[int, Task]:
+    t = store.tasks
+    n = t.committed
+    if n <= start:
+        return {}
+    cols = {c: t._arrays[c][start:n] for c in
+            ("uid", "island", "seed", "operator", "parents", "genome", "info", "reevaluation_of")}
+    return {
+        int(cols["uid"][i]): _task_from_row(
+            space, int(cols["uid"][i]), int(cols["island"][i]), int(cols["seed"][i]),
+            str(cols["operator"][i]), cols["parents"][i], cols["genome"][i], str(cols["info"][i]),
+            int(cols["reevaluation_of"][i]),
+        )
+        for i in range(n - start)
+    }
+
+
+def _results_since(store: RunStore, start: int) -> list[Result]:
+    ev = store.evaluations
+    n = ev.committed
+    if n <= start:
+        return []
+    metric_names = list(store.root.attrs.get("metric_names", []))
+    cols = {c: ev._arrays[c][start:n] for c in
+            ("uid", "worker", "fitness", "state", "error", "t_start", "t_end")}
+    metrics = {m: ev._arrays[f"metrics/{m}"][start:n] for m in metric_names}
+    out = []
+    for i in range(n - start):
+        state = EvalState(int(cols["state"][i]))
+        fitness = float(cols["fitness"][i])
+        out.append(Result(
+            uid=int(cols["uid"][i]), worker=int(cols["worker"][i]),
+            fitness=fitness if state is EvalState.COMPLETE else None,
+            metrics={m: float(v[i]) for m, v in metrics.items() if np.isfinite(v[i])},
+            error=str(cols["error"][i]) or None, t_start=float(cols["t_start"][i]),
+            t_end=float(cols["t_end"][i]), state=state,
+        ))
+    return out
+
+
+def rebuild_engine(
+    store: RunStore, space: Space, config: EngineConfig, warn: Callable[[str], None]
+) -> tuple[Engine, list[Migration]]:
+    """The engine as the store says it was, plus the migrations its replay re-created."""
+    snap = store.latest_snapshot(warn)
+    if snap is None:
+        engine, log_pos, mig_pos, task_pos = Engine(space, config), 0, 0, 0
+    else:
+        engine = Engine.from_state(space, config, snap["engine"])
+        log_pos, mig_pos, task_pos = (snap["log_position"], snap["migrations_position"],
+                                      snap["tasks_position"])
+    # Migrations after the snapshot are re-created by replaying the results that caused them.
+    store.migrations.truncate(mig_pos)
+    later_tasks = _tasks_since(store, space, task_pos)
+    pending = {t.uid: t for t in engine.pending}
+    finished: set[int] = set()
+    for result in _results_since(store, log_pos):
+        task = pending.get(result.uid) or later_tasks.get(result.uid)
+        if task is None or result.uid in finished:
+            warn(f"log row for uid {result.uid} has no matching task; skipped")
+            continue
+        engine.adopt(task)
+        engine.tell(result)
+        finished.add(result.uid)
+    for uid in sorted(later_tasks):
+        if uid not in finished and uid not in engine.in_flight:
+            engine.reissue(later_tasks[uid])
+    return engine, engine.drain_migrations()

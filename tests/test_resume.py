@@ -1,0 +1,241 @@
+"""Checkpoint and resume: determinism, kill -9 at random instants, signals, resume rules."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from evo_engine.actors.base import WorkerSpec
+from evo_engine.actors.inline import InlineTransport
+from evo_engine.coordinator import Coordinator, StopRequest
+from evo_engine.engine import Engine
+from evo_engine.recorder import Recorder
+from evo_engine.resume import rebuild_engine
+from evo_engine.scenario import load_scenario
+from evo_engine.store import RunStore
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = REPO / "tests" / "scenarios" / "quick.py"
+
+
+def evo_cmd(*args: object) -> list[str]:
+    return [sys.executable, "-m", "evo_engine", *map(str, args)]
+
+
+def log_of(run_dir: Path) -> dict[str, np.ndarray]:
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    n = z["evaluations"].attrs["committed"]
+    return {k: z[f"evaluations/{k}"][:n] for k in ("uid", "fitness", "state", "genome", "seed")}
+
+
+def _drive(scenario, run_dir: Path, engine: Engine, stop_after: int | None) -> str:
+    store = RunStore.open(run_dir) if (run_dir / "run.zarr").exists() else RunStore.create(
+        run_dir, attrs={"max_evals": scenario.max_evals},
+        param_kinds={n: p.kind for n, p in scenario.space.items()}, dim=scenario.space.dim)
+    rec = Recorder(store, scenario.space, background=False)
+    transport = InlineTransport(WorkerSpec(objective=scenario.objective,
+                                           scratch_root=str(run_dir / "scratch")))
+    transport.start()
+    told = 0
+
+    def on_eval(ev):
+        nonlocal told
+        told += 1
+        rec.record(ev)
+        if told % scenario.checkpoint_every == 0:
+            rec.snapshot(engine.get_state())
+
+    def stop_check():
+        return StopRequest("signal:SIGTERM", abort=True) if stop_after and told >= stop_after else None
+
+    reason = Coordinator(engine, transport, on_evaluation=on_eval, on_task=rec.record_task,
+                         stop_check=stop_check).run()
+    rec.snapshot(engine.get_state())
+    rec.close()
+    return reason
+
+
+def test_stopped_and_resumed_inline_run_has_the_same_history(tmp_path: Path) -> None:
+    scenario = load_scenario(QUICK)
+    _drive(scenario, tmp_path / "whole", Engine(scenario.space, scenario.engine_config()), None)
+    part = tmp_path / "part"
+    eng = Engine(scenario.space, scenario.engine_config())
+    assert _drive(scenario, part, eng, stop_after=37) == "signal:SIGTERM"
+    assert len(log_of(part)["uid"]) == 37
+    store = RunStore.open(part)
+    resumed, _ = rebuild_engine(store, scenario.space, scenario.engine_config(), print)
+    assert _drive(scenario, part, resumed, None) == "finished"
+    a, b = log_of(tmp_path / "whole"), log_of(part)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _wait_for_rows(run_dir: Path, at_least: int, timeout: float) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+            if z["evaluations"].attrs["committed"] >= at_least:
+                return
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The torture test: kill the coordinator at random moments, resume, check invariants."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": "0.01", "QUICK_CHECKPOINT": "7"}
+    rng = random.Random(1234)
+    budget, kills, seen_done = 150, 0, 0
+    first = True
+    deadline = time.time() + 150  # bounded for CI
+    while time.time() < deadline:
+        # Markers of evaluations a killed job finished but never recorded (within the last
+        # second) go: any marker present at the next kill was written by that job.
+        if (run_dir / "run.zarr").exists():
+            recorded = set(log_of(run_dir)["uid"].tolist())
+            for marker in (run_dir / "scratch").glob("uid-*/done"):
+                if int(marker.parent.name.removeprefix("uid-")) not in recorded:
+                    marker.unlink()
+        args = [QUICK, "--workers", "0", "--run-dir", run_dir, "--quiet"]
+        proc = subprocess.Popen(evo_cmd(*args, *([] if first else ["--resume"])), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = False
+        if kills < 8:
+            _wait_for_rows(run_dir, seen_done + 1, timeout=30)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if proc.poll() is None:
+                t_kill = time.time()
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        out, err = proc.communicate(timeout=120)
+        log = log_of(run_dir)
+        uids = log["uid"].tolist()
+        assert len(uids) == len(set(uids)), "a uid was recorded twice"
+        assert len(uids) >= seen_done, "recorded evaluations were lost"
+        assert len(uids) <= budget
+        if proc.returncode == -signal.SIGKILL:
+            # Durability: every evaluation that finished over a second before the kill is recorded.
+            recorded = set(uids)
+            for marker in (run_dir / "scratch").glob("uid-*/done"):
+                done_at = float(marker.read_text())
+                uid = int(marker.parent.name.removeprefix("uid-"))
+                if done_at < t_kill - 1.5:
+                    assert uid in recorded, f"uid {uid} finished {t_kill - done_at:.1f}s before the kill but is not in the store"
+        seen_done = len(uids)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, err)
+    assert proc.returncode == 0, "the run did not finish within the time bound"
+    assert kills >= 3
+    log = log_of(run_dir)
+    assert len(log["uid"]) == budget and sorted(log["uid"].tolist()) == sorted(set(log["uid"].tolist()))
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    assert z.attrs["status"] == "finished" and z.attrs["jobs"] >= 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_signal_stops_with_code_3_then_resume_completes(tmp_path: Path, sig: int) -> None:
+    env = {**os.environ, "QUICK_EVALS": "40", "QUICK_SLEEP": "0.2"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 3, timeout=60)
+    t0 = time.time()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert time.time() - t0 < 20, "stopping took too long"
+    assert "continue with --resume" in out
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    assert z.attrs["status"] == "stopped" and z.attrs["stop_reason"].startswith("signal:")
+    done_before = z["evaluations"].attrs["committed"]
+    assert 0 < done_before < 40
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 1, "--run-dir", run_dir, "--resume"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    uids = log_of(run_dir)["uid"].tolist()
+    assert len(uids) == 40 and len(set(uids)) == 40
+
+
+def test_resume_when_nothing_had_finished(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "6", "QUICK_SLEEP": "2.0"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 60
+    while time.time() < end and not (run_dir / "log.jsonl").exists():
+        time.sleep(0.05)
+    while time.time() < end and "run_started" not in (run_dir / "log.jsonl").read_text():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert log_of(run_dir)["uid"].size == 0
+    env["QUICK_SLEEP"] = "0.01"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--resume"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(log_of(run_dir)["uid"].tolist()) == list(range(6))
+
+
+def test_resume_rules(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "20"}
+    run_dir = tmp_path / "run"
+    base = [QUICK, "--workers", 0, "--run-dir", run_dir, "--quiet"]
+    assert subprocess.run(evo_cmd(*base), env=env, timeout=120).returncode == 0
+    # A finished run resumes only to extend it; otherwise (a chained job) there is nothing to do.
+    r = subprocess.run(evo_cmd(*base[:-1], "--resume"), env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "already finished all 20" in r.stdout
+    # A changed search setting is refused with what differs, unless --force.
+    bad = tmp_path / "changed.py"
+    bad.write_text(QUICK.read_text().replace("population_size=4", "population_size=5"))
+    r = subprocess.run(evo_cmd(bad, "--workers", 0, "--run-dir", run_dir, "--resume",
+                               "--max-evals", 30), env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "population_size: run has 4, scenario has 5" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run(evo_cmd(*base, "--resume", "--max-evals", 10), env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "below the 20 evaluations" in r.stderr
+    # A larger budget extends the run, with a different number of workers.
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--resume",
+                               "--max-evals", 32, "--quiet"), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    uids = log_of(run_dir)["uid"].tolist()
+    assert len(uids) == 32 and len(set(uids)) == 32
+    r = subprocess.run(evo_cmd(*base, "--resume", "--run-dir", tmp_path / "nothing"), env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no run to resume" in r.stderr
+
+
+def test_corrupt_latest_snapshot_falls_back_with_a_warning(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "30", "QUICK_SLEEP": "0.2", "QUICK_CHECKPOINT": "4"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 10, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    snaps = zarr.open_group(str(run_dir / "run.zarr/snapshots"), mode="r+")
+    latest = snaps.attrs["latest"]
+    snaps[latest][:4] = 0
+    env["QUICK_SLEEP"] = "0.01"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--resume"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "checksum" in r.stderr and "falling back" in r.stderr
+    uids = log_of(run_dir)["uid"].tolist()
+    assert len(uids) == 30 and len(set(uids)) == 30
