@@ -162,7 +162,7 @@ class RunStore:
         self.migrations = Table(root["migrations"])
         # Readers need only the two logs; writers (and --resume) need the task log and snapshots.
         self.tasks = Table(root["tasks"]) if "tasks" in root else None
-        self.snapshots = root["snapshots"] if "snapshots" in root else None
+        self.snapshots = root.get("snapshots")
 
     @staticmethod
     def location(run_dir: Path) -> Path:

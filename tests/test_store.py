@@ -58,7 +58,7 @@ def test_snapshots_keep_two_and_fall_back_when_latest_is_corrupt(tmp_path: Path)
     st = make(tmp_path)
     for i in range(4):
         st.write_snapshot({"i": i})
-    names = sorted(k for k in st.snapshots.keys())
+    names = sorted(st.snapshots.array_keys())
     assert len(names) == 2, "only the newest two snapshots are kept"
     assert st.latest_snapshot() == {"i": 3}
     latest = st.snapshots.attrs["latest"]
