@@ -11,6 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from evo_engine.argtypes import nonneg_int, positive_float, positive_int
 from evo_engine.errors import InputError
 from evo_engine.run import EXIT_BAD_INPUT, EXIT_INTERNAL, RunOptions, execute
 
@@ -24,36 +25,6 @@ examples:
 
 exit codes: 0 finished, 1 internal error, 2 bad input, 3 stopped early (resumable)
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("scenario", type=Path, help="scenario .py file")
     run.add_argument("--run-dir", type=Path, help="where run.zarr and log.jsonl go (default runs/<scenario name>)")
-    run.add_argument("--max-evals", type=_positive_int, help="evaluation budget (overrides the scenario)")
-    run.add_argument("--max-time", type=_positive_float, help="stop issuing work after this many seconds")
-    run.add_argument("--seed", type=_nonneg_int, help="random seed (overrides the scenario)")
-    run.add_argument("--workers", type=_nonneg_int,
+    run.add_argument("--max-evals", type=positive_int, help="evaluation budget (overrides the scenario)")
+    run.add_argument("--max-time", type=positive_float, help="stop issuing work after this many seconds")
+    run.add_argument("--seed", type=nonneg_int, help="random seed (overrides the scenario)")
+    run.add_argument("--workers", type=nonneg_int,
                      help="local worker processes without mpiexec (0 = evaluate inline in this process)")
     run.add_argument("--preset", choices=("auto", "cpu", "full"), default="auto",
                      help="problem size preset: auto = full on a GPU, cpu otherwise")

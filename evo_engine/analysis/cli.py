@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from evo_engine.argtypes import positive_int
 from evo_engine.errors import InputError
 
 ANALYZE_EXAMPLES = """\
@@ -42,16 +43,6 @@ class AnalyzeError(InputError):
     """The run cannot give what ``analyze`` was asked for (e.g. plots of an empty run)."""
 
 
-def _top(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``analyze`` on the subparsers object of the main command line."""
     p = sub.add_parser(
@@ -64,7 +55,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots into DIR")
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="write the evaluations to FILE (all of them, or the --top N best)")
-    p.add_argument("--top", type=_top, metavar="N",
+    p.add_argument("--top", type=positive_int, metavar="N",
                    help="show the N best individuals (default 10); with --csv, export only them")
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR",
                    help="another run to compare with (e.g. the --sync baseline): its best "
