@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from evo_engine.models import CNN
-from evo_engine.sciml.runtime import cached, seed_everything
+from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
 DIGITS_DEFAULTS: dict[str, Any] = {
     "layers": 2,
@@ -67,7 +67,9 @@ def load_digits_splits(split_seed: int = 0) -> dict[str, tuple[np.ndarray, np.nd
     return {name: (images[order[a:b]], labels[order[a:b]]) for name, (a, b) in bounds.items()}
 
 
-def _tensors(ctx: Any, task: DigitsTask) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _tensors(
+    ctx: EvaluationContext, task: DigitsTask
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     def build() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         splits = load_digits_splits(task.split_seed)
         return {
@@ -90,7 +92,9 @@ def _score(model: CNN, images: torch.Tensor, labels: torch.Tensor) -> dict[str, 
     }
 
 
-def _fit(params: Mapping[str, Any], ctx: Any, task: DigitsTask) -> tuple[CNN, dict[str, Any]]:
+def _fit(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: DigitsTask
+) -> tuple[CNN, dict[str, Any]]:
     p = {**task.defaults, **params}
     generator = seed_everything(int(ctx.seed))
     data = _tensors(ctx, task)
@@ -139,7 +143,9 @@ def _fit(params: Mapping[str, Any], ctx: Any, task: DigitsTask) -> tuple[CNN, di
     return model, record
 
 
-def train_digits(params: Mapping[str, Any], ctx: Any, task: DigitsTask) -> dict[str, float]:
+def train_digits(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: DigitsTask
+) -> dict[str, float]:
     """Objective: fitness = validation error rate of the best epoch; all scores recorded.
 
     Use as ``functools.partial(train_digits, task=DigitsTask(...))``.
@@ -147,7 +153,9 @@ def train_digits(params: Mapping[str, Any], ctx: Any, task: DigitsTask) -> dict[
     return _fit(params, ctx, task)[1]
 
 
-def digits_test_metrics(params: Mapping[str, Any], ctx: Any, task: DigitsTask) -> dict[str, float]:
+def digits_test_metrics(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: DigitsTask
+) -> dict[str, float]:
     """Validation record plus ``test_error``, ``test_accuracy`` and ``test_loss``."""
     model, record = _fit(params, ctx, task)
     test = _score(model, *_tensors(ctx, task)["test"])

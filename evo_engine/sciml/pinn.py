@@ -6,7 +6,8 @@ points, to the initial condition at the ``nx`` cell centres and to periodicity u
 at ``num_boundary`` random times, with equal weights and Adam (DeepXDE's setup in PDEBench).
 
 Initial conditions come from PDEBench's recipe (:mod:`evo_engine.sciml.initial_conditions`),
-drawn with a fixed seed, so the exact solution u0((x − βt) mod 1) is known everywhere and no data
+drawn with a fixed seed (``ic_modes`` is the recipe's number of modes, 4 in PDEBench; fewer
+modes give smoother, easier trajectories), so the exact solution u0((x − βt) mod 1) is known everywhere and no data
 file is needed. Of the ``2·trajectories`` drawn, the first half is the test set and the second
 half the validation set (test first, as in the advection splits). Fitness: the validation
 relative L2 error ‖u_pinn − u_exact‖₂ / ‖u_exact‖₂ on the nt × nx grid of the whole domain,
@@ -29,7 +30,7 @@ import torch
 from evo_engine.models import PINN
 from evo_engine.models.pinn import pinn_loss
 from evo_engine.sciml.initial_conditions import cell_centres, sample_initial_conditions
-from evo_engine.sciml.runtime import cached, seed_everything
+from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 from evo_engine.sciml.solvers import exact_solution
 
 PINN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "width": 40, "depth": 6, "activation": "tanh"}
@@ -43,6 +44,7 @@ class PinnTask:
     beta: float = 4.0
     trajectories: int = 1
     ic_seed: int = 2022
+    ic_modes: int = 4
     nx: int = 256
     nt: int = 41
     final_time: float = 2.0
@@ -59,7 +61,9 @@ class PinnTask:
 
 def _trajectories(task: PinnTask, split: str) -> dict[str, np.ndarray]:
     """Initial values and exact solutions of one split: u0 ``[k, nx]``, u ``[k, nt, nx]``."""
-    initial = sample_initial_conditions(2 * task.trajectories, task.nx, seed=task.ic_seed)
+    initial = sample_initial_conditions(
+        2 * task.trajectories, task.nx, seed=task.ic_seed, modes=task.ic_modes
+    )
     k = task.trajectories
     chosen = initial[:k] if split == "test" else initial[k:]
     x = cell_centres(task.nx)
@@ -86,7 +90,7 @@ def _relative_l2(model: torch.nn.Module, points: torch.Tensor, exact: np.ndarray
 
 def fit_trajectory(
     params: Mapping[str, Any],
-    ctx: Any,
+    ctx: EvaluationContext,
     task: PinnTask,
     u0: np.ndarray,
     x: np.ndarray,
@@ -128,9 +132,10 @@ def fit_trajectory(
 
 
 def _evaluate_split(
-    params: Mapping[str, Any], ctx: Any, task: PinnTask, split: str
+    params: Mapping[str, Any], ctx: EvaluationContext, task: PinnTask, split: str
 ) -> dict[str, float]:
-    key = ("pinn", task.beta, task.trajectories, task.ic_seed, task.nx, task.nt, task.final_time)
+    key = ("pinn", task.beta, task.trajectories, task.ic_seed, task.ic_modes, task.nx, task.nt)
+    key = (*key, task.final_time)
     data = cached(ctx, (*key, split), lambda: _trajectories(task, split))
     points = _grid_points(data["x"], data["t"], str(ctx.device))
     results = []
@@ -147,7 +152,9 @@ def _evaluate_split(
     return {f"{split}_{name}": float(np.mean([r[name] for r in results])) for name in results[0]}
 
 
-def train_pinn(params: Mapping[str, Any], ctx: Any, task: PinnTask) -> dict[str, float]:
+def train_pinn(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: PinnTask
+) -> dict[str, float]:
     """Objective: fit a PINN per validation trajectory; fitness = mean validation relative L2.
 
     Use as ``functools.partial(train_pinn, task=PinnTask(...))``.
@@ -163,7 +170,9 @@ def train_pinn(params: Mapping[str, Any], ctx: Any, task: PinnTask) -> dict[str,
     }
 
 
-def pinn_test_metrics(params: Mapping[str, Any], ctx: Any, task: PinnTask) -> dict[str, float]:
+def pinn_test_metrics(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: PinnTask
+) -> dict[str, float]:
     """Validation record plus ``test_rel_l2``, ``test_rmse``, ``test_max_error`` (test ICs)."""
     return {**train_pinn(params, ctx, task), **_evaluate_split(params, ctx, task, "test")}
 

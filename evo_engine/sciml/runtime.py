@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -13,11 +14,12 @@ T = TypeVar("T")
 
 
 class EvaluationContext(Protocol):
-    """The part of the engine's per-evaluation context the objectives use."""
+    """The part of the engine's per-evaluation context (``evo_engine.context.Context``) used here."""
 
     device: str
     seed: int
     cache: dict
+    scratch_dir: Path
 
     def report(self, step: int, value: float) -> None: ...
 
@@ -38,8 +40,3 @@ def cached(ctx: Any, key: Hashable, factory: Callable[[], T]) -> T:
     if key not in cache:
         cache[key] = factory()
     return cache[key]
-
-
-def is_finite(value: float) -> bool:
-    """True for a real, finite number (the check every fitness goes through)."""
-    return bool(np.isfinite(value))

@@ -44,7 +44,7 @@ from evo_engine.models import FNO1d, UNet1d
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import inspect_advection_file, read_advection, strides_for
 from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness
-from evo_engine.sciml.runtime import cached, seed_everything
+from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
 ADVECTION_FILE_ENV = "EVO_ENGINE_ADVECTION_FILE"
 
@@ -102,6 +102,17 @@ class AdvectionTask:
         return ensure_dataset(self.recipe)
 
 
+def prepare_advection(task: AdvectionTask) -> Path:
+    """Make sure the task's data exist and fit it (a scenario's ``prepare``); returns the file.
+
+    Generates the recipe's file if needed; a given file is checked for its layout and for
+    strides to the task's nx × nt, so a bad file stops the run before any worker starts.
+    """
+    path = task.resolve_file()
+    strides_for(inspect_advection_file(path), task.nx, task.nt, task.samples)
+    return path
+
+
 def _load_split(task: AdvectionTask, path: Path, split: str, device: str) -> dict[str, Any]:
     info = inspect_advection_file(path)
     data = read_advection(path, split, **strides_for(info, task.nx, task.nt, task.samples))
@@ -112,7 +123,7 @@ def _load_split(task: AdvectionTask, path: Path, split: str, device: str) -> dic
     }
 
 
-def load_split(task: AdvectionTask, split: str, ctx: Any) -> dict[str, Any]:
+def load_split(task: AdvectionTask, split: str, ctx: EvaluationContext) -> dict[str, Any]:
     """One split as tensors on ``ctx.device``, read once per worker and kept in ``ctx.cache``."""
     path = task.resolve_file().resolve()
     stat = path.stat() if path.exists() else None
@@ -224,7 +235,7 @@ def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
 
-def fit(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) -> dict[str, Any]:
+def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) -> dict[str, Any]:
     """Train with ``params`` and return the best-epoch model plus its validation record."""
     p = {**task.defaults, **params}
     generator = seed_everything(int(ctx.seed))
@@ -275,7 +286,9 @@ def fit(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) -> dict[str, A
     return {"model": model, "record": record}
 
 
-def train_advection(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) -> dict[str, float]:
+def train_advection(
+    params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask
+) -> dict[str, float]:
     """Objective: train on the training split, return the validation fitness and all metrics.
 
     Use as ``functools.partial(train_advection, task=AdvectionTask(...))``. Lower is better.
@@ -284,7 +297,7 @@ def train_advection(params: Mapping[str, Any], ctx: Any, task: AdvectionTask) ->
 
 
 def advection_test_metrics(
-    params: Mapping[str, Any], ctx: Any, task: AdvectionTask
+    params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask
 ) -> dict[str, float]:
     """Train exactly as :func:`train_advection` would, then also score the TEST split.
 
