@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from evo_engine.engine import EngineConfig
 from evo_engine.errors import InputError
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.space import Space
-from evo_engine.store import fingerprint_of
 
 
 class ScenarioError(InputError):
@@ -109,7 +109,9 @@ class Scenario(BaseModel):
         return {"space": self.space.describe(), **self.engine_config().describe()}
 
     def fingerprint(self) -> str:
-        return fingerprint_of(self.fingerprint_description())
+        # Workers load scenarios too: hashing here keeps zarr out of their imports.
+        text = json.dumps(self.fingerprint_description(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _format_errors(exc: ValidationError, prefix: str = "field ") -> str:

@@ -293,6 +293,3 @@ class RunStore:
                     warn(f"{exc}; falling back to the previous snapshot")
         return None
 
-
-def fingerprint_of(description: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
