@@ -1,0 +1,104 @@
+"""Coordinator throughput under real mpiexec: evaluations per second with a trivial objective.
+
+    python benchmarks/throughput.py --ranks 5
+
+runs ``benchmarks/scenarios/trivial.py`` (an objective that returns at once, the GA operator
+unless ``--operator`` says otherwise) through the normal CLI with recording on (evaluation
+log, task log, a snapshot every 5000 results), and measures in the same
+invocation a plain mpi4py ping-pong between rank 0 and the same number of worker ranks
+(blocking ``send``/``recv`` of a task-sized tuple, rank 0 answering whichever worker spoke).
+
+* evals_per_s = evaluations / (last result's end − first task's start), worker clocks;
+* raw_roundtrips_per_s = ping-pong round trips per second;
+* ratio = evals_per_s / raw_roundtrips_per_s (how much of the bare MPI rate survives the
+  engine, the recording and the idle back-off).
+
+Prints one JSON line at the end. A benchmark, not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SCENARIOS, mpi_env, mpiexec, read_evaluations, run_evo  # noqa: E402
+
+SCENARIO = SCENARIOS / "trivial.py"
+PINGPONG_FLAG = "--pingpong"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ranks", type=int, default=5, help="MPI ranks (workers + 1 coordinator)")
+    p.add_argument("--evals", type=int, default=20000, help="evaluations in the engine run")
+    p.add_argument("--roundtrips", type=int, default=50000, help="ping-pong round trips")
+    p.add_argument("--operator", default="ga",
+                   help="the search operator (ga, the default; random isolates the plumbing)")
+    p.add_argument("--keep", type=Path, help="keep the run directory here")
+    p.add_argument(PINGPONG_FLAG, type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def pingpong(roundtrips: int) -> None:
+    """One rank of the plain mpi4py ping-pong (run under mpiexec by ``raw_roundtrips``)."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    message = (123, 0, {"x": 0.1, "y": 0.2}, 4242424242, "ga")
+    if comm.Get_rank() > 0:
+        while (got := comm.recv(source=0)) is not None:
+            comm.send(got, dest=0)
+        return
+    status = MPI.Status()
+    t0 = time.perf_counter()
+    for r in range(1, comm.Get_size()):
+        comm.send(message, dest=r)
+    for _ in range(roundtrips):
+        comm.recv(source=MPI.ANY_SOURCE, status=status)
+        comm.send(message, dest=status.Get_source())
+    elapsed = time.perf_counter() - t0
+    for r in range(1, comm.Get_size()):
+        comm.recv(source=r)
+        comm.send(None, dest=r)
+    print(json.dumps({"roundtrips_per_s": roundtrips / elapsed}), flush=True)
+
+
+def raw_roundtrips(ranks: int, roundtrips: int) -> float:
+    cmd = [mpiexec(), "-n", str(ranks), sys.executable, __file__, PINGPONG_FLAG, str(roundtrips)]
+    proc = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=600,
+                          check=True)
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["roundtrips_per_s"])
+
+
+def evals_per_second(ranks: int, evals: int, run_dir: Path, operator: str = "ga") -> float:
+    run_evo(ranks, SCENARIO, run_dir, evals, env=mpi_env(EVO_BENCH_OPERATOR=operator))
+    ev = read_evaluations(run_dir, ["t_start", "t_end"])
+    if ev["uid"].size != evals:
+        sys.exit(f"benchmark: the store holds {ev['uid'].size} evaluations, not {evals}")
+    return float(evals / (ev["t_end"].max() - ev["t_start"].min()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.pingpong:
+        pingpong(args.pingpong)
+        return
+    with tempfile.TemporaryDirectory(prefix="evo-throughput-") as tmp:
+        run_dir = (args.keep or Path(tmp)) / "run"
+        evals = evals_per_second(args.ranks, args.evals, run_dir, args.operator)
+    raw = raw_roundtrips(args.ranks, args.roundtrips)
+    print(json.dumps({
+        "benchmark": "throughput", "ranks": args.ranks, "workers": args.ranks - 1,
+        "evaluations": args.evals, "operator": args.operator, "evals_per_s": round(evals, 1),
+        "raw_roundtrips_per_s": round(raw, 1), "ratio": round(evals / raw, 4),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

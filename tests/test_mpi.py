@@ -1,0 +1,236 @@
+"""End-to-end runs under a real ``mpiexec`` (the venv's MPICH), oversubscribed on purpose.
+
+Every run has a hard timeout: a rank that hangs (in a receive, in ``MPI_Finalize``) turns into
+a failure instead of a stuck test suite, and the whole process group is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from evo_engine.actors.launch import mpi_world_size
+from evo_engine.actors.mpi import (
+    result_from_message,
+    result_message,
+    task_from_message,
+    task_message,
+)
+from evo_engine.records import EvalState, Result, Task, frozen_genome
+
+pytestmark = pytest.mark.mpi
+
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+TIMEOUT = 120
+BUDGET = 60  # tests/scenarios/mpi_sleep.py
+
+needs_mpiexec = pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec at {MPIEXEC}")
+
+
+def start_mpirun(ranks: int, *args: str, cwd: Path, **environ: str) -> subprocess.Popen[str]:
+    """Start ``mpiexec -n ranks python -m evo_engine ARGS`` in its own process group."""
+    env = dict(os.environ, **environ)
+    env["PATH"] = f"{MPIEXEC.parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "evo_engine", *args]
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """Wait for mpiexec; a hang past TIMEOUT kills the process group and fails the test."""
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(proc.args)} did not finish within {TIMEOUT} s (a rank hangs)\n"
+                    f"stdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def mpirun(ranks: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return finish(start_mpirun(ranks, *args, cwd=cwd))
+
+
+def wait_for_event(run_dir: Path, event: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    log = run_dir / "log.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and f'"{event}"' in log.read_text():
+            return
+        time.sleep(0.1)
+    finish(proc)
+    pytest.fail(f"no {event} event in {log}")
+
+
+def store_attrs(run_dir: Path) -> dict:
+    return zarr.open_group(str(run_dir / "run.zarr"), mode="r").attrs.asdict()
+
+
+def evaluations(run_dir: Path) -> dict[str, np.ndarray]:
+    table = zarr.open_group(str(run_dir / "run.zarr"), mode="r")["evaluations"]
+    n = int(table.attrs["committed"])
+    return {name: np.asarray(table[name][:n]) for name in
+            ("uid", "worker", "state", "error", "metrics/rank", "metrics/on_cpu",
+             "metrics/worker_calls")}
+
+
+def migrations(run_dir: Path) -> dict[str, np.ndarray]:
+    table = zarr.open_group(str(run_dir / "run.zarr"), mode="r")["migrations"]
+    n = int(table.attrs["committed"])
+    return {name: np.asarray(table[name][:n]) for name in ("uid", "origin", "destination")}
+
+
+# -- without mpiexec -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("environ", "size"), [
+    ({}, 1),
+    ({"PMI_SIZE": "5", "PMI_RANK": "0"}, 5),
+    ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),
+    ({"MV2_COMM_WORLD_SIZE": "2"}, 2),
+    ({"PMIX_RANK": "0", "SLURM_STEP_NUM_TASKS": "4"}, 4),
+    ({"SLURM_NTASKS": "8"}, 1),  # a batch script running plain python is not an MPI launch
+    ({"PMI_SIZE": "junk"}, 1),
+])
+def test_launch_is_detected_from_the_environment(environ: dict[str, str], size: int) -> None:
+    assert mpi_world_size(environ) == size
+
+
+def test_tasks_and_results_survive_the_wire_format() -> None:
+    task = Task(uid=7, island=1, genome=frozen_genome([0.2, 0.4]), params={"x": 0.2}, seed=99,
+                operator="ga", parents=(1, 2))
+    got = task_from_message(pickle.loads(pickle.dumps(task_message(task))))
+    assert (got.uid, got.island, got.params, got.seed, got.operator) == (7, 1, {"x": 0.2}, 99, "ga")
+    result = Result(uid=7, worker=3, fitness=None, metrics={"m": 1.0}, error="boom",
+                    t_start=1.0, t_end=2.0, state=EvalState.FAILED, curve=((1, 0.5),))
+    back = result_from_message(pickle.loads(pickle.dumps(result_message(result))))
+    assert back.state is EvalState.FAILED
+    assert (back.uid, back.worker, back.fitness, back.metrics, back.error, back.curve) == (
+        7, 3, None, {"m": 1.0}, "boom", ((1, 0.5),))
+
+
+# -- under mpiexec -----------------------------------------------------------------------------
+
+
+@needs_mpiexec
+def test_one_rank_falls_back_to_local_workers(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = mpirun(1, str(SCENARIOS / "mpi_sleep.py"), "--workers", "2", "--run-dir",
+                  str(run_dir), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ev = evaluations(run_dir)
+    assert ev["uid"].size == BUDGET
+    assert set(ev["worker"].tolist()) == {0, 1}
+    assert set(ev["metrics/rank"][ev["state"] == EvalState.COMPLETE].tolist()) == {0.0}
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("ranks", [3, 5])
+def test_mpi_run_records_the_budget_on_every_worker_rank(tmp_path: Path, ranks: int) -> None:
+    run_dir = tmp_path / "run"
+    proc = mpirun(ranks, str(SCENARIOS / "mpi_sleep.py"), "--run-dir", str(run_dir), "--quiet",
+                  cwd=tmp_path)
+    # mpiexec's exit code is 0 only if every rank exited 0.
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    ev = evaluations(run_dir)
+    assert ev["uid"].size == BUDGET
+    assert sorted(ev["uid"].tolist()) == list(range(BUDGET))  # no uid lost, none twice
+    workers = ranks - 1
+    assert set(ev["worker"].tolist()) == set(range(workers))  # every worker rank did work
+
+    complete = ev["state"] == EvalState.COMPLETE
+    # Worker w is rank w + 1, and the objective saw a CPU device through ctx.
+    assert np.array_equal(ev["metrics/rank"][complete], ev["worker"][complete] + 1.0)
+    assert np.all(ev["metrics/on_cpu"][complete] == 1.0)
+    # The per-worker cache persists across evaluations.
+    assert ev["metrics/worker_calls"][complete].max() > 1
+
+    # Planned failures (uid % 9 == 4) are recorded with the remote traceback; the run went on.
+    failed = ev["state"] == EvalState.FAILED
+    assert sorted(ev["uid"][failed].tolist()) == [u for u in range(BUDGET) if u % 9 == 4]
+    for text in ev["error"][failed]:
+        assert "planned failure" in text and "rank" in text and "Traceback" in text
+    assert complete.sum() == BUDGET - failed.sum()
+
+    mig = migrations(run_dir)
+    assert mig["uid"].size > 0
+    assert np.all(mig["origin"] != mig["destination"])
+    assert set(mig["origin"].tolist()) == {0, 1}
+
+    started = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
+               if '"worker_started"' in line]
+    assert sorted(e["worker"] for e in started) == list(range(workers))
+    assert all(e["device"] == "cpu" for e in started)
+
+
+@needs_mpiexec
+@pytest.mark.parametrize(("scenario", "prepare", "needle"), [
+    ("does_not_exist.py", None, "does not exist"),
+    ("mpi_sleep.py", "non-empty", "is not empty"),
+    ("mpi_bad_workers.py", None, "could not load the objective"),
+])
+def test_bad_input_exits_2_on_every_rank_without_hanging(
+    tmp_path: Path, scenario: str, prepare: str | None, needle: str
+) -> None:
+    run_dir = tmp_path / "run"
+    if prepare == "non-empty":
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("mine")
+    proc = mpirun(3, str(SCENARIOS / scenario), "--run-dir", str(run_dir), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if prepare == "non-empty":
+        assert [p.name for p in run_dir.iterdir() if p.name != ".lock"] == ["notes.txt"]
+
+
+@needs_mpiexec
+def test_an_error_on_the_coordinator_aborts_the_job(tmp_path: Path) -> None:
+    proc = mpirun(3, str(SCENARIOS / "mpi_coordinator_crash.py"), "--run-dir",
+                  str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "coordinator crashed on purpose" in proc.stderr
+    assert "aborting the MPI job" in proc.stderr
+
+
+@needs_mpiexec
+def test_a_walltime_signal_stops_every_rank_with_code_3(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_mpirun(3, str(SCENARIOS / "mpi_sleep.py"), "--run-dir", str(run_dir),
+                        "--quiet", cwd=tmp_path, EVO_TEST_SLEEP="0.2")
+    wait_for_event(run_dir, "run_started", proc)
+    proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to every rank, as Slurm does
+    done = finish(proc)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    attrs = store_attrs(run_dir)
+    assert (attrs["status"], attrs["stop_reason"]) == ("stopped", "signal:SIGTERM")
+
+
+@needs_mpiexec
+def test_workers_stuck_in_long_evaluations_are_aborted_after_the_store_is_closed(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_mpirun(3, str(SCENARIOS / "mpi_sleep.py"), "--run-dir", str(run_dir),
+                        "--quiet", cwd=tmp_path, EVO_TEST_SLEEP="60")
+    wait_for_event(run_dir, "run_started", proc)
+    proc.send_signal(signal.SIGTERM)
+    done = finish(proc)  # the 30-90 s evaluations are not waited for
+    assert done.returncode == 3, done.stderr
+    assert "still busy" in done.stderr and "aborting the MPI job" in done.stderr
+    assert store_attrs(run_dir)["status"] == "stopped"
