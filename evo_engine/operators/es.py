@@ -70,6 +70,17 @@ class ES(Operator):
     name = "es"
     Settings = ESSettings
     settings: ESSettings
+    # Constants of the covariance scheme, relative to the (1+1)-CMA-ES's textbook values and
+    # chosen on benchmarks/quality.py (see the closing note of issue 4):
+    DAMPING = 2.0
+    """σ's damping, × (1 + d/2): 32 results told per round from the same σ would otherwise
+    push it around in steps too large to keep the success rate near its target."""
+    C1 = 3.0
+    """C's rank-one rate, × 2/((d+1.3)² + μ/2): only successes update C, about a quarter of
+    the offspring, so the per-success rate is higher than CMA's per-sample one."""
+    CAT_FLOOR = 0.5
+    """A categorical gene changes with probability at least CAT_FLOOR / d, so a converged σ
+    does not freeze a choice made early (the best activation may only show late)."""
 
     def __init__(
         self, space: Space, rng: np.random.Generator, population_size: int, settings: ESSettings
@@ -91,6 +102,10 @@ class ES(Operator):
         self.successes = 0
         self.observed = 0
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
+        # Learning rates after the (1+1)-CMA-ES's: σ's damping grows with d, C's rank-one
+        # rate falls like 1/d² (and with the population's size).
+        self.damping = self.DAMPING * (1.0 + self.dim / 2.0)
+        self.c1 = self.C1 * 2.0 / ((n + 1.3) ** 2 + population_size / 2)
 
     # -- proposing ----------------------------------------------------------------------
 
@@ -102,7 +117,9 @@ class ES(Operator):
     def _mutate_categoricals(self, genome: np.ndarray, sigma: np.ndarray) -> None:
         if self.cat.size == 0:
             return
-        p = bin_exit_probability(sigma[self.cat], self.levels[self.cat])
+        p = np.maximum(
+            bin_exit_probability(sigma[self.cat], self.levels[self.cat]), self.CAT_FLOOR / self.dim
+        )
         move = self.rng.random(self.cat.size) < p
         for i, m in zip(self.cat, move):
             if m:
@@ -189,14 +206,12 @@ class ES(Operator):
         self.observed += 1
         self.successes += int(accepted)
         p = self.settings.success_target
-        damping = 1.0 + self.dim / 2.0
-        self.sigma *= math.exp((float(accepted) - p) / (damping * (1.0 - p)))
+        self.sigma *= math.exp((float(accepted) - p) / (self.damping * (1.0 - p)))
         self.sigma = min(self.sigma, 1.0)
         n = self.cont.size
         if accepted and n:
             y = np.asarray(step, dtype=np.float64)
-            c1 = 2.0 / ((n + 1.3) ** 2 + self.population_size / 2)
-            cov = (1.0 - c1) * self.cov + c1 * np.outer(y, y)
+            cov = (1.0 - self.c1) * self.cov + self.c1 * np.outer(y, y)
             trace = float(np.trace(cov))
             if math.isfinite(trace) and trace > 0:
                 self.cov = cov * (n / trace)

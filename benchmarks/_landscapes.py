@@ -1,0 +1,236 @@
+"""Synthetic HPO landscapes for ``quality.py``: cheap functions that look like validation loss.
+
+Each landscape is a validation loss with a floor (the irreducible error a perfect
+configuration still has) that saturates at 1.0 far from the good region, the way a run that
+diverges or does not learn stops getting worse. Near the optimum the excess over the floor is
+roughly quadratic in the log-scaled hyperparameters. ``cost`` scales the simulated training
+time, so configurations that train bigger networks keep their worker busy for longer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evo_engine.space import Categorical, Float, Int, Space
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """A named search space with its noise-free loss, observation noise and relative cost."""
+
+    name: str
+    space: Space
+    loss: Callable[[Params], float]
+    floor: float
+    noise: float = 0.0
+    """Standard deviation of the additive noise on each observed loss."""
+    cost: Callable[[Params], float] = field(default=lambda p: 1.0)
+    description: str = ""
+
+    def observe(self, params: Params, rng: np.random.Generator) -> float:
+        value = self.loss(params)
+        return value + self.noise * float(rng.normal()) if self.noise else value
+
+
+def saturate(q: float, floor: float) -> float:
+    """Loss from a non-negative excess q: the floor at q = 0, ≈ floor + q near it, 1.0 far away."""
+    return floor + (1.0 - floor) * (1.0 - math.exp(-q))
+
+
+# -- 1. learning rate × decay (the learning-to-learn user's problem) ---------------------
+
+
+def _lr_decay(p: Params) -> float:
+    a, b = math.log10(p["lr"]), math.log10(p["decay"])
+    # A curved ridge: a stronger decay tolerates a larger learning rate.
+    a_star = -3.6 + 0.5 * (b + 1.3) + 0.25 * (b + 1.3) ** 2
+    return saturate(((a - a_star) / 0.35) ** 2 + ((b + 1.3) / 0.6) ** 2, 0.08)
+
+
+LR_DECAY = Landscape(
+    "lr_decay",
+    Space(lr=Float(1e-6, 1e-1, log=True), decay=Float(1e-3, 0.9, log=True)),
+    _lr_decay,
+    floor=0.08,
+    description="2-D learning rate × decay, both log scale, on a curved ridge",
+)
+
+
+# -- 2. ill-conditioned over decades ------------------------------------------------------
+
+_ILL_NAMES = ("lr", "weight_decay", "eps", "warmup", "one_minus_beta2", "grad_clip")
+_ILL_BOUNDS = ((1e-6, 1e-1), (1e-8, 1e-1), (1e-10, 1e-3), (1.0, 1e4), (1e-4, 0.3), (1e-2, 1e2))
+_ILL_TARGET = np.array([-3.3, -4.0, -7.5, 2.6, -2.2, 0.3])
+_ILL_WEIGHTS = 10.0 ** np.linspace(0.8, -2.2, 6)  # sensitivities spanning three decades
+
+
+def _ill_rotation() -> np.ndarray:
+    # A fixed, moderate rotation: hyperparameters interact (lr with warmup, wd with lr), but
+    # the problem stays mostly aligned with its axes, as real HPO problems are.
+    g = np.random.default_rng(12345).normal(size=(6, 6))
+    q, _ = np.linalg.qr(np.eye(6) + 0.35 * (g - g.T))
+    return q
+
+
+_ILL_H = _ill_rotation() @ np.diag(_ILL_WEIGHTS) @ _ill_rotation().T
+
+
+def _ill(p: Params) -> float:
+    z = np.array([math.log10(p[n]) for n in _ILL_NAMES]) - _ILL_TARGET
+    return saturate(float(z @ _ILL_H @ z), 0.05)
+
+
+ILL_CONDITIONED = Landscape(
+    "ill_conditioned",
+    Space({n: Float(lo, hi, log=True) for n, (lo, hi) in zip(_ILL_NAMES, _ILL_BOUNDS)}),
+    _ill,
+    floor=0.05,
+    description="6 log-scale parameters spanning 5-9 decades, sensitivities over 3 decades",
+)
+
+
+# -- 3. mixed int/float/categorical network shape ----------------------------------------
+
+ACTIVATIONS = {
+    "rectifiers": ["relu", "leaky_relu", "elu", "selu"],
+    "smooth": ["gelu", "silu"],
+    "saturating": ["tanh", "sigmoid"],
+}
+_ACT_PENALTY = {
+    "relu": 0.06, "leaky_relu": 0.05, "elu": 0.04, "selu": 0.08,
+    "gelu": 0.0, "silu": 0.01, "tanh": 0.25, "sigmoid": 0.5,
+}  # fmt: skip
+_OPTIMIZERS = {  # penalty, best log10 lr at batch 64
+    "sgd": (0.3, -1.0), "momentum": (0.1, -1.8), "adam": (0.02, -3.0),
+    "adamw": (0.0, -3.2), "rmsprop": (0.08, -3.4),
+}  # fmt: skip
+
+
+def _network(p: Params) -> float:
+    capacity = p["layers"] * math.log2(p["width"])
+    penalty, lr_at_64 = _OPTIMIZERS[p["optimizer"]]
+    # Square-root scaling of the best learning rate with the batch size.
+    lr_star = lr_at_64 + 0.5 * math.log10(p["batch"] / 64)
+    dropout_star = min(max(0.1 + 0.015 * (capacity - 28), 0.0), 0.6)
+    q = (
+        ((capacity - 28.0) / 9.0) ** 2
+        + 0.05 * max(p["layers"] - 5, 0) ** 2  # very deep nets train badly without tricks
+        + ((math.log10(p["lr"]) - lr_star) / 0.4) ** 2
+        + 0.15 * (math.log2(p["batch"]) - 6.0) ** 2 / 4.0
+        + ((p["dropout"] - dropout_star) / 0.15) ** 2
+        + _ACT_PENALTY[p["activation"]]
+        + penalty
+    )
+    return saturate(q, 0.1)
+
+
+def _network_cost(p: Params) -> float:
+    return min(
+        max((p["layers"] * p["width"] / 512.0) ** 0.5 * (64.0 / p["batch"]) ** 0.2, 0.2), 6.0
+    )
+
+
+NETWORK_SHAPE = Landscape(
+    "network_shape",
+    Space(
+        layers=Int(1, 8),
+        width=Int(8, 1024, log=True),
+        activation=Categorical(tree=ACTIVATIONS),
+        optimizer=Categorical(list(_OPTIMIZERS)),
+        lr=Float(1e-5, 1.0, log=True),
+        batch=Int(8, 1024, log=True),
+        dropout=Float(0.0, 0.7),
+    ),
+    _network,
+    floor=0.1,
+    cost=_network_cost,
+    description="7 mixed parameters: ints (log), floats, a tree-structured activation",
+)
+
+
+# -- 4. multimodal ------------------------------------------------------------------------
+
+_MM_SPACE = Space(
+    lr=Float(1e-5, 1e-1, log=True),
+    momentum=Float(0.0, 0.99),
+    weight_decay=Float(1e-7, 1e-2, log=True),
+    dropout=Float(0.0, 0.5),
+    warmup_fraction=Float(0.0, 0.3),
+    label_smoothing=Float(0.0, 0.3),
+)
+# Hartmann-6, the standard multimodal test of the Bayesian-optimisation literature (six local
+# minima; the runner-up, -3.2032, sits far from the global one, -3.32237), on the encoding.
+_H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+_H6_A = np.array(
+    [
+        [10.0, 3.0, 17.0, 3.5, 1.7, 8.0],
+        [0.05, 10.0, 17.0, 0.1, 8.0, 14.0],
+        [3.0, 3.5, 1.7, 10.0, 17.0, 8.0],
+        [17.0, 8.0, 0.05, 10.0, 0.1, 14.0],
+    ]
+)
+_H6_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+_H6_MIN = -3.32237
+
+
+def _multimodal(p: Params) -> float:
+    u = _MM_SPACE.encode(p)
+    h = -float(_H6_ALPHA @ np.exp(-np.sum(_H6_A * (u - _H6_P) ** 2, axis=1)))
+    return 0.1 + 0.9 * (h - _H6_MIN) / -_H6_MIN
+
+
+MULTIMODAL = Landscape(
+    "multimodal",
+    _MM_SPACE,
+    _multimodal,
+    floor=0.1,
+    description="6-D Hartmann (six local minima; the runner-up scores 0.132)",
+)
+
+
+# -- 5. noisy -------------------------------------------------------------------------------
+
+
+def _noisy(p: Params) -> float:
+    q = (
+        ((math.log10(p["lr"]) + 2.7) / 0.5) ** 2
+        + ((math.log10(1 - p["momentum"]) + 1.2) / 0.5) ** 2
+        + ((math.log10(p["weight_decay"]) + 4.5) / 1.2) ** 2
+        + ((p["epochs"] - 60) / 40.0) ** 2
+    )
+    return saturate(q, 0.12)
+
+
+NOISY = Landscape(
+    "noisy",
+    Space(
+        lr=Float(1e-5, 1.0, log=True),
+        momentum=Float(0.0, 0.999),
+        weight_decay=Float(1e-7, 1e-1, log=True),
+        epochs=Int(5, 200, log=True),
+    ),
+    _noisy,
+    floor=0.12,
+    noise=0.02,
+    cost=lambda p: p["epochs"] / 50.0,
+    description="4-D smooth, observed with N(0, 0.02) noise; cost grows with epochs",
+)
+
+
+LANDSCAPES: dict[str, Landscape] = {
+    ls.name: ls for ls in (LR_DECAY, ILL_CONDITIONED, NETWORK_SHAPE, MULTIMODAL, NOISY)
+}
