@@ -1,7 +1,7 @@
 # `make run` and `make test` work from a fresh clone: both create .venv first (scripts/setup.sh).
 PY := .venv/bin/python
-SCENARIO ?= scenarios/sphere.py
-RUN_DIR ?= runs/default
+SCENARIO ?= scenarios/advection_lr.py
+RUN_DIR ?= runs/$(basename $(notdir $(SCENARIO)))
 
 .PHONY: setup run test lint clean
 setup:
