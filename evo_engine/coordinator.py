@@ -91,9 +91,12 @@ class Coordinator:
         # thousands of workers (benchmarks/utilization.py --simulate).
         if self.idle is None:
             self.idle = set(range(self.transport.n_workers)) - set(self.busy)
-        if self.refused:
+        if self.refused or not self.idle:
             return
-        for w in sorted(self.idle):
+        # The lowest idle worker first, the rest sorted only if it got a task: under the sync
+        # barrier most results leave thousands of workers idle and the engine refusing.
+        first = min(self.idle)
+        for w in (first, *sorted(self.idle - {first})):
             task = self.engine.ask(w)
             if task is None:
                 self.refused = True
