@@ -15,17 +15,28 @@ Every objective has a ``*_test_metrics`` twin that trains the same way and also 
 split, for a scenario's ``finalize``.
 """
 
-from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset, write_advection
-from evo_engine.sciml.data import DataFileError, read_advection
-from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness, advection_metrics
+from __future__ import annotations
 
-__all__ = [
-    "AdvectionRecipe",
-    "DataFileError",
-    "MetricAccumulator",
-    "advection_fitness",
-    "advection_metrics",
-    "ensure_dataset",
-    "read_advection",
-    "write_advection",
-]
+import importlib
+from typing import Any
+
+# Exported names, imported lazily: `python -m evo_engine.sciml.advection` must not find its own
+# module already imported by the package (runpy warns), and torch loads only when needed.
+_EXPORTS = {
+    "AdvectionRecipe": "advection",
+    "ensure_dataset": "advection",
+    "write_advection": "advection",
+    "DataFileError": "data",
+    "read_advection": "data",
+    "MetricAccumulator": "metrics",
+    "advection_fitness": "metrics",
+    "advection_metrics": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -33,7 +33,11 @@ import h5py
 import numpy as np
 import torch
 
-from evo_engine.sciml.initial_conditions import cell_centres, sample_initial_conditions
+from evo_engine.sciml.initial_conditions import (
+    InitialConditions,
+    cell_centres,
+    sample_initial_conditions,
+)
 from evo_engine.sciml.solvers import exact_solution, finite_volume_solution
 
 SOLVERS = ("exact", "fv")
@@ -83,7 +87,7 @@ def data_dir() -> Path:
 
 
 def _solve_block(
-    recipe: AdvectionRecipe, start: int, stop: int, initial, device: str
+    recipe: AdvectionRecipe, start: int, stop: int, initial: InitialConditions, device: str
 ) -> np.ndarray:
     x = cell_centres(recipe.nx)
     t = np.arange(recipe.nt) * recipe.dt_save
@@ -125,6 +129,10 @@ def write_advection(
             f.attrs["solver"] = recipe.solver
             f.attrs["seed"] = recipe.seed
             f.attrs["generator"] = "evo_engine.sciml.advection"
+        # mkstemp makes the file private; give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, out)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
