@@ -37,6 +37,7 @@ def test_presets() -> None:
     assert (full.nx, full.nt, full.epochs) == (256, 41, 500)
     assert full.defaults["lr"] == cpu.defaults["lr"] == 1e-3
     assert cpu.recipe.samples <= 500 and cpu.epochs < 10
+    assert cpu.samples == cpu.recipe.samples and full.samples is None  # thins a PDEBench file
     assert pinn_task("full").iterations == 15_000 and digits_task("cpu").epochs < 30
     with pytest.raises(ValueError, match="preset"):
         advection_task("gpu")

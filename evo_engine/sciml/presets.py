@@ -52,6 +52,7 @@ def advection_task(preset: str, beta: float = 4.0) -> AdvectionTask:
         recipe=AdvectionRecipe(beta=beta, samples=200, nx=128, nt=41),
         nx=128,
         nt=41,
+        samples=200,  # a PDEBench file given instead is thinned to every 50th trajectory
         epochs=4,
         t_train=21,
         defaults=defaults,
