@@ -7,6 +7,7 @@ Exit codes: 0 finished · 1 unexpected internal error · 2 bad input · 3 stoppe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local worker processes without mpiexec (0 = evaluate inline in this process)")
     run.add_argument("--preset", choices=("auto", "cpu", "full"), default="auto",
                      help="problem size preset: auto = full on a GPU, cpu otherwise")
+    run.add_argument("--data-file", type=Path, metavar="FILE",
+                     help="a data file the scenario trains on instead of generated data, e.g. a "
+                          "real PDEBench 1D_Advection_Sols_beta4.0.hdf5 (sets EVO_ENGINE_ADVECTION_FILE)")
     run.add_argument("--sync", action="store_true",
                      help="generation barrier (the synchronous baseline to compare against)")
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
@@ -72,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             from evo_engine.analysis.cli import analyze_main
 
             return analyze_main(args)
+        if args.data_file is not None:
+            if not args.data_file.is_file():
+                raise InputError(f"--data-file {args.data_file} does not exist or is not a file")
+            # Workers inherit the environment (local) or parse the same flags (MPI ranks).
+            os.environ["EVO_ENGINE_ADVECTION_FILE"] = str(args.data_file.resolve())
         opts = RunOptions(
             scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,

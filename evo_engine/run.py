@@ -28,7 +28,7 @@ from evo_engine.actors.launch import launched_with_several_ranks
 from evo_engine.actors.local import LocalTransport
 from evo_engine.actors.runtime import FINALIZE, cuda_available
 from evo_engine.coordinator import Coordinator, StopRequest
-from evo_engine.engine import Engine
+from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
 from evo_engine.log import configure
 from evo_engine.progress import ProgressReporter
@@ -138,7 +138,10 @@ def make_transport(spec: WorkerSpec, workers: int) -> Transport:
 
 
 def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dict[str, Any]]:
-    """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals."""
+    """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals.
+
+    Each runs with its evaluation's own seed, so the metrics describe the model that was scored.
+    """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
     seen: set[int] = set()
     out = []
@@ -147,7 +150,8 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dic
             continue
         seen.add(ind.uid)
         task = Task(uid=ind.uid, island=ind.island, genome=ind.genome,
-                    params=engine.space.decode(ind.genome), seed=ind.uid, operator=FINALIZE)
+                    params=engine.space.decode(ind.genome),
+                    seed=task_seed(engine.config.seed, ind.uid), operator=FINALIZE)
         transport.submit(0, task)
         results: list[Any] = []
         while not results:
@@ -275,6 +279,9 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
 
 def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
                     print_fn: Callable[[str], None]) -> int:
+    if scenario.prepare is not None:
+        # Before anything is written: a bad data file leaves the run directory untouched.
+        scenario.prepare()
     log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
 
     def warn(message: str) -> None:
@@ -291,9 +298,6 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                                 param_kinds={n: p.kind for n, p in scenario.space.items()},
                                 dim=scenario.space.dim)
         engine = Engine(scenario.space, scenario.engine_config())
-    if scenario.prepare is not None:
-        log.info("prepare_started")
-        scenario.prepare()
     recorder = Recorder(store, scenario.space,
                         on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
     recorder.record_migrations(replayed)

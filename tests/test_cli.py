@@ -68,6 +68,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
         ([SPHERE, "--preset", "huge"], "invalid choice"),
         ([SPHERE, "--max-time", "nan"], "positive number of seconds"),
         ([SPHERE, "--bogus"], "unrecognized arguments"),
+        ([SPHERE, "--data-file", "missing.h5"], "--data-file missing.h5 does not exist"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(tmp_path: Path, args: list, needle: str) -> None:
@@ -104,3 +105,13 @@ def test_force_starts_over(tmp_path: Path) -> None:
     r = evo(SPHERE, "--max-evals", 5, "--workers", 0, "--run-dir", "r", "--force", cwd=tmp_path)
     assert r.returncode == 0
     assert zarr.open(str(tmp_path / "r/run.zarr"), mode="r")["evaluations"].attrs["committed"] == 5
+
+
+def test_bad_data_file_exits_2_and_leaves_no_run_behind(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not an HDF5 file")
+    r = evo(REPO / "scenarios" / "advection_lr.py", "--data-file", bad, "--run-dir", "r",
+            "--max-evals", 2, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "not a usable 1D advection file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r" / "run.zarr").exists()
