@@ -20,8 +20,12 @@ order in which results arrive:
     it, so good step sizes survive with the individuals that used them. No island state.
 
 Categorical genes take part through the same σ: a categorical changes with the probability
-that a Gaussian step of its σ would leave its bin, and moves by tree distance (see
-``mutation.py``). Every offspring's per-gene σ vector is in ``info["sigma"]``.
+that a Gaussian step of its σ would leave its bin (but at least 1/(2d)), and moves by tree
+distance (see ``mutation.py``).
+
+For analysis, every offspring's ``info["sigma"]`` is its per-gene step vector (length d, unit-
+cube units); under ``covariance`` ``info["step"]`` is also there: the step taken from the mean
+over the float and int genes, in units of σ.
 """
 
 from __future__ import annotations
@@ -222,6 +226,12 @@ class ES(Operator):
             self.cov = np.eye(n)
             self._eig = None
             self.restarts += 1
+
+    def observe_pruned(self, individual: Individual, step: int) -> None:
+        # A pruned offspring was behind most others at its rung: it would not have entered
+        # the population. Counted as a failure (its partial fitness unused), so the success
+        # rate is not measured on survivors only, which would grow σ without bound.
+        self.observe(individual, accepted=False)
 
     # -- state --------------------------------------------------------------------------
 
