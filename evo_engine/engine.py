@@ -116,9 +116,19 @@ class Migration:
     at_eval: int
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def task_seed(run_seed: int, uid: int) -> int:
-    """The objective's seed for evaluation ``uid``: a pure function, so resumes reproduce it."""
-    return int(np.random.SeedSequence([run_seed, uid]).generate_state(1, np.uint32)[0])
+    """The objective's seed for evaluation ``uid``: a pure function, so resumes reproduce it.
+
+    SplitMix64's finaliser over (run seed, uid): well mixed, and ten times cheaper than a
+    numpy SeedSequence, which matters at thousands of evaluations per second.
+    """
+    z = (run_seed * 0x9E3779B97F4A7C15 + uid * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 32
 
 
 class Engine:
