@@ -313,7 +313,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             raise UsageError(str(exc)) from None
         store.set_attrs(workers=transport.n_workers)
         for info in infos:
-            log.info("worker_started", worker=info.worker, rank=info.rank, host=info.host,
+            log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log)
     except BaseException:

@@ -175,6 +175,8 @@ def test_mpi_run_records_the_budget_on_every_worker_rank(tmp_path: Path, ranks: 
                if '"worker_started"' in line]
     assert sorted(e["worker"] for e in started) == list(range(workers))
     assert all(e["device"] == "cpu" for e in started)
+    assert sorted(e["worker_rank"] for e in started) == list(range(1, workers + 1))
+    assert all(e["rank"] == 0 for e in started), "the coordinator's bound rank is not overwritten"
 
 
 @needs_mpiexec
