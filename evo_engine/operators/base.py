@@ -58,6 +58,12 @@ def restore_rng(state: dict[str, Any]) -> np.random.Generator:
     return np.random.Generator(bitgen)
 
 
+def reflect_scalar(x: float) -> float:
+    """``reflect`` for one number, without numpy's per-call overhead (a hot path)."""
+    y = x % 2.0
+    return 2.0 - y if y > 1.0 else y
+
+
 def reflect(x: np.ndarray) -> np.ndarray:
     """Fold values back into [0, 1] by mirror reflection at the bounds (not clipping)."""
     y = np.mod(np.asarray(x, dtype=np.float64), 2.0)

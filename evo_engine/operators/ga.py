@@ -49,16 +49,22 @@ class GA(Operator):
     ) -> None:
         super().__init__(space, rng, population_size, settings)
         self.mutation = TypedMutation(space, settings.tree_base)
+        self._sigma = np.full(space.dim, settings.mutation_sigma)
 
     def replacement(self) -> tuple[str, int]:
         s = self.settings
         return ("subset", s.replacement_size) if s.replacement == "subset" else ("worst", 0)
 
     def _tournament(self, population: Sequence[Individual]) -> Individual:
-        k = min(self.settings.tournament_size, len(population))
-        picks = self.rng.choice(len(population), size=k, replace=False)
+        n = len(population)
+        k = min(self.settings.tournament_size, n)
+        # k distinct contestants; redrawing the rare collision is far cheaper than
+        # rng.choice(replace=False), which permutes the whole population on every call.
+        picks = set(self.rng.integers(0, n, size=k).tolist())
+        while len(picks) < k:
+            picks.add(int(self.rng.integers(0, n)))
         # The population is sorted best first, so the smallest index wins.
-        return population[int(picks.min())]
+        return population[min(picks)]
 
     def _crossover(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         s = self.settings
@@ -79,8 +85,7 @@ class GA(Operator):
         mask = self.rng.random(d) < rate
         if not mask.any() and rate > 0:
             mask[self.rng.integers(d)] = True
-        sigma = np.full(d, s.mutation_sigma)
-        return self.mutation.gaussian(g, sigma, mask, self.rng)
+        return self.mutation.gaussian(g, self._sigma, mask, self.rng)
 
     def propose(self, population: Sequence[Individual]) -> Proposal:
         a = self._tournament(population)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from evo_engine.operators.base import reflect
+from evo_engine.operators.base import reflect, reflect_scalar
 from evo_engine.space import Categorical, Int, Space
 
 
@@ -113,7 +113,7 @@ class TypedMutation:
         for i in np.flatnonzero(mask):
             kind = self.kinds[i]
             if kind == "float":
-                out[i] = float(reflect(out[i] + steps[i]))
+                out[i] = reflect_scalar(float(out[i] + steps[i]))
             elif kind == "int":
                 out[i] = self.integer(i, out[i], steps[i])
             else:
