@@ -17,7 +17,10 @@ def quick(params, ctx):
     rng = random.Random(ctx.seed)
     time.sleep(float(os.environ.get("QUICK_SLEEP", "0.01")) * rng.uniform(0.5, 1.5))
     fitness = (params["x"] - 0.2) ** 2 + 0.01 * abs(params["n"] - 3) + (params["c"] != "b") * 0.1
-    (ctx.scratch_dir / "done").write_text(repr(time.time()))
+    # Written then renamed: a kill -9 never leaves a half-written marker behind.
+    tmp = ctx.scratch_dir / "done.tmp"
+    tmp.write_text(repr(time.time()))
+    tmp.replace(ctx.scratch_dir / "done")
     return {"fitness": fitness, "noise": rng.random()}
 
 
