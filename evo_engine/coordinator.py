@@ -3,6 +3,10 @@
 *Send while there is work and an idle worker; wait for any result; tell the engine; answer
 the idle worker at once.* When nothing happens the wait backs off (from 50 µs up to a few
 ms) so an idle coordinator costs no core. The loop owns the clock; the engine does not.
+
+Intermediate reports are decided here too, by one function for every transport
+(``Coordinator.decide_report``, handed to the transport as its ``on_report``): the engine's
+pruner says whether the evaluation goes on, and the transport carries the answer back.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class Progress:
     finished: int = 0
     complete: int = 0
     failed: int = 0
+    pruned: int = 0
     running: int = 0
     best: float | None = None
     busy_seconds: float = 0.0
@@ -83,6 +88,14 @@ class Coordinator:
         self.refused = False
         """The engine refused the last ask; only a result can change its answer."""
         self.last_send: dict[int, float] = {}
+        transport.on_report = self.decide_report
+
+    def decide_report(self, uid: int, step: int, value: float) -> bool:
+        """A worker's evaluation ``uid`` reported ``value`` after ``step`` steps: stop it?"""
+        stop = self.engine.report(uid, step, value)
+        if stop and self.log:
+            self.log.debug("eval_stop_decided", uid=uid, step=step, value=value)
+        return stop
 
     def _dispatch(self) -> None:
         # Only idle workers are asked, and a refusal ends the round until the next result: the
@@ -160,12 +173,18 @@ class Coordinator:
             assert ev.result.fitness is not None
             if p.best is None or ev.result.fitness < p.best:
                 p.best = ev.result.fitness
+        elif ev.state is EvalState.PRUNED:
+            p.pruned += 1
         else:
             p.failed += 1
         if self.log:
             if ev.state is EvalState.COMPLETE:
                 self.log.debug("eval_completed", uid=ev.task.uid, island=ev.task.island,
                                worker=ev.result.worker, fitness=ev.result.fitness)
+            elif ev.state is EvalState.PRUNED:
+                step, value = ev.result.curve[-1] if ev.result.curve else (None, None)
+                self.log.info("eval_pruned", uid=ev.task.uid, island=ev.task.island,
+                              worker=ev.result.worker, step=step, value=value)
             else:
                 self.log.warning("eval_failed", uid=ev.task.uid, island=ev.task.island,
                                  worker=ev.result.worker, state=ev.state.name,

@@ -3,7 +3,9 @@
 Pure logic. No MPI, no files, no clocks: transports call ``ask(worker)`` when a worker is
 idle and ``tell(result)`` when a result arrives, in any order; the engine answers at once.
 Every evaluation has one life (PENDING → RUNNING → COMPLETE | FAILED | PRUNED); a duplicate
-or late result is a no-op reported as such, never a double count.
+or late result is a no-op reported as such, never a double count. With a pruner (ASHA,
+``evo_engine.pruning``), ``report(uid, step, value)`` says whether an evaluation in flight
+should stop early; a pruned one counts toward the budget but never joins a population.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from evo_engine.island import Island
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.operators.base import OperatorSettings
+from evo_engine.pruning import ASHA, ASHAConfig
 from evo_engine.records import (
     EvalState,
     Individual,
@@ -48,6 +51,8 @@ class EngineConfig:
     migrants: int = 1
     topology: Literal["ring"] | tuple[tuple[int, ...], ...] = "ring"
     sync: bool = False
+    pruning: ASHAConfig | None = None
+    """Early stopping of evaluations that report intermediate values; None = none."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -87,6 +92,8 @@ class EngineConfig:
             "migrants": self.migrants,
             "topology": self.topology if self.topology == "ring" else [list(r) for r in self.topology],
             "sync": self.sync,
+            # Only present when on, so runs without a pruner keep their fingerprint.
+            **({"pruner": self.pruning.describe()} if self.pruning else {}),
         }
 
 
@@ -164,6 +171,7 @@ class Engine:
         self._sync_buffer: list[list[Individual]] = [[] for _ in range(config.islands)]
         self._neighbours = self._make_neighbours()
         self.best: Individual | None = None
+        self.pruner = ASHA(config.pruning) if config.pruning else None
 
     # -- asking -----------------------------------------------------------------------
 
@@ -248,6 +256,16 @@ class Engine:
 
     # -- telling ----------------------------------------------------------------------
 
+    def report(self, uid: int, step: int, value: float) -> bool:
+        """An evaluation in flight reported ``value`` after ``step`` steps: True = stop it.
+
+        A report for an evaluation that is not in flight (finished, unknown, issued by an
+        earlier job) answers True: whatever runs it is wasting its worker.
+        """
+        if uid not in self.in_flight:
+            return True
+        return self.pruner is not None and self.pruner.decide(uid, step, value)
+
     def tell(self, result: Result) -> tuple[TellOutcome, Evaluation | None]:
         """Record ``result``; a duplicate or unknown uid changes nothing."""
         task = self.in_flight.get(result.uid)
@@ -261,6 +279,17 @@ class Engine:
         self.counts[state] += 1
         island = self.islands[task.island]
         accepted = False
+        if self.pruner is not None:
+            self.pruner.finish(task.uid, result.curve)
+        if state is EvalState.PRUNED and result.curve:
+            # A pruned evaluation never joins a population (its partial fitness is not
+            # comparable with complete ones); an operator may still learn from it.
+            step, value = result.curve[-1]
+            island.operator.observe_pruned(
+                Individual(uid=task.uid, genome=task.genome, fitness=float(value),
+                           island=task.island, info=task.info, origin_island=task.island),
+                int(step),
+            )
         if state is EvalState.COMPLETE:
             assert result.fitness is not None
             ind = Individual(
@@ -329,6 +358,8 @@ class Engine:
                 island.design_queue.popleft()
             self.next_uid = task.uid + 1
         self.in_flight[task.uid] = task
+        if self.pruner is not None:
+            self.pruner.restart(task.uid)
 
     def reissue(self, task: Task) -> None:
         """Queue a task an earlier job issued but never finished, to be issued first."""
@@ -357,6 +388,7 @@ class Engine:
             "sync_issued": list(self._sync_issued),
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
             "best": self.best.to_state() if self.best else None,
+            "pruner": self.pruner.get_state() if self.pruner else None,
         }
 
     @classmethod
@@ -374,6 +406,10 @@ class Engine:
         eng._sync_issued = [int(x) for x in state["sync_issued"]]
         eng._sync_buffer = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
         eng.best = Individual.from_state(state["best"]) if state["best"] else None
+        saved = state.get("pruner")
+        # A run continued with --force under other rung settings starts its rungs afresh.
+        if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():
+            eng.pruner.set_state(saved)
         return eng
 
 

@@ -35,8 +35,9 @@ def format_line(p: Progress, workers: int, now: float, done_before: int = 0) -> 
     left = eta_seconds(p, now, done_before)
     eta = "?" if left is None else _hms(left)
     best = "-" if p.best is None else f"{p.best:.6g}"
+    pruned = f" | pruned {p.pruned}" if p.pruned else ""
     return (
-        f"evals {done}/{p.budget} | running {p.running} | failed {p.failed} | best {best} | "
+        f"evals {done}/{p.budget} | running {p.running} | failed {p.failed}{pruned} | best {best} | "
         f"util {100 * p.utilization(workers, now):.0f}% | elapsed {_hms(elapsed)} | eta {eta}"
     )
 
@@ -76,7 +77,7 @@ class ProgressReporter:
             left = eta_seconds(p, now, self._done_before)
             self.stream.write(json.dumps({
                 "event": "progress", "finished": p.finished, "budget": p.budget,
-                "running": p.running, "failed": p.failed, "best": p.best,
+                "running": p.running, "failed": p.failed, "pruned": p.pruned, "best": p.best,
                 "utilization": round(p.utilization(self.workers, now), 4),
                 "elapsed_s": round(now - p.started, 1),
                 "eta_s": None if left is None else round(left, 1),

@@ -127,6 +127,9 @@ class Recorder:
         if tasks:
             self._write_tasks(tasks)
         if evals:
+            # Curves before their evaluations: a crash between the two leaves curve rows of
+            # uncommitted evaluations at the table's end, which --resume cuts off.
+            self._write_curves(evals)
             self._write_evaluations(evals)
         if migrations:
             self._write_migrations(migrations)
@@ -201,6 +204,14 @@ class Recorder:
                 for s in sigmas
             ])
         self.store.evaluations.append(rows, n)
+
+    def _write_curves(self, evals: list[Evaluation]) -> None:
+        points = [(ev.task.uid, step, value) for ev in evals for step, value in ev.result.curve]
+        if not points:
+            return
+        uid, step, value = zip(*points)
+        self.store.require_curves().append({"uid": uid, "step": step, "value": value},
+                                           len(points))
 
     def _write_migrations(self, migrations: list[Migration]) -> None:
         self.store.migrations.append({

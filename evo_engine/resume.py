@@ -4,6 +4,11 @@ The latest complete snapshot holds the engine as it was after its first ``log_po
 results. Every result recorded after it is told to the restored engine again (so it counts
 once, and only once), and every task issued after it that has no result yet is queued to be
 issued again with the same parameters and seed.
+
+The replayed results carry their intermediate reports from the ``curves`` table, so a pruner's
+rung values recorded after the snapshot are restored too. Evaluations in flight at the stop
+start again from step 0 (unless the objective itself resumes from a checkpoint it kept in its
+scratch directory), and report their rungs again.
 """
 
 from __future__ import annotations
@@ -60,6 +65,30 @@ def _tasks_since(store: RunStore, space: Space, start: int) -> dict[int, Task]:
     }
 
 
+def _cut_orphan_curves(store: RunStore) -> None:
+    """Drop curve rows written just before a crash for evaluations that were not committed."""
+    curves = store.curves
+    if curves is None or curves.committed == 0:
+        return
+    done = set(store.evaluations.read("uid").tolist())
+    uids = curves.read("uid")
+    keep = len(uids)
+    while keep > 0 and int(uids[keep - 1]) not in done:
+        keep -= 1
+    curves.truncate(keep)
+
+
+def _curves_of(store: RunStore, uids: set[int]) -> dict[int, tuple[tuple[int, float], ...]]:
+    curves = store.curves
+    if curves is None or not uids:
+        return {}
+    uid, step, value = curves.read("uid"), curves.read("step"), curves.read("value")
+    out: dict[int, list[tuple[int, float]]] = {}
+    for i in np.flatnonzero(np.isin(uid, list(uids))):
+        out.setdefault(int(uid[i]), []).append((int(step[i]), float(value[i])))
+    return {u: tuple(points) for u, points in out.items()}
+
+
 def _results_since(store: RunStore, start: int) -> list[Result]:
     ev = store.evaluations
     n = ev.committed
@@ -69,6 +98,7 @@ def _results_since(store: RunStore, start: int) -> list[Result]:
     cols = {c: ev._arrays[c][start:n] for c in
             ("uid", "worker", "fitness", "state", "error", "t_start", "t_end")}
     metrics = {m: ev._arrays[f"metrics/{m}"][start:n] for m in metric_names}
+    curves = _curves_of(store, {int(u) for u in cols["uid"]})
     out = []
     for i in range(n - start):
         state = EvalState(int(cols["state"][i]))
@@ -78,7 +108,7 @@ def _results_since(store: RunStore, start: int) -> list[Result]:
             fitness=fitness if state is EvalState.COMPLETE else None,
             metrics={m: float(v[i]) for m, v in metrics.items() if np.isfinite(v[i])},
             error=str(cols["error"][i]) or None, t_start=float(cols["t_start"][i]),
-            t_end=float(cols["t_end"][i]), state=state,
+            t_end=float(cols["t_end"][i]), state=state, curve=curves.get(int(cols["uid"][i]), ()),
         ))
     return out
 
@@ -96,6 +126,7 @@ def rebuild_engine(
                                       snap["tasks_position"])
     # Migrations after the snapshot are re-created by replaying the results that caused them.
     store.migrations.truncate(mig_pos)
+    _cut_orphan_curves(store)
     later_tasks = _tasks_since(store, space, task_pos)
     pending = {t.uid: t for t in engine.pending}
     finished: set[int] = set()

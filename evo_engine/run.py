@@ -303,7 +303,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     recorder.record_migrations(replayed)
     workers = default_workers(scenario, opts.workers)
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
-                      scratch_root=str(run_dir / "scratch"))
+                      scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none")
     transport = make_transport(spec, workers)
     stop = StopFlag().install()
     try:
@@ -361,7 +361,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         nonlocal since_checkpoint
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
-        deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
+        if ev.state is not EvalState.PRUNED:
+            # Any evaluation started may run to the end: a pruned one's time says nothing of that.
+            deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
         since_checkpoint += 1
         if since_checkpoint >= scenario.checkpoint_every:
             since_checkpoint = 0
@@ -377,7 +379,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
                         log=log)
     coord.progress.finished = engine.n_finished
     coord.progress.complete = engine.counts[EvalState.COMPLETE]
-    coord.progress.failed = engine.n_finished - coord.progress.complete
+    coord.progress.pruned = engine.counts[EvalState.PRUNED]
+    coord.progress.failed = engine.n_finished - coord.progress.complete - coord.progress.pruned
     coord.progress.best = engine.best.fitness if engine.best else None
     coord.progress.budget = engine.max_evals
     reason = coord.run()
@@ -397,10 +400,12 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
     p = coord.progress
     now = time.time()
     failed = engine.counts[EvalState.FAILED]
+    pruned = engine.counts[EvalState.PRUNED]
+    pruned_text = f", {pruned} pruned" if pruned else ""
     head = "finished" if reason == "finished" else f"stopped ({reason}); continue with --resume"
     print_fn(
         f"{head}: {engine.n_finished}/{engine.max_evals} evaluations "
-        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed) in "
+        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text}) in "
         f"{now - p.started:.1f} s, worker utilization {100 * p.utilization(coord.transport.n_workers, now):.0f}%"
     )
     best = engine.best

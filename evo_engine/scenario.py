@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evo_engine.engine import EngineConfig
 from evo_engine.errors import InputError
 from evo_engine.operators import DESIGNS, OPERATORS
+from evo_engine.pruning import ASHAConfig
 from evo_engine.space import Space
 
 
@@ -59,6 +60,15 @@ class Scenario(BaseModel):
     topology: Literal["ring"] | list[list[int]] = "ring"
     checkpoint_every: int = Field(50, ge=1)
     sync: bool = False
+    pruner: Literal["none", "asha"] = "none"
+    """Early stopping of evaluations whose objective calls ``ctx.report(step, value)``:
+    "asha" = asynchronous successive halving with rungs at ``min_steps · eta**k`` steps."""
+    eta: int = Field(3, ge=2)
+    """ASHA: at a rung, the best 1/eta of the values seen there go on."""
+    min_steps: int = Field(1, ge=1)
+    """ASHA: the first rung, in the objective's steps (e.g. epochs completed)."""
+    max_steps: int | None = Field(None, ge=2)
+    """ASHA: the steps a complete evaluation reports up to (e.g. its epochs); required."""
 
     @field_validator("operator")
     @classmethod
@@ -92,6 +102,17 @@ class Scenario(BaseModel):
                 raise ValueError(f"topology must be a {n}x{n} matrix (one row per island)")
             if any(self.topology[i][i] for i in range(n)):
                 raise ValueError("topology must not connect an island to itself")
+        if self.pruner == "asha":
+            if self.max_steps is None:
+                raise ValueError(
+                    "pruner 'asha' needs max_steps: the steps (e.g. epochs) a complete "
+                    "evaluation reports up to"
+                )
+            if self.max_steps <= self.min_steps:
+                raise ValueError(
+                    f"max_steps ({self.max_steps}) must exceed min_steps ({self.min_steps}), "
+                    "or there is no rung to stop at"
+                )
         return self
 
     def engine_config(self) -> EngineConfig:
@@ -102,6 +123,8 @@ class Scenario(BaseModel):
             initial_design=self.initial_design, seed=self.seed,
             migration_interval=self.migration_interval, migrants=self.migrants, topology=topo,
             sync=self.sync,
+            pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps)
+            if self.pruner == "asha" and self.max_steps is not None else None,
         )
 
     def fingerprint_description(self) -> dict[str, Any]:

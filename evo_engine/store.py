@@ -12,6 +12,9 @@ Layout of ``RUN_DIR/run.zarr`` (see the README for a reader's guide)::
     tasks/          every task as it was issued (uid, island, seed, operator, parents,
                     genome, info as JSON): what was in flight at a crash is issued again
                     from here with the same parameters and seed
+    curves/         intermediate reports (``ctx.report``) of finished evaluations, complete,
+                    failed and pruned alike: uid, step, value; ``committed``. Created with
+                    the first report, so a run without reports has none
     snapshots/      engine state as compressed JSON, one uint8 array per snapshot with its
                     sha256 and the table positions it matches; attrs ``latest`` and
                     ``previous`` name the newest two complete ones (the pointer is written
@@ -163,6 +166,15 @@ class RunStore:
         # Readers need only the two logs; writers (and --resume) need the task log and snapshots.
         self.tasks = Table(root["tasks"]) if "tasks" in root else None
         self.snapshots = root.get("snapshots")
+        self.curves = Table(root["curves"]) if "curves" in root else None
+
+    def require_curves(self) -> Table:
+        """The curves table, created on first use (runs without reports never have one)."""
+        if self.curves is None:
+            self.curves = Table.create(self.root, "curves", {
+                "uid": ("i8", ()), "step": ("i8", ()), "value": ("f8", ()),
+            })
+        return self.curves
 
     @staticmethod
     def location(run_dir: Path) -> Path:
@@ -235,7 +247,7 @@ class RunStore:
 
     def close(self, status: str, stop_reason: str, trim: bool = False) -> None:
         if trim:
-            for table in (self.evaluations, self.migrations, self.tasks):
+            for table in (self.evaluations, self.migrations, self.tasks, self.curves):
                 if table is not None:
                     table.trim()
         self.set_attrs(status=status, stop_reason=stop_reason)

@@ -78,7 +78,7 @@ def test_advection_objective(model: str) -> None:
     )
     assert {f"val_{m}" for m in METRIC_NAMES} <= set(out)
     assert all(isinstance(v, float) for v in out.values())
-    assert [step for step, _ in ctx.reports] == [0, 1]  # once per epoch
+    assert [step for step, _ in ctx.reports] == [1, 2]  # once per epoch, epochs completed
     assert out["fitness"] == pytest.approx(min(v for _, v in ctx.reports))  # best epoch kept
 
 

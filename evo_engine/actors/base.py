@@ -2,6 +2,11 @@
 
 A transport moves Tasks to workers and Results back; it knows nothing of evolution. The
 coordinator loop (``evo_engine.coordinator``) is the same for every transport.
+
+Intermediate reports (``ctx.report(step, value)`` in an objective) travel the same way when
+the spec asks for them (``WorkerSpec.reports``): the worker sends ``(uid, step, value)`` and
+waits for one yes/no; the transport answers inside ``poll`` with ``decide_report``, which
+asks the coordinator's ``on_report``. One round trip per report, no other state.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ class WorkerSpec:
     objective: Callable[..., Any] | None = None
 
     finalize: Callable[..., Any] | None = None
+    reports: bool = False
+    """Workers send ``ctx.report`` values to the coordinator and stop when it says so (a
+    pruner needs them); off, a report only lands in the evaluation's curve."""
 
     def load(self) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
         """The objective and the scenario's optional ``finalize`` (test metrics of the best)."""
@@ -57,10 +65,21 @@ class WorkerInfo:
     pid: int
 
 
+ReportHandler = Callable[[int, int, float], bool]
+"""``(uid, step, value) -> stop``: the coordinator's answer to an intermediate report."""
+
+
 class Transport(ABC):
     """Moves tasks to ``n_workers`` persistent workers (ids 0..n-1) and results back."""
 
     n_workers: int
+    on_report: ReportHandler | None = None
+    """Set by the coordinator; called from ``poll`` (via ``decide_report``) for each report."""
+
+    def decide_report(self, uid: int, step: int, value: float) -> bool:
+        """Whether the evaluation ``uid`` that reported should stop (go on without a handler)."""
+        handler = self.on_report
+        return bool(handler(uid, step, value)) if handler is not None else False
 
     @abstractmethod
     def start(self) -> list[WorkerInfo]:
@@ -72,7 +91,9 @@ class Transport(ABC):
 
     @abstractmethod
     def poll(self, timeout: float) -> list[Result]:
-        """Results that arrived, waiting up to ``timeout`` seconds for the first one."""
+        """Results that arrived, waiting up to ``timeout`` seconds for the first one.
+
+        Reports that arrive meanwhile are answered at once with ``decide_report``."""
 
     @abstractmethod
     def close(self) -> None:

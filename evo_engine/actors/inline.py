@@ -1,10 +1,15 @@
-"""The inline transport: every worker runs in this process (tests, debugging, -n 1)."""
+"""The inline transport: every worker runs in this process (tests, debugging, -n 1).
+
+An intermediate report is decided by a direct call: there is nothing to wait for.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec
 from evo_engine.actors.runtime import WorkerRuntime, select_device
@@ -25,10 +30,13 @@ class InlineTransport(Transport):
         device = select_device(0)
         self._runtimes = [
             WorkerRuntime(objective, w, device, self.spec.scratch, preset=self.spec.preset,
-                          finalize=finalize)
+                          finalize=finalize, reporter_factory=self._reporter)
             for w in range(self.n_workers)
         ]
         return [WorkerInfo(w, 0, socket.gethostname(), device, os.getpid()) for w in range(self.n_workers)]
+
+    def _reporter(self, task: Task) -> Callable[[int, float], bool]:
+        return partial(self.decide_report, task.uid)
 
     def submit(self, worker: int, task: Task) -> None:
         self._queue.append((worker, task))

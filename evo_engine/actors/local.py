@@ -4,6 +4,12 @@ Each worker is a spawned process that loads the objective once, keeps its cache 
 evaluations, and talks to the coordinator over its own pipe. The coordinator waits on all
 pipes at once, so whichever worker finishes first gets its next task first. A worker that
 dies (killed, segfault) turns its task into a FAILED result and is started again.
+
+Messages on a pipe::
+
+    coordinator → worker   Task | STOP | answer to a report (bool)
+    worker → coordinator   ("ready", WorkerInfo) | ("fatal", str) | ("result", Result)
+                           | ("report", (uid, step, value)), then it waits for the answer
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
@@ -20,6 +27,34 @@ from evo_engine.actors.runtime import WorkerRuntime, select_device
 from evo_engine.records import EvalState, Result, Task
 
 STOP = None
+
+
+class _PipeReports:
+    """A worker's side of intermediate reports: send one, wait for the coordinator's answer.
+
+    The coordinator answers every report at once; a STOP (or a closed pipe) instead of an
+    answer means the run is ending, so the evaluation stops and the worker exits after it.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.closing = False
+
+    def for_task(self, task: Task) -> Callable[[int, float], bool]:
+        def report(step: int, value: float) -> bool:
+            if self.closing:
+                return True
+            try:
+                self.conn.send(("report", (task.uid, step, value)))
+                answer = self.conn.recv()
+            except (EOFError, OSError):
+                answer = STOP
+            if answer is STOP:
+                self.closing = True
+                return True
+            return bool(answer)
+
+        return report
 
 
 def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
@@ -40,8 +75,10 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
                 pass
         objective, finalize = spec.load()
         device = select_device(worker)
+        reports = _PipeReports(conn)
         runtime = WorkerRuntime(objective, worker, device, spec.scratch, preset=spec.preset,
-                                finalize=finalize)
+                                finalize=finalize,
+                                reporter_factory=reports.for_task if spec.reports else None)
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, then exit
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
@@ -56,6 +93,8 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
         try:
             conn.send(("result", runtime.run(task)))
         except (BrokenPipeError, OSError, KeyboardInterrupt):
+            return
+        if reports.closing:
             return
 
 
@@ -118,22 +157,35 @@ class LocalTransport(Transport):
             pass  # the death is noticed (and the task failed) by the next poll
 
     def poll(self, timeout: float) -> list[Result]:
-        live = {c: w for w, c in enumerate(self._conns) if c is not None}
-        ready = wait(list(live), timeout)
+        # Reports are answered as they come and do not end the wait: only results do.
+        deadline = time.monotonic() + timeout
         out: list[Result] = []
-        for conn in ready:
-            w = live[conn]  # type: ignore[index]
-            try:
-                kind, payload = conn.recv()  # type: ignore[union-attr]
-            except (EOFError, OSError):
-                failed = self._worker_died(w)
-                if failed is not None:
-                    out.append(failed)
-                continue
-            if kind == "result":
-                self._tasks.pop(w, None)
-                out.append(payload)
-        return out
+        while True:
+            live = {c: w for w, c in enumerate(self._conns) if c is not None}
+            ready = wait(list(live), max(deadline - time.monotonic(), 0.0))
+            for conn in ready:
+                w = live[conn]  # type: ignore[index]
+                try:
+                    kind, payload = conn.recv()  # type: ignore[union-attr]
+                except (EOFError, OSError):
+                    failed = self._worker_died(w)
+                    if failed is not None:
+                        out.append(failed)
+                    continue
+                if kind == "report":
+                    self._answer(conn, payload)  # type: ignore[arg-type]
+                elif kind == "result":
+                    self._tasks.pop(w, None)
+                    out.append(payload)
+            if out or not ready or time.monotonic() >= deadline:
+                return out
+
+    def _answer(self, conn: Connection, report: tuple[int, int, float]) -> None:
+        stop = self.decide_report(*report)
+        try:
+            conn.send(stop)
+        except (BrokenPipeError, OSError):
+            pass  # the death is noticed (and the task failed) by the next poll
 
     def _worker_died(self, worker: int) -> Result | None:
         proc, conn = self._procs[worker], self._conns[worker]

@@ -18,8 +18,13 @@ rank (see ``evo_engine.actors.launch``). The shape follows ``mpi4py.futures``:
 
 Messages (all pickled, all between rank 0 and one worker)::
 
-    rank 0 → worker   START WorkerSpec | TASK task tuple | STOP None
+    rank 0 → worker   START WorkerSpec | TASK task tuple | STOP None | DECISION bool
     worker → rank 0   READY WorkerInfo | FATAL str | RESULT result tuple | BYE rank
+                      | REPORT (uid, step, value)
+
+An intermediate report (``ctx.report`` when the spec asks for reports) is one round trip: the
+worker sends REPORT and waits for the DECISION (True = stop) that rank 0 sends from its poll
+loop as soon as it sees the report; a STOP in its place means the job is ending.
 
 Tasks and results travel as plain tuples: pickling the dataclasses (a numpy genome, an enum)
 costs ten times more, and at thousands of evaluations per second rank 0 feels it. A worker
@@ -46,8 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mpi4py.MPI import Comm
 
 COORDINATOR = 0
-TAG_START, TAG_TASK, TAG_STOP = 1, 2, 3
-TAG_READY, TAG_FATAL, TAG_RESULT, TAG_BYE = 11, 12, 13, 14
+TAG_START, TAG_TASK, TAG_STOP, TAG_DECISION = 1, 2, 3, 4
+TAG_READY, TAG_FATAL, TAG_RESULT, TAG_BYE, TAG_REPORT = 11, 12, 13, 14, 15
 STOP = None
 EXIT_INTERNAL, EXIT_BAD_INPUT = 1, 2
 
@@ -192,16 +197,19 @@ def worker_main(comm: Comm, local_rank: int, local_size: int) -> int:
     backoff = Backoff(share=oversubscribed(local_size))
     status = MPI.Status()
     runtime: WorkerRuntime | None = None
+    reports = _Reports(comm, MPI.ANY_TAG, status, backoff)
     while True:
         tag, payload = _receive_from_coordinator(comm, MPI.ANY_TAG, status, backoff)
         if tag == TAG_STOP:
             break
         if tag == TAG_START:
-            runtime = _start_runtime(comm, payload, rank, local_rank, local_size)
+            runtime = _start_runtime(comm, payload, rank, local_rank, local_size, reports)
         else:
             task = task_from_message(payload)
             result = runtime.run(task) if runtime is not None else _not_started(task, rank)
             comm.send(result_message(result), dest=COORDINATOR, tag=TAG_RESULT)
+            if reports.closing:  # the STOP came while the evaluation waited for a decision
+                break
     comm.send(rank, dest=COORDINATOR, tag=TAG_BYE)
     return 0
 
@@ -216,8 +224,30 @@ def _receive_from_coordinator(comm: Comm, any_tag: int, status: Any,
         backoff.wait()
 
 
+class _Reports:
+    """A worker rank's side of intermediate reports: send REPORT, wait for the DECISION."""
+
+    def __init__(self, comm: Comm, any_tag: int, status: Any, backoff: Backoff) -> None:
+        self.comm, self.any_tag, self.status, self.backoff = comm, any_tag, status, backoff
+        self.closing = False
+
+    def for_task(self, task: Task) -> Callable[[int, float], bool]:
+        def report(step: int, value: float) -> bool:
+            if self.closing:
+                return True
+            self.comm.send((task.uid, step, value), dest=COORDINATOR, tag=TAG_REPORT)
+            tag, stop = _receive_from_coordinator(self.comm, self.any_tag, self.status,
+                                                  self.backoff)
+            if tag == TAG_STOP:
+                self.closing = True
+                return True
+            return bool(stop)
+
+        return report
+
+
 def _start_runtime(comm: Comm, spec: WorkerSpec, rank: int, local_rank: int,
-                   local_size: int) -> WorkerRuntime | None:
+                   local_size: int, reports: _Reports) -> WorkerRuntime | None:
     """Load the scenario (this rank does it itself) and report READY, or FATAL with the reason."""
     host = socket.gethostname()
     try:
@@ -225,7 +255,8 @@ def _start_runtime(comm: Comm, spec: WorkerSpec, rank: int, local_rank: int,
         objective, finalize = spec.load()
         device = bind_device(local_rank)
         runtime = WorkerRuntime(objective, rank - 1, device, spec.scratch, rank=rank,
-                                preset=spec.preset, finalize=finalize)
+                                preset=spec.preset, finalize=finalize,
+                                reporter_factory=reports.for_task if spec.reports else None)
     except Exception as exc:  # noqa: BLE001 - reported to rank 0, which decides
         comm.send(f"{type(exc).__name__}: {exc} (rank {rank} on {host})", dest=COORDINATOR,
                   tag=TAG_FATAL)
@@ -389,12 +420,23 @@ class MPITransport(Transport):
             self._backoff.wait(left)
 
     def _received(self) -> list[Result]:
+        self._answer_reports()
         out = []
         while True:
             msg = self.comm.improbe(self._any_source, TAG_RESULT)
             if msg is None:
                 return out
             out.append(result_from_message(msg.recv()))
+
+    def _answer_reports(self) -> None:
+        """Send each waiting worker its DECISION at once: it holds its training until then."""
+        while True:
+            msg = self.comm.improbe(self._any_source, TAG_REPORT, self._status)
+            if msg is None:
+                return
+            source = self._status.Get_source()
+            uid, step, value = msg.recv()
+            self.comm.send(self.decide_report(uid, step, value), dest=source, tag=TAG_DECISION)
 
     def close(self) -> None:
         """Stop every worker; ranks still busy after ``drain_timeout`` s are left to run_rank."""

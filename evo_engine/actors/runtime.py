@@ -94,7 +94,9 @@ class WorkerRuntime:
             device=self.device, seed=task.seed, uid=task.uid, island=task.island,
             worker=self.worker, cache=self.cache, scratch_root=self.scratch_root,
             rank=self.rank, host=self.host, preset=self.preset,
-            _reporter=self.reporter_factory(task) if self.reporter_factory else None,
+            # finalize runs for an evaluation that is over: nothing may prune it.
+            _reporter=self.reporter_factory(task)
+            if self.reporter_factory and task.operator != FINALIZE else None,
         )
         t0 = self.clock()
         fn = self.objective

@@ -10,6 +10,10 @@ Who calls what, and when:
 * ``observe(individual, accepted)`` is called once for every complete offspring of this
   island, in whatever order results arrive, after the island's replacement step decided
   whether the offspring entered the population. Operators adapt step sizes here.
+* ``observe_pruned(individual, step)`` is called instead for an offspring that a pruner
+  stopped early (``individual.fitness`` is its last reported value, after ``step`` steps).
+  The default ignores it: a partial fitness is not comparable with complete ones, so step
+  sizes adapt on complete offspring only, unless an operator overrides this on purpose.
 * ``get_state()``/``set_state()`` round-trip everything the operator needs to continue
   exactly as before, including its RNG state, as JSON-serialisable values.
 * ``replacement()`` tells the island how to make room for an offspring once the population
@@ -94,6 +98,9 @@ class Operator(ABC):
 
     def observe(self, individual: Individual, accepted: bool) -> None:  # noqa: B027
         """A complete offspring of this island came back; default: nothing to adapt."""
+
+    def observe_pruned(self, individual: Individual, step: int) -> None:  # noqa: B027
+        """An offspring of this island was stopped early; default: ignore its partial fitness."""
 
     def replacement(self) -> tuple[str, int]:
         """``("worst", 0)``, or ``("subset", k)``: replace the worst of k random members."""

@@ -124,7 +124,7 @@ def _fit(
             losses.append(float(loss.detach()))
         train_loss = float(np.mean(losses))
         scores = _score(model, *data["val"])
-        ctx.report(epoch, scores["error"])
+        ctx.report(epoch + 1, scores["error"])  # step = epochs completed
         if scores["error"] < best["error"]:
             best.update(error=scores["error"], epoch=epoch, scores=scores)
             best["state"] = copy.deepcopy(model.state_dict())

@@ -9,10 +9,10 @@ schedule; MSE losses reshaped with the actual batch size; evaluation in eval mod
 
 After every epoch the model is rolled out on the validation split and the fitness — the mean of
 validation RMSE, nRMSE, bRMSE and cRMSE (:func:`~evo_engine.sciml.metrics.advection_fitness`) — is
-reported; the best epoch's weights are kept, as PDEBench keeps its best checkpoint (it selects by
-rollout MSE on its test split; we select by the fitness on validation). Deliberate differences from
-PDEBench: evaluation always in eval mode, exact batch sizes, metrics averaged over the predicted
-frames only (see :mod:`evo_engine.sciml.metrics`), seeded runs.
+reported (step = epochs completed); the best epoch's weights are kept, as PDEBench keeps its best
+checkpoint (it selects by rollout MSE on its test split; we select by the fitness on validation).
+Deliberate differences from PDEBench: evaluation always in eval mode, exact batch sizes, metrics
+averaged over the predicted frames only (see :mod:`evo_engine.sciml.metrics`), seeded runs.
 
 Hyperparameters (``params`` keys, any missing one taken from ``AdvectionTask.defaults``, which
 are PDEBench's): ``model`` ("unet" | "fno"), ``lr``, ``weight_decay``, ``scheduler_step``,
@@ -262,7 +262,7 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
             break  # diverged: further epochs cannot recover, keep the best epoch so far
         metrics = evaluate(model, val["u"], val["grid"], task)
         fitness = advection_fitness(metrics)
-        ctx.report(epoch, fitness)
+        ctx.report(epoch + 1, fitness)  # step = epochs completed, as pruner rungs count them
         if math.isfinite(fitness) and fitness < best["fitness"]:
             best.update(fitness=fitness, epoch=epoch, metrics=metrics)
             best["state"] = copy.deepcopy(model.state_dict())

@@ -1,0 +1,149 @@
+"""Early stopping by asynchronous successive halving (ASHA): which evaluations go on training.
+
+Pure logic, like the engine that owns it: no I/O, no clocks. An objective reports
+``ctx.report(step, value)`` (``step`` = training done so far, e.g. epochs completed; ``value``
+= e.g. that epoch's validation fitness, lower is better); the coordinator asks
+``ASHA.decide(uid, step, value)`` and the worker stops training when it answers True.
+
+Rungs sit at ``min_steps · eta**k`` steps, below ``max_steps`` (the length of a complete
+evaluation, where nothing is left to decide). The first report of an evaluation at or past a
+rung records its value there; the evaluation goes on only if that value is among the best
+``n // eta`` of the ``n`` values recorded at the rung so far, its own included — ASHA's
+promotion rule, applied at once instead of waiting for a full rung. While ``n < eta`` that
+top set is empty, so the evaluation goes on only if it is the best so far (as optuna's
+``SuccessiveHalvingPruner`` does). A report that jumps past several rungs is recorded at
+each of them; a non-finite value always stops.
+
+Rung values are kept per uid, so recording an evaluation twice (replayed from the store on
+``--resume``, or re-run from step 0 after a restart) replaces its value instead of counting
+it again. Reference: Li et al., "A System for Massively Parallel Hyperparameter Tuning",
+MLSys 2020.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ASHAConfig:
+    """The rung ladder: ``min_steps · eta**k`` for every k with a rung below ``max_steps``."""
+
+    eta: int = 3
+    min_steps: int = 1
+    max_steps: int = 81
+
+    def __post_init__(self) -> None:
+        if self.eta < 2:
+            raise ValueError(f"eta must be >= 2, got {self.eta}")
+        if self.min_steps < 1:
+            raise ValueError(f"min_steps must be >= 1, got {self.min_steps}")
+        if self.max_steps <= self.min_steps:
+            raise ValueError(
+                f"max_steps ({self.max_steps}) must exceed min_steps ({self.min_steps})"
+            )
+
+    @property
+    def rungs(self) -> list[int]:
+        out, step = [], self.min_steps
+        while step < self.max_steps:
+            out.append(step)
+            step *= self.eta
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "asha", "eta": self.eta, "min_steps": self.min_steps,
+                "max_steps": self.max_steps}
+
+
+class _Rung:
+    """The values recorded at one rung: by uid, and sorted for the promotion rule."""
+
+    def __init__(self, eta: int) -> None:
+        self.eta = eta
+        self.by_uid: dict[int, float] = {}
+        self.sorted: list[float] = []
+
+    def record(self, uid: int, value: float) -> None:
+        old = self.by_uid.get(uid)
+        if old is not None:
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.by_uid[uid] = value
+        bisect.insort(self.sorted, value)
+
+    def promotes(self, value: float) -> bool:
+        """``value`` (already recorded) is in the top ``max(n // eta, 1)`` of this rung."""
+        top = max(len(self.sorted) // self.eta, 1)
+        return math.isfinite(value) and value <= self.sorted[top - 1]
+
+
+class ASHA:
+    """Asynchronous successive halving over the evaluations of one run (see the module doc)."""
+
+    def __init__(self, config: ASHAConfig) -> None:
+        self.config = config
+        self.steps = config.rungs
+        self.rungs = [_Rung(config.eta) for _ in self.steps]
+        self._next: dict[int, int] = {}
+        """Per evaluation in flight: the index of the next rung it has not reached yet."""
+
+    def _record(self, uid: int, step: int, value: float, start: int) -> tuple[bool, int]:
+        """Record ``value`` at every rung from ``start`` up to ``step``; (stop?, next rung)."""
+        value = float(value) if math.isfinite(value) else math.inf
+        stop, k = False, start
+        while k < len(self.steps) and self.steps[k] <= step:
+            self.rungs[k].record(uid, value)
+            stop = stop or not self.rungs[k].promotes(value)
+            k += 1
+        return stop, k
+
+    def decide(self, uid: int, step: int, value: float) -> bool:
+        """True when evaluation ``uid``, reporting ``value`` after ``step`` steps, should stop."""
+        stop, self._next[uid] = self._record(uid, step, value, self._next.get(uid, 0))
+        return stop or not math.isfinite(value)
+
+    def finish(self, uid: int, curve: Iterable[tuple[int, float]] = ()) -> None:
+        """Evaluation ``uid`` ended: record its reported ``curve`` (again) and forget its progress.
+
+        Recording the curve is a no-op for an evaluation whose reports were decided live; it
+        restores the rung values of evaluations replayed from the store on ``--resume``.
+        """
+        k = 0
+        for step, value in curve:
+            _, k = self._record(uid, int(step), float(value), k)
+        self._next.pop(uid, None)
+
+    def restart(self, uid: int) -> None:
+        """Evaluation ``uid`` is issued again and will report from step 0."""
+        self._next.pop(uid, None)
+
+    def counts(self) -> list[tuple[int, int]]:
+        """(rung step, values recorded there) for every rung."""
+        return [(s, len(r.by_uid)) for s, r in zip(self.steps, self.rungs)]
+
+    def get_state(self) -> dict[str, Any]:
+        """The rung values, JSON-serialisable (non-finite values as None).
+
+        Progress of evaluations in flight is left out: a restored engine issues them again
+        and they report from step 0.
+        """
+        return {
+            "config": self.config.describe(),
+            "rungs": [[[u, v if math.isfinite(v) else None] for u, v in r.by_uid.items()]
+                      for r in self.rungs],
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config.describe():
+            raise ValueError(
+                f"pruner state for {state['config']} cannot restore {self.config.describe()}"
+            )
+        self.rungs = [_Rung(self.config.eta) for _ in self.steps]
+        for rung, pairs in zip(self.rungs, state["rungs"]):
+            for uid, value in pairs:
+                rung.record(int(uid), math.inf if value is None else float(value))
+        self._next.clear()
