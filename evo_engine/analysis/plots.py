@@ -140,8 +140,11 @@ def _padded(lo: float, hi: float, log: bool) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _failed_marks(ax: Axes, x: np.ndarray, label: bool = True) -> None:
-    """Failed evaluations as red crosses in a strip above the data (they have no fitness)."""
+def _failed_marks(ax: Axes, x: np.ndarray, label: bool = True, pruned: bool = False) -> None:
+    """Failed (red) or pruned (grey) evaluations as crosses in a strip above the data.
+
+    Neither has a comparable fitness: a failure has none, a pruned evaluation only a partial one.
+    """
     if not x.size:
         return
     # Grow the y range by a strip at the top, so the crosses never sit on a data point.
@@ -152,8 +155,9 @@ def _failed_marks(ax: Axes, x: np.ndarray, label: bool = True) -> None:
     else:
         ax.set_ylim(lo, hi + 0.1 * (hi - lo))
     trans = blended_transform_factory(ax.transData, ax.transAxes)
-    ax.scatter(x, np.full(x.size, 0.97), transform=trans, marker="x", s=18, color="red",
-               linewidths=1, label=f"failed ({x.size})" if label else None, zorder=3)
+    what, colour, y = ("pruned", "0.45", 0.93) if pruned else ("failed", "red", 0.97)
+    ax.scatter(x, np.full(x.size, y), transform=trans, marker="x", s=18, color=colour,
+               linewidths=1, label=f"{what} ({x.size})" if label else None, zorder=3)
 
 
 def _title(fig: Figure, run: Run, what: str) -> None:
@@ -240,7 +244,9 @@ def plot_fitness_over_time(run: Run) -> Figure | None:
     ax.step(t[order] / div, best_so_far(run.fitness[order]), where="post", color="black", lw=1.5,
             label="best so far")
     _fitness_axis(ax, run.fitness[ok])
-    _failed_marks(ax, t[~ok] / div)
+    pruned = ev["state"] == int(EvalState.PRUNED)
+    _failed_marks(ax, t[~ok & ~pruned] / div)
+    _failed_marks(ax, t[pruned] / div, pruned=True)
     ax.set_xlabel(f"wall time since run start ({unit}), at the end of each evaluation")
     ax.grid(alpha=0.3)
     _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -273,9 +279,11 @@ def plot_parameters(run: Run) -> Figure | None:
             if m.any():
                 ax.scatter(x[m], (y + jitter)[m], s=9, alpha=0.6, color=island_colour(k, n_isl),
                            edgecolors="none", label=f"island {k}")
-        if (~ok).any():
-            ax.scatter(x[~ok], (y + jitter)[~ok], s=16, marker="x", color="red", linewidths=0.8,
-                       label="failed")
+        pruned = ev["state"] == int(EvalState.PRUNED)
+        for mask, colour, what in ((~ok & ~pruned, "red", "failed"), (pruned, "0.45", "pruned")):
+            if mask.any():
+                ax.scatter(x[mask], (y + jitter)[mask], s=16, marker="x", color=colour,
+                           linewidths=0.8, label=what)
         if best is not None:
             ax.axhline(y[best], color="black", lw=0.8, ls=":")
             ax.scatter([x[best]], [y[best]], s=160, marker="*", color="gold", edgecolors="black",
@@ -356,6 +364,7 @@ def plot_workers(run: Run) -> Figure | None:
     fig = Figure(figsize=(13, min(1.2 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     failed = ev["state"] != int(EvalState.COMPLETE)
+    pruned = ev["state"] == int(EvalState.PRUNED)
     for row, w in enumerate(workers):
         ax.broken_barh([(lo / div, (hi - lo) / div)], (row - 0.4, 0.8), color="0.9", zorder=1)
         m = ok & (ev["worker"] == w)
@@ -364,18 +373,20 @@ def plot_workers(run: Run) -> Figure | None:
             if mk.any():
                 ax.broken_barh(list(zip(t_start[mk] / div, (t_end[mk] - t_start[mk]) / div)),
                                (row - 0.4, 0.8), color=island_colour(k, n_isl), zorder=2)
-        mf = m & failed
-        if mf.any():
-            ax.broken_barh(list(zip(t_start[mf] / div, (t_end[mf] - t_start[mf]) / div)),
-                           (row - 0.4, 0.8), color="red", zorder=2)
+        for mf, colour in ((m & failed & ~pruned, "red"), (m & pruned, "0.55")):
+            if mf.any():
+                ax.broken_barh(list(zip(t_start[mf] / div, (t_end[mf] - t_start[mf]) / div)),
+                               (row - 0.4, 0.8), color=colour, zorder=2)
     ax.set_yticks(range(len(workers)),
                   [f"worker {w} ({100 * usage[w][1]:.0f}% busy)" for w in workers], fontsize=8)
     ax.set_ylim(len(workers) - 0.5, -0.5)
     ax.set_xlabel(f"wall time since run start ({unit})")
     handles = [Patch(color=island_colour(k, n_isl), label=f"island {k}") for k in range(n_isl)
                if (ev["island"] == k).any()]
-    if failed.any():
+    if (failed & ~pruned).any():
         handles.append(Patch(color="red", label="failed evaluation"))
+    if pruned.any():
+        handles.append(Patch(color="0.55", label="pruned (stopped early)"))
     handles.append(Patch(color="0.9", label="idle"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     busy = sum(b for b, _ in usage.values())
