@@ -8,7 +8,9 @@ Modules, one idea each:
 - :mod:`~evo_engine.sciml.data`: read PDEBench-layout files lazily, with strides and splits;
 - :mod:`~evo_engine.sciml.metrics`: PDEBench's RMSE, nRMSE, cRMSE, bRMSE, max and fRMSE;
 - :mod:`~evo_engine.sciml.training`: U-Net / FNO objectives (``train_advection``);
-- :mod:`~evo_engine.sciml.pinn`: the PINN objective (``train_pinn``);
+- :mod:`~evo_engine.sciml.pinn`: the PINN objective (``train_pinn``), Adam / L-BFGS / ENGD;
+- :mod:`~evo_engine.sciml.engd`: energy natural gradient descent for PINNs;
+- :mod:`~evo_engine.sciml.poisson`: a 2D Poisson PINN with a known solution (benchmarks);
 - :mod:`~evo_engine.sciml.digits`: the CNN-on-digits objective (``train_digits``).
 
 Every objective has a ``*_test_metrics`` twin that trains the same way and also scores the test

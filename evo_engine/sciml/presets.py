@@ -12,8 +12,9 @@ one core.
 advection, full: PDEBench's data set (10,000 samples of 1024 × 201, 8.2 GB, read at 256 × 41),
 PDEBench's models and hyperparameters, 500 epochs.
 
-pinn, cpu: β = 1, initial conditions from the recipe's two lowest modes, 1,000 Adam iterations
-on 500 collocation points (about 10 s). pinn, full: β = 4, the full recipe, PDEBench's 15,000
+pinn, cpu: β = 1, initial conditions from the recipe's two lowest modes, 500 collocation
+points, 1,000 iterations (``advection_pinn`` replaces the cap by 10 s of training per
+trajectory, so Adam, L-BFGS and ENGD are compared at equal time). pinn, full: β = 4, the full recipe, PDEBench's 15,000
 iterations, 1,000 collocation and 1,000 boundary points, three trajectories per split.
 
 digits: 15 epochs (cpu, a few seconds) or 60 (full).
