@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.context import Context
 from evo_engine.optimizer import Optimizer
 from evo_engine.scenario import Scenario, load_scenario
 from evo_engine.sciml.metrics import METRIC_NAMES
@@ -50,19 +51,6 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 _CACHE: dict = {}  # one per worker process: the data set is read once
 
 
-class _Context:
-    """The part of the engine's context the objectives use."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed, self.device, self.cache = seed, "cpu", _CACHE
-
-    def report(self, step: int, value: float) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-
 def _init_worker() -> None:
     import torch
 
@@ -70,11 +58,11 @@ def _init_worker() -> None:
 
 
 def _search_eval(params: dict, seed: int, task: AdvectionTask) -> float:
-    return float(train_advection(params, _Context(seed), task)["fitness"])
+    return float(train_advection(params, Context.standalone(seed, _CACHE), task)["fitness"])
 
 
 def _final_eval(params: dict, seed: int, task: AdvectionTask) -> dict[str, float]:
-    return advection_test_metrics(params, _Context(seed), task)
+    return advection_test_metrics(params, Context.standalone(seed, _CACHE), task)
 
 
 def search(

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from evo_engine import Space
+from evo_engine.context import Context
 from evo_engine.optimizer import Optimizer
 from evo_engine.scenario import load_scenario
 from evo_engine.sciml.pinn import PinnTask, train_pinn
@@ -60,19 +61,6 @@ ARCHITECTURES = {
     "advection": {"width": 20, "depth": 3, "activation": "tanh"},
 }
 _CACHE: dict = {}
-
-
-class _Context:
-    """The part of the engine's context the objectives use."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed, self.device, self.cache = seed, "cpu", _CACHE
-
-    def report(self, step: int, value: float) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def _init_worker() -> None:
@@ -102,10 +90,10 @@ def evaluate(problem: str, task: Any, params: dict, seed: int) -> dict[str, floa
     """One training run; the record has ``l2`` (relative L2 error) and ``iterations``."""
     params = {**ARCHITECTURES[problem], **params}
     if isinstance(task, PoissonTask):
-        out = train_poisson(params, _Context(seed), task)
+        out = train_poisson(params, Context.standalone(seed, _CACHE), task)
         return {"l2": out["rel_l2"], "iterations": out["iterations"]}
     assert isinstance(task, PinnTask)
-    out = train_pinn(params, _Context(seed), task)
+    out = train_pinn(params, Context.standalone(seed, _CACHE), task)
     return {"l2": out["val_rel_l2"], "iterations": out["val_iterations"]}
 
 

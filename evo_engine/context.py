@@ -35,6 +35,13 @@ class Context:
     curve: list[tuple[int, float]] = field(default_factory=list)
     _stop: bool = False
 
+    @classmethod
+    def standalone(cls, seed: int, cache: dict[str, Any] | None = None,
+                   device: str = "cpu") -> Context:
+        """A context for calling an objective outside a run (benchmarks, notebooks, tests)."""
+        return cls(device=device, seed=seed, uid=0, island=0, worker=0,
+                   cache={} if cache is None else cache)
+
     @property
     def scratch_dir(self) -> Path:
         root = self.scratch_root if self.scratch_root is not None else Path.cwd() / "scratch"

@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from inline_run import drive_inline
 
-from evo_engine.actors.base import WorkerSpec
-from evo_engine.actors.inline import InlineTransport
 from evo_engine.actors.runtime import FINALIZE, WorkerRuntime
-from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, EngineConfig
 from evo_engine.pruning import ASHA, ASHAConfig
-from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Result, Task, frozen_genome
 from evo_engine.resume import rebuild_engine
 from evo_engine.scenario import ScenarioError, load_scenario, override
@@ -250,34 +247,6 @@ def test_advection_multi_asha_is_advection_multi_with_asha(preset: str) -> None:
 # -- in process: coordinator, recorder, store, resume -------------------------------------------
 
 
-def _drive(scenario, run_dir: Path, engine: Engine, stop_after: int | None,
-           last_snapshot: bool = True) -> str:
-    store = RunStore.open(run_dir) if (run_dir / "run.zarr").exists() else RunStore.create(
-        run_dir, attrs={"max_evals": scenario.max_evals},
-        param_kinds={n: p.kind for n, p in scenario.space.items()}, dim=scenario.space.dim)
-    rec = Recorder(store, scenario.space, background=False)
-    transport = InlineTransport(WorkerSpec(objective=scenario.objective))
-    transport.start()
-    told = 0
-
-    def on_eval(ev):
-        nonlocal told
-        told += 1
-        rec.record(ev)
-        if told % scenario.checkpoint_every == 0:
-            rec.snapshot(engine.get_state())
-
-    def stop_check():
-        return StopRequest("signal:SIGTERM", abort=True) if stop_after and told >= stop_after else None
-
-    reason = Coordinator(engine, transport, on_evaluation=on_eval, on_task=rec.record_task,
-                         stop_check=stop_check).run()
-    if last_snapshot:
-        rec.snapshot(engine.get_state())
-    rec.close()
-    return reason
-
-
 def read_run(run_dir: Path) -> dict[str, np.ndarray]:
     z = zarr.open_group(str(run_dir / "run.zarr"), mode="r")
     n = int(z["evaluations"].attrs["committed"])
@@ -302,7 +271,7 @@ def test_pruned_evaluations_keep_their_curves_in_the_store(tmp_path: Path, monke
     monkeypatch.setenv("ASHA_SLEEP", "0")
     scenario = load_scenario(ASHA_CURVES)
     engine = Engine(scenario.space, scenario.engine_config())
-    assert _drive(scenario, tmp_path / "run", engine, None) == "finished"
+    assert drive_inline(scenario, tmp_path / "run", engine, None) == "finished"
     run = read_run(tmp_path / "run")
     pruned = run["state"] == EvalState.PRUNED
     assert 0 < pruned.sum() < len(pruned)
@@ -326,11 +295,11 @@ def test_stopped_and_resumed_run_makes_the_same_decisions(
     # and resumed repeats the whole history only if the rung values came back exactly.
     scenario = override(load_scenario(ASHA_CURVES), checkpoint_every=7)
     cfg = scenario.engine_config()
-    _drive(scenario, tmp_path / "whole", Engine(scenario.space, cfg), None)
+    drive_inline(scenario, tmp_path / "whole", Engine(scenario.space, cfg), None)
     part = tmp_path / "part"
-    assert _drive(scenario, part, Engine(scenario.space, cfg), stop_after=17) == "signal:SIGTERM"
+    assert drive_inline(scenario, part, Engine(scenario.space, cfg), stop_after=17) == "signal:SIGTERM"
     resumed, _ = rebuild_engine(RunStore.open(part), scenario.space, cfg, print)
-    assert _drive(scenario, part, resumed, None) == "finished"
+    assert drive_inline(scenario, part, resumed, None) == "finished"
     a, b = read_run(tmp_path / "whole"), read_run(part)
     for key in ("uid", "state", "fitness", "curve_uid", "curve_step", "curve_value"):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -344,7 +313,7 @@ def test_rung_values_after_the_last_snapshot_are_replayed_from_the_curves(
     cfg = scenario.engine_config()
     live = Engine(scenario.space, cfg)
     # No stop snapshot, as after a kill -9: the results after the snapshot at 14 are replayed.
-    assert _drive(scenario, tmp_path, live, stop_after=17, last_snapshot=False) != "finished"
+    assert drive_inline(scenario, tmp_path, live, stop_after=17, last_snapshot=False) != "finished"
     store = RunStore.open(tmp_path)
     # A crash after writing curve rows but before committing their evaluations leaves orphan
     # rows at the end of the curves table: resume cuts them off.
@@ -352,7 +321,7 @@ def test_rung_values_after_the_last_snapshot_are_replayed_from_the_curves(
     resumed, _ = rebuild_engine(store, scenario.space, cfg, print)
     assert store.curves is not None and 999 not in store.curves.read("uid")
     assert rung_values(resumed) == rung_values(live)
-    assert _drive(scenario, tmp_path, resumed, None) == "finished"
+    assert drive_inline(scenario, tmp_path, resumed, None) == "finished"
     check_curves(read_run(tmp_path))
 
 

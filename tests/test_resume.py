@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from inline_run import drive_inline
 
-from evo_engine.actors.base import WorkerSpec
-from evo_engine.actors.inline import InlineTransport
-from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine
-from evo_engine.recorder import Recorder
 from evo_engine.resume import rebuild_engine
 from evo_engine.scenario import load_scenario
 from evo_engine.store import RunStore
@@ -37,43 +34,16 @@ def log_of(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: z[f"evaluations/{k}"][:n] for k in ("uid", "fitness", "state", "genome", "seed")}
 
 
-def _drive(scenario, run_dir: Path, engine: Engine, stop_after: int | None) -> str:
-    store = RunStore.open(run_dir) if (run_dir / "run.zarr").exists() else RunStore.create(
-        run_dir, attrs={"max_evals": scenario.max_evals},
-        param_kinds={n: p.kind for n, p in scenario.space.items()}, dim=scenario.space.dim)
-    rec = Recorder(store, scenario.space, background=False)
-    transport = InlineTransport(WorkerSpec(objective=scenario.objective,
-                                           scratch_root=str(run_dir / "scratch")))
-    transport.start()
-    told = 0
-
-    def on_eval(ev):
-        nonlocal told
-        told += 1
-        rec.record(ev)
-        if told % scenario.checkpoint_every == 0:
-            rec.snapshot(engine.get_state())
-
-    def stop_check():
-        return StopRequest("signal:SIGTERM", abort=True) if stop_after and told >= stop_after else None
-
-    reason = Coordinator(engine, transport, on_evaluation=on_eval, on_task=rec.record_task,
-                         stop_check=stop_check).run()
-    rec.snapshot(engine.get_state())
-    rec.close()
-    return reason
-
-
 def test_stopped_and_resumed_inline_run_has_the_same_history(tmp_path: Path) -> None:
     scenario = load_scenario(QUICK)
-    _drive(scenario, tmp_path / "whole", Engine(scenario.space, scenario.engine_config()), None)
+    drive_inline(scenario, tmp_path / "whole", Engine(scenario.space, scenario.engine_config()), None)
     part = tmp_path / "part"
     eng = Engine(scenario.space, scenario.engine_config())
-    assert _drive(scenario, part, eng, stop_after=37) == "signal:SIGTERM"
+    assert drive_inline(scenario, part, eng, stop_after=37) == "signal:SIGTERM"
     assert len(log_of(part)["uid"]) == 37
     store = RunStore.open(part)
     resumed, _ = rebuild_engine(store, scenario.space, scenario.engine_config(), print)
-    assert _drive(scenario, part, resumed, None) == "finished"
+    assert drive_inline(scenario, part, resumed, None) == "finished"
     a, b = log_of(tmp_path / "whole"), log_of(part)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
