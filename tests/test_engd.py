@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
 import torch
+from fakes import FakeContext
 from torch import nn
 
 from evo_engine.models import PINN
@@ -29,21 +27,6 @@ from evo_engine.sciml.pinn import PinnTask, train_pinn
 from evo_engine.sciml.poisson import PoissonTask, collocation_points, poisson_terms, train_poisson
 
 F64 = torch.float64
-
-
-@dataclass
-class FakeContext:
-    seed: int = 0
-    device: str = "cpu"
-    cache: dict = field(default_factory=dict)
-    scratch_dir: Path = Path(".")
-    reports: list = field(default_factory=list)
-
-    def report(self, step: int, value: float) -> None:
-        self.reports.append((step, value))
-
-    def should_stop(self) -> bool:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import torch
+from fakes import FakeContext
 
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import DataFileError
@@ -20,24 +19,6 @@ from evo_engine.sciml.training import (
     advection_test_metrics,
     train_advection,
 )
-
-
-@dataclass
-class FakeContext:
-    """The attributes an objective may use, recording what it reports."""
-
-    seed: int = 0
-    device: str = "cpu"
-    cache: dict = field(default_factory=dict)
-    scratch_dir: Path = Path(".")
-    reports: list = field(default_factory=list)
-    stop_after: int | None = None
-
-    def report(self, step: int, value: float) -> None:
-        self.reports.append((step, value))
-
-    def should_stop(self) -> bool:
-        return self.stop_after is not None and len(self.reports) >= self.stop_after
 
 
 @pytest.fixture(autouse=True)
