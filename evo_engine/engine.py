@@ -3,7 +3,14 @@
 Pure logic. No MPI, no files, no clocks: transports call ``ask(worker)`` when a worker is
 idle and ``tell(result)`` when a result arrives, in any order; the engine answers at once.
 Every evaluation has one life (PENDING → RUNNING → COMPLETE | FAILED | PRUNED); a duplicate
-or late result is a no-op reported as such, never a double count. With a pruner (ASHA,
+or late result is a no-op reported as such, never a double count.
+
+Islands are logical and shared by all workers: each new task goes to the island that most
+needs an evaluation (fewest in flight, then fewest issued, then the lowest index), so any
+island count works with any worker count, and what ``ask`` returns is a deterministic
+function of the engine's state alone. That is what makes replay exact: on ``--resume`` the
+engine is told the logged results and asked again in uid order (``replay_task``), so its
+generators, design queues and counters advance exactly as in the uninterrupted run. With a pruner (ASHA,
 ``evo_engine.pruning``), ``report(uid, step, value)`` says whether an evaluation in flight
 should stop early; a pruned one counts toward the budget but never joins a population.
 """
@@ -169,6 +176,8 @@ class Engine:
         self.migrations: list[Migration] = []
         self._sync_issued = [0] * config.islands
         self._sync_buffer: list[list[Individual]] = [[] for _ in range(config.islands)]
+        self._island_load = [0] * config.islands
+        """Tasks in flight per island (derived from ``in_flight``; not stored in snapshots)."""
         self._neighbours = self._make_neighbours()
         self.best: Individual | None = None
         self.pruner = ASHA(config.pruning) if config.pruning else None
@@ -206,27 +215,41 @@ class Engine:
             )
         self.max_evals = max_evals
 
-    def home_island(self, worker: int) -> int:
-        return worker % self.config.islands
+    def ask(self, worker: int = 0) -> Task | None:
+        """The next task for an idle worker, or None when none may start now.
 
-    def ask(self, worker: int) -> Task | None:
-        """The next task for an idle ``worker``, or None when none may start now."""
+        ``worker`` is informational only: the island is the one that most needs an
+        evaluation, whoever asks, so a replay can ask again without knowing the workers.
+        """
         if self.stopping:
             return None
         if self.pending:
             task = self.pending.popleft()
-            self.in_flight[task.uid] = task
+            self._start(task)
             return task
         if self.budget_left <= 0:
             return None
-        island = self._island_for(worker)
+        island = self._island_for()
         if island is None:
             return None
+        task = self._new_task(island)
+        self._start(task)
+        return task
+
+    def _start(self, task: Task) -> None:
+        self.in_flight[task.uid] = task
+        self._island_load[task.island] += 1
+
+    def _new_task(self, island: Island) -> Task:
+        """Propose, number and count a new task on ``island`` (the one issuing path)."""
         proposal = island.propose()
         genome = frozen_genome(proposal.genome)
         uid = self.next_uid
         self.next_uid += 1
-        task = Task(
+        island.issued += 1
+        if self.config.sync:
+            self._sync_issued[island.index] += 1
+        return Task(
             uid=uid,
             island=island.index,
             genome=genome,
@@ -235,24 +258,26 @@ class Engine:
             operator=proposal.operator or island.operator.name,
             parents=proposal.parents,
             info=proposal.info,
+            told_before=self.n_finished,
         )
-        self.in_flight[uid] = task
-        if self.config.sync:
-            self._sync_issued[island.index] += 1
-        return task
 
-    def _island_for(self, worker: int) -> Island | None:
-        if not self.config.sync:
-            return self.islands[self.home_island(worker)]
-        # Synchronous baseline: any idle worker takes any island's remaining generation slot;
-        # an island whose generation is fully issued waits for all of it (the barrier).
-        n = self.config.islands
-        start = self.home_island(worker)
-        for k in range(n):
-            i = (start + k) % n
-            if self._sync_issued[i] < self.config.population_size:
-                return self.islands[i]
-        return None
+    def _island_for(self) -> Island | None:
+        """The island that most needs an evaluation: fewest in flight, then fewest issued.
+
+        Equal shares: with more islands than workers every island still gets its turn (the
+        issued count breaks ties), with more workers than islands the load stays even.
+        Under ``sync`` only islands with generation slots left qualify (the barrier).
+        """
+        load, islands = self._island_load, self.islands
+        if self.config.sync:
+            size = self.config.population_size
+            open_ = [i for i in range(len(islands)) if self._sync_issued[i] < size]
+            if not open_:
+                return None
+        else:
+            open_ = range(len(islands))
+        best = min(open_, key=lambda i: (load[i], islands[i].issued, i))
+        return islands[best]
 
     # -- telling ----------------------------------------------------------------------
 
@@ -275,6 +300,7 @@ class Engine:
         state, error = self._final_state(result)
         check_transition(EvalState.RUNNING, state)
         del self.in_flight[result.uid]
+        self._island_load[task.island] -= 1
         self.n_finished += 1
         self.counts[state] += 1
         island = self.islands[task.island]
@@ -323,7 +349,8 @@ class Engine:
         i = island.index
         if self._sync_issued[i] < self.config.population_size:
             return
-        if any(t.island == i for t in self.in_flight.values()):
+        # Tasks queued for re-issue after a resume belong to the generation as well.
+        if self._island_load[i] or any(t.island == i for t in self.pending):
             return
         offspring = self._sync_buffer[i]
         for ind, kept in zip(offspring, island.replace_generation(offspring)):
@@ -346,26 +373,64 @@ class Engine:
                     Migration(ind.uid, island.index, dst, accepted, self.n_finished)
                 )
 
-    def adopt(self, task: Task) -> None:
-        """Take back a task issued by an earlier job (resume only): it is in flight again."""
-        self.pending = deque(t for t in self.pending if t.uid != task.uid)
-        if task.uid >= self.next_uid:
-            if self.config.sync:
-                self._sync_issued[task.island] += 1
-            island = self.islands[task.island]
-            # Designs are deterministic from the seed: the point this task took is the next one.
-            if task.operator == f"design:{island.design_name}" and island.design_queue:
-                island.design_queue.popleft()
-            self.next_uid = task.uid + 1
-        self.in_flight[task.uid] = task
-        if self.pruner is not None:
-            self.pruner.restart(task.uid)
+    # -- replay (resume only) ----------------------------------------------------------
 
-    def reissue(self, task: Task) -> None:
-        """Queue a task an earlier job issued but never finished, to be issued first."""
-        self.adopt(task)
-        del self.in_flight[task.uid]
-        self.pending.append(task)
+    def begin_replay(self) -> None:
+        """Put the tasks a restored snapshot queued back in flight, as they were when taken."""
+        while self.pending:
+            self._start(self.pending.popleft())
+
+    def replay_task(self, logged: Task) -> tuple[Task, str | None]:
+        """Issue ``logged`` again by asking the engine as the original run did.
+
+        The caller has told exactly ``logged.told_before`` results. The engine's own issuing
+        code runs, so generators, design queues and counters advance as they did; the task it
+        makes should equal the logged one. If it does not (a changed scenario under --force,
+        a log from an older version), the logged task wins and the reason is returned.
+        """
+        problem: str | None = None
+        if logged.uid != self.next_uid:
+            problem = f"uid {logged.uid} was logged where uid {self.next_uid} was expected"
+            self.next_uid = max(self.next_uid, logged.uid)
+        island = self._island_for()
+        if island is None:
+            # The sync barrier refuses: count the logged task against its island's generation.
+            self.next_uid = logged.uid + 1
+            if self.config.sync:
+                self._sync_issued[logged.island] += 1
+            self.islands[logged.island].issued += 1
+            self._start(logged)
+            return logged, problem or f"uid {logged.uid} could not be asked again (barrier)"
+        task = self._new_task(island)
+        diff = _task_difference(task, logged)
+        if diff is None:
+            self._start(task)
+            return task, problem
+        if task.island != logged.island:
+            self.islands[task.island].issued -= 1
+            self.islands[logged.island].issued += 1
+            if self.config.sync:
+                self._sync_issued[task.island] -= 1
+                self._sync_issued[logged.island] += 1
+        self._start(logged)
+        return logged, problem or f"uid {logged.uid}: {diff}; the logged task is kept"
+
+    def end_replay(self) -> None:
+        """Queue every task still in flight (in uid order) to be issued again first."""
+        for uid in sorted(self.in_flight):
+            task = self.in_flight.pop(uid)
+            self._island_load[task.island] -= 1
+            self.pending.append(task)
+            if self.pruner is not None:
+                self.pruner.restart(uid)
+
+    def fail_in_flight(self, uid: int, error: str) -> Evaluation:
+        """Record the task ``uid`` in flight as FAILED with ``error`` (e.g. a poison task)."""
+        outcome, ev = self.tell(Result(uid=uid, worker=-1, fitness=None,
+                                       state=EvalState.FAILED, error=error))
+        if ev is None:
+            raise ValueError(f"uid {uid} is not in flight ({outcome.value})")
+        return ev
 
     def drain_migrations(self) -> list[Migration]:
         out, self.migrations = self.migrations, []
@@ -383,8 +448,10 @@ class Engine:
             "n_finished": self.n_finished,
             "counts": {s.name: n for s, n in self.counts.items()},
             "islands": [isl.get_state() for isl in self.islands],
-            # Tasks in flight are issued again after a restore, so they are stored as pending.
-            "pending": [_task_state(t) for t in (*self.pending, *self.in_flight.values())],
+            # Tasks in flight are issued again after a restore, so they are stored as pending
+            # (uid order, so a replay sees them as the original run had issued them).
+            "pending": [_task_state(t) for t in sorted((*self.pending, *self.in_flight.values()),
+                                                       key=lambda t: t.uid)],
             "sync_issued": list(self._sync_issued),
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
             "best": self.best.to_state() if self.best else None,
@@ -400,24 +467,60 @@ class Engine:
         eng.next_uid = int(state["next_uid"])
         eng.n_finished = int(state["n_finished"])
         eng.counts = {EvalState[k]: int(v) for k, v in state["counts"].items()}
+        n = config.islands
         for isl, s in zip(eng.islands, state["islands"]):
             isl.set_state(s)
-        eng.pending = deque(_task_from_state(space, t) for t in state["pending"])
-        eng._sync_issued = [int(x) for x in state["sync_issued"]]
-        eng._sync_buffer = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
+        sync_issued = [int(x) for x in state["sync_issued"]]
+        buffers = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
+        eng._sync_issued = [sync_issued[i] if i < len(sync_issued) else 0 for i in range(n)]
+        eng._sync_buffer = [buffers[i] if i < len(buffers) else [] for i in range(n)]
+        # Fewer islands (--resume --force): island k's members, generation and tasks move to
+        # island k mod n, so nothing evaluated is dropped and nothing in flight is orphaned.
+        for k in range(n, len(state["islands"])):
+            dst = eng.islands[k % n]
+            for m in state["islands"][k]["population"]:
+                dst.offer(replace(Individual.from_state(m), island=dst.index))
+            dst.completed += int(state["islands"][k]["completed"])
+            eng._sync_issued[dst.index] += sync_issued[k] if k < len(sync_issued) else 0
+            eng._sync_buffer[dst.index] += [replace(m, island=dst.index)
+                                            for m in (buffers[k] if k < len(buffers) else [])]
+        eng.pending = deque(eng.rehome(_task_from_state(space, t)) for t in state["pending"])
         eng.best = Individual.from_state(state["best"]) if state["best"] else None
+        if eng.best is not None and eng.best.island >= n:
+            eng.best = replace(eng.best, island=eng.best.island % n)
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():
             eng.pruner.set_state(saved)
         return eng
 
+    def rehome(self, task: Task) -> Task:
+        """``task`` on an island this engine has (islands removed by --force map to k mod n)."""
+        n = self.config.islands
+        return task if task.island < n else replace(task, island=task.island % n)
+
+
+def _task_difference(made: Task, logged: Task) -> str | None:
+    """What differs between a re-asked task and the logged one, or None."""
+    if made.uid != logged.uid:
+        return f"uid {made.uid} instead of {logged.uid}"
+    if made.island != logged.island:
+        return f"island {made.island} instead of {logged.island}"
+    if made.seed != logged.seed:
+        return "a different seed"
+    if made.operator != logged.operator or tuple(made.parents) != tuple(logged.parents):
+        return (f"{made.operator} from {list(made.parents)} instead of "
+                f"{logged.operator} from {list(logged.parents)}")
+    if not np.array_equal(made.genome, logged.genome):
+        return "a different genome"
+    return None
+
 
 def _task_state(t: Task) -> dict[str, Any]:
     return {
         "uid": t.uid, "island": t.island, "genome": t.genome.tolist(), "seed": t.seed,
         "operator": t.operator, "parents": list(t.parents), "info": jsonable(t.info),
-        "reevaluation_of": t.reevaluation_of,
+        "reevaluation_of": t.reevaluation_of, "told_before": t.told_before,
     }
 
 
@@ -427,5 +530,5 @@ def _task_from_state(space: Space, s: dict[str, Any]) -> Task:
     return Task(
         uid=int(s["uid"]), island=int(s["island"]), genome=genome, params=space.decode(genome),
         seed=int(s["seed"]), operator=s["operator"], parents=tuple(s["parents"]), info=info,
-        reevaluation_of=int(s["reevaluation_of"]),
+        reevaluation_of=int(s["reevaluation_of"]), told_before=int(s.get("told_before", -1)),
     )

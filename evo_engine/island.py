@@ -38,6 +38,8 @@ class Island:
         self.rng = rng
         self.completed = 0
         self.completed_at_last_migration = 0
+        self.issued = 0
+        """New tasks this island proposed (re-issues not counted): spreads work between islands."""
 
     @property
     def best(self) -> Individual | None:
@@ -101,6 +103,7 @@ class Island:
             "operator": self.operator.get_state(),
             "completed": self.completed,
             "completed_at_last_migration": self.completed_at_last_migration,
+            "issued": self.issued,
         }
 
     def set_state(self, s: dict[str, Any]) -> None:
@@ -111,3 +114,5 @@ class Island:
         self.operator.set_state(s["operator"])
         self.completed = int(s["completed"])
         self.completed_at_last_migration = int(s["completed_at_last_migration"])
+        # Snapshots written before islands were shared lack the count; completed is close.
+        self.issued = int(s.get("issued", s["completed"]))

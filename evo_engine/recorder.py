@@ -39,6 +39,9 @@ class Recorder:
         self.space = space
         self.flush_interval = flush_interval
         self.on_snapshot = on_snapshot
+        if store.tasks is not None:
+            # Stores written before exact replay lack the column; their rows read -1.
+            store.tasks.add_column("told_before", "i8")
         self._items: list[Any] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -166,6 +169,7 @@ class Recorder:
             "genome": np.stack([t.genome for t in tasks]),
             "info": [json.dumps(jsonable(t.info)) if t.info else "" for t in tasks],
             "reevaluation_of": [t.reevaluation_of for t in tasks],
+            "told_before": [t.told_before for t in tasks],
         }, len(tasks))
 
     def _write_evaluations(self, evals: list[Evaluation]) -> None:

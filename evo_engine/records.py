@@ -72,6 +72,10 @@ class Task:
     """Operator data carried with the offspring (e.g. an ES individual's σ vector)."""
     reevaluation_of: int = -1
     """uid of the individual this task re-evaluates with a fresh seed, or -1."""
+    told_before: int = -1
+    """Results the engine had recorded (``Engine.n_finished``) when it issued this task, or -1
+    when unknown (a task logged by an older version). Replay on ``--resume`` tells exactly
+    that many results before asking again, so the re-created task equals this one."""
 
 
 @dataclass(frozen=True, eq=False)

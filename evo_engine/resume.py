@@ -1,9 +1,19 @@
-"""Rebuilding a stopped or crashed run's engine from its store: snapshot + log tail.
+"""Rebuilding a stopped or crashed run's engine from its store: snapshot + exact replay.
 
 The latest complete snapshot holds the engine as it was after its first ``log_position``
-results. Every result recorded after it is told to the restored engine again (so it counts
-once, and only once), and every task issued after it that has no result yet is queued to be
-issued again with the same parameters and seed.
+results. Replay then follows uid order: before re-creating task ``u`` the engine is told
+every logged result with log index below ``u``'s ``told_before`` (results in log order), and
+is *asked again*, so generators, design queues, island choice, the sync barrier and
+migrations advance exactly as in the uninterrupted run. A re-asked task that differs from
+the logged one (a scenario changed under --force) is a warning, and the logged task wins.
+Tasks still in flight at the end are queued to be issued again with the same parameters
+and seed. Task rows that claim more results than the log holds (a kill between writing the
+task and the result tables) were issued after results the crash lost: they are dropped, as
+if never issued, and replay re-creates them when the engine reaches that state again.
+
+Poison tasks: a task in flight when a job crashed (status still "running") counts one
+crash; at ``POISON_CRASHES`` it is recorded FAILED instead of being issued again, so a task
+that kills its worker (and with it an MPI job) cannot stop a run forever.
 
 The replayed results carry their intermediate reports from the ``curves`` table, so a pruner's
 rung values recorded after the snapshot are restored too. Evaluations in flight at the stop
@@ -19,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.engine import Engine, EngineConfig, Migration
+from evo_engine.engine import Engine, EngineConfig, Evaluation, Migration, TellOutcome
+from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Result, Task, frozen_genome
 from evo_engine.space import Space
 from evo_engine.store import RunStore
@@ -38,31 +49,41 @@ def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any], pref
     return out
 
 
+POISON_CRASHES = 2
+POISON_ERROR = "worker died while evaluating (in flight at {n} crashes)"
+
+
 def _task_from_row(space: Space, uid: int, island: int, seed: int, operator: str,
-                   parents: np.ndarray, genome: np.ndarray, info: str, reeval: int) -> Task:
+                   parents: np.ndarray, genome: np.ndarray, info: str, reeval: int,
+                   told_before: int) -> Task:
     g = frozen_genome(genome)
     info_d = {k: np.asarray(v) if isinstance(v, list) else v
               for k, v in (json.loads(info) if info else {}).items()}
     return Task(uid=uid, island=island, genome=g, params=space.decode(g), seed=seed,
                 operator=operator, parents=tuple(int(p) for p in parents if p >= 0),
-                info=info_d, reevaluation_of=reeval)
+                info=info_d, reevaluation_of=reeval, told_before=told_before)
 
 
-def _tasks_since(store: RunStore, space: Space, start: int) -> dict[int, Task]:
+_TASK_COLUMNS = ("uid", "island", "seed", "operator", "parents", "genome", "info",
+                 "reevaluation_of", "told_before")
+
+
+def _task_rows_since(store: RunStore, space: Space, start: int) -> list[Task]:
+    """The task log from row ``start`` on, in row order (a re-issued task appears again)."""
     t = store.tasks
     n = t.committed
     if n <= start:
-        return {}
-    cols = {c: t._arrays[c][start:n] for c in
-            ("uid", "island", "seed", "operator", "parents", "genome", "info", "reevaluation_of")}
-    return {
-        int(cols["uid"][i]): _task_from_row(
+        return []
+    cols = {c: (t._arrays[c][start:n] if c in t._arrays else np.full(n - start, -1))
+            for c in _TASK_COLUMNS}
+    return [
+        _task_from_row(
             space, int(cols["uid"][i]), int(cols["island"][i]), int(cols["seed"][i]),
             str(cols["operator"][i]), cols["parents"][i], cols["genome"][i], str(cols["info"][i]),
-            int(cols["reevaluation_of"][i]),
+            int(cols["reevaluation_of"][i]), int(cols["told_before"][i]),
         )
         for i in range(n - start)
-    }
+    ]
 
 
 def _cut_orphan_curves(store: RunStore) -> None:
@@ -114,9 +135,15 @@ def _results_since(store: RunStore, start: int) -> list[Result]:
 
 
 def rebuild_engine(
-    store: RunStore, space: Space, config: EngineConfig, warn: Callable[[str], None]
+    store: RunStore, space: Space, config: EngineConfig, warn: Callable[[str], None],
+    poison_after: int = POISON_CRASHES,
 ) -> tuple[Engine, list[Migration]]:
-    """The engine as the store says it was, plus the migrations its replay re-created."""
+    """The engine as the store says it was, plus the migrations its replay re-created.
+
+    ``poison_after`` crashes in flight make a task FAILED (0 = never); those FAILED rows are
+    written to the store here, before the caller's recorder starts.
+    """
+    crashed = store.attrs.get("status") == "running"
     snap = store.latest_snapshot(warn)
     if snap is None:
         engine, log_pos, mig_pos, task_pos = Engine(space, config), 0, 0, 0
@@ -124,21 +151,85 @@ def rebuild_engine(
         engine = Engine.from_state(space, config, snap["engine"])
         log_pos, mig_pos, task_pos = (snap["log_position"], snap["migrations_position"],
                                       snap["tasks_position"])
+        old = len(snap["engine"]["islands"])
+        if old > config.islands:
+            warn(f"the run had {old} islands and continues with {config.islands}: the members "
+                 f"and tasks of island k >= {config.islands} move to island k mod {config.islands}")
     # Migrations after the snapshot are re-created by replaying the results that caused them.
     store.migrations.truncate(mig_pos)
     _cut_orphan_curves(store)
-    later_tasks = _tasks_since(store, space, task_pos)
-    pending = {t.uid: t for t in engine.pending}
-    finished: set[int] = set()
-    for result in _results_since(store, log_pos):
-        task = pending.get(result.uid) or later_tasks.get(result.uid)
-        if task is None or result.uid in finished:
-            warn(f"log row for uid {result.uid} has no matching task; skipped")
-            continue
-        engine.adopt(task)
-        engine.tell(result)
-        finished.add(result.uid)
-    for uid in sorted(later_tasks):
-        if uid not in finished and uid not in engine.in_flight:
-            engine.reissue(later_tasks[uid])
+    results = _results_since(store, log_pos)
+    logged = log_pos + len(results)
+    rows = _task_rows_since(store, space, task_pos)
+    lost = next((i for i, t in enumerate(rows) if t.told_before > logged), None)
+    if lost is not None:
+        # Issued after results the crash lost: never recorded as far as the run can know.
+        store.tasks.truncate(task_pos + lost)
+        rows = rows[:lost]
+    first_row: dict[int, Task] = {}
+    for t in rows:
+        first_row.setdefault(t.uid, t)  # a task re-issued by a later job is logged again
+    engine.begin_replay()
+    new = sorted(u for u in first_row if u >= engine.next_uid)
+    legacy = any(first_row[u].told_before < 0 for u in new)
+    if legacy:
+        warn("the task log predates exact replay (no told_before): tasks issued since the last "
+             "snapshot are re-created in uid order before its results are told")
+    told = 0
+
+    def tell_until(position: int) -> None:
+        nonlocal told
+        while told < len(results) and log_pos + told < position:
+            result = results[told]
+            told += 1
+            outcome, _ = engine.tell(result)
+            if outcome is not TellOutcome.RECORDED:
+                warn(f"log row for uid {result.uid} has no matching task; skipped")
+
+    mismatches: list[str] = []
+    for uid in new:
+        task = engine.rehome(first_row[uid])
+        tell_until(task.told_before)
+        _, problem = engine.replay_task(task)
+        if problem is not None:
+            mismatches.append(problem)
+    tell_until(logged)
+    if mismatches and not legacy:
+        shown = "; ".join(mismatches[:3]) + (f"; and {len(mismatches) - 3} more"
+                                             if len(mismatches) > 3 else "")
+        warn(f"replay re-created {len(mismatches)} of {len(new)} tasks differently ({shown})")
+    poisoned = _poison(store, engine, crashed, poison_after)
+    engine.end_replay()
+    if poisoned:
+        rec = Recorder(store, space, background=False)
+        for ev in poisoned:
+            rec.record(ev)
+        rec.close()
+        warn(f"{len(poisoned)} task(s) were in flight at {poison_after} crashes and are recorded "
+             f"FAILED instead of issued again: uid " + ", ".join(str(e.task.uid) for e in poisoned))
+    # Rows from here on were issued by the job about to start (the next resume's crash count).
+    store.set_attrs(job_tasks_start=store.tasks.committed)
     return engine, engine.drain_migrations()
+
+
+def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int) -> list[Evaluation]:
+    """Count a crash for every task the crashed job had issued and not finished; fail the worst.
+
+    Only tasks the crashed job handed to a worker count (a task still queued for re-issue
+    was never running). Counts are kept in the ``crash_counts`` attribute, uid → crashes,
+    for tasks still in flight only.
+    """
+    counts = {int(k): int(v) for k, v in store.attrs.get("crash_counts", {}).items()}
+    counts = {u: c for u, c in counts.items() if u in engine.in_flight}
+    if crashed:
+        start = int(store.attrs.get("job_tasks_start", 0))
+        issued = set(store.tasks.read("uid")[start:].tolist()) if store.tasks.committed > start else set()
+        for uid in engine.in_flight:
+            if uid in issued:
+                counts[uid] = counts.get(uid, 0) + 1
+    poisoned = []
+    if poison_after > 0:
+        for uid in sorted(u for u, c in counts.items() if c >= poison_after):
+            poisoned.append(engine.fail_in_flight(uid, POISON_ERROR.format(n=counts.pop(uid))))
+    store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())})
+    return poisoned

@@ -10,8 +10,9 @@ Layout of ``RUN_DIR/run.zarr`` (see the README for a reader's guide)::
                     metrics/<name>; group attr ``committed``
     migrations/     uid, origin, destination, accepted, at_eval; group attr ``committed``
     tasks/          every task as it was issued (uid, island, seed, operator, parents,
-                    genome, info as JSON): what was in flight at a crash is issued again
-                    from here with the same parameters and seed
+                    genome, info as JSON, told_before = results recorded when it was
+                    issued): what was in flight at a crash is issued again from here with
+                    the same parameters and seed, and replay re-asks in uid order
     curves/         intermediate reports (``ctx.report``) of finished evaluations, complete,
                     failed and pruned alike: uid, step, value; ``committed``. Created with
                     the first report, so a run without reports has none
@@ -203,7 +204,7 @@ class RunStore:
         Table.create(root, "tasks", {
             "uid": ("i8", ()), "island": ("i4", ()), "seed": ("i8", ()), "operator": (STR, ()),
             "parents": ("i8", (2,)), "genome": ("f8", (dim,)), "info": (STR, ()),
-            "reevaluation_of": ("i8", ()),
+            "reevaluation_of": ("i8", ()), "told_before": ("i8", ()),
         })
         root.require_group("snapshots")
         return cls(root, path)
