@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from evo_engine.dedupe import Dedupe
 from evo_engine.island import Island
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.operators.base import OperatorSettings
@@ -53,6 +54,8 @@ class EngineConfig:
     sync: bool = False
     pruning: ASHAConfig | None = None
     """Early stopping of evaluations that report intermediate values; None = none."""
+    repeats: int = 0
+    """Re-evaluations of each promising configuration with fresh seeds (see dedupe.py)."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -69,6 +72,8 @@ class EngineConfig:
             )
         if self.migrants < 0 or self.migration_interval < 0:
             raise ValueError("migrants and migration_interval must be >= 0")
+        if self.repeats < 0 or (self.repeats and self.sync):
+            raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
@@ -94,6 +99,7 @@ class EngineConfig:
             "sync": self.sync,
             # Only present when on, so runs without a pruner keep their fingerprint.
             **({"pruner": self.pruning.describe()} if self.pruning else {}),
+            **({"repeats": self.repeats} if self.repeats else {}),
         }
 
 
@@ -172,6 +178,8 @@ class Engine:
         self._neighbours = self._make_neighbours()
         self.best: Individual | None = None
         self.pruner = ASHA(config.pruning) if config.pruning else None
+        self.dedupe = Dedupe(space, config.repeats, config.population_size)
+        """Configurations issued so far (never issued again by accident) and re-evaluations."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -193,7 +201,8 @@ class Engine:
         """Nothing is in flight and nothing more will be issued."""
         if self.in_flight:
             return False
-        return self.stopping or self.n_finished >= self.max_evals
+        exhausted = self.dedupe.nothing_to_issue and not self.pending
+        return self.stopping or self.n_finished >= self.max_evals or exhausted
 
     def stop_issuing(self) -> None:
         """Issue nothing more (a signal, the walltime); results in flight are still told."""
@@ -222,21 +231,24 @@ class Engine:
         island = self._island_for(worker)
         if island is None:
             return None
-        proposal = island.propose()
-        genome = frozen_genome(proposal.genome)
+        pick = self.dedupe.next_pick(island, self.islands)
+        if pick is None:
+            return None  # the search space is exhausted (dedupe.exhausted says so)
         uid = self.next_uid
         self.next_uid += 1
         task = Task(
             uid=uid,
-            island=island.index,
-            genome=genome,
-            params=self.space.decode(genome),
+            island=pick.island,
+            genome=pick.genome,
+            params=pick.params,
             seed=task_seed(self.config.seed, uid),
-            operator=proposal.operator or island.operator.name,
-            parents=proposal.parents,
-            info=proposal.info,
+            operator=pick.operator,
+            parents=pick.parents,
+            info=pick.info,
+            reevaluation_of=pick.reevaluation_of,
         )
         self.in_flight[uid] = task
+        self.dedupe.register(task)
         if self.config.sync:
             self._sync_issued[island.index] += 1
         return task
@@ -281,6 +293,11 @@ class Engine:
         accepted = False
         if self.pruner is not None:
             self.pruner.finish(task.uid, result.curve)
+        if task.reevaluation_of >= 0:
+            # A deliberate repeat: its fitness goes into the individual's mean, not a population.
+            self.dedupe.reevaluated(task, result.fitness if state is EvalState.COMPLETE else None,
+                                    self.islands)
+            return TellOutcome.RECORDED, Evaluation(task, result, state, error, False)
         if state is EvalState.PRUNED and result.curve:
             # A pruned evaluation never joins a population (its partial fitness is not
             # comparable with complete ones); an operator may still learn from it.
@@ -304,6 +321,7 @@ class Engine:
             else:
                 accepted = island.offer(ind)
                 island.operator.observe(ind, accepted)
+                self.dedupe.after_offer(island, ind, accepted)
                 self._maybe_migrate(island)
         if self.config.sync:
             self._maybe_close_generation(island)
@@ -358,6 +376,7 @@ class Engine:
                 island.design_queue.popleft()
             self.next_uid = task.uid + 1
         self.in_flight[task.uid] = task
+        self.dedupe.register(task)
         if self.pruner is not None:
             self.pruner.restart(task.uid)
 
@@ -389,6 +408,7 @@ class Engine:
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
             "best": self.best.to_state() if self.best else None,
             "pruner": self.pruner.get_state() if self.pruner else None,
+            "dedupe": self.dedupe.get_state(),
         }
 
     @classmethod
@@ -406,6 +426,7 @@ class Engine:
         eng._sync_issued = [int(x) for x in state["sync_issued"]]
         eng._sync_buffer = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
         eng.best = Individual.from_state(state["best"]) if state["best"] else None
+        eng.dedupe.set_state(state.get("dedupe"))
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():

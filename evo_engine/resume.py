@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.dedupe import register_logged_tasks
 from evo_engine.engine import Engine, EngineConfig, Migration
 from evo_engine.records import EvalState, Result, Task, frozen_genome
 from evo_engine.space import Space
@@ -124,6 +125,8 @@ def rebuild_engine(
         engine = Engine.from_state(space, config, snap["engine"])
         log_pos, mig_pos, task_pos = (snap["log_position"], snap["migrations_position"],
                                       snap["tasks_position"])
+    # Configurations issued before the snapshot are never issued again (not in snapshots).
+    register_logged_tasks(engine.dedupe, store.tasks, below_uid=engine.next_uid)
     # Migrations after the snapshot are re-created by replaying the results that caused them.
     store.migrations.truncate(mig_pos)
     _cut_orphan_curves(store)
