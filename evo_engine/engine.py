@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from evo_engine.dedupe import Dedupe
 from evo_engine.island import Island
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.operators.base import OperatorSettings
@@ -60,6 +61,8 @@ class EngineConfig:
     sync: bool = False
     pruning: ASHAConfig | None = None
     """Early stopping of evaluations that report intermediate values; None = none."""
+    repeats: int = 0
+    """Re-evaluations of each promising configuration with fresh seeds (see dedupe.py)."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -76,6 +79,8 @@ class EngineConfig:
             )
         if self.migrants < 0 or self.migration_interval < 0:
             raise ValueError("migrants and migration_interval must be >= 0")
+        if self.repeats < 0 or (self.repeats and self.sync):
+            raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
@@ -101,6 +106,7 @@ class EngineConfig:
             "sync": self.sync,
             # Only present when on, so runs without a pruner keep their fingerprint.
             **({"pruner": self.pruning.describe()} if self.pruning else {}),
+            **({"repeats": self.repeats} if self.repeats else {}),
         }
 
 
@@ -181,6 +187,8 @@ class Engine:
         self._neighbours = self._make_neighbours()
         self.best: Individual | None = None
         self.pruner = ASHA(config.pruning) if config.pruning else None
+        self.dedupe = Dedupe(space, config.repeats, config.population_size)
+        """Configurations issued so far (never issued again by accident) and re-evaluations."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -202,7 +210,8 @@ class Engine:
         """Nothing is in flight and nothing more will be issued."""
         if self.in_flight:
             return False
-        return self.stopping or self.n_finished >= self.max_evals
+        exhausted = self.dedupe.nothing_to_issue and not self.pending
+        return self.stopping or self.n_finished >= self.max_evals or exhausted
 
     def stop_issuing(self) -> None:
         """Issue nothing more (a signal, the walltime); results in flight are still told."""
@@ -233,6 +242,8 @@ class Engine:
         if island is None:
             return None
         task = self._new_task(island)
+        if task is None:
+            return None  # the search space is exhausted (dedupe.exhausted says so)
         self._start(task)
         return task
 
@@ -240,26 +251,34 @@ class Engine:
         self.in_flight[task.uid] = task
         self._island_load[task.island] += 1
 
-    def _new_task(self, island: Island) -> Task:
-        """Propose, number and count a new task on ``island`` (the one issuing path)."""
-        proposal = island.propose()
-        genome = frozen_genome(proposal.genome)
+    def _new_task(self, island: Island) -> Task | None:
+        """Propose, number and count a new task on ``island`` (the one issuing path).
+
+        None when the search space is exhausted (``dedupe``): nothing new may be issued.
+        """
+        pick = self.dedupe.next_pick(island, self.islands)
+        if pick is None:
+            return None
         uid = self.next_uid
         self.next_uid += 1
-        island.issued += 1
+        # Counted on the task's own island (a re-evaluation may belong to another one).
+        self.islands[pick.island].issued += 1
         if self.config.sync:
-            self._sync_issued[island.index] += 1
-        return Task(
+            self._sync_issued[pick.island] += 1
+        task = Task(
             uid=uid,
-            island=island.index,
-            genome=genome,
-            params=self.space.decode(genome),
+            island=pick.island,
+            genome=pick.genome,
+            params=pick.params,
             seed=task_seed(self.config.seed, uid),
-            operator=proposal.operator or island.operator.name,
-            parents=proposal.parents,
-            info=proposal.info,
+            operator=pick.operator,
+            parents=pick.parents,
+            info=pick.info,
+            reevaluation_of=pick.reevaluation_of,
             told_before=self.n_finished,
         )
+        self.dedupe.register(task)
+        return task
 
     def _island_for(self) -> Island | None:
         """The island that most needs an evaluation: fewest in flight, then fewest issued.
@@ -307,6 +326,11 @@ class Engine:
         accepted = False
         if self.pruner is not None:
             self.pruner.finish(task.uid, result.curve)
+        if task.reevaluation_of >= 0:
+            # A deliberate repeat: its fitness goes into the individual's mean, not a population.
+            self.dedupe.reevaluated(task, result.fitness if state is EvalState.COMPLETE else None,
+                                    self.islands)
+            return TellOutcome.RECORDED, Evaluation(task, result, state, error, False)
         if state is EvalState.PRUNED and result.curve:
             # A pruned evaluation never joins a population (its partial fitness is not
             # comparable with complete ones); an operator may still learn from it.
@@ -330,6 +354,7 @@ class Engine:
             else:
                 accepted = island.offer(ind)
                 island.operator.observe(ind, accepted)
+                self.dedupe.after_offer(island, ind, accepted)
                 self._maybe_migrate(island)
         if self.config.sync:
             self._maybe_close_generation(island)
@@ -393,15 +418,18 @@ class Engine:
             problem = f"uid {logged.uid} was logged where uid {self.next_uid} was expected"
             self.next_uid = max(self.next_uid, logged.uid)
         island = self._island_for()
-        if island is None:
-            # The sync barrier refuses: count the logged task against its island's generation.
+        task = self._new_task(island) if island is not None else None
+        if task is None:
+            # The sync barrier (or an exhausted space) refuses: count the logged task against
+            # its island's generation.
             self.next_uid = logged.uid + 1
             if self.config.sync:
                 self._sync_issued[logged.island] += 1
             self.islands[logged.island].issued += 1
+            self.dedupe.register(logged)
             self._start(logged)
-            return logged, problem or f"uid {logged.uid} could not be asked again (barrier)"
-        task = self._new_task(island)
+            why = "barrier" if island is None else "search space exhausted"
+            return logged, problem or f"uid {logged.uid} could not be asked again ({why})"
         diff = _task_difference(task, logged)
         if diff is None:
             self._start(task)
@@ -412,6 +440,7 @@ class Engine:
             if self.config.sync:
                 self._sync_issued[task.island] -= 1
                 self._sync_issued[logged.island] += 1
+        self.dedupe.register(logged)
         self._start(logged)
         return logged, problem or f"uid {logged.uid}: {diff}; the logged task is kept"
 
@@ -456,6 +485,7 @@ class Engine:
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
             "best": self.best.to_state() if self.best else None,
             "pruner": self.pruner.get_state() if self.pruner else None,
+            "dedupe": self.dedupe.get_state(),
         }
 
     @classmethod
@@ -488,6 +518,7 @@ class Engine:
         eng.best = Individual.from_state(state["best"]) if state["best"] else None
         if eng.best is not None and eng.best.island >= n:
             eng.best = replace(eng.best, island=eng.best.island % n)
+        eng.dedupe.set_state(state.get("dedupe"))
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():

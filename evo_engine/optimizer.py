@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.dedupe import SpaceExhausted
 from evo_engine.engine import Engine, EngineConfig, TellOutcome
 from evo_engine.records import EvalState, Result, Task
 from evo_engine.space import Space
@@ -101,8 +102,14 @@ class Optimizer:
     # -- the loop -----------------------------------------------------------------------
 
     def ask(self) -> Candidate:
-        """The next configuration to evaluate (a re-issue first, after a restore)."""
+        """The next configuration to evaluate (a re-issue first, after a restore).
+
+        Never one asked before (see ``evo_engine.dedupe``); raises ``SpaceExhausted`` when a
+        small discrete space has no configuration left.
+        """
         task = self.engine.ask(self._asked % self.config.islands)
+        if task is None and self.engine.dedupe.exhausted:
+            raise SpaceExhausted(self.engine.dedupe.exhausted)
         if task is None:  # only if the engine was told to stop: a usage error here
             raise RuntimeError("the optimizer's engine issues no more tasks")
         self._asked += 1
@@ -163,6 +170,8 @@ class Optimizer:
             "config": self.config.describe(),
             "asked": self._asked,
             "engine": self.engine.get_state(),
+            # No log to rebuild it from: the configurations asked so far, so none is asked again.
+            "asked_configurations": sorted(self.engine.dedupe.registry.keys),
         }
 
     @classmethod
@@ -193,6 +202,7 @@ class Optimizer:
         )
         opt.engine = Engine.from_state(space, opt.config, state["engine"])
         opt._asked = int(state["asked"])
+        opt.engine.dedupe.registry.keys.update(state.get("asked_configurations", []))
         return opt
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.dedupe import register_logged_tasks
 from evo_engine.engine import Engine, EngineConfig, Evaluation, Migration, TellOutcome
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Result, Task, frozen_genome
@@ -155,6 +156,8 @@ def rebuild_engine(
         if old > config.islands:
             warn(f"the run had {old} islands and continues with {config.islands}: the members "
                  f"and tasks of island k >= {config.islands} move to island k mod {config.islands}")
+    # Configurations issued before the snapshot are never issued again (not in snapshots).
+    register_logged_tasks(engine.dedupe, store.tasks, below_uid=engine.next_uid)
     # Migrations after the snapshot are re-created by replaying the results that caused them.
     store.migrations.truncate(mig_pos)
     _cut_orphan_curves(store)

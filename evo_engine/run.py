@@ -385,6 +385,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
     coord.progress.budget = engine.max_evals
     reason = coord.run()
     reporter.finish(coord.progress)
+    if engine.dedupe.exhausted:
+        log.warning("space_exhausted", message=engine.dedupe.exhausted, finished=engine.n_finished)
+        print(f"evo_engine: warning: {engine.dedupe.exhausted}", file=sys.stderr)
     # The stop snapshot: tasks in flight are recorded as pending, to be issued again.
     recorder.snapshot(engine.get_state())
     final: list[Any] = []

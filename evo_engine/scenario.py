@@ -69,6 +69,9 @@ class Scenario(BaseModel):
     """ASHA: the first rung, in the objective's steps (e.g. epochs completed)."""
     max_steps: int | None = Field(None, ge=2)
     """ASHA: the steps a complete evaluation reports up to (e.g. its epochs); required."""
+    repeats: int = Field(0, ge=0)
+    """For noisy objectives: evaluate each promising configuration this many more times, each
+    with a fresh seed (its fitness becomes the mean). 0 = never evaluate a configuration twice."""
 
     @field_validator("operator")
     @classmethod
@@ -102,6 +105,8 @@ class Scenario(BaseModel):
                 raise ValueError(f"topology must be a {n}x{n} matrix (one row per island)")
             if any(self.topology[i][i] for i in range(n)):
                 raise ValueError("topology must not connect an island to itself")
+        if self.repeats and self.sync:
+            raise ValueError("repeats needs the asynchronous engine: set sync=False or repeats=0")
         if self.pruner == "asha":
             if self.max_steps is None:
                 raise ValueError(
@@ -123,6 +128,7 @@ class Scenario(BaseModel):
             initial_design=self.initial_design, seed=self.seed,
             migration_interval=self.migration_interval, migrants=self.migrants, topology=topo,
             sync=self.sync,
+            repeats=self.repeats,
             pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps)
             if self.pruner == "asha" and self.max_steps is not None else None,
         )

@@ -72,6 +72,11 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
     run = load_run(args.run_dir)
     baseline = load_run(args.baseline) if args.baseline is not None else None
     print_fn(format_summary(summarize(run, top=args.top or 10), str(args.run_dir)))
+    from evo_engine.analysis.repeats import format_repeats
+
+    repeats = format_repeats(run, top=args.top or 10)
+    if repeats:
+        print_fn("\n" + repeats)
     wants = [flag for flag, v in (("--plots", args.plots), ("--csv", args.csv)) if v is not None]
     if wants and run.n == 0:
         raise AnalyzeError(f"{args.run_dir} has no recorded evaluations yet: nothing for "

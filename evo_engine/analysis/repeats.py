@@ -1,0 +1,106 @@
+"""Configurations evaluated more than once: their mean and spread, for ``analyze``.
+
+A run never evaluates a configuration twice by accident (``evo_engine.dedupe``); with the
+scenario's ``repeats`` switch it re-evaluates promising ones with fresh seeds, so seed luck can
+be told apart from a good configuration. This groups the evaluation log by the decoded
+parameters (the same identity the engine uses) and summarises every group of two or more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evo_engine.analysis.history import Run
+from evo_engine.dedupe import config_key
+
+
+@dataclass
+class ConfigurationStats:
+    """One configuration evaluated more than once."""
+
+    uid: int
+    """uid of its first evaluation."""
+    params: dict[str, Any]
+    evaluations: int
+    """All its evaluations, failed and pruned ones included."""
+    complete: int
+    mean: float
+    std: float
+    """Sample standard deviation over the complete evaluations (NaN with fewer than two)."""
+    best: float
+    worst: float
+
+
+def _scalar(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def configuration_groups(run: Run) -> dict[str, list[int]]:
+    """Row indices of the evaluation log per configuration, rows in log order."""
+    ev = run.evaluations
+    cols = [(p, ev[f"params/{p}"]) for p in run.param_names if f"params/{p}" in ev]
+    groups: dict[str, list[int]] = {}
+    for i in range(run.n):
+        groups.setdefault(config_key({p: c[i] for p, c in cols}), []).append(i)
+    return groups
+
+
+def repeated_configurations(run: Run) -> list[ConfigurationStats]:
+    """Every configuration with two or more evaluations, best mean first (no complete one last)."""
+    ev = run.evaluations
+    complete, fitness = run.complete, run.fitness
+    out = []
+    for rows in configuration_groups(run).values():
+        if len(rows) < 2:
+            continue
+        idx = np.asarray(rows)
+        first = int(idx[np.argmin(ev["uid"][idx])])
+        ok = fitness[idx][complete[idx]]
+        out.append(ConfigurationStats(
+            uid=int(ev["uid"][first]),
+            params={p: _scalar(ev[f"params/{p}"][first]) for p in run.param_names
+                    if f"params/{p}" in ev},
+            evaluations=len(rows),
+            complete=int(ok.size),
+            mean=float(ok.mean()) if ok.size else float("nan"),
+            std=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
+            best=float(ok.min()) if ok.size else float("nan"),
+            worst=float(ok.max()) if ok.size else float("nan"),
+        ))
+    out.sort(key=lambda s: (not s.complete, s.mean if s.complete else 0.0, s.uid))
+    return out
+
+
+def format_repeats(run: Run, top: int = 10) -> str | None:
+    """The ``analyze`` section on repeated configurations; None when there is none."""
+    stats = repeated_configurations(run)
+    if not stats:
+        return None
+    from evo_engine.analysis.summary import fmt_value
+
+    distinct = len(configuration_groups(run))
+    extra = sum(s.evaluations - 1 for s in stats)
+    params = list(stats[0].params)
+    header = ["uid", "evals", "mean", "std", "best", "worst", *params]
+    rows = [[str(s.uid), f"{s.complete}/{s.evaluations}", fmt_value(s.mean), fmt_value(s.std),
+             fmt_value(s.best), fmt_value(s.worst), *(fmt_value(s.params[p]) for p in params)]
+            for s in stats[:top]]
+    widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
+    lines = [
+        f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more than "
+        f"once ({extra} extra evaluations); fitness over their complete evaluations "
+        f"(evals = complete/all), best mean first:",
+        "  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)),
+        "  " + "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    if len(stats) > top:
+        lines.append(f"  ... and {len(stats) - top} more (--top N shows more)")
+    return "\n".join(lines)
+
+
+__all__ = ["ConfigurationStats", "configuration_groups", "format_repeats",
+           "repeated_configurations"]
