@@ -226,7 +226,8 @@ def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int) -
     counts = {u: c for u, c in counts.items() if u in engine.in_flight}
     if crashed:
         start = int(store.attrs.get("job_tasks_start", 0))
-        issued = set(store.tasks.read("uid")[start:].tolist()) if store.tasks.committed > start else set()
+        stop = store.tasks.committed
+        issued = set(store.tasks._arrays["uid"][start:stop].tolist()) if stop > start else set()
         for uid in engine.in_flight:
             if uid in issued:
                 counts[uid] = counts.get(uid, 0) + 1

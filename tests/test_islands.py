@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from evo_engine.engine import Engine, EngineConfig
 from evo_engine.recorder import Recorder
@@ -192,3 +193,29 @@ def test_a_clean_stop_does_not_count_as_a_crash(tmp_path: Path) -> None:
     resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, cfg, lambda m: None)
     assert [t.uid for t in resumed.pending] == [0]
     assert RunStore.open(tmp_path).evaluations.committed == 0
+
+
+def test_a_task_log_without_told_before_resumes_approximately(tmp_path: Path) -> None:
+    """Stores written before exact replay: re-asked in uid order, with one warning."""
+    cfg = EngineConfig(max_evals=30, islands=2, population_size=3)
+    store = _store(tmp_path)
+    rec = Recorder(store, SPACE, background=False)
+    eng = Engine(SPACE, cfg)
+    busy = [eng.ask() for _ in range(3)]
+    for t in busy:
+        rec.record_task(t)
+    for _ in range(12):
+        _, ev = eng.tell(done(busy.pop(0)))
+        rec.record(ev)
+        busy.append(eng.ask())
+        rec.record_task(busy[-1])
+    rec.close()
+    told = zarr.open_array(str(tmp_path / "run.zarr" / "tasks" / "told_before"), mode="r+")
+    told[:] = -1
+    warnings: list[str] = []
+    resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, cfg, warnings.append)
+    assert len(warnings) == 1 and "predates exact replay" in warnings[0]
+    assert resumed.n_finished == 12 and resumed.next_uid == eng.next_uid
+    assert sorted(t.uid for t in resumed.pending) == sorted(t.uid for t in busy)
+    run_out_of_order(resumed, workers=3)
+    assert resumed.n_finished == 30

@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from evo_engine.engine import Engine, EngineConfig
 from evo_engine.pruning import ASHAConfig
@@ -91,6 +98,9 @@ class ReplayMachine(RuleBasedStateMachine):
     # -- setup ---------------------------------------------------------------------------
 
     @initialize(name=st.sampled_from(sorted(CONFIGS)))
+    def start_any(self, name: str) -> None:
+        self.start(name)
+
     def start(self, name: str) -> None:
         self.config, self.workers = CONFIGS[name]
         self.dir = Path(tempfile.mkdtemp(prefix="evo-replay-"))
@@ -336,8 +346,26 @@ def _fail(message: str) -> None:
     raise AssertionError(f"unexpected resume warning: {message}")
 
 
-ReplayMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("REPLAY_EXAMPLES", "12")), stateful_step_count=30, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+def _settings(examples: int) -> settings:
+    return settings(max_examples=int(os.environ.get("REPLAY_EXAMPLES", examples)),
+                    stateful_step_count=30, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+ReplayMachine.TestCase.settings = _settings(12)
 TestExactReplay = ReplayMachine.TestCase
+
+
+def _machine_for(name: str) -> type[RuleBasedStateMachine]:
+    """The machine on one configuration only, for the longer runs below."""
+    class One(ReplayMachine):
+        pass
+
+    One.start_any = initialize()(lambda self: self.start(name))  # type: ignore[assignment]
+    return One
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_exact_replay_per_configuration(name: str) -> None:
+    run_state_machine_as_test(_machine_for(name), settings=_settings(20))

@@ -16,6 +16,7 @@ import zarr
 from inline_run import drive_inline
 
 from evo_engine.engine import Engine
+from evo_engine.records import EvalState, Result
 from evo_engine.resume import rebuild_engine
 from evo_engine.scenario import load_scenario
 from evo_engine.store import RunStore
@@ -31,7 +32,51 @@ def evo_cmd(*args: object) -> list[str]:
 def log_of(run_dir: Path) -> dict[str, np.ndarray]:
     z = zarr.open(str(run_dir / "run.zarr"), mode="r")
     n = z["evaluations"].attrs["committed"]
-    return {k: z[f"evaluations/{k}"][:n] for k in ("uid", "fitness", "state", "genome", "seed")}
+    return {k: z[f"evaluations/{k}"][:n]
+            for k in ("uid", "fitness", "state", "genome", "seed", "parents", "operator")}
+
+
+def tasks_by_uid(log: dict[str, np.ndarray]) -> dict[int, tuple]:
+    """uid → (genome bytes, parents, seed, operator): what the search decided for each task."""
+    return {int(u): (log["genome"][i].tobytes(), tuple(log["parents"][i].tolist()),
+                     int(log["seed"][i]), str(log["operator"][i]))
+            for i, u in enumerate(log["uid"].tolist())}
+
+
+def assert_an_uninterrupted_engine_issues_the_same_tasks(run_dir: Path, scenario) -> None:
+    """Drive a fresh engine by the run's own completion schedule and compare every task.
+
+    The schedule is what the store says happened: results in log order, and each task issued
+    after ``told_before`` of them. An engine never interrupted, told the same results at the
+    same points, must issue the same tasks (genome, parents, seed, operator, island); a
+    resume that restarted a generator or a design re-proposes points and fails here. The
+    GA's own repeats (a child equal to an earlier one) are made by this engine too.
+    """
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    ev, tk = z["evaluations"], z["tasks"]
+    n, m = ev.attrs["committed"], tk.attrs["committed"]
+    log = {k: ev[k][:n] for k in ("uid", "state", "fitness", "error")}
+    first: dict[int, int] = {}
+    for row, uid in enumerate(tk["uid"][:m].tolist()):
+        first.setdefault(uid, row)
+    cols = {k: tk[k][:m] for k in ("genome", "parents", "seed", "operator", "island", "told_before")}
+    eng = Engine(scenario.space, scenario.engine_config())
+    eng.extend_budget(len(first))
+    told = 0
+    for uid in sorted(first):
+        row = first[uid]
+        while told < int(cols["told_before"][row]):
+            state = EvalState(int(log["state"][told]))
+            eng.tell(Result(uid=int(log["uid"][told]), worker=0, state=state,
+                            fitness=float(log["fitness"][told]) if state is EvalState.COMPLETE
+                            else None, error=str(log["error"][told]) or None))
+            told += 1
+        t = eng.ask()
+        assert t is not None and t.uid == uid
+        assert np.array_equal(t.genome, cols["genome"][row]), f"uid {uid}: another genome"
+        assert (list(t.parents), t.seed, t.operator, t.island) == (
+            [p for p in cols["parents"][row].tolist() if p >= 0], int(cols["seed"][row]),
+            str(cols["operator"][row]), int(cols["island"][row])), f"uid {uid}"
 
 
 def test_stopped_and_resumed_inline_run_has_the_same_history(tmp_path: Path) -> None:
@@ -62,11 +107,19 @@ def _wait_for_rows(run_dir: Path, at_least: int, timeout: float) -> None:
 
 
 @pytest.mark.slow
-def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """The torture test: kill the coordinator at random moments, resume, check invariants."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: Path,
+                                                                     workers: int) -> None:
+    """The torture test: kill the coordinator at random moments, resume, check invariants.
+
+    Inline (``--workers 0``) results finish in issue order, so the resumed run must be the
+    uninterrupted run exactly: same genome, parents, seed and operator for every uid. With
+    local workers the order varies, and an uninterrupted engine driven by the run's own
+    completion schedule must issue every logged task: nothing re-proposed after a crash.
+    """
     run_dir = tmp_path / "run"
     env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": "0.01", "QUICK_CHECKPOINT": "7"}
-    rng = random.Random(1234)
+    rng = random.Random(1234 + workers)
     budget, kills, seen_done = 150, 0, 0
     first = True
     deadline = time.time() + 150  # bounded for CI
@@ -78,7 +131,7 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
             for marker in (run_dir / "scratch").glob("uid-*/done"):
                 if int(marker.parent.name.removeprefix("uid-")) not in recorded:
                     marker.unlink()
-        args = [QUICK, "--workers", "0", "--run-dir", run_dir, "--quiet"]
+        args = [QUICK, "--workers", workers, "--run-dir", run_dir, "--quiet"]
         proc = subprocess.Popen(evo_cmd(*args, *([] if first else ["--resume"])), env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = False
@@ -113,6 +166,13 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
     assert len(log["uid"]) == budget and sorted(log["uid"].tolist()) == sorted(set(log["uid"].tolist()))
     z = zarr.open(str(run_dir / "run.zarr"), mode="r")
     assert z.attrs["status"] == "finished" and z.attrs["jobs"] >= 2
+    assert_an_uninterrupted_engine_issues_the_same_tasks(run_dir, load_scenario(QUICK))
+    if workers == 0:
+        reference = tmp_path / "reference"
+        r = subprocess.run(evo_cmd(QUICK, "--workers", 0, "--run-dir", reference, "--quiet"),
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert tasks_by_uid(log) == tasks_by_uid(log_of(reference))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
@@ -209,3 +269,25 @@ def test_corrupt_latest_snapshot_falls_back_with_a_warning(tmp_path: Path) -> No
     assert "checksum" in r.stderr and "falling back" in r.stderr
     uids = log_of(run_dir)["uid"].tolist()
     assert len(uids) == 30 and len(set(uids)) == 30
+
+
+def test_resume_force_with_fewer_islands_continues(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "24", "QUICK_SLEEP": "0.05", "QUICK_CHECKPOINT": "4"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--quiet"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 10, timeout=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    one = tmp_path / "one_island.py"
+    one.write_text(QUICK.read_text().replace("islands=2", "islands=1"))
+    r = subprocess.run(evo_cmd(one, "--workers", 2, "--run-dir", run_dir, "--resume", "--force",
+                               "--max-evals", 30, "--quiet"),
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "had 2 islands and continues with 1" in r.stderr
+    log = log_of(run_dir)
+    assert sorted(log["uid"].tolist()) == list(range(30))
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    n = z["evaluations"].attrs["committed"]
+    assert set(z["evaluations/island"][:n][-6:].tolist()) == {0}
