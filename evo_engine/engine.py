@@ -248,7 +248,7 @@ class Engine:
             reevaluation_of=pick.reevaluation_of,
         )
         self.in_flight[uid] = task
-        self.dedupe.register(task)
+        self.dedupe.register(task, pick.key)
         if self.config.sync:
             self._sync_issued[island.index] += 1
         return task
