@@ -65,14 +65,6 @@ class SpaceExhausted(RuntimeError):
     """Every configuration of the search space has been issued: nothing new is left."""
 
 
-def _canonical(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value + 0.0  # -0.0 and 0.0 are one value
-    return value
-
-
 def config_key(params: Mapping[str, Any]) -> str:
     """The identity of a configuration: its decoded parameters, order-independent.
 
@@ -80,7 +72,14 @@ def config_key(params: Mapping[str, Any]) -> str:
     floats exactly; numpy scalars count as the Python values they hold, so a configuration
     read back from the store has the key it had when it was issued.
     """
-    return repr(tuple(sorted((name, _canonical(v)) for name, v in params.items())))
+    parts = []
+    for name, v in sorted(params.items()):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v.__class__ is float:
+            v += 0.0  # -0.0 and 0.0 are one value
+        parts.append((name, v))
+    return repr(tuple(parts))
 
 
 class Registry:
@@ -95,8 +94,9 @@ class Registry:
     def __contains__(self, params: Mapping[str, Any]) -> bool:
         return config_key(params) in self.keys
 
-    def add(self, params: Mapping[str, Any]) -> str:
-        key = config_key(params)
+    def add(self, params: Mapping[str, Any], key: str | None = None) -> str:
+        """Register ``params`` (``key``: its ``config_key`` when the caller has it already)."""
+        key = config_key(params) if key is None else key
         self.keys.add(key)
         return key
 
@@ -143,6 +143,8 @@ class Pick:
     parents: tuple[int, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
     reevaluation_of: int = -1
+    key: str | None = None
+    """``config_key(params)``, computed once."""
 
 
 class Dedupe:
@@ -170,8 +172,8 @@ class Dedupe:
         """The space is exhausted and no re-evaluation is waiting."""
         return self.exhausted is not None and not self.queue
 
-    def register(self, task: Task) -> None:
-        self.registry.add(task.params)
+    def register(self, task: Task, key: str | None = None) -> None:
+        self.registry.add(task.params, key)
 
     # -- choosing -----------------------------------------------------------------------
 
@@ -190,16 +192,18 @@ class Dedupe:
             proposal = island.propose()
             genome = frozen_genome(proposal.genome)
             params = space.decode(genome)
-            if params not in registry:
+            key = config_key(params)
+            if key not in registry.keys:
                 return Pick(island.index, genome, params,
                             proposal.operator or island.operator.name, proposal.parents,
-                            proposal.info)
+                            proposal.info, key=key)
             self.rejected += 1
         for _ in range(RANDOM_TRIES):
             genome = frozen_genome(island.rng.random(space.dim))
             params = space.decode(genome)
-            if params not in registry:
-                return Pick(island.index, genome, params, "dedupe:random")
+            key = config_key(params)
+            if key not in registry.keys:
+                return Pick(island.index, genome, params, "dedupe:random", key=key)
             self.rejected += 1
         left = unseen_configurations(space, registry)
         if left:

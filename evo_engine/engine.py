@@ -277,7 +277,7 @@ class Engine:
             reevaluation_of=pick.reevaluation_of,
             told_before=self.n_finished,
         )
-        self.dedupe.register(task)
+        self.dedupe.register(task, pick.key)
         return task
 
     def _island_for(self) -> Island | None:
