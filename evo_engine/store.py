@@ -52,6 +52,7 @@ import zarr
 from zarr.core.sync import sync
 
 from evo_engine.errors import InputError
+from evo_engine.records import EvalState
 
 FORMAT_VERSION = 1
 CHUNK = 4096
@@ -71,8 +72,8 @@ class StoreDamaged(StoreError):
         super().__init__(
             f"the run store {path} is damaged: " + "; ".join(self.problems) + ". Nothing in it "
             f"was changed. `python -m evo_engine analyze {run_dir}` shows the intact part; "
-            "restore the run directory from a copy to continue it, or pass --force to delete "
-            "it and start over"
+            "restore the run directory from a copy to continue the run, or start over with "
+            "--force (without --resume), which deletes it"
         )
 
 
@@ -276,7 +277,26 @@ class RunStore:
         self.snapshots = self._group("snapshots")
         self.curves = self._table("curves", check) if "curves" in root else None
         if check:
+            self._check_outcomes()
             self._check_snapshot_pointer()
+
+    def _check_outcomes(self) -> None:
+        """A COMPLETE row always has a finite fitness: NaN there means lost data (this also
+        catches a deleted fitness chunk in stores written before tables were dense)."""
+        ev = self.evaluations
+        if "state" not in ev.columns or "fitness" not in ev.columns:
+            return
+        n = min(ev.committed, ev.readable)
+        try:
+            state, fitness = ev._arrays["state"][:n], ev._arrays["fitness"][:n]
+        except Exception:  # noqa: BLE001 - unreadable columns are reported already
+            return
+        bad = np.flatnonzero((state == int(EvalState.COMPLETE)) & ~np.isfinite(fitness))
+        if bad.size:
+            problem = (f"evaluations/fitness: {bad.size} complete evaluations have no fitness "
+                       f"(the first at row {bad[0]}): their data were lost")
+            ev._damaged(int(bad[0]), problem)
+            self.damage.append(problem)
 
     def _group(self, name: str) -> zarr.Group | None:
         try:
