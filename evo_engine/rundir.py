@@ -163,9 +163,11 @@ class RunLock:
             self._made_lock = not self.path.exists()
             fh = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
         except OSError as exc:
+            what = "is not writable" if self.run_dir.is_dir() else "cannot be created"
             raise RunDirError(
-                f"run directory {self.run_dir} cannot be created or locked ({exc.strerror or exc}): "
-                "choose a writable --run-dir, or make this one writable"
+                f"run directory {self.run_dir} {what} ({exc.strerror or exc}): choose a "
+                "writable --run-dir, or make this one writable (a run on a read-only copy can "
+                "still be read with `python -m evo_engine analyze`)"
             ) from None
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
