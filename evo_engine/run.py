@@ -209,8 +209,10 @@ def _store_attrs(scenario: Scenario, opts: RunOptions, preset: str) -> dict[str,
 
 def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: str,
                  warn: Callable[[str], None]) -> RunStore:
-    """Open a stopped or crashed run and refuse what cannot continue, writing nothing."""
-    store = RunStore.open(run_dir, mode="r+")
+    """Open a stopped or crashed run and refuse what cannot continue, writing nothing.
+
+    The store was checked for damage by ``plan_run`` (``rundir.inspect``) just before."""
+    store = RunStore.open(run_dir, mode="r+", check=False)
     if store.tasks is None or store.snapshots is None:
         raise UsageError(f"--resume: the store in {run_dir} has no task log or snapshots to resume from")
     attrs = store.attrs

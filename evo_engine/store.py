@@ -387,9 +387,10 @@ class RunStore:
         return cls(zarr.open_group(str(path), mode="r+"), path)
 
     @classmethod
-    def open(cls, run_dir: Path, mode: str = "r+") -> RunStore:
+    def open(cls, run_dir: Path, mode: str = "r+", check: bool = True) -> RunStore:
         """Open and check a run's store; ``StoreDamaged`` if a writer (mode "r+") opens a
-        damaged one. A reader (mode "r") gets ``damage`` listing what is wrong instead."""
+        damaged one. A reader (mode "r") gets ``damage`` listing what is wrong instead.
+        ``check=False`` skips reading every chunk (for a store just checked)."""
         path = cls.location(run_dir)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{run_dir} is not an evo_engine run directory (no run.zarr inside)")
@@ -407,7 +408,7 @@ class RunStore:
             )
         if any(g not in root for g in ("evaluations", "migrations")):
             raise StoreError(f"{path} lacks its evaluations/migrations groups: not a complete run store")
-        store = cls(root, path, check=True)
+        store = cls(root, path, check=check)
         if store.damage and mode != "r":
             raise StoreDamaged(path, store.damage)
         return store
