@@ -2,6 +2,15 @@
 
 import sys
 
-from evo_engine.cli import main
+# Before anything slow is imported: a stop signal from here on exits 3, not 143.
+from evo_engine import startup
+
+startup.install()
+
+try:
+    from evo_engine.cli import main
+except startup.StopBeforeStart as stop:
+    print(startup.message(stop), file=sys.stderr)
+    sys.exit(3)
 
 sys.exit(main())

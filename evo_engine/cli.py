@@ -1,7 +1,10 @@
 """Command line: ``python -m evo_engine [run] SCENARIO ...`` and ``python -m evo_engine analyze RUN_DIR``.
 
-Exit codes: 0 finished · 1 unexpected internal error · 2 bad input · 3 stopped early
-(signal or walltime), resumable with ``--resume``.
+Exit codes: 0 finished · 1 unexpected internal error · 2 bad input (including a damaged
+run store) · 3 stopped early (signal or walltime), resumable with ``--resume``.
+
+The run machinery is imported inside ``main``, after the stop signals are handled (see
+``evo_engine.startup``), so a signal during the imports exits 3 too.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from evo_engine import startup
 from evo_engine.argtypes import nonneg_int, positive_float, positive_int
 from evo_engine.errors import InputError
-from evo_engine.run import EXIT_BAD_INPUT, EXIT_INTERNAL, RunOptions, execute
+
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 1, 2, 3
 
 COMMANDS = ("run", "analyze")
 
@@ -24,7 +29,9 @@ examples:
   mpiexec -n 33 python -m evo_engine scenarios/advection_lr.py --run-dir runs/adv
   mpiexec -n 33 python -m evo_engine scenarios/advection_lr.py --run-dir runs/adv --resume
 
-exit codes: 0 finished, 1 internal error, 2 bad input, 3 stopped early (resumable)
+exit codes: 0 finished, 1 internal error, 2 bad input (also: a damaged run store, an
+unwritable run directory, a scenario or data file that changed since the run started),
+3 stopped early (resumable: run the same command with --resume)
 """
 
 
@@ -70,12 +77,29 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    startup.install()
+    try:
+        return _main(argv)
+    except startup.StopBeforeStart as stop:
+        print(startup.message(stop), file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(_normalise(list(sys.argv[1:] if argv is None else argv)))
     try:
         if args.command == "analyze":
+            import signal
+
             from evo_engine.analysis.cli import analyze_main
 
+            # analyze only reads: an interrupt is an ordinary one.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for name in ("SIGTERM", "SIGUSR1"):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
             return analyze_main(args)
+        from evo_engine.run import RunOptions, execute
+
         if args.data_file is not None:
             if not args.data_file.is_file():
                 raise InputError(f"--data-file {args.data_file} does not exist or is not a file")
@@ -94,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         # `analyze ... | head`: the reader went away; that is not an error of ours.
         sys.stderr.close()
         return 0
+    except startup.StopBeforeStart:
+        raise
     except KeyboardInterrupt:
         print("evo_engine: interrupted", file=sys.stderr)
-        return 3
+        return EXIT_STOPPED
     except Exception:  # noqa: BLE001 - last resort: say it is our bug, with the traceback
         traceback.print_exc()
         print("evo_engine: internal error (a bug in evo_engine); please report it with the "

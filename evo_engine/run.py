@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from evo_engine import __version__
+from evo_engine import __version__, rundir, startup
 from evo_engine.actors.base import Transport, WorkerSpec, WorkerStartError
 from evo_engine.actors.inline import InlineTransport
 from evo_engine.actors.launch import launched_with_several_ranks
@@ -30,11 +28,13 @@ from evo_engine.actors.runtime import FINALIZE, cuda_available
 from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
+from evo_engine.fingerprint import inputs_diff, run_inputs
 from evo_engine.log import configure
 from evo_engine.progress import ProgressReporter
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Task
 from evo_engine.resume import fingerprint_diff, rebuild_engine
+from evo_engine.rundir import RunLock
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.store import RunStore
 from evo_engine.walltime import Deadline
@@ -76,22 +76,51 @@ def load_with_overrides(opts: RunOptions, preset: str) -> Scenario:
     )
 
 
-def prepare_run_dir(run_dir: Path, force: bool) -> None:
-    """Refuse to touch a directory holding anything unless --force; --force clears only our files."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"run directory {run_dir} exists and is not a directory")
-    if run_dir.exists() and any(p.name != ".lock" for p in run_dir.iterdir()):
-        ours = [n for n in RUN_ARTIFACTS if (run_dir / n).exists()]
-        if not force:
-            what = "an evo_engine run" if ours else "other files"
+@dataclass
+class Plan:
+    """What to do with the run directory: continue its run, or start one (clearing ``clear``)."""
+
+    resume: bool
+    clear: tuple[str, ...] = ()
+    note: str = ""
+
+
+def plan_run(run_dir: Path, opts: RunOptions, made_dir: bool) -> Plan:
+    """Decide, without writing, how to start in ``run_dir``; refuse (exit 2) what cannot be.
+
+    A directory holding nothing recorded (leftovers of a start stopped or killed before its
+    first results were flushed) is taken as new by a plain start and by ``--resume``.
+    """
+    d = rundir.inspect(run_dir)
+    leftovers = [n for n in rundir.OURS if (run_dir / n).exists() and n != ".lock"]
+    if opts.resume:
+        if made_dir or (d.kind == "fresh" and d.foreign and not leftovers):
+            what = "does not exist" if made_dir else "holds no evo_engine run"
+            raise UsageError(f"--resume: {run_dir} {what}: there is no run to resume (no "
+                             "run.zarr inside); start it without --resume")
+        if d.kind == "damaged":
+            raise UsageError(f"--resume: {d.problem}")
+        if d.kind == "started":
+            return Plan(resume=True)
+        return Plan(resume=False, clear=("run.zarr",), note=(
+            f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
+            "while starting): starting it from the beginning"))
+    if d.kind in ("started", "damaged") or d.foreign:
+        if not opts.force:
+            if d.kind == "damaged":
+                raise UsageError(f"{d.problem}. (Without --resume: the run directory is not "
+                                 "empty; --force would delete the damaged run)")
+            what = "an evo_engine run" if d.kind == "started" else "other files"
             raise UsageError(
                 f"run directory {run_dir} is not empty (it holds {what}); use --resume to "
                 f"continue a stopped run, --force to start over, or choose another --run-dir"
             )
-        for name in ours:
-            p = run_dir / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+        return Plan(resume=False, clear=RUN_ARTIFACTS)
+    if d.kind == "unstarted":
+        return Plan(resume=False, clear=("run.zarr", "scratch"), note=(
+            f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
+            "while starting): starting it anew"))
+    return Plan(resume=False, clear=("scratch",))
 
 
 class StopFlag:
@@ -117,6 +146,7 @@ class StopFlag:
     def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
 
 
 def default_workers(scenario: Scenario, requested: int | None) -> int:
@@ -166,42 +196,6 @@ class AlreadyFinished(Exception):  # noqa: N818 - not an error: a chained job wi
     """--resume on a finished run: exit 0 so a chain of dependent SLURM jobs ends quietly."""
 
 
-class RunLock:
-    """An exclusive lock on a run directory, so two jobs never write one store."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self._fh: Any = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise UsageError(
-                f"run directory {self.path.parent} is in use by {holder}; wait for it to end "
-                f"(or stop it) before starting or resuming this run"
-            ) from None
-        except OSError:
-            pass  # file systems without flock: go on unguarded rather than refuse to run
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        fh.flush()
-        self._fh = fh
-
-    def release(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
 def _store_attrs(scenario: Scenario, opts: RunOptions, preset: str) -> dict[str, Any]:
     return {
         "scenario": scenario.name, "scenario_path": str(opts.scenario), "preset": preset,
@@ -209,21 +203,28 @@ def _store_attrs(scenario: Scenario, opts: RunOptions, preset: str) -> dict[str,
         "fingerprint_description": scenario.fingerprint_description(),
         "evo_engine_version": __version__, "max_evals": scenario.max_evals,
         "islands": scenario.islands, "space": scenario.space.describe(), "sync": scenario.sync,
-        "created": time.time(), "jobs": 1,
+        "created": time.time(), "jobs": 1, "inputs": run_inputs(opts.scenario, preset),
     }
 
 
-def open_for_resume(run_dir: Path, scenario: Scenario, opts: RunOptions,
-                    warn: Callable[[str], None]) -> tuple[RunStore, Engine, list[Any]]:
-    """Open a stopped or crashed run and rebuild its engine; refuse what cannot continue."""
-    if not RunStore.location(run_dir).exists():
-        raise UsageError(f"--resume: {run_dir} holds no run to resume (no run.zarr inside)")
-    store = RunStore.open(run_dir, mode="r+")
+def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: str,
+                 warn: Callable[[str], None]) -> RunStore:
+    """Open a stopped or crashed run and refuse what cannot continue, writing nothing.
+
+    The store was checked for damage by ``plan_run`` (``rundir.inspect``) just before."""
+    store = RunStore.open(run_dir, mode="r+", check=False)
     if store.tasks is None or store.snapshots is None:
         raise UsageError(f"--resume: the store in {run_dir} has no task log or snapshots to resume from")
     attrs = store.attrs
     diff = fingerprint_diff(attrs.get("fingerprint_description", {}),
                             scenario.fingerprint_description())
+    stored_inputs = attrs.get("inputs")
+    if isinstance(stored_inputs, dict):
+        diff += inputs_diff(stored_inputs, run_inputs(opts.scenario, preset))
+    else:
+        warn(f"the run in {run_dir} was made by an evo_engine that did not record its inputs: "
+             "the preset, scenario file and data file are not compared this time (they are "
+             "recorded from now on)")
     if diff and not opts.force:
         raise UsageError(
             f"--resume: the scenario no longer matches the run in {run_dir}: "
@@ -241,11 +242,19 @@ def open_for_resume(run_dir: Path, scenario: Scenario, opts: RunOptions,
             f"the run in {run_dir} already finished all {finished} evaluations: nothing to "
             f"resume (pass a larger --max-evals to extend it)"
         )
+    return store
+
+
+def open_for_resume(store: RunStore, scenario: Scenario, opts: RunOptions, preset: str,
+                    warn: Callable[[str], None]) -> tuple[RunStore, Engine, list[Any]]:
+    """Rebuild the engine of a run ``check_resume`` accepted, and mark the run as running."""
+    attrs = store.attrs
+    budget = opts.max_evals if opts.max_evals is not None else int(attrs["max_evals"])
     engine, migrations = rebuild_engine(store, scenario.space,
                                         scenario.engine_config(), warn)
     engine.extend_budget(budget)
     store.set_attrs(status="running", stop_reason="", max_evals=budget,
-                    jobs=int(attrs.get("jobs", 1)) + 1)
+                    jobs=int(attrs.get("jobs", 1)) + 1, inputs=run_inputs(opts.scenario, preset))
     return store, engine, migrations
 
 
@@ -266,31 +275,48 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     # Lock first: --force must never clear a run that another job is still writing.
     lock = RunLock(run_dir)
     lock.acquire()
+    writing: list[bool] = []  # non-empty once anything is written: a refusal leaves no trace
     try:
-        if not opts.resume:
-            prepare_run_dir(run_dir, opts.force)
-        return _execute_locked(opts, scenario, preset, run_dir, print_fn)
+        return _execute_locked(opts, scenario, preset, run_dir, print_fn, lock, writing)
     except AlreadyFinished as done:
         print_fn(str(done))
         return EXIT_OK
     finally:
-        lock.release()
+        lock.release(tidy=not writing)
 
 
 def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
-                    print_fn: Callable[[str], None]) -> int:
+                    print_fn: Callable[[str], None], lock: RunLock, writing: list[bool]) -> int:
+    notes: list[str] = []
+
+    def early_warn(message: str) -> None:
+        notes.append(message)
+        print(f"evo_engine: warning: {message}", file=sys.stderr)
+
+    # Everything that can refuse the run does so before anything is written.
+    plan = plan_run(run_dir, opts, made_dir=lock.made_dir)
+    checked = check_resume(run_dir, scenario, opts, preset, early_warn) if plan.resume else None
+    rundir.check_writable(run_dir)
     if scenario.prepare is not None:
         # Before anything is written: a bad data file leaves the run directory untouched.
         scenario.prepare()
+    writing.append(True)
+    lock.claim()
+    if plan.note:
+        print(f"evo_engine: note: {plan.note}", file=sys.stderr)
+    rundir.clear(run_dir, plan.clear)
     log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
+    for message in [plan.note, *notes]:
+        if message:
+            log.warning("resume_warning", message=message)
 
     def warn(message: str) -> None:
         log.warning("resume_warning", message=message)
         print(f"evo_engine: warning: {message}", file=sys.stderr)
 
     replayed: list[Any] = []
-    if opts.resume:
-        store, engine, replayed = open_for_resume(run_dir, scenario, opts, warn)
+    if checked is not None:
+        store, engine, replayed = open_for_resume(checked, scenario, opts, preset, warn)
         log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
                  max_evals=engine.max_evals)
     else:
@@ -305,24 +331,35 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
                       scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none")
     transport = make_transport(spec, workers)
-    stop = StopFlag().install()
+    stop = StopFlag()
     try:
         try:
             infos = transport.start()
         except WorkerStartError as exc:
             raise UsageError(str(exc)) from None
+        # Up to here a stop signal raised StopBeforeStart; from now on the loop polls for it.
+        stop.install()
+        startup.started()
         store.set_attrs(workers=transport.n_workers)
         for info in infos:
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log)
-    except BaseException:
+    except BaseException as exc:
         # Keep what can be kept: the results so far and a snapshot to resume from.
         with contextlib.suppress(Exception):
             recorder.snapshot(engine.get_state())
+        why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
+               else "worker_start_failed" if isinstance(exc, WorkerStartError) else "error")
         with contextlib.suppress(Exception):
-            _shutdown(transport, recorder, store, "stopped", "error")
+            _shutdown(transport, recorder, store, "stopped", why)
         stop.restore()
+        if isinstance(exc, WorkerStartError):
+            raise UsageError(
+                f"{exc}: a worker died and could not be started again, so the run stopped. "
+                f"Everything recorded so far is kept in {run_dir}; fix the cause and continue "
+                "with --resume"
+            ) from None
         raise
     finished = reason == "finished"
     _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,

@@ -26,6 +26,14 @@ attribute (one small metadata file that zarr's local store replaces atomically).
 trusts only rows below ``committed``; rows past it are garbage that the next append
 overwrites. Arrays are allocated in whole chunks ahead of ``committed`` and trimmed to it
 when the run finishes, so ``arr[:committed]`` is always the log.
+
+The store checks itself when it is opened (``RunStore.open``): every table has its
+``committed`` marker, every column holds at least the committed rows, every chunk that holds
+committed rows is there and decodes, and every committed row has a uid. Tables written by this
+version are *dense* (group attr ``dense``): every append writes every column, empty chunks
+included, so a missing chunk file is damage rather than "all fill values". A writer refuses a
+damaged store (``StoreDamaged``, exit 2) before writing anything; a reader (``analyze``) gets the
+rows up to the first damaged one and ``RunStore.damage`` saying what is wrong.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import shutil
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,6 +53,7 @@ import zarr
 from zarr.core.sync import sync
 
 from evo_engine.errors import InputError
+from evo_engine.records import EvalState
 
 FORMAT_VERSION = 1
 CHUNK = 4096
@@ -53,31 +64,116 @@ class StoreError(InputError):
     """The run directory holds no usable run store (or one this version cannot read)."""
 
 
+class StoreDamaged(StoreError):
+    """The store fails its own checks: it is refused for writing, and nothing in it is changed."""
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        run_dir = path.parent
+        super().__init__(
+            f"the run store {path} is damaged: " + "; ".join(self.problems) + ". Nothing in it "
+            f"was changed. `python -m evo_engine analyze {run_dir}` shows the intact part; "
+            "restore the run directory from a copy to continue the run, or start over with "
+            "--force (without --resume), which deletes it"
+        )
+
+
 class SnapshotCorrupt(RuntimeError):
     """A snapshot is truncated or altered; resume falls back to the previous one."""
 
 
 class Table:
-    """A group of equally long column arrays with an atomic ``committed`` row counter."""
+    """A group of equally long column arrays with an atomic ``committed`` row counter.
 
-    def __init__(self, group: zarr.Group) -> None:
+    ``problems`` lists what the checks on opening found wrong (empty for a sound table) and
+    ``readable`` is how many rows from the start can be read in every column.
+    """
+
+    def __init__(self, group: zarr.Group | None, name: str = "", root_dir: Path | None = None,
+                 check: bool = False) -> None:
         self.group = group
-        self.committed = int(group.attrs.get("committed", 0))
+        self.name = name or (group.path if group is not None else "table")
+        self.problems: list[str] = []
         self._arrays: dict[str, zarr.Array] = {}
+        if group is None:
+            self.committed = 0
+            self.readable = 0
+            return
+        raw = group.attrs.get("committed")
+        marked = isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
+        self.committed = int(raw) if marked else 0
         self._load_arrays(group, "")
+        self.readable = self.committed
+        if not marked:
+            self.problems.append(
+                f"{self.name}/zarr.json has no valid 'committed' marker (got {raw!r}), so "
+                f"which of its rows are complete is unknown")
+            self.committed = self.readable = self._rows_with_uid()
+        if check:
+            self._check(root_dir)
 
     def _load_arrays(self, group: zarr.Group, prefix: str) -> None:
         for name, member in group.members():
             if isinstance(member, zarr.Array):
-                self._arrays[prefix + name] = member
+                # Dense tables store empty chunks too: a missing chunk file is then damage.
+                self._arrays[prefix + name] = member.with_config({"write_empty_chunks": True})
             else:
                 self._load_arrays(member, f"{prefix}{name}/")
+
+    @property
+    def dense(self) -> bool:
+        return self.group is not None and bool(self.group.attrs.get("dense", False))
+
+    def _rows_with_uid(self) -> int:
+        """Without a marker: the leading rows whose uid is set (fill value -1 elsewhere)."""
+        arr = self._arrays.get("uid")
+        if arr is None:
+            return 0
+        try:
+            uid = np.asarray(arr[:])
+        except Exception:  # noqa: BLE001 - an unreadable uid column: nothing is trusted
+            return 0
+        unset = np.flatnonzero(uid < 0)
+        return int(unset[0]) if unset.size else int(uid.size)
+
+    def _damaged(self, row: int, problem: str) -> None:
+        self.problems.append(problem)
+        self.readable = min(self.readable, row)
+
+    def _check(self, root_dir: Path | None) -> None:
+        """Column lengths, chunk presence and readability, uids of committed rows."""
+        n = self.committed
+        for col, arr in self._arrays.items():
+            where = f"{self.name}/{col}"
+            if arr.shape[0] < n:
+                self._damaged(arr.shape[0], f"{where} holds {arr.shape[0]} rows but {n} are "
+                                            f"committed (the column was cut short)")
+            rows = min(n, arr.shape[0])
+            since = int(arr.attrs.get("since", 0)) if self.dense else 0
+            for k in range(rows // CHUNK + (rows % CHUNK > 0)):
+                lo, hi = k * CHUNK, min((k + 1) * CHUNK, rows)
+                if (self.dense or col == "uid") and hi > since and root_dir is not None:
+                    key = arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))
+                    if not (root_dir / arr.path / key).is_file():
+                        self._damaged(lo, f"{where}: the chunk file {arr.path}/{key} holding "
+                                          f"rows {lo}-{hi - 1} is missing")
+                        continue
+                try:
+                    values = arr[lo:hi]
+                except Exception as exc:  # noqa: BLE001 - any decoding failure is damage
+                    self._damaged(lo, f"{where}: rows {lo}-{hi - 1} cannot be read (a "
+                                      f"truncated or corrupt chunk file: {exc})")
+                    continue
+                if col == "uid" and (np.asarray(values) < 0).any():
+                    bad = lo + int(np.flatnonzero(np.asarray(values) < 0)[0])
+                    self._damaged(bad, f"{where}: committed row {bad} has no uid (its data "
+                                       f"were lost)")
 
     @classmethod
     def create(cls, parent: zarr.Group, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> Table:
         group = parent.require_group(name)
-        group.attrs["committed"] = 0
-        table = cls(group)
+        group.attrs.update({"committed": 0, "dense": True})
+        table = cls(group, name)
         for col, (dtype, tail) in columns.items():
             table.add_column(col, dtype, tail)
         return table
@@ -100,10 +196,13 @@ class Table:
             fill, zdtype = False, dtype
         else:
             fill, zdtype = -1, dtype
-        self._arrays[name] = self.group.create_array(
+        arr = self.group.create_array(
             name, shape=(rows, *tail), chunks=(CHUNK, *tail), dtype=zdtype, fill_value=fill,
             compressors=None if dtype != STR else "auto",
+            # Rows committed before the column existed read as fill and have no chunk of it.
+            attributes={"since": self.committed},
         )
+        self._arrays[name] = arr.with_config({"write_empty_chunks": True})
 
     def _capacity(self) -> int:
         if not self._arrays:
@@ -114,6 +213,9 @@ class Table:
         """Write ``n`` rows (columns missing from ``rows`` keep their fill value), then commit."""
         if n == 0:
             return
+        unknown = set(rows) - set(self._arrays)
+        if unknown:
+            raise KeyError(f"{self.name} has no column(s) {sorted(unknown)}")
         start, stop = self.committed, self.committed + n
         if stop > self._capacity():
             new = max(stop, 2 * self._capacity())
@@ -125,8 +227,11 @@ class Table:
             import asyncio
 
             jobs = []
-            for col, values in rows.items():
-                arr = self._arrays[col]
+            for col, arr in self._arrays.items():
+                # Every column, fill values included: chunks of a dense table are never absent.
+                values = rows[col] if col in rows else np.full(
+                    (n, *arr.shape[1:]), arr.fill_value,
+                    dtype=object if arr.dtype.kind in "TUO" else arr.dtype)
                 v = np.asarray(values, dtype=object if arr.dtype.kind in "TUO" else arr.dtype)
                 jobs.append(arr._async_array.setitem(slice(start, stop), v))
             await asyncio.gather(*jobs)
@@ -136,7 +241,9 @@ class Table:
         self.group.attrs["committed"] = stop
 
     def read(self, column: str, stop: int | None = None) -> np.ndarray:
-        n = self.committed if stop is None else min(stop, self.committed)
+        """Committed rows of ``column`` (of a damaged table: those before the first bad row)."""
+        top = min(self.committed, self.readable) if self.problems else self.committed
+        n = top if stop is None else min(stop, top)
         return self._arrays[column][:n]
 
     def truncate(self, n: int) -> None:
@@ -159,15 +266,78 @@ def _params_dtype(kind: str) -> str:
 class RunStore:
     """A run's zarr store: run attributes, the evaluation log and the migration log."""
 
-    def __init__(self, root: zarr.Group, path: Path) -> None:
+    def __init__(self, root: zarr.Group, path: Path, check: bool = False) -> None:
         self.root = root
         self.path = path
-        self.evaluations = Table(root["evaluations"])
-        self.migrations = Table(root["migrations"])
+        self.damage: list[str] = []
+        """What the checks on opening found wrong (empty for a sound store)."""
+        self.evaluations = self._table("evaluations", check)
+        self.migrations = self._table("migrations", check)
         # Readers need only the two logs; writers (and --resume) need the task log and snapshots.
-        self.tasks = Table(root["tasks"]) if "tasks" in root else None
-        self.snapshots = root.get("snapshots")
-        self.curves = Table(root["curves"]) if "curves" in root else None
+        self.tasks = self._table("tasks", check) if "tasks" in root else None
+        self.snapshots = self._group("snapshots")
+        self.curves = self._table("curves", check) if "curves" in root else None
+        if check:
+            self._check_outcomes()
+            self._check_snapshot_pointer()
+
+    def _check_outcomes(self) -> None:
+        """A COMPLETE row always has a finite fitness: NaN there means lost data (this also
+        catches a deleted fitness chunk in stores written before tables were dense)."""
+        ev = self.evaluations
+        if "state" not in ev.columns or "fitness" not in ev.columns:
+            return
+        n = min(ev.committed, ev.readable)
+        try:
+            state, fitness = ev._arrays["state"][:n], ev._arrays["fitness"][:n]
+        except Exception:  # noqa: BLE001 - unreadable columns are reported already
+            return
+        bad = np.flatnonzero((state == int(EvalState.COMPLETE)) & ~np.isfinite(fitness))
+        if bad.size:
+            problem = (f"evaluations/fitness: {bad.size} complete evaluations have no fitness "
+                       f"(the first at row {bad[0]}): their data were lost")
+            ev._damaged(int(bad[0]), problem)
+            self.damage.append(problem)
+
+    def _group(self, name: str) -> zarr.Group | None:
+        try:
+            member = self.root.get(name)
+        except Exception as exc:  # noqa: BLE001 - unparseable metadata is damage
+            self.damage.append(f"{name}/zarr.json cannot be read ({exc})")
+            return None
+        if member is not None and not isinstance(member, zarr.Group):
+            self.damage.append(f"{name} is not a group")
+            return None
+        return member
+
+    def _table(self, name: str, check: bool) -> Table:
+        group = self._group(name)
+        table = Table(group, name, self.path, check=check)
+        self.damage.extend(table.problems)
+        return table
+
+    def _check_snapshot_pointer(self) -> None:
+        if self.snapshots is None:
+            return
+        try:
+            pointers = self.snapshots.attrs.asdict()
+            names = set(self.snapshots.array_keys())
+        except Exception as exc:  # noqa: BLE001
+            self.damage.append(f"snapshots cannot be listed ({exc})")
+            return
+        serial = pointers.get("serial", 0)
+        if not isinstance(serial, int) or serial < 0:
+            self.damage.append(f"the snapshot pointer's serial is {serial!r}, not a count")
+        for key in ("latest", "previous"):
+            name = pointers.get(key)
+            if name is None or (key == "previous" and name == ""):
+                if key == "latest" and isinstance(serial, int) and serial > 0:
+                    self.damage.append("the snapshot pointer names no latest snapshot although "
+                                       f"{serial} were written")
+                continue
+            if not isinstance(name, str) or name not in names:
+                self.damage.append(f"the snapshot pointer's {key!r} names {name!r}, which is "
+                                   f"not a snapshot in {self.path / 'snapshots'}")
 
     def require_curves(self) -> Table:
         """The curves table, created on first use (runs without reports never have one)."""
@@ -185,7 +355,12 @@ class RunStore:
     def create(cls, run_dir: Path, *, attrs: Mapping[str, Any], param_kinds: Mapping[str, str],
                dim: int) -> RunStore:
         path = cls.location(run_dir)
-        root = zarr.open_group(str(path), mode="w")
+        # Made under a temporary name and renamed into place: a kill at any instant leaves
+        # either no run.zarr or a whole one (the temporary is garbage the next start deletes).
+        tmp = path.with_name(f".run.zarr.creating-{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update({"format_version": FORMAT_VERSION, "status": "running", **attrs,
                            "param_names": list(param_kinds), "metric_names": []})
         columns: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -207,10 +382,16 @@ class RunStore:
             "reevaluation_of": ("i8", ()), "told_before": ("i8", ()),
         })
         root.require_group("snapshots")
-        return cls(root, path)
+        if path.exists():  # mode "w" semantics: a caller that creates a store replaces one
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+        return cls(zarr.open_group(str(path), mode="r+"), path)
 
     @classmethod
-    def open(cls, run_dir: Path, mode: str = "r+") -> RunStore:
+    def open(cls, run_dir: Path, mode: str = "r+", check: bool = True) -> RunStore:
+        """Open and check a run's store; ``StoreDamaged`` if a writer (mode "r+") opens a
+        damaged one. A reader (mode "r") gets ``damage`` listing what is wrong instead.
+        ``check=False`` skips reading every chunk (for a store just checked)."""
         path = cls.location(run_dir)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{run_dir} is not an evo_engine run directory (no run.zarr inside)")
@@ -228,7 +409,10 @@ class RunStore:
             )
         if any(g not in root for g in ("evaluations", "migrations")):
             raise StoreError(f"{path} lacks its evaluations/migrations groups: not a complete run store")
-        return cls(root, path)
+        store = cls(root, path, check=check)
+        if store.damage and mode != "r":
+            raise StoreDamaged(path, store.damage)
+        return store
 
     @property
     def attrs(self) -> dict[str, Any]:

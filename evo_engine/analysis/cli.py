@@ -36,6 +36,8 @@ plots written with --plots (each only when the run has data for it):
 works on a run still in progress (shows what is committed) and on a copy of the run
 directory on a laptop: it reads RUN_DIR/run.zarr only and never writes to it.
 exit codes: 0 done, 2 bad input (not a run directory, newer store format, nothing to plot)
+or a damaged store: then the summary (and plots, CSV) show the rows before the damage and the
+last line says what is damaged
 """
 
 
@@ -98,4 +100,8 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
 
         paths = make_plots(run, args.plots, baseline=baseline)
         print_fn(f"wrote {len(paths)} plots to {args.plots}: " + ", ".join(p.name for p in paths))
+    if run.damage:
+        raise AnalyzeError(
+            f"the run store in {args.run_dir} is damaged; the above covers only the "
+            f"{run.n} evaluations before the damage: " + "; ".join(run.damage))
     return 0

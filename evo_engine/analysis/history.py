@@ -60,6 +60,8 @@ class Run:
     migrations: dict[str, np.ndarray] = field(default_factory=dict)
     issued_uids: np.ndarray | None = None
     """uids of every task issued (from the store's task log), when the store has one."""
+    damage: list[str] = field(default_factory=list)
+    """What the store's checks found damaged; the tables hold only the rows before it."""
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
@@ -133,6 +135,7 @@ def load_run(run_dir: str | Path) -> Run:
 
     Raises ``evo_engine.store.StoreError`` (an ``InputError``) with a one-line reason when
     ``run_dir`` holds no run store, an incomplete one, or one written by a newer evo_engine.
+    A damaged store is read as far as it is intact: ``Run.damage`` says what is not.
     """
     store = RunStore.open(Path(run_dir), mode="r")
     # Read ``committed`` of the task log before the evaluation log: a task is always written
@@ -149,6 +152,7 @@ def load_run(run_dir: str | Path) -> Run:
     )
     if issued is not None:
         run.issued_uids = issued
+    run.damage = list(store.damage)
     return run
 
 

@@ -2,7 +2,8 @@
 
 The marker (``scratch/uid-N/done`` holding the wall time the objective finished) lets the
 kill -9 tests check that a finished evaluation became durable within about a second.
-Environment knobs: QUICK_SLEEP (seconds per evaluation), QUICK_EVALS (budget).
+Environment knobs: QUICK_SLEEP (seconds per evaluation), QUICK_EVALS (budget),
+QUICK_LOAD_DELAY (seconds a worker process takes to load the scenario: a slow worker start).
 """
 
 import os
@@ -25,6 +26,10 @@ def quick(params, ctx):
 
 
 def make_scenario(preset):
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:  # a local worker loading its objective
+        time.sleep(float(os.environ.get("QUICK_LOAD_DELAY", "0")))
     return Scenario(
         name="quick",
         space=Space(x=Float(1e-3, 1.0, log=True), n=Int(1, 6), c=Categorical(["a", "b", "c"])),

@@ -1,0 +1,77 @@
+"""Stop signals before the run loop: from the first line of ``python -m evo_engine`` on.
+
+Importing torch, loading the scenario, preparing data and starting workers take seconds. A
+SIGTERM, SIGINT or SIGUSR1 in that time (a walltime signal, a preempted job, Ctrl-C) must not
+kill the process with 143 and leave half-made files: until the run loop installs its own
+handler (``evo_engine.run.StopFlag``), these signals raise ``StopBeforeStart`` wherever the
+main thread is, every ``finally`` runs, and the command exits 3. Everything written before the
+loop is safe to abandon at any instant (the store is created under a temporary name and
+renamed into place), so the same command, with ``--resume`` when ``RUN_DIR/run.zarr``
+exists, continues or starts the run.
+
+Only the standard library is imported here: this module runs before anything slow.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+_state = {"raising": False}
+
+
+class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like its base
+    """A stop signal arrived before the run loop began: exit 3, nothing recorded is lost."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    if _state["raising"]:
+        raise StopBeforeStart(signal.Signals(signum).name)
+
+
+def _rank_other_than_0() -> bool:
+    # Worker ranks of an MPI job leave signals to rank 0 (it stops them after its snapshot);
+    # the launchers' rank variables say which rank this is before mpi4py is imported.
+    import os
+
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value) != 0
+    return False
+
+
+def install() -> None:
+    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does)."""
+    if _rank_other_than_0():
+        handler: Any = signal.SIG_IGN
+    else:
+        handler = _raise_stop
+        _state["raising"] = True
+    for name in SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, handler)
+
+
+def started() -> None:
+    """The run loop's own handler is taking over: a signal no longer raises from here on.
+
+    Called once the workers are up; whatever handler is restored later (after the run) only
+    records the signal, since the run has by then written everything and is ending anyway.
+    """
+    _state["raising"] = False
+
+
+def message(stop: StopBeforeStart) -> str:
+    return (f"evo_engine: stopped by {stop.signame} before the run got going; nothing recorded "
+            "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
+
+
+__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "started"]

@@ -1,0 +1,159 @@
+"""No crash window: a run stopped or killed at any instant of its first seconds continues.
+
+Each case starts a run, sends SIGTERM or SIGKILL after a delay inside the start-up (imports,
+scenario, run directory, store, worker start, first evaluations), then runs the same command
+again, with ``--resume`` when ``run.zarr`` exists (as the SLURM script does), and checks
+that the run finishes its whole budget with every uid once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK = REPO / "tests" / "scenarios" / "quick.py"
+BUDGET = 24
+
+
+def evo_cmd(*args: object) -> list[str]:
+    return [sys.executable, "-m", "evo_engine", *map(str, args)]
+
+
+def committed_uids(run_dir: Path) -> np.ndarray:
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    return z["evaluations/uid"][: z["evaluations"].attrs["committed"]]
+
+
+def _when(run_dir: Path, trigger: str, t0: float, timeout: float = 60) -> None:
+    """Wait for a moment of the start: a delay, or a file of the run directory appearing."""
+    if trigger.startswith("after_"):
+        time.sleep(max(float(trigger.removeprefix("after_")) - (time.time() - t0), 0.0))
+        return
+    end = time.time() + timeout
+    while time.time() < end:
+        if trigger == "creating" and run_dir.is_dir() and any(
+                p.name.startswith(".run.zarr.creating-") for p in run_dir.iterdir()):
+            return
+        if trigger == "first_row" and (run_dir / "run.zarr").exists():
+            try:
+                if len(committed_uids(run_dir)):
+                    return
+            except Exception:  # noqa: BLE001 - being written
+                pass
+        elif trigger in (".lock", "log.jsonl", "run.zarr") and (run_dir / trigger).exists():
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"the run never reached {trigger}")
+
+
+# Delays from the start, and the moments the run directory gains its files (the lock, the
+# log, the store under its temporary name, the store, the first recorded result).
+TRIGGERS = ("after_0.05", "after_0.3", "after_0.8", "after_1.5", ".lock", "log.jsonl",
+            "creating", "run.zarr", "first_row")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_stop_at_any_instant_of_the_start_then_continue(tmp_path: Path, sig: int,
+                                                        trigger: str) -> None:
+    env = {**os.environ, "QUICK_EVALS": str(BUDGET), "QUICK_SLEEP": "0.15",
+           "QUICK_CHECKPOINT": "5"}
+    run_dir = tmp_path / "run"
+    base = [QUICK, "--workers", 1, "--run-dir", run_dir, "--quiet"]
+    t0 = time.time()
+    proc = subprocess.Popen(evo_cmd(*base), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _when(run_dir, trigger, t0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        # Exit 3, or killed before Python reached evo_engine's first line: then nothing exists.
+        if proc.returncode == -signal.SIGTERM:
+            assert trigger.startswith("after_") and not run_dir.exists(), \
+                "SIGTERM killed the process after evo_engine had started"
+        else:
+            assert proc.returncode == 3, (proc.returncode, err)
+            assert "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    again = base + (["--resume"] if (run_dir / "run.zarr").exists() else [])
+    env["QUICK_SLEEP"] = "0.01"
+    r = subprocess.run(evo_cmd(*again), env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, (again, r.stderr)
+    uids = committed_uids(run_dir).tolist()
+    assert sorted(uids) == list(range(BUDGET)), "the continued run lost or repeated evaluations"
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    assert z.attrs["status"] == "finished"
+    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith((".run.zarr.", ".trash-"))]
+    assert not leftovers
+
+
+def test_sigterm_while_workers_start_exits_3_and_resume_finishes(tmp_path: Path) -> None:
+    """A stop during the (slow) worker start: the store exists, is marked stopped, resumes."""
+    env = {**os.environ, "QUICK_EVALS": "12", "QUICK_SLEEP": "0.01", "QUICK_LOAD_DELAY": "30"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 1, "--run-dir", run_dir, "--quiet"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 60
+    while time.time() < end and not (run_dir / "run.zarr").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    assert "stopped by SIGTERM before the run got going" in err
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    assert z.attrs["status"] == "stopped" and z.attrs["stop_reason"] == "signal:SIGTERM"
+    env["QUICK_LOAD_DELAY"] = "0"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 1, "--run-dir", run_dir, "--quiet",
+                               "--resume"), env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(committed_uids(run_dir).tolist()) == list(range(12))
+
+
+def test_leftovers_of_a_never_started_run_are_taken_as_new(tmp_path: Path) -> None:
+    """A .lock, a log.jsonl and a half-made store under its temporary name: a plain start
+    (and --resume) begins the run instead of refusing the directory."""
+    env = {**os.environ, "QUICK_EVALS": "6"}
+    for resume in (False, True):
+        run_dir = tmp_path / f"run{int(resume)}"
+        run_dir.mkdir()
+        (run_dir / ".lock").write_text("pid 1 on elsewhere")
+        (run_dir / "log.jsonl").write_text("")
+        (run_dir / ".run.zarr.creating-12345").mkdir()
+        (run_dir / ".run.zarr.creating-12345" / "zarr.json").write_text("{")
+        args = [QUICK, "--workers", 0, "--run-dir", run_dir, "--quiet"]
+        r = subprocess.run(evo_cmd(*args, *(["--resume"] if resume else [])), env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert sorted(committed_uids(run_dir).tolist()) == list(range(6))
+        assert not (run_dir / ".run.zarr.creating-12345").exists()
+
+
+def test_a_store_with_nothing_recorded_is_taken_as_new(tmp_path: Path) -> None:
+    from evo_engine.scenario import load_scenario
+    from evo_engine.store import RunStore
+
+    scenario = load_scenario(QUICK)
+    for resume in (False, True):
+        run_dir = tmp_path / f"run{int(resume)}"
+        RunStore.create(run_dir, attrs={"max_evals": 6},
+                        param_kinds={n: p.kind for n, p in scenario.space.items()},
+                        dim=scenario.space.dim)
+        args = [QUICK, "--workers", 0, "--run-dir", run_dir]
+        r = subprocess.run(evo_cmd(*args, *(["--resume"] if resume else [])),
+                           env={**os.environ, "QUICK_EVALS": "6"}, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "had recorded nothing yet" in r.stderr
+        assert sorted(committed_uids(run_dir).tolist()) == list(range(6))
