@@ -176,6 +176,8 @@ class Recorder:
                 if k not in metric_names:
                     metric_names.append(k)
         self.store.ensure_metrics(metric_names)
+        # The uid of each row's batch (-1: not batched); stores from before batching lack it.
+        self.store.evaluations.add_column("batch", "i8")
         rows: dict[str, object] = {
             "uid": [ev.task.uid for ev in evals],
             "island": [ev.task.island for ev in evals],
@@ -183,6 +185,7 @@ class Recorder:
             "fitness": [np.nan if ev.result.fitness is None or ev.error else ev.result.fitness
                         for ev in evals],
             "worker": [ev.result.worker for ev in evals],
+            "batch": [ev.result.batch for ev in evals],
             "t_start": [ev.result.t_start for ev in evals],
             "t_end": [ev.result.t_end for ev in evals],
             "seed": [ev.task.seed for ev in evals],
