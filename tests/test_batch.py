@@ -190,8 +190,11 @@ def test_batch_key_holds_tasks_for_the_next_worker_in_fifo_order() -> None:
 def test_results_out_of_order_free_a_worker_only_when_its_whole_batch_is_in() -> None:
     engine = ScriptedEngine(["a"] * 9)
     transport = RecordingTransport(n_workers=2)
-    coord = Coordinator(engine, transport, batch=3)  # type: ignore[arg-type]
+    ticks: list[int] = []
+    coord = Coordinator(engine, transport, batch=3,  # type: ignore[arg-type]
+                        on_tick=lambda p: ticks.append(p.running))
     assert coord.run() == "finished"
+    assert ticks[0] == 6  # the live progress counts members, not workers
     assert transport.batches == [(0, [0, 1, 2]), (1, [3, 4, 5]), (0, [6, 7, 8])]
     assert coord.busy == {} and coord.running == 0
     assert engine.told == [5, 4, 3, 2, 1, 0, 8, 7, 6]
@@ -566,3 +569,21 @@ def test_the_coordinator_logs_gpu_utilization_once_per_batch() -> None:
     assert [(e["uid"], e["batch"], e["gpu_busy_percent"]) for e in gpu_events] == [
         (0, 0, 55.0), (2, 2, 55.0)]
     assert json.dumps(gpu_events)  # plain values only
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec at {MPIEXEC}")
+def test_a_dead_worker_rank_ends_the_job_and_resume_continues(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    done = evo("--run-dir", run_dir, ranks=3, BATCHED_EVALS=16, BATCHED_SLEEP=0.1,
+               BATCHED_DIE_UID=9)
+    # The launcher tears the job down with the dead rank's own status (os._exit(9) here).
+    assert done.returncode == 9, done.stderr
+    assert attrs(run_dir)["status"] == "running"  # a crash, as --resume will count it
+    before = table(run_dir)
+    assert 0 < before["uid"].size < 16
+    done = evo("--run-dir", run_dir, "--resume", ranks=3, BATCHED_EVALS=16, BATCHED_SLEEP=0.1)
+    assert done.returncode == 0, done.stderr
+    ev = table(run_dir)
+    assert sorted(ev["uid"].tolist()) == list(range(16))
+    assert np.array_equal(ev["uid"][: before["uid"].size], before["uid"])  # nothing rewritten
