@@ -176,8 +176,6 @@ class Recorder:
                 if k not in metric_names:
                     metric_names.append(k)
         self.store.ensure_metrics(metric_names)
-        # The uid of each row's batch (-1: not batched); stores from before batching lack it.
-        self.store.evaluations.add_column("batch", "i8")
         rows: dict[str, object] = {
             "uid": [ev.task.uid for ev in evals],
             "island": [ev.task.island for ev in evals],
@@ -185,7 +183,6 @@ class Recorder:
             "fitness": [np.nan if ev.result.fitness is None or ev.error else ev.result.fitness
                         for ev in evals],
             "worker": [ev.result.worker for ev in evals],
-            "batch": [ev.result.batch for ev in evals],
             "t_start": [ev.result.t_start for ev in evals],
             "t_end": [ev.result.t_end for ev in evals],
             "seed": [ev.task.seed for ev in evals],
@@ -199,6 +196,12 @@ class Recorder:
             rows[f"params/{name}"] = [ev.task.params[name] for ev in evals]
         for m in metric_names:
             rows[f"metrics/{m}"] = [ev.result.metrics.get(m, np.nan) for ev in evals]
+        batches = [ev.result.batch for ev in evals]
+        if "batch" in self.store.evaluations.columns or any(b >= 0 for b in batches):
+            # The uid of each row's batch (-1: not batched); created with the first batched
+            # row, so runs that never batch keep their columns (and their write cost).
+            self.store.evaluations.add_column("batch", "i8")
+            rows["batch"] = batches
         sigmas = [ev.task.info.get("sigma") for ev in evals]
         if any(s is not None for s in sigmas):
             self.store.evaluations.add_column("sigma", "f8", (self.space.dim,))

@@ -587,3 +587,41 @@ def test_a_dead_worker_rank_ends_the_job_and_resume_continues(tmp_path: Path) ->
     ev = table(run_dir)
     assert sorted(ev["uid"].tolist()) == list(range(16))
     assert np.array_equal(ev["uid"][: before["uid"].size], before["uid"])  # nothing rewritten
+
+
+def _self_signal(params: dict, ctx: Context) -> float:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)  # interrupted long before
+    return 1.0
+
+
+def test_inline_ctrl_c_without_a_run_around_it_still_reaches_the_caller() -> None:
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        transport = InlineTransport(WorkerSpec(objective=_self_signal))
+        transport.start()
+        transport.submit(0, Task(uid=0, island=0, genome=frozen_genome([0.1]), params={}, seed=0))
+        with pytest.raises(KeyboardInterrupt):
+            transport.poll(0.0)
+        seen: list[int] = []
+        signal.signal(signal.SIGINT, lambda s, f: seen.append(s))  # a run's stop flag
+        transport.submit(0, Task(uid=1, island=0, genome=frozen_genome([0.1]), params={}, seed=1))
+        assert transport.poll(0.0) == []  # abandoned, not recorded
+        assert seen == [signal.SIGINT]
+        assert signal.getsignal(signal.SIGINT) is not None  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_batch_and_gpu_survive_the_mpi_wire_format() -> None:
+    import pickle
+
+    from evo_engine.actors.mpi import result_from_message, result_message
+
+    r = Result(uid=5, worker=1, fitness=0.5, batch=4, gpu=(37.5, 2048.0))
+    back = result_from_message(pickle.loads(pickle.dumps(result_message(r))))
+    assert (back.uid, back.batch, back.gpu, back.fitness) == (5, 4, (37.5, 2048.0), 0.5)
+    plain = Result(uid=6, worker=1, fitness=0.25)
+    assert len(result_message(plain)) == 9  # unbatched results pay nothing for the new fields
+    back = result_from_message(result_message(plain))
+    assert (back.batch, back.gpu) == (-1, None)

@@ -37,6 +37,7 @@ from evo_engine.actors.runtime import (
 from evo_engine.records import EvalState, Result, Task
 
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+KEYBOARD_INTERRUPT = "KeyboardInterrupt"
 
 
 @contextlib.contextmanager
@@ -48,8 +49,12 @@ def interruptible(timeout: float | None) -> Iterator[None]:
     old: dict[int, Any] = {}
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        previous = old[signum]
-        previous(signum, frame)  # the run's own handler records why it stops
+        try:
+            old[signum](signum, frame)  # the run's own handler records why it stops
+        except KeyboardInterrupt:
+            # Python's default SIGINT handler (no run around us): Ctrl-C must still reach
+            # the caller, not be mistaken for the objective's own KeyboardInterrupt.
+            raise EvaluationInterrupted(KEYBOARD_INTERRUPT) from None
         raise EvaluationInterrupted(signal.Signals(signum).name)
 
     for name in STOP_SIGNALS:
@@ -112,7 +117,9 @@ class InlineTransport(Transport):
         try:
             with interruptible(self.spec.eval_timeout_s):
                 return runtime.run_batch(tasks) if batched else [runtime.run(tasks[0])]
-        except EvaluationInterrupted:
+        except EvaluationInterrupted as exc:
+            if exc.args == (KEYBOARD_INTERRUPT,):
+                raise KeyboardInterrupt from None
             # The run is stopping: these tasks stay in flight and are issued again on resume.
             return []
         except EvaluationTimedOut as exc:  # the alarm rang just after the objective returned

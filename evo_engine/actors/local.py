@@ -122,6 +122,8 @@ class LocalTransport(Transport):
         self._batched: dict[int, bool] = {}
         self._deadlines: dict[int, float] = {}
         """worker -> monotonic time its evaluation runs out (with ``eval_timeout_s`` only)."""
+        self._sent: dict[int, float] = {}
+        """worker -> wall time its tasks were sent (the start of a FAILED result it never sent)."""
         self.restarts = 0
 
     def _spawn(self, worker: int) -> None:
@@ -167,6 +169,7 @@ class LocalTransport(Transport):
         assert conn is not None
         self._tasks[worker] = tasks
         self._batched[worker] = batched
+        self._sent[worker] = time.time()
         if self.spec.eval_timeout_s is not None:
             self._deadlines[worker] = time.monotonic() + self.spec.eval_timeout_s
         try:
@@ -237,9 +240,10 @@ class LocalTransport(Transport):
         self._await_ready(worker)
         if died:
             error = f"{error} (worker {worker}, pid {proc.pid if proc else '?'}, exit code {code})"
+        t_start, t_end = self._sent.pop(worker, 0.0), time.time()
         return [
             Result(uid=t.uid, worker=worker, fitness=None, state=EvalState.FAILED, error=error,
-                   batch=tasks[0].uid if batched else -1)
+                   batch=tasks[0].uid if batched else -1, t_start=t_start or t_end, t_end=t_end)
             for t in tasks
         ]
 

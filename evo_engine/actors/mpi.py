@@ -129,13 +129,17 @@ def task_from_message(msg: tuple[Any, ...]) -> Task:
 
 
 def result_message(r: Result) -> tuple[Any, ...]:
-    """Every field of a Result, the state as a plain int."""
-    return (r.uid, r.worker, r.fitness, r.metrics, r.error, r.t_start, r.t_end, int(r.state),
-            r.curve, r.batch, r.gpu)
+    """Every field of a Result, the state as a plain int; batch and gpu only when set."""
+    msg = (r.uid, r.worker, r.fitness, r.metrics, r.error, r.t_start, r.t_end, int(r.state),
+           r.curve)
+    if r.batch == -1 and r.gpu is None:
+        return msg
+    return (*msg, r.batch, r.gpu)
 
 
 def result_from_message(msg: tuple[Any, ...]) -> Result:
-    uid, worker, fitness, metrics, error, t_start, t_end, state, curve, batch, gpu = msg
+    uid, worker, fitness, metrics, error, t_start, t_end, state, curve = msg[:9]
+    batch, gpu = msg[9:] if len(msg) > 9 else (-1, None)
     return Result(uid=uid, worker=worker, fitness=fitness, metrics=metrics, error=error,
                   t_start=t_start, t_end=t_end, state=_STATES[state], curve=curve, batch=batch,
                   gpu=gpu)
@@ -376,9 +380,10 @@ class MPITransport(Transport):
         self._status = MPI.Status()
         self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
         self._backoff = Backoff()
-        self._held: dict[int, tuple[list[Task], bool]] = {}
+        self._held: dict[int, tuple[list[Task], bool, float]] = {}
         """worker -> the tasks it holds, kept only when there is a time limit to enforce."""
         self._deadlines: dict[int, float] = {}
+        self._timeout = spec.eval_timeout_s
 
     def start(self) -> list[WorkerInfo]:
         """Send each worker rank the spec; wait until every one has loaded the scenario."""
@@ -422,7 +427,8 @@ class MPITransport(Transport):
 
     def submit(self, worker: int, task: Task) -> None:
         # A standard-mode send of a task this small is buffered (eager) and returns at once.
-        self._watch(worker, [task], False)
+        if self._timeout is not None:
+            self._watch(worker, [task], False)
         self.comm.send(task_message(task), dest=worker + 1, tag=TAG_TASK)
 
     def submit_batch(self, worker: int, tasks: list[Task]) -> None:
@@ -430,9 +436,9 @@ class MPITransport(Transport):
         self.comm.send([task_message(t) for t in tasks], dest=worker + 1, tag=TAG_TASK)
 
     def _watch(self, worker: int, tasks: list[Task], batched: bool) -> None:
-        if self.spec.eval_timeout_s is not None:
-            self._held[worker] = (list(tasks), batched)
-            self._deadlines[worker] = time.perf_counter() + self.spec.eval_timeout_s
+        if self._timeout is not None:
+            self._held[worker] = (list(tasks), batched, time.time())
+            self._deadlines[worker] = time.perf_counter() + self._timeout
 
     def poll(self, timeout: float) -> list[Result]:
         # The back-off carries over between calls: it is reset by a result, not by a call,
@@ -474,12 +480,13 @@ class MPITransport(Transport):
         out: list[Result] = []
         for w in late:
             del self._deadlines[w]
-            tasks, batched = self._held.pop(w, ([], False))
-            limit = self.spec.eval_timeout_s or 0.0
+            tasks, batched, sent = self._held.pop(w, ([], False, 0.0))
+            limit = self._timeout or 0.0
             out.extend(Result(uid=t.uid, worker=w, fitness=None, state=EvalState.FAILED,
                               error=f"{timed_out_text(limit)} (rank {w + 1}; the job ends "
                                     "so that the rank can be replaced: continue with --resume)",
-                              batch=tasks[0].uid if batched else -1)
+                              batch=tasks[0].uid if batched else -1, t_start=sent,
+                              t_end=time.time())
                        for t in tasks)
             self.halt = self.halt or f"eval_timeout:rank {w + 1}"
         return out
