@@ -314,6 +314,23 @@ def test_one_member_raising_or_nan_fails_alone(tmp_path: Path,
     assert mixed
 
 
+def test_analysis_counts_a_batch_once_in_worker_busy_time(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from evo_engine.analysis.history import load_run
+    from evo_engine.analysis.plots import worker_usage
+    from evo_engine.analysis.summary import summarize
+
+    assert run_inline(tmp_path / "r", monkeypatch, "--batch", "4", BATCHED_EVALS=16,
+                      BATCHED_SLEEP=0.02) == 0
+    run = load_run(tmp_path / "r")
+    ev = run.evaluations
+    first = ev["batch"] == ev["uid"]
+    assert first.sum() < ev["uid"].size  # several members per batch
+    one_stretch = float((ev["t_end"][first] - ev["t_start"][first]).sum())
+    assert summarize(run).busy_seconds == pytest.approx(one_stretch)
+    assert worker_usage(run)[0][0] == pytest.approx(one_stretch)
+
+
 def test_a_pruned_member_stops_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_inline(tmp_path / "r", monkeypatch, BATCHED_EVALS=30, BATCHED_ASHA=1) == 0
     ev, curves = table(tmp_path / "r"), table(tmp_path / "r", "curves")
@@ -625,3 +642,42 @@ def test_batch_and_gpu_survive_the_mpi_wire_format() -> None:
     assert len(result_message(plain)) == 9  # unbatched results pay nothing for the new fields
     back = result_from_message(result_message(plain))
     assert (back.batch, back.gpu) == (-1, None)
+
+
+MODULE_LEVEL = '''
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+
+def objective(params, ctx):
+    return params["x"]
+
+def objective_batch(params_list, ctxs):
+    return [{"fitness": p["x"], "k": float(len(params_list))} for p in params_list]
+
+def batch_key(params):
+    return params["x"] < 0.5
+
+def make_scenario(preset):
+    return Scenario(name="modlevel", space=Space(x=Float(0, 1)), objective=objective,
+                    max_evals=12, population_size=4)
+'''
+
+
+def test_module_level_objective_batch_and_batch_key_are_picked_up(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "modlevel.py"
+    path.write_text(MODULE_LEVEL)
+    scenario = load_scenario(path)
+    assert scenario.batch == 1 and scenario.objective_batch is not None
+    assert scenario.batch_key is not None and scenario.batch_key({"x": 0.2}) is True
+    assert main([str(path), "--workers", "0", "--batch", "3", "--run-dir",
+                 str(tmp_path / "r"), "--quiet"]) == 0
+    ev = table(tmp_path / "r")
+    assert sorted(ev["uid"].tolist()) == list(range(12))
+    assert ev["metrics/k"].max() == 3.0
+    for b in set(ev["batch"].tolist()):  # the module's batch_key held: one side of 0.5 each
+        assert len(set((ev["params/x"][ev["batch"] == b] < 0.5).tolist())) == 1
+    path.write_text(MODULE_LEVEL.replace("def batch_key(params):\n    return params[\"x\"] < 0.5",
+                                         "batch_key = 3"))
+    assert main([str(path), "--workers", "0", "--run-dir", str(tmp_path / "r2")]) == 2
+    assert "batch_key must be a function" in capsys.readouterr().err
