@@ -681,3 +681,20 @@ def test_module_level_objective_batch_and_batch_key_are_picked_up(
                                          "batch_key = 3"))
     assert main([str(path), "--workers", "0", "--run-dir", str(tmp_path / "r2")]) == 2
     assert "batch_key must be a function" in capsys.readouterr().err
+
+
+def test_a_signal_during_an_inline_finalize_answers_instead_of_hanging() -> None:
+    from evo_engine.actors.runtime import FINALIZE
+
+    seen: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda s, f: seen.append(s))
+    try:
+        transport = InlineTransport(WorkerSpec(objective=_self_signal, finalize=_self_signal))
+        transport.start()
+        transport.submit(0, Task(uid=3, island=0, genome=frozen_genome([0.1]), params={}, seed=3,
+                                 operator=FINALIZE))
+        (r,) = transport.poll(0.0)
+        assert r.state is EvalState.FAILED and r.error == "interrupted by SIGINT"
+        assert seen == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -28,6 +28,7 @@ from typing import Any
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec
 from evo_engine.actors.runtime import (
+    FINALIZE,
     EvaluationInterrupted,
     EvaluationTimedOut,
     WorkerRuntime,
@@ -120,6 +121,9 @@ class InlineTransport(Transport):
         except EvaluationInterrupted as exc:
             if exc.args == (KEYBOARD_INTERRUPT,):
                 raise KeyboardInterrupt from None
+            if tasks[0].operator == FINALIZE:  # the run is over; its caller waits for an answer
+                return [Result(uid=tasks[0].uid, worker=worker, fitness=None,
+                               state=EvalState.FAILED, error=f"interrupted by {exc.args[0]}")]
             # The run is stopping: these tasks stay in flight and are issued again on resume.
             return []
         except EvaluationTimedOut as exc:  # the alarm rang just after the objective returned
