@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "real PDEBench 1D_Advection_Sols_beta4.0.hdf5 (sets EVO_ENGINE_ADVECTION_FILE)")
     run.add_argument("--sync", action="store_true",
                      help="generation barrier (the synchronous baseline to compare against)")
+    run.add_argument("--batch", type=positive_int, metavar="K",
+                     help="tasks each worker evaluates at once through the scenario's "
+                          "objective_batch (overrides the scenario's batch)")
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
     run.add_argument("--quiet", action="store_true", help="no progress line or summary")
@@ -109,6 +112,7 @@ def _main(argv: list[str] | None) -> int:
             scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
+            batch=args.batch,
         )
         return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
     except InputError as exc:

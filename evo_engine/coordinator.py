@@ -7,18 +7,31 @@ ms) so an idle coordinator costs no core. The loop owns the clock; the engine do
 Intermediate reports are decided here too, by one function for every transport
 (``Coordinator.decide_report``, handed to the transport as its ``on_report``): the engine's
 pruner says whether the evaluation goes on, and the transport carries the answer back.
+
+**Batches** (``batch > 1``) are made here, not in the engine: for an idle worker the
+coordinator asks the engine up to ``batch`` times, each answer an ordinary task with its own
+uid and seed (logged by ``on_task`` as it is created). With a ``batch_key(params)``, a task
+whose key differs from the batch's first member is *held* in a FIFO and goes first to the
+next idle worker, together with the held tasks that share its key; asking stops at
+``batch`` members, when the engine refuses, or when a batch's worth of tasks is held. Held
+tasks are already in the engine's in-flight table, so a stop or crash re-issues them like
+any task in flight. The worker is busy until every member's Result is in.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from evo_engine.actors.base import Transport
 from evo_engine.engine import Engine, Evaluation, TellOutcome
+from evo_engine.errors import InputError
 from evo_engine.records import EvalState, Task
+
+BatchKey = Callable[[dict[str, Any]], Hashable]
 
 
 @dataclass
@@ -31,6 +44,7 @@ class Progress:
     failed: int = 0
     pruned: int = 0
     running: int = 0
+    """Evaluations running (batch members each count)."""
     best: float | None = None
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.time)
@@ -71,7 +85,11 @@ class Coordinator:
         log: Any = None,
         clock: Callable[[], float] = time.time,
         max_backoff: float = 0.005,
+        batch: int = 1,
+        batch_key: BatchKey | None = None,
     ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         self.engine = engine
         self.transport = transport
         self.on_evaluation = on_evaluation
@@ -83,7 +101,13 @@ class Coordinator:
         self.max_backoff = max_backoff
         self.progress = Progress(budget=engine.max_evals, started=clock())
         self.stop: StopRequest | None = None
-        self.busy: dict[int, Task] = {}
+        self.batch = batch
+        self.batch_key = batch_key
+        self.held: deque[Task] = deque()
+        """Tasks asked for but not yet given to a worker (a different batch_key)."""
+        self.busy: dict[int, set[int]] = {}
+        """worker -> uids of the tasks it holds and has not answered yet."""
+        self.running = 0
         self.idle: set[int] | None = None
         self.refused = False
         """The engine refused the last ask; only a result can change its answer."""
@@ -104,27 +128,85 @@ class Coordinator:
         # thousands of workers (benchmarks/utilization.py --simulate).
         if self.idle is None:
             self.idle = set(range(self.transport.n_workers)) - set(self.busy)
-        if self.refused or not self.idle:
+        if (self.refused and not self.held) or not self.idle:
             return
         # The lowest idle worker first, the rest sorted only if it got a task: under the sync
         # barrier most results leave thousands of workers idle and the engine refusing.
         first = min(self.idle)
         for w in (first, *sorted(self.idle - {first})):
-            task = self.engine.ask(w)
-            if task is None:
-                self.refused = True
+            if self.batch == 1:
+                task = self.engine.ask(w)
+                if task is None:
+                    self.refused = True
+                    return
+                self.idle.discard(w)
+                self.busy[w] = {task.uid}
+                self.running += 1
+                if self.on_task:
+                    self.on_task(task)
+                self.transport.submit(w, task)
+                continue
+            tasks = self._make_batch(w)
+            if not tasks:
                 return
             self.idle.discard(w)
-            self.busy[w] = task
+            self.busy[w] = {t.uid for t in tasks}
+            self.running += len(tasks)
+            self.transport.submit_batch(w, tasks)
+
+    def _key(self, task: Task) -> Hashable:
+        if self.batch_key is None:
+            return None
+        try:
+            return self.batch_key(dict(task.params))
+        except Exception as exc:  # noqa: BLE001 - the scenario's code: the user's error
+            raise InputError(
+                f"the scenario's batch_key raised {type(exc).__name__}: {exc} (for parameters "
+                f"{dict(task.params)!r})"
+            ) from None
+
+    def _make_batch(self, worker: int) -> list[Task]:
+        """Up to ``batch`` tasks that may share a batch: held ones first, then new ones."""
+        members: list[Task] = []
+        key: Hashable = None
+        if self.held:
+            members.append(self.held.popleft())
+            key = self._key(members[0])
+            if self.held and self.batch > 1:
+                rest: deque[Task] = deque()
+                for t in self.held:
+                    if len(members) < self.batch and self._key(t) == key:
+                        members.append(t)
+                    else:
+                        rest.append(t)
+                self.held = rest
+        while len(members) < self.batch and not self.refused and len(self.held) < self.batch:
+            task = self.engine.ask(worker)
+            if task is None:
+                self.refused = True
+                break
             if self.on_task:
                 self.on_task(task)
-            self.transport.submit(w, task)
+            if not members:
+                members.append(task)
+                key = self._key(task)
+            elif self.batch_key is None or self._key(task) == key:
+                members.append(task)
+            else:
+                self.held.append(task)
+        return members
 
     def run(self) -> str:
         """Run to the end; returns 'finished' or the reason of the StopRequest that ended it."""
         backoff = 50e-6
         eng = self.engine
         while True:
+            if self.transport.halt is not None and (self.stop is None or not self.stop.abort):
+                self.stop = StopRequest(self.transport.halt, abort=True)
+                eng.stop_issuing()
+                if self.log:
+                    self.log.warning("stop_requested", reason=self.stop.reason, abort=True,
+                                     in_flight=len(eng.in_flight))
             if self.stop_check is not None and (self.stop is None or not self.stop.abort):
                 request = self.stop_check()
                 if request is not None and (self.stop is None or request.abort):
@@ -136,7 +218,7 @@ class Coordinator:
             if self.stop is not None and self.stop.abort:
                 break
             self._dispatch()
-            self.progress.running = len(self.busy)
+            self.progress.running = self.running
             if eng.done:
                 break
             results = self.transport.poll(backoff)
@@ -148,9 +230,14 @@ class Coordinator:
             backoff = 50e-6
             self.refused = False
             for r in results:
-                self.busy.pop(r.worker, None)
-                if self.idle is not None:
-                    self.idle.add(r.worker)
+                held = self.busy.get(r.worker)
+                if held is not None and r.uid in held:
+                    held.discard(r.uid)
+                    self.running -= 1
+                    if not held:
+                        del self.busy[r.worker]
+                        if self.idle is not None:
+                            self.idle.add(r.worker)
                 outcome, ev = eng.tell(r)
                 if ev is None:
                     if self.log:
@@ -167,7 +254,13 @@ class Coordinator:
     def _count(self, ev: Evaluation) -> None:
         p = self.progress
         p.finished += 1
-        p.busy_seconds += max(ev.result.t_end - ev.result.t_start, 0.0)
+        first_of_batch = ev.result.batch in (-1, ev.task.uid)
+        if first_of_batch:  # a batch's members share one stretch of the worker's time
+            p.busy_seconds += max(ev.result.t_end - ev.result.t_start, 0.0)
+            if self.log and ev.result.gpu is not None:
+                self.log.info("worker_gpu", worker=ev.result.worker, uid=ev.task.uid,
+                              batch=ev.result.batch, gpu_busy_percent=round(ev.result.gpu[0], 1),
+                              gpu_memory_mib=round(ev.result.gpu[1], 1))
         if ev.state is EvalState.COMPLETE:
             p.complete += 1
             assert ev.result.fitness is not None

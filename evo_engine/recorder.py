@@ -200,6 +200,12 @@ class Recorder:
             rows[f"params/{name}"] = [ev.task.params[name] for ev in evals]
         for m in metric_names:
             rows[f"metrics/{m}"] = [ev.result.metrics.get(m, np.nan) for ev in evals]
+        batches = [ev.result.batch for ev in evals]
+        if "batch" in self.store.evaluations.columns or any(b >= 0 for b in batches):
+            # The uid of each row's batch (-1: not batched); created with the first batched
+            # row, so runs that never batch keep their columns (and their write cost).
+            self.store.evaluations.add_column("batch", "i8")
+            rows["batch"] = batches
         sigmas = [ev.task.info.get("sigma") for ev in evals]
         if any(s is not None for s in sigmas):
             self.store.evaluations.add_column("sigma", "f8", (self.space.dim,))

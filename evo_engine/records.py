@@ -92,6 +92,11 @@ class Result:
     state: EvalState = EvalState.COMPLETE
     curve: tuple[tuple[int, float], ...] = ()
     """Intermediate (step, value) reports, kept for pruned and complete evaluations alike."""
+    batch: int = -1
+    """uid of the first member of the batch this evaluation ran in, or -1 (not batched)."""
+    gpu: tuple[float, float] | None = None
+    """(mean GPU busy %, peak GPU memory used in MiB) over the evaluation, sampled from NVML
+    by the worker when ``nvidia-ml-py`` is installed and the worker has a GPU; else None."""
 
 
 @dataclass(frozen=True, eq=False)

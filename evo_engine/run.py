@@ -60,6 +60,7 @@ class RunOptions:
     force: bool = False
     resume: bool = False
     quiet: bool = False
+    batch: int | None = None
 
 
 def resolve_preset(preset: str) -> str:
@@ -72,7 +73,7 @@ def load_with_overrides(opts: RunOptions, preset: str) -> Scenario:
     scenario = load_scenario(opts.scenario, preset)
     return override(
         scenario, max_evals=opts.max_evals, max_time=opts.max_time, seed=opts.seed,
-        sync=True if opts.sync else None,
+        sync=True if opts.sync else None, batch=opts.batch,
     )
 
 
@@ -329,7 +330,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     recorder.record_migrations(replayed)
     workers = default_workers(scenario, opts.workers)
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
-                      scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none")
+                      scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none",
+                      eval_timeout_s=scenario.eval_timeout_s)
     transport = make_transport(spec, workers)
     stop = StopFlag()
     try:
@@ -413,7 +415,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
     reporter = ProgressReporter(n_workers, quiet=opts.quiet, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
                         on_task=recorder.record_task, on_tick=reporter, stop_check=stop_check,
-                        log=log)
+                        log=log, batch=scenario.batch, batch_key=scenario.batch_key)
     coord.progress.finished = engine.n_finished
     coord.progress.complete = engine.counts[EvalState.COMPLETE]
     coord.progress.pruned = engine.counts[EvalState.PRUNED]

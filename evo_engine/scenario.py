@@ -1,7 +1,9 @@
 """Scenarios: what to optimise and how, loaded and validated from a ``.py`` file.
 
 A scenario file defines ``make_scenario(preset: str) -> Scenario`` (preset is "cpu" or
-"full"), or a module-level ``scenario = Scenario(...)``. Loading never shows the user a
+"full"), or a module-level ``scenario = Scenario(...)``. It may also define, at module level,
+``objective_batch(params_list, ctxs)`` and ``batch_key(params)`` (see the fields of the same
+names); they are picked up unless the Scenario sets them itself. Loading never shows the user a
 traceback: every problem becomes a ScenarioError whose message names the file and field.
 """
 
@@ -72,6 +74,20 @@ class Scenario(BaseModel):
     repeats: int = Field(0, ge=0)
     """For noisy objectives: evaluate each promising configuration this many more times, each
     with a fresh seed (its fitness becomes the mean). 0 = never evaluate a configuration twice."""
+    objective_batch: Callable[..., Any] | None = None
+    """``objective_batch(params_list, ctxs) -> list``: evaluate several parameter sets in one
+    call (e.g. train K models at once on one GPU). Item i is what ``objective`` would return
+    for member i, or an exception instance (member i FAILED; ``StopEvaluation()`` = pruned).
+    ``ctxs[i]`` is member i's own context (seed, uid, ``report``/``should_stop``)."""
+    batch_key: Callable[..., Any] | None = None
+    """``batch_key(params) -> hashable``: only tasks with equal keys share a batch (e.g. the
+    architecture parameters); without it any tasks may."""
+    batch: int = Field(1, ge=1)
+    """Tasks a worker evaluates at once through ``objective_batch`` (CLI ``--batch K``)."""
+    eval_timeout_s: float | None = Field(None, gt=0)
+    """Seconds one evaluation (one ``objective_batch`` call for a batch) may run before it is
+    recorded FAILED "timed out after N s"; off by default. See the README for what each
+    transport does then."""
 
     @field_validator("operator")
     @classmethod
@@ -203,7 +219,33 @@ def load_scenario(path: Path | str, preset: str = "cpu") -> Scenario:
         raise ScenarioError(
             f"scenario file {path} must produce an evo_engine.scenario.Scenario, got {type(scenario).__name__}"
         )
+    scenario = _with_module_batch_functions(scenario, module, path)
+    check_batch(scenario, f"scenario {path}")
     return scenario
+
+
+def _with_module_batch_functions(scenario: Scenario, module: Any, path: Path) -> Scenario:
+    """Take ``objective_batch`` / ``batch_key`` from the file when the Scenario lacks them."""
+    found = {}
+    for name in ("objective_batch", "batch_key"):
+        fn = getattr(module, name, None)
+        if fn is None or getattr(scenario, name) is not None:
+            continue
+        if not callable(fn):
+            raise ScenarioError(f"scenario file {path}: {name} must be a function, got "
+                                f"{type(fn).__name__}")
+        found[name] = fn
+    return scenario.model_copy(update=found) if found else scenario
+
+
+def check_batch(scenario: Scenario, source: str) -> None:
+    """A batch larger than one needs an objective that takes batches."""
+    if scenario.batch > 1 and scenario.objective_batch is None:
+        raise ScenarioError(
+            f"{source}: batch {scenario.batch} needs an objective_batch(params_list, ctxs) "
+            "function in the scenario file (this scenario evaluates one task at a time); "
+            "use batch 1 or add objective_batch"
+        )
 
 
 def _where_in(exc: BaseException, path: Path) -> str:
@@ -218,4 +260,7 @@ def override(scenario: Scenario, **changes: Any) -> Scenario:
         return scenario
     fields = {k: getattr(scenario, k) for k in Scenario.model_fields}
     fields.update(changes)
-    return validate_scenario(fields, source=f"scenario {scenario.name!r} with command-line overrides")
+    source = f"scenario {scenario.name!r} with command-line overrides"
+    result = validate_scenario(fields, source=source)
+    check_batch(result, source)
+    return result

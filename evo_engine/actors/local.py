@@ -3,12 +3,15 @@
 Each worker is a spawned process that loads the objective once, keeps its cache across
 evaluations, and talks to the coordinator over its own pipe. The coordinator waits on all
 pipes at once, so whichever worker finishes first gets its next task first. A worker that
-dies (killed, segfault) turns its task into a FAILED result and is started again.
+dies (killed, segfault, ``os._exit`` in the objective) turns its task — every member of its
+batch — into a FAILED result "worker died while evaluating" and is started again; one that
+runs past ``eval_timeout_s`` is killed, its tasks FAILED "timed out after N s", and replaced.
 
 Messages on a pipe::
 
-    coordinator → worker   Task | STOP | answer to a report (bool)
+    coordinator → worker   Task | ("batch", [Task, ...]) | STOP | answer to a report (bool)
     worker → coordinator   ("ready", WorkerInfo) | ("fatal", str) | ("result", Result)
+                           | ("results", [Result, ...]) (a batch)
                            | ("report", (uid, step, value)), then it waits for the answer
 """
 
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
-from evo_engine.actors.runtime import WorkerRuntime, select_device
+from evo_engine.actors.runtime import WORKER_DIED, WorkerRuntime, select_device, timed_out_text
 from evo_engine.records import EvalState, Result, Task
 
 STOP = None
@@ -73,11 +76,11 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
                 torch.set_num_threads(1)
             except ImportError:  # pragma: no cover
                 pass
-        objective, finalize = spec.load()
+        objective, finalize, objective_batch = spec.load_all()
         device = select_device(worker)
         reports = _PipeReports(conn)
         runtime = WorkerRuntime(objective, worker, device, spec.scratch, preset=spec.preset,
-                                finalize=finalize,
+                                finalize=finalize, objective_batch=objective_batch,
                                 reporter_factory=reports.for_task if spec.reports else None)
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, then exit
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
@@ -91,7 +94,10 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
         if task is STOP:
             return
         try:
-            conn.send(("result", runtime.run(task)))
+            if isinstance(task, tuple):  # ("batch", tasks)
+                conn.send(("results", runtime.run_batch(task[1])))
+            else:
+                conn.send(("result", runtime.run(task)))
         except (BrokenPipeError, OSError, KeyboardInterrupt):
             return
         if reports.closing:
@@ -112,7 +118,12 @@ class LocalTransport(Transport):
         self._ctx = mp.get_context("spawn")
         self._procs: list[mp.process.BaseProcess | None] = [None] * n_workers
         self._conns: list[Connection | None] = [None] * n_workers
-        self._tasks: dict[int, Task] = {}
+        self._tasks: dict[int, list[Task]] = {}
+        self._batched: dict[int, bool] = {}
+        self._deadlines: dict[int, float] = {}
+        """worker -> monotonic time its evaluation runs out (with ``eval_timeout_s`` only)."""
+        self._sent: dict[int, float] = {}
+        """worker -> wall time its tasks were sent (the start of a FAILED result it never sent)."""
         self.restarts = 0
 
     def _spawn(self, worker: int) -> None:
@@ -148,11 +159,21 @@ class LocalTransport(Transport):
             raise
 
     def submit(self, worker: int, task: Task) -> None:
+        self._send(worker, [task], task, batched=False)
+
+    def submit_batch(self, worker: int, tasks: list[Task]) -> None:
+        self._send(worker, list(tasks), ("batch", list(tasks)), batched=True)
+
+    def _send(self, worker: int, tasks: list[Task], message: object, batched: bool) -> None:
         conn = self._conns[worker]
         assert conn is not None
-        self._tasks[worker] = task
+        self._tasks[worker] = tasks
+        self._batched[worker] = batched
+        self._sent[worker] = time.time()
+        if self.spec.eval_timeout_s is not None:
+            self._deadlines[worker] = time.monotonic() + self.spec.eval_timeout_s
         try:
-            conn.send(task)
+            conn.send(message)
         except (BrokenPipeError, OSError):
             pass  # the death is noticed (and the task failed) by the next poll
 
@@ -162,23 +183,37 @@ class LocalTransport(Transport):
         out: list[Result] = []
         while True:
             live = {c: w for w, c in enumerate(self._conns) if c is not None}
-            ready = wait(list(live), max(deadline - time.monotonic(), 0.0))
+            until = min(deadline, *self._deadlines.values()) if self._deadlines else deadline
+            ready = wait(list(live), max(until - time.monotonic(), 0.0))
             for conn in ready:
                 w = live[conn]  # type: ignore[index]
                 try:
                     kind, payload = conn.recv()  # type: ignore[union-attr]
                 except (EOFError, OSError):
-                    failed = self._worker_died(w)
-                    if failed is not None:
-                        out.append(failed)
+                    out.extend(self._replace(w, WORKER_DIED))
                     continue
                 if kind == "report":
                     self._answer(conn, payload)  # type: ignore[arg-type]
-                elif kind == "result":
+                elif kind in ("result", "results"):
                     self._tasks.pop(w, None)
-                    out.append(payload)
+                    self._deadlines.pop(w, None)
+                    out.extend([payload] if kind == "result" else payload)
+            out.extend(self._expire())
             if out or not ready or time.monotonic() >= deadline:
                 return out
+
+    def _expire(self) -> list[Result]:
+        """Kill and replace every worker whose evaluation ran past ``eval_timeout_s``."""
+        now = time.monotonic()
+        late = [w for w, t in self._deadlines.items() if t <= now]
+        out: list[Result] = []
+        for w in late:
+            proc = self._procs[w]
+            if proc is not None and proc.is_alive():
+                proc.kill()
+            assert self.spec.eval_timeout_s is not None
+            out.extend(self._replace(w, timed_out_text(self.spec.eval_timeout_s), died=False))
+        return out
 
     def _answer(self, conn: Connection, report: tuple[int, int, float]) -> None:
         stop = self.decide_report(*report)
@@ -187,7 +222,8 @@ class LocalTransport(Transport):
         except (BrokenPipeError, OSError):
             pass  # the death is noticed (and the task failed) by the next poll
 
-    def _worker_died(self, worker: int) -> Result | None:
+    def _replace(self, worker: int, error: str, died: bool = True) -> list[Result]:
+        """Start ``worker`` again; its tasks in hand become FAILED results with ``error``."""
         proc, conn = self._procs[worker], self._conns[worker]
         code = None
         if proc is not None:
@@ -196,16 +232,20 @@ class LocalTransport(Transport):
         if conn is not None:
             conn.close()
         self._conns[worker] = None
-        task = self._tasks.pop(worker, None)
+        tasks = self._tasks.pop(worker, [])
+        batched = self._batched.pop(worker, False)
+        self._deadlines.pop(worker, None)
         self.restarts += 1
         self._spawn(worker)
         self._await_ready(worker)
-        if task is None:
-            return None
-        return Result(
-            uid=task.uid, worker=worker, fitness=None, state=EvalState.FAILED,
-            error=f"worker {worker} (pid {proc.pid if proc else '?'}) died with exit code {code}",
-        )
+        if died:
+            error = f"{error} (worker {worker}, pid {proc.pid if proc else '?'}, exit code {code})"
+        t_start, t_end = self._sent.pop(worker, 0.0), time.time()
+        return [
+            Result(uid=t.uid, worker=worker, fitness=None, state=EvalState.FAILED, error=error,
+                   batch=tasks[0].uid if batched else -1, t_start=t_start or t_end, t_end=t_end)
+            for t in tasks
+        ]
 
     def close(self) -> None:
         for conn in self._conns:

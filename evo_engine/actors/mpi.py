@@ -18,9 +18,18 @@ rank (see ``evo_engine.actors.launch``). The shape follows ``mpi4py.futures``:
 
 Messages (all pickled, all between rank 0 and one worker)::
 
-    rank 0 → worker   START WorkerSpec | TASK task tuple | STOP None | DECISION bool
-    worker → rank 0   READY WorkerInfo | FATAL str | RESULT result tuple | BYE rank
-                      | REPORT (uid, step, value)
+    rank 0 → worker   START WorkerSpec | TASK task tuple (or a list of them: a batch)
+                      | STOP None | DECISION bool
+    worker → rank 0   READY WorkerInfo | FATAL str | RESULT result tuple (a list for a batch)
+                      | BYE rank | REPORT (uid, step, value)
+
+A rank cannot be replaced inside a running job. So an evaluation that runs past
+``eval_timeout_s`` is marked FAILED ("timed out after N s") on rank 0, which then ends the job
+as a walltime stop would (store closed, exit code 3, the stuck rank aborted), and ``--resume``
+goes on without that task. A worker rank that *dies* (a segfault, ``os._exit`` in the
+objective, the out-of-memory killer) is the launcher's business: it tears the job down with
+its own exit code; the store stays consistent (it is crash-safe at any instant) and
+``--resume`` continues, counting the dead rank's tasks as in flight at a crash.
 
 An intermediate report (``ctx.report`` when the spec asks for reports) is one round trip: the
 worker sends REPORT and waits for the DECISION (True = stop) that rank 0 sends from its poll
@@ -43,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
-from evo_engine.actors.runtime import WorkerRuntime, select_device
+from evo_engine.actors.runtime import WorkerRuntime, select_device, timed_out_text
 from evo_engine.errors import InputError
 from evo_engine.records import EvalState, Result, Task, frozen_genome
 
@@ -120,15 +129,20 @@ def task_from_message(msg: tuple[Any, ...]) -> Task:
 
 
 def result_message(r: Result) -> tuple[Any, ...]:
-    """Every field of a Result, the state as a plain int."""
-    return (r.uid, r.worker, r.fitness, r.metrics, r.error, r.t_start, r.t_end, int(r.state),
-            r.curve)
+    """Every field of a Result, the state as a plain int; batch and gpu only when set."""
+    msg = (r.uid, r.worker, r.fitness, r.metrics, r.error, r.t_start, r.t_end, int(r.state),
+           r.curve)
+    if r.batch == -1 and r.gpu is None:
+        return msg
+    return (*msg, r.batch, r.gpu)
 
 
 def result_from_message(msg: tuple[Any, ...]) -> Result:
-    uid, worker, fitness, metrics, error, t_start, t_end, state, curve = msg
+    uid, worker, fitness, metrics, error, t_start, t_end, state, curve = msg[:9]
+    batch, gpu = msg[9:] if len(msg) > 9 else (-1, None)
     return Result(uid=uid, worker=worker, fitness=fitness, metrics=metrics, error=error,
-                  t_start=t_start, t_end=t_end, state=_STATES[state], curve=curve)
+                  t_start=t_start, t_end=t_end, state=_STATES[state], curve=curve, batch=batch,
+                  gpu=gpu)
 
 
 # -- node-local rank and device binding --------------------------------------------------
@@ -204,6 +218,11 @@ def worker_main(comm: Comm, local_rank: int, local_size: int) -> int:
             break
         if tag == TAG_START:
             runtime = _start_runtime(comm, payload, rank, local_rank, local_size, reports)
+        elif isinstance(payload, list):  # a batch
+            tasks = [task_from_message(m) for m in payload]
+            results = (runtime.run_batch(tasks) if runtime is not None
+                       else [_not_started(t, rank) for t in tasks])
+            comm.send([result_message(r) for r in results], dest=COORDINATOR, tag=TAG_RESULT)
         else:
             task = task_from_message(payload)
             result = runtime.run(task) if runtime is not None else _not_started(task, rank)
@@ -252,10 +271,11 @@ def _start_runtime(comm: Comm, spec: WorkerSpec, rank: int, local_rank: int,
     host = socket.gethostname()
     try:
         share_cores(local_size)
-        objective, finalize = spec.load()
+        objective, finalize, objective_batch = spec.load_all()
         device = bind_device(local_rank)
         runtime = WorkerRuntime(objective, rank - 1, device, spec.scratch, rank=rank,
                                 preset=spec.preset, finalize=finalize,
+                                objective_batch=objective_batch,
                                 reporter_factory=reports.for_task if spec.reports else None)
     except Exception as exc:  # noqa: BLE001 - reported to rank 0, which decides
         comm.send(f"{type(exc).__name__}: {exc} (rank {rank} on {host})", dest=COORDINATOR,
@@ -360,6 +380,10 @@ class MPITransport(Transport):
         self._status = MPI.Status()
         self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
         self._backoff = Backoff()
+        self._held: dict[int, tuple[list[Task], bool, float]] = {}
+        """worker -> the tasks it holds, kept only when there is a time limit to enforce."""
+        self._deadlines: dict[int, float] = {}
+        self._timeout = spec.eval_timeout_s
 
     def start(self) -> list[WorkerInfo]:
         """Send each worker rank the spec; wait until every one has loaded the scenario."""
@@ -403,7 +427,18 @@ class MPITransport(Transport):
 
     def submit(self, worker: int, task: Task) -> None:
         # A standard-mode send of a task this small is buffered (eager) and returns at once.
+        if self._timeout is not None:
+            self._watch(worker, [task], False)
         self.comm.send(task_message(task), dest=worker + 1, tag=TAG_TASK)
+
+    def submit_batch(self, worker: int, tasks: list[Task]) -> None:
+        self._watch(worker, tasks, True)
+        self.comm.send([task_message(t) for t in tasks], dest=worker + 1, tag=TAG_TASK)
+
+    def _watch(self, worker: int, tasks: list[Task], batched: bool) -> None:
+        if self._timeout is not None:
+            self._held[worker] = (list(tasks), batched, time.time())
+            self._deadlines[worker] = time.perf_counter() + self._timeout
 
     def poll(self, timeout: float) -> list[Result]:
         # The back-off carries over between calls: it is reset by a result, not by a call,
@@ -411,6 +446,8 @@ class MPITransport(Transport):
         deadline = time.perf_counter() + timeout
         while True:
             results = self._received()
+            if self._deadlines:
+                results.extend(self._expired())
             if results:
                 self._backoff.reset()
                 return results
@@ -421,12 +458,38 @@ class MPITransport(Transport):
 
     def _received(self) -> list[Result]:
         self._answer_reports()
-        out = []
+        out: list[Result] = []
         while True:
-            msg = self.comm.improbe(self._any_source, TAG_RESULT)
+            msg = self.comm.improbe(self._any_source, TAG_RESULT, self._status)
             if msg is None:
                 return out
-            out.append(result_from_message(msg.recv()))
+            payload = msg.recv()
+            if self._deadlines:
+                worker = self._status.Get_source() - 1
+                self._deadlines.pop(worker, None)
+                self._held.pop(worker, None)
+            if isinstance(payload, list):
+                out.extend(result_from_message(m) for m in payload)
+            else:
+                out.append(result_from_message(payload))
+
+    def _expired(self) -> list[Result]:
+        """FAILED results for the tasks of every rank past its time limit; the job then ends."""
+        now = time.perf_counter()
+        late = [w for w, t in self._deadlines.items() if t <= now]
+        out: list[Result] = []
+        for w in late:
+            del self._deadlines[w]
+            tasks, batched, sent = self._held.pop(w, ([], False, 0.0))
+            limit = self._timeout or 0.0
+            out.extend(Result(uid=t.uid, worker=w, fitness=None, state=EvalState.FAILED,
+                              error=f"{timed_out_text(limit)} (rank {w + 1}; the job ends "
+                                    "so that the rank can be replaced: continue with --resume)",
+                              batch=tasks[0].uid if batched else -1, t_start=sent,
+                              t_end=time.time())
+                       for t in tasks)
+            self.halt = self.halt or f"eval_timeout:rank {w + 1}"
+        return out
 
     def _answer_reports(self) -> None:
         """Send each waiting worker its DECISION at once: it holds its training until then."""

@@ -1,8 +1,14 @@
 """The worker side shared by every transport: run one task, always return a Result.
 
 A worker must survive anything the objective does: an exception, NaN or inf, an
-out-of-memory error. Each becomes a FAILED result whose error text names the worker's
-rank and host and carries the remote traceback; the worker then takes the next task.
+out-of-memory error, a ``sys.exit()`` or a ``KeyboardInterrupt`` of its own. Each becomes a
+FAILED result whose error text names the worker's rank and host and carries the remote
+traceback; the worker then takes the next task.
+
+A batch (``run_batch``) is several tasks evaluated by one call of the scenario's
+``objective_batch(params_list, ctxs)``: every member keeps its own context (seed, uid,
+reports, pruning decision) and gets its own Result, so one member that raises, returns NaN
+or is pruned fails or stops alone; only an exception out of the call itself fails them all.
 """
 
 from __future__ import annotations
@@ -17,10 +23,35 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from evo_engine.actors.gpu import GpuSampler, gpu_sampler
 from evo_engine.context import Context, StopEvaluation
 from evo_engine.records import EvalState, Result, Task
 
 Objective = Callable[[dict[str, Any], Context], Any]
+BatchObjective = Callable[[list[dict[str, Any]], list[Context]], Any]
+
+
+class EvaluationInterrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """The run is stopping (a signal in inline mode): abandon the evaluation, record nothing.
+
+    The task stays in the engine's in-flight table, so the stop snapshot lists it as pending
+    and ``--resume`` issues it again with the same seed."""
+
+
+class EvaluationTimedOut(BaseException):  # noqa: N818 - a signal, not an error
+    """The evaluation ran past ``eval_timeout_s`` (raised into it in inline mode)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def timed_out_text(seconds: float) -> str:
+    """The error text of an evaluation that ran past its time limit (every transport)."""
+    return f"timed out after {seconds:g} s"
+
+
+WORKER_DIED = "worker died while evaluating"
 FINALIZE = "finalize"
 """Task.operator of a task that runs the scenario's ``finalize`` instead of the objective."""
 
@@ -76,8 +107,11 @@ class WorkerRuntime:
         reporter_factory: Callable[[Task], Callable[[int, float], bool] | None] | None = None,
         clock: Callable[[], float] = time.time,
         finalize: Objective | None = None,
+        objective_batch: BatchObjective | None = None,
+        gpu: GpuSampler | None | bool = True,
     ) -> None:
         self.objective = objective
+        self.objective_batch = objective_batch
         self.finalize = finalize
         self.worker = worker
         self.device = device
@@ -88,9 +122,10 @@ class WorkerRuntime:
         self.cache: dict[str, Any] = {}
         self.reporter_factory = reporter_factory
         self.clock = clock
+        self.gpu = gpu_sampler(device) if gpu is True else (gpu or None)
 
-    def run(self, task: Task) -> Result:
-        ctx = Context(
+    def _context(self, task: Task) -> Context:
+        return Context(
             device=self.device, seed=task.seed, uid=task.uid, island=task.island,
             worker=self.worker, cache=self.cache, scratch_root=self.scratch_root,
             rank=self.rank, host=self.host, preset=self.preset,
@@ -98,6 +133,13 @@ class WorkerRuntime:
             _reporter=self.reporter_factory(task)
             if self.reporter_factory and task.operator != FINALIZE else None,
         )
+
+    def _where(self) -> str:
+        return f"worker {self.worker}, rank {self.rank} on {self.host}"
+
+    def run(self, task: Task) -> Result:
+        ctx = self._context(task)
+        mark = self.gpu.begin() if self.gpu is not None else None
         t0 = self.clock()
         fn = self.objective
         if task.operator == FINALIZE:
@@ -111,32 +153,103 @@ class WorkerRuntime:
             fitness, metrics = _split_output(value)
         except StopEvaluation:
             return self._result(task, ctx, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED)
+        except EvaluationInterrupted:
+            raise
+        except EvaluationTimedOut as exc:
+            return self._result(task, ctx, t0, None, {}, timed_out_text(exc.seconds), EvalState.FAILED)
         except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            err = (
-                f"{type(exc).__name__}: {exc} (worker {self.worker}, rank {self.rank} on {self.host})\n"
-                + traceback.format_exc()
-            )
-            if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-                _release_memory()
-            return self._result(task, ctx, t0, None, {}, err, EvalState.FAILED)
+            # SystemExit and KeyboardInterrupt included: the workers ignore SIGINT (the
+            # coordinator owns the run's lifetime), so either one is the objective's own doing.
+            return self._result(task, ctx, t0, None, {}, self._failure_text(exc), EvalState.FAILED)
+        gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
+        return self._judge(task, ctx, t0, fitness, metrics, gpu=gpu)
+
+    def _failure_text(self, exc: BaseException, member: str = "") -> str:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            _release_memory()
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return f"{type(exc).__name__}: {exc} ({self._where()}{member})\n{tb}"
+
+    def _judge(self, task: Task, ctx: Context, t0: float, fitness: float, metrics: dict[str, float],
+               batch: int = -1, t_end: float | None = None,
+               gpu: tuple[float, float] | None = None) -> Result:
+        """The Result of an evaluation that returned ``fitness``: COMPLETE, PRUNED or FAILED."""
         if ctx.should_stop():
-            return self._result(task, ctx, t0, fitness, metrics, "pruned by the coordinator", EvalState.PRUNED)
+            return self._result(task, ctx, t0, fitness, metrics, "pruned by the coordinator",
+                                EvalState.PRUNED, batch, t_end, gpu)
         if not math.isfinite(fitness) and task.operator != FINALIZE:
             return self._result(
                 task, ctx, t0, None, metrics, f"objective returned non-finite fitness {fitness!r}",
-                EvalState.FAILED,
+                EvalState.FAILED, batch, t_end, gpu,
             )
-        return self._result(task, ctx, t0, fitness, metrics, None, EvalState.COMPLETE)
+        return self._result(task, ctx, t0, fitness, metrics, None, EvalState.COMPLETE, batch,
+                            t_end, gpu)
+
+    def run_batch(self, tasks: list[Task]) -> list[Result]:
+        """Evaluate ``tasks`` in one ``objective_batch`` call; one Result per member, in order.
+
+        Item i of what the call returns is what ``objective`` would return for member i, or
+        an exception instance (that member FAILED; ``StopEvaluation()`` = it was pruned). A
+        member whose ``ctxs[i].should_stop()`` is true at the end is PRUNED whatever it
+        returned. An exception out of the call fails every member with that error.
+        """
+        if self.objective_batch is None:
+            return [self.run(t) for t in tasks]
+        ctxs = [self._context(t) for t in tasks]
+        batch = tasks[0].uid
+        k = len(tasks)
+        mark = self.gpu.begin() if self.gpu is not None else None
+        t0 = self.clock()
+        try:
+            values = self.objective_batch([dict(t.params) for t in tasks], ctxs)
+            values = list(values)
+            if len(values) != k:
+                raise ValueError(f"objective_batch returned {len(values)} items for {k} members")
+        except EvaluationInterrupted:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
+            if isinstance(exc, EvaluationTimedOut):
+                err = timed_out_text(exc.seconds)
+            else:
+                err = self._failure_text(exc, f", batch of {k}")
+            t1 = self.clock()
+            return [
+                self._result(t, c, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED, batch, t1)
+                if isinstance(exc, StopEvaluation) and c.should_stop() else
+                self._result(t, c, t0, None, {}, err, EvalState.FAILED, batch, t1)
+                for t, c in zip(tasks, ctxs, strict=True)
+            ]
+        t1 = self.clock()
+        gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
+        out = []
+        for i, (task, ctx, value) in enumerate(zip(tasks, ctxs, values, strict=True)):
+            member = f", batch member {i + 1} of {k}"
+            if isinstance(value, StopEvaluation):
+                out.append(self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
+                                        EvalState.PRUNED, batch, t1, gpu))
+                continue
+            if isinstance(value, BaseException):
+                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(value, member),
+                                        EvalState.FAILED, batch, t1, gpu))
+                continue
+            try:
+                fitness, metrics = _split_output(value)
+            except (TypeError, ValueError) as exc:
+                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(exc, member),
+                                        EvalState.FAILED, batch, t1, gpu))
+                continue
+            out.append(self._judge(task, ctx, t0, fitness, metrics, batch, t1, gpu))
+        return out
 
     def _result(
         self, task: Task, ctx: Context, t0: float, fitness: float | None,
-        metrics: dict[str, float], error: str | None, state: EvalState,
+        metrics: dict[str, float], error: str | None, state: EvalState, batch: int = -1,
+        t_end: float | None = None, gpu: tuple[float, float] | None = None,
     ) -> Result:
         return Result(
             uid=task.uid, worker=self.worker, fitness=fitness, metrics=metrics, error=error,
-            t_start=t0, t_end=self.clock(), state=state, curve=tuple(ctx.curve),
+            t_start=t0, t_end=self.clock() if t_end is None else t_end, state=state,
+            curve=tuple(ctx.curve), batch=batch, gpu=gpu,
         )
 
 

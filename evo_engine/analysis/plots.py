@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
 from evo_engine.analysis.history import Run
-from evo_engine.analysis.summary import active_span
+from evo_engine.analysis.summary import active_span, first_of_batch
 from evo_engine.errors import InputError
 from evo_engine.records import EvalState
 
@@ -342,8 +342,9 @@ def worker_usage(run: Run) -> dict[int, tuple[float, float]]:
     full, between = active_span(t0[ok], t1[ok], int(run.attrs.get("jobs", 1) or 1))
     span = (full - between) or 1e-9
     out = {}
+    once = first_of_batch(ev) if "batch" in ev else np.ones(ok.size, dtype=bool)
     for w in np.unique(ev["worker"][ok]):
-        m = ok & (ev["worker"] == w)
+        m = ok & (ev["worker"] == w) & once  # a batch's members share one stretch of time
         busy = float((t1[m] - t0[m]).sum())
         out[int(w)] = (busy, min(busy / span, 1.0))
     return out

@@ -111,6 +111,14 @@ def active_span(t_start: np.ndarray, t_end: np.ndarray, jobs: int = 1) -> tuple[
     return float(ends[-1] - starts[0]), between
 
 
+def first_of_batch(ev: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows that count a worker's busy time: the members of a batch share one stretch of it."""
+    uid, batch = ev.get("uid"), ev.get("batch")
+    if uid is None or batch is None:
+        return np.ones(0 if uid is None else uid.size, dtype=bool)
+    return (batch < 0) | (batch == uid)
+
+
 def summarize(run: Run, top: int = 10) -> Summary:
     """Compute the summary of ``run`` with its ``top`` best individuals."""
     ev = run.evaluations
@@ -120,7 +128,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
     t_start = ev.get("t_start", np.zeros(0))
     t_end = ev.get("t_end", np.zeros(0))
     timed = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (t_start > 0)
-    busy = float((t_end[timed] - t_start[timed]).sum())
+    busy = float((t_end[timed & first_of_batch(ev)] - t_start[timed & first_of_batch(ev)]).sum())
     wall = float(t_end[timed].max() - run.t0) if timed.any() else 0.0
     workers = run.n_workers
     # Utilization counts from the first evaluation's start, so worker start-up is not idling,
