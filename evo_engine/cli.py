@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Asynchronous evolutionary hyperparameter optimization (local or under mpiexec).",
         epilog="`python -m evo_engine SCENARIO ...` is short for `python -m evo_engine run SCENARIO ...`.",
     )
+    from evo_engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"evo_engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run", help="run (or resume) a scenario", epilog=RUN_EXAMPLES,
@@ -57,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
     run.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                     help="set a scenario field, checked like the scenario file's own value "
+                          "(repeatable): --set islands=4 --set operator_settings.sigma0=0.2")
+    run.add_argument("--warm-start", metavar="FILE|RUN_DIR[:N]",
+                     help="evaluate known configurations first: a JSON/YAML list of parameter "
+                          "dicts, or the best N (default population_size) of an earlier run")
     from evo_engine.analysis.cli import add_parser as add_analyze_parser
 
     add_analyze_parser(sub)
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
+            sets=tuple(args.sets), warm_start=args.warm_start,
         )
         return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
     except InputError as exc:

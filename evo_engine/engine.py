@@ -20,7 +20,7 @@ import numpy as np
 
 from evo_engine.island import Island
 from evo_engine.operators import DESIGNS, OPERATORS
-from evo_engine.operators.base import OperatorSettings
+from evo_engine.operators.base import OperatorSettings, Proposal
 from evo_engine.pruning import ASHA, ASHAConfig
 from evo_engine.records import (
     EvalState,
@@ -172,6 +172,8 @@ class Engine:
         self._neighbours = self._make_neighbours()
         self.best: Individual | None = None
         self.pruner = ASHA(config.pruning) if config.pruning else None
+        self.warm_start: deque[np.ndarray] = deque()
+        """Known configurations to issue before anything else (``add_warm_start``)."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -222,7 +224,7 @@ class Engine:
         island = self._island_for(worker)
         if island is None:
             return None
-        proposal = island.propose()
+        proposal = self._warm_proposal() or island.propose()
         genome = frozen_genome(proposal.genome)
         uid = self.next_uid
         self.next_uid += 1
@@ -240,6 +242,25 @@ class Engine:
         if self.config.sync:
             self._sync_issued[island.index] += 1
         return task
+
+    def add_warm_start(self, genomes: list[np.ndarray]) -> None:
+        """Queue known configurations (genomes) to issue before anything else.
+
+        Each becomes an ordinary task of the island whose turn it is, with operator
+        ``warm_start``; its result joins that island's population like any other. The queue
+        is part of the engine's state, so a run stopped before all were issued issues the
+        rest after ``--resume``.
+        """
+        for g in genomes:
+            g = np.asarray(g, dtype=np.float64).reshape(-1)
+            if g.shape[0] != self.space.dim:
+                raise ValueError(f"a warm-start genome has {g.shape[0]} genes, the space {self.space.dim}")
+            self.warm_start.append(g)
+
+    def _warm_proposal(self) -> Proposal | None:
+        if not self.warm_start:
+            return None
+        return Proposal(self.warm_start.popleft(), operator="warm_start")
 
     def _island_for(self, worker: int) -> Island | None:
         if not self.config.sync:
@@ -356,6 +377,8 @@ class Engine:
             # Designs are deterministic from the seed: the point this task took is the next one.
             if task.operator == f"design:{island.design_name}" and island.design_queue:
                 island.design_queue.popleft()
+            elif task.operator == "warm_start" and self.warm_start:
+                self.warm_start.popleft()
             self.next_uid = task.uid + 1
         self.in_flight[task.uid] = task
         if self.pruner is not None:
@@ -389,6 +412,7 @@ class Engine:
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
             "best": self.best.to_state() if self.best else None,
             "pruner": self.pruner.get_state() if self.pruner else None,
+            "warm_start": [g.tolist() for g in self.warm_start],
         }
 
     @classmethod
@@ -406,6 +430,7 @@ class Engine:
         eng._sync_issued = [int(x) for x in state["sync_issued"]]
         eng._sync_buffer = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
         eng.best = Individual.from_state(state["best"]) if state["best"] else None
+        eng.warm_start = deque(np.asarray(g, dtype=np.float64) for g in state.get("warm_start", []))
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():

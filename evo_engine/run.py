@@ -31,6 +31,7 @@ from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
 from evo_engine.log import configure
+from evo_engine.overrides import apply_sets
 from evo_engine.progress import ProgressReporter
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Task
@@ -38,6 +39,7 @@ from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.store import RunStore
 from evo_engine.walltime import Deadline
+from evo_engine.warmstart import warm_start_genomes
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch")
@@ -60,6 +62,10 @@ class RunOptions:
     force: bool = False
     resume: bool = False
     quiet: bool = False
+    sets: tuple[str, ...] = ()
+    """``--set field=value`` items (evo_engine.overrides), applied before the flags above."""
+    warm_start: str | None = None
+    """``--warm-start FILE|RUN_DIR[:N]`` (evo_engine.warmstart); a new run only."""
 
 
 def resolve_preset(preset: str) -> str:
@@ -69,7 +75,7 @@ def resolve_preset(preset: str) -> str:
 
 
 def load_with_overrides(opts: RunOptions, preset: str) -> Scenario:
-    scenario = load_scenario(opts.scenario, preset)
+    scenario = apply_sets(load_scenario(opts.scenario, preset), opts.sets)
     return override(
         scenario, max_evals=opts.max_evals, max_time=opts.max_time, seed=opts.seed,
         sync=True if opts.sync else None,
@@ -261,6 +267,9 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     preset = resolve_preset(opts.preset)
     scenario = load_with_overrides(opts, preset)
     run_dir = opts.run_dir or Path("runs") / scenario.name
+    # Read before the run directory is touched: a bad file leaves an existing run alone.
+    warm = (warm_start_genomes(opts.warm_start, scenario.space, scenario.population_size)
+            if opts.warm_start and not opts.resume else [])
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     # Lock first: --force must never clear a run that another job is still writing.
@@ -269,7 +278,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     try:
         if not opts.resume:
             prepare_run_dir(run_dir, opts.force)
-        return _execute_locked(opts, scenario, preset, run_dir, print_fn)
+        return _execute_locked(opts, scenario, preset, run_dir, print_fn, warm)
     except AlreadyFinished as done:
         print_fn(str(done))
         return EXIT_OK
@@ -278,7 +287,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
 
 
 def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
-                    print_fn: Callable[[str], None]) -> int:
+                    print_fn: Callable[[str], None], warm: list[Any] | None = None) -> int:
     if scenario.prepare is not None:
         # Before anything is written: a bad data file leaves the run directory untouched.
         scenario.prepare()
@@ -295,9 +304,15 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                  max_evals=engine.max_evals)
     else:
         store = RunStore.create(run_dir, attrs=_store_attrs(scenario, opts, preset),
-                                param_kinds={n: p.kind for n, p in scenario.space.items()},
+                                param_kinds=scenario.space.column_kinds(),
                                 dim=scenario.space.dim)
         engine = Engine(scenario.space, scenario.engine_config())
+        if warm:
+            engine.add_warm_start(warm)
+            log.info("warm_start", configurations=len(warm), source=str(opts.warm_start))
+    if opts.warm_start and opts.resume:
+        warn("--warm-start is ignored with --resume: the run keeps the warm-start queue it "
+             "was started with")
     recorder = Recorder(store, scenario.space,
                         on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
     recorder.record_migrations(replayed)

@@ -144,7 +144,8 @@ def _format_errors(exc: ValidationError, prefix: str = "field ") -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "is not a scenario field (a typo?)"
-        elif "input" in err and err["type"] not in ("missing",) and not callable(err["input"]):
+        elif ("input" in err and err["type"] not in ("missing",) and not callable(err["input"])
+              and loc != "(scenario)"):  # a model-level rule's input is the whole scenario
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{prefix}{loc!r}: {msg}" if loc != "(scenario)" else msg)
     return "; ".join(parts)
