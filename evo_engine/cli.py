@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                      help="set a scenario field, checked like the scenario file's own value "
                           "(repeatable): --set islands=4 --set operator_settings.sigma0=0.2")
+    run.add_argument("--callback", dest="callbacks", action="append", default=[], metavar="NAME",
+                     help="log every finished evaluation to tensorboard, mlflow or wandb "
+                          "(offline), or your own module:factory (repeatable)")
     run.add_argument("--warm-start", metavar="FILE|RUN_DIR[:N]",
                      help="evaluate known configurations first: a JSON/YAML list of parameter "
                           "dicts, or the best N (default population_size) of an earlier run")
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
-            sets=tuple(args.sets), warm_start=args.warm_start,
+            sets=tuple(args.sets), warm_start=args.warm_start, callbacks=tuple(args.callbacks),
         )
         return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
     except InputError as exc:

@@ -27,6 +27,7 @@ from evo_engine.actors.inline import InlineTransport
 from evo_engine.actors.launch import launched_with_several_ranks
 from evo_engine.actors.local import LocalTransport
 from evo_engine.actors.runtime import FINALIZE, cuda_available
+from evo_engine.callbacks import CallbackSet, check_callbacks, record_of
 from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
@@ -42,7 +43,7 @@ from evo_engine.walltime import Deadline
 from evo_engine.warmstart import warm_start_genomes
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch")
+RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "wandb")
 
 
 class UsageError(InputError):
@@ -66,6 +67,8 @@ class RunOptions:
     """``--set field=value`` items (evo_engine.overrides), applied before the flags above."""
     warm_start: str | None = None
     """``--warm-start FILE|RUN_DIR[:N]`` (evo_engine.warmstart); a new run only."""
+    callbacks: tuple[str, ...] = ()
+    """``--callback NAME`` items, added to the scenario's ``callbacks`` (evo_engine.callbacks)."""
 
 
 def resolve_preset(preset: str) -> str:
@@ -270,6 +273,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     # Read before the run directory is touched: a bad file leaves an existing run alone.
     warm = (warm_start_genomes(opts.warm_start, scenario.space, scenario.population_size)
             if opts.warm_start and not opts.resume else [])
+    check_callbacks([*scenario.callbacks, *opts.callbacks])
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     # Lock first: --force must never clear a run that another job is still writing.
@@ -320,6 +324,9 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
                       scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none")
     transport = make_transport(spec, workers)
+    callbacks = CallbackSet.create(
+        [*scenario.callbacks, *opts.callbacks], run_dir, scenario.name,
+        lambda m: print(f"evo_engine: warning: {m}", file=sys.stderr), log)
     stop = StopFlag().install()
     try:
         try:
@@ -330,8 +337,10 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         for info in infos:
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
-        reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log)
+        reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
+                                      callbacks)
     except BaseException:
+        callbacks.close(timeout=5.0)
         # Keep what can be kept: the results so far and a snapshot to resume from.
         with contextlib.suppress(Exception):
             recorder.snapshot(engine.get_state())
@@ -339,6 +348,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             _shutdown(transport, recorder, store, "stopped", "error")
         stop.restore()
         raise
+    callbacks.close()
     finished = reason == "finished"
     _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,
               trim=finished)
@@ -362,7 +372,8 @@ def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status:
 
 
 def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
-           stop: StopFlag, opts: RunOptions, log: Any) -> tuple[str, Coordinator, list[Any]]:
+           stop: StopFlag, opts: RunOptions, log: Any,
+           callbacks: CallbackSet | None = None) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     deadline = Deadline.for_run(time.time(), scenario.max_time)
     since_checkpoint = 0
@@ -376,6 +387,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         nonlocal since_checkpoint
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
+        if callbacks is not None:
+            callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
         if ev.state is not EvalState.PRUNED:
             # Any evaluation started may run to the end: a pruned one's time says nothing of that.
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))

@@ -69,6 +69,9 @@ class Scenario(BaseModel):
     """ASHA: the first rung, in the objective's steps (e.g. epochs completed)."""
     max_steps: int | None = Field(None, ge=2)
     """ASHA: the steps a complete evaluation reports up to (e.g. its epochs); required."""
+    callbacks: list[str] = Field(default_factory=list)
+    """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
+    "module:factory" (``evo_engine.callbacks``); ``--callback`` adds more."""
 
     @field_validator("operator")
     @classmethod

@@ -21,5 +21,6 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==${TORCH_VERSION:-2.13.0}"
 fi
-"${pip[@]}" install -e ".[dev,mpich]"
+# tensorboard, mlflow and pandas install in seconds, so their tests run in CI too (wandb's skip).
+"${pip[@]}" install -e ".[dev,mpich,analysis,tensorboard,mlflow]"
 echo "$want" > "$stamp"
