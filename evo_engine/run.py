@@ -39,6 +39,7 @@ from evo_engine.records import EvalState, Task
 from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.store import RunStore
+from evo_engine.timing import describe as describe_timing
 from evo_engine.walltime import Deadline
 from evo_engine.warmstart import warm_start_genomes
 
@@ -292,8 +293,12 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
 
 def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
                     print_fn: Callable[[str], None], warm: list[Any] | None = None) -> int:
+    # One job clock for the live line, the summary and the store (evo_engine.timing).
+    job_start = time.time()
+    reporter = ProgressReporter(0, quiet=opts.quiet, job_start=job_start)
     if scenario.prepare is not None:
         # Before anything is written: a bad data file leaves the run directory untouched.
+        reporter.phase("preparing data")
         scenario.prepare()
     log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
 
@@ -307,7 +312,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
                  max_evals=engine.max_evals)
     else:
-        store = RunStore.create(run_dir, attrs=_store_attrs(scenario, opts, preset),
+        store = RunStore.create(run_dir, attrs={**_store_attrs(scenario, opts, preset),
+                                                "created": job_start},
                                 param_kinds=scenario.space.column_kinds(),
                                 dim=scenario.space.dim)
         engine = Engine(scenario.space, scenario.engine_config())
@@ -330,6 +336,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     stop = StopFlag().install()
     try:
         try:
+            reporter.phase(f"starting {workers or 'inline'} worker{'s' if workers != 1 else ''}")
             infos = transport.start()
         except WorkerStartError as exc:
             raise UsageError(str(exc)) from None
@@ -338,7 +345,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
-                                      callbacks)
+                                      callbacks, reporter)
     except BaseException:
         callbacks.close(timeout=5.0)
         # Keep what can be kept: the results so far and a snapshot to resume from.
@@ -357,7 +364,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         store.set_attrs(final=final)
     log.info("run_finished", reason=reason, finished=engine.n_finished,
              best=engine.best.fitness if engine.best else None)
-    _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final)
+    _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final, reporter)
     return EXIT_OK if finished else EXIT_STOPPED
 
 
@@ -373,7 +380,8 @@ def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status:
 
 def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
            stop: StopFlag, opts: RunOptions, log: Any,
-           callbacks: CallbackSet | None = None) -> tuple[str, Coordinator, list[Any]]:
+           callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None
+           ) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     deadline = Deadline.for_run(time.time(), scenario.max_time)
     since_checkpoint = 0
@@ -387,6 +395,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         nonlocal since_checkpoint
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
+        reporter.observe(ev)
         if callbacks is not None:
             callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
         if ev.state is not EvalState.PRUNED:
@@ -401,7 +410,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
     log.info("run_started", scenario=scenario.name, max_evals=engine.max_evals,
              workers=n_workers, islands=scenario.islands, operator=scenario.operator,
              sync=scenario.sync, resumed=opts.resume, finished_before=engine.n_finished)
-    reporter = ProgressReporter(n_workers, quiet=opts.quiet, done_before=engine.n_finished)
+    if reporter is None:
+        reporter = ProgressReporter(n_workers, quiet=opts.quiet)
+    reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
                         on_task=recorder.record_task, on_tick=reporter, stop_check=stop_check,
                         log=log)
@@ -424,18 +435,17 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
 
 def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: Engine,
                    coord: Coordinator, reason: str, run_dir: Path,
-                   final: list[dict[str, Any]]) -> None:
-    p = coord.progress
-    now = time.time()
+                   final: list[dict[str, Any]], reporter: ProgressReporter) -> None:
     failed = engine.counts[EvalState.FAILED]
     pruned = engine.counts[EvalState.PRUNED]
     pruned_text = f", {pruned} pruned" if pruned else ""
     head = "finished" if reason == "finished" else f"stopped ({reason}); continue with --resume"
     print_fn(
         f"{head}: {engine.n_finished}/{engine.max_evals} evaluations "
-        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text}) in "
-        f"{now - p.started:.1f} s, worker utilization {100 * p.utilization(coord.transport.n_workers, now):.0f}%"
+        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text})"
     )
+    # The same definition `analyze` uses (evo_engine.timing); this job's evaluations only.
+    print_fn(describe_timing(reporter.meter.result()))
     best = engine.best
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")

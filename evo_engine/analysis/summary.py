@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from evo_engine.analysis.history import STATE_NAMES, Run
+from evo_engine.records import EvalState
+from evo_engine.timing import Timing, timing_of
+from evo_engine.timing import describe as describe_timing
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Summary:
     best_per_island: list[IslandBest]
     top: list[dict[str, Any]]
     final: list[dict[str, Any]] = field(default_factory=list)
+    timing: Timing | None = None
+    """Start-up, evaluating span, busy and warm-up time (``evo_engine.timing``)."""
 
     @property
     def status_line(self) -> str:
@@ -120,15 +125,15 @@ def summarize(run: Run, top: int = 10) -> Summary:
     t_start = ev.get("t_start", np.zeros(0))
     t_end = ev.get("t_end", np.zeros(0))
     timed = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (t_start > 0)
-    busy = float((t_end[timed] - t_start[timed]).sum())
-    wall = float(t_end[timed].max() - run.t0) if timed.any() else 0.0
     workers = run.n_workers
-    # Utilization counts from the first evaluation's start, so worker start-up is not idling,
-    # and leaves out the pauses between the jobs of a resumed run.
+    # One definition with the live line and the run's own summary (evo_engine.timing):
+    # start-up apart, pauses between the jobs of a resumed run left out, warm-up apart.
     jobs = int(run.attrs.get("jobs", 1) or 1)
-    span, between = active_span(t_start[timed], t_end[timed], jobs)
-    active = span - between
-    util = min(busy / (workers * active), 1.0) if workers and active > 0 else None
+    _, between = active_span(t_start[timed], t_end[timed], jobs)
+    complete = state == int(EvalState.COMPLETE)
+    timing = timing_of(workers, ev.get("worker", np.zeros(n, dtype=int))[timed],
+                       t_start[timed], t_end[timed], complete[timed], run.t0, between)
+    busy, wall, util = timing.busy_s, timing.wall_s, timing.utilization
     # The evaluation log holds finished evaluations only; in flight = issued (task log) but
     # not finished. A store without a task log can only say so for a finished run: none.
     pending = run.in_flight_uids
@@ -167,6 +172,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         best_per_island=per_island,
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
+        timing=timing,
     )
 
 
@@ -210,13 +216,9 @@ def format_summary(s: Summary, run_dir: str = "") -> str:
     if s.recorded == 0:
         lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
         return "\n".join(lines)
-    util = "unknown" if s.utilization is None else f"{100 * s.utilization:.0f}%"
-    jobs = ""
-    if s.jobs > 1:
-        jobs = (f" in {s.jobs} jobs ({fmt_duration(s.between_jobs_seconds)} between them, "
-                "not counted as idle)")
-    lines.append(f"wall time: {fmt_duration(s.wall_seconds)}{jobs}; {s.workers} worker(s), "
-                 f"utilization {util} (busy {fmt_duration(s.busy_seconds)} in total)")
+    jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
+    if s.timing is not None:
+        lines.append(f"{describe_timing(s.timing)}{jobs}")
     if s.best is None:
         lines.append("best: none (no evaluation completed)")
     else:
