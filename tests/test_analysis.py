@@ -204,7 +204,7 @@ def test_every_plot_is_a_png_of_sane_size(synthetic, tmp_path: Path) -> None:
     paths = make_plots(load_run(run_dir), tmp_path / "plots", baseline=load_run(baseline))
     names = {p.stem for p in paths}
     assert names == {"best_so_far", "fitness_over_time", "parameters", "influence", "sigma",
-                     "workers", "migrations"}
+                     "workers", "migrations", "parallel_coordinates", "importance"}
     for p in paths:
         w, h = png_size(p)
         assert 400 <= w <= 3000 and 150 <= h <= 3000, (p.name, w, h)

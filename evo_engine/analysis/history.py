@@ -60,6 +60,9 @@ class Run:
     migrations: dict[str, np.ndarray] = field(default_factory=dict)
     issued_uids: np.ndarray | None = None
     """uids of every task issued (from the store's task log), when the store has one."""
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    """Intermediate reports (``ctx.report``): ``uid``, ``step``, ``value`` columns; empty when
+    the run's objective reported none."""
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
@@ -149,6 +152,12 @@ def load_run(run_dir: str | Path) -> Run:
     )
     if issued is not None:
         run.issued_uids = issued
+    curves = getattr(store, "curves", None)
+    if curves is not None:
+        run.curves = {c: np.asarray(curves.read(c)) for c in ("uid", "step", "value")}
+        # Rows past the evaluations read above belong to evaluations not committed yet.
+        keep = np.isin(run.curves["uid"], run.evaluations.get("uid", np.zeros(0, int)))
+        run.curves = {c: a[keep] for c, a in run.curves.items()}
     return run
 
 
