@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path, help="scenario .py file")
     run.add_argument("--run-dir", type=Path, help="where run.zarr and log.jsonl go (default runs/<scenario name>)")
     run.add_argument("--max-evals", type=positive_int, help="evaluation budget (overrides the scenario)")
-    run.add_argument("--max-time", type=positive_float, help="stop issuing work after this many seconds")
+    run.add_argument("--max-time", type=positive_float, metavar="S",
+                     help="wall-clock limit for this job in seconds, from its start (data and "
+                          "worker start-up included): evaluations that cannot finish in time "
+                          "are not started; then exit 3 (resumable)")
     run.add_argument("--seed", type=nonneg_int, help="random seed (overrides the scenario)")
     run.add_argument("--workers", type=nonneg_int,
                      help="local worker processes without mpiexec (0 = evaluate inline in this process)")

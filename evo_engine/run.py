@@ -383,7 +383,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
            callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None
            ) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
-    deadline = Deadline.for_run(time.time(), scenario.max_time)
+    # --max-time counts from the job's start (data and worker start-up included), as --help says.
+    job_start = reporter.meter.job_start if reporter is not None else None
+    deadline = Deadline.for_run(job_start or time.time(), scenario.max_time)
     since_checkpoint = 0
 
     def stop_check() -> StopRequest | None:
