@@ -104,3 +104,18 @@ def test_a_run_masks_inactive_parameters_in_store_csv_and_summary(tmp_path: Path
             assert row["depth"] == "" and not math.isnan(float(row["width"]))
         else:
             assert row["width"] == "" and row["modes"] == "" and row["depth"] != ""
+
+
+@pytest.mark.parametrize("preset", ["cpu", "full"])
+def test_advection_multi_uses_conditional_architecture_parameters(preset: str) -> None:
+    from evo_engine.scenario import load_scenario
+
+    space = load_scenario(REPO / "scenarios" / "advection_multi.py", preset).space
+    g = np.full(space.dim, 0.5)
+    g[space.names.index("model")] = 0.1
+    unet = space.decode(g)
+    assert unet["model"] == "unet" and "init_features" in unet
+    assert "width" not in unet and "modes" not in unet
+    g[space.names.index("model")] = 0.9
+    fno = space.decode(g)
+    assert {"width", "modes"} <= set(fno) and "init_features" not in fno
