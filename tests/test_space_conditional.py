@@ -96,12 +96,20 @@ def test_a_run_masks_inactive_parameters_in_store_csv_and_summary(tmp_path: Path
         assert "width" in best_block and "depth" not in best_block
     else:
         assert "depth" in best_block and "width" not in best_block
+    from evo_engine.analysis.summary import format_summary, summarize
+
+    top = summarize(run, top=30).top
+    assert any(t["params"]["depth"] is None for t in top) or all(
+        t["params"]["model"] == "unet" for t in top)
+    assert all(isinstance(t["params"]["width"], int) for t in top if t["params"]["width"])
+    assert " - " in format_summary(summarize(run, top=30)), "inactive shown as '-'"
     write_csv(run, tmp_path / "e.csv")
     with open(tmp_path / "e.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         if row["model"] == "fno":
             assert row["depth"] == "" and not math.isnan(float(row["width"]))
+            assert row["width"].isdigit(), "a conditional Int is written as a whole number"
         else:
             assert row["width"] == "" and row["modes"] == "" and row["depth"] != ""
 

@@ -89,7 +89,12 @@ def table(run: Run, top: int | None = None) -> dict[str, np.ndarray]:
     }
     params, metrics = _names(run)
     for col, p in zip(params, run.param_names):
-        out[col] = ev[f"params/{p}"][rows]
+        values = ev[f"params/{p}"][rows]
+        if run.space.get(p, {}).get("type") == "int" and values.dtype.kind == "f":
+            # A conditional Int is stored as floats (NaN when inactive): whole numbers again.
+            values = np.array([int(v) if np.isfinite(v) else np.nan for v in values],
+                              dtype=object)
+        out[col] = values
     for col, m in zip(metrics, run.metric_names):
         out[col] = np.asarray(ev[f"metrics/{m}"], dtype=float)[rows]
     if run.has_sigma:

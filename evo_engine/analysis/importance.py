@@ -44,10 +44,14 @@ class Importance:
         return self.n >= minimum_count(len(self.names))
 
     def warning(self) -> str | None:
-        if self.enough:
-            return None
-        return (f"only {self.n} complete evaluations for {len(self.names)} parameters "
-                f"(fewer than {minimum_count(len(self.names))}): importances are rough")
+        parts = []
+        if not self.enough:
+            parts.append(f"only {self.n} complete evaluations for {len(self.names)} parameters "
+                         f"(fewer than {minimum_count(len(self.names))}): importances are rough")
+        if self.oob_r2 < 0.1:
+            parts.append(f"the forest predicts fitness ranks no better than their mean (R² "
+                         f"{self.oob_r2:.2f}): no importance can be read from it")
+        return "\n".join(parts) or None
 
 
 def minimum_count(n_params: int) -> int:

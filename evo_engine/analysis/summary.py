@@ -72,6 +72,17 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _param(run: Run, name: str, v: Any) -> Any:
+    """A stored parameter value as the user wrote it: None when inactive (masked), an int
+    for an Int (a conditional Int is stored as a float column)."""
+    v = _scalar(v)
+    if v == "" or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if run.space.get(name, {}).get("type") == "int":
+        return int(v)
+    return v
+
+
 def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
     """The ``n`` best complete evaluations, best first, each with its params and metrics."""
     ev = run.evaluations
@@ -82,7 +93,7 @@ def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
         rows.append({
             "uid": int(ev["uid"][i]), "island": int(ev["island"][i]),
             "fitness": float(ev["fitness"][i]),
-            "params": {p: _scalar(ev[f"params/{p}"][i]) for p in run.param_names
+            "params": {p: _param(run, p, ev[f"params/{p}"][i]) for p in run.param_names
                        if f"params/{p}" in ev},
             "metrics": {m: float(ev[f"metrics/{m}"][i]) for m in run.metric_names},
         })
@@ -177,7 +188,9 @@ def summarize(run: Run, top: int = 10) -> Summary:
 
 
 def fmt_value(v: Any) -> str:
-    """A parameter or metric value, short: 6 significant digits for floats."""
+    """A parameter or metric value, short: 6 significant digits for floats, "-" when inactive."""
+    if v is None:
+        return "-"
     if isinstance(v, (float, np.floating)):
         return "nan" if math.isnan(v) else f"{v:.6g}"
     return str(v)
