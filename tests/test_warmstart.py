@@ -92,3 +92,18 @@ def test_cli_warm_start_from_an_earlier_run(tmp_path: Path) -> None:
               cwd=tmp_path)
     assert bad.returncode == 2 and "--warm-start nowhere" in bad.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_the_shipped_pdebench_defaults_fit_advection_multi_full() -> None:
+    from evo_engine.scenario import load_scenario
+    from evo_engine.sciml.training import PDEBENCH_DEFAULTS
+
+    space = load_scenario(REPO / "scenarios" / "advection_multi.py", "full").space
+    genomes = warm_start_genomes(REPO / "scenarios/warm/pdebench_advection_full.json", space, 4)
+    unet, fno = (space.decode(g) for g in genomes)
+    assert unet["model"] == "unet" and "width" not in unet and "init_features" in unet
+    assert fno["model"] == "fno" and "init_features" not in fno and "modes" in fno
+    for params in (unet, fno):
+        for k, v in params.items():
+            if k != "model":
+                assert v == pytest.approx(PDEBENCH_DEFAULTS[k]), k
