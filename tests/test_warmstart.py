@@ -107,3 +107,22 @@ def test_the_shipped_pdebench_defaults_fit_advection_multi_full() -> None:
         for k, v in params.items():
             if k != "model":
                 assert v == pytest.approx(PDEBENCH_DEFAULTS[k]), k
+
+
+def test_a_resumed_run_issues_the_rest_of_its_warm_start_queue(tmp_path: Path) -> None:
+    configs = [{"lr": 1e-3, "layers": 2, "activation": "gelu"},
+               {"lr": 1e-2, "layers": 5, "activation": "relu"},
+               {"lr": 1e-4, "layers": 4, "activation": "silu"}]
+    (tmp_path / "w.json").write_text(json.dumps(configs))
+    first = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--max-evals", 2,
+                "--warm-start", "w.json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--max-evals", 5, "--resume",
+                "--warm-start", "w.json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "--warm-start is ignored with --resume" in again.stderr
+    h = load_history(tmp_path / "r")
+    order = np.argsort(h["uid"])
+    ops = h["operator"][order].tolist()
+    assert ops[:3] == ["warm_start"] * 3 and ops[3].startswith("design:")
+    assert h["params/activation"][order][2] == "silu", "the third came from the snapshot's queue"
