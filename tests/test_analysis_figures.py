@@ -104,7 +104,9 @@ def test_learning_curves_mark_pruned_and_rungs(tmp_path: Path) -> None:
         path=run.path, attrs=run.attrs, evaluations=run.evaluations)) is None
 
 
-def test_parallel_coordinates_break_at_inactive_parameters(tmp_path: Path) -> None:
+def test_parallel_coordinates_mark_inactive_parameters(tmp_path: Path) -> None:
+    from evo_engine.analysis.figures import INACTIVE_Y
+
     build(tmp_path / "p", n=40)
     run = load_run(tmp_path / "p")
     fig = plot_parallel_coordinates(run)
@@ -113,8 +115,15 @@ def test_parallel_coordinates_break_at_inactive_parameters(tmp_path: Path) -> No
     assert len(lines) == 40
     act = run.evaluations["params/act"]
     n_gelu = int((act == "gelu").sum())
-    assert sum(np.isfinite(ln.get_ydata()[3]) for ln in lines) == n_gelu
-    assert all(0 <= y <= 1 for ln in lines for y in ln.get_ydata() if np.isfinite(y))
+    assert sum(ln.get_ydata()[3] >= 0 for ln in lines) == n_gelu
+    assert sum(ln.get_ydata()[3] == INACTIVE_Y for ln in lines) == 40 - n_gelu
+    assert all(np.isfinite(ln.get_ydata()).all() for ln in lines), "every line reaches fitness"
+    assert "inactive" in [t.get_text() for t in ax.texts]
+    # A parameter inactive in every complete evaluation gets no axis at all.
+    run.evaluations["params/modes"][:] = np.nan
+    ax2 = plot_parallel_coordinates(run).axes[0]
+    assert [t.get_text() for t in ax2.get_xticklabels()][:3] == ["lr", "width", "act"]
+    assert len(ax2.get_xticklabels()) == 4
 
 
 def test_integer_parameters_get_integer_ticks_and_masked_values_are_left_out(tmp_path: Path) -> None:

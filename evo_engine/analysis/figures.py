@@ -101,7 +101,12 @@ def _unit_column(run: Run, name: str) -> tuple[np.ndarray, list[str], list[float
     if labels is not None:
         k = max(len(labels) - 1, 1)
         return v / k, labels, [i / k for i in range(len(labels))]
-    lo, hi = float(spec.get("lo", np.nanmin(v))), float(spec.get("hi", np.nanmax(v)))
+    if "lo" in spec and "hi" in spec:
+        lo, hi = float(spec["lo"]), float(spec["hi"])
+    elif np.isfinite(v).any():
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    else:
+        lo, hi = 0.0, 1.0
     log = run.is_log(name) and lo > 0
     f = np.log10 if log else (lambda a: a)
     a, b = f(lo), f(hi)
@@ -111,19 +116,34 @@ def _unit_column(run: Run, name: str) -> tuple[np.ndarray, list[str], list[float
     return u, [fmt.format(lo), fmt.format(hi)], [0.0, 1.0]
 
 
+INACTIVE_Y = -0.12
+"""Where parallel coordinates draw an inactive conditional parameter (below the range)."""
+
+
 def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure | None:
     """One vertical axis per parameter (its declared range; log where declared) and fitness;
     one line per complete evaluation, coloured by fitness rank, the ``highlight`` best bold.
-    An inactive conditional parameter breaks the line at its axis."""
+    An inactive conditional parameter is drawn at "inactive", below its axis's range, so
+    every line still reaches the fitness axis; a parameter inactive in every complete
+    evaluation gets no axis."""
     names = [p for p in run.param_names if f"params/{p}" in run.evaluations]
     ok = run.complete
     if ok.sum() < 2 or not names:
         return None
-    cols, ticks = [], []
+    cols, ticks, shown = [], [], []
     for name in names:
         u, labels, pos = _unit_column(run, name)
-        cols.append(u[ok])
+        u = u[ok]
+        inactive = ~np.isfinite(u)
+        if inactive.all():
+            continue
+        if inactive.any():
+            u = np.where(inactive, INACTIVE_Y, u)
+            labels, pos = [*labels, "inactive"], [*pos, INACTIVE_Y]
+        cols.append(u)
         ticks.append((labels, pos))
+        shown.append(name)
+    names = shown
     f = run.fitness[ok]
     pct = fitness_percentile(f)
     fin = np.isfinite(f)
@@ -154,7 +174,7 @@ def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure | None:
     ax.set_xticks(x, axes_names, rotation=20, ha="right", fontsize=9)
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(axes_names) - 0.6)
-    ax.set_ylim(-0.04, 1.04)
+    ax.set_ylim(INACTIVE_Y - 0.04 if (y < 0).any() else -0.04, 1.04)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fitness_colorbar(fig, _mappable(cmap), ax, "fitness rank (percentile, 0 = best)")
