@@ -7,8 +7,10 @@ RUN_DIR ?= runs/$(basename $(notdir $(SCENARIO)))
 setup:
 	@bash scripts/setup.sh
 
+# Never deletes a run: continues it (--resume) when RUN_DIR holds one; FORCE=1 starts over.
 run: setup
-	$(PY) -m evo_engine run $(SCENARIO) --run-dir $(RUN_DIR) --force
+	$(PY) -m evo_engine run $(SCENARIO) --run-dir $(RUN_DIR) \
+		$(if $(FORCE),--force,$(if $(wildcard $(RUN_DIR)/run.zarr),--resume,))
 
 test: setup
 	$(PY) -m pytest

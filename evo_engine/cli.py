@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Asynchronous evolutionary hyperparameter optimization (local or under mpiexec).",
         epilog="`python -m evo_engine SCENARIO ...` is short for `python -m evo_engine run SCENARIO ...`.",
     )
+    from evo_engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"evo_engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run", help="run (or resume) a scenario", epilog=RUN_EXAMPLES,
@@ -50,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", type=Path, help="scenario .py file")
     run.add_argument("--run-dir", type=Path, help="where run.zarr and log.jsonl go (default runs/<scenario name>)")
     run.add_argument("--max-evals", type=positive_int, help="evaluation budget (overrides the scenario)")
-    run.add_argument("--max-time", type=positive_float, help="stop issuing work after this many seconds")
+    run.add_argument("--max-time", type=positive_float, metavar="S",
+                     help="wall-clock limit for this job in seconds, from its start (data and "
+                          "worker start-up included): evaluations that cannot finish in time "
+                          "are not started; then exit 3 (resumable)")
     run.add_argument("--seed", type=nonneg_int, help="random seed (overrides the scenario)")
     run.add_argument("--workers", type=nonneg_int,
                      help="local worker processes without mpiexec (0 = evaluate inline in this process)")
@@ -67,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
     run.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
+                     help="set a scenario field, checked like the scenario file's own value "
+                          "(repeatable): --set islands=4 --set operator_settings.sigma0=0.2")
+    run.add_argument("--callback", dest="callbacks", action="append", default=[], metavar="NAME",
+                     help="log every finished evaluation to tensorboard, mlflow or wandb "
+                          "(offline), or your own module:factory (repeatable)")
+    run.add_argument("--warm-start", metavar="FILE|RUN_DIR[:N]",
+                     help="evaluate known configurations first: a JSON/YAML list of parameter "
+                          "dicts, or the best N (default population_size) of an earlier run")
     from evo_engine.analysis.cli import add_parser as add_analyze_parser
 
     add_analyze_parser(sub)
@@ -113,6 +128,7 @@ def _main(argv: list[str] | None) -> int:
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
             batch=args.batch,
+            sets=tuple(args.sets), warm_start=args.warm_start, callbacks=tuple(args.callbacks),
         )
         return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
     except InputError as exc:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evo_engine.dedupe import Dedupe
+from evo_engine.dedupe import Dedupe, Pick
 from evo_engine.island import Island
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.operators.base import OperatorSettings
@@ -189,6 +189,8 @@ class Engine:
         self.pruner = ASHA(config.pruning) if config.pruning else None
         self.dedupe = Dedupe(space, config.repeats, config.population_size)
         """Configurations issued so far (never issued again by accident) and re-evaluations."""
+        self.warm_start: deque[np.ndarray] = deque()
+        """Known configurations to issue before anything else (``add_warm_start``)."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class Engine:
 
         None when the search space is exhausted (``dedupe``): nothing new may be issued.
         """
-        pick = self.dedupe.next_pick(island, self.islands)
+        pick = self._warm_pick(island) or self.dedupe.next_pick(island, self.islands)
         if pick is None:
             return None
         uid = self.next_uid
@@ -297,6 +299,29 @@ class Engine:
             open_ = range(len(islands))
         best = min(open_, key=lambda i: (load[i], islands[i].issued, i))
         return islands[best]
+
+    def add_warm_start(self, genomes: list[np.ndarray]) -> None:
+        """Queue known configurations (genomes) to issue before anything else.
+
+        Each becomes an ordinary task of the island whose turn it is, with operator
+        ``warm_start``; its result joins that island's population like any other. The queue
+        is part of the engine's state, so a run stopped before all were issued issues the
+        rest after ``--resume``. A configuration already issued (a repeat in the list) is
+        skipped, like any repeat.
+        """
+        for g in genomes:
+            g = np.asarray(g, dtype=np.float64).reshape(-1)
+            if g.shape[0] != self.space.dim:
+                raise ValueError(f"a warm-start genome has {g.shape[0]} genes, the space {self.space.dim}")
+            self.warm_start.append(g)
+
+    def _warm_pick(self, island: Island) -> Pick | None:
+        while self.warm_start:
+            genome = frozen_genome(self.warm_start.popleft())
+            params = self.space.decode(genome)
+            if params not in self.dedupe.registry:
+                return Pick(island.index, genome, params, "warm_start")
+        return None
 
     # -- telling ----------------------------------------------------------------------
 
@@ -486,6 +511,7 @@ class Engine:
             "best": self.best.to_state() if self.best else None,
             "pruner": self.pruner.get_state() if self.pruner else None,
             "dedupe": self.dedupe.get_state(),
+            "warm_start": [g.tolist() for g in self.warm_start],
         }
 
     @classmethod
@@ -519,6 +545,7 @@ class Engine:
         if eng.best is not None and eng.best.island >= n:
             eng.best = replace(eng.best, island=eng.best.island % n)
         eng.dedupe.set_state(state.get("dedupe"))
+        eng.warm_start = deque(np.asarray(g, dtype=np.float64) for g in state.get("warm_start", []))
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():

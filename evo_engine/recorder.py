@@ -196,8 +196,10 @@ class Recorder:
             "parents": self._parents([ev.task.parents for ev in evals]),
             "genome": np.stack([ev.task.genome for ev in evals]),
         }
-        for name in self.space.names:
-            rows[f"params/{name}"] = [ev.task.params[name] for ev in evals]
+        for name, p in self.space.items():
+            # An inactive (conditional) parameter is absent from params: masked in the store.
+            masked = "" if p.kind == "categorical" else np.nan
+            rows[f"params/{name}"] = [ev.task.params.get(name, masked) for ev in evals]
         for m in metric_names:
             rows[f"metrics/{m}"] = [ev.result.metrics.get(m, np.nan) for ev in evals]
         batches = [ev.result.batch for ev in evals]

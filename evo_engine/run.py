@@ -25,11 +25,13 @@ from evo_engine.actors.inline import InlineTransport
 from evo_engine.actors.launch import launched_with_several_ranks
 from evo_engine.actors.local import LocalTransport
 from evo_engine.actors.runtime import FINALIZE, cuda_available
+from evo_engine.callbacks import CallbackSet, check_callbacks, record_of
 from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
 from evo_engine.fingerprint import inputs_diff, run_inputs
 from evo_engine.log import configure
+from evo_engine.overrides import apply_sets
 from evo_engine.progress import ProgressReporter
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Task
@@ -37,10 +39,12 @@ from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.rundir import RunLock
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.store import RunStore
+from evo_engine.timing import describe as describe_timing
 from evo_engine.walltime import Deadline
+from evo_engine.warmstart import warm_start_genomes
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch")
+RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "wandb")
 
 
 class UsageError(InputError):
@@ -61,6 +65,12 @@ class RunOptions:
     resume: bool = False
     quiet: bool = False
     batch: int | None = None
+    sets: tuple[str, ...] = ()
+    """``--set field=value`` items (evo_engine.overrides), applied before the flags above."""
+    warm_start: str | None = None
+    """``--warm-start FILE|RUN_DIR[:N]`` (evo_engine.warmstart); a new run only."""
+    callbacks: tuple[str, ...] = ()
+    """``--callback NAME`` items, added to the scenario's ``callbacks`` (evo_engine.callbacks)."""
 
 
 def resolve_preset(preset: str) -> str:
@@ -70,7 +80,7 @@ def resolve_preset(preset: str) -> str:
 
 
 def load_with_overrides(opts: RunOptions, preset: str) -> Scenario:
-    scenario = load_scenario(opts.scenario, preset)
+    scenario = apply_sets(load_scenario(opts.scenario, preset), opts.sets)
     return override(
         scenario, max_evals=opts.max_evals, max_time=opts.max_time, seed=opts.seed,
         sync=True if opts.sync else None, batch=opts.batch,
@@ -271,6 +281,10 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     preset = resolve_preset(opts.preset)
     scenario = load_with_overrides(opts, preset)
     run_dir = opts.run_dir or Path("runs") / scenario.name
+    # Read before the run directory is touched: a bad file leaves an existing run alone.
+    warm = (warm_start_genomes(opts.warm_start, scenario.space, scenario.population_size)
+            if opts.warm_start and not opts.resume else [])
+    check_callbacks([*scenario.callbacks, *opts.callbacks])
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     # Lock first: --force must never clear a run that another job is still writing.
@@ -278,7 +292,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     lock.acquire()
     writing: list[bool] = []  # non-empty once anything is written: a refusal leaves no trace
     try:
-        return _execute_locked(opts, scenario, preset, run_dir, print_fn, lock, writing)
+        return _execute_locked(opts, scenario, preset, run_dir, print_fn, lock, writing, warm)
     except AlreadyFinished as done:
         print_fn(str(done))
         return EXIT_OK
@@ -287,7 +301,10 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
 
 
 def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: Path,
-                    print_fn: Callable[[str], None], lock: RunLock, writing: list[bool]) -> int:
+                    print_fn: Callable[[str], None], lock: RunLock, writing: list[bool],
+                    warm: list[Any] | None = None) -> int:
+    # One job clock for the live line, the summary and the store (evo_engine.timing).
+    job_start = time.time()
     notes: list[str] = []
 
     def early_warn(message: str) -> None:
@@ -298,8 +315,10 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     plan = plan_run(run_dir, opts, made_dir=lock.made_dir)
     checked = check_resume(run_dir, scenario, opts, preset, early_warn) if plan.resume else None
     rundir.check_writable(run_dir)
+    reporter = ProgressReporter(0, quiet=opts.quiet, job_start=job_start)
     if scenario.prepare is not None:
         # Before anything is written: a bad data file leaves the run directory untouched.
+        reporter.phase("preparing data")
         scenario.prepare()
     writing.append(True)
     lock.claim()
@@ -321,10 +340,17 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
                  max_evals=engine.max_evals)
     else:
-        store = RunStore.create(run_dir, attrs=_store_attrs(scenario, opts, preset),
-                                param_kinds={n: p.kind for n, p in scenario.space.items()},
+        store = RunStore.create(run_dir, attrs={**_store_attrs(scenario, opts, preset),
+                                                "created": job_start},
+                                param_kinds=scenario.space.column_kinds(),
                                 dim=scenario.space.dim)
         engine = Engine(scenario.space, scenario.engine_config())
+        if warm:
+            engine.add_warm_start(warm)
+            log.info("warm_start", configurations=len(warm), source=str(opts.warm_start))
+    if opts.warm_start and checked is not None:
+        warn("--warm-start is ignored with --resume: the run keeps the warm-start queue it "
+             "was started with")
     recorder = Recorder(store, scenario.space,
                         on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
     recorder.record_migrations(replayed)
@@ -333,9 +359,13 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                       scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none",
                       eval_timeout_s=scenario.eval_timeout_s)
     transport = make_transport(spec, workers)
+    callbacks = CallbackSet.create(
+        [*scenario.callbacks, *opts.callbacks], run_dir, scenario.name,
+        lambda m: print(f"evo_engine: warning: {m}", file=sys.stderr), log)
     stop = StopFlag()
     try:
         try:
+            reporter.phase(f"starting {workers or 'inline'} worker{'s' if workers != 1 else ''}")
             infos = transport.start()
         except WorkerStartError as exc:
             raise UsageError(str(exc)) from None
@@ -346,8 +376,10 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         for info in infos:
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
-        reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log)
+        reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
+                                      callbacks, reporter)
     except BaseException as exc:
+        callbacks.close(timeout=5.0)
         # Keep what can be kept: the results so far and a snapshot to resume from.
         with contextlib.suppress(Exception):
             recorder.snapshot(engine.get_state())
@@ -363,6 +395,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                 "with --resume"
             ) from None
         raise
+    callbacks.close()
     finished = reason == "finished"
     _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,
               trim=finished)
@@ -371,7 +404,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         store.set_attrs(final=final)
     log.info("run_finished", reason=reason, finished=engine.n_finished,
              best=engine.best.fitness if engine.best else None)
-    _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final)
+    _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final, reporter)
     return EXIT_OK if finished else EXIT_STOPPED
 
 
@@ -386,9 +419,13 @@ def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status:
 
 
 def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
-           stop: StopFlag, opts: RunOptions, log: Any) -> tuple[str, Coordinator, list[Any]]:
+           stop: StopFlag, opts: RunOptions, log: Any,
+           callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None
+           ) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
-    deadline = Deadline.for_run(time.time(), scenario.max_time)
+    # --max-time counts from the job's start (data and worker start-up included), as --help says.
+    job_start = reporter.meter.job_start if reporter is not None else None
+    deadline = Deadline.for_run(job_start or time.time(), scenario.max_time)
     since_checkpoint = 0
 
     def stop_check() -> StopRequest | None:
@@ -400,6 +437,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         nonlocal since_checkpoint
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
+        reporter.observe(ev)
+        if callbacks is not None:
+            callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
         if ev.state is not EvalState.PRUNED:
             # Any evaluation started may run to the end: a pruned one's time says nothing of that.
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
@@ -412,7 +452,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
     log.info("run_started", scenario=scenario.name, max_evals=engine.max_evals,
              workers=n_workers, islands=scenario.islands, operator=scenario.operator,
              sync=scenario.sync, resumed=opts.resume, finished_before=engine.n_finished)
-    reporter = ProgressReporter(n_workers, quiet=opts.quiet, done_before=engine.n_finished)
+    if reporter is None:
+        reporter = ProgressReporter(n_workers, quiet=opts.quiet)
+    reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
                         on_task=recorder.record_task, on_tick=reporter, stop_check=stop_check,
                         log=log, batch=scenario.batch, batch_key=scenario.batch_key)
@@ -438,18 +480,17 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
 
 def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: Engine,
                    coord: Coordinator, reason: str, run_dir: Path,
-                   final: list[dict[str, Any]]) -> None:
-    p = coord.progress
-    now = time.time()
+                   final: list[dict[str, Any]], reporter: ProgressReporter) -> None:
     failed = engine.counts[EvalState.FAILED]
     pruned = engine.counts[EvalState.PRUNED]
     pruned_text = f", {pruned} pruned" if pruned else ""
     head = "finished" if reason == "finished" else f"stopped ({reason}); continue with --resume"
     print_fn(
         f"{head}: {engine.n_finished}/{engine.max_evals} evaluations "
-        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text}) in "
-        f"{now - p.started:.1f} s, worker utilization {100 * p.utilization(coord.transport.n_workers, now):.0f}%"
+        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text})"
     )
+    # The same definition `analyze` uses (evo_engine.timing); this job's evaluations only.
+    print_fn(describe_timing(reporter.meter.result()))
     best = engine.best
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")

@@ -88,6 +88,9 @@ class Scenario(BaseModel):
     """Seconds one evaluation (one ``objective_batch`` call for a batch) may run before it is
     recorded FAILED "timed out after N s"; off by default. See the README for what each
     transport does then."""
+    callbacks: list[str] = Field(default_factory=list)
+    """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
+    "module:factory" (``evo_engine.callbacks``); ``--callback`` adds more."""
 
     @field_validator("operator")
     @classmethod
@@ -166,7 +169,8 @@ def _format_errors(exc: ValidationError, prefix: str = "field ") -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "is not a scenario field (a typo?)"
-        elif "input" in err and err["type"] not in ("missing",) and not callable(err["input"]):
+        elif ("input" in err and err["type"] not in ("missing",) and not callable(err["input"])
+              and loc != "(scenario)"):  # a model-level rule's input is the whole scenario
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{prefix}{loc!r}: {msg}" if loc != "(scenario)" else msg)
     return "; ".join(parts)

@@ -25,16 +25,62 @@ def _clip01(u: float) -> float:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """``when=("model", "fno")``: the parameter is active only while ``model`` is ``"fno"``.
+
+    ``values`` may list several values (``when=("model", ("fno", "unet"))``: active for any
+    of them). The parent must be a Categorical or an Int defined earlier in the space; a
+    parameter whose parent is inactive is inactive too. An inactive parameter keeps its gene
+    (genomes have the space's full dimension) but is left out of ``Space.decode``'s dict, so
+    the objective, the printed best, the CSV and the plots never see a value that means nothing.
+    """
+
+    parent: str
+    values: tuple[Any, ...]
+
+    def holds(self, value: Any) -> bool:
+        return any(v == value and isinstance(v, bool) == isinstance(value, bool)
+                   for v in self.values)
+
+    def describe(self) -> list[Any]:
+        return [self.parent, [_plain(v) for v in self.values]]
+
+
+def _condition(when: Any) -> Condition | None:
+    if when is None or isinstance(when, Condition):
+        return when
+    if not isinstance(when, (tuple, list)) or len(when) != 2 or not isinstance(when[0], str):
+        raise SpaceError(
+            f"when= must be (parent_name, value) or (parent_name, (value, ...)), got {when!r}"
+        )
+    parent, values = when
+    values = tuple(values) if isinstance(values, (tuple, list, set, frozenset)) else (values,)
+    if not values:
+        raise SpaceError(f"when=({parent!r}, ...) needs at least one value")
+    return Condition(parent, values)
+
+
+def _with_when(d: dict[str, Any], when: Condition | None) -> dict[str, Any]:
+    # Only present when set: unconditional spaces keep the fingerprint they always had.
+    if when is not None:
+        d["when"] = when.describe()
+    return d
+
+
+@dataclass(frozen=True)
 class Float:
     """A real hyperparameter in [lo, hi]; ``log=True`` makes it uniform in log space."""
 
     lo: float
     hi: float
     log: bool = False
+    when: Condition | None = None
+    """Active only when another parameter has one of some values (see ``Condition``)."""
 
     kind = "float"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "when", _condition(self.when))
         if not (math.isfinite(self.lo) and math.isfinite(self.hi)):
             raise SpaceError(f"Float bounds must be finite, got ({self.lo}, {self.hi})")
         if self.lo >= self.hi:
@@ -60,7 +106,7 @@ class Float:
         return min(max(v, self.lo), self.hi)
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "float", "lo": self.lo, "hi": self.hi, "log": self.log}
+        return _with_when({"type": "float", "lo": self.lo, "hi": self.hi, "log": self.log}, self.when)
 
 
 @dataclass(frozen=True)
@@ -74,10 +120,13 @@ class Int:
     lo: int
     hi: int
     log: bool = False
+    when: Condition | None = None
+    """Active only when another parameter has one of some values (see ``Condition``)."""
 
     kind = "int"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "when", _condition(self.when))
         for name in ("lo", "hi"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -113,7 +162,8 @@ class Int:
         return int(min(max(v, self.lo), self.hi))
 
     def describe(self) -> dict[str, Any]:
-        return {"type": "int", "lo": int(self.lo), "hi": int(self.hi), "log": self.log}
+        return _with_when({"type": "int", "lo": int(self.lo), "hi": int(self.hi), "log": self.log},
+                          self.when)
 
 
 Tree = Mapping[str, Any]
@@ -145,11 +195,13 @@ class Categorical:
 
     choices: tuple[Any, ...]
     tree: Any = None
+    when: Condition | None = None
     _paths: dict[Any, tuple[str, ...]] = field(default=None, init=False, repr=False, compare=False)
 
     kind = "categorical"
 
-    def __init__(self, choices: Iterable[Any] | None = None, tree: Any = None) -> None:
+    def __init__(self, choices: Iterable[Any] | None = None, tree: Any = None,
+                 when: Any = None) -> None:
         if choices is None and tree is None:
             raise SpaceError("Categorical needs choices (or a tree of choices)")
         leaves = None
@@ -173,6 +225,7 @@ class Categorical:
         object.__setattr__(self, "choices", choices)
         object.__setattr__(self, "tree", tree)
         object.__setattr__(self, "_paths", paths)
+        object.__setattr__(self, "when", _condition(when))
 
     def index(self, value: Any) -> int:
         for i, c in enumerate(self.choices):
@@ -207,7 +260,7 @@ class Categorical:
         d: dict[str, Any] = {"type": "categorical", "choices": [_plain(c) for c in self.choices]}
         if self.tree is not None:
             d["tree"] = _plain(self.tree)
-        return d
+        return _with_when(d, self.when)
 
 
 def _plain(obj: Any) -> Any:
@@ -245,6 +298,45 @@ class Space:
                     f"parameter {name!r} must be Float, Int or Categorical, got {type(p).__name__}"
                 )
         self._params: dict[str, Param] = dict(items)
+        self._check_conditions()
+
+    def _check_conditions(self) -> None:
+        order = {n: i for i, n in enumerate(self._params)}
+        for name, p in self._params.items():
+            c = p.when
+            if c is None:
+                continue
+            if c.parent not in self._params:
+                raise SpaceError(f"parameter {name!r}: when= names {c.parent!r}, which is not "
+                                 f"in the space")
+            if order[c.parent] >= order[name]:
+                raise SpaceError(f"parameter {name!r}: its condition's parent {c.parent!r} must "
+                                 f"come before it in the space")
+            parent = self._params[c.parent]
+            if isinstance(parent, Float):
+                raise SpaceError(f"parameter {name!r}: a condition's parent must be a Categorical "
+                                 f"or an Int, not the Float {c.parent!r}")
+            for v in c.values:
+                try:
+                    parent.encode(v)
+                except (SpaceError, TypeError, ValueError):
+                    raise SpaceError(f"parameter {name!r}: when=({c.parent!r}, {v!r}) can never "
+                                     f"hold ({v!r} is not a value of {c.parent!r})") from None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether any parameter is active only under a condition."""
+        return any(p.when is not None for p in self._params.values())
+
+    def active(self, values: Mapping[str, Any]) -> list[str]:
+        """The names of the parameters active for ``values`` (a dict of decoded values)."""
+        on: list[str] = []
+        for name, p in self._params.items():
+            c = p.when
+            if c is None or (c.parent in on and c.parent in values
+                             and c.holds(values[c.parent])):
+                on.append(name)
+        return on
 
     @property
     def names(self) -> list[str]:
@@ -276,20 +368,38 @@ class Space:
         return f"Space({', '.join(f'{n}={p!r}' for n, p in self._params.items())})"
 
     def encode(self, params: Mapping[str, Any]) -> np.ndarray:
-        missing = [n for n in self._params if n not in params]
+        """The genome of ``params``; an inactive parameter may be left out (its gene is 0.5)."""
+        active = set(self.active(params))
+        missing = [n for n in self._params if n not in params and n in active]
         extra = [n for n in params if n not in self._params]
         if missing or extra:
             raise SpaceError(f"params do not match the space: missing {missing}, unknown {extra}")
-        return np.array([p.encode(params[n]) for n, p in self._params.items()], dtype=np.float64)
+        genes = []
+        for n, p in self._params.items():
+            try:
+                genes.append(p.encode(params[n]) if n in params else 0.5)
+            except SpaceError as exc:
+                raise SpaceError(f"parameter {n!r}: {exc}") from None
+        return np.array(genes, dtype=np.float64)
 
     def decode(self, genome: Sequence[float] | np.ndarray) -> dict[str, Any]:
+        """The active parameters' values for ``genome`` (inactive ones are absent)."""
         g = np.asarray(genome, dtype=np.float64).reshape(-1)
         if g.shape[0] != self.dim:
             raise SpaceError(f"genome has {g.shape[0]} genes, the space has {self.dim}")
-        return {n: p.decode(float(u)) for (n, p), u in zip(self._params.items(), g)}
+        values = {n: p.decode(float(u)) for (n, p), u in zip(self._params.items(), g)}
+        if not self.conditional:
+            return values
+        return {n: values[n] for n in self.active(values)}
 
     def kinds(self) -> list[str]:
         return [p.kind for p in self._params.values()]
+
+    def column_kinds(self) -> dict[str, str]:
+        """The store's column kind per parameter: a conditional Int is stored as a float so
+        that an inactive value can be NaN (its active values stay whole numbers)."""
+        return {n: "float" if p.kind == "int" and p.when is not None else p.kind
+                for n, p in self._params.items()}
 
     def describe(self) -> dict[str, Any]:
         """A plain, JSON-serialisable description: the space's part of a run's fingerprint."""
@@ -300,12 +410,13 @@ class Space:
         params: dict[str, Param] = {}
         for n, p in d.items():
             t = p["type"]
+            when = p.get("when")
             if t == "float":
-                params[n] = Float(p["lo"], p["hi"], log=p["log"])
+                params[n] = Float(p["lo"], p["hi"], log=p["log"], when=when)
             elif t == "int":
-                params[n] = Int(p["lo"], p["hi"], log=p["log"])
+                params[n] = Int(p["lo"], p["hi"], log=p["log"], when=when)
             elif t == "categorical":
-                params[n] = Categorical(p["choices"], tree=p.get("tree"))
+                params[n] = Categorical(p["choices"], tree=p.get("tree"), when=when)
             else:
                 raise SpaceError(f"unknown parameter type {t!r} for {n!r}")
         return cls(params)

@@ -1,7 +1,8 @@
 """1D advection (β = 4): choose the model (U-Net or FNO) and tune its training, jointly.
 
 Searches the architecture (``model``; ``init_features`` for the U-Net, ``width`` and ``modes``
-for the FNO — the other model's parameters are ignored), the optimiser (learning rate, weight
+for the FNO: conditional parameters, active only for their model, so a U-Net is never printed
+or plotted with an FNO's ``modes``), the optimiser (learning rate, weight
 decay), the StepLR schedule (step size, γ) and the batch size. Fitness: the mean of validation
 RMSE, nRMSE, bRMSE and cRMSE (lower is better); test metrics of the best at the end.
 
@@ -34,10 +35,13 @@ def make_scenario(preset: str) -> Scenario:
         scheduler_step=Int(10, 500, log=True) if full else Int(1, task.epochs),
         scheduler_gamma=Float(0.1, 1.0),
         batch_size=Int(10, 200, log=True) if full else Int(8, 64, log=True),
-        # Capped on the cpu preset so that one evaluation stays well under a minute.
-        init_features=Int(8, 64, log=True) if full else Int(4, 16, log=True),
-        width=Int(8, 128, log=True) if full else Int(8, 48, log=True),
-        modes=Int(4, 32),
+        # Capped on the cpu preset so that one evaluation stays well under a minute. Each
+        # architecture's own parameters are active only when that model is chosen.
+        init_features=Int(8, 64, log=True, when=("model", "unet")) if full
+        else Int(4, 16, log=True, when=("model", "unet")),
+        width=Int(8, 128, log=True, when=("model", "fno")) if full
+        else Int(8, 48, log=True, when=("model", "fno")),
+        modes=Int(4, 32, when=("model", "fno")),
     )
     return Scenario(
         name="advection_multi",

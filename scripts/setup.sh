@@ -17,9 +17,11 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip >/dev/null
-# The CPU build of torch first: an unpinned torch would resolve to a multi-GB CUDA build.
+# torch first, pinned, and only if absent: a torch already in the venv (e.g. the CPU-only build
+# from PyTorch's own index, which PyPI does not serve on Linux) is kept.
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==${TORCH_VERSION:-2.13.0}"
 fi
-"${pip[@]}" install -e ".[dev,mpich]"
+# tensorboard, mlflow and pandas install in seconds, so their tests run in CI too (wandb's skip).
+"${pip[@]}" install -e ".[dev,mpich,analysis,tensorboard,mlflow]"
 echo "$want" > "$stamp"

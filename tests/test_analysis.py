@@ -121,13 +121,23 @@ def test_to_dataframe_needs_pandas_and_says_so(synthetic, monkeypatch) -> None:
         to_dataframe(run_dir)
 
 
-def test_to_dataframe_flattens_2d_columns(synthetic) -> None:
+def test_to_dataframe_has_the_csv_columns(synthetic, tmp_path: Path) -> None:
     pytest.importorskip("pandas")
-    run_dir, _ = synthetic
+    run_dir, rows = synthetic
+    run = load_run(run_dir)
     df = to_dataframe(run_dir)
-    assert len(df) == N and {"sigma/lr", "genome/act", "parent1", "params/width"} <= set(df)
+    assert list(df) == csv_columns(run), "one set of names for the CSV and the DataFrame"
+    assert len(df) == N and {"sigma_lr", "parent1", "width", "val_loss", "duration_s"} <= set(df)
     assert set(df["state"]) == {"COMPLETE", "FAILED"}
-    assert list(to_dataframe(load_history(run_dir))) == list(df)
+    assert df["width"].tolist() == list(rows["params/width"])
+    # From load_history's dict (no run attributes): the same columns, metrics sorted.
+    assert set(to_dataframe(load_history(run_dir))) == set(df)
+    write_csv(run, tmp_path / "e.csv")
+    import pandas as pd
+
+    back = pd.read_csv(tmp_path / "e.csv", keep_default_na=False, na_values=[""])
+    assert list(back) == list(df)
+    assert np.allclose(back["fitness"], df["fitness"], equal_nan=True)
 
 
 # ---------------------------------------------------------------- summary
@@ -204,7 +214,7 @@ def test_every_plot_is_a_png_of_sane_size(synthetic, tmp_path: Path) -> None:
     paths = make_plots(load_run(run_dir), tmp_path / "plots", baseline=load_run(baseline))
     names = {p.stem for p in paths}
     assert names == {"best_so_far", "fitness_over_time", "parameters", "influence", "sigma",
-                     "workers", "migrations"}
+                     "workers", "migrations", "parallel_coordinates", "importance"}
     for p in paths:
         w, h = png_size(p)
         assert 400 <= w <= 3000 and 150 <= h <= 3000, (p.name, w, h)

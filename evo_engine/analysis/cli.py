@@ -24,11 +24,15 @@ examples:
   python -m evo_engine analyze runs/adv --csv best.csv --top 20
   python -m evo_engine analyze runs/adv --plots plots --baseline runs/adv_sync
 
-plots written with --plots (each only when the run has data for it):
+plots written with --plots (each only when the run has data for it; --format svg|pdf):
   best_so_far.png        best fitness so far vs evaluations and vs wall time, per island
   fitness_over_time.png  every evaluation's fitness when it finished, coloured by island
   parameters.png         each hyperparameter over the run, best marked, log axes for log params
   influence.png          fitness vs the two most influential parameters (ε² of fitness ranks)
+  importance.png         every parameter's importance (random forest, permutation) with
+                         bootstrap intervals; warns when there are too few evaluations
+  parallel_coordinates.png  one line per complete evaluation across all parameters
+  learning_curves.png    intermediate reports per evaluation, pruned ones marked (ASHA rungs)
   sigma.png              ES step size σ per parameter over the run (ES islands only)
   workers.png            worker timeline (Gantt) with idle gaps and per-worker utilization
   migrations.png         migrants between islands, accepted or rejected
@@ -54,7 +58,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=ANALYZE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (holds run.zarr)")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots into DIR")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write plots into DIR")
+    p.add_argument("--format", dest="fmt", choices=("png", "svg", "pdf"), default="png",
+                   help="file format of the plots (default png at 150 dpi; svg/pdf for a paper)")
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="write the evaluations to FILE (all of them, or the --top N best)")
     p.add_argument("--top", type=positive_int, metavar="N",
@@ -98,7 +104,7 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
     if args.plots is not None:
         from evo_engine.analysis.plots import make_plots
 
-        paths = make_plots(run, args.plots, baseline=baseline)
+        paths = make_plots(run, args.plots, baseline=baseline, fmt=args.fmt)
         print_fn(f"wrote {len(paths)} plots to {args.plots}: " + ", ".join(p.name for p in paths))
     if run.damage:
         raise AnalyzeError(

@@ -2,9 +2,11 @@
 
 Columns, in order: ``uid, island, state, fitness, worker, t_start, t_end, duration_s, seed,
 operator, accepted, parent1, parent2``, then one column per parameter (its name), one per
-metric (its name), ``sigma_<param>`` when the run recorded ES step sizes, and ``error`` (the
+metric (its name; ``param_<name>`` / ``metric_<name>`` if it would collide with another
+column), ``sigma_<param>`` when the run recorded ES step sizes, and ``error`` (the
 last line of the error text, i.e. the exception of a traceback; empty unless failed). Floats are written at full precision
-(``repr``), missing numbers (a failed evaluation's fitness) as empty cells.
+(``repr``), missing numbers (a failed evaluation's fitness, an inactive conditional
+parameter) as empty cells. ``to_dataframe`` gives the same columns (``table``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,22 @@ def _cell(v: Any) -> Any:
     return v
 
 
+def _names(run: Run) -> tuple[list[str], list[str]]:
+    """Column names of the parameters and metrics: their own names, or ``param_<name>`` /
+    ``metric_<name>`` where a name would collide with another column."""
+    taken = set(BASE_COLUMNS) | {"error"}
+    params = []
+    for p in run.param_names:
+        params.append(f"param_{p}" if p in taken else p)
+    taken |= set(params)
+    metrics = [f"metric_{m}" if m in taken else m for m in run.metric_names]
+    return params, metrics
+
+
 def csv_columns(run: Run) -> list[str]:
-    """The header of the CSV export of ``run`` (parameter and metric names are used as is)."""
-    cols = list(BASE_COLUMNS) + run.param_names + run.metric_names
+    """The header of the CSV export of ``run``, which is also ``to_dataframe``'s columns."""
+    params, metrics = _names(run)
+    cols = list(BASE_COLUMNS) + params + metrics
     if run.has_sigma:
         cols += [f"sigma_{p}" for p in run.param_names]
     return [*cols, "error"]
@@ -53,39 +68,64 @@ def row_order(run: Run, top: int | None) -> np.ndarray:
     return idx[np.argsort(run.fitness[idx], kind="stable")][:top]
 
 
+def table(run: Run, top: int | None = None) -> dict[str, np.ndarray]:
+    """The evaluation log as the CSV shows it: ``csv_columns(run)`` → one array each.
+
+    State as its name, ``duration_s`` = t_end - t_start, parents split in two, the error's
+    last line; an inactive conditional parameter is NaN (numbers) or "" (categories).
+    """
+    ev = run.evaluations
+    rows = row_order(run, top)
+    parents = np.asarray(ev.get("parents", np.full((run.n, 2), -1)))
+    t0 = np.asarray(ev["t_start"], dtype=float)[rows]
+    t1 = np.asarray(ev["t_end"], dtype=float)[rows]
+    out: dict[str, np.ndarray] = {
+        "uid": ev["uid"][rows], "island": ev["island"][rows],
+        "state": np.array([STATE_NAMES.get(int(x), "?") for x in ev["state"][rows]], dtype=object),
+        "fitness": np.asarray(ev["fitness"], dtype=float)[rows], "worker": ev["worker"][rows],
+        "t_start": t0, "t_end": t1, "duration_s": t1 - t0, "seed": ev["seed"][rows],
+        "operator": ev["operator"][rows], "accepted": np.asarray(ev["accepted"], bool)[rows],
+        "parent1": parents[rows, 0], "parent2": parents[rows, 1],
+    }
+    params, metrics = _names(run)
+    for col, p in zip(params, run.param_names):
+        values = ev[f"params/{p}"][rows]
+        if run.space.get(p, {}).get("type") == "int" and values.dtype.kind == "f":
+            # A conditional Int is stored as floats (NaN when inactive): whole numbers again.
+            values = np.array([int(v) if np.isfinite(v) else np.nan for v in values],
+                              dtype=object)
+        out[col] = values
+    for col, m in zip(metrics, run.metric_names):
+        out[col] = np.asarray(ev[f"metrics/{m}"], dtype=float)[rows]
+    if run.has_sigma:
+        sigma = np.asarray(ev["sigma"], dtype=float)[rows]
+        for j, p in enumerate(run.param_names):
+            out[f"sigma_{p}"] = sigma[:, j]
+    errors = ev["error"][rows] if "error" in ev else np.full(rows.size, "", dtype=object)
+    out["error"] = np.array([str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                             for e in errors], dtype=object)
+    return out
+
+
 def write_csv(run: Run, path: str | Path, top: int | None = None) -> int:
     """Write the evaluation log of ``run`` to ``path``; returns the number of data rows.
 
     With ``top`` only the ``top`` best complete evaluations are written, best first.
     """
     path = Path(path)
-    ev = run.evaluations
+    data = table(run, top)
     header = csv_columns(run)
-    parents = ev.get("parents", np.full((run.n, 2), -1))
-    sigma = ev.get("sigma") if run.has_sigma else None
-    rows = row_order(run, top)
+    n = len(data["uid"])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(header)
-            for i in rows:
-                t0, t1 = float(ev["t_start"][i]), float(ev["t_end"][i])
-                row: list[Any] = [
-                    ev["uid"][i], ev["island"][i], STATE_NAMES.get(int(ev["state"][i]), "?"),
-                    ev["fitness"][i], ev["worker"][i], t0, t1, t1 - t0, ev["seed"][i],
-                    ev["operator"][i], bool(ev["accepted"][i]), parents[i, 0], parents[i, 1],
-                ]
-                row += [ev[f"params/{p}"][i] for p in run.param_names]
-                row += [ev[f"metrics/{m}"][i] for m in run.metric_names]
-                if sigma is not None:
-                    row += list(sigma[i])
-                error = str(ev["error"][i]) if "error" in ev else ""
-                row.append(error.strip().splitlines()[-1] if error.strip() else "")
-                w.writerow([_cell(v) for v in row])
+            for i in range(n):
+                w.writerow([_cell(data[c][i]) for c in header])
     except OSError as exc:
         raise ExportError(f"cannot write the CSV file {path}: {exc.strerror or exc}") from None
-    return len(rows)
+    return n
 
 
-__all__ = ["BASE_COLUMNS", "ExportError", "csv_columns", "write_csv"]
+__all__ = ["BASE_COLUMNS", "ExportError", "csv_columns", "table", "write_csv"]

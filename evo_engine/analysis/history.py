@@ -62,6 +62,9 @@ class Run:
     """uids of every task issued (from the store's task log), when the store has one."""
     damage: list[str] = field(default_factory=list)
     """What the store's checks found damaged; the tables hold only the rows before it."""
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    """Intermediate reports (``ctx.report``): ``uid``, ``step``, ``value`` columns; empty when
+    the run's objective reported none."""
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
@@ -153,6 +156,12 @@ def load_run(run_dir: str | Path) -> Run:
     if issued is not None:
         run.issued_uids = issued
     run.damage = list(store.damage)
+    curves = getattr(store, "curves", None)
+    if curves is not None:
+        run.curves = {c: np.asarray(curves.read(c)) for c in ("uid", "step", "value")}
+        # Rows past the evaluations read above belong to evaluations not committed yet.
+        keep = np.isin(run.curves["uid"], run.evaluations.get("uid", np.zeros(0, int)))
+        run.curves = {c: a[keep] for c, a in run.curves.items()}
     return run
 
 
@@ -178,52 +187,36 @@ def load_history(run_dir: str | Path) -> dict[str, np.ndarray]:
     return load_run(run_dir).evaluations
 
 
-def _expand(history: Mapping[str, np.ndarray], names: list[str] | None) -> dict[str, np.ndarray]:
-    """Flatten 2-D columns (parents, genome, sigma) into one 1-D column each."""
-    flat: dict[str, np.ndarray] = {}
-    for key, arr in history.items():
-        arr = np.asarray(arr)
-        if arr.ndim == 1:
-            flat[key] = arr
-            continue
-        if key == "parents":
-            labels = [f"parent{i + 1}" for i in range(arr.shape[1])]
-        else:
-            labels = [f"{key}/{n}" for n in names] if names and len(names) == arr.shape[1] else [
-                f"{key}/{i}" for i in range(arr.shape[1])
-            ]
-        for j, label in enumerate(labels):
-            flat[label] = arr[:, j]
-    return flat
-
-
 def to_dataframe(source: str | Path | Mapping[str, np.ndarray],
                  param_names: list[str] | None = None) -> Any:
-    """The evaluation log as a pandas DataFrame (one row per evaluation).
+    """The evaluation log as a pandas DataFrame, with exactly the CSV export's columns.
 
-    ``source`` is a run directory or a dict from ``load_history``. 2-D columns become one
-    column each (``parent1``, ``parent2``, ``genome/<param>``, ``sigma/<param>``); the
-    ``state`` column holds names (COMPLETE, FAILED, ...). pandas is not a dependency of
-    evo_engine: install it (``pip install pandas``) to use this helper.
+    ``source`` is a run directory, a ``Run`` or a dict from ``load_history``. Columns (as in
+    ``analyze --csv``): ``uid, island, state`` (names: COMPLETE, FAILED, ...), ``fitness,
+    worker, t_start, t_end, duration_s, seed, operator, accepted, parent1, parent2``, one per
+    parameter and metric (their names), ``sigma_<param>`` when recorded, ``error`` (last
+    line). pandas comes with the ``analysis`` extra: ``pip install evo-engine[analysis]``.
     """
     try:
         import pandas as pd
     except ImportError:
         raise ImportError(
-            "to_dataframe needs pandas, which evo_engine does not install: `pip install pandas`, "
-            "or use load_history() for the same data as numpy arrays"
+            "to_dataframe needs pandas, which evo_engine does not install by default: "
+            "`pip install pandas` (or evo-engine[analysis]), or use load_history() for the "
+            "same data as numpy arrays"
         ) from None
-    if isinstance(source, (str, Path)):
+    from evo_engine.analysis.export import csv_columns, table
+
+    if isinstance(source, Run):
+        run = source
+    elif isinstance(source, (str, Path)):
         run = load_run(source)
-        history: Mapping[str, np.ndarray] = run.evaluations
-        param_names = param_names or run.param_names
     else:
-        history = source
+        history = dict(source)
         # load_history lists params/<name> in the space's order, which is the genome's.
-        param_names = param_names or [k[len("params/"):] for k in history
-                                      if k.startswith("params/")]
-    flat = _expand(history, param_names)
-    if "state" in flat:
-        flat["state"] = np.array([STATE_NAMES.get(int(s), str(s)) for s in flat["state"]],
-                                 dtype=object)
-    return pd.DataFrame(flat)
+        names = param_names or [k[len("params/"):] for k in history if k.startswith("params/")]
+        metrics = [k[len("metrics/"):] for k in history if k.startswith("metrics/")]
+        run = Run(path=Path("."), attrs={"param_names": names, "metric_names": metrics},
+                  evaluations=history)
+    data = table(run)
+    return pd.DataFrame({c: data[c] for c in csv_columns(run)})

@@ -13,6 +13,7 @@ log axis; islands keep one colour across every plot.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,14 +23,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from evo_engine.analysis.history import Run
-from evo_engine.analysis.summary import active_span, first_of_batch
+from evo_engine.analysis.summary import active_span, first_of_batch, summarize
 from evo_engine.errors import InputError
 from evo_engine.records import EvalState
 
-DPI = 100
+DPI = 150
+FORMATS = ("png", "svg", "pdf")
 
 
 class PlotError(InputError):
@@ -92,17 +95,26 @@ def _rel_time(run: Run, t: np.ndarray) -> np.ndarray:
     return np.where(t > 0, t - run.t0, np.nan)
 
 
-def _param_values(run: Run, name: str) -> tuple[np.ndarray, list[str] | None]:
-    """A parameter as numbers to plot, and the category labels when it is categorical."""
+def param_values(run: Run, name: str) -> tuple[np.ndarray, list[str] | None]:
+    """A parameter as numbers to plot, and the category labels when it is categorical.
+
+    An inactive (conditional) parameter is NaN, so it is left out of every plot."""
     raw = run.evaluations[f"params/{name}"]
     if not run.is_categorical(name):
         return np.asarray(raw, dtype=float), None
     choices = [str(c) for c in run.space.get(name, {}).get("choices", [])]
     for v in raw:
-        if str(v) not in choices:
+        if str(v) not in choices and str(v) != "":
             choices.append(str(v))
-    index = {c: i for i, c in enumerate(choices)}
-    return np.array([index[str(v)] for v in raw], dtype=float), choices
+    index = {c: float(i) for i, c in enumerate(choices)}
+    return np.array([index.get(str(v), np.nan) for v in raw], dtype=float), choices
+
+
+_param_values = param_values
+
+
+def _is_int(run: Run, name: str) -> bool:
+    return run.space.get(name, {}).get("type") == "int"
 
 
 def _param_axis(ax: Axes, run: Run, name: str, labels: list[str] | None, axis: str = "y") -> None:
@@ -114,11 +126,19 @@ def _param_axis(ax: Axes, run: Run, name: str, labels: list[str] | None, axis: s
             ax.tick_params(axis="x", labelrotation=30)
         set_label(f"{name} (categorical)")
         return
+    target = ax.yaxis if axis == "y" else ax.xaxis
     if run.is_log(name):
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
         set_label(f"{name} (log scale)")
+        if _is_int(run, name):
+            # Plain whole numbers on a log axis (8, 16, 32), not 10^1 and fractional minors.
+            target.set_major_locator(LogLocator(base=2))
+            target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}"))
+            target.set_minor_formatter(NullFormatter())
     else:
         set_label(name)
+        if _is_int(run, name):
+            target.set_major_locator(MaxNLocator(integer=True))
     spec = run.space.get(name, {})
     if "lo" in spec and "hi" in spec:
         # The whole declared range, so "stuck at a bound" is visible.
@@ -161,8 +181,10 @@ def _failed_marks(ax: Axes, x: np.ndarray, label: bool = True, pruned: bool = Fa
 
 
 def _title(fig: Figure, run: Run, what: str) -> None:
-    fig.suptitle(f"{what} — {run.attrs.get('scenario', '?')} ({run.path.name}, {_mode(run)}, "
-                 f"{run.n} evaluations)", fontsize=11)
+    text = (f"{what} — {run.attrs.get('scenario', '?')} ({run.path.name}, {_mode(run)}, "
+            f"{run.n} evaluations)")
+    # Wrapped to the figure's width (about 11 characters per inch at 11 pt), never clipped.
+    fig.suptitle(textwrap.fill(text, max(int(fig.get_figwidth() * 10.5), 30)), fontsize=11)
 
 
 def _legend(ax: Axes, **kw: object) -> None:
@@ -361,23 +383,30 @@ def plot_workers(run: Run) -> Figure | None:
     ok = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (ev["worker"] >= 0)
     lo, hi = float(t_start[ok].min()), float(t_end[ok].max())
     div, unit = time_unit(hi)
+    start = min(0.0, lo)
     workers = sorted(usage)
     fig = Figure(figsize=(13, min(1.2 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     failed = ev["state"] != int(EvalState.COMPLETE)
     pruned = ev["state"] == int(EvalState.PRUNED)
+    # Each evaluation its own bar with an edge, so back-to-back ones stay countable.
+    bar = {"edgecolor": "0.2", "linewidth": 0.4, "zorder": 2}
     for row, w in enumerate(workers):
+        # Before the first evaluation (data preparation, worker start-up): idle too, hatched.
+        if lo > start:
+            ax.broken_barh([(start / div, (lo - start) / div)], (row - 0.4, 0.8),
+                           facecolor="0.97", edgecolor="0.75", hatch="///", linewidth=0, zorder=1)
         ax.broken_barh([(lo / div, (hi - lo) / div)], (row - 0.4, 0.8), color="0.9", zorder=1)
         m = ok & (ev["worker"] == w)
         for k in range(n_isl):
             mk = m & (ev["island"] == k) & ~failed
             if mk.any():
                 ax.broken_barh(list(zip(t_start[mk] / div, (t_end[mk] - t_start[mk]) / div)),
-                               (row - 0.4, 0.8), color=island_colour(k, n_isl), zorder=2)
+                               (row - 0.4, 0.8), facecolor=island_colour(k, n_isl), **bar)
         for mf, colour in ((m & failed & ~pruned, "red"), (m & pruned, "0.55")):
             if mf.any():
                 ax.broken_barh(list(zip(t_start[mf] / div, (t_end[mf] - t_start[mf]) / div)),
-                               (row - 0.4, 0.8), color=colour, zorder=2)
+                               (row - 0.4, 0.8), facecolor=colour, **bar)
     ax.set_yticks(range(len(workers)),
                   [f"worker {w} ({100 * usage[w][1]:.0f}% busy)" for w in workers], fontsize=8)
     ax.set_ylim(len(workers) - 0.5, -0.5)
@@ -389,13 +418,16 @@ def plot_workers(run: Run) -> Figure | None:
     if pruned.any():
         handles.append(Patch(color="0.55", label="pruned (stopped early)"))
     handles.append(Patch(color="0.9", label="idle"))
+    if lo > start:
+        handles.append(Patch(facecolor="0.97", edgecolor="0.75", hatch="///",
+                             label=f"start-up ({lo - start:.3g} s: data, workers)"))
+    ax.set_xlim(start / div, hi / div)
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    busy = sum(b for b, _ in usage.values())
     jobs = int(run.attrs.get("jobs", 1) or 1)
-    span, between = active_span(t_start[ok], t_end[ok], jobs)
-    util = busy / (len(workers) * max(span - between, 1e-9))
+    util = summarize(run, top=0).utilization  # the one definition (evo_engine.timing)
     note = f" ({jobs} jobs; the pauses between them are not counted)" if jobs > 1 else ""
-    _title(fig, run, f"Worker timeline: {100 * min(util, 1.0):.0f}% utilization{note}")
+    shown = "unknown" if util is None else f"{100 * util:.0f}%"
+    _title(fig, run, f"Worker timeline: {shown} utilization{note}")
     return fig
 
 
@@ -416,13 +448,20 @@ def influence(run: Run) -> dict[str, float]:
     if n < 6:
         return {}
     ranks = np.argsort(np.argsort(run.fitness[ok], kind="stable")).astype(float)
-    sst = float(((ranks - ranks.mean()) ** 2).sum())
     out: dict[str, float] = {}
     for name in run.param_names:
         if f"params/{name}" not in run.evaluations:
             continue
         values, labels = _param_values(run, name)
-        v = values[ok]
+        active = np.isfinite(values[ok])
+        if active.sum() < 6:
+            out[name] = 0.0
+            continue
+        # A conditional parameter: only the evaluations where it was active say anything.
+        v = values[ok][active]
+        r = ranks[active]
+        r_sst = float(((r - r.mean()) ** 2).sum())
+        n_act = int(active.sum())
         uniq = np.unique(v)
         if uniq.size < 2:
             out[name] = 0.0
@@ -430,70 +469,95 @@ def influence(run: Run) -> dict[str, float]:
         if labels is not None or uniq.size <= 10:
             groups = np.searchsorted(uniq, v)
         else:
-            k = min(10, max(2, n // 5))
+            k = min(10, max(2, n_act // 5))
             edges = np.quantile(v, np.linspace(0, 1, k + 1)[1:-1])
             groups = np.searchsorted(edges, v, side="right")
         ids = np.unique(groups)
         k = ids.size
-        if k < 2 or n - k < 1 or sst == 0:
+        if k < 2 or n_act - k < 1 or r_sst == 0:
             out[name] = 0.0
             continue
-        ssb = sum(float((groups == g).sum()) * (ranks[groups == g].mean() - ranks.mean()) ** 2
+        ssb = sum(float((groups == g).sum()) * (r[groups == g].mean() - r.mean()) ** 2
                   for g in ids)
-        msw = (sst - ssb) / (n - k)
-        out[name] = max((ssb - (k - 1) * msw) / (sst + msw), 0.0)
+        msw = (r_sst - ssb) / (n_act - k)
+        out[name] = max((ssb - (k - 1) * msw) / (r_sst + msw), 0.0)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def fitness_percentile(f: np.ndarray) -> np.ndarray:
+    """Each fitness's rank as a percentile, 0 = best: the one colour scale for fitness."""
+    return 100.0 * np.argsort(np.argsort(f, kind="stable")) / max(f.size - 1, 1)
+
+
+FITNESS_CMAP = "viridis_r"
+"""Fitness percentile colours (yellow = best, purple = worst) wherever points are coloured
+by fitness; the colour bar has the best at the top."""
+
+
+def fitness_colorbar(fig: Figure, mappable: object, ax: object, label: str) -> None:
+    cb = fig.colorbar(mappable, ax=ax, label=label, shrink=0.9)
+    cb.ax.invert_yaxis()
+
+
 def plot_influence(run: Run) -> Figure | None:
-    """Fitness versus the two most influential parameters, and the two against each other."""
+    """Fitness against the most influential parameters, and the top two against each other.
+
+    Every panel colours points the same way: by fitness rank (percentile, yellow = best).
+    """
+    from evo_engine.analysis.importance import minimum_count
+
     scores = influence(run)
     if not scores:
         return None
     top = list(scores)[:2]
     ok = run.complete
-    order_col = np.arange(1, run.n + 1)[ok]
-    panels = len(top) + (1 if len(top) == 2 else 0)
-    fig = Figure(figsize=(5.2 * panels, 4.6), dpi=DPI, layout="constrained")
+    # The pair panel needs evaluations where both are active (not two exclusive branches).
+    both = len(top) == 2 and int(np.sum(np.isfinite(param_values(run, top[0])[0][ok])
+                                        & np.isfinite(param_values(run, top[1])[0][ok]))) >= 3
+    panels = len(top) + (1 if both else 0)
+    fig = Figure(figsize=(5.0 * panels + 1.2, 4.8), dpi=DPI, layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, panels)).ravel()
     rng = np.random.default_rng(0)
+    f = run.fitness[ok]
+    pct = fitness_percentile(f)
     plotted: dict[str, np.ndarray] = {}
-    best = int(np.argmin(run.fitness[ok]))
+    best = int(np.argmin(f))
     sc = None
     for ax, name in zip(axes, top):
-        x, labels = _param_values(run, name)
+        x, labels = param_values(run, name)
         x = x[ok] + (rng.uniform(-0.15, 0.15, int(ok.sum())) if labels is not None else 0.0)
         plotted[name] = x
-        sc = ax.scatter(x, run.fitness[ok], c=order_col, cmap="viridis", s=12, alpha=0.75,
+        sc = ax.scatter(x, f, c=pct, cmap=FITNESS_CMAP, vmin=0, vmax=100, s=14, alpha=0.8,
                         edgecolors="none")
-        ax.scatter([x[best]], [run.fitness[ok][best]], s=180, marker="*", color="gold",
-                   edgecolors="black", zorder=5, label="best")
+        if np.isfinite(x[best]):  # the best may have this parameter inactive
+            ax.scatter([x[best]], [f[best]], s=180, marker="*", color="gold",
+                       edgecolors="black", zorder=5, label="best")
         _param_axis(ax, run, name, labels, axis="x")
-        _fitness_axis(ax, run.fitness[ok])
-        ax.set_title(f"{name}: influence ε² = {scores[name]:.2f}", fontsize=10)
+        _fitness_axis(ax, f)
+        active = int(np.isfinite(x).sum())
+        ax.set_title(f"{name}: ε² = {scores[name]:.2f}"
+                     + (f" ({active} where active)" if active < f.size else ""), fontsize=10)
         ax.grid(alpha=0.3)
         _legend(ax, loc="best")
     if panels == 3:
         ax = axes[2]
         a, b = top
-        # Colour by fitness rank: a few extreme values would otherwise grey out the rest.
-        f = run.fitness[ok]
-        pct = 100.0 * np.argsort(np.argsort(f, kind="stable")) / max(f.size - 1, 1)
-        sc2 = ax.scatter(plotted[a], plotted[b], c=pct, cmap="viridis_r", s=14, alpha=0.8,
-                         edgecolors="none")
+        sc = ax.scatter(plotted[a], plotted[b], c=pct, cmap=FITNESS_CMAP, vmin=0, vmax=100,
+                        s=14, alpha=0.8, edgecolors="none")
         ax.scatter([plotted[a][best]], [plotted[b][best]], s=180, marker="*", color="gold",
                    edgecolors="black", zorder=5)
-        _param_axis(ax, run, a, _param_values(run, a)[1], axis="x")
-        _param_axis(ax, run, b, _param_values(run, b)[1], axis="y")
+        _param_axis(ax, run, a, param_values(run, a)[1], axis="x")
+        _param_axis(ax, run, b, param_values(run, b)[1], axis="y")
         ax.set_title(f"{a} × {b}", fontsize=10)
         ax.grid(alpha=0.3)
-        fig.colorbar(sc2, ax=ax, label="fitness rank (percentile, 0 = best)")
     if sc is not None:
-        fig.colorbar(sc, ax=list(axes[: len(top)]), label="evaluation number", location="bottom",
-                     shrink=0.6, aspect=40)
+        fitness_colorbar(fig, sc, list(axes), "fitness rank (percentile, 0 = best)")
     others = ", ".join(f"{k} {v:.2f}" for k, v in list(scores.items())[2:])
-    _title(fig, run, "Most influential parameters (ε² of fitness ranks"
-           + (f"; others: {others})" if others else ")"))
+    n = int(ok.sum())
+    warn = (f" — only {n} complete evaluations, fewer than {minimum_count(len(scores))}: rough"
+            if n < minimum_count(len(scores)) else "")
+    _title(fig, run, "Fitness against the most influential parameters (ε² of fitness ranks"
+           + (f"; others: {others}" if others else "") + f"){warn}")
     return fig
 
 
@@ -539,8 +603,20 @@ PLOTS: dict[str, Callable[[Run], Figure | None]] = {
 """Plot name → function; ``best_so_far`` (which takes a baseline) is drawn first."""
 
 
-def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None) -> list[Path]:
-    """Write every plot that applies to ``run`` as ``out_dir/<name>.png``; returns the paths."""
+def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
+               fmt: str = "png", dpi: int = DPI) -> list[Path]:
+    """Write every plot that applies to ``run`` as ``out_dir/<name>.<fmt>``; returns the paths.
+
+    ``fmt`` is png (``dpi`` dots per inch), svg or pdf (vector: for a paper).
+    """
+    from evo_engine.analysis.figures import (
+        plot_importance,
+        plot_learning_curves,
+        plot_parallel_coordinates,
+    )
+
+    if fmt not in FORMATS:
+        raise PlotError(f"unknown plot format {fmt!r}; choose from {', '.join(FORMATS)}")
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -548,13 +624,16 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None) -> li
         raise PlotError(f"cannot create the plot directory {out}: {exc.strerror or exc}") from None
     figures: list[tuple[str, Figure | None]] = [("best_so_far", plot_best_so_far(run, baseline))]
     figures += [(name, fn(run)) for name, fn in PLOTS.items()]
+    figures += [("learning_curves", plot_learning_curves(run)),
+                ("parallel_coordinates", plot_parallel_coordinates(run)),
+                ("importance", plot_importance(run))]
     written = []
     for name, fig in figures:
         if fig is None:
             continue
-        path = out / f"{name}.png"
+        path = out / f"{name}.{fmt}"
         try:
-            fig.savefig(path, dpi=DPI)
+            fig.savefig(path, dpi=dpi, metadata={"Software": None} if fmt == "png" else None)
         except OSError as exc:
             raise PlotError(f"cannot write {path}: {exc.strerror or exc}") from None
         written.append(path)

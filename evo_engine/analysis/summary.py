@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from evo_engine.analysis.history import STATE_NAMES, Run
+from evo_engine.records import EvalState
+from evo_engine.timing import Timing, timing_of
+from evo_engine.timing import describe as describe_timing
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Summary:
     best_per_island: list[IslandBest]
     top: list[dict[str, Any]]
     final: list[dict[str, Any]] = field(default_factory=list)
+    timing: Timing | None = None
+    """Start-up, evaluating span, busy and warm-up time (``evo_engine.timing``)."""
 
     @property
     def status_line(self) -> str:
@@ -67,6 +72,17 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def _param(run: Run, name: str, v: Any) -> Any:
+    """A stored parameter value as the user wrote it: None when inactive (masked), an int
+    for an Int (a conditional Int is stored as a float column)."""
+    v = _scalar(v)
+    if v == "" or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if run.space.get(name, {}).get("type") == "int":
+        return int(v)
+    return v
+
+
 def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
     """The ``n`` best complete evaluations, best first, each with its params and metrics."""
     ev = run.evaluations
@@ -77,7 +93,7 @@ def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
         rows.append({
             "uid": int(ev["uid"][i]), "island": int(ev["island"][i]),
             "fitness": float(ev["fitness"][i]),
-            "params": {p: _scalar(ev[f"params/{p}"][i]) for p in run.param_names
+            "params": {p: _param(run, p, ev[f"params/{p}"][i]) for p in run.param_names
                        if f"params/{p}" in ev},
             "metrics": {m: float(ev[f"metrics/{m}"][i]) for m in run.metric_names},
         })
@@ -128,15 +144,17 @@ def summarize(run: Run, top: int = 10) -> Summary:
     t_start = ev.get("t_start", np.zeros(0))
     t_end = ev.get("t_end", np.zeros(0))
     timed = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (t_start > 0)
-    busy = float((t_end[timed & first_of_batch(ev)] - t_start[timed & first_of_batch(ev)]).sum())
-    wall = float(t_end[timed].max() - run.t0) if timed.any() else 0.0
     workers = run.n_workers
-    # Utilization counts from the first evaluation's start, so worker start-up is not idling,
-    # and leaves out the pauses between the jobs of a resumed run.
+    # One definition with the live line and the run's own summary (evo_engine.timing):
+    # start-up apart, pauses between the jobs of a resumed run left out, warm-up apart.
     jobs = int(run.attrs.get("jobs", 1) or 1)
-    span, between = active_span(t_start[timed], t_end[timed], jobs)
-    active = span - between
-    util = min(busy / (workers * active), 1.0) if workers and active > 0 else None
+    _, between = active_span(t_start[timed], t_end[timed], jobs)
+    complete = state == int(EvalState.COMPLETE)
+    # A batch's members share one stretch of their worker's time: count it once.
+    once = timed & first_of_batch(ev)
+    timing = timing_of(workers, ev.get("worker", np.zeros(n, dtype=int))[once],
+                       t_start[once], t_end[once], complete[once], run.t0, between)
+    busy, wall, util = timing.busy_s, timing.wall_s, timing.utilization
     # The evaluation log holds finished evaluations only; in flight = issued (task log) but
     # not finished. A store without a task log can only say so for a finished run: none.
     pending = run.in_flight_uids
@@ -175,11 +193,14 @@ def summarize(run: Run, top: int = 10) -> Summary:
         best_per_island=per_island,
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
+        timing=timing,
     )
 
 
 def fmt_value(v: Any) -> str:
-    """A parameter or metric value, short: 6 significant digits for floats."""
+    """A parameter or metric value, short: 6 significant digits for floats, "-" when inactive."""
+    if v is None:
+        return "-"
     if isinstance(v, (float, np.floating)):
         return "nan" if math.isnan(v) else f"{v:.6g}"
     return str(v)
@@ -218,13 +239,9 @@ def format_summary(s: Summary, run_dir: str = "") -> str:
     if s.recorded == 0:
         lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
         return "\n".join(lines)
-    util = "unknown" if s.utilization is None else f"{100 * s.utilization:.0f}%"
-    jobs = ""
-    if s.jobs > 1:
-        jobs = (f" in {s.jobs} jobs ({fmt_duration(s.between_jobs_seconds)} between them, "
-                "not counted as idle)")
-    lines.append(f"wall time: {fmt_duration(s.wall_seconds)}{jobs}; {s.workers} worker(s), "
-                 f"utilization {util} (busy {fmt_duration(s.busy_seconds)} in total)")
+    jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
+    if s.timing is not None:
+        lines.append(f"{describe_timing(s.timing)}{jobs}")
     if s.best is None:
         lines.append("best: none (no evaluation completed)")
     else:

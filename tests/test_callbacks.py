@@ -1,0 +1,122 @@
+"""Callbacks: every finished evaluation reaches each logger; a failing one never stops a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evo_engine.analysis.history import load_history
+from evo_engine.callbacks import CallbackError, CallbackSet, EvaluationRecord, check_callbacks
+
+REPO = Path(__file__).resolve().parent.parent
+SPHERE = REPO / "scenarios" / "sphere.py"
+TESTS = Path(__file__).resolve().parent
+
+
+def evo(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]),
+           "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-m", "evo_engine", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_every_evaluation_reaches_the_logger_and_a_failing_one_warns(tmp_path: Path) -> None:
+    r = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--set", "max_evals=25",
+            "--callback", "fake_loggers:Exploding", "--callback", "fake_loggers:JsonLinesLogger",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("callback 'fake_loggers:Exploding' failed") == 1
+    lines = [json.loads(x) for x in (tmp_path / "r/fake_callback.jsonl").read_text().splitlines()]
+    assert lines[-1] == {"closed": True}
+    recs = lines[:-1]
+    h = load_history(tmp_path / "r")
+    assert [x["uid"] for x in recs] == h["uid"].tolist(), "one record per evaluation, in order"
+    assert [x["n_finished"] for x in recs] == list(range(1, 26))
+    assert np.allclose([x["fitness"] for x in recs], h["fitness"])
+    assert recs[-1]["best"] == pytest.approx(float(np.nanmin(h["fitness"])))
+    assert recs[0]["scenario"] == "sphere" and set(recs[0]["params"]) == {"lr", "layers", "activation"}
+    events = (tmp_path / "r/log.jsonl").read_text()
+    assert events.count('"event": "callback_failed"') == 26  # 25 records + close
+
+
+def test_unknown_or_unimportable_callbacks_exit_2_before_the_run(tmp_path: Path) -> None:
+    for name, match in [("tensorbored", "unknown callback 'tensorbored'"),
+                        ("no_such_module:X", "cannot be imported")]:
+        r = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--callback", name, cwd=tmp_path)
+        assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "r").exists()
+    with pytest.raises(CallbackError, match="unknown callback"):
+        check_callbacks(["nope"])
+
+
+def record(uid: int, fitness: float | None = 1.0, state: str = "COMPLETE") -> EvaluationRecord:
+    return EvaluationRecord(uid=uid, island=0, state=state, fitness=fitness,
+                            params={"lr": 0.01, "act": "relu", "n": 3}, metrics={"loss": 0.5},
+                            operator="ga", worker=0, duration_s=0.1, n_finished=uid + 1,
+                            best_fitness=fitness, curve=[(1, 2.0), (2, 1.5)])
+
+
+def test_a_logger_that_cannot_start_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    import fake_loggers  # noqa: F401 - importable because tests/ is on sys.path under pytest
+
+    warnings: list[str] = []
+    sys.modules["broken_logger_mod"] = type(sys)("broken_logger_mod")
+    sys.modules["broken_logger_mod"].F = lambda run_dir, scenario: 1 / 0
+    cbs = CallbackSet.create(["broken_logger_mod:F"], tmp_path, "s", warnings.append)
+    assert not cbs.loggers and "could not start" in warnings[0]
+    cbs(record(0))
+    cbs.close()
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cbs = CallbackSet.create(["tensorboard"], tmp_path, "s", pytest.fail)
+    for uid in range(3):
+        cbs(record(uid, fitness=3.0 - uid))
+    cbs(record(3, fitness=None, state="FAILED"))
+    cbs.close()
+    assert not cbs.failures
+    acc = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    fit = acc.Scalars("fitness")
+    assert [e.step for e in fit] == [1, 2, 3] and [e.value for e in fit] == [3.0, 2.0, 1.0]
+    assert [e.step for e in acc.Scalars("best_fitness")] == [1, 2, 3]
+    assert len(acc.Scalars("metrics/loss")) == 4 and "params/act" not in acc.Tags()["scalars"]
+    assert len(list((tmp_path / "tensorboard").glob("uid*"))) == 3, "one HParams run per complete"
+
+
+def test_mlflow_logger_writes_one_run_per_evaluation(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    cbs = CallbackSet.create(["mlflow"], tmp_path, "scen", pytest.fail)
+    cbs(record(0, fitness=0.25))
+    cbs(record(1, fitness=None, state="PRUNED"))
+    cbs.close()
+    assert not cbs.failures
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    exp = client.get_experiment_by_name("scen")
+    runs = {r.data.tags["evo_engine.uid"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"0", "1"}
+    assert runs["0"].data.metrics["fitness"] == 0.25 and runs["0"].data.params["act"] == "relu"
+    assert runs["0"].info.status == "FINISHED" and runs["1"].info.status == "KILLED"
+    assert "fitness" not in runs["1"].data.metrics
+
+
+def test_wandb_logger_writes_an_offline_run(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cbs = CallbackSet.create(["wandb"], tmp_path, "scen", pytest.fail)
+    for uid in range(3):
+        cbs(record(uid, fitness=1.0 + uid))
+    cbs.close()
+    assert not cbs.failures
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

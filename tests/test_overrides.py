@@ -1,0 +1,69 @@
+"""``--set field=value``: typed and validated by the Scenario model, exit 2 on a bad one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evo_engine.overrides import OverrideError, apply_sets
+from evo_engine.scenario import load_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+SPHERE = REPO / "scenarios" / "sphere.py"
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    return load_scenario(SPHERE)
+
+
+def test_values_are_typed_by_the_field(sphere) -> None:
+    s = apply_sets(sphere, ["islands=3", "max_time=12.5", "sync=true", "name=other",
+                            "operator=es", "operator_settings.sigma0=0.2",
+                            "topology=[[0,1,0],[0,0,1],[1,0,0]]"])
+    assert s.islands == 3 and isinstance(s.islands, int)
+    assert s.max_time == 12.5 and s.sync is True and s.name == "other"
+    assert s.operator == "es" and s.operator_settings == {"sigma0": 0.2}
+    assert s.topology == [[0, 1, 0], [0, 0, 1], [1, 0, 0]]
+    assert apply_sets(s, ["max_time=null"]).max_time is None, "null clears an optional field"
+    assert apply_sets(sphere, ["name=123"]).name == "123", "text stays text for a str field"
+
+
+@pytest.mark.parametrize("item, match", [
+    ("islandz=3", "not a scenario field \\(did you mean 'islands'\\?\\)"),
+    ("islands=zero", "--set islands=zero: Input should be a valid integer"),
+    ("islands=0", "islands.*greater than or equal to 1"),
+    ("migrants=100", "migrants \\(100\\) cannot exceed population_size"),
+    ("objective=x", "defined by the scenario file's code"),
+    ("islands", "expected FIELD=VALUE"),
+    ("seed.x=1", "not a dict field"),
+    ("operator_settings.nope=1", "operator_settings"),
+])
+def test_bad_values_name_the_field(sphere, item: str, match: str) -> None:
+    with pytest.raises(OverrideError, match=match):
+        apply_sets(sphere, [item])
+
+
+def test_cli_set_applies_and_bad_set_exits_2(tmp_path: Path) -> None:
+    def evo(*args):
+        return subprocess.run([sys.executable, "-m", "evo_engine", *map(str, args)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    ok = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--set", "max_evals=12",
+             "--set", "islands=3")
+    assert ok.returncode == 0, ok.stderr
+    assert "finished: 12/12" in ok.stdout
+    import zarr
+
+    assert zarr.open(str(tmp_path / "r/run.zarr"), mode="r").attrs["islands"] == 3
+    bad = evo(SPHERE, "--workers", 0, "--run-dir", "r2", "--set", "population_size=1")
+    assert bad.returncode == 2 and "population_size" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "r2").exists(), "bad input touches no run directory"
+    version = evo("--version")
+    assert version.returncode == 0
+    from evo_engine import __version__
+
+    assert version.stdout.strip() == f"evo_engine {__version__}"
