@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except startup.StopBeforeStart as stop:
-        print(startup.message(stop), file=sys.stderr)
+        if startup.message(stop):
+            print(startup.message(stop), file=sys.stderr)
         return EXIT_STOPPED
 
 

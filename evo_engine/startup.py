@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
-from typing import Any
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 _state = {"raising": False}
@@ -36,8 +35,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _rank_other_than_0() -> bool:
-    # Worker ranks of an MPI job leave signals to rank 0 (it stops them after its snapshot);
-    # the launchers' rank variables say which rank this is before mpi4py is imported.
+    # The launchers' rank variables say which rank this is before mpi4py is imported.
     import os
 
     for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
@@ -48,16 +46,17 @@ def _rank_other_than_0() -> bool:
 
 
 def install() -> None:
-    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does)."""
-    if _rank_other_than_0():
-        handler: Any = signal.SIG_IGN
-    else:
-        handler = _raise_stop
-        _state["raising"] = True
+    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
+
+    Every rank of an MPI job does the same (mpiexec and srun signal them all), so a job
+    stopped while starting exits 3; a worker rank ignores the signals once it serves, and
+    rank 0 stops it then.
+    """
+    _state["raising"] = True
     for name in SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
-            signal.signal(sig, handler)
+            signal.signal(sig, _raise_stop)
 
 
 def started() -> None:
@@ -70,6 +69,9 @@ def started() -> None:
 
 
 def message(stop: StopBeforeStart) -> str:
+    """What to tell the user (said once per job: empty on MPI ranks other than 0)."""
+    if _rank_other_than_0():
+        return ""
     return (f"evo_engine: stopped by {stop.signame} before the run got going; nothing recorded "
             "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
 
