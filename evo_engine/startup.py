@@ -48,10 +48,14 @@ def _rank_other_than_0() -> bool:
 def install() -> None:
     """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
 
-    Every rank of an MPI job does the same (mpiexec and srun signal them all), so a job
-    stopped while starting exits 3; a worker rank ignores the signals once it serves, and
-    rank 0 stops it then.
+    Only on rank 0 of an MPI job. A worker rank keeps the default action until it serves
+    (then it ignores the signals and rank 0 stops it): a Python handler would only run once
+    the rank returns from C, and a rank waiting in ``MPI_Init`` for a rank 0 that has left
+    never does. Killed at once, it makes the launcher end the job, whose exit code is then
+    the launcher's (a stopped rank's signal), not 3; what is on disk continues as usual.
     """
+    if _rank_other_than_0():
+        return
     _state["raising"] = True
     for name in SIGNALS:
         sig = getattr(signal, name, None)
