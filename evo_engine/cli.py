@@ -77,13 +77,15 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    startup.install()
+    previous = startup.install()
     try:
         return _main(argv)
     except startup.StopBeforeStart as stop:
         if startup.message(stop):
             print(startup.message(stop), file=sys.stderr)
         return EXIT_STOPPED
+    finally:
+        startup.restore(previous)
 
 
 def _main(argv: list[str] | None) -> int:

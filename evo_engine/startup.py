@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import Any
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 _state = {"raising": False}
@@ -45,7 +46,7 @@ def _rank_other_than_0() -> bool:
     return False
 
 
-def install() -> None:
+def install() -> dict[int, Any]:
     """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
 
     Only on rank 0 of an MPI job. A worker rank keeps the default action until it serves
@@ -54,13 +55,21 @@ def install() -> None:
     never does. Killed at once, it makes the launcher end the job, whose exit code is then
     the launcher's (a stopped rank's signal), not 3; what is on disk continues as usual.
     """
+    previous: dict[int, Any] = {}
     if _rank_other_than_0():
-        return
+        return previous
     _state["raising"] = True
     for name in SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
-            signal.signal(sig, _raise_stop)
+            previous[sig] = signal.signal(sig, _raise_stop)
+    return previous
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``install`` replaced (for callers of the CLI in a process)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def started() -> None:
@@ -80,4 +89,4 @@ def message(stop: StopBeforeStart) -> str:
             "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
 
 
-__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "started"]
+__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "restore", "started"]
