@@ -10,7 +10,8 @@ startup.install()
 try:
     from evo_engine.cli import main
 except startup.StopBeforeStart as stop:
-    print(startup.message(stop), file=sys.stderr)
+    if startup.message(stop):
+        print(startup.message(stop), file=sys.stderr)
     sys.exit(3)
 
 sys.exit(main())

@@ -95,12 +95,15 @@ def _normalise(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    startup.install()
+    previous = startup.install()
     try:
         return _main(argv)
     except startup.StopBeforeStart as stop:
-        print(startup.message(stop), file=sys.stderr)
+        if startup.message(stop):
+            print(startup.message(stop), file=sys.stderr)
         return EXIT_STOPPED
+    finally:
+        startup.restore(previous)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -36,8 +36,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _rank_other_than_0() -> bool:
-    # Worker ranks of an MPI job leave signals to rank 0 (it stops them after its snapshot);
-    # the launchers' rank variables say which rank this is before mpi4py is imported.
+    # The launchers' rank variables say which rank this is before mpi4py is imported.
     import os
 
     for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
@@ -47,17 +46,30 @@ def _rank_other_than_0() -> bool:
     return False
 
 
-def install() -> None:
-    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does)."""
+def install() -> dict[int, Any]:
+    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
+
+    Only on rank 0 of an MPI job. A worker rank keeps the default action until it serves
+    (then it ignores the signals and rank 0 stops it): a Python handler would only run once
+    the rank returns from C, and a rank waiting in ``MPI_Init`` for a rank 0 that has left
+    never does. Killed at once, it makes the launcher end the job, whose exit code is then
+    the launcher's (a stopped rank's signal), not 3; what is on disk continues as usual.
+    """
+    previous: dict[int, Any] = {}
     if _rank_other_than_0():
-        handler: Any = signal.SIG_IGN
-    else:
-        handler = _raise_stop
-        _state["raising"] = True
+        return previous
+    _state["raising"] = True
     for name in SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, _raise_stop)
+    return previous
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``install`` replaced (for callers of the CLI in a process)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def started() -> None:
@@ -70,8 +82,11 @@ def started() -> None:
 
 
 def message(stop: StopBeforeStart) -> str:
+    """What to tell the user (said once per job: empty on MPI ranks other than 0)."""
+    if _rank_other_than_0():
+        return ""
     return (f"evo_engine: stopped by {stop.signame} before the run got going; nothing recorded "
             "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
 
 
-__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "started"]
+__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "restore", "started"]

@@ -319,25 +319,36 @@ class RunStore:
     def _check_snapshot_pointer(self) -> None:
         if self.snapshots is None:
             return
+        # A writer may replace a snapshot between our reading the pointer and listing the
+        # snapshots (analyze of a live run): only a problem seen twice in a row is damage.
+        problems = self._pointer_problems(self.snapshots)
+        if problems:
+            with contextlib.suppress(Exception):
+                problems = self._pointer_problems(zarr.open_group(str(self.path / "snapshots"),
+                                                                  mode="r"))
+        self.damage.extend(problems)
+
+    def _pointer_problems(self, snapshots: zarr.Group) -> list[str]:
         try:
-            pointers = self.snapshots.attrs.asdict()
-            names = set(self.snapshots.array_keys())
+            pointers = snapshots.attrs.asdict()
+            names = set(snapshots.array_keys())
         except Exception as exc:  # noqa: BLE001
-            self.damage.append(f"snapshots cannot be listed ({exc})")
-            return
+            return [f"snapshots cannot be listed ({exc})"]
+        out: list[str] = []
         serial = pointers.get("serial", 0)
         if not isinstance(serial, int) or serial < 0:
-            self.damage.append(f"the snapshot pointer's serial is {serial!r}, not a count")
+            out.append(f"the snapshot pointer's serial is {serial!r}, not a count")
         for key in ("latest", "previous"):
             name = pointers.get(key)
             if name is None or (key == "previous" and name == ""):
                 if key == "latest" and isinstance(serial, int) and serial > 0:
-                    self.damage.append("the snapshot pointer names no latest snapshot although "
-                                       f"{serial} were written")
+                    out.append("the snapshot pointer names no latest snapshot although "
+                               f"{serial} were written")
                 continue
             if not isinstance(name, str) or name not in names:
-                self.damage.append(f"the snapshot pointer's {key!r} names {name!r}, which is "
-                                   f"not a snapshot in {self.path / 'snapshots'}")
+                out.append(f"the snapshot pointer's {key!r} names {name!r}, which is not a "
+                           f"snapshot in {self.path / 'snapshots'}")
+        return out
 
     def require_curves(self) -> Table:
         """The curves table, created on first use (runs without reports never have one)."""

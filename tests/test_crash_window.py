@@ -157,3 +157,26 @@ def test_a_store_with_nothing_recorded_is_taken_as_new(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         assert "had recorded nothing yet" in r.stderr
         assert sorted(committed_uids(run_dir).tolist()) == list(range(6))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("trigger", ["after_0.5", ".lock", "run.zarr"])
+def test_mpi_job_stopped_while_starting_exits_3_and_continues(tmp_path: Path,
+                                                               trigger: str) -> None:
+    from test_mpi import MPIEXEC, finish, start_mpirun
+
+    if not MPIEXEC.exists():
+        pytest.skip(f"no mpiexec at {MPIEXEC}")
+    run_dir = tmp_path / "run"
+    args = [str(QUICK), "--run-dir", str(run_dir), "--quiet"]
+    t0 = time.time()
+    proc = start_mpirun(3, *args, cwd=tmp_path, QUICK_EVALS="20", QUICK_SLEEP="0.1")
+    _when(run_dir, trigger, t0)
+    proc.send_signal(signal.SIGTERM)  # to mpiexec, which forwards it to every rank
+    r = finish(proc)  # the job ends (no rank left waiting): exit 3, or the launcher's code
+    assert r.returncode != 0, r.stderr  # when it reports worker ranks ended by the signal
+    assert r.stderr.count("stopped by SIGTERM") <= 1, "said once, by rank 0"
+    again = args + (["--resume"] if (run_dir / "run.zarr").exists() else [])
+    r = finish(start_mpirun(3, *again, cwd=tmp_path, QUICK_EVALS="20", QUICK_SLEEP="0.01"))
+    assert r.returncode == 0, r.stderr
+    assert sorted(committed_uids(run_dir).tolist()) == list(range(20))
