@@ -14,4 +14,13 @@ except startup.StopBeforeStart as stop:
         print(startup.message(stop), file=sys.stderr)
     sys.exit(3)
 
-sys.exit(main())
+code = main()
+if code == 3 and startup.stopped_early():
+    # Every finally has run and the log is line-buffered: nothing is left to clean up, and
+    # the exit handlers of a zarr call the signal interrupted would only print noise.
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+sys.exit(code)

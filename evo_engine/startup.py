@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
-_state = {"raising": False}
+_state = {"raising": False, "stopped": False}
 
 
 class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like its base
@@ -32,7 +32,15 @@ class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     if _state["raising"]:
+        _state["stopped"] = True
         raise StopBeforeStart(signal.Signals(signum).name)
+
+
+def stopped_early() -> bool:
+    """Whether a stop signal interrupted the start (``python -m evo_engine`` then leaves
+    without the interpreter's exit handlers: an interrupted zarr call can leave its event
+    loop in a state whose clean-up would print a traceback after the exit-3 message)."""
+    return bool(_state["stopped"])
 
 
 def _rank_other_than_0() -> bool:

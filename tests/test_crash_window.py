@@ -33,7 +33,7 @@ def committed_uids(run_dir: Path) -> np.ndarray:
     return z["evaluations/uid"][: z["evaluations"].attrs["committed"]]
 
 
-def _when(run_dir: Path, trigger: str, t0: float, timeout: float = 60) -> None:
+def _when(run_dir: Path, trigger: str, t0: float, timeout: float = 180) -> None:
     """Wait for a moment of the start: a delay, or a file of the run directory appearing."""
     if trigger.startswith("after_"):
         time.sleep(max(float(trigger.removeprefix("after_")) - (time.time() - t0), 0.0))
