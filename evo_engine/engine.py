@@ -240,14 +240,22 @@ class Engine:
             return task
         if self.budget_left <= 0:
             return None
+        task = self._issue()
+        if task is not None:
+            self._start(task)
+        return task
+
+    def _issue(self) -> Task | None:
+        """A new task, or None under the sync barrier: the one path every new task takes.
+
+        ``ask`` and the replay on ``--resume`` (``replay_task``) both come here, so whatever
+        decides a new task (island choice, designs, operators, queues) must live behind this
+        method and depend only on engine state: then a replay re-creates it exactly.
+        """
         island = self._island_for()
         if island is None:
             return None
-        task = self._new_task(island)
-        if task is None:
-            return None  # the search space is exhausted (dedupe.exhausted says so)
-        self._start(task)
-        return task
+        return self._new_task(island)
 
     def _start(self, task: Task) -> None:
         self.in_flight[task.uid] = task
@@ -295,10 +303,15 @@ class Engine:
             open_ = [i for i in range(len(islands)) if self._sync_issued[i] < size]
             if not open_:
                 return None
+            least = min(load[i] for i in open_)
+            candidates = [i for i in open_ if load[i] == least]
         else:
-            open_ = range(len(islands))
-        best = min(open_, key=lambda i: (load[i], islands[i].issued, i))
-        return islands[best]
+            least = min(load)
+            candidates = [i for i, n in enumerate(load) if n == least]
+        if len(candidates) == 1:  # the usual case with more workers than islands
+            return islands[candidates[0]]
+        # min keeps the first of equals: the lowest index among the least issued.
+        return islands[min(candidates, key=lambda i: islands[i].issued)]
 
     def add_warm_start(self, genomes: list[np.ndarray]) -> None:
         """Queue known configurations (genomes) to issue before anything else.
@@ -442,8 +455,7 @@ class Engine:
         if logged.uid != self.next_uid:
             problem = f"uid {logged.uid} was logged where uid {self.next_uid} was expected"
             self.next_uid = max(self.next_uid, logged.uid)
-        island = self._island_for()
-        task = self._new_task(island) if island is not None else None
+        task = self._issue()
         if task is None:
             # The sync barrier (or an exhausted space) refuses: count the logged task against
             # its island's generation.
@@ -453,7 +465,7 @@ class Engine:
             self.islands[logged.island].issued += 1
             self.dedupe.register(logged)
             self._start(logged)
-            why = "barrier" if island is None else "search space exhausted"
+            why = "search space exhausted" if self.dedupe.exhausted else "barrier"
             return logged, problem or f"uid {logged.uid} could not be asked again ({why})"
         diff = _task_difference(task, logged)
         if diff is None:

@@ -201,13 +201,17 @@ def rebuild_engine(
         shown = "; ".join(mismatches[:3]) + (f"; and {len(mismatches) - 3} more"
                                              if len(mismatches) > 3 else "")
         warn(f"replay re-created {len(mismatches)} of {len(new)} tasks differently ({shown})")
-    poisoned = _poison(store, engine, crashed, poison_after)
+    poisoned, counts = _poison(store, engine, crashed, poison_after)
     engine.end_replay()
     if poisoned:
         rec = Recorder(store, space, background=False)
         for ev in poisoned:
             rec.record(ev)
         rec.close()
+    # Counts after the FAILED rows: a kill before them leaves the old counts and job start,
+    # so the next resume counts this crash again and fails the same tasks.
+    store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())})
+    if poisoned:
         warn(f"{len(poisoned)} task(s) were in flight at {poison_after} crashes and are recorded "
              f"FAILED instead of issued again: uid " + ", ".join(str(e.task.uid) for e in poisoned))
     # Rows from here on were issued by the job about to start (the next resume's crash count).
@@ -215,12 +219,13 @@ def rebuild_engine(
     return engine, engine.drain_migrations()
 
 
-def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int) -> list[Evaluation]:
+def _poison(store: RunStore, engine: Engine, crashed: bool,
+            poison_after: int) -> tuple[list[Evaluation], dict[int, int]]:
     """Count a crash for every task the crashed job had issued and not finished; fail the worst.
 
     Only tasks the crashed job handed to a worker count (a task still queued for re-issue
     was never running). Counts are kept in the ``crash_counts`` attribute, uid → crashes,
-    for tasks still in flight only.
+    for tasks still in flight only; the caller stores the counts returned.
     """
     counts = {int(k): int(v) for k, v in store.attrs.get("crash_counts", {}).items()}
     counts = {u: c for u, c in counts.items() if u in engine.in_flight}
@@ -235,5 +240,4 @@ def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int) -
     if poison_after > 0:
         for uid in sorted(u for u, c in counts.items() if c >= poison_after):
             poisoned.append(engine.fail_in_flight(uid, POISON_ERROR.format(n=counts.pop(uid))))
-    store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())})
-    return poisoned
+    return poisoned, counts

@@ -369,3 +369,25 @@ def _machine_for(name: str) -> type[RuleBasedStateMachine]:
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_exact_replay_per_configuration(name: str) -> None:
     run_state_machine_as_test(_machine_for(name), settings=_settings(20))
+
+
+def test_kill_between_the_task_and_result_writes_forgets_tasks_issued_after_lost_results() -> None:
+    """The flush writes the task rows, then dies before the result rows: the tasks issued
+    after those results are dropped (their workers died too) and re-created identically."""
+    machine = ReplayMachine()
+    machine.start("ga_sobol_islands")
+    try:
+        for pick in range(6):  # a snapshot after the 5th, none in the tail below
+            machine.finish(pick, False)
+        machine.flush()
+        for pick in range(3):
+            machine.finish(pick, False)
+        before = machine.store.tasks.committed
+        machine.kill(1)  # one table write: the task rows only
+        assert machine.store.tasks.committed == before, "the 3 task rows must be dropped"
+        assert machine.store.evaluations.committed == 6
+        for pick in range(5):
+            machine.finish(pick, False)
+        machine.run_to_end()
+    finally:
+        shutil.rmtree(machine.dir, ignore_errors=True)
