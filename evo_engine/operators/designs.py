@@ -118,7 +118,10 @@ def grid(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def rsa_lhs(
-    n: int, dim: int, rng: np.random.Generator, min_distance: float | None = None,
+    n: int,
+    dim: int,
+    rng: np.random.Generator,
+    min_distance: float | None = None,
     tries_per_point: int = 200,
 ) -> np.ndarray:
     """A Latin hypercube built by random sequential addition: one point per stratum and axis

@@ -44,7 +44,10 @@ def directions(dim: int, families: int) -> np.ndarray:
 
 
 def _tiles(
-    e: np.ndarray, gamma: np.ndarray, subsets: list[tuple[int, ...]], inv: list[np.ndarray],
+    e: np.ndarray,
+    gamma: np.ndarray,
+    subsets: list[tuple[int, ...]],
+    inv: list[np.ndarray],
     size: float,
 ) -> np.ndarray:
     """The K vectors of the lowest vertices of all tiles whose intersection lies in [0, size]^d."""

@@ -106,7 +106,7 @@ def normal_scores(y: np.ndarray) -> np.ndarray:
 
 def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
     """EI below ``best`` for a Gaussian prediction (minimisation)."""
-    sd = np.maximum(sd, 1e-12)
+    sd = np.maximum(sd, 1e-9)
     z = (best - mu) / sd
     return sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi))
 
@@ -117,15 +117,23 @@ def _fit_subset(z: np.ndarray, n: int) -> np.ndarray:
         return np.arange(z.size)
     order = np.argsort(z, kind="stable")
     rest = order[n // 2 :]
-    return np.concatenate([order[: n // 2], rest[np.linspace(0, rest.size - 1, n - n // 2).astype(int)]])
+    return np.concatenate(
+        [order[: n // 2], rest[np.linspace(0, rest.size - 1, n - n // 2).astype(int)]]
+    )
 
 
-def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
+def _lbfgs(
+    obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, float]:
     """sklearn's default hyperparameter optimiser with fewer iterations (a warm start)."""
     from scipy.optimize import minimize
 
     res = minimize(
-        obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+        obj_func,
+        initial_theta,
+        method="L-BFGS-B",
+        jac=True,
+        bounds=bounds,
         options={"maxiter": 50},
     )
     return res.x, float(res.fun)
@@ -210,7 +218,9 @@ class Surrogate(Operator):
         for i in np.argsort(-scores, kind="stable"):
             if self._key(cands[i]) not in seen:
                 return Proposal(
-                    cands[i], parents=parents[i], info={"ei": float(scores[i])},
+                    cands[i],
+                    parents=parents[i],
+                    info={"ei": float(scores[i])},
                     operator=self.name,
                 )
         return self._space_filling(X, pending)
@@ -323,6 +333,8 @@ class Surrogate(Operator):
                 gp = GaussianProcessRegressor(gp.kernel_, normalize_y=True, optimizer=None)
                 gp.fit(np.vstack([F, Fp]), np.concatenate([z, believed]))
         mu, sd = gp.predict(self.features(cands), return_std=True)
+        # sd includes the learned white noise: a point next to the incumbent keeps some EI
+        # (re-measuring it is worth something under noise); exact repeats are refused above.
         return expected_improvement(mu, sd, float(z.min()))
 
     # -- state -------------------------------------------------------------------------------
