@@ -42,11 +42,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _landscapes import LANDSCAPES, REPORTING, TUNING, Landscape  # noqa: E402
 
+from evo_engine.operators import DESIGNS  # noqa: E402
 from evo_engine.operators.base import reflect  # noqa: E402
 from evo_engine.optimizer import Optimizer  # noqa: E402
 from evo_engine.space import Categorical, Float, Space  # noqa: E402
 
-CHECKPOINTS = (100, 300, 1000)
+CHECKPOINTS = (32, 100, 300, 1000)
+VERDICT_AT = (100, 300, 1000)
 
 
 class AskTell(Protocol):
@@ -72,6 +74,26 @@ class Ours:
 
     def tell(self, handle: Any, value: float) -> None:
         self.opt.tell(handle, value)
+
+
+class DesignOnly:
+    """Evaluates the points of one initial design, nothing else: n points for n evaluations.
+
+    What a space-filling design alone achieves, the yardstick of an early phase (issue 15).
+    """
+
+    def __init__(self, space: Space, seed: int, design: str, n: int = 1000) -> None:
+        self.space = space
+        self.points = DESIGNS[design](n, space.dim, np.random.default_rng(seed))
+        self.next = 0
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        g = self.points[self.next]
+        self.next += 1
+        return self.next, self.space.decode(g)
+
+    def tell(self, handle: Any, value: float) -> None:
+        pass
 
 
 # -- learning-to-learn's ES: synchronous, fixed σ, from the middle of the box -------------------
@@ -158,7 +180,13 @@ class OptunaMethod:
         self.study.tell(handle, value)
 
 
+def _design_only(design: str) -> Callable[[Space, int], AskTell]:
+    # 100 points: the designs are measured at 32 and 100 evaluations.
+    return lambda s, seed: DesignOnly(s, seed, design, n=100)
+
+
 METHODS: dict[str, Callable[[Space, int], AskTell]] = {
+    **{f"design:{d}": _design_only(d) for d in DESIGNS},
     "es": lambda s, seed: Ours(s, seed, "es"),
     "es-self": lambda s, seed: Ours(s, seed, "es", operator_settings={"adaptation": "self"}),
     "ga": lambda s, seed: Ours(s, seed, "ga"),
@@ -236,7 +264,13 @@ def simulate(
 
 def _job(args: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
     name, method, seed, evals = args
-    return name, method, seed, simulate(LANDSCAPES[name], method, seed, evals)
+    if method.startswith("design:"):
+        evals = min(evals, 100)
+    try:
+        return name, method, seed, simulate(LANDSCAPES[name], method, seed, evals)
+    except ValueError as exc:  # a design that refuses the space (hypertiling above 6-D)
+        print(f"{name} {method}: {exc}", file=sys.stderr)
+        return name, method, seed, RunResult({}, {}, 0.0)
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -265,16 +299,22 @@ def summarise(
             cell: dict[str, Any] = {"cpu_s": float(np.median([r.seconds for r in runs]))}
             for n in checkpoints:
                 reg = _regrets(runs, n, floor)
+                if reg.size == 0:
+                    continue
                 q1, med, q3 = np.percentile(reg, [25, 50, 75])
                 cell[str(n)] = {"median": float(med), "q1": float(q1), "q3": float(q3)}
             table[name][m] = cell
     verdict: dict[str, Any] = {}
-    for n in checkpoints:
+    for n in (n for n in checkpoints if n in VERDICT_AT):
         rows: dict[str, Any] = {}
         for name in results:
-            if name not in REPORTING or operator not in table[name]:
+            if name not in REPORTING or str(n) not in table[name].get(operator, {}):
                 continue
-            base = {m: table[name][m][str(n)]["median"] for m in table[name] if m in BASELINES}
+            base = {
+                m: table[name][m][str(n)]["median"]
+                for m in table[name]
+                if m in BASELINES and str(n) in table[name][m]
+            }
             if not base:
                 continue
             best = min(base, key=base.__getitem__)
@@ -310,6 +350,8 @@ def print_table(summary: dict[str, Any], evals: int) -> None:
         for m, v in by_method.items():
             cells = "".join(
                 f"{v[str(n)]['median']:>8.4f} [{v[str(n)]['q1']:.3f},{v[str(n)]['q3']:.3f}]"
+                if str(n) in v
+                else f"{'-':>22}"
                 for n in checkpoints
             )
             print(f"  {m:<10}{cells}{v['cpu_s']:>8.1f}")
