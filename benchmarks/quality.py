@@ -222,7 +222,10 @@ def simulate(
 ) -> RunResult:
     """Run one method on one landscape with ``workers`` asynchronous simulated workers."""
     t0 = time.perf_counter()
-    opt = METHODS[method](landscape.space, seed)
+    if method.startswith("design:"):  # the n-point design for n evaluations, not a prefix
+        opt: AskTell = DesignOnly(landscape.space, seed, method.split(":", 1)[1], n=evals)
+    else:
+        opt = METHODS[method](landscape.space, seed)
     # Durations and noise come from a stream of their own, the same for every method.
     world = np.random.default_rng([seed, 99])
     events: list[tuple[float, int, int, Any, dict[str, Any]]] = []

@@ -15,7 +15,7 @@ from evo_engine.operators.designs import (
     random_sequential_addition,
     rsa_lhs,
 )
-from evo_engine.operators.hypertiling import MAX_DIM, directions, hypertiling
+from evo_engine.operators.hypertiling import directions, hypertiling
 
 
 def test_registry_names() -> None:
@@ -26,8 +26,6 @@ def test_registry_names() -> None:
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 40), dim=st.integers(1, 12), seed=st.integers(0, 2**31))
 def test_points_in_cube_and_reproducible(name: str, n: int, dim: int, seed: int) -> None:
-    if name == "hypertiling":
-        dim = min(dim, MAX_DIM)
     a = DESIGNS[name](n, dim, np.random.default_rng(seed))
     b = DESIGNS[name](n, dim, np.random.default_rng(seed))
     assert a.shape == (n, dim) and a.dtype == np.float64
@@ -119,9 +117,14 @@ def test_hypertiling_in_2d_has_the_penrose_rhombus_spacing() -> None:
     assert nearest.min() > 0.45 * np.median(nearest)
 
 
-def test_hypertiling_refuses_too_many_dimensions() -> None:
-    with pytest.raises(ValueError, match="up to 6 parameters"):
-        hypertiling(10, MAX_DIM + 1, np.random.default_rng(0))
+def test_hypertiling_above_max_dim_is_a_product_of_block_tilings() -> None:
+    pts = hypertiling(20, 9, np.random.default_rng(0))
+    assert pts.shape == (20, 9)
+    # Blocks of 5 and 4 parameters, each a tiling of its own: its points stay apart.
+    for block in (pts[:, :5], pts[:, 5:]):
+        k = block.shape[1]
+        rnd = [_min_distance(np.random.default_rng(s).random((20, k))) for s in range(10)]
+        assert _min_distance(block) > 1.1 * np.median(rnd)
 
 
 def _min_distance(pts: np.ndarray) -> float:
