@@ -222,8 +222,9 @@ class Engine:
         island = self._island_for(worker)
         if island is None:
             return None
-        if island.operator.wants_in_flight:
-            island.operator.see_in_flight([t.genome for t in self.in_flight.values() if t.island == island.index])
+        if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
+            busy = [t.genome for t in self.in_flight.values() if t.island == island.index]
+            island.operator.see_in_flight(busy)
         proposal = island.propose()
         genome = frozen_genome(proposal.genome)
         uid = self.next_uid
