@@ -194,6 +194,9 @@ METHODS: dict[str, Callable[[Space, int], AskTell]] = {
     "surrogate": lambda s, seed: Ours(
         s, seed, "surrogate", initial_design="rsa_lhs", population_size=32
     ),
+    "surrogate-ht": lambda s, seed: Ours(
+        s, seed, "surrogate", initial_design="hypertiling", population_size=32
+    ),
     "random": lambda s, seed: Ours(s, seed, "random"),
     "sync-es": lambda s, seed: SyncFixedES(s, seed),
     "tpe": lambda s, seed: OptunaMethod(s, seed, "tpe"),
