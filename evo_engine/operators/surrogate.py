@@ -142,7 +142,14 @@ def _lbfgs(
 
 @functools.cache
 def _blas() -> Any:
-    """One threadpool controller per process (finding the BLAS libraries costs ~50 ms)."""
+    """One threadpool controller per process (finding the BLAS libraries costs ~50 ms).
+
+    scipy.linalg and sklearn are imported first: scipy's wheels bring a BLAS of their own,
+    which a controller made before it is loaded would not limit (and a BLAS running on a
+    varying number of threads rounds differently, which breaks exact replay).
+    """
+    import scipy.linalg  # noqa: F401
+    import sklearn.gaussian_process  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
