@@ -192,10 +192,10 @@ METHODS: dict[str, Callable[[Space, int], AskTell]] = {
     "ga": lambda s, seed: Ours(s, seed, "ga"),
     # As the scenarios run it: the first 32 workers all get design points.
     "surrogate": lambda s, seed: Ours(
-        s, seed, "surrogate", initial_design="rsa_lhs", population_size=32
-    ),
-    "surrogate-ht": lambda s, seed: Ours(
         s, seed, "surrogate", initial_design="hypertiling", population_size=32
+    ),
+    "surrogate-rsa_lhs": lambda s, seed: Ours(
+        s, seed, "surrogate", initial_design="rsa_lhs", population_size=32
     ),
     "random": lambda s, seed: Ours(s, seed, "random"),
     "sync-es": lambda s, seed: SyncFixedES(s, seed),
