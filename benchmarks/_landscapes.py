@@ -234,3 +234,181 @@ NOISY = Landscape(
 LANDSCAPES: dict[str, Landscape] = {
     ls.name: ls for ls in (LR_DECAY, ILL_CONDITIONED, NETWORK_SHAPE, MULTIMODAL, NOISY)
 }
+
+
+# -- reporting landscapes ---------------------------------------------------------------------
+# Written after the operators' constants were fixed, and never used to choose them: the
+# verdict of quality.py is reported on these. Mixed spaces, conditional-looking structure,
+# noise and several optima, as in real HPO.
+
+
+def _conditional(p: Params) -> float:
+    # The optimiser picks which other parameters matter: momentum only for SGD, beta2 only
+    # for Adam-like ones (for the others those genes are inert, like inactive parameters).
+    lr = math.log10(p["lr"])
+    opt = p["optimizer"]
+    if opt == "sgd":
+        q = ((lr + 1.5) / 0.4) ** 2 + ((math.log10(1 - p["momentum"]) + 1.3) / 0.35) ** 2 + 0.05
+    elif opt in ("adam", "adamw"):
+        q = ((lr + 3.2) / 0.45) ** 2 + ((math.log10(1 - p["beta2"]) + 2.5) / 0.6) ** 2
+        q += 0.0 if opt == "adamw" else 0.08
+    else:  # rmsprop
+        q = ((lr + 3.6) / 0.4) ** 2 + 0.15
+    q += ((math.log10(p["weight_decay"]) + 4.0) / 1.5) ** 2
+    q += {"cosine": 0.0, "step": 0.06, "constant": 0.2}[p["schedule"]]
+    q += 0.2 * ((math.log2(p["batch"]) - 7.0) / 2.0) ** 2
+    return saturate(q, 0.07)
+
+
+CONDITIONAL = Landscape(
+    "conditional",
+    Space(
+        optimizer=Categorical(["sgd", "adam", "adamw", "rmsprop"]),
+        lr=Float(1e-6, 1.0, log=True),
+        momentum=Float(0.0, 0.999),
+        beta2=Float(0.9, 0.99999),
+        weight_decay=Float(1e-8, 1e-1, log=True),
+        schedule=Categorical(["constant", "step", "cosine"]),
+        batch=Int(16, 2048, log=True),
+    ),
+    _conditional,
+    floor=0.07,
+    cost=lambda p: (128.0 / p["batch"]) ** 0.3,
+    description="7 mixed: the optimizer decides whether momentum or beta2 matters",
+)
+
+
+def _boosting(p: Params) -> float:
+    # Gradient boosting on a tabular set: learning rate × trees trade off (their product
+    # matters), depth and child weight interact, subsampling helps a little.
+    lr, n = math.log10(p["learning_rate"]), math.log10(p["n_estimators"])
+    q = (
+        ((lr + n - 1.3) / 0.25) ** 2  # total shrinkage lr · n ≈ 20
+        + ((n - 2.9) / 0.9) ** 2
+        + ((p["max_depth"] - 6 + 1.5 * (math.log10(p["min_child_weight"]) - 0.5)) / 2.0) ** 2
+        + ((p["subsample"] - 0.8) / 0.25) ** 2
+        + ((p["colsample"] - 0.6) / 0.3) ** 2
+        + ((math.log10(p["reg_lambda"]) - 0.3) / 1.5) ** 2
+        + {"gbtree": 0.0, "dart": 0.03, "gblinear": 0.6}[p["booster"]]
+    )
+    return saturate(q, 0.12)
+
+
+BOOSTING = Landscape(
+    "boosting",
+    Space(
+        learning_rate=Float(1e-3, 1.0, log=True),
+        n_estimators=Int(10, 5000, log=True),
+        max_depth=Int(1, 15),
+        min_child_weight=Float(0.1, 100.0, log=True),
+        subsample=Float(0.3, 1.0),
+        colsample=Float(0.2, 1.0),
+        reg_lambda=Float(1e-3, 100.0, log=True),
+        booster=Categorical(["gbtree", "dart", "gblinear"]),
+    ),
+    _boosting,
+    floor=0.12,
+    noise=0.005,
+    cost=lambda p: (p["n_estimators"] / 300.0) ** 0.5 * (p["max_depth"] / 6.0) ** 0.5 + 0.1,
+    description="8 mixed tabular-boosting parameters, lr × trees ridge, slight noise",
+)
+
+
+def _rugged(p: Params) -> float:
+    # A smooth bowl in log space with ripples of a third of its depth: local minima
+    # everywhere, observed with noise.
+    a = math.log10(p["lr"]) + 2.8
+    b = math.log10(p["weight_decay"]) + 3.5
+    c = p["dropout"] - 0.25
+    bowl = (a / 0.8) ** 2 + (b / 1.5) ** 2 + (c / 0.2) ** 2
+    ripple = 3.0 - math.cos(5 * a) - math.cos(3 * b) - math.cos(15 * c)
+    return saturate(0.7 * bowl + 0.35 * ripple, 0.15)
+
+
+RUGGED = Landscape(
+    "rugged_noisy",
+    Space(
+        lr=Float(1e-6, 1.0, log=True),
+        weight_decay=Float(1e-8, 1.0, log=True),
+        dropout=Float(0.0, 0.8),
+    ),
+    _rugged,
+    floor=0.15,
+    noise=0.01,
+    description="3-D multimodal bowl (ripples everywhere), N(0, 0.01) noise",
+)
+
+
+_SPARSE_NAMES = [f"x{i}" for i in range(12)]
+
+
+def _sparse(p: Params) -> float:
+    # 12 parameters of which 3 matter much and 3 a little (low effective dimension, as in
+    # most HPO problems); the rest are inert.
+    lr = math.log10(p["x0"]) + 3.0
+    q = (lr / 0.4) ** 2 + ((p["x1"] - 0.3) / 0.15) ** 2 + ((p["x2"] - 5) / 2.0) ** 2
+    q += 0.1 * (((p["x3"] - 0.7) / 0.3) ** 2 + ((p["x4"] - 0.2) / 0.3) ** 2)
+    q += {"a": 0.0, "b": 0.1, "c": 0.3}[p["x5"]]
+    return saturate(q, 0.1)
+
+
+SPARSE = Landscape(
+    "sparse_12d",
+    Space(
+        {
+            "x0": Float(1e-6, 1.0, log=True),
+            "x1": Float(0.0, 1.0),
+            "x2": Int(0, 16),
+            "x3": Float(0.0, 1.0),
+            "x4": Float(0.0, 1.0),
+            "x5": Categorical(["a", "b", "c"]),
+            **{n: Float(0.0, 1.0) for n in _SPARSE_NAMES[6:10]},
+            "x10": Int(1, 100, log=True),
+            "x11": Categorical(["p", "q"]),
+        }
+    ),
+    _sparse,
+    floor=0.1,
+    description="12 mixed parameters, 3 that matter, 3 that matter little, 6 inert",
+)
+
+
+def _two_basins(p: Params) -> float:
+    # Two good regions in different categorical branches: a wide, mediocre one and a narrow,
+    # better one (a method that commits to the first region early loses).
+    arch = p["arch"]
+    a, b = math.log10(p["lr"]), p["width_frac"]
+    if arch == "cnn":
+        q = ((a + 2.5) / 0.8) ** 2 + ((b - 0.5) / 0.4) ** 2 + 0.25
+    elif arch == "fno":
+        q = ((a + 3.3) / 0.25) ** 2 + ((b - 0.8) / 0.1) ** 2
+    else:
+        q = ((a + 4.0) / 0.5) ** 2 + ((b - 0.2) / 0.3) ** 2 + 0.6
+    q += ((p["modes"] - 12) / 6.0) ** 2 * (1.0 if arch == "fno" else 0.1)
+    return saturate(q, 0.05)
+
+
+TWO_BASINS = Landscape(
+    "two_basins",
+    Space(
+        arch=Categorical(["cnn", "fno", "unet"]),
+        lr=Float(1e-6, 1e-1, log=True),
+        width_frac=Float(0.0, 1.0),
+        modes=Int(2, 32),
+    ),
+    _two_basins,
+    floor=0.05,
+    noise=0.005,
+    description="4 mixed: a wide mediocre basin (cnn) and a narrow better one (fno)",
+)
+
+
+TUNING: dict[str, Landscape] = dict(LANDSCAPES)
+"""The landscapes the ES's and the surrogate's constants were chosen on."""
+
+REPORTING: dict[str, Landscape] = {
+    ls.name: ls for ls in (CONDITIONAL, BOOSTING, RUGGED, SPARSE, TWO_BASINS)
+}
+"""Landscapes the verdict is reported on; no constant was chosen on them."""
+
+LANDSCAPES.update(REPORTING)

@@ -266,6 +266,9 @@ class Engine:
 
         None when the search space is exhausted (``dedupe``): nothing new may be issued.
         """
+        if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
+            busy = [t.genome for t in self.in_flight.values() if t.island == island.index]
+            island.operator.see_in_flight(busy)
         pick = self._warm_pick(island) or self.dedupe.next_pick(island, self.islands)
         if pick is None:
             return None

@@ -37,6 +37,8 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("es", {}),
     ("es", {"adaptation": "self"}),
     ("es", {"adaptation": "self", "parents": 3}),
+    ("surrogate", {}),
+    ("surrogate", {"min_points": 2, "candidates": 16, "explore": 0.0}),
 ]
 assert {name for name, _ in CONFIGS} == set(OPERATORS)
 

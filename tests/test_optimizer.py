@@ -142,7 +142,7 @@ def test_bad_settings_are_refused_up_front() -> None:
     with pytest.raises(ValueError, match="unknown operator"):
         Optimizer(SPACE, operator="cmaes")
     with pytest.raises(ValueError, match="initial_design"):
-        Optimizer(SPACE, initial_design="grid")
+        Optimizer(SPACE, initial_design="halton")
 
 
 def test_restore_refuses_a_different_space() -> None:

@@ -46,7 +46,7 @@ def test_preset_reaches_make_scenario(tmp_path: Path) -> None:
         ("max_evals=0", "'max_evals': Input should be greater than or equal to 1 (got 0)"),
         ("population_size='many'", "'population_size'"),
         ("operator='cmaes'", "unknown operator 'cmaes'"),
-        ("initial_design='grid'", "unknown initial design 'grid'"),
+        ("initial_design='halton'", "unknown initial design 'halton'"),
         ("operator_settings={'tournament_sise': 3}", "tournament_sise"),
         ("migrants=20, population_size=4", "migrants (20) cannot exceed population_size (4)"),
         ("islands=2, topology=[[0, 1]]", "2x2 matrix"),

@@ -7,8 +7,9 @@ from evo_engine.operators.designs import DESIGNS
 from evo_engine.operators.es import ES
 from evo_engine.operators.ga import GA
 from evo_engine.operators.random_search import RandomSearch
+from evo_engine.operators.surrogate import Surrogate
 
-OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (RandomSearch, GA, ES)}
+OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (RandomSearch, GA, ES, Surrogate)}
 
 __all__ = [
     "DESIGNS",
@@ -19,5 +20,6 @@ __all__ = [
     "OperatorSettings",
     "Proposal",
     "RandomSearch",
+    "Surrogate",
     "reflect",
 ]

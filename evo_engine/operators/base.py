@@ -16,6 +16,11 @@ Who calls what, and when:
   sizes adapt on complete offspring only, unless an operator overrides this on purpose.
 * ``get_state()``/``set_state()`` round-trip everything the operator needs to continue
   exactly as before, including its RNG state, as JSON-serialisable values.
+* ``see_in_flight(genomes)`` is called just before ``propose`` with the genomes of this
+  island's evaluations in flight (design points included), only for an operator whose
+  ``wants_in_flight`` is True (a model-based one that must not send a worker next to a point
+  already being evaluated). The list is the engine's in-flight table at that moment, so a
+  replay that re-asks from the same engine state passes the same list.
 * ``replacement()`` tells the island how to make room for an offspring once the population
   is full: replace the worst member, or the worst of a random subset (never the best one).
 
@@ -78,6 +83,7 @@ class Operator(ABC):
     """Proposes offspring for one island. See the module docstring for the contract."""
 
     name: ClassVar[str]
+    wants_in_flight: ClassVar[bool] = False
     Settings: ClassVar[type[OperatorSettings]] = OperatorSettings
 
     def __init__(
@@ -95,6 +101,9 @@ class Operator(ABC):
     @abstractmethod
     def propose(self, population: Sequence[Individual]) -> Proposal:
         """An offspring made from ``population`` (complete individuals, best first)."""
+
+    def see_in_flight(self, genomes: Sequence[np.ndarray]) -> None:  # noqa: B027
+        """The genomes of this island's evaluations in flight, just before ``propose``."""
 
     def observe(self, individual: Individual, accepted: bool) -> None:  # noqa: B027
         """A complete offspring of this island came back; default: nothing to adapt."""

@@ -2,7 +2,9 @@
 
 A design is ``design(n, dim, rng) -> (n, dim)`` points of [0, 1]^dim, drawn only from ``rng``
 so the same seed gives the same points. Space-filling designs (LHS, Sobol, RSA) spread the
-first, most expensive-to-waste evaluations over the cube instead of letting them clump.
+first, most expensive-to-waste evaluations over the cube instead of letting them clump;
+``rsa_lhs`` combines RSA's spacing with LHS's strata, ``hypertiling`` takes the vertices of an
+aperiodic Penrose-like tiling (``hypertiling.py``), and ``grid`` is the baseline they beat.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+
+from evo_engine.operators.hypertiling import hypertiling
 
 Design = Callable[[int, int, np.random.Generator], np.ndarray]
 """``design(n, dim, rng) -> (n, dim) array`` of points in [0, 1]^dim."""
@@ -87,9 +91,75 @@ def random_sequential_addition(
     return points
 
 
+def grid(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """n distinct cell centres of the regular grid with k = ⌈n^(1/d)⌉ levels per axis.
+
+    The baseline the space-filling designs are measured against. When n is not a full k^d
+    grid, the n cells are drawn from it without replacement (by the seed's generator).
+    """
+    if n <= 0:
+        return np.zeros((0, dim))
+    k = max(1, math.ceil(round(n ** (1.0 / dim), 9)))
+    while k**dim < n:
+        k += 1
+    if k**dim <= 10**7:
+        cells = rng.choice(k**dim, size=n, replace=False) if k**dim > n else np.arange(n)
+        idx = np.stack(np.unravel_index(np.sort(cells), (k,) * dim), axis=1)
+    else:  # too many cells to enumerate: distinct random multi-indices by rejection
+        seen: set[tuple[int, ...]] = set()
+        rows = []
+        while len(rows) < n:
+            cell = tuple(int(c) for c in rng.integers(k, size=dim))
+            if cell not in seen:
+                seen.add(cell)
+                rows.append(cell)
+        idx = np.array(rows)
+    return (idx + 0.5) / k
+
+
+def rsa_lhs(
+    n: int,
+    dim: int,
+    rng: np.random.Generator,
+    min_distance: float | None = None,
+    tries_per_point: int = 200,
+) -> np.ndarray:
+    """A Latin hypercube built by random sequential addition: one point per stratum and axis
+    (LHS's one-dimensional spread), each new point at least ``min_distance`` from the earlier
+    ones (RSA's spacing in the full space). A candidate takes a random unused stratum on every
+    axis; the spacing shrinks by 10% after ``tries_per_point`` misses in a row, so n points
+    always come out.
+    """
+    if n <= 0:
+        return np.zeros((0, dim))
+    r = default_min_distance(n, dim) if min_distance is None else float(min_distance)
+    free = [list(range(n)) for _ in range(dim)]
+    points = np.empty((n, dim))
+    count = misses = 0
+    while count < n:
+        left = n - count
+        pick = (rng.random(dim) * left).astype(np.int64)
+        cand = (np.array([free[a][pick[a]] for a in range(dim)]) + rng.random(dim)) / n
+        if count == 0 or np.min(np.linalg.norm(points[:count] - cand, axis=1)) >= r:
+            points[count] = cand
+            count += 1
+            misses = 0
+            for a in range(dim):
+                free[a].pop(int(pick[a]))
+            continue
+        misses += 1
+        if misses >= tries_per_point:
+            r *= 0.9
+            misses = 0
+    return points
+
+
 DESIGNS: dict[str, Design] = {
     "random": random_design,
+    "grid": grid,
     "lhs": latin_hypercube,
     "sobol": sobol,
     "rsa": random_sequential_addition,
+    "rsa_lhs": rsa_lhs,
+    "hypertiling": hypertiling,
 }
