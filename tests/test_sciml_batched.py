@@ -162,3 +162,25 @@ def test_bf16_switch_runs_and_stays_close(model: str) -> None:
         assert math.isfinite(out["fitness"])
         assert out["fitness"] == pytest.approx(exact["fitness"], rel=0.2)
     assert single["fitness"] != exact["fitness"]  # autocast really ran in bf16
+
+
+# dynamo itself reads .grad of the parameter views while it traces (a warning, not our code)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.parametrize("model", ["unet", "fno"])
+def test_compile_switch_traces_both_paths(model: str, monkeypatch) -> None:
+    # Inductor takes minutes on a CPU; the "eager" backend still traces the whole step through
+    # dynamo (vmap, functional_call, BatchNorm buffers, complex FNO weights), which is what broke.
+    from evo_engine.sciml import training
+
+    monkeypatch.setattr(training, "COMPILE_BACKEND", "eager")
+    task, compiled = tiny_task(epochs=1), tiny_task(epochs=1, compile=True)
+    params = [{"model": model}, {"model": model, "lr": 2e-3}]
+    want = train_advection_batch(params, [FakeContext(seed=1), FakeContext(seed=2)], task)
+    got = train_advection_batch(params, [FakeContext(seed=1), FakeContext(seed=2)], compiled)
+    for a, b in zip(got, want, strict=True):
+        assert a["fitness"] == pytest.approx(b["fitness"], rel=RTOL)
+
+
+def test_bad_compile_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="compile_mode"):
+        tiny_task(compile_mode="fastest")

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 from evo_engine.context import StopEvaluation
 from evo_engine.models import UNet1d
+from evo_engine.sciml import training
 from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness
 from evo_engine.sciml.runtime import EvaluationContext, seed_everything
 from evo_engine.sciml.stacked import StackedModels
@@ -41,6 +42,7 @@ from evo_engine.sciml.training import (
     PDEBENCH_DEFAULTS,
     AdvectionTask,
     build_model,
+    compile_step,
     evaluate,
     load_split,
     precision_context,
@@ -185,7 +187,8 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
     }
 
 
-def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]) -> None:
+def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any],
+                 key: Hashable) -> None:
     """Train one group of same-shaped members together; write each result at its index."""
     start = time.perf_counter()
     ctx = members[0].ctx
@@ -202,7 +205,7 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
     unet = isinstance(models[0], UNet1d)
     stack = StackedModels(models)
     del models
-    step = _step_function(stack, task, unet)
+    step = _step_function(stack, task, unet, key)
     batch_size = max(1, int(members[0].params["batch_size"]))
     active = list(members)
     for epoch in range(task.epochs):
@@ -250,9 +253,24 @@ def _leave(active: list[_Member], stack: StackedModels, results: list[Any],
     return [active[row] for row in keep]
 
 
-def _step_function(stack: StackedModels, task: AdvectionTask,
-                   unet: bool) -> Callable[..., torch.Tensor]:
-    """``step(params, buffers, windows, grid)``: every member's next frame, compiled if asked."""
+_STEPS: dict[Hashable, tuple[torch.nn.Module, Callable[..., torch.Tensor]]] = {}
+"""Compiled steps by architecture, so a worker compiles once per architecture, not per call."""
+
+
+def _step_function(stack: StackedModels, task: AdvectionTask, unet: bool,
+                   key: Hashable) -> Callable[..., torch.Tensor]:
+    """``step(params, buffers, windows, grid)``: every member's next frame, compiled if asked.
+
+    A compiled step is kept per architecture and device (``torch.compile`` guards on the
+    template module, so a fresh template per call would recompile every time and fall back to
+    eager after ``torch._dynamo.config.cache_size_limit`` recompilations); the stack then uses
+    the kept template, which has the same structure.
+    """
+    cache_key = (key, task.initial_step, str(stack.flat.device), task.compile_mode,
+                 training.COMPILE_BACKEND)
+    if task.compile and cache_key in _STEPS:
+        stack.template, step = _STEPS[cache_key]
+        return step
     if unet:
         mapped = stack.forward_fn((0,))
 
@@ -262,7 +280,8 @@ def _step_function(stack: StackedModels, task: AdvectionTask,
     else:
         step = stack.forward_fn((0, None))  # FNO1d(x, grid): the grid is shared
     if task.compile:
-        return torch.compile(step, mode=task.compile_mode)
+        step = compile_step(step, task.compile_mode)
+        _STEPS[cache_key] = (stack.template, step)
     return step
 
 
@@ -288,9 +307,9 @@ def train_advection_batch(
             results[i] = exc
             continue
         groups.setdefault(key, []).append(_Member(i, p, ctx))
-    for members in groups.values():
+    for key, members in groups.items():
         try:
-            _train_group(members, task, results)
+            _train_group(members, task, results, key)
         except Exception as exc:  # noqa: BLE001 - the group fails, other groups still train
             for m in members:
                 if results[m.index] is None:

@@ -82,22 +82,28 @@ class StackedModels:
         return self.flat.shape[0]
 
     def parameters(self) -> dict[str, torch.Tensor]:
-        """Views ``[K, *shape]`` of the flat tensor, one per parameter name (autograd-tracked)."""
+        """Views ``[K, *shape]`` of the flat tensor, one per parameter name (autograd-tracked).
+
+        A complex parameter comes as its real view ``[K, *shape, 2]``: the functions from
+        :meth:`forward_fn` turn it into a complex tensor per member (``torch.compile`` cannot
+        take a complex view of a real tensor as an input).
+        """
         k = self.size
         out: dict[str, torch.Tensor] = {}
         for slot, piece in zip(self.slots, self.flat.split([s.length for s in self.slots], 1),
                                strict=True):
             piece = piece[:, : slot.used] if slot.length > slot.used else piece
-            if slot.complex_:
-                out[slot.name] = torch.view_as_complex(piece.reshape(k, *slot.shape, 2))
-            else:
-                out[slot.name] = piece.reshape(k, *slot.shape)
+            out[slot.name] = piece.reshape(k, *slot.shape, *((2,) if slot.complex_ else ()))
         return out
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s ``state_dict`` (copies), loadable into one model of the architecture."""
+        complex_ = {slot.name for slot in self.slots if slot.complex_}
         with torch.no_grad():
-            state = {name: t[k].clone() for name, t in self.parameters().items()}
+            state = {
+                name: torch.view_as_complex(t[k].contiguous()) if name in complex_ else t[k].clone()
+                for name, t in self.parameters().items()
+            }
         state.update({name: t[k].clone() for name, t in self.buffers.items()})
         return state
 
@@ -118,8 +124,13 @@ class StackedModels:
     def forward_fn(self, in_dims: tuple) -> Callable[..., torch.Tensor]:
         """``f(params, buffers, *inputs)`` mapped over the members (``vmap`` of the template)."""
         template = self.template
+        complex_ = frozenset(slot.name for slot in self.slots if slot.complex_)
 
         def one(params: dict, buffers: dict, *inputs: torch.Tensor) -> torch.Tensor:
+            params = {
+                name: torch.view_as_complex(t) if name in complex_ else t
+                for name, t in params.items()
+            }
             return functional_call(template, (params, buffers), inputs)
 
         return vmap(one, in_dims=(0, 0, *in_dims))

@@ -184,6 +184,17 @@ def precision_context(task: AdvectionTask, device: torch.device | str) -> Any:
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
+COMPILE_BACKEND = "inductor"
+"""``torch.compile``'s backend for ``AdvectionTask.compile`` (tests use "eager": tracing only)."""
+
+
+def compile_step(fn: Any, mode: str | None) -> Any:
+    """``torch.compile(fn)`` with ``mode`` (inductor) on :data:`COMPILE_BACKEND`."""
+    if COMPILE_BACKEND != "inductor":
+        return torch.compile(fn, backend=COMPILE_BACKEND)
+    return torch.compile(fn, mode=mode)
+
+
 def _base(model: nn.Module) -> nn.Module:
     """The model itself, also when ``torch.compile`` wrapped it."""
     return getattr(model, "_orig_mod", model)
@@ -280,7 +291,7 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         optimizer, step_size=max(1, int(p["scheduler_step"])), gamma=float(p["scheduler_gamma"])
     )
     batch_size = max(1, int(p["batch_size"]))
-    net = torch.compile(model, mode=task.compile_mode) if task.compile else model
+    net = compile_step(model, task.compile_mode) if task.compile else model
     best: dict[str, Any] = {"fitness": math.inf, "epoch": -1, "state": None, "metrics": None}
     start = time.perf_counter()
     epochs_run, train_loss = 0, math.nan
