@@ -46,6 +46,7 @@ from evo_engine.sciml.training import (
     evaluate,
     load_split,
     precision_context,
+    step_boundary,
 )
 
 ARCHITECTURE_KEYS = {
@@ -117,6 +118,7 @@ def _evaluate_stack(
     stack.train(False)
     accumulators = [MetricAccumulator(task.initial_step) for _ in range(stack.size)]
     for batch in val["u"].split(task.eval_batch_size):
+        step_boundary(task)
         with precision_context(task, batch.device):
             predictions = _rollout_stack(step, stack, batch, val["grid"], task)
         for acc, prediction in zip(accumulators, predictions, strict=True):
@@ -143,6 +145,7 @@ def _train_epoch_stack(
     for index in orders.split(batch_size, dim=1):
         yy = train[index]  # [K, b, nt, nx]: every member its own samples
         k, b = index.shape
+        step_boundary(task)
         params = stack.parameters()
         window = yy[:, :, :s]
         loss = yy.new_zeros(k)

@@ -195,6 +195,16 @@ def compile_step(fn: Any, mode: str | None) -> Any:
     return torch.compile(fn, mode=mode)
 
 
+def step_boundary(task: AdvectionTask) -> None:
+    """Tell CUDA graphs (compile mode "reduce-overhead") that a new iteration starts here.
+
+    Called before each training batch and each evaluation chunk, so the graphs' output
+    buffers of the previous iteration may be reused while those of this one stay valid.
+    """
+    if task.compile:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def _base(model: nn.Module) -> nn.Module:
     """The model itself, also when ``torch.compile`` wrapped it."""
     return getattr(model, "_orig_mod", model)
@@ -230,6 +240,7 @@ def evaluate(
     model.eval()
     acc = MetricAccumulator(task.initial_step)
     for batch in trajectories.split(task.eval_batch_size):
+        step_boundary(task)
         acc.update(rollout(model, batch, task.initial_step, grid, task), batch)
     return acc.compute()
 
@@ -254,6 +265,7 @@ def train_epoch(
     for index in order.split(batch_size):
         yy = train[index]
         b = yy.shape[0]
+        step_boundary(task)
         window = yy[:, :s]
         loss = yy.new_zeros(())
         for t in range(s, nt):
