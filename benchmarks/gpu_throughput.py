@@ -24,7 +24,8 @@ Sizes: with a GPU (``--preset auto`` → full) PDEBench's full-preset models and
 32 and 4 and 8 packed ranks. Without a GPU the same runs at the cpu preset (200 trajectories
 at 128 × 41, the cpu preset's small models, K = 2 and 4, 2 ranks; compile is skipped unless asked
 for, since inductor needs minutes per graph on a CPU) and the JSON says so: CPU figures say
-nothing about the GPU targets (≥ 12× U-Net, ≥ 15× FNO on one H200-class GPU).
+nothing about the GPU targets (≥ 12× U-Net, ≥ 15× FNO on one H200-class GPU). Every process
+uses one torch thread, so on a CPU ``packed_R`` uses R cores where the others use one.
 
     nice python benchmarks/gpu_throughput.py                      # auto: full on a GPU, else cpu
     python benchmarks/gpu_throughput.py --models unet --ks 16,32 --ranks 4
@@ -38,7 +39,6 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -173,7 +173,7 @@ def measure_here(task: AdvectionTask, model: str, members: int, device: str,
 def _rank_main(rank: int, ranks: int, task: AdvectionTask, model: str, members: int,
                device: str, barrier: Any, queue: Any) -> None:
     try:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks))
+        torch.set_num_threads(1)
         # warm-up: read the data, initialise the device, one epoch of the same work
         _train(dataclasses.replace(task, epochs=1), model, members, 100 * rank, device)
         _sync(device)
@@ -336,6 +336,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
+    # One thread per process: on a shared machine a multi-threaded process spends its time in
+    # OpenMP barriers waiting for descheduled threads (measured here: 15x slower under load).
+    # So on a CPU, packed R uses R cores where single and batched use one.
+    torch.set_num_threads(1)
     task = make_task(args.preset, args.epochs, args.samples)
     if args.compile_mode is not None and "compile" in args.switches:
         try:
