@@ -184,3 +184,14 @@ def test_compile_switch_traces_both_paths(model: str, monkeypatch) -> None:
 def test_bad_compile_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="compile_mode"):
         tiny_task(compile_mode="fastest")
+
+
+def test_a_member_does_not_depend_on_its_companions() -> None:
+    # Bit-equal, not just close: nothing of member 1 (seed, lr, divergence) may reach member 0.
+    task = tiny_task(epochs=2)
+    curves = []
+    for companion, seed in (({"lr": 2e-3}, 1), ({"lr": 1e4, "weight_decay": 0.0}, 9)):
+        ctxs = [FakeContext(seed=0), FakeContext(seed=seed)]
+        out = train_advection_batch([{"lr": 3e-3}, companion], ctxs, task)
+        curves.append((ctxs[0].reports, out[0]["fitness"]))
+    assert curves[0] == curves[1]
