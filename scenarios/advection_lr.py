@@ -20,9 +20,13 @@ train on it instead.
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
+from typing import Any
 
 from evo_engine import Float, Space
+from evo_engine.context import Context
 from evo_engine.scenario import Scenario
+from evo_engine.sciml.batched import advection_batch_key, train_advection_batch
 from evo_engine.sciml.presets import advection_task
 from evo_engine.sciml.training import advection_test_metrics, prepare_advection, train_advection
 
@@ -52,3 +56,13 @@ def make_scenario(preset: str) -> Scenario:
         workers=None if full else 2,
         migration_interval=8 if full else 4,
     )
+
+
+def objective_batch(params_list: list[dict], ctxs: list[Context]) -> list[Any]:
+    """Train several members at once on the worker's device (``--batch K``); one result each."""
+    return train_advection_batch(params_list, ctxs, advection_task(ctxs[0].preset))
+
+
+def batch_key(params: dict) -> Hashable:
+    """Members with equal keys (model, architecture, batch size) share one stack."""
+    return advection_batch_key(params)

@@ -15,9 +15,13 @@ epochs 40 complete ones cost; "full" = 500 epochs, rungs at 20, 60 and 180 epoch
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
+from evo_engine.context import Context
 from evo_engine.scenario import Scenario, load_scenario, override
+from evo_engine.sciml.batched import advection_batch_key, train_advection_batch
 from evo_engine.sciml.presets import advection_task
 
 
@@ -34,3 +38,13 @@ def make_scenario(preset: str) -> Scenario:
         max_steps=advection_task(preset).epochs,
         max_evals=2048 if full else 80,
     )
+
+
+def objective_batch(params_list: list[dict], ctxs: list[Context]) -> list[Any]:
+    """Train several members at once on the worker's device (``--batch K``); one result each."""
+    return train_advection_batch(params_list, ctxs, advection_task(ctxs[0].preset))
+
+
+def batch_key(params: dict) -> Hashable:
+    """Members with equal keys (model, architecture, batch size) share one stack."""
+    return advection_batch_key(params)

@@ -55,3 +55,35 @@ def test_prepare_generates_or_checks_the_data(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EVO_ENGINE_ADVECTION_FILE", str(other))
     with pytest.raises(DataFileError, match="cannot be strided"):
         prepare_advection(small)
+
+
+@pytest.mark.parametrize("name", ["advection_lr", "advection_multi", "advection_multi_asha"])
+def test_advection_scenarios_define_a_batch_objective(name: str, tmp_path, monkeypatch) -> None:
+    import sys
+
+    from evo_engine.context import Context
+    from evo_engine.scenario import _module_name
+    from evo_engine.sciml.training import PDEBENCH_DEFAULTS, AdvectionTask, train_advection
+
+    path = SCENARIOS / f"{name}.py"
+    load_scenario(path, "cpu")
+    module = sys.modules[_module_name(path)]
+    # the engine side pickles them by reference, like the objective
+    pickle.dumps((module.objective_batch, module.batch_key))
+    assert module.batch_key({"lr": 0.1}) == module.batch_key({"lr": 0.2})
+    assert module.batch_key({"batch_size": 8}) != module.batch_key({"batch_size": 9})
+    # objective_batch trains with the task of the context's preset
+    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+    tiny = AdvectionTask(
+        recipe=AdvectionRecipe(samples=20, nx=32, nt=14), nx=32, nt=14, epochs=1, unroll_step=2,
+        defaults={**PDEBENCH_DEFAULTS, "init_features": 4, "unet_depth": 2, "batch_size": 8},
+    )
+    presets: list[str] = []
+    monkeypatch.setattr(module, "advection_task", lambda p: presets.append(p) or tiny)
+    ctxs = [Context.standalone(seed=s) for s in (1, 2)]
+    ctxs[0].preset = ctxs[1].preset = "full"
+    out = module.objective_batch([{"lr": 1e-3}, {"lr": 2e-3}], ctxs)
+    assert presets == ["full"]
+    single = train_advection({"lr": 2e-3}, Context.standalone(seed=2), tiny)
+    assert out[1]["fitness"] == pytest.approx(single["fitness"], rel=1e-4)

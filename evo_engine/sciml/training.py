@@ -27,6 +27,7 @@ to the task's nx × nt); or the task's generated recipe, cached by
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -64,6 +65,8 @@ PDEBENCH_DEFAULTS: dict[str, Any] = {
 }
 """PDEBench's ``config_Adv.yaml`` hyperparameters for the U-Net and the FNO."""
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass(frozen=True)
 class AdvectionTask:
@@ -73,6 +76,11 @@ class AdvectionTask:
     (PDEBench: 1024 × 201 read as 256 × 41). ``samples=None`` uses every sample of the file.
     ``t_train`` (PDEBench's knob; None = all nt frames) trains on the first ``t_train`` frames
     only, which makes an epoch cheaper; evaluation always rolls out to the last frame.
+
+    Launch-overhead switches, off by default because they change the numerics: ``bf16`` runs
+    the models' forward passes under bfloat16 autocast (losses, metrics and weights stay fp32);
+    ``compile`` wraps the one-frame step in ``torch.compile`` with ``compile_mode`` (e.g.
+    ``"reduce-overhead"``: CUDA graphs on a GPU; None: inductor's default).
     """
 
     recipe: AdvectionRecipe = field(default_factory=AdvectionRecipe)
@@ -86,12 +94,17 @@ class AdvectionTask:
     t_train: int | None = None
     eval_batch_size: int = 50
     defaults: Mapping[str, Any] = field(default_factory=lambda: dict(PDEBENCH_DEFAULTS))
+    bf16: bool = False
+    compile: bool = False
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.initial_step < 1 or self.nt <= self.initial_step:
             raise ValueError("need epochs >= 1 and 1 <= initial_step < nt")
         if self.t_train is not None and self.t_train <= self.initial_step:
             raise ValueError("need t_train > initial_step")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
     def resolve_file(self) -> Path:
         """The data file to train on (explicit, environment, or generated and cached)."""
@@ -164,19 +177,57 @@ def build_model(params: Mapping[str, Any], initial_step: int = 10) -> nn.Module:
     raise ValueError(f"unknown model {kind!r}; choose 'unet' or 'fno'")
 
 
+def precision_context(task: AdvectionTask, device: torch.device | str) -> Any:
+    """bfloat16 autocast on ``device`` when ``task.bf16``, else a context that does nothing."""
+    if not task.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+COMPILE_BACKEND = "inductor"
+"""``torch.compile``'s backend for ``AdvectionTask.compile`` (tests use "eager": tracing only)."""
+
+
+def compile_step(fn: Any, mode: str | None) -> Any:
+    """``torch.compile(fn)`` with ``mode`` (inductor) on :data:`COMPILE_BACKEND`."""
+    if COMPILE_BACKEND != "inductor":
+        return torch.compile(fn, backend=COMPILE_BACKEND)
+    return torch.compile(fn, mode=mode)
+
+
+def step_boundary(task: AdvectionTask) -> None:
+    """Tell CUDA graphs (compile mode "reduce-overhead") that a new iteration starts here.
+
+    Called before each training batch and each evaluation chunk, so the graphs' output
+    buffers of the previous iteration may be reused while those of this one stay valid.
+    """
+    if task.compile:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def _base(model: nn.Module) -> nn.Module:
+    """The model itself, also when ``torch.compile`` wrapped it."""
+    return getattr(model, "_orig_mod", model)
+
+
 def _next_frame(model: nn.Module, window: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    return model(window, grid) if isinstance(model, FNO1d) else model(window)
+    frame = model(window, grid) if isinstance(_base(model), FNO1d) else model(window)
+    return frame.float()  # a no-op in fp32; under bf16 autocast the window stays fp32
 
 
 @torch.no_grad()
 def rollout(
-    model: nn.Module, trajectories: torch.Tensor, initial_step: int, grid: torch.Tensor
+    model: nn.Module, trajectories: torch.Tensor, initial_step: int, grid: torch.Tensor,
+    task: AdvectionTask | None = None,
 ) -> torch.Tensor:
     """Predict ``[b, nt, nx]`` autoregressively from the first ``initial_step`` true frames."""
     window = trajectories[:, :initial_step]
     frames = [window]
     for _ in range(initial_step, trajectories.shape[1]):
-        frame = _next_frame(model, window, grid)
+        with contextlib.nullcontext() if task is None else precision_context(
+            task, trajectories.device
+        ):
+            frame = _next_frame(model, window, grid)
         frames.append(frame)
         window = torch.cat((window[:, 1:], frame), dim=1)
     return torch.cat(frames, dim=1)
@@ -189,7 +240,8 @@ def evaluate(
     model.eval()
     acc = MetricAccumulator(task.initial_step)
     for batch in trajectories.split(task.eval_batch_size):
-        acc.update(rollout(model, batch, task.initial_step, grid), batch)
+        step_boundary(task)
+        acc.update(rollout(model, batch, task.initial_step, grid, task), batch)
     return acc.compute()
 
 
@@ -207,20 +259,22 @@ def train_epoch(
     nt = min(task.t_train or train.shape[1], train.shape[1])
     s = task.initial_step
     # Pushforward for the U-Net: no gradients through the early steps (PDEBench's PF-20).
-    grad_from = max(s, nt - task.unroll_step) if isinstance(model, UNet1d) else s
+    grad_from = max(s, nt - task.unroll_step) if isinstance(_base(model), UNet1d) else s
     total, batches = 0.0, 0
     order = torch.randperm(train.shape[0], generator=generator).to(train.device)
     for index in order.split(batch_size):
         yy = train[index]
         b = yy.shape[0]
+        step_boundary(task)
         window = yy[:, :s]
         loss = yy.new_zeros(())
         for t in range(s, nt):
             if t < grad_from:
-                with torch.no_grad():
+                with torch.no_grad(), precision_context(task, yy.device):
                     frame = _next_frame(model, window, grid)
             else:
-                frame = _next_frame(model, window, grid)
+                with precision_context(task, yy.device):
+                    frame = _next_frame(model, window, grid)
                 loss = loss + F.mse_loss(frame.reshape(b, -1), yy[:, t].reshape(b, -1))
             window = torch.cat((window[:, 1:], frame), dim=1)
         optimizer.zero_grad(set_to_none=True)
@@ -249,18 +303,19 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         optimizer, step_size=max(1, int(p["scheduler_step"])), gamma=float(p["scheduler_gamma"])
     )
     batch_size = max(1, int(p["batch_size"]))
+    net = compile_step(model, task.compile_mode) if task.compile else model
     best: dict[str, Any] = {"fitness": math.inf, "epoch": -1, "state": None, "metrics": None}
     start = time.perf_counter()
     epochs_run, train_loss = 0, math.nan
     for epoch in range(task.epochs):
         train_loss = train_epoch(
-            model, optimizer, train["u"], train["grid"], batch_size, task, generator
+            net, optimizer, train["u"], train["grid"], batch_size, task, generator
         )
         scheduler.step()
         epochs_run = epoch + 1
         if not math.isfinite(train_loss):
             break  # diverged: further epochs cannot recover, keep the best epoch so far
-        metrics = evaluate(model, val["u"], val["grid"], task)
+        metrics = evaluate(net, val["u"], val["grid"], task)
         fitness = advection_fitness(metrics)
         ctx.report(epoch + 1, fitness)  # step = epochs completed, as pruner rungs count them
         if math.isfinite(fitness) and fitness < best["fitness"]:
