@@ -1,16 +1,19 @@
-"""PDEBench's U-Net on 1D advection (β = 4): tune the learning rate on a log scale.
+"""PDEBench's default model on 1D advection (β = 4): tune the learning rate on a log scale.
 
 The experiment of the learning-to-learn study of PDEBench (L2L, evolution strategies on the
 U-Net's learning rate), with the fitness it used: the mean of validation RMSE, nRMSE, bRMSE and
 cRMSE (lower is better). Every other hyperparameter is PDEBench's default (Adam, weight decay
-1e-4, StepLR γ 0.5); test metrics of the best configuration are computed at the end.
+1e-4, StepLR γ 0.5); test metrics of the best configuration are computed at the end. Every
+evaluation records PDEBench's metrics twice: clean (``val_nrmse``) and in the convention of its
+published tables (``val_nrmse_pdebench``, see ``evo_engine.sciml.metrics``).
 
     python -m evo_engine scenarios/advection_lr.py                  # cpu preset without a GPU
     python -m evo_engine scenarios/advection_lr.py --preset full    # PDEBench scale
 
-Presets (see ``evo_engine.sciml.presets``): "cpu" trains a small U-Net for 4 epochs on 200
-generated trajectories at nx 128 × nt 41 (about 10 s per evaluation on one core, 32 evaluations);
-"full" trains PDEBench's U-Net for 500 epochs on 10,000 trajectories read at 256 × 41.
+Presets (see ``evo_engine.sciml.presets``): "cpu" trains PDEBench's FNO (modes 12, width 20)
+for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 40 s of CPU per evaluation,
+32 evaluations; the default reaches a validation nRMSE below 0.1); "full" trains PDEBench's
+U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read at 256 × 41.
 
 Data: generated on first use and cached in ``$EVO_ENGINE_DATA_DIR`` (default ``./data``); set
 ``EVO_ENGINE_ADVECTION_FILE`` to a real PDEBench file (``1D_Advection_Sols_beta4.0.hdf5``) to

@@ -33,12 +33,18 @@ def test_scenario_loads(name: str, preset: str) -> None:
 
 def test_presets() -> None:
     cpu, full = advection_task("cpu"), advection_task("full")
-    assert full.recipe == AdvectionRecipe()  # PDEBench's 10,000 × 201 × 1024, β = 4
+    # PDEBench's 10,000 × 201 × 1024, β = 4, from its finite-volume scheme (not the exact shift).
+    assert full.recipe == AdvectionRecipe(solver="fv")
     assert (full.nx, full.nt, full.epochs) == (256, 41, 500)
     assert full.defaults["lr"] == cpu.defaults["lr"] == 1e-3
-    assert cpu.recipe.samples <= 500 and cpu.epochs < 10
+    assert full.defaults["model"] == "unet" and cpu.defaults["model"] == "fno"
+    assert (cpu.defaults["modes"], cpu.defaults["width"]) == (12, 20)  # PDEBench's own FNO
+    assert cpu.recipe.solver == "fv" and cpu.recipe.nx == 1024 and cpu.recipe.samples <= 500
     assert cpu.samples == cpu.recipe.samples and full.samples is None  # thins a PDEBench file
-    assert pinn_task("full").iterations == 15_000 and digits_task("cpu").epochs < 30
+    pinn = pinn_task("full")
+    assert pinn.iterations == 15_000 and digits_task("cpu").epochs < 30
+    assert (pinn.points, pinn.solver, pinn.score_frames) == ("pdebench", "fv", 20)
+    assert (pinn.num_domain, pinn.num_boundary, pinn.num_initial, pinn.nx) == (1000, 1000, 5000, 1024)
     with pytest.raises(ValueError, match="preset"):
         advection_task("gpu")
 
