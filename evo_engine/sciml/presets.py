@@ -13,11 +13,15 @@ threefry PRNG, so the samples are not PDEBench's samples; (2) splits are test = 
 validation = next 10 %, training = 80 % (PDEBench trains on 90 % and selects its checkpoint on
 the test set); (3) evaluation in eval mode, exact batch sizes, seeded. Use PDEBench's own
 samples with ``--data-file 1D_Advection_Sols_beta4.0.hdf5`` (read lazily with its strides).
-Generation cost (FV at 1024 × 201): measured here 0.25 s CPU per trajectory on one core, i.e.
-about 42 CPU-minutes for 10,000 (an extrapolation; on a GPU far less).
+Generation cost (FV at nx 1024, about 20,500 two-stage steps per trajectory): measured 108 s of
+CPU for the cpu preset's 200 trajectories on one core of a loaded 2-core machine, 0.54 s per
+trajectory, so 10,000 trajectories are about 1.5 CPU-hours — an extrapolation, not a measurement;
+on a GPU the 1 GB blocks (about 1,300 trajectories each) make it a matter of minutes (estimated,
+not measured here).
 
 advection, cpu — a small job that still learns: 200 trajectories of the same recipe and the same
-FV scheme at nx 1024 (stored at 41 frames, 33 MB), read at 128 × 41; test 20, validation 20,
+FV scheme at nx 1024 (stored at 41 frames, 33 MB, about 2 CPU-minutes to generate once), read
+at 128 × 41; test 20, validation 20,
 training 160. The default configuration is PDEBench's FNO at its real size (modes 12, width 20,
 23,937 parameters; a U-Net of PDEBench's size trains too slowly on a CPU to learn anything in
 minutes), Adam 1e-3 with weight decay 1e-4, trained 20 epochs on the first 21 frames
