@@ -11,9 +11,10 @@ published tables (``val_nrmse_pdebench``, see ``evo_engine.sciml.metrics``).
     python -m evo_engine scenarios/advection_lr.py --preset full    # PDEBench scale
 
 Presets (see ``evo_engine.sciml.presets``): "cpu" trains PDEBench's FNO (modes 12, width 20)
-for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 40 s of CPU per evaluation,
-32 evaluations; the default reaches a validation nRMSE below 0.1); "full" trains PDEBench's
-U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read at 256 × 41.
+for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 35 s of CPU per evaluation,
+32 evaluations; the default reaches a validation nRMSE of 0.12 ± 0.01 over seeds, 0.09 in
+PDEBench's convention); "full" trains PDEBench's U-Net (the L2L study's model) for 500 epochs
+on 10,000 FV trajectories read at 256 × 41.
 
 Data: generated on first use and cached in ``$EVO_ENGINE_DATA_DIR`` (default ``./data``); set
 ``EVO_ENGINE_ADVECTION_FILE`` to a real PDEBench file (``1D_Advection_Sols_beta4.0.hdf5``) to
