@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from pathlib import Path
 
@@ -61,3 +62,51 @@ def test_prepare_generates_or_checks_the_data(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EVO_ENGINE_ADVECTION_FILE", str(other))
     with pytest.raises(DataFileError, match="cannot be strided"):
         prepare_advection(small)
+
+
+TINY_ADVECTION = '''
+import functools
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+from evo_engine.sciml.advection import AdvectionRecipe
+from evo_engine.sciml.training import (
+    PDEBENCH_DEFAULTS, AdvectionTask, advection_test_metrics, train_advection,
+)
+
+TASK = AdvectionTask(
+    recipe=AdvectionRecipe(samples=30, nx=32, nt=13), nx=32, nt=13, epochs=1,
+    defaults={**PDEBENCH_DEFAULTS, "model": "fno", "width": 4, "modes": 4, "batch_size": 8},
+)
+
+
+def make_scenario(preset):
+    return Scenario(
+        name="tiny_advection", space=Space(lr=Float(1e-4, 1e-2, log=True)),
+        objective=functools.partial(train_advection, task=TASK),
+        finalize=functools.partial(advection_test_metrics, task=TASK),
+        islands=1, population_size=2, operator="ga", max_evals=2, seed=0,
+    )
+'''
+
+
+def test_summary_and_csv_show_both_metric_conventions(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "tiny.py").write_text(TINY_ADVECTION)
+    env = {**os.environ, "EVO_ENGINE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("EVO_ENGINE_ADVECTION_FILE", None)
+
+    def evo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "evo_engine", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    run = evo("run", "tiny.py", "--run-dir", "r", "--quiet", "--workers", "0")
+    assert run.returncode == 0, run.stderr
+    shown = evo("analyze", "r", "--csv", "all.csv")
+    assert shown.returncode == 0, shown.stderr
+    for name in ("val_nrmse", "val_nrmse_pdebench"):
+        assert name in shown.stdout  # the top table
+    assert "test_nrmse_pdebench" in shown.stdout  # the final test metrics
+    header = (tmp_path / "all.csv").read_text().splitlines()[0].split(",")
+    assert {"val_nrmse", "val_rmse_pdebench", "val_max_error_pdebench"} <= set(header)
