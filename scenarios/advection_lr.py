@@ -11,10 +11,11 @@ published tables (``val_nrmse_pdebench``, see ``evo_engine.sciml.metrics``).
     python -m evo_engine scenarios/advection_lr.py --preset full    # PDEBench scale
 
 Presets (see ``evo_engine.sciml.presets``): "cpu" trains PDEBench's FNO (modes 12, width 20)
-for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 35 s of CPU per evaluation,
-32 evaluations; the default reaches a validation nRMSE of 0.12 ± 0.01 over seeds, 0.09 in
-PDEBench's convention); "full" trains PDEBench's U-Net (the L2L study's model) for 500 epochs
-on 10,000 FV trajectories read at 256 × 41.
+for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 45 s of CPU per evaluation,
+24 evaluations, so that ``make run`` stays under 15 minutes on two cores; the default reaches a
+validation nRMSE of 0.085 ± 0.006 over seeds, 0.064 in PDEBench's convention); "full" trains
+PDEBench's U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read at
+256 × 41.
 
 Data: generated on first use and cached in ``$EVO_ENGINE_DATA_DIR`` (default ``./data``); set
 ``EVO_ENGINE_ADVECTION_FILE`` to a real PDEBench file (``1D_Advection_Sols_beta4.0.hdf5``) to
@@ -44,7 +45,7 @@ def make_scenario(preset: str) -> Scenario:
         islands=2,
         population_size=16 if full else 8,
         operator="ga",
-        max_evals=256 if full else 32,
+        max_evals=256 if full else 24,
         seed=0,
         workers=None if full else 2,
         migration_interval=8 if full else 4,
