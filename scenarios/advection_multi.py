@@ -8,9 +8,9 @@ RMSE, nRMSE, bRMSE and cRMSE (lower is better); test metrics of the best at the 
 
     python -m evo_engine scenarios/advection_multi.py [--preset full]
 
-Presets (``evo_engine.sciml.presets``): "cpu" = 200 generated trajectories at 128 × 41, 4 epochs
-(10–30 s per evaluation on one core, 40 evaluations); "full" = PDEBench's 10,000 trajectories at
-256 × 41, 500 epochs. Data as in ``advection_lr.py`` (``EVO_ENGINE_DATA_DIR``,
+Presets (``evo_engine.sciml.presets``): "cpu" = 200 FV trajectories read at 128 × 41, 20 epochs
+(about 20–60 s of CPU per evaluation, 40 evaluations); "full" = 10,000 FV trajectories of
+PDEBench's recipe read at 256 × 41, 500 epochs. Data as in ``advection_lr.py`` (``EVO_ENGINE_DATA_DIR``,
 ``EVO_ENGINE_ADVECTION_FILE``).
 """
 

@@ -94,3 +94,63 @@ def test_bad_shapes_raise() -> None:
         advection_metrics(torch.zeros(1, 10, 4), torch.ones(1, 10, 4), initial_step=10)
     with pytest.raises(ValueError, match="no batches"):
         MetricAccumulator().compute()
+
+
+def three_samples() -> tuple[torch.Tensor, torch.Tensor]:
+    """Three samples, three frames, two cells, targets 1; frame 0 exact (the given frame).
+
+    Errors (constant over x) per sample for frames 1, 2: (0.1, 0.3), (0.2, 0.2), (0.4, 0.0).
+    """
+    target = torch.ones(3, 3, 2, dtype=torch.float64)
+    shift = torch.tensor([[0.0, 0.1, 0.3], [0.0, 0.2, 0.2], [0.0, 0.4, 0.0]], dtype=torch.float64)
+    return target + shift[..., None], target
+
+
+def _batched(convention: str) -> dict[str, float]:
+    pred, target = three_samples()
+    acc = MetricAccumulator(1, convention=convention)
+    acc.update(pred[:2], target[:2])  # PDEBench's loader batches: {0, 1} and {2}
+    acc.update(pred[2:], target[2:])
+    return acc.compute()
+
+
+def test_the_three_conventions_differ_by_hand() -> None:
+    clean, published, head = (_batched(c) for c in ("clean", "pdebench", "pdebench_head"))
+    # Clean: per frame the mean over all 3 samples, (0.7/3, 0.5/3), then the mean over frames 1-2.
+    assert clean["rmse"] == pytest.approx(0.2)
+    assert clean["nrmse"] == pytest.approx(0.2)  # |y| = 1
+    assert clean["max_error"] == pytest.approx((0.4 + 0.3) / 2)
+    # cRMSE: Σ_x error = 2e, so per frame sqrt(mean_b e²).
+    assert clean["crmse"] == pytest.approx((math.sqrt(0.21 / 3) + math.sqrt(0.13 / 3)) / 2)
+    # Published (0.1.0): batch {0,1} frames 0,1,2 = (0, .15, .25) -> 0.4/3, batch {2} = (0, .4, 0)
+    # -> 0.4/3; summed and divided by n_batches - 1 = 1.
+    assert published["rmse"] == pytest.approx(0.8 / 3)
+    assert published["nrmse"] == pytest.approx(0.8 / 3)
+    # Per-batch maxima (0, .2, .3) -> 0.5/3 and (0, .4, 0) -> 0.4/3.
+    assert published["max_error"] == pytest.approx(0.9 / 3)
+    # Per-batch cRMSE: sqrt(mean_b e²) per frame within each batch.
+    crmse_a = (0 + math.sqrt(0.05 / 2) + math.sqrt(0.13 / 2)) / 3
+    crmse_b = (0 + 0.4 + 0) / 3
+    assert published["crmse"] == pytest.approx(crmse_a + crmse_b)
+    # HEAD: frames 1-2 only, still per batch and / (n - 1): (0.2 + 0.2) / 1.
+    assert head["rmse"] == pytest.approx(0.4)
+    assert head["max_error"] == pytest.approx((0.25 + 0.2) / 1)  # maxima (.2, .3) and (.4, 0)
+
+
+def test_recorded_metrics_hold_both_conventions() -> None:
+    from evo_engine.sciml.metrics import PDEBENCH_SUFFIX, RecordedMetrics
+
+    pred, target = three_samples()
+    acc = RecordedMetrics(1)
+    acc.update(pred[:2], target[:2])
+    acc.update(pred[2:], target[2:])
+    m = acc.compute()
+    assert set(m) == set(METRIC_NAMES) | {n + PDEBENCH_SUFFIX for n in METRIC_NAMES}
+    assert m["rmse"] == pytest.approx(0.2)
+    assert m["rmse_pdebench"] == pytest.approx(0.8 / 3)
+    assert advection_fitness(m) == pytest.approx(advection_fitness(_batched("clean")))
+
+
+def test_unknown_convention_is_refused() -> None:
+    with pytest.raises(ValueError, match="convention"):
+        MetricAccumulator(1, convention="pdebench_2022")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -129,3 +130,39 @@ def test_digits_objective_and_test_metrics() -> None:
     assert len(ctx.reports) == 2
     test = digits_test_metrics(params, FakeContext(), task)
     assert test["fitness"] == out["fitness"] and 0 <= test["test_error"] <= 1
+
+
+def test_pinn_pdebench_protocol_points_targets_and_score() -> None:
+    import numpy as np
+    import torch
+
+    from evo_engine.sciml.pinn import _trajectories, hammersley, scored_frames, training_points
+
+    task = PinnTask(
+        beta=1.0, nx=32, nt=11, iterations=2, report_every=1, num_domain=40, num_boundary=10,
+        num_initial=50, points="pdebench", solver="fv", score_frames=4,
+    )
+    pts = training_points(task, torch.Generator().manual_seed(0))
+    xt = pts["collocation"].numpy()
+    assert xt.shape == (100, 2)  # the residual is on every point: domain + boundary + initial
+    assert np.all(np.isin(xt[40:50, 0], (0.0, 1.0)))  # boundary points sit on x = 0 or 1
+    assert np.all(xt[50:, 1] == 0.0) and len(np.unique(xt[50:, 0])) == 50  # initial points
+    np.testing.assert_allclose(pts["boundary_times"][:, 0].numpy(), xt[40:50, 1])
+    # Hammersley: first coordinate van der Corput base 2, second a regular grid.
+    np.testing.assert_allclose(hammersley(3), [[0.5, 0.25], [0.25, 0.5], [0.75, 0.75]])
+    assert scored_frames(task) == slice(7, None)
+    fv = _trajectories(task, "val")
+    exact = _trajectories(replace(task, solver="exact"), "val")
+    np.testing.assert_allclose(fv["u"][:, 0], exact["u"][:, 0])  # same initial condition
+    assert np.abs(fv["u"][:, -1] - exact["u"][:, -1]).max() > 1e-3  # FV diffuses, exact does not
+    out = train_pinn({"width": 8, "depth": 2}, FakeContext(), task)
+    assert {"val_nrmse", "val_nrmse_pdebench", "val_rel_l2"} <= set(out)
+    # Every scored frame is predicted by a PINN: both conventions average the same 4 frames.
+    assert out["val_rmse_pdebench"] == pytest.approx(out["val_rmse"])
+
+
+def test_pinn_task_refuses_unknown_layouts() -> None:
+    with pytest.raises(ValueError, match="points must be one of"):
+        PinnTask(points="sobol")
+    with pytest.raises(ValueError, match="score_frames"):
+        PinnTask(nt=5, score_frames=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from pathlib import Path
 
@@ -33,12 +34,18 @@ def test_scenario_loads(name: str, preset: str) -> None:
 
 def test_presets() -> None:
     cpu, full = advection_task("cpu"), advection_task("full")
-    assert full.recipe == AdvectionRecipe()  # PDEBench's 10,000 × 201 × 1024, β = 4
+    # PDEBench's 10,000 × 201 × 1024, β = 4, from its finite-volume scheme (not the exact shift).
+    assert full.recipe == AdvectionRecipe(solver="fv")
     assert (full.nx, full.nt, full.epochs) == (256, 41, 500)
     assert full.defaults["lr"] == cpu.defaults["lr"] == 1e-3
-    assert cpu.recipe.samples <= 500 and cpu.epochs < 10
+    assert full.defaults["model"] == "unet" and cpu.defaults["model"] == "fno"
+    assert (cpu.defaults["modes"], cpu.defaults["width"]) == (12, 20)  # PDEBench's own FNO
+    assert cpu.recipe.solver == "fv" and cpu.recipe.nx == 1024 and cpu.recipe.samples <= 500
     assert cpu.samples == cpu.recipe.samples and full.samples is None  # thins a PDEBench file
-    assert pinn_task("full").iterations == 15_000 and digits_task("cpu").epochs < 30
+    pinn = pinn_task("full")
+    assert pinn.iterations == 15_000 and digits_task("cpu").epochs < 30
+    assert (pinn.points, pinn.solver, pinn.score_frames) == ("pdebench", "fv", 20)
+    assert (pinn.num_domain, pinn.num_boundary, pinn.num_initial, pinn.nx) == (1000, 1000, 5000, 1024)
     with pytest.raises(ValueError, match="preset"):
         advection_task("gpu")
 
@@ -87,3 +94,49 @@ def test_advection_scenarios_define_a_batch_objective(name: str, tmp_path, monke
     assert presets == ["full"]
     single = train_advection({"lr": 2e-3}, Context.standalone(seed=2), tiny)
     assert out[1]["fitness"] == pytest.approx(single["fitness"], rel=1e-4)
+TINY_ADVECTION = '''
+import functools
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+from evo_engine.sciml.advection import AdvectionRecipe
+from evo_engine.sciml.training import (
+    PDEBENCH_DEFAULTS, AdvectionTask, advection_test_metrics, train_advection,
+)
+
+TASK = AdvectionTask(
+    recipe=AdvectionRecipe(samples=30, nx=32, nt=13), nx=32, nt=13, epochs=1,
+    defaults={**PDEBENCH_DEFAULTS, "model": "fno", "width": 4, "modes": 4, "batch_size": 8},
+)
+
+
+def make_scenario(preset):
+    return Scenario(
+        name="tiny_advection", space=Space(lr=Float(1e-4, 1e-2, log=True)),
+        objective=functools.partial(train_advection, task=TASK),
+        finalize=functools.partial(advection_test_metrics, task=TASK),
+        islands=1, population_size=2, operator="ga", max_evals=2, seed=0,
+    )
+'''
+
+
+def test_summary_and_csv_show_both_metric_conventions(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "tiny.py").write_text(TINY_ADVECTION)
+    env = {**os.environ, "EVO_ENGINE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("EVO_ENGINE_ADVECTION_FILE", None)
+
+    def evo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "evo_engine", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    run = evo("run", "tiny.py", "--run-dir", "r", "--quiet", "--workers", "0")
+    assert run.returncode == 0, run.stderr
+    shown = evo("analyze", "r", "--csv", "all.csv")
+    assert shown.returncode == 0, shown.stderr
+    for name in ("val_nrmse", "val_nrmse_pdebench"):
+        assert name in shown.stdout  # the top table
+    assert "test_nrmse_pdebench" in shown.stdout  # the final test metrics
+    header = (tmp_path / "all.csv").read_text().splitlines()[0].split(",")
+    assert {"val_nrmse", "val_rmse_pdebench", "val_max_error_pdebench"} <= set(header)

@@ -15,10 +15,23 @@ Every metric is then averaged over the predicted frames, i.e. the frames after t
 ``initial_step`` frames the model is given (PDEBench since 2024). The statistics are summed over
 all batches first, so the result is exact for the whole split whatever the batch size.
 
-``legacy=True`` reproduces PDEBench's original averaging, which produced its published numbers:
-the initial frames (zero error) are included in the time average, each batch is reduced on its own
-(batch maxima, per-batch cRMSE/fRMSE), and the per-batch values are summed and divided by
-n_batches − 1 (an off-by-one; with a single batch we divide by 1 where PDEBench would fail).
+Three conventions (``convention=``), because PDEBench's published numbers were not computed the
+clean way and a comparison must use the same averaging:
+
+- ``"clean"`` (the default, and what the fitness uses): as above.
+- ``"pdebench"``: the convention of PDEBench's published tables, i.e. ``metrics.py`` as released
+  in the PyPI wheel 0.1.0 (2023-08) and in git before commit 268ba5e (2024-10-21). The
+  ``initial_step`` given frames (zero error) are *included* in the time average; each batch of the
+  evaluation loader (PDEBench: 50 trajectories) is reduced on its own (per-batch maxima,
+  per-batch cRMSE/fRMSE); the per-batch values are summed and divided by n_batches − 1 (an
+  off-by-one; with a single batch we divide by 1 where PDEBench divides by zero). On 41 frames
+  with 20 batches this reads ≈ 31/41 · 20/19 ≈ 0.80 × the clean value. Recorded by every
+  advection evaluation as ``*_pdebench`` next to the clean metrics.
+- ``"pdebench_head"``: PDEBench's git HEAD since 268ba5e: the initial frames are sliced off as in
+  the clean convention, but the per-batch reduction and the n_batches − 1 divisor remain.
+
+The two PDEBench conventions depend on the batch size of the evaluation; the clean one does not.
+``legacy=True`` is the older spelling of ``convention="pdebench"``.
 """
 
 from __future__ import annotations
@@ -37,6 +50,9 @@ METRIC_NAMES = (
     "frmse_mid",
     "frmse_high",
 )
+CONVENTIONS = ("clean", "pdebench", "pdebench_head")
+PDEBENCH_SUFFIX = "_pdebench"
+"""Suffix of the metrics recorded in PDEBench's published convention (``val_nrmse_pdebench``)."""
 FITNESS_METRICS = ("rmse", "nrmse", "brmse", "crmse")
 """The metrics whose mean is the fitness of the advection scenarios (as in the L2L study)."""
 
@@ -58,14 +74,19 @@ class MetricAccumulator:
         initial_step: int = 10,
         *,
         legacy: bool = False,
+        convention: str = "clean",
         low: int = 4,
         high: int = 12,
         length: float = 1.0,
     ) -> None:
         if initial_step < 0 or not 0 <= low <= high:
             raise ValueError("need initial_step >= 0 and 0 <= low <= high")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         self.initial_step = initial_step
-        self.legacy = legacy
+        self.convention = "pdebench" if legacy else convention
+        self.per_batch = self.convention != "clean"
+        self.keep_initial = self.convention == "pdebench"
         self.low, self.high, self.length = low, high, length
         self._sums: dict[str, torch.Tensor] = {}
         self._count = 0
@@ -118,12 +139,12 @@ class MetricAccumulator:
             )
         pred = pred.detach().to(torch.float64)
         target = target.detach().to(torch.float64)
-        if not self.legacy:
+        if not self.keep_initial:
             if pred.shape[1] <= self.initial_step:
                 raise ValueError(f"need more than initial_step={self.initial_step} frames")
             pred, target = pred[:, self.initial_step :], target[:, self.initial_step :]
         frame = self._per_frame(pred, target)
-        if self.legacy:
+        if self.per_batch:
             self._batches.append(self._finish(frame, pred.shape[0]))
             return
         for name, value in frame.items():
@@ -137,7 +158,7 @@ class MetricAccumulator:
 
     def compute(self) -> dict[str, float]:
         """Return every metric in :data:`METRIC_NAMES` as a float."""
-        if self.legacy:
+        if self.per_batch:
             if not self._batches:
                 raise ValueError("no batches were added")
             divisor = max(len(self._batches) - 1, 1)
@@ -148,9 +169,45 @@ class MetricAccumulator:
 
 
 def advection_metrics(
-    pred: torch.Tensor, target: torch.Tensor, initial_step: int = 10, *, legacy: bool = False
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    initial_step: int = 10,
+    *,
+    legacy: bool = False,
+    convention: str = "clean",
 ) -> dict[str, float]:
-    """PDEBench's metrics of one set of trajectories ``[samples, nt, nx]`` (see the module doc)."""
-    acc = MetricAccumulator(initial_step, legacy=legacy)
+    """PDEBench's metrics of one set of trajectories ``[samples, nt, nx]`` (see the module doc).
+
+    The whole set is one batch; for the PDEBench conventions use :class:`MetricAccumulator`
+    with the evaluation loader's batches.
+    """
+    acc = MetricAccumulator(initial_step, legacy=legacy, convention=convention)
     acc.update(pred, target)
     return acc.compute()
+
+
+class RecordedMetrics:
+    """The metrics an evaluation records: the clean ones and PDEBench's (``*_pdebench``) together.
+
+    Same interface as :class:`MetricAccumulator`; feed it the evaluation's batches (for PDEBench's
+    convention their size matters: PDEBench evaluates in batches of 50). :meth:`compute` returns
+    :data:`METRIC_NAMES` in the clean convention plus each name with :data:`PDEBENCH_SUFFIX` in
+    the ``"pdebench"`` convention (published tables: initial frames included, sum / (n − 1)).
+    """
+
+    def __init__(self, initial_step: int = 10) -> None:
+        self.clean = MetricAccumulator(initial_step)
+        self.pdebench = MetricAccumulator(initial_step, convention="pdebench")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of predicted and true trajectories, both ``[samples, nt, nx]``."""
+        self.clean.update(pred, target)
+        self.pdebench.update(pred, target)
+
+    def compute(self) -> dict[str, float]:
+        """Clean metrics under their own names, PDEBench's under ``name + "_pdebench"``."""
+        legacy = self.pdebench.compute()
+        return {
+            **self.clean.compute(),
+            **{name + PDEBENCH_SUFFIX: value for name, value in legacy.items()},
+        }

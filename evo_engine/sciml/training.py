@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from evo_engine.models import FNO1d, UNet1d
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import inspect_advection_file, read_advection, strides_for
-from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness
+from evo_engine.sciml.metrics import RecordedMetrics, advection_fitness
 from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
 ADVECTION_FILE_ENV = "EVO_ENGINE_ADVECTION_FILE"
@@ -236,9 +236,13 @@ def rollout(
 def evaluate(
     model: nn.Module, trajectories: torch.Tensor, grid: torch.Tensor, task: AdvectionTask
 ) -> dict[str, float]:
-    """PDEBench's metrics of a full rollout of ``model`` on ``trajectories``, in eval mode."""
+    """PDEBench's metrics of a full rollout of ``model`` on ``trajectories``, in eval mode.
+
+    Clean metrics (``nrmse``) and PDEBench's published convention (``nrmse_pdebench``), over
+    batches of ``task.eval_batch_size`` (50, PDEBench's) trajectories.
+    """
     model.eval()
-    acc = MetricAccumulator(task.initial_step)
+    acc = RecordedMetrics(task.initial_step)
     for batch in trajectories.split(task.eval_batch_size):
         step_boundary(task)
         acc.update(rollout(model, batch, task.initial_step, grid, task), batch)
