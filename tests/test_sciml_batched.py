@@ -166,6 +166,8 @@ def test_bf16_switch_runs_and_stays_close(model: str) -> None:
 
 # dynamo itself reads .grad of the parameter views while it traces (a warning, not our code)
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+# importing torch._inductor (for the CUDA-graph step marker) warns from inside torch itself
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("model", ["unet", "fno"])
 def test_compile_switch_traces_both_paths(model: str, monkeypatch) -> None:
     # Inductor takes minutes on a CPU; the "eager" backend still traces the whole step through

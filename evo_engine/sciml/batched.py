@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from evo_engine.context import StopEvaluation
 from evo_engine.models import UNet1d
 from evo_engine.sciml import training
-from evo_engine.sciml.metrics import MetricAccumulator, advection_fitness
+from evo_engine.sciml.metrics import RecordedMetrics, advection_fitness
 from evo_engine.sciml.runtime import EvaluationContext, seed_everything
 from evo_engine.sciml.stacked import StackedModels
 from evo_engine.sciml.training import (
@@ -114,9 +114,9 @@ def _evaluate_stack(
     step: Callable[..., torch.Tensor], stack: StackedModels, val: dict[str, Any],
     task: AdvectionTask,
 ) -> list[dict[str, float]]:
-    """Each member's PDEBench metrics on the validation split, in eval mode."""
+    """Each member's metrics (clean and PDEBench's convention) on the validation split, in eval mode."""
     stack.train(False)
-    accumulators = [MetricAccumulator(task.initial_step) for _ in range(stack.size)]
+    accumulators = [RecordedMetrics(task.initial_step) for _ in range(stack.size)]
     for batch in val["u"].split(task.eval_batch_size):
         step_boundary(task)
         with precision_context(task, batch.device):
