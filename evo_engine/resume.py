@@ -75,8 +75,7 @@ def _task_rows_since(store: RunStore, space: Space, start: int) -> list[Task]:
     n = t.committed
     if n <= start:
         return []
-    cols = {c: (t._arrays[c][start:n] if c in t._arrays else np.full(n - start, -1))
-            for c in _TASK_COLUMNS}
+    cols = {c: t.column(c, start, n) for c in _TASK_COLUMNS}
     return [
         _task_from_row(
             space, int(cols["uid"][i]), int(cols["island"][i]), int(cols["seed"][i]),
@@ -117,9 +116,9 @@ def _results_since(store: RunStore, start: int) -> list[Result]:
     if n <= start:
         return []
     metric_names = list(store.root.attrs.get("metric_names", []))
-    cols = {c: ev._arrays[c][start:n] for c in
+    cols = {c: ev.column(c, start, n) for c in
             ("uid", "worker", "fitness", "state", "error", "t_start", "t_end")}
-    metrics = {m: ev._arrays[f"metrics/{m}"][start:n] for m in metric_names}
+    metrics = {m: ev.column(f"metrics/{m}", start, n) for m in metric_names}
     curves = _curves_of(store, {int(u) for u in cols["uid"]})
     out = []
     for i in range(n - start):
@@ -227,7 +226,7 @@ def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int) -
     if crashed:
         start = int(store.attrs.get("job_tasks_start", 0))
         stop = store.tasks.committed
-        issued = set(store.tasks._arrays["uid"][start:stop].tolist()) if stop > start else set()
+        issued = set(store.tasks.column("uid", start, stop).tolist()) if stop > start else set()
         for uid in engine.in_flight:
             if uid in issued:
                 counts[uid] = counts.get(uid, 0) + 1

@@ -311,6 +311,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         notes.append(message)
         print(f"evo_engine: warning: {message}", file=sys.stderr)
 
+    if lock.unguarded:  # stderr now, and the log once it exists
+        early_warn(lock.unguarded)
     # Everything that can refuse the run does so before anything is written.
     plan = plan_run(run_dir, opts, made_dir=lock.made_dir)
     checked = check_resume(run_dir, scenario, opts, preset, early_warn) if plan.resume else None

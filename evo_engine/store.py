@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from evo_engine.errors import InputError
 from evo_engine.records import EvalState
@@ -78,6 +77,28 @@ class StoreDamaged(StoreError):
         )
 
 
+def fsync_files(paths: Sequence[Path]) -> None:
+    """Flush ``paths`` and their directories to stable storage (zarr writes a chunk as a new
+    file renamed into place, so the directory entry must reach the disk too). A path that
+    no longer exists (replaced meanwhile by a newer write, synced later) is skipped."""
+    dirs: set[Path] = set()
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        dirs.add(path.parent)
+    for d in sorted(dirs):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
 class SnapshotCorrupt(RuntimeError):
     """A snapshot is truncated or altered; resume falls back to the previous one."""
 
@@ -95,6 +116,8 @@ class Table:
         self.name = name or (group.path if group is not None else "table")
         self.problems: list[str] = []
         self._arrays: dict[str, zarr.Array] = {}
+        self.root_dir = root_dir
+        self._dirty: set[Path] = set()
         if group is None:
             self.committed = 0
             self.readable = 0
@@ -150,8 +173,9 @@ class Table:
                                             f"committed (the column was cut short)")
             rows = min(n, arr.shape[0])
             since = int(arr.attrs.get("since", 0)) if self.dense else 0
-            for k in range(rows // CHUNK + (rows % CHUNK > 0)):
-                lo, hi = k * CHUNK, min((k + 1) * CHUNK, rows)
+            per = arr.chunks[0]
+            for k in range(rows // per + (rows % per > 0)):
+                lo, hi = k * per, min((k + 1) * per, rows)
                 if (self.dense or col == "uid") and hi > since and root_dir is not None:
                     key = arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))
                     if not (root_dir / arr.path / key).is_file():
@@ -170,10 +194,11 @@ class Table:
                                        f"were lost)")
 
     @classmethod
-    def create(cls, parent: zarr.Group, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]]) -> Table:
+    def create(cls, parent: zarr.Group, name: str, columns: Mapping[str, tuple[str, tuple[int, ...]]],
+               root_dir: Path | None = None) -> Table:
         group = parent.require_group(name)
         group.attrs.update({"committed": 0, "dense": True})
-        table = cls(group, name)
+        table = cls(group, name, root_dir)
         for col, (dtype, tail) in columns.items():
             table.add_column(col, dtype, tail)
         return table
@@ -205,9 +230,21 @@ class Table:
         self._arrays[name] = arr.with_config({"write_empty_chunks": True})
 
     def _capacity(self) -> int:
+        """Rows every column can hold: the minimum, so a kill between two resizes (one
+        column grown, the next not yet) makes the next append grow the short ones too."""
         if not self._arrays:
             return CHUNK
-        return next(iter(self._arrays.values())).shape[0]
+        return min(arr.shape[0] for arr in self._arrays.values())
+
+    def _reserve(self, stop: int) -> None:
+        """Grow every column to the same whole-chunk capacity of at least ``stop`` rows."""
+        if stop <= self._capacity():
+            return
+        new = max(stop, 2 * max(arr.shape[0] for arr in self._arrays.values()))
+        new = -(-new // CHUNK) * CHUNK
+        for arr in self._arrays.values():
+            if arr.shape[0] != new:
+                arr.resize((new, *arr.shape[1:]))
 
     def append(self, rows: Mapping[str, np.ndarray | Sequence[Any]], n: int) -> None:
         """Write ``n`` rows (columns missing from ``rows`` keep their fill value), then commit."""
@@ -217,28 +254,46 @@ class Table:
         if unknown:
             raise KeyError(f"{self.name} has no column(s) {sorted(unknown)}")
         start, stop = self.committed, self.committed + n
-        if stop > self._capacity():
-            new = max(stop, 2 * self._capacity())
-            new = -(-new // CHUNK) * CHUNK
-            for arr in self._arrays.values():
-                arr.resize((new, *arr.shape[1:]))
-
-        async def write_all() -> None:
-            import asyncio
-
-            jobs = []
-            for col, arr in self._arrays.items():
-                # Every column, fill values included: chunks of a dense table are never absent.
-                values = rows[col] if col in rows else np.full(
-                    (n, *arr.shape[1:]), arr.fill_value,
-                    dtype=object if arr.dtype.kind in "TUO" else arr.dtype)
-                v = np.asarray(values, dtype=object if arr.dtype.kind in "TUO" else arr.dtype)
-                jobs.append(arr._async_array.setitem(slice(start, stop), v))
-            await asyncio.gather(*jobs)
-
-        sync(write_all())
+        self._reserve(stop)
+        for col, arr in self._arrays.items():
+            # Every column, fill values included: chunks of a dense table are never absent.
+            kind = object if arr.dtype.kind in "TUO" else arr.dtype
+            values = rows[col] if col in rows else np.full((n, *arr.shape[1:]), arr.fill_value,
+                                                           dtype=kind)
+            arr[start:stop] = np.asarray(values, dtype=kind)
+            self._touch(arr, start, stop)
         self.committed = stop
         self.group.attrs["committed"] = stop
+        self._touch(None, 0, 0)
+
+    def _touch(self, arr: zarr.Array | None, start: int, stop: int) -> None:
+        """Remember the files an append wrote (chunks, or the group's metadata) for ``sync``."""
+        if self.root_dir is None:
+            return
+        if arr is None:
+            self._dirty.add(self.root_dir / self.group.path / "zarr.json")
+            return
+        per = arr.chunks[0]
+        for k in range(start // per, (stop - 1) // per + 1):
+            key = arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))
+            self._dirty.add(self.root_dir / arr.path / key)
+
+    def sync(self) -> list[Path]:
+        """fsync every file appended to since the last call; returns (and forgets) them."""
+        paths, self._dirty = sorted(self._dirty), set()
+        fsync_files(paths)
+        return paths
+
+    def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of committed column ``name`` (fill values if it has none)."""
+        top = self.committed if stop is None else min(stop, self.committed)
+        arr = self._arrays.get(name)
+        if arr is None:
+            return np.full(max(top - start, 0), -1)
+        return arr[start:top]
+
+    def has_column(self, name: str) -> bool:
+        return name in self._arrays
 
     def read(self, column: str, stop: int | None = None) -> np.ndarray:
         """Committed rows of ``column`` (of a damaged table: those before the first bad row)."""
@@ -344,7 +399,7 @@ class RunStore:
         if self.curves is None:
             self.curves = Table.create(self.root, "curves", {
                 "uid": ("i8", ()), "step": ("i8", ()), "value": ("f8", ()),
-            })
+            }, self.path)
         return self.curves
 
     @staticmethod
