@@ -88,7 +88,8 @@ def _run_together(writes: Sequence[Coroutine[Any, Any, Any]]) -> None:
     """Run zarr writes concurrently (``Array.async_array`` is zarr's public way to batch
     requests) on one event loop in a thread of its own. A writer that contends for the GIL
     with a busy coordinator then pays one round of thread hand-offs per append, not one per
-    column: measured 3-4x faster appends than column by column."""
+    column: measured 2.2x faster appends than column by column (200 vs 445 ms
+    median for 23 columns with a busy thread beside it, on a loaded 2-core machine)."""
     global _loop
     with _loop_lock:
         if _loop is None:
