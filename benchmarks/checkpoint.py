@@ -9,6 +9,24 @@
   it and rebuilding the engine from its latest snapshot plus a 40-result log tail.
 * store_bytes_per_eval: that store's size on disk divided by its evaluations.
 
+    python benchmarks/checkpoint.py --scale [--scale-evals 100000] [--scale-workers 4096]
+
+runs 100,000 evaluations on 4,096 simulated workers (``utilization.py``'s discrete-event
+transport: real Coordinator, Engine, Recorder and store; 60 s lognormal evaluations), ES on
+8 islands of 32, ASHA (rungs 1, 3, 9 of 27 steps; every result reports its curve and each
+report is decided by the coordinator), snapshots by run.py's ``SnapshotPolicy`` on the
+real clock (the simulated clock runs many times faster than real time here, and the writer's
+work is real). It prints the coordinator's seconds per result (each poll's handling shared by its
+results: decoding, reports, telling, recording, snapshots, dispatch; median and p99), the
+snapshot's cost (``get_state`` on the coordinator, JSON + zlib on the writer) and size at
+10k / 50k / 100k results, the write lag at any instant (real seconds since the oldest result
+handed to the writer and not yet committed: what a kill -9 then would lose), the time from
+the last result to the store being closed, and the resume time (open + check + rebuild from
+the latest snapshot and the log, no stop snapshot: as after a kill -9). Then real runs of
+the trivial objective are killed with SIGKILL after ``--kill-after`` seconds (inline under
+each ``--fsync`` policy, and with 2 local workers): how old the newest saved result is, and
+how many rows were saved (the cost of fsync).
+
 Prints a table and, last, one JSON line.
 """
 
@@ -23,11 +41,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 SCENARIO = HERE / "_sleep_scenario.py"
 
 
@@ -100,6 +121,192 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+# -- --scale: the coordinator and the store at cluster scale (simulated workers) ------------
+
+SCALE_MARKS = (10_000, 50_000, 100_000)
+
+
+def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> dict[str, Any]:
+    """100k evaluations on 4,096 simulated workers, ES on 8 islands, ASHA on: the real
+    Coordinator, Engine, Recorder and store, each result's coordinator time measured."""
+    import zlib
+
+    from utilization import SimulatedClock, simulated_workers
+
+    from evo_engine.coordinator import Coordinator
+    from evo_engine.engine import Engine, EngineConfig
+    from evo_engine.pruning import ASHAConfig
+    from evo_engine.recorder import Recorder, SnapshotPolicy
+    from evo_engine.records import EvalState
+    from evo_engine.space import Float, Space
+    from evo_engine.store import RunStore
+
+    space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
+    config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator="es",
+                          seed=0, pruning=ASHAConfig(eta=3, min_steps=1, max_steps=27))
+    engine = Engine(space, config)
+    store = RunStore.create(root, attrs={"scenario": "scale"}, param_kinds=space.column_kinds(),
+                            dim=space.dim)
+    recorder = Recorder(store, space, fsync=fsync)
+    clock = SimulatedClock()
+    rng = np.random.default_rng(0)
+
+    def duration(seed: int) -> float:
+        return float(np.random.default_rng(seed).lognormal(np.log(mean) - 0.125, 0.5))
+
+    def loss(params: dict) -> float:
+        return float(sum((v - 0.3) ** 2 for v in params.values()))
+
+    sim = simulated_workers(workers, clock, 100e-6, duration, loss)
+    # Reports: each result arrives with its curve at steps 1, 3, 9, 26; the coordinator's
+    # ASHA decides each report (charged as handling), and a stopped one comes back PRUNED.
+    base_poll = sim.poll
+
+    def poll(timeout: float) -> list[Any]:
+        out = []
+        for r in base_poll(timeout):
+            curve = []
+            for step in (1, 3, 9, 26):
+                value = (r.fitness or 0.0) * (1 + 3 / step) + 0.01 * float(rng.random())
+                curve.append((step, value))
+                if sim.on_report(r.uid, step, value):
+                    r = replace(r, state=EvalState.PRUNED, fitness=None)
+                    break
+            out.append(replace(r, curve=tuple(curve)))
+        return out
+
+    sim.poll = poll
+    per_result: list[float] = []
+    handed: list[float] = []
+    lags: list[float] = []
+    marks: dict[int, dict[str, float]] = {}
+    # run.py's policy on the real clock: the simulated one runs ~20x faster than real time
+    # here (the coordinator flat out), and snapshots cost the writer real seconds.
+    policy = SnapshotPolicy(50)
+    last_charge = [0.0]
+
+    def on_evaluation(ev: Any) -> None:
+        recorder.record(ev)
+        recorder.record_migrations(engine.drain_migrations())
+        now = time.perf_counter()
+        handed.append(now)
+        # Write lag at a kill -9 now: the oldest result handed over and not yet committed.
+        committed = store.evaluations.committed
+        lags.append(now - handed[committed] if committed < len(handed) else 0.0)
+        if policy.result():
+            recorder.snapshot(engine.get_state())
+        n = engine.n_finished
+        if n in SCALE_MARKS:
+            t0 = time.perf_counter()
+            state = engine.get_state()
+            t1 = time.perf_counter()
+            payload = zlib.compress(json.dumps({"engine": state}, separators=(",", ":")).encode(), 3)
+            marks[n] = {"get_state_s": t1 - t0, "encode_s": time.perf_counter() - t1,
+                        "bytes": len(payload)}
+
+    coord = Coordinator(engine, sim, clock=clock, on_task=recorder.record_task,
+                        on_evaluation=on_evaluation)
+    # Per-result coordinator time: each poll's handling (charged when the next poll starts),
+    # shared by the results it brought.
+    real_poll = sim.poll
+    brought = [0]
+
+    def timed_poll(timeout: float) -> list[Any]:
+        got = real_poll(timeout)
+        if brought[0]:
+            share = (sim.charged_for_results - last_charge[0]) / brought[0]
+            per_result.extend([share] * brought[0])
+        last_charge[0] = sim.charged_for_results
+        brought[0] = len(got)
+        return got
+
+    sim.poll = timed_poll
+    sim.start()
+    t_run = time.perf_counter()
+    coord.run()
+    t_last = time.perf_counter()
+    recorder.close()  # no stop snapshot and no "finished" mark: as after a kill -9
+    closed = time.perf_counter() - t_last
+    real = t_last - t_run
+    snaps = store.snapshots.attrs.asdict().get("serial", 0)
+
+    t0 = time.perf_counter()
+    from evo_engine.resume import rebuild_engine
+
+    resumed, _ = rebuild_engine(RunStore.open(root), space, config, print)
+    resume = time.perf_counter() - t0
+    assert resumed.n_finished == evals, resumed.n_finished
+    pruned = engine.counts[EvalState.PRUNED]
+    return {
+        "evals": evals, "workers": workers, "mean_seconds": mean, "fsync": fsync,
+        "pruned": int(pruned), "real_seconds": round(real, 2),
+        "per_result_median_s": float(np.median(per_result)),
+        "per_result_p99_s": float(np.quantile(per_result, 0.99)),
+        "snapshots": snaps, "marks": marks,
+        "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
+        "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
+        "resume_s": round(resume, 3),
+    }
+
+
+def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -> tuple[float, int]:
+    """A real run of the trivial objective killed with SIGKILL after ``after`` seconds: how
+    long before the kill the newest saved evaluation ended."""
+    import signal
+
+    import zarr
+
+    scenario = HERE / "scenarios" / "trivial.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EVO_BENCH_CHECKPOINT_EVERY": "50"}
+    proc = subprocess.Popen([sys.executable, "-m", "evo_engine", str(scenario), "--workers",
+                             str(workers), "--run-dir", str(root), "--max-evals", "10000000",
+                             "--quiet", "--fsync", fsync], env=env)
+    # Counted from the first committed row: start-up time varies with the machine's load.
+    while True:
+        try:
+            if zarr.open(str(root / "run.zarr"), mode="r")["evaluations"].attrs["committed"]:
+                break
+        except Exception:  # noqa: BLE001 - not there yet, or being written
+            pass
+        time.sleep(0.05)
+    time.sleep(after)
+    proc.send_signal(signal.SIGKILL)
+    killed = time.time()
+    proc.wait()
+    ev = zarr.open(str(root / "run.zarr"), mode="r")["evaluations"]
+    n = ev.attrs["committed"]
+    return killed - float(ev["t_end"][:n].max()), int(n)
+
+
+def scale_main(args: argparse.Namespace, tmp: Path) -> None:
+    out = scale_run(tmp / "scale", args.scale_evals, args.scale_workers, 60.0, args.fsync)
+    m = out["marks"]
+    print(f"{'evaluations':>30} {out['evals']} on {out['workers']} simulated workers, "
+          f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}")
+    print(f"{'coordinator s/result':>30} median {out['per_result_median_s'] * 1e3:.3f} ms, "
+          f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms")
+    for n, v in sorted(m.items()):
+        print(f"{'snapshot at ' + str(n):>30} get_state {v['get_state_s'] * 1e3:.1f} ms "
+              f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (writer), "
+              f"{v['bytes']} bytes")
+    print(f"{'snapshots written':>30} {out['snapshots']}")
+    print(f"{'write lag (any instant)':>30} max {out['write_lag_max_s']} s, "
+          f"p99 {out['write_lag_p99_s']} s; writer blocked the coordinator "
+          f"{out['writer_blocked_s']} s")
+    print(f"{'store closed after last':>30} {out['close_after_last_result_s']} s")
+    print(f"{'resume of the run':>30} {out['resume_s']} s")
+    kills = {}
+    runs = [(0, "never"), (0, "snapshots"), (0, "always"), (2, args.fsync)]
+    for workers, fsync in runs:
+        lag, n = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
+        kills[f"kill_lag_workers{workers}_{fsync}_s"] = round(lag, 3)
+        kills[f"kill_rows_workers{workers}_{fsync}"] = n
+        print(f"{'kill -9 at ' + str(args.kill_after) + ' s, workers=' + str(workers):>30} "
+              f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved")
+    out.update(kills)
+    print(json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=32)
@@ -107,9 +314,19 @@ def main() -> None:
     ap.add_argument("--mean-seconds", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--store-evals", type=int, default=100_000)
+    ap.add_argument("--scale", action="store_true",
+                    help="the cluster-scale run (simulated workers, ASHA, ES on 8 islands), "
+                         "then kill -9 lags of real runs")
+    ap.add_argument("--scale-evals", type=int, default=100_000)
+    ap.add_argument("--scale-workers", type=int, default=4096)
+    ap.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots")
+    ap.add_argument("--kill-after", type=float, default=10.0, help="seconds before the kill -9")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="evo_ckpt_"))
     try:
+        if args.scale:
+            scale_main(args, tmp)
+            return
         with_snap, without = [], []
         for r in range(args.repeats):
             without.append(run_wall(tmp / "a", args.workers, args.evals, 10**9, args.mean_seconds))

@@ -8,7 +8,9 @@ log, task log, a snapshot every 5000 results), and measures in the same
 invocation a plain mpi4py ping-pong between rank 0 and the same number of worker ranks
 (blocking ``send``/``recv`` of a task-sized tuple, rank 0 answering whichever worker spoke).
 
-* evals_per_s = evaluations / (last result's end − first task's start), worker clocks;
+* evals_per_s = evaluations / (the store closed − first task's start): a run is done when its
+  results are on disk (``closed_at``, written when the store is closed);
+* store_closed_after_last_result_s = the store closed − the last result's end;
 * raw_roundtrips_per_s = ping-pong round trips per second;
 * ratio = evals_per_s / raw_roundtrips_per_s (how much of the bare MPI rate survives the
   engine, the recording and the idle back-off).
@@ -76,12 +78,18 @@ def raw_roundtrips(ranks: int, roundtrips: int) -> float:
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["roundtrips_per_s"])
 
 
-def evals_per_second(ranks: int, evals: int, run_dir: Path, operator: str = "ga") -> float:
+def evals_per_second(ranks: int, evals: int, run_dir: Path, operator: str = "ga"
+                     ) -> tuple[float, float]:
+    """(evaluations per second until the store was closed, seconds from the last result to
+    the store being closed): a run is done when its results are on disk, not before."""
+    import zarr
+
     run_evo(ranks, SCENARIO, run_dir, evals, env=mpi_env(EVO_BENCH_OPERATOR=operator))
     ev = read_evaluations(run_dir, ["t_start", "t_end"])
     if ev["uid"].size != evals:
         sys.exit(f"benchmark: the store holds {ev['uid'].size} evaluations, not {evals}")
-    return float(evals / (ev["t_end"].max() - ev["t_start"].min()))
+    closed = float(zarr.open_group(str(run_dir / "run.zarr"), mode="r").attrs["closed_at"])
+    return float(evals / (closed - ev["t_start"].min())), closed - float(ev["t_end"].max())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,12 +99,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="evo-throughput-") as tmp:
         run_dir = (args.keep or Path(tmp)) / "run"
-        evals = evals_per_second(args.ranks, args.evals, run_dir, args.operator)
+        evals, close_lag = evals_per_second(args.ranks, args.evals, run_dir, args.operator)
     raw = raw_roundtrips(args.ranks, args.roundtrips)
     print(json.dumps({
         "benchmark": "throughput", "ranks": args.ranks, "workers": args.ranks - 1,
         "evaluations": args.evals, "operator": args.operator, "evals_per_s": round(evals, 1),
         "raw_roundtrips_per_s": round(raw, 1), "ratio": round(evals / raw, 4),
+        "store_closed_after_last_result_s": round(close_lag, 3),
     }), flush=True)
 
 

@@ -217,7 +217,7 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
     """One simulated run: the real Coordinator, Engine and Recorder on a simulated clock."""
     from evo_engine.coordinator import Coordinator
     from evo_engine.engine import Engine
-    from evo_engine.recorder import Recorder
+    from evo_engine.recorder import Recorder, SnapshotPolicy
     from evo_engine.scenario import load_scenario
     from evo_engine.store import RunStore
 
@@ -234,16 +234,13 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
     sim = simulated_workers(workers, clock, latency,
                             lambda seed: module.drawn_duration(seed, mean, sigma),
                             module.fitness)
-    since_snapshot = 0
+    snapshots = SnapshotPolicy(scenario.checkpoint_every, clock=clock)
 
     # What run.py does for each finished evaluation, so its cost is charged too.
     def on_evaluation(ev: Any) -> None:
-        nonlocal since_snapshot
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
-        since_snapshot += 1
-        if since_snapshot >= scenario.checkpoint_every:
-            since_snapshot = 0
+        if snapshots.result():
             recorder.snapshot(engine.get_state())
 
     evaluations: list[Any] = []

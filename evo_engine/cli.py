@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=positive_int, metavar="K",
                      help="tasks each worker evaluates at once through the scenario's "
                           "objective_batch (overrides the scenario's batch)")
+    run.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots",
+                     help="when the run store is forced to disk, for what survives a node "
+                          "crash (a killed job loses at most the last ~0.25 s in any case): "
+                          "at every snapshot (default), after every write, or never")
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
     run.add_argument("--quiet", action="store_true", help="no progress line or summary")
@@ -132,6 +136,7 @@ def _main(argv: list[str] | None) -> int:
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
             batch=args.batch,
             sets=tuple(args.sets), warm_start=args.warm_start, callbacks=tuple(args.callbacks),
+            fsync=args.fsync,
         )
         return execute(opts, print_fn=(lambda s: None) if args.quiet else print)
     except InputError as exc:

@@ -20,6 +20,7 @@ any task in flight. The worker is busy until every member's Result is in.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -108,7 +109,8 @@ class Coordinator:
         self.busy: dict[int, set[int]] = {}
         """worker -> uids of the tasks it holds and has not answered yet."""
         self.running = 0
-        self.idle: set[int] | None = None
+        self.idle: list[int] | None = None
+        """Idle workers as a min-heap: the lowest is asked first, in O(log n) a worker."""
         self.refused = False
         """The engine refused the last ask; only a result can change its answer."""
         self.last_send: dict[int, float] = {}
@@ -127,19 +129,21 @@ class Coordinator:
         # every worker on every turn of the loop was the coordinator's largest cost with
         # thousands of workers (benchmarks/utilization.py --simulate).
         if self.idle is None:
-            self.idle = set(range(self.transport.n_workers)) - set(self.busy)
+            self.idle = sorted(set(range(self.transport.n_workers)) - set(self.busy))
         if (self.refused and not self.held) or not self.idle:
             return
-        # The lowest idle worker first, the rest sorted only if it got a task: under the sync
-        # barrier most results leave thousands of workers idle and the engine refusing.
-        first = min(self.idle)
-        for w in (first, *sorted(self.idle - {first})):
+        # Lowest idle worker first, popped off a heap: under the sync barrier most results
+        # leave thousands of workers idle and the engine refusing, so nothing here may cost
+        # more than the workers actually served.
+        idle = self.idle
+        while idle:
+            w = idle[0]
             if self.batch == 1:
                 task = self.engine.ask(w)
                 if task is None:
                     self.refused = True
                     return
-                self.idle.discard(w)
+                heapq.heappop(idle)
                 self.busy[w] = {task.uid}
                 self.running += 1
                 if self.on_task:
@@ -149,7 +153,7 @@ class Coordinator:
             tasks = self._make_batch(w)
             if not tasks:
                 return
-            self.idle.discard(w)
+            heapq.heappop(idle)
             self.busy[w] = {t.uid for t in tasks}
             self.running += len(tasks)
             self.transport.submit_batch(w, tasks)
@@ -237,7 +241,7 @@ class Coordinator:
                     if not held:
                         del self.busy[r.worker]
                         if self.idle is not None:
-                            self.idle.add(r.worker)
+                            heapq.heappush(self.idle, r.worker)
                 outcome, ev = eng.tell(r)
                 if ev is None:
                     if self.log:

@@ -98,6 +98,8 @@ class Optimizer:
         self.config.settings()
         self.engine = Engine(space, self.config)
         self._asked = 0
+        self.n_migrations = 0
+        """Migrations between islands so far (in this process)."""
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -132,6 +134,9 @@ class Optimizer:
             state=EvalState.COMPLETE if ok else EvalState.FAILED,
         )
         outcome, _ = self.engine.tell(result)
+        # No log to write them to: count migrations and let them go, or a long ask/tell loop
+        # would keep every one it ever made.
+        self.n_migrations += len(self.engine.drain_migrations())
         return outcome is TellOutcome.RECORDED
 
     def _claim_pending(self, uid: int) -> None:

@@ -14,9 +14,12 @@ top set is empty, so the evaluation goes on only if it is the best so far (as op
 ``SuccessiveHalvingPruner`` does). A report that jumps past several rungs is recorded at
 each of them; a non-finite value always stops.
 
-Rung values are kept per uid, so recording an evaluation twice (replayed from the store on
-``--resume``, or re-run from step 0 after a restart) replaces its value instead of counting
-it again. Reference: Li et al., "A System for Massively Parallel Hyperparameter Tuning",
+Rung values of evaluations in flight are kept per uid, so recording one twice (re-run from
+step 0 after a restart, or its curve recorded again when it finishes) replaces its value
+instead of counting it again; once an evaluation finishes only its values remain (a sorted
+list per rung). A snapshot therefore holds the values of evaluations in flight only, O(in
+flight × rungs) however long the run; ``--resume`` rebuilds the finished ones from the
+store's curves log (``rebuild``). Reference: Li et al., "A System for Massively Parallel Hyperparameter Tuning",
 MLSys 2020.
 """
 
@@ -27,6 +30,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,12 @@ class ASHAConfig:
 
 
 class _Rung:
-    """The values recorded at one rung: by uid, and sorted for the promotion rule."""
+    """The values recorded at one rung, sorted for the promotion rule; by uid while in flight."""
 
     def __init__(self, eta: int) -> None:
         self.eta = eta
         self.by_uid: dict[int, float] = {}
+        """Values of evaluations still in flight (a re-record replaces them)."""
         self.sorted: list[float] = []
 
     def record(self, uid: int, value: float) -> None:
@@ -74,6 +80,10 @@ class _Rung:
             del self.sorted[bisect.bisect_left(self.sorted, old)]
         self.by_uid[uid] = value
         bisect.insort(self.sorted, value)
+
+    def settle(self, uid: int) -> None:
+        """Evaluation ``uid`` finished: its value stays, but is never replaced again."""
+        self.by_uid.pop(uid, None)
 
     def promotes(self, value: float) -> bool:
         """``value`` (already recorded) is in the top ``max(n // eta, 1)`` of this rung."""
@@ -116,6 +126,8 @@ class ASHA:
         for step, value in curve:
             _, k = self._record(uid, int(step), float(value), k)
         self._next.pop(uid, None)
+        for rung in self.rungs:
+            rung.settle(uid)
 
     def restart(self, uid: int) -> None:
         """Evaluation ``uid`` is issued again and will report from step 0."""
@@ -123,18 +135,19 @@ class ASHA:
 
     def counts(self) -> list[tuple[int, int]]:
         """(rung step, values recorded there) for every rung."""
-        return [(s, len(r.by_uid)) for s, r in zip(self.steps, self.rungs)]
+        return [(s, len(r.sorted)) for s, r in zip(self.steps, self.rungs)]
 
     def get_state(self) -> dict[str, Any]:
-        """The rung values, JSON-serialisable (non-finite values as None).
+        """The rung values of evaluations in flight, JSON-serialisable (non-finite as None).
 
-        Progress of evaluations in flight is left out: a restored engine issues them again
-        and they report from step 0.
+        Finished evaluations' values are not here (they would make every snapshot grow with
+        the run): ``rebuild`` restores them from the curves log. A restored engine issues
+        the evaluations in flight again; they report from step 0, replacing these values.
         """
         return {
             "config": self.config.describe(),
-            "rungs": [[[u, v if math.isfinite(v) else None] for u, v in r.by_uid.items()]
-                      for r in self.rungs],
+            "in_flight": [[[u, v if math.isfinite(v) else None] for u, v in r.by_uid.items()]
+                          for r in self.rungs],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -143,7 +156,27 @@ class ASHA:
                 f"pruner state for {state['config']} cannot restore {self.config.describe()}"
             )
         self.rungs = [_Rung(self.config.eta) for _ in self.steps]
-        for rung, pairs in zip(self.rungs, state["rungs"]):
+        # Snapshots before this version held every value ("rungs"): nothing to rebuild then.
+        self.needs_rebuild = "in_flight" in state
+        for rung, pairs in zip(self.rungs, state.get("in_flight", state.get("rungs", []))):
             for uid, value in pairs:
                 rung.record(int(uid), math.inf if value is None else float(value))
+            if not self.needs_rebuild:
+                rung.by_uid.clear()
         self._next.clear()
+
+    needs_rebuild = False
+    """Set by ``set_state``: the finished evaluations' values must come from ``rebuild``."""
+
+    def rebuild(self, uid: np.ndarray, step: np.ndarray, value: np.ndarray) -> None:
+        """Add the rung values of finished evaluations from their reports (the curves log:
+        one row per report, each evaluation's rows together and in order), as ``finish``
+        would have recorded them: at each rung the first report at or past it."""
+        uid, step = np.asarray(uid), np.asarray(step)
+        value = np.asarray(value, dtype=np.float64)
+        value = np.where(np.isfinite(value), value, np.inf)
+        for s, rung in zip(self.steps, self.rungs):
+            at = step >= s
+            _, first = np.unique(uid[at], return_index=True)
+            rung.sorted = np.sort(np.concatenate([rung.sorted, value[at][first]])).tolist()
+        self.needs_rebuild = False

@@ -1,16 +1,31 @@
 """The run store's single writer: tasks, evaluations, migrations and snapshots, in order.
 
-The coordinator hands each item over at once (a list append under a lock) and never waits
-on disk; a writer thread flushes every ``flush_interval`` seconds, so a finished evaluation
-is durable within about that long. Items are written in the order they were handed over,
-and a snapshot is written only after every row handed over before it, so a snapshot taken
-after N results always matches the first N rows of the evaluation log.
+The coordinator hands each item over at once (a list append under a lock) and does not
+wait on disk; a writer thread flushes every ``flush_interval`` seconds, writing everything
+handed over since the last flush as one append per table, so a finished evaluation is on
+disk (in the page cache: it survives a kill -9) within about that long whatever the result
+rate. Items are written in the order they were handed over, and a snapshot is written only
+after every row handed over before it, so a snapshot taken after N results always matches
+the first N rows of the evaluation log. The snapshot's JSON encoding and compression happen
+here, on the writer thread, not on the coordinator's.
+
+Memory is bounded: when ``max_pending`` items wait (the disk is slower than the results),
+handing over blocks until the writer has taken them (back-pressure on the coordinator).
+
+``fsync`` says when written files are forced to stable storage (what survives a node crash
+or power loss, not just a killed process): ``"never"`` (the operating system decides),
+``"snapshots"`` (the default: every file written since the last snapshot, then the snapshot,
+then its pointer, so the newest snapshot and the rows it covers survive a node crash), or
+``"always"`` (after every flush).
+
+When to snapshot is ``SnapshotPolicy``'s call: on a time interval, not per result.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +35,40 @@ from evo_engine.engine import Evaluation, Migration
 from evo_engine.records import Task, jsonable
 from evo_engine.space import Space
 from evo_engine.store import RunStore
+
+FSYNC_POLICIES = ("never", "snapshots", "always")
+MAX_PENDING = 20_000
+"""Items handed over and not yet taken by the writer before handing over blocks."""
+
+
+class SnapshotPolicy:
+    """When the coordinator takes a snapshot: every ``interval`` seconds (with a result since
+    the last one), or after ``every`` results but never sooner than ``min_gap`` seconds after
+    the previous one. Snapshots only shorten the replay a resume does (results since the
+    latest one are replayed from the log), so their rate is a cost, not a safety, setting:
+    a time interval keeps it flat however fast results come."""
+
+    def __init__(self, every: int, interval: float = 30.0, min_gap: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.interval = interval
+        self.min_gap = min_gap
+        self.clock = clock
+        self.since = 0
+        self.last = clock()
+        self.first = True
+        """No snapshot yet: the first one comes after ``every`` results, gap or not."""
+
+    def result(self) -> bool:
+        """One more result; True when a snapshot is due now (and counted as taken)."""
+        self.since += 1
+        now = self.clock()
+        waited = now - self.last
+        if waited >= self.interval or (self.since >= self.every
+                                       and (self.first or waited >= self.min_gap)):
+            self.since, self.last, self.first = 0, now, False
+            return True
+        return False
 
 
 class _Snapshot:
@@ -32,18 +81,25 @@ class _Snapshot:
 class Recorder:
     """Turns tasks, evaluations, migrations and engine states into store writes."""
 
-    def __init__(self, store: RunStore, space: Space, flush_interval: float = 0.5,
-                 background: bool = True, on_snapshot: Callable[[str, int], None] | None = None
-                 ) -> None:
+    def __init__(self, store: RunStore, space: Space, flush_interval: float = 0.25,
+                 background: bool = True, on_snapshot: Callable[[str, int], None] | None = None,
+                 fsync: str = "snapshots", max_pending: int = MAX_PENDING) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         self.store = store
         self.space = space
         self.flush_interval = flush_interval
         self.on_snapshot = on_snapshot
+        self.fsync = fsync
+        self.max_pending = max_pending
+        self.blocked_seconds = 0.0
+        """Time the coordinator spent waiting for the writer (back-pressure)."""
         if store.tasks is not None:
             # Stores written before exact replay lack the column; their rows read -1.
             store.tasks.add_column("told_before", "i8")
         self._items: list[Any] = []
         self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
@@ -59,6 +115,16 @@ class Recorder:
         self._raise_if_failed()
         with self._lock:
             self._items.append(item)
+            if len(self._items) < self.max_pending or self._thread is None:
+                return
+            # Back-pressure: the disk is behind; wait until the writer takes the queue.
+            t0 = time.perf_counter()
+            self._wake.set()
+            while len(self._items) >= self.max_pending and self._error is None \
+                    and self._thread.is_alive():
+                self._taken.wait(0.1)
+            self.blocked_seconds += time.perf_counter() - t0
+        self._raise_if_failed()
 
     def record_task(self, task: Task) -> None:
         self._put(task)
@@ -106,6 +172,7 @@ class Recorder:
         with self._write_lock:
             with self._lock:
                 items, self._items = self._items, []
+                self._taken.notify_all()
             tasks: list[Task] = []
             evals: list[Evaluation] = []
             migrations: list[Migration] = []
@@ -123,6 +190,14 @@ class Recorder:
                 else:
                     raise TypeError(f"the recorder cannot store {item!r}")
             self._write_rows(tasks, evals, migrations)
+            if self.fsync == "always" and items:
+                self._sync_tables()
+
+    def _sync_tables(self) -> None:
+        for table in (self.store.tasks, self.store.curves, self.store.evaluations,
+                      self.store.migrations):
+            if table is not None:
+                table.sync()
 
     def _write_rows(self, tasks: list[Task], evals: list[Evaluation],
                     migrations: list[Migration]) -> None:
@@ -144,11 +219,14 @@ class Recorder:
             raise RuntimeError(
                 f"snapshot after {engine_state['n_finished']} results but {n} rows in the log"
             )
+        if self.fsync != "never":
+            # The rows the snapshot covers reach the disk before the snapshot names them.
+            self._sync_tables()
         name = st.write_snapshot({
             "engine": engine_state, "log_position": n,
             "migrations_position": st.migrations.committed,
             "tasks_position": st.tasks.committed,
-        })
+        }, fsync=self.fsync != "never")
         if self.on_snapshot is not None:
             self.on_snapshot(name, n)
 

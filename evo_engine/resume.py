@@ -75,8 +75,7 @@ def _task_rows_since(store: RunStore, space: Space, start: int) -> list[Task]:
     n = t.committed
     if n <= start:
         return []
-    cols = {c: (t._arrays[c][start:n] if c in t._arrays else np.full(n - start, -1))
-            for c in _TASK_COLUMNS}
+    cols = {c: t.column(c, start, n) for c in _TASK_COLUMNS}
     return [
         _task_from_row(
             space, int(cols["uid"][i]), int(cols["island"][i]), int(cols["seed"][i]),
@@ -111,15 +110,25 @@ def _curves_of(store: RunStore, uids: set[int]) -> dict[int, tuple[tuple[int, fl
     return {u: tuple(points) for u, points in out.items()}
 
 
+def _curves_before(store: RunStore, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The curves rows of the evaluations in the first ``position`` rows of the log."""
+    curves = store.curves
+    if curves is None or curves.committed == 0 or position == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    uid = curves.read("uid")
+    keep = np.isin(uid, store.evaluations.read("uid", position))
+    return uid[keep], curves.read("step")[keep], curves.read("value")[keep]
+
+
 def _results_since(store: RunStore, start: int) -> list[Result]:
     ev = store.evaluations
     n = ev.committed
     if n <= start:
         return []
     metric_names = list(store.root.attrs.get("metric_names", []))
-    cols = {c: ev._arrays[c][start:n] for c in
+    cols = {c: ev.column(c, start, n) for c in
             ("uid", "worker", "fitness", "state", "error", "t_start", "t_end")}
-    metrics = {m: ev._arrays[f"metrics/{m}"][start:n] for m in metric_names}
+    metrics = {m: ev.column(f"metrics/{m}", start, n) for m in metric_names}
     curves = _curves_of(store, {int(u) for u in cols["uid"]})
     out = []
     for i in range(n - start):
@@ -156,6 +165,9 @@ def rebuild_engine(
         if old > config.islands:
             warn(f"the run had {old} islands and continues with {config.islands}: the members "
                  f"and tasks of island k >= {config.islands} move to island k mod {config.islands}")
+    if engine.pruner is not None and engine.pruner.needs_rebuild:
+        # Rung values of evaluations finished before the snapshot (not in snapshots).
+        engine.pruner.rebuild(*_curves_before(store, log_pos))
     # Configurations issued before the snapshot are never issued again (not in snapshots).
     register_logged_tasks(engine.dedupe, store.tasks, below_uid=engine.next_uid)
     # Migrations after the snapshot are re-created by replaying the results that caused them.
@@ -232,7 +244,7 @@ def _poison(store: RunStore, engine: Engine, crashed: bool,
     if crashed:
         start = int(store.attrs.get("job_tasks_start", 0))
         stop = store.tasks.committed
-        issued = set(store.tasks._arrays["uid"][start:stop].tolist()) if stop > start else set()
+        issued = set(store.tasks.column("uid", start, stop).tolist()) if stop > start else set()
         for uid in engine.in_flight:
             if uid in issued:
                 counts[uid] = counts.get(uid, 0) + 1

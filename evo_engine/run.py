@@ -33,7 +33,7 @@ from evo_engine.fingerprint import inputs_diff, run_inputs
 from evo_engine.log import configure
 from evo_engine.overrides import apply_sets
 from evo_engine.progress import ProgressReporter
-from evo_engine.recorder import Recorder
+from evo_engine.recorder import Recorder, SnapshotPolicy
 from evo_engine.records import EvalState, Task
 from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.rundir import RunLock
@@ -71,6 +71,8 @@ class RunOptions:
     """``--warm-start FILE|RUN_DIR[:N]`` (evo_engine.warmstart); a new run only."""
     callbacks: tuple[str, ...] = ()
     """``--callback NAME`` items, added to the scenario's ``callbacks`` (evo_engine.callbacks)."""
+    fsync: str = "snapshots"
+    """``--fsync never|snapshots|always``: when the store is forced to disk (evo_engine.recorder)."""
 
 
 def resolve_preset(preset: str) -> str:
@@ -311,6 +313,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         notes.append(message)
         print(f"evo_engine: warning: {message}", file=sys.stderr)
 
+    if lock.unguarded:  # stderr now, and the log once it exists
+        early_warn(lock.unguarded)
     # Everything that can refuse the run does so before anything is written.
     plan = plan_run(run_dir, opts, made_dir=lock.made_dir)
     checked = check_resume(run_dir, scenario, opts, preset, early_warn) if plan.resume else None
@@ -351,7 +355,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     if opts.warm_start and checked is not None:
         warn("--warm-start is ignored with --resume: the run keeps the warm-start queue it "
              "was started with")
-    recorder = Recorder(store, scenario.space,
+    recorder = Recorder(store, scenario.space, fsync=opts.fsync,
                         on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
     recorder.record_migrations(replayed)
     workers = default_workers(scenario, opts.workers)
@@ -426,7 +430,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
     # --max-time counts from the job's start (data and worker start-up included), as --help says.
     job_start = reporter.meter.job_start if reporter is not None else None
     deadline = Deadline.for_run(job_start or time.time(), scenario.max_time)
-    since_checkpoint = 0
+    snapshots = SnapshotPolicy(scenario.checkpoint_every)
 
     def stop_check() -> StopRequest | None:
         if stop.reason:
@@ -434,7 +438,6 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         return deadline.check(time.time())
 
     def on_evaluation(ev: Any) -> None:
-        nonlocal since_checkpoint
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
         reporter.observe(ev)
@@ -443,9 +446,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         if ev.state is not EvalState.PRUNED:
             # Any evaluation started may run to the end: a pruned one's time says nothing of that.
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
-        since_checkpoint += 1
-        if since_checkpoint >= scenario.checkpoint_every:
-            since_checkpoint = 0
+        if snapshots.result():
             recorder.snapshot(engine.get_state())
 
     n_workers = transport.n_workers

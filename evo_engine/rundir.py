@@ -140,6 +140,8 @@ class RunLock:
         self._fh: Any = None
         self._made_dirs: list[Path] = []
         self._made_lock = False
+        self.unguarded: str | None = None
+        """Why the directory could not be locked (the run goes on unguarded), or None."""
 
     @property
     def made_dir(self) -> bool:
@@ -180,8 +182,13 @@ class RunLock:
                 f"run directory {self.run_dir} is in use by {holder}; wait for it to end "
                 f"(or stop it) before starting or resuming this run"
             ) from None
-        except OSError:
-            pass  # file systems without flock: go on unguarded rather than refuse to run
+        except OSError as exc:
+            # File systems without flock (Lustre mounted without -o flock, some NFS): go on,
+            # but say loudly that nothing stops a second job from writing this store.
+            self.unguarded = (
+                f"the run directory {self.run_dir} cannot be locked ({exc.strerror or exc}: "
+                "its file system does not support flock), so nothing stops a second job "
+                "from writing the same run store; make sure only one job uses it")
         try:
             same = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
         except OSError:

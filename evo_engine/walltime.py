@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -36,6 +37,12 @@ def slurm_end_time(env: Mapping[str, str] = os.environ) -> float | None:
         return None
 
 
+WINDOW = 1000
+"""Durations the guess at the next one is taken from: the most recent ones."""
+REFRESH = 32
+"""Results between two recomputations of that guess (the loop checks it every turn)."""
+
+
 class Deadline:
     """Decides when to stop issuing work so a job ends cleanly before ``end``."""
 
@@ -43,7 +50,9 @@ class Deadline:
         self.end = end
         self.margin = margin
         self.reason = reason
-        self._durations: list[float] = []
+        self._durations: deque[float] = deque(maxlen=WINDOW)
+        self._expected: float | None = 0.0
+        self._since = 0
 
     @classmethod
     def for_run(cls, start: float, max_time: float | None,
@@ -63,12 +72,18 @@ class Deadline:
 
     def observe(self, seconds: float) -> None:
         self._durations.append(seconds)
+        self._since += 1
+        # The first results move the guess most; later it is refreshed every REFRESH results.
+        if self._since >= REFRESH or len(self._durations) <= REFRESH:
+            self._expected = None
 
     def expected_duration(self) -> float:
-        """A cautious guess at the next evaluation's length: the 90th percentile so far."""
-        if not self._durations:
-            return 0.0
-        return float(np.quantile(self._durations[-1000:], 0.9))
+        """A cautious guess at the next evaluation's length: the 90th percentile of the last
+        WINDOW durations, recomputed at most every REFRESH results (cheap to call each turn)."""
+        if self._expected is None:
+            self._expected = float(np.quantile(np.fromiter(self._durations, float), 0.9))
+            self._since = 0
+        return self._expected
 
     def check(self, now: float) -> StopRequest | None:
         if self.end is None:

@@ -149,3 +149,13 @@ def test_restore_refuses_a_different_space() -> None:
     state = Optimizer(SPACE, seed=0).get_state()
     with pytest.raises(ValueError, match="space"):
         Optimizer.from_state(state, space=Space(x=Float(0, 1)))
+
+
+def test_migrations_are_counted_not_kept() -> None:
+    opt = Optimizer(SPACE, operator="ga", seed=0, population_size=4, islands=2,
+                    migration_interval=2)
+    for _ in range(60):
+        cand = opt.ask()
+        opt.tell(cand, loss(cand.params))
+    assert opt.n_migrations > 0
+    assert opt.engine.migrations == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -173,8 +174,14 @@ def test_engine_state_round_trip_keeps_the_rungs_and_restarts_evaluations_in_fli
     eng.report(tasks[4].uid, 1, 0.05)  # in flight at the snapshot
     state = eng.get_state()
     assert state["pruner"]["config"] == PRUNING.describe()
+    # Only the evaluation in flight is in the snapshot: finished ones come from the log.
+    assert state["pruner"]["in_flight"] == [[[tasks[4].uid, 0.05]], []]
     back = Engine.from_state(SPACE, eng.config, state)
     assert back.get_state()["pruner"] == state["pruner"]
+    assert back.pruner is not None and back.pruner.needs_rebuild
+    back.pruner.rebuild(np.array([t.uid for t in tasks[:4]]), np.ones(4, int),
+                        0.1 * np.arange(1, 5))
+    assert back.pruner.rungs[0].sorted == eng.pruner.rungs[0].sorted
     # In-flight evaluations come back pending; issued again, they report from step 0 and
     # replace their earlier rung value instead of counting twice.
     again = back.ask(0)
@@ -282,9 +289,10 @@ def test_pruned_evaluations_keep_their_curves_in_the_store(tmp_path: Path, monke
     assert engine.best.fitness == np.nanmin(run["fitness"])
 
 
-def rung_values(engine: Engine) -> list[set[tuple[int, float]]]:
+def rung_values(engine: Engine) -> list[tuple[list[float], dict[int, float]]]:
+    """Every rung's values (sorted) and those of evaluations in flight (by uid)."""
     assert engine.pruner is not None
-    return [set(r.by_uid.items()) for r in engine.pruner.rungs]
+    return [(r.sorted, r.by_uid) for r in engine.pruner.rungs]
 
 
 def test_stopped_and_resumed_run_makes_the_same_decisions(
@@ -368,7 +376,13 @@ def test_local_workers_report_then_stop_on_a_signal_and_resume(tmp_path: Path) -
     check_curves(run)  # nothing lost, nothing twice, in-flight ones rerun from step 1
     snap = RunStore.open(run_dir, mode="r").latest_snapshot()
     assert snap is not None
-    counts = [len(r) for r in snap["engine"]["pruner"]["rungs"]]
+    saved = snap["engine"]["pruner"]
+    assert saved["in_flight"] == [[] for _ in saved["in_flight"]]  # the run finished
+    c = saved["config"]
+    asha = ASHA(ASHAConfig(c["eta"], c["min_steps"], c["max_steps"]))
+    asha.set_state(saved)
+    asha.rebuild(run["curve_uid"], run["curve_step"], run["curve_value"])
+    counts = [n for _, n in asha.counts()]
     assert counts[0] == 30 and counts[0] > counts[1] > 0
 
 
@@ -396,3 +410,32 @@ def test_reports_travel_under_mpiexec(tmp_path: Path) -> None:
     assert 0 < pruned.sum() < len(pruned)
     check_curves(run)
     assert not math.isnan(np.nanmin(run["fitness"]))
+
+
+def test_snapshot_state_stays_flat_while_rebuild_restores_every_value() -> None:
+    cfg = ASHAConfig(eta=3, min_steps=1, max_steps=27)
+    live = ASHA(cfg)
+    rng = np.random.default_rng(1)
+    log: list[tuple[int, int, float]] = []
+    sizes = []
+    for uid in range(3000):
+        curve = []
+        for step in (1, 2, 3, 9, 10):
+            value = float(rng.random()) if uid % 97 else float("nan")
+            curve.append((step, value))
+            if live.decide(uid, step, value):
+                break
+        live.finish(uid, curve)
+        log += [(uid, s, v) for s, v in curve]
+        if uid in (299, 2999):
+            sizes.append(len(json.dumps(live.get_state())))
+    assert sizes[0] == sizes[1]  # nothing in flight: the state does not grow with the run
+    live.decide(5000, 3, 0.25)  # one in flight
+    back = ASHA(cfg)
+    back.set_state(json.loads(json.dumps(live.get_state())))
+    uid, step, value = (np.array(c) for c in zip(*log))
+    back.rebuild(uid, step, value)
+    assert [r.sorted for r in back.rungs] == [r.sorted for r in live.rungs]
+    assert back.counts() == live.counts() and back.counts()[0] == (1, 3001)
+    for u, v in [(6000, 0.01), (6001, 0.5), (6002, 0.99)]:
+        assert live.decide(u, 9, v) == back.decide(u, 9, v)

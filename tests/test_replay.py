@@ -80,7 +80,11 @@ def same_task(a: Task, b: Task) -> bool:
 def comparable_state(engine: Engine) -> dict[str, Any]:
     state = engine.get_state()
     if state["pruner"]:
-        state["pruner"]["rungs"] = [sorted(map(tuple, r)) for r in state["pruner"]["rungs"]]
+        # Snapshots hold the values of evaluations in flight; compare every value too.
+        assert engine.pruner is not None
+        state["pruner"]["in_flight"] = [sorted(map(tuple, r))
+                                        for r in state["pruner"]["in_flight"]]
+        state["pruner"]["values"] = [list(r.sorted) for r in engine.pruner.rungs]
     return state
 
 

@@ -89,3 +89,102 @@ def test_open_refuses_what_is_not_a_run(tmp_path: Path) -> None:
     zarr.open_group(str(tmp_path / "run.zarr"), mode="r+").attrs["format_version"] = 99
     with pytest.raises(StoreError, match="newer than this evo_engine reads"):
         RunStore.open(tmp_path)
+
+
+def test_a_kill_between_two_column_resizes_is_repaired_by_the_next_append(tmp_path: Path) -> None:
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, CHUNK), CHUNK)
+    # The kill: the first column grew to two chunks, the others did not.
+    z = zarr.open_group(str(tmp_path / "run.zarr"), mode="r+")
+    z["evaluations/uid"].resize((2 * CHUNK,))
+    reopened = RunStore.open(tmp_path)
+    assert reopened.evaluations.committed == CHUNK
+    reopened.evaluations.append(rows(CHUNK, 5), 5)
+    again = RunStore.open(tmp_path)
+    assert again.damage == []
+    assert again.evaluations.read("uid").tolist() == list(range(CHUNK + 5))
+    assert again.evaluations.read("fitness")[-5:].tolist() == np.linspace(0, 1, 5).tolist()
+    assert again.evaluations.read("genome").shape == (CHUNK + 5, 3)
+
+
+def test_column_reads_committed_rows_only(tmp_path: Path) -> None:
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 6), 6)
+    ev = RunStore.open(tmp_path).evaluations
+    assert ev.column("uid", 2, 4).tolist() == [2, 3]
+    assert ev.column("uid", 4, 100).tolist() == [4, 5]
+    assert ev.column("no_such_column", 0, 3).tolist() == [-1, -1, -1]
+    assert ev.has_column("params/c") and not ev.has_column("no_such_column")
+
+
+def test_sync_fsyncs_the_chunks_and_marker_an_append_wrote(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 3), 3)
+    monkeypatch.setattr(os, "fsync", spy)
+    paths = st.evaluations.sync()
+    root = tmp_path / "run.zarr" / "evaluations"
+    assert root / "zarr.json" in paths and root / "uid" / "c" / "0" in paths
+    assert root / "genome" / "c" / "0" / "0" in paths
+    assert str(root / "uid" / "c" / "0") in synced and str(root / "uid" / "c") in synced
+    assert st.evaluations.sync() == []  # nothing appended since
+
+
+def test_an_unlockable_run_directory_is_said_loudly(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import fcntl
+
+    from evo_engine.rundir import RunLock
+
+    def no_flock(fh: object, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()
+    assert lock.unguarded is not None and "cannot be locked" in lock.unguarded
+    assert "No locks available" in lock.unguarded and "second job" in lock.unguarded
+    lock.release()
+
+
+def test_store_uses_zarr_public_api_only() -> None:
+    src = (Path(__file__).resolve().parent.parent / "evo_engine").rglob("*.py")
+    for path in src:
+        text = path.read_text()
+        assert "zarr.core" not in text and "_async_array" not in text, path
+        if path.name != "store.py":
+            assert "._arrays" not in text, path
+
+
+def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Path, monkeypatch,
+                                                                    capsys) -> None:
+    import errno
+    import fcntl
+    import json
+
+    from evo_engine.cli import main
+
+    def no_flock(fh: object, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setenv("QUICK_EVALS", "4")
+    quick = Path(__file__).resolve().parent / "scenarios" / "quick.py"
+    from evo_engine.log import configure
+
+    try:
+        assert main([str(quick), "--workers", "0", "--run-dir", str(tmp_path / "run"),
+                     "--quiet"]) == 0
+    finally:
+        configure(None)
+    assert "cannot be locked" in capsys.readouterr().err
+    events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("cannot be locked" in str(e.get("message", "")) for e in events)

@@ -1,0 +1,118 @@
+"""The writer: snapshots on a time interval, bounded memory, and the fsync policies."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from evo_engine.engine import Engine, EngineConfig
+from evo_engine.recorder import Recorder, SnapshotPolicy
+from evo_engine.records import Result
+from evo_engine.space import Float, Space
+from evo_engine.store import RunStore
+
+SPACE = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_snapshots_follow_results_but_never_more_often_than_the_gap() -> None:
+    clock = FakeClock()
+    p = SnapshotPolicy(every=5, interval=30.0, min_gap=10.0, clock=clock)
+    due = [p.result() for _ in range(5)]
+    assert due == [False] * 4 + [True]  # the first one after `every` results
+    # A thousand fast results within the gap: no snapshot.
+    assert not any(p.result() for _ in range(1000))
+    clock.now += 10.0
+    assert p.result()  # `every` passed long ago and the gap is over
+    clock.now += 29.0
+    assert not p.result()  # fewer than `every` results, interval not reached
+    clock.now += 1.0
+    assert p.result()  # the interval: one result since the last snapshot is enough
+
+
+def _store_and_engine(tmp_path: Path) -> tuple[RunStore, Engine]:
+    store = RunStore.create(tmp_path, attrs={"scenario": "t"}, param_kinds=SPACE.column_kinds(),
+                            dim=SPACE.dim)
+    return store, Engine(SPACE, EngineConfig(max_evals=10_000, population_size=4, seed=0))
+
+
+def _one(engine: Engine, i: int):
+    task = engine.ask(0)
+    _, ev = engine.tell(Result(uid=task.uid, worker=0, fitness=float(i), t_start=i, t_end=i + 1))
+    return task, ev
+
+
+def test_a_slow_disk_blocks_the_coordinator_instead_of_growing_the_queue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    rec = Recorder(store, SPACE, flush_interval=0.01, max_pending=8)
+    real = type(store.evaluations).append
+    longest = []
+
+    def slow(table, rows, n):
+        longest.append(len(rec._items))
+        time.sleep(0.05)
+        real(table, rows, n)
+
+    monkeypatch.setattr(type(store.evaluations), "append", slow)
+    for i in range(60):
+        task, ev = _one(engine, i)
+        rec.record_task(task)
+        rec.record(ev)
+        assert len(rec._items) < 8
+    rec.close()
+    assert rec.blocked_seconds > 0
+    got = RunStore.open(tmp_path).evaluations.read("fitness")
+    assert got.tolist() == [float(i) for i in range(60)]
+
+
+@pytest.mark.parametrize("policy", ["never", "snapshots", "always"])
+def test_fsync_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    rec = Recorder(store, SPACE, background=False, fsync=policy)
+    for i in range(3):
+        task, ev = _one(engine, i)
+        rec.record_task(task)
+        rec.record(ev)
+    rec.flush()
+    root = str(tmp_path / "run.zarr")
+    chunk = f"{root}/evaluations/fitness/c/0"
+    assert (chunk in synced) == (policy == "always")
+    synced.clear()
+    rec.snapshot(engine.get_state())
+    rec.flush()
+    if policy == "never":
+        assert synced == []
+    else:
+        # The rows, then the snapshot, then the pointer that names it.
+        pointer = synced.index(f"{root}/snapshots/zarr.json")
+        snap = synced.index(f"{root}/snapshots/s00000001/c/0")
+        assert snap < pointer
+        if policy == "snapshots":
+            assert synced.index(f"{root}/evaluations/zarr.json") < snap
+    rec.close()
+    assert RunStore.open(tmp_path).latest_snapshot()["log_position"] == 3
+
+
+def test_unknown_fsync_policy_is_refused(tmp_path: Path) -> None:
+    store, _ = _store_and_engine(tmp_path)
+    with pytest.raises(ValueError, match="fsync"):
+        Recorder(store, SPACE, background=False, fsync="sometimes")
