@@ -220,3 +220,26 @@ def test_a_task_log_without_told_before_resumes_approximately(tmp_path: Path) ->
     assert sorted(t.uid for t in resumed.pending) == sorted(t.uid for t in busy)
     run_out_of_order(resumed, workers=3)
     assert resumed.n_finished == 30
+
+
+def test_es_tasks_replay_without_a_mismatch_warning(tmp_path: Path) -> None:
+    """An ES offspring has many parents; the task log keeps two, and that is no mismatch."""
+    cfg = EngineConfig(max_evals=60, islands=1, population_size=8, operator="es")
+    store = _store(tmp_path)
+    rec = Recorder(store, SPACE, background=False)
+    eng = Engine(SPACE, cfg)
+    busy = [eng.ask() for _ in range(2)]
+    for t in busy:
+        rec.record_task(t)
+    for _ in range(30):
+        _, ev = eng.tell(done(busy.pop(0)))
+        rec.record(ev)
+        busy.append(eng.ask())
+        rec.record_task(busy[-1])
+    rec.close()
+    assert max(len(t.parents) for t in busy) > 2  # the case: more parents than the log keeps
+    warnings: list[str] = []
+    resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, cfg, warnings.append)
+    assert warnings == []
+    assert sorted(t.uid for t in resumed.pending) == sorted(t.uid for t in busy)
+    assert [len(t.parents) for t in resumed.pending] == [len(t.parents) for t in busy]
