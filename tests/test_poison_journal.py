@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_mpi import SCENARIOS, evaluations, finish, needs_mpiexec, start_mpirun, store_attrs
 
 from evo_engine.actors.base import WorkerSpec
 from evo_engine.actors.inline import InlineTransport
@@ -193,3 +195,26 @@ def test_a_job_killed_before_any_flush_is_resumed_not_started_anew(tmp_path: Pat
     journal.dispatched(0, np.zeros(2))
     journal.close()
     assert plan_run(tmp_path, opts, made_dir=False).resume  # its crash must be counted
+
+
+@pytest.mark.mpi
+@needs_mpiexec
+def test_a_task_that_kills_its_mpi_job_is_failed_on_the_resume_after_its_second_crash(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = (str(SCENARIOS / "mpi_poison.py"), "--run-dir", str(run_dir), "--quiet")
+    codes = [finish(start_mpirun(3, *args, cwd=tmp_path)).returncode]
+    while codes[-1] != 0 and len(codes) <= 3:  # resumed up to 3 times
+        done = finish(start_mpirun(3, *args, "--resume", cwd=tmp_path))
+        codes.append(done.returncode)
+    # Two crashes (MPICH ends the job with the dead rank's status), then the resume after
+    # the second one records uid 3 FAILED instead of issuing it, and the run finishes.
+    assert codes[0] != 0 and codes[1] != 0 and codes[2:] == [0], (codes, done.stderr)
+    assert "at 2 crashes" in done.stderr and "uid 3" in done.stderr  # the resume's warning
+    attrs = store_attrs(run_dir)
+    assert attrs["status"] == "finished" and attrs["jobs"] == 3
+    ev = evaluations(run_dir)
+    assert sorted(ev["uid"].tolist()) == list(range(6))  # each uid once
+    failed = [(int(u), str(e)) for u, s, e in zip(ev["uid"], ev["state"], ev["error"],
+                                                  strict=True) if s == EvalState.FAILED]
+    assert failed == [(3, "worker died while evaluating (in flight at 2 crashes)")]
