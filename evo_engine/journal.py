@@ -20,6 +20,7 @@ job number, so lines of an earlier job that was counted already are never counte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
 from pathlib import Path
@@ -60,8 +61,9 @@ class Journal:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def unfinished(run_dir: Path, job: int) -> dict[int, str] | None:

@@ -392,8 +392,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             recorder.snapshot(engine.get_state())
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
                else "worker_start_failed" if isinstance(exc, WorkerStartError) else "error")
+        journal.close()
         with contextlib.suppress(Exception):
-            journal.close()
             _shutdown(transport, recorder, store, "stopped", why)
         stop.restore()
         if isinstance(exc, WorkerStartError):
@@ -456,8 +456,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         reporter.observe(ev)
         if callbacks is not None:
             callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
-        if ev.state is not EvalState.PRUNED:
-            # Any evaluation started may run to the end: a pruned one's time says nothing of that.
+        if ev.state is not EvalState.PRUNED and ev.result.worker >= 0:
+            # Any evaluation started may run to the end: a pruned one's time says nothing of
+            # that, nor does a poison task failed without running (worker -1).
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
         since_checkpoint += 1
         if since_checkpoint >= scenario.checkpoint_every:
