@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_mpi import SCENARIOS, evaluations, finish, needs_mpiexec, start_mpirun, store_attrs
+from test_mpi import SCENARIOS, finish, needs_mpiexec, start_mpirun, store_attrs
 
 from evo_engine.actors.base import WorkerSpec
 from evo_engine.actors.inline import InlineTransport
@@ -213,8 +213,10 @@ def test_a_task_that_kills_its_mpi_job_is_failed_on_the_resume_after_its_second_
     assert "at 2 crashes" in done.stderr and "uid 3" in done.stderr  # the resume's warning
     attrs = store_attrs(run_dir)
     assert attrs["status"] == "finished" and attrs["jobs"] == 3
-    ev = evaluations(run_dir)
-    assert sorted(ev["uid"].tolist()) == list(range(6))  # each uid once
-    failed = [(int(u), str(e)) for u, s, e in zip(ev["uid"], ev["state"], ev["error"],
-                                                  strict=True) if s == EvalState.FAILED]
+    log = RunStore.open(run_dir).evaluations
+    uids = log.read("uid").tolist()
+    assert sorted(uids) == list(range(6))  # each uid once
+    failed = [(u, str(e)) for u, s, e in zip(uids, log.read("state").tolist(),
+                                             log.read("error").tolist(), strict=True)
+              if s == EvalState.FAILED]
     assert failed == [(3, "worker died while evaluating (in flight at 2 crashes)")]
