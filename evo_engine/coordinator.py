@@ -139,7 +139,7 @@ class Coordinator:
         while idle:
             w = idle[0]
             if self.batch == 1:
-                task = self.engine.ask(w)
+                task = self._ask(w)
                 if task is None:
                     self.refused = True
                     return
@@ -157,6 +157,15 @@ class Coordinator:
             self.busy[w] = {t.uid for t in tasks}
             self.running += len(tasks)
             self.transport.submit_batch(w, tasks)
+
+    def _ask(self, worker: int) -> Task | None:
+        task = self.engine.ask(worker)
+        if self.engine.poisoned_issued:  # rare: tasks the resume's poison rule fails at issue
+            for ev in self.engine.drain_poisoned():
+                if self.on_task:
+                    self.on_task(ev.task)
+                self._count(ev)
+        return task
 
     def _key(self, task: Task) -> Hashable:
         if self.batch_key is None:
@@ -185,7 +194,7 @@ class Coordinator:
                         rest.append(t)
                 self.held = rest
         while len(members) < self.batch and not self.refused and len(self.held) < self.batch:
-            task = self.engine.ask(worker)
+            task = self._ask(worker)
             if task is None:
                 self.refused = True
                 break

@@ -27,6 +27,7 @@ import numpy as np
 
 from evo_engine.dedupe import Dedupe, Pick
 from evo_engine.island import Island
+from evo_engine.journal import genome_digest
 from evo_engine.operators import DESIGNS, OPERATORS
 from evo_engine.operators.base import OperatorSettings
 from evo_engine.pruning import ASHA, ASHAConfig
@@ -191,6 +192,12 @@ class Engine:
         """Configurations issued so far (never issued again by accident) and re-evaluations."""
         self.warm_start: deque[np.ndarray] = deque()
         """Known configurations to issue before anything else (``add_warm_start``)."""
+        self.poisoned: dict[int, tuple[str, str]] = {}
+        """uid → (genome digest, error): a task to record FAILED as it is issued instead of
+        handing it out, if it is that configuration again (it crashed jobs before its row
+        reached the task log). Set by the resume from store attributes, never in snapshots."""
+        self.poisoned_issued: list[Evaluation] = []
+        """Evaluations ``ask`` failed that way; the coordinator records them (``drain_poisoned``)."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -241,9 +248,21 @@ class Engine:
         if self.budget_left <= 0:
             return None
         task = self._issue()
+        while task is not None and task.uid in self.poisoned:
+            digest, error = self.poisoned.pop(task.uid)
+            if genome_digest(task.genome) != digest:
+                break  # not the configuration that crashed: replay was not exact here
+            self._start(task)
+            self.poisoned_issued.append(self.fail_in_flight(task.uid, error))
+            task = self._issue() if self.budget_left > 0 else None
         if task is not None:
             self._start(task)
         return task
+
+    def drain_poisoned(self) -> list[Evaluation]:
+        """The tasks ``ask`` recorded FAILED since the last call (see ``poisoned``), in order."""
+        out, self.poisoned_issued = self.poisoned_issued, []
+        return out
 
     def _issue(self) -> Task | None:
         """A new task, or None under the sync barrier: the one path every new task takes.

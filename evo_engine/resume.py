@@ -13,7 +13,11 @@ if never issued, and replay re-creates them when the engine reaches that state a
 
 Poison tasks: a task in flight when a job crashed (status still "running") counts one
 crash; at ``POISON_CRASHES`` it is recorded FAILED instead of being issued again, so a task
-that kills its worker (and with it an MPI job) cannot stop a run forever.
+that kills its worker (and with it an MPI job) cannot stop a run forever. "In flight" is
+what the crashed job's task log and its dispatch journal (``evo_engine.journal``) say: a
+task that killed the job before its row was flushed is known from the journal only. Such a
+task is re-created by the replayed engine later, with the same uid; at ``POISON_CRASHES``
+its uid goes into ``Engine.poisoned`` and it is recorded FAILED as it is issued.
 
 The replayed results carry their intermediate reports from the ``curves`` table, so a pruner's
 rung values recorded after the snapshot are restored too. Evaluations in flight at the stop
@@ -31,6 +35,7 @@ import numpy as np
 
 from evo_engine.dedupe import register_logged_tasks
 from evo_engine.engine import Engine, EngineConfig, Evaluation, Migration, TellOutcome
+from evo_engine.journal import genome_digest, unfinished
 from evo_engine.recorder import Recorder
 from evo_engine.records import EvalState, Result, Task, frozen_genome
 from evo_engine.space import Space
@@ -213,7 +218,8 @@ def rebuild_engine(
         shown = "; ".join(mismatches[:3]) + (f"; and {len(mismatches) - 3} more"
                                              if len(mismatches) > 3 else "")
         warn(f"replay re-created {len(mismatches)} of {len(new)} tasks differently ({shown})")
-    poisoned, counts = _poison(store, engine, crashed, poison_after)
+    job = int(store.attrs.get("jobs", 1))
+    poisoned, counts, digests = _poison(store, engine, crashed, poison_after, job)
     engine.end_replay()
     if poisoned:
         rec = Recorder(store, space, background=False)
@@ -222,34 +228,70 @@ def rebuild_engine(
         rec.close()
     # Counts after the FAILED rows: a kill before them leaves the old counts and job start,
     # so the next resume counts this crash again and fails the same tasks.
-    store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())})
+    store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())},
+                    crash_digests={str(u): d for u, d in sorted(digests.items())})
     if poisoned:
         warn(f"{len(poisoned)} task(s) were in flight at {poison_after} crashes and are recorded "
              f"FAILED instead of issued again: uid " + ", ".join(str(e.task.uid) for e in poisoned))
+    if engine.poisoned:
+        warn(f"{len(engine.poisoned)} task(s) not in the task log were handed to a worker at "
+             f"{poison_after} crashes: they are recorded FAILED when the run issues them again: "
+             "uid " + ", ".join(str(u) for u in sorted(engine.poisoned)))
     # Rows from here on were issued by the job about to start (the next resume's crash count).
     store.set_attrs(job_tasks_start=store.tasks.committed)
     return engine, engine.drain_migrations()
 
 
-def _poison(store: RunStore, engine: Engine, crashed: bool,
-            poison_after: int) -> tuple[list[Evaluation], dict[int, int]]:
+def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int,
+            job: int) -> tuple[list[Evaluation], dict[int, int], dict[int, str]]:
     """Count a crash for every task the crashed job had issued and not finished; fail the worst.
 
     Only tasks the crashed job handed to a worker count (a task still queued for re-issue
-    was never running). Counts are kept in the ``crash_counts`` attribute, uid → crashes,
-    for tasks still in flight only; the caller stores the counts returned.
+    was never running): those in its dispatch journal without a result, or for a run from
+    before the journal, those in its part of the task log. A journaled uid at or beyond
+    ``engine.next_uid`` never reached the log (or its row was lost with results); replay
+    re-creates it with the same uid, so at ``poison_after`` crashes it goes into
+    ``engine.poisoned`` (FAILED when issued, if its genome digest is the journaled one) and
+    keeps its count and digest (``crash_digests``) until its row is logged. Counts are kept
+    in the ``crash_counts`` attribute, uid → crashes, for such tasks and tasks still in
+    flight only; the caller stores the counts (and digests) returned. ``job`` is the crashed
+    job's number (the ``jobs`` attribute, raised only after this count), whose journal lines
+    are read.
     """
+    def unlogged(uid: int) -> bool:
+        return uid >= engine.next_uid
+
     counts = {int(k): int(v) for k, v in store.attrs.get("crash_counts", {}).items()}
-    counts = {u: c for u, c in counts.items() if u in engine.in_flight}
+    digests = {int(k): str(v) for k, v in store.attrs.get("crash_digests", {}).items()}
+    counts = {u: c for u, c in counts.items()
+              if u in engine.in_flight or (unlogged(u) and u in digests)}
     if crashed:
-        start = int(store.attrs.get("job_tasks_start", 0))
-        stop = store.tasks.committed
-        issued = set(store.tasks.column("uid", start, stop).tolist()) if stop > start else set()
-        for uid in engine.in_flight:
-            if uid in issued:
-                counts[uid] = counts.get(uid, 0) + 1
+        # The journal knows more than the task log (tasks not flushed yet, results that
+        # came back but were not flushed); the log is for runs from before the journal.
+        journaled = unfinished(store.path.parent, job)
+        if journaled is None:
+            start = int(store.attrs.get("job_tasks_start", 0))
+            stop = store.tasks.committed
+            logged = store.tasks.column("uid", start, stop).tolist() if stop > start else []
+            journaled = {u: "" for u in logged}
+        for uid, digest in journaled.items():
+            if uid in engine.in_flight:
+                # A count made while the uid was unlogged holds for that configuration only.
+                same = uid not in digests or digests[uid] == genome_digest(
+                    engine.in_flight[uid].genome)
+                counts[uid] = counts.get(uid, 0) + 1 if same else 1
+            elif unlogged(uid) and digest:
+                # Counted against the configuration: one the engine re-creates differently
+                # under this uid (replay not exact there) starts its count again.
+                same = digests.get(uid) == digest
+                counts[uid] = counts.get(uid, 0) + 1 if same else 1
+                digests[uid] = digest
     poisoned = []
     if poison_after > 0:
         for uid in sorted(u for u, c in counts.items() if c >= poison_after):
-            poisoned.append(engine.fail_in_flight(uid, POISON_ERROR.format(n=counts.pop(uid))))
-    return poisoned, counts
+            if unlogged(uid):
+                engine.poisoned[uid] = (digests[uid], POISON_ERROR.format(n=counts[uid]))
+            else:
+                poisoned.append(engine.fail_in_flight(uid, POISON_ERROR.format(n=counts.pop(uid))))
+    digests = {u: d for u, d in digests.items() if u in counts and unlogged(u)}
+    return poisoned, counts, digests

@@ -30,6 +30,8 @@ from evo_engine.coordinator import Coordinator, StopRequest
 from evo_engine.engine import Engine, task_seed
 from evo_engine.errors import InputError
 from evo_engine.fingerprint import inputs_diff, run_inputs
+from evo_engine.journal import NAME as JOURNAL_NAME
+from evo_engine.journal import Journal, has_entries
 from evo_engine.log import configure
 from evo_engine.overrides import apply_sets
 from evo_engine.progress import ProgressReporter
@@ -44,7 +46,8 @@ from evo_engine.walltime import Deadline
 from evo_engine.warmstart import warm_start_genomes
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "wandb")
+RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "wandb",
+                 JOURNAL_NAME)
 
 
 class UsageError(InputError):
@@ -113,7 +116,9 @@ def plan_run(run_dir: Path, opts: RunOptions, made_dir: bool) -> Plan:
                              "run.zarr inside); start it without --resume")
         if d.kind == "damaged":
             raise UsageError(f"--resume: {d.problem}")
-        if d.kind == "started":
+        if d.kind == "started" or (d.kind == "unstarted" and has_entries(run_dir)):
+            # Tasks were handed out (evo_engine.journal) and the job died before anything was
+            # flushed: resuming counts that crash against them (the poison rule).
             return Plan(resume=True)
         return Plan(resume=False, clear=("run.zarr",), note=(
             f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
@@ -352,6 +357,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         if warm:
             engine.add_warm_start(warm)
             log.info("warm_start", configurations=len(warm), source=str(opts.warm_start))
+    # Written before each task goes out, so a crash is blamed even on unflushed tasks.
+    journal = Journal(run_dir, int(store.attrs.get("jobs", 1)))
     if opts.warm_start and checked is not None:
         warn("--warm-start is ignored with --resume: the run keeps the warm-start queue it "
              "was started with")
@@ -381,7 +388,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
-                                      callbacks, reporter)
+                                      callbacks, reporter, journal)
     except BaseException as exc:
         callbacks.close(timeout=5.0)
         # Keep what can be kept: the results so far and a snapshot to resume from.
@@ -389,6 +396,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             recorder.snapshot(engine.get_state())
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
                else "worker_start_failed" if isinstance(exc, WorkerStartError) else "error")
+        journal.close()
         with contextlib.suppress(Exception):
             _shutdown(transport, recorder, store, "stopped", why)
         stop.restore()
@@ -400,6 +408,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             ) from None
         raise
     callbacks.close()
+    journal.close()
     finished = reason == "finished"
     _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,
               trim=finished)
@@ -424,8 +433,8 @@ def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status:
 
 def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
            stop: StopFlag, opts: RunOptions, log: Any,
-           callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None
-           ) -> tuple[str, Coordinator, list[Any]]:
+           callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None,
+           journal: Journal | None = None) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     # --max-time counts from the job's start (data and worker start-up included), as --help says.
     job_start = reporter.meter.job_start if reporter is not None else None
@@ -437,14 +446,22 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
             return StopRequest(stop.reason, abort=True)
         return deadline.check(time.time())
 
+    def on_task(task: Task) -> None:
+        if journal is not None:
+            journal.dispatched(task.uid, task.genome)  # before the transport sends it
+        recorder.record_task(task)
+
     def on_evaluation(ev: Any) -> None:
+        if journal is not None:
+            journal.finished(ev.task.uid)
         recorder.record(ev)
         recorder.record_migrations(engine.drain_migrations())
         reporter.observe(ev)
         if callbacks is not None:
             callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
-        if ev.state is not EvalState.PRUNED:
-            # Any evaluation started may run to the end: a pruned one's time says nothing of that.
+        if ev.state is not EvalState.PRUNED and ev.result.worker >= 0:
+            # Any evaluation started may run to the end: a pruned one's time says nothing of
+            # that, nor does a poison task failed without running (worker -1).
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
         if snapshots.result():
             recorder.snapshot(engine.get_state())
@@ -457,7 +474,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: R
         reporter = ProgressReporter(n_workers, quiet=opts.quiet)
     reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
-                        on_task=recorder.record_task, on_tick=reporter, stop_check=stop_check,
+                        on_task=on_task, on_tick=reporter, stop_check=stop_check,
                         log=log, batch=scenario.batch, batch_key=scenario.batch_key)
     coord.progress.finished = engine.n_finished
     coord.progress.complete = engine.counts[EvalState.COMPLETE]

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from evo_engine.errors import InputError
 
-OURS = ("run.zarr", "log.jsonl", "scratch", ".lock")
+OURS = ("run.zarr", "log.jsonl", "scratch", ".lock", "dispatched.log")
 GARBAGE_PREFIXES = (".run.zarr.creating-", ".trash-")
 """Names of what a killed job may leave half-made or half-deleted; always safe to delete."""
 

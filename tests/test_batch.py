@@ -114,6 +114,7 @@ class ScriptedEngine:
         self.max_evals = len(archs)
         self.n_finished = 0
         self.stopping = False
+        self.poisoned_issued: list[Any] = []  # the coordinator looks (resume's poison rule)
 
     def ask(self, worker: int) -> Task | None:
         if self.stopping or self.next_uid >= len(self.archs):
