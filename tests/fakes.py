@@ -22,3 +22,15 @@ class FakeContext:
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.reports) >= self.stop_after
+
+
+def tiny_advection_task(epochs: int = 2, **changes):
+    """An advection task small enough to train in a second: 30 trajectories at 32 × 14."""
+    from evo_engine.sciml.advection import AdvectionRecipe
+    from evo_engine.sciml.training import PDEBENCH_DEFAULTS, AdvectionTask
+
+    defaults = {**PDEBENCH_DEFAULTS, "init_features": 4, "unet_depth": 2, "batch_size": 8,
+                "width": 8, "modes": 4}
+    fields = dict(recipe=AdvectionRecipe(samples=30, nx=32, nt=14), nx=32, nt=14, epochs=epochs,
+                  unroll_step=2, eval_batch_size=4, defaults=defaults)
+    return AdvectionTask(**{**fields, **changes})

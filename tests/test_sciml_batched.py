@@ -22,12 +22,11 @@ import math
 
 import pytest
 import torch
-from fakes import FakeContext
+from fakes import FakeContext, tiny_advection_task
 
 from evo_engine.context import StopEvaluation
-from evo_engine.sciml.advection import AdvectionRecipe
 from evo_engine.sciml.batched import advection_batch_key, train_advection_batch
-from evo_engine.sciml.training import PDEBENCH_DEFAULTS, AdvectionTask, train_advection
+from evo_engine.sciml.training import AdvectionTask, train_advection
 
 RTOL = 1e-4
 
@@ -40,24 +39,7 @@ def _setup(tmp_path, monkeypatch) -> None:
 
 
 def tiny_task(**changes) -> AdvectionTask:
-    defaults = {
-        **PDEBENCH_DEFAULTS,
-        "init_features": 4,
-        "unet_depth": 2,
-        "batch_size": 8,
-        "width": 8,
-        "modes": 4,
-    }
-    fields = dict(
-        recipe=AdvectionRecipe(samples=30, nx=32, nt=14),
-        nx=32,
-        nt=14,
-        epochs=3,
-        unroll_step=2,
-        eval_batch_size=4,
-        defaults=defaults,
-    )
-    return AdvectionTask(**{**fields, **changes})
+    return tiny_advection_task(**{"epochs": 3, **changes})
 
 
 # (params, seed, prune after this many reports)

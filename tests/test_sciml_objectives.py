@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from fakes import FakeContext
+from fakes import FakeContext, tiny_advection_task
 
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import DataFileError
@@ -15,7 +15,6 @@ from evo_engine.sciml.digits import DigitsTask, digits_test_metrics, train_digit
 from evo_engine.sciml.metrics import METRIC_NAMES
 from evo_engine.sciml.pinn import PinnTask, pinn_test_metrics, train_pinn
 from evo_engine.sciml.training import (
-    PDEBENCH_DEFAULTS,
     AdvectionTask,
     advection_test_metrics,
     train_advection,
@@ -30,24 +29,7 @@ def _setup(tmp_path, monkeypatch) -> None:
 
 
 def tiny_task(**changes) -> AdvectionTask:
-    defaults = {
-        **PDEBENCH_DEFAULTS,
-        "init_features": 4,
-        "unet_depth": 2,
-        "batch_size": 8,
-        "width": 8,
-        "modes": 4,
-    }
-    fields = dict(
-        recipe=AdvectionRecipe(samples=30, nx=32, nt=14),
-        nx=32,
-        nt=14,
-        epochs=2,
-        unroll_step=2,
-        eval_batch_size=4,
-        defaults=defaults,
-    )
-    return AdvectionTask(**{**fields, **changes})
+    return tiny_advection_task(**{"epochs": 2, **changes})
 
 
 @pytest.mark.parametrize("model", ["unet", "fno"])
