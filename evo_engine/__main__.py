@@ -5,7 +5,7 @@ import sys
 # Before anything slow is imported: a stop signal from here on exits 3, not 143.
 from evo_engine import startup
 
-startup.install()
+startup.install(command_line=True)
 
 try:
     from evo_engine.cli import main

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any
 
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
-_state = {"raising": False, "stopped": False}
+_state = {"raising": False, "stopped": False, "command_line": False}
 
 
 class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like its base
@@ -33,7 +33,23 @@ class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     if _state["raising"]:
         _state["stopped"] = True
+        if _state.get("command_line"):
+            _quiet_aftermath()
         raise StopBeforeStart(signal.Signals(signum).name)
+
+
+def _quiet_aftermath() -> None:
+    """Silence what the interruption itself leaves behind in a process about to exit 3.
+
+    A signal can land inside a library's half-built object (zarr's event loop, a coroutine not
+    yet awaited); when it is collected, Python prints an "Exception ignored" traceback or a
+    RuntimeWarning that would read like a crash after the clean exit-3 message.
+    """
+    import sys
+    import warnings
+
+    sys.unraisablehook = lambda unraisable: None
+    warnings.simplefilter("ignore")
 
 
 def stopped_early() -> bool:
@@ -54,7 +70,7 @@ def _rank_other_than_0() -> bool:
     return False
 
 
-def install() -> dict[int, Any]:
+def install(command_line: bool = False) -> dict[int, Any]:
     """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
 
     Only on rank 0 of an MPI job. A worker rank keeps the default action until it serves
@@ -67,6 +83,8 @@ def install() -> dict[int, Any]:
     if _rank_other_than_0():
         return previous
     _state["raising"] = True
+    if command_line:
+        _state["command_line"] = True  # python -m evo_engine: the process ends with the run
     for name in SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:

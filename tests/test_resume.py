@@ -118,7 +118,9 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
     completion schedule must issue every logged task: nothing re-proposed after a crash.
     """
     run_dir = tmp_path / "run"
-    env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": "0.01", "QUICK_CHECKPOINT": "7"}
+    # Two workers halve the run's length: slower evaluations keep room for at least 3 kills.
+    sleep = "0.01" if workers == 0 else "0.04"
+    env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": sleep, "QUICK_CHECKPOINT": "7"}
     rng = random.Random(1234 + workers)
     budget, kills, seen_done = 150, 0, 0
     first = True
