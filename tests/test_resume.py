@@ -174,7 +174,16 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
         r = subprocess.run(evo_cmd(QUICK, "--workers", 0, "--run-dir", reference, "--quiet"),
                            env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-        assert tasks_by_uid(log) == tasks_by_uid(log_of(reference))
+        ours, theirs = tasks_by_uid(log), tasks_by_uid(log_of(reference))
+        # A task in flight at two of the kills is failed by the poison rule (it cannot tell an
+        # innocent task from one that kills its worker), and from there the runs differ: the
+        # tasks issued before it must still be the uninterrupted run's.
+        errors = zarr.open(str(run_dir / "run.zarr"), mode="r")["evaluations/error"][:]
+        poisoned = [int(u) for u, e in zip(log["uid"].tolist(), errors) if "in flight at" in str(e)]
+        if poisoned:
+            ours = {u: t for u, t in ours.items() if u < min(poisoned)}
+            theirs = {u: t for u, t in theirs.items() if u < min(poisoned)}
+        assert ours == theirs
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
