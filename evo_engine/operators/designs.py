@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,36 @@ def default_min_distance(n: int, dim: int) -> float:
     return min(2.0 * radius, math.sqrt(dim))
 
 
+def _add_sequentially(
+    n: int,
+    dim: int,
+    r: float,
+    tries_per_point: int,
+    candidate: Callable[[], tuple[np.ndarray, Any]],
+    taken: Callable[[Any], None] | None = None,
+) -> np.ndarray:
+    """The loop random sequential addition shares: keep a candidate at least ``r`` from every
+    earlier point; after ``tries_per_point`` misses in a row shrink ``r`` by 10%, so n points
+    always come out. ``candidate()`` returns a point and a token handed to ``taken`` when the
+    point is kept."""
+    points = np.empty((n, dim))
+    count = misses = 0
+    while count < n:
+        cand, token = candidate()
+        if count == 0 or np.min(np.linalg.norm(points[:count] - cand, axis=1)) >= r:
+            points[count] = cand
+            count += 1
+            misses = 0
+            if taken is not None:
+                taken(token)
+            continue
+        misses += 1
+        if misses >= tries_per_point:
+            r *= 0.9
+            misses = 0
+    return points
+
+
 def random_sequential_addition(
     n: int,
     dim: int,
@@ -74,21 +105,7 @@ def random_sequential_addition(
     if n <= 0:
         return np.zeros((0, dim))
     r = default_min_distance(n, dim) if min_distance is None else float(min_distance)
-    points = np.empty((n, dim))
-    count = 0
-    misses = 0
-    while count < n:
-        cand = rng.random(dim)
-        if count == 0 or np.min(np.linalg.norm(points[:count] - cand, axis=1)) >= r:
-            points[count] = cand
-            count += 1
-            misses = 0
-            continue
-        misses += 1
-        if misses >= tries_per_point:
-            r *= 0.9
-            misses = 0
-    return points
+    return _add_sequentially(n, dim, r, tries_per_point, lambda: (rng.random(dim), None))
 
 
 def grid(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -134,24 +151,16 @@ def rsa_lhs(
         return np.zeros((0, dim))
     r = default_min_distance(n, dim) if min_distance is None else float(min_distance)
     free = [list(range(n)) for _ in range(dim)]
-    points = np.empty((n, dim))
-    count = misses = 0
-    while count < n:
-        left = n - count
-        pick = (rng.random(dim) * left).astype(np.int64)
-        cand = (np.array([free[a][pick[a]] for a in range(dim)]) + rng.random(dim)) / n
-        if count == 0 or np.min(np.linalg.norm(points[:count] - cand, axis=1)) >= r:
-            points[count] = cand
-            count += 1
-            misses = 0
-            for a in range(dim):
-                free[a].pop(int(pick[a]))
-            continue
-        misses += 1
-        if misses >= tries_per_point:
-            r *= 0.9
-            misses = 0
-    return points
+
+    def candidate() -> tuple[np.ndarray, np.ndarray]:
+        pick = (rng.random(dim) * len(free[0])).astype(np.int64)
+        return (np.array([free[a][pick[a]] for a in range(dim)]) + rng.random(dim)) / n, pick
+
+    def taken(pick: np.ndarray) -> None:
+        for a in range(dim):
+            free[a].pop(int(pick[a]))
+
+    return _add_sequentially(n, dim, r, tries_per_point, candidate, taken)
 
 
 DESIGNS: dict[str, Design] = {
