@@ -113,6 +113,23 @@ def _store(tmp_path: Path) -> RunStore:
                            param_kinds={n: p.kind for n, p in SPACE.items()})
 
 
+def _record_a_run(tmp_path: Path, cfg: EngineConfig, in_flight: int, results: int) -> list:
+    """Drive an engine through the real recorder: ``results`` told one by one, each answered by
+    a new task, ``in_flight`` tasks out at any time; returns the tasks still out."""
+    rec = Recorder(_store(tmp_path), SPACE, background=False)
+    eng = Engine(SPACE, cfg)
+    busy = [eng.ask() for _ in range(in_flight)]
+    for t in busy:
+        rec.record_task(t)
+    for _ in range(results):
+        _, ev = eng.tell(done(busy.pop(0)))
+        rec.record(ev)
+        busy.append(eng.ask())
+        rec.record_task(busy[-1])
+    rec.close()
+    return busy
+
+
 def test_fewer_islands_through_the_store_with_tasks_after_the_snapshot(tmp_path: Path) -> None:
     cfg = EngineConfig(max_evals=60, islands=3, population_size=3)
     store = _store(tmp_path)
@@ -198,25 +215,14 @@ def test_a_clean_stop_does_not_count_as_a_crash(tmp_path: Path) -> None:
 def test_a_task_log_without_told_before_resumes_approximately(tmp_path: Path) -> None:
     """Stores written before exact replay: re-asked in uid order, with one warning."""
     cfg = EngineConfig(max_evals=30, islands=2, population_size=3)
-    store = _store(tmp_path)
-    rec = Recorder(store, SPACE, background=False)
-    eng = Engine(SPACE, cfg)
-    busy = [eng.ask() for _ in range(3)]
-    for t in busy:
-        rec.record_task(t)
-    for _ in range(12):
-        _, ev = eng.tell(done(busy.pop(0)))
-        rec.record(ev)
-        busy.append(eng.ask())
-        rec.record_task(busy[-1])
-    rec.close()
+    busy = _record_a_run(tmp_path, cfg, in_flight=3, results=12)
     told = zarr.open_array(str(tmp_path / "run.zarr" / "tasks" / "told_before"), mode="r+")
     # The store keeps every chunk (a missing one is damage): -1 is the fill value, so write it.
     told.with_config({"write_empty_chunks": True})[:] = -1
     warnings: list[str] = []
     resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, cfg, warnings.append)
     assert len(warnings) == 1 and "predates exact replay" in warnings[0]
-    assert resumed.n_finished == 12 and resumed.next_uid == eng.next_uid
+    assert resumed.n_finished == 12 and resumed.next_uid == max(t.uid for t in busy) + 1
     assert sorted(t.uid for t in resumed.pending) == sorted(t.uid for t in busy)
     run_out_of_order(resumed, workers=3)
     assert resumed.n_finished == 30
@@ -225,18 +231,7 @@ def test_a_task_log_without_told_before_resumes_approximately(tmp_path: Path) ->
 def test_es_tasks_replay_without_a_mismatch_warning(tmp_path: Path) -> None:
     """An ES offspring has many parents; the task log keeps two, and that is no mismatch."""
     cfg = EngineConfig(max_evals=60, islands=1, population_size=8, operator="es")
-    store = _store(tmp_path)
-    rec = Recorder(store, SPACE, background=False)
-    eng = Engine(SPACE, cfg)
-    busy = [eng.ask() for _ in range(2)]
-    for t in busy:
-        rec.record_task(t)
-    for _ in range(30):
-        _, ev = eng.tell(done(busy.pop(0)))
-        rec.record(ev)
-        busy.append(eng.ask())
-        rec.record_task(busy[-1])
-    rec.close()
+    busy = _record_a_run(tmp_path, cfg, in_flight=2, results=30)
     assert max(len(t.parents) for t in busy) > 2  # the case: more parents than the log keeps
     warnings: list[str] = []
     resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, cfg, warnings.append)
