@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import procs
 import pytest
 import zarr
 
@@ -66,13 +67,7 @@ def evo(*args: object, ranks: int | None = None, **knobs: object) -> subprocess.
         cmd = [str(MPIEXEC), "-n", str(ranks), *cmd]
     proc = subprocess.Popen(cmd, env=env_for(**knobs), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{cmd} did not finish within {TIMEOUT} s\n{out}\n{err}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return procs.finish(proc, TIMEOUT)
 
 
 def run_inline(run_dir: Path, monkeypatch: pytest.MonkeyPatch, *args: str, **knobs: object) -> int:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import procs
 import pytest
 import zarr
 
@@ -49,14 +50,7 @@ def start_mpirun(ranks: int, *args: str, cwd: Path, **environ: str) -> subproces
 
 def finish(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
     """Wait for mpiexec; a hang past TIMEOUT kills the process group and fails the test."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(proc.args)} did not finish within {TIMEOUT} s (a rank hangs)\n"
-                    f"stdout:\n{out}\nstderr:\n{err}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return procs.finish(proc, TIMEOUT)
 
 
 def mpirun(ranks: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

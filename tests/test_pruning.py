@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import procs
 import pytest
 import zarr
 from inline_run import drive_inline
@@ -394,12 +395,8 @@ def test_reports_travel_under_mpiexec(tmp_path: Path) -> None:
     cmd = [str(MPIEXEC), "-n", "3", *evo("--run-dir", run_dir, "--quiet")]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"mpiexec did not finish within {TIMEOUT} s\n{out}\n{err}")
+    done = procs.finish(proc, TIMEOUT)
+    err = done.stderr
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     run = read_run(run_dir)
