@@ -10,11 +10,11 @@ data, starting workers, waiting for the first results). Elapsed time and utiliza
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from typing import Any, TextIO
 
+from evo_engine import terminal
 from evo_engine.coordinator import Progress
 from evo_engine.timing import TimingMeter
 
@@ -83,7 +83,7 @@ def format_line(p: Progress, workers: int, now: float, done_before: int = 0,
 
 
 def terminal_width(stream: TextIO) -> int:
-    return shutil.get_terminal_size((80, 24)).columns
+    return terminal.width()
 
 
 class ProgressReporter:

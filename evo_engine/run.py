@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from evo_engine import __version__, rundir, startup
+from evo_engine import __version__, rundir, startup, terminal
 from evo_engine.actors.base import Transport, WorkerSpec, WorkerStartError
 from evo_engine.actors.inline import InlineTransport
 from evo_engine.actors.launch import launched_with_several_ranks
@@ -508,7 +508,8 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
         f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text})"
     )
     # The same definition `analyze` uses (evo_engine.timing); this job's evaluations only.
-    print_fn(describe_timing(reporter.meter.result()))
+    for line in terminal.wrap(describe_timing(reporter.meter.result()), terminal.width()):
+        print_fn(line)
     best = engine.best
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")
@@ -520,8 +521,10 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
         if f["error"]:
             print_fn(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")
         else:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(f["metrics"].items()))
-            print_fn(f"final metrics of uid {f['uid']}: {shown}")
+            shown = [f"{k}={v:.4g}" for k, v in sorted(f["metrics"].items())]
+            for line in terminal.wrap_items(f"final metrics of uid {f['uid']}:", shown,
+                                            terminal.width()):
+                print_fn(line)
     print_fn(f"run store: {RunStore.location(run_dir)}")
 
 

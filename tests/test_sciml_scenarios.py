@@ -133,10 +133,14 @@ def test_summary_and_csv_show_both_metric_conventions(tmp_path: Path) -> None:
 
     run = evo("run", "tiny.py", "--run-dir", "r", "--quiet", "--workers", "0")
     assert run.returncode == 0, run.stderr
+    env["COLUMNS"] = "400"  # wide enough for every metric column of the top table
     shown = evo("analyze", "r", "--csv", "all.csv")
     assert shown.returncode == 0, shown.stderr
     for name in ("val_nrmse", "val_nrmse_pdebench"):
         assert name in shown.stdout  # the top table
+    env["COLUMNS"] = "80"
+    narrow = evo("analyze", "r").stdout
+    assert max(map(len, narrow.splitlines())) <= 80 and "metric columns left out" in narrow
     assert "test_nrmse_pdebench" in shown.stdout  # the final test metrics
     header = (tmp_path / "all.csv").read_text().splitlines()[0].split(",")
     assert {"val_nrmse", "val_rmse_pdebench", "val_max_error_pdebench"} <= set(header)

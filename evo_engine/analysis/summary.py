@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine import terminal
 from evo_engine.analysis.history import STATE_NAMES, Run
 from evo_engine.records import EvalState
 from evo_engine.timing import Timing, timing_of
@@ -216,32 +217,31 @@ def fmt_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
-    line = "  ".join(h.rjust(w) for h, w in zip(header, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    return out
+def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> str:
+    """The summary as terminal text (plain ASCII columns, no colour), ``width`` columns wide.
 
-
-def format_summary(s: Summary, run_dir: str = "") -> str:
-    """The summary as terminal text (plain ASCII columns, no colour)."""
-    lines = [f"run {run_dir} (scenario {s.scenario}{', synchronous baseline' if s.sync else ''})",
-             f"status: {s.status_line}"]
+    ``width`` defaults to the terminal's (``evo_engine.terminal.width``). Prose is wrapped; the
+    top table always shows rank, uid, island, fitness and the parameters, and as many metric
+    columns as fit (the line under it says how many were left out and where to find them).
+    """
+    cols = terminal.width() if width is None else width
+    lines = terminal.wrap(
+        f"run {run_dir} (scenario {s.scenario}{', synchronous baseline' if s.sync else ''})", cols)
+    lines += terminal.wrap(f"status: {s.status_line}", cols)
     budget = f"/{s.budget}" if s.budget else ""
     c = s.counts
     others = ", ".join(f"{c[k]} {k.lower()}" for k in ("PRUNED",) if c.get(k))
     in_flight = "unknown" if s.in_flight is None else str(s.in_flight)
-    lines.append(
+    lines += terminal.wrap(
         f"evaluations: {s.recorded}{budget} recorded: {c.get('COMPLETE', 0)} complete, "
-        f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}"
-    )
+        f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}",
+        cols)
     if s.recorded == 0:
         lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
         return "\n".join(lines)
     jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
     if s.timing is not None:
-        lines.append(f"{describe_timing(s.timing)}{jobs}")
+        lines += terminal.wrap(f"{describe_timing(s.timing)}{jobs}", cols)
     if s.best is None:
         lines.append("best: none (no evaluation completed)")
     else:
@@ -259,20 +259,27 @@ def format_summary(s: Summary, run_dir: str = "") -> str:
                  *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
         lines.append("")
         lines.append(f"top {len(s.top)} (lower fitness is better):")
-        lines += ["  " + row for row in _table(header, rows)]
+        table, hidden = terminal.table(header, rows, keep=4 + len(params), cols=cols)
+        lines += table
+        if hidden:
+            lines += terminal.wrap(
+                f"  ({hidden} of {len(metrics)} metric columns left out at {cols} columns: "
+                "`--csv FILE` exports them all; a wider terminal or COLUMNS=N shows more)",
+                cols, indent="   ")
     for f in s.final:
         lines.append("")
         if f.get("error"):
-            lines.append(f"final test of uid {f.get('uid')} failed: "
-                         f"{str(f['error']).splitlines()[0]}")
+            lines += terminal.wrap(f"final test of uid {f.get('uid')} failed: "
+                                   f"{str(f['error']).splitlines()[0]}", cols)
         else:
-            shown = ", ".join(f"{k} = {fmt_value(float(v))}"
-                              for k, v in sorted((f.get("metrics") or {}).items()))
-            lines.append(f"final test metrics of uid {f.get('uid')}: {shown or 'none'}")
+            shown = [f"{k} = {fmt_value(float(v))}"
+                     for k, v in sorted((f.get("metrics") or {}).items())]
+            lines += terminal.wrap_items(f"final test metrics of uid {f.get('uid')}:",
+                                         shown or ["none"], cols)
     if c.get("FAILED"):
         lines.append("")
-        lines.append(f"{c['FAILED']} failed evaluation(s); their errors are in the `error` "
-                     "column (--csv exports it)")
+        lines += terminal.wrap(f"{c['FAILED']} failed evaluation(s); their errors are in the "
+                               "`error` column (--csv exports it)", cols)
     return "\n".join(lines)
 
 
