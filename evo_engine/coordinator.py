@@ -21,6 +21,7 @@ any task in flight. The worker is busy until every member's Result is in.
 from __future__ import annotations
 
 import heapq
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -33,6 +34,13 @@ from evo_engine.errors import InputError
 from evo_engine.records import EvalState, Task
 
 BatchKey = Callable[[dict[str, Any]], Hashable]
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds another Python thread may hold the GIL while the coordinator waits for it, set
+for the duration of ``Coordinator.run`` (Python's default is 0.005). The recorder's writer
+and zarr's I/O threads run Python code too; each time the coordinator needed the GIL back it
+waited up to the whole interval, and those waits, not the coordinator's own work, made the
+slow results of ``benchmarks/checkpoint.py --scale``."""
 
 
 @dataclass
@@ -211,6 +219,14 @@ class Coordinator:
 
     def run(self) -> str:
         """Run to the end; returns 'finished' or the reason of the StopRequest that ended it."""
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+        try:
+            return self._run()
+        finally:
+            sys.setswitchinterval(previous)
+
+    def _run(self) -> str:
         backoff = 50e-6
         eng = self.engine
         while True:
