@@ -26,6 +26,8 @@ result, is charged to the simulated clock, so its cost is measured, not assumed.
 takes ``--latency`` seconds each way. ``coordinator_seconds_per_result`` is the time charged
 from each poll that returned results to the next poll (decoding, telling the engine,
 recording, snapshots, asking and sending the next tasks), divided by the number of results;
+``coordinator_cpu_seconds_per_result`` is the part of it the coordinator's thread spent on a
+CPU (``time.thread_time``; the rest it waited for the GIL or, on a loaded machine, a core);
 ``coordinator_busy_fraction`` is everything charged, idle wake-ups included, over the wall
 time. The search uses one island of 32 per 32 workers (``EVO_BENCH_ISLANDS``/``POPULATION``).
 
@@ -282,6 +284,7 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
                                     np.array([e.result.t_start for e in evaluations]),
                                     np.array([e.result.t_end for e in evaluations])),
         "per_result": sim.charged_for_results / max(len(evaluations), 1),
+        "per_result_cpu": sim.cpu_charged_for_results / max(len(evaluations), 1),
         "busy_fraction": sim.charged / wall,
         "wall": wall,
     }
@@ -301,6 +304,7 @@ def run_simulation(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "efficiency": round(a["utilization"] / a["ideal"], 4),
         "median_idle_gap_s": a["idle_gap"],
         "coordinator_seconds_per_result": a["per_result"],
+        "coordinator_cpu_seconds_per_result": a["per_result_cpu"],
         "coordinator_busy_fraction": round(a["busy_fraction"], 4),
         "latency_s": args.latency,
         "async_wall_s": round(a["wall"], 3), "sync_wall_s": round(s["wall"], 3),
