@@ -7,6 +7,7 @@ between results and hold every one against a conversion made from scratch.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -116,12 +117,17 @@ def test_restored_from_a_late_snapshot_issues_the_same_tasks() -> None:
     assert b.get_state() == a.get_state()
 
 
-def test_coordinator_shortens_the_gil_switch_interval_only_while_running() -> None:
+def test_coordinator_changes_the_interpreter_only_while_running() -> None:
+    # A shorter GIL switch interval and the objects alive at the start frozen out of the
+    # cyclic GC: both undone when the run ends (frozen objects would never be collected).
     before = sys.getswitchinterval()
+    frozen_before = gc.get_freeze_count()
     seen = []
+    frozen = []
 
     def objective(params: dict, ctx: object) -> float:
         seen.append(sys.getswitchinterval())
+        frozen.append(gc.get_freeze_count())
         return float(params["x"])
 
     engine = Engine(SPACE, EngineConfig(max_evals=5, population_size=2))
@@ -131,3 +137,4 @@ def test_coordinator_shortens_the_gil_switch_interval_only_while_running() -> No
     transport.close()
     assert seen and all(abs(s - min(before, SWITCH_INTERVAL)) < 1e-9 for s in seen)
     assert sys.getswitchinterval() == before
+    assert min(frozen) > 1000 and gc.get_freeze_count() == frozen_before
