@@ -123,7 +123,15 @@ def du(path: Path) -> int:
 
 # -- --scale: the coordinator and the store at cluster scale (simulated workers) ------------
 
-SCALE_MARKS = (10_000, 50_000, 100_000)
+SCHEDSTAT = Path("/proc/thread-self/schedstat")
+
+
+def run_queue_wait() -> float:
+    """Seconds this thread has waited for a core while runnable (Linux), or 0.0."""
+    try:
+        return int(SCHEDSTAT.read_text().split()[1]) * 1e-9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> dict[str, Any]:
@@ -177,13 +185,18 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
 
     sim.poll = poll
     per_result: list[float] = []
+    per_result_cpu: list[float] = []
+    polls: list[tuple[float, float, float, int]] = []
     handed: list[float] = []
     lags: list[float] = []
     marks: dict[int, dict[str, float]] = {}
     # run.py's policy on the real clock: the simulated one runs ~20x faster than real time
     # here (the coordinator flat out), and snapshots cost the writer real seconds.
     policy = SnapshotPolicy(50)
-    last_charge = [0.0]
+    # The same number in flight at every mark (the budget's end drains them): 10 %, half
+    # way, and the last result before the workers start running out of work.
+    marks_at = (evals // 10, evals // 2, evals - workers)
+    last_charge = [0.0, 0.0]
 
     def on_evaluation(ev: Any) -> None:
         recorder.record(ev)
@@ -196,13 +209,16 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         if policy.result():
             recorder.snapshot(engine.get_state())
         n = engine.n_finished
-        if n in SCALE_MARKS:
-            t0 = time.perf_counter()
-            state = engine.get_state()
-            t1 = time.perf_counter()
-            payload = zlib.compress(json.dumps({"engine": state}, separators=(",", ":")).encode(), 3)
-            marks[n] = {"get_state_s": t1 - t0, "encode_s": time.perf_counter() - t1,
-                        "bytes": len(payload)}
+        if n in marks_at:
+            with sim.uncharged():  # the encoding is the writer's work in a run
+                t0 = time.perf_counter()
+                state = engine.get_state()
+                t1 = time.perf_counter()
+                payload = zlib.compress(json.dumps({"engine": state}, separators=(",", ":")).encode(), 3)
+                marks[n] = {"get_state_s": t1 - t0, "encode_s": time.perf_counter() - t1,
+                            "bytes": len(payload), "in_flight": len(engine.in_flight),
+                            "parts": {k: len(json.dumps(v, separators=(",", ":")))
+                                      for k, v in state.items()}}
 
     coord = Coordinator(engine, sim, clock=clock, on_task=recorder.record_task,
                         on_evaluation=on_evaluation)
@@ -211,13 +227,24 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     real_poll = sim.poll
     brought = [0]
 
+    rq = [0.0]
+
     def timed_poll(timeout: float) -> list[Any]:
+        if brought[0]:  # the end of a stretch of handling results
+            with sim.uncharged():
+                queued = run_queue_wait() - rq[0]
         got = real_poll(timeout)
         if brought[0]:
-            share = (sim.charged_for_results - last_charge[0]) / brought[0]
-            per_result.extend([share] * brought[0])
-        last_charge[0] = sim.charged_for_results
+            wall = sim.charged_for_results - last_charge[0]
+            cpu = sim.cpu_charged_for_results - last_charge[1]
+            per_result.extend([wall / brought[0]] * brought[0])
+            per_result_cpu.extend([cpu / brought[0]] * brought[0])
+            polls.append((wall, cpu, queued, brought[0]))
+        last_charge[:] = [sim.charged_for_results, sim.cpu_charged_for_results]
         brought[0] = len(got)
+        if got:  # the start of one
+            with sim.uncharged():
+                rq[0] = run_queue_wait()
         return got
 
     sim.poll = timed_poll
@@ -242,11 +269,45 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         "pruned": int(pruned), "real_seconds": round(real, 2),
         "per_result_median_s": float(np.median(per_result)),
         "per_result_p99_s": float(np.quantile(per_result, 0.99)),
+        "per_result_cpu_median_s": float(np.median(per_result_cpu)),
+        "per_result_cpu_p99_s": float(np.quantile(per_result_cpu, 0.99)),
+        "p99_made_of": p99_made_of(polls),
+        "thread_cpu_s": thread_cpu_seconds(),
         "snapshots": snaps, "marks": marks,
         "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
         "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
         "resume_s": round(resume, 3),
     }
+
+
+def p99_made_of(polls: list[tuple[float, float, float, int]]) -> dict[str, float]:
+    """What the results at or above the p99 of seconds per result spent their time on (mean
+    seconds per result): the coordinator thread's CPU, waiting for a core while runnable
+    (the machine's load), and the rest: off the CPU though not runnable, i.e. waiting for
+    the GIL (the writer's and zarr's threads) or a lock."""
+    a = np.array(polls, dtype=np.float64).reshape(-1, 4)
+    n = a[:, 3]
+    wall, cpu, queued = (np.repeat(a[:, i] / n, n.astype(int)) for i in range(3))
+    top = wall >= np.quantile(wall, 0.99)
+    return {"results": int(top.sum()), "wall_s": float(wall[top].mean()),
+            "cpu_s": float(cpu[top].mean()), "run_queue_s": float(queued[top].mean()),
+            "other_s": float((wall - cpu - queued)[top].mean())}
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by name (Linux; else empty)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            cpu = int((task / "schedstat").read_text().split()[0]) * 1e-9
+        except (OSError, IndexError, ValueError):
+            continue
+        name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+        out[name] = round(out.get(name, 0.0) + cpu, 2)
+    return out
 
 
 def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -> tuple[float, int]:
@@ -284,11 +345,18 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{'evaluations':>30} {out['evals']} on {out['workers']} simulated workers, "
           f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}")
     print(f"{'coordinator s/result':>30} median {out['per_result_median_s'] * 1e3:.3f} ms, "
-          f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms")
+          f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms (wall)")
+    print(f"{'coordinator CPU s/result':>30} median {out['per_result_cpu_median_s'] * 1e3:.3f} ms, "
+          f"p99 {out['per_result_cpu_p99_s'] * 1e3:.3f} ms (its thread's time.thread_time)")
+    b = out["p99_made_of"]
+    print(f"{'p99 made of':>30} {b['results']} results at or above it, per result: "
+          f"{b['wall_s'] * 1e3:.3f} ms wall = CPU {b['cpu_s'] * 1e3:.3f} + waiting for a core "
+          f"{b['run_queue_s'] * 1e3:.3f} + GIL/locks {b['other_s'] * 1e3:.3f} ms")
+    print(f"{'thread CPU seconds':>30} " + ", ".join(f"{k} {v}" for k, v in out["thread_cpu_s"].items()))
     for n, v in sorted(m.items()):
         print(f"{'snapshot at ' + str(n):>30} get_state {v['get_state_s'] * 1e3:.1f} ms "
               f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (writer), "
-              f"{v['bytes']} bytes")
+              f"{v['bytes']} bytes, {v['in_flight']} in flight")
     print(f"{'snapshots written':>30} {out['snapshots']}")
     print(f"{'write lag (any instant)':>30} max {out['write_lag_max_s']} s, "
           f"p99 {out['write_lag_p99_s']} s; writer blocked the coordinator "

@@ -26,6 +26,8 @@ result, is charged to the simulated clock, so its cost is measured, not assumed.
 takes ``--latency`` seconds each way. ``coordinator_seconds_per_result`` is the time charged
 from each poll that returned results to the next poll (decoding, telling the engine,
 recording, snapshots, asking and sending the next tasks), divided by the number of results;
+``coordinator_cpu_seconds_per_result`` is the part of it the coordinator's thread spent on a
+CPU (``time.thread_time``; the rest it waited for the GIL or, on a loaded machine, a core);
 ``coordinator_busy_fraction`` is everything charged, idle wake-ups included, over the wall
 time. The search uses one island of 32 per 32 workers (``EVO_BENCH_ISLANDS``/``POPULATION``).
 
@@ -35,6 +37,7 @@ Prints one JSON line at the end. A benchmark, not a test: numbers depend on the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import os
@@ -42,6 +45,7 @@ import pickle
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -158,10 +162,15 @@ def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of
             self.events: list[tuple[float, int, bytes]] = []
             self.charged = 0.0
             self.charged_for_results = 0.0
+            self.cpu_charged_for_results = 0.0
+            """The coordinator thread's CPU time (``time.thread_time``) within
+            ``charged_for_results``: the rest is time it waited (for the GIL, held by the
+            writer's or zarr's threads, or for a core on a loaded machine)."""
             self.handling = False
             self.first_sent: float | None = None
             self.last_received = 0.0
             self._mark = time.perf_counter()
+            self._cpu_mark = time.thread_time()
 
         def _charge(self) -> None:
             # Real time spent by the coordinator since the last transport call: its cost.
@@ -170,7 +179,20 @@ def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of
             self.charged += now - self._mark
             if self.handling:
                 self.charged_for_results += now - self._mark
+                self.cpu_charged_for_results += time.thread_time() - self._cpu_mark
             self._mark = now
+
+        @contextlib.contextmanager
+        def uncharged(self) -> Iterator[None]:
+            """The benchmark's own work inside a charged stretch (measuring): not charged."""
+            wall, cpu = time.perf_counter(), time.thread_time()
+            yield
+            self._mark += time.perf_counter() - wall
+            self._cpu_mark += time.thread_time() - cpu
+
+        def restart_marks(self) -> None:
+            self._mark = time.perf_counter()
+            self._cpu_mark = time.thread_time()
 
         def start(self) -> list[WorkerInfo]:
             return [WorkerInfo(w, w + 1, "simulated", "cpu", 0) for w in range(n)]
@@ -188,14 +210,14 @@ def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of
                        t_start=t0, t_end=t1)
             heapq.heappush(self.events, (t1 + latency, got.uid,
                                          pickle.dumps(result_message(r), pickle.HIGHEST_PROTOCOL)))
-            self._mark = time.perf_counter()
+            self.restart_marks()
 
         def poll(self, timeout: float) -> list[Any]:
             self._charge()
             self.handling = False
             if not self.events or self.events[0][0] > clock.now + timeout:
                 clock.now += timeout
-                self._mark = time.perf_counter()
+                self.restart_marks()
                 return []
             clock.now = max(clock.now, self.events[0][0])
             arrived = []
@@ -203,7 +225,7 @@ def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of
                 arrived.append(heapq.heappop(self.events)[2])
             self.last_received = clock.now
             self.handling = True  # until the next poll: telling, recording, dispatching
-            self._mark = time.perf_counter()
+            self.restart_marks()
             return [result_from_message(pickle.loads(b)) for b in arrived]  # charged: handling
 
         def close(self) -> None:
@@ -262,6 +284,7 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
                                     np.array([e.result.t_start for e in evaluations]),
                                     np.array([e.result.t_end for e in evaluations])),
         "per_result": sim.charged_for_results / max(len(evaluations), 1),
+        "per_result_cpu": sim.cpu_charged_for_results / max(len(evaluations), 1),
         "busy_fraction": sim.charged / wall,
         "wall": wall,
     }
@@ -281,6 +304,7 @@ def run_simulation(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "efficiency": round(a["utilization"] / a["ideal"], 4),
         "median_idle_gap_s": a["idle_gap"],
         "coordinator_seconds_per_result": a["per_result"],
+        "coordinator_cpu_seconds_per_result": a["per_result_cpu"],
         "coordinator_busy_fraction": round(a["busy_fraction"], 4),
         "latency_s": args.latency,
         "async_wall_s": round(a["wall"], 3), "sync_wall_s": round(s["wall"], 3),

@@ -20,7 +20,9 @@ any task in flight. The worker is busy until every member's Result is in.
 
 from __future__ import annotations
 
+import gc
 import heapq
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -33,6 +35,19 @@ from evo_engine.errors import InputError
 from evo_engine.records import EvalState, Task
 
 BatchKey = Callable[[dict[str, Any]], Hashable]
+
+SWITCH_INTERVAL = 0.0005
+"""Seconds another Python thread may hold the GIL while the coordinator waits for it, set
+for the duration of ``Coordinator.run`` (Python's default is 0.005). The recorder's writer
+and zarr's I/O threads run Python code too; each time the coordinator needed the GIL back it
+waited up to the whole interval, and those waits, not the coordinator's own work, made the
+slow results of ``benchmarks/checkpoint.py --scale``."""
+
+FREEZE_GC = True
+"""Move every object alive when ``Coordinator.run`` starts (modules, the scenario, zarr,
+pydantic, the engine) out of the garbage collector's sight for the run (``gc.freeze``;
+``gc.unfreeze`` after). A full collection otherwise walks all of them: 45–75 ms in which no
+Python thread runs, several times per 100,000 results."""
 
 
 @dataclass
@@ -211,6 +226,18 @@ class Coordinator:
 
     def run(self) -> str:
         """Run to the end; returns 'finished' or the reason of the StopRequest that ended it."""
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+        if FREEZE_GC:
+            gc.freeze()
+        try:
+            return self._run()
+        finally:
+            if FREEZE_GC:
+                gc.unfreeze()
+            sys.setswitchinterval(previous)
+
+    def _run(self) -> str:
         backoff = 50e-6
         eng = self.engine
         while True:

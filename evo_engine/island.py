@@ -40,6 +40,9 @@ class Island:
         self.completed_at_last_migration = 0
         self.issued = 0
         """New tasks this island proposed (re-issues not counted): spreads work between islands."""
+        self._member_states: dict[int, tuple[Individual, dict[str, Any]]] = {}
+        """uid → (member, its snapshot form) as of the last ``get_state``: a member is
+        converted once, not at every snapshot (members are frozen)."""
 
     @property
     def best(self) -> Individual | None:
@@ -94,9 +97,15 @@ class Island:
         return [o.uid in kept for o in offspring]
 
     def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable; shares member entries with later states (do not mutate it)."""
+        old, cache = self._member_states, {}
+        for m in self.population:
+            entry = old.get(m.uid)
+            cache[m.uid] = entry if entry is not None and entry[0] is m else (m, m.to_state())
+        self._member_states = cache
         return {
             "index": self.index,
-            "population": [m.to_state() for m in self.population],
+            "population": [cache[m.uid][1] for m in self.population],
             "design_queue": [p.tolist() for p in self.design_queue],
             "design_name": self.design_name,
             "rng": rng_state(self.rng),
