@@ -42,6 +42,7 @@ from pydantic import Field
 from scipy.special import ndtr, ndtri
 
 from evo_engine.operators.base import Operator, OperatorSettings, Proposal, reflect
+from evo_engine.operators.es import ES, ESSettings
 from evo_engine.records import Individual
 from evo_engine.space import Space
 
@@ -56,6 +57,9 @@ class SurrogateSettings(OperatorSettings):
     of the elite)."""
     archive: int = Field(256, ge=8, le=10_000)
     """Results the model is fitted on at most (the best ones); bounds the cost of an ask."""
+    handover: int = Field(64, ge=0)
+    """Results in a row without a new best after which the model hands the island over to
+    the ES for good (0: never). See ``Surrogate`` for why."""
     min_points: int | None = Field(None, ge=2)
     """Results needed before the model is used; default d + 2. Before that, and whenever the
     model cannot be fitted, offspring are space-filling random points."""
@@ -207,6 +211,7 @@ class Surrogate(Operator):
     Settings = SurrogateSettings
     settings: SurrogateSettings
     wants_in_flight: ClassVar[bool] = True
+    PLUGIN = False
     REFIT_MIN = 4
     REFIT_GROWTH = 0.2
     FIT_POINTS = 100
@@ -233,6 +238,12 @@ class Surrogate(Operator):
         self.n_observed = 0
         self.fitted_at = 0
         self.in_flight: list[np.ndarray] = []
+        self.best_seen = math.inf
+        self.improved_at = 0
+        """``n_observed`` when the best loss last improved."""
+        self.es: ES | None = None
+        """The ES the island was handed over to, once the model stopped paying."""
+        self.handed_over_at: int | None = None
 
     # -- what the model learns from ----------------------------------------------------------
 
@@ -241,29 +252,59 @@ class Surrogate(Operator):
 
     def observe(self, individual: Individual, accepted: bool) -> None:
         self._add(individual.uid, individual.genome, individual.fitness)
+        if self.es is not None:
+            self.es.observe(individual, accepted)
 
     def observe_pruned(self, individual: Individual, step: int) -> None:
         # Stopped early because it was behind most others at its rung: a partial loss is an
         # optimistic bound on a loss curve that falls, so it is kept at least at the median.
         floor = float(np.median(self.y)) if self.y else individual.fitness
         self._add(individual.uid, individual.genome, max(individual.fitness, floor))
+        if self.es is not None:
+            self.es.observe_pruned(individual, step)
 
     def _add(self, uid: int, genome: np.ndarray, fitness: float) -> None:
         if not math.isfinite(fitness) or uid in self.uids:
             return
         self.n_observed += 1
+        if fitness < self.best_seen:
+            self.best_seen, self.improved_at = float(fitness), self.n_observed
         self.X.append([float(v) for v in np.asarray(genome, dtype=np.float64)])
         self.y.append(float(fitness))
         self.uids.append(int(uid))
         if len(self.y) > self.settings.archive:
-            # Keep the best: the model must be accurate where the search goes on.
-            worst = int(np.argmax(self.y))
+            drop = self._evictee()
             for seq in (self.X, self.y, self.uids):
-                del seq[worst]
+                del seq[drop]
+
+    def _evictee(self) -> int:
+        """The archive entry to forget: from the worse half, the one nearest another entry.
+
+        Keeping only the best results (as this operator first did) stalled the search: far
+        from them the model knew nothing, predicted the archive's median with full
+        uncertainty, so expected improvement sent every worker to unexplored corners; their
+        poor results were the worst of the archive and dropped at once, so the model never
+        learnt that those corners are bad. Thinning the worse half where it is densest keeps
+        those results as fences around the good region, and the best half exactly.
+        """
+        y = np.asarray(self.y)
+        order = np.argsort(y, kind="stable")
+        worse = order[y.size // 2 :]
+        f = self.features(np.asarray(self.X))
+        d2 = ((f[worse, None, :] - f[None, :, :]) ** 2).sum(-1)
+        d2[np.arange(worse.size), worse] = np.inf
+        nearest = d2.min(axis=1)
+        # The most crowded; among equally crowded (exact repeats), the worse result.
+        pick = np.lexsort((-y[worse], nearest))[0]
+        return int(worse[pick])
 
     # -- proposing ---------------------------------------------------------------------------
 
     def propose(self, population: Sequence[Individual]) -> Proposal:
+        if self.es is None and self._stalled():
+            self._hand_over(population)
+        if self.es is not None:
+            return self.es.propose(population)
         X, y = self._training_set(population)
         pending = np.array(self.in_flight).reshape(-1, self.dim)
         if y.size < self.min_points:
@@ -286,6 +327,39 @@ class Surrogate(Operator):
                     operator=self.name,
                 )
         return self._space_filling(X, pending)
+
+    def _stalled(self) -> bool:
+        patience = self.settings.handover
+        return patience > 0 and self.n_observed - self.improved_at >= patience
+
+    def _hand_over(self, population: Sequence[Individual]) -> None:
+        """Give the island to the ES, its search distribution fitted to the population.
+
+        The ES's step and shape start from the spread of the population's better half (per
+        float/int gene), not from its default first step, which is the scale of a fresh
+        design and would waste evaluations shrinking back to where the model had got.
+        """
+        es = ES(
+            self.space,
+            np.random.default_rng(int(self.rng.integers(2**63))),
+            self.population_size,
+            ESSettings(),
+        )
+        cont = es.cont
+        half = [
+            np.asarray(m.genome, dtype=np.float64)
+            for m in population[: max(2, len(population) // 2)]
+        ]
+        if cont.size and len(half) >= 2:
+            var = np.var(np.array(half)[:, cont], axis=0)
+            mean_var = float(var.mean())
+            if mean_var > 0:
+                es.sigma = float(
+                    np.clip(math.sqrt(mean_var), 10 * es.settings.sigma_min, es.sigma0)
+                )
+                shape = np.clip(var / mean_var, 1e-2, 1e2)
+                es.cov = np.diag(shape * (cont.size / shape.sum()))
+        self.es, self.handed_over_at = es, self.n_observed
 
     def _training_set(self, population: Sequence[Individual]) -> tuple[np.ndarray, np.ndarray]:
         # Migrants and members the operator was not told about (a restored population) count too.
@@ -387,6 +461,8 @@ class Surrogate(Operator):
             Fp = self.features(pending)
             gp = gp.extended(Fp, gp.predict(Fp)[0])
         mu, sd = gp.predict(self.features(cands))
+        if self.PLUGIN:
+            return expected_improvement(mu, sd, float(gp.predict(F)[0].min()))
         # sd includes the learned white noise: a point next to the incumbent keeps some EI
         # (re-measuring it is worth something under noise); exact repeats are refused above.
         return expected_improvement(mu, sd, float(z.min()))
@@ -403,6 +479,10 @@ class Surrogate(Operator):
             "n_observed": self.n_observed,
             "fitted_at": self.fitted_at,
             "in_flight": [g.tolist() for g in self.in_flight],
+            "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
+            "improved_at": self.improved_at,
+            "handed_over_at": self.handed_over_at,
+            "es": None if self.es is None else self.es.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -414,3 +494,12 @@ class Surrogate(Operator):
         self.n_observed = int(state["n_observed"])
         self.fitted_at = int(state["fitted_at"])
         self.in_flight = [np.asarray(g, dtype=np.float64) for g in state["in_flight"]]
+        best = state.get("best_seen")
+        self.best_seen = math.inf if best is None else float(best)
+        self.improved_at = int(state.get("improved_at", self.n_observed))
+        at = state.get("handed_over_at")
+        self.handed_over_at = None if at is None else int(at)
+        self.es = None
+        if state.get("es") is not None:
+            self.es = ES(self.space, self.rng, self.population_size, ESSettings())
+            self.es.set_state(state["es"])
