@@ -211,7 +211,6 @@ class Surrogate(Operator):
     Settings = SurrogateSettings
     settings: SurrogateSettings
     wants_in_flight: ClassVar[bool] = True
-    PLUGIN = False
     REFIT_MIN = 4
     REFIT_GROWTH = 0.2
     FIT_POINTS = 100
@@ -461,8 +460,6 @@ class Surrogate(Operator):
             Fp = self.features(pending)
             gp = gp.extended(Fp, gp.predict(Fp)[0])
         mu, sd = gp.predict(self.features(cands))
-        if self.PLUGIN:
-            return expected_improvement(mu, sd, float(gp.predict(F)[0].min()))
         # sd includes the learned white noise: a point next to the incumbent keeps some EI
         # (re-measuring it is worth something under noise); exact repeats are refused above.
         return expected_improvement(mu, sd, float(z.min()))
