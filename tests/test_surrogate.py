@@ -219,6 +219,7 @@ def test_hands_over_to_the_es_after_patience_results_without_a_new_best() -> Non
     # For good: a new best afterwards does not give the island back to the model.
     op.observe(Individual(99, frozen_genome(np.full(3, 0.4)), -5.0, 0), accepted=True)
     assert op.propose(pop).operator == "es"
+    assert 99 not in op.uids  # results go to the ES only: the model is not fitted again
     assert never.propose(pop).operator == "surrogate" and never.es is None
 
 

@@ -2,7 +2,8 @@
 
 For the budgets a SciML study can afford (100–300 evaluations on 32 workers) an evolutionary
 operator spends too many evaluations learning where the good region is. This operator keeps
-every result of its island (up to ``archive`` of the best), fits a GP to them, and for each
+the results of its island (up to ``archive``: the best half, and the rest thinned where they
+are densest, see ``_evictee``), fits a GP to them, and for each
 idle worker scores a few hundred candidate offspring by expected improvement (EI), sending
 the most promising one. The candidates are ES/GA-style offspring of the elite at many step
 sizes (local refinement) plus uniform points (global exploration), so the model only decides
@@ -19,13 +20,21 @@ apart). The loss is modelled after a rank-based (copula) transform to normal sco
 makes a loss that saturates at 1.0 far from the good region, or has outliers, as easy to
 model as a smooth one. Observation noise is a learned white-noise term.
 
+Hand-over: a model of normal scores stops paying once the search has converged: near the
+optimum the ranks of the archive are mostly noise, the fit explains them as noise, and EI
+goes flat (measured on the tuning landscapes: no new best from about 250-300 results on). So
+after ``handover`` results in a row without a new best (64 by default) the island is handed
+to the ES for good, its σ and shape fitted to the spread of the population's better half;
+from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
+is no longer fitted. The decision depends only on the results observed, so replay keeps it.
+
 Cost: one GP hyperparameter fit (L-BFGS, warm-started from the previous one) and one fixed-
 kernel refit with the in-flight points per ``propose``; both are O(archive³) with the archive
 capped (256 by default), so the cost per ask stops growing after that many results
 (``benchmarks/quality.py`` prints it; about 0.05–0.15 s on one core).
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
-hyperparameters and the RNG, so a snapshot is O(archive) and a replay that re-asks with the
+hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
 same state gets the same offspring: the fit is deterministic (no random restarts).
 """
 
@@ -250,17 +259,19 @@ class Surrogate(Operator):
         self.in_flight = [np.asarray(g, dtype=np.float64) for g in genomes]
 
     def observe(self, individual: Individual, accepted: bool) -> None:
-        self._add(individual.uid, individual.genome, individual.fitness)
-        if self.es is not None:
+        if self.es is not None:  # handed over: the model is not fitted again
             self.es.observe(individual, accepted)
+            return
+        self._add(individual.uid, individual.genome, individual.fitness)
 
     def observe_pruned(self, individual: Individual, step: int) -> None:
         # Stopped early because it was behind most others at its rung: a partial loss is an
         # optimistic bound on a loss curve that falls, so it is kept at least at the median.
-        floor = float(np.median(self.y)) if self.y else individual.fitness
-        self._add(individual.uid, individual.genome, max(individual.fitness, floor))
         if self.es is not None:
             self.es.observe_pruned(individual, step)
+            return
+        floor = float(np.median(self.y)) if self.y else individual.fitness
+        self._add(individual.uid, individual.genome, max(individual.fitness, floor))
 
     def _add(self, uid: int, genome: np.ndarray, fitness: float) -> None:
         if not math.isfinite(fitness) or uid in self.uids:
