@@ -275,3 +275,16 @@ def test_archive_keeps_the_best_half_and_far_poor_results() -> None:
     # let the model believe that unexplored corners were as good as the archive's median.
     kept = {tuple(x) for x in op.X}
     assert all(tuple(c) in kept for c in corners)
+
+
+def test_pruned_results_do_not_count_toward_the_hand_over() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    rng = np.random.default_rng(6)
+    op = make(space, handover=5)
+    feed(op, rng.random((4, 2)), np.array([0.0, 1.0, 2.0, 3.0]))  # 3 complete after the best
+    for uid in range(10, 30):  # 20 trainings stopped early: partial losses only
+        op.observe_pruned(Individual(uid, frozen_genome(rng.random(2)), 5.0, 0), step=1)
+    assert op.since_best == 3 and op.propose(population_of(op)).operator == "surrogate"
+    op.observe(Individual(40, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
+    op.observe(Individual(41, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
+    assert op.propose(population_of(op)).operator == "es"

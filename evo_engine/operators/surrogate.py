@@ -247,8 +247,8 @@ class Surrogate(Operator):
         self.fitted_at = 0
         self.in_flight: list[np.ndarray] = []
         self.best_seen = math.inf
-        self.improved_at = 0
-        """``n_observed`` when the best loss last improved."""
+        self.since_best = 0
+        """Complete results told since the best one (pruned ones do not count)."""
         self.es: ES | None = None
         """The ES the island was handed over to, once the model stopped paying."""
         self.handed_over_at: int | None = None
@@ -262,7 +262,13 @@ class Surrogate(Operator):
         if self.es is not None:  # handed over: the model is not fitted again
             self.es.observe(individual, accepted)
             return
+        told = self.n_observed
         self._add(individual.uid, individual.genome, individual.fitness)
+        if self.n_observed > told:
+            if individual.fitness < self.best_seen:
+                self.best_seen, self.since_best = float(individual.fitness), 0
+            else:
+                self.since_best += 1
 
     def observe_pruned(self, individual: Individual, step: int) -> None:
         # Stopped early because it was behind most others at its rung: a partial loss is an
@@ -277,8 +283,6 @@ class Surrogate(Operator):
         if not math.isfinite(fitness) or uid in self.uids:
             return
         self.n_observed += 1
-        if fitness < self.best_seen:
-            self.best_seen, self.improved_at = float(fitness), self.n_observed
         self.X.append([float(v) for v in np.asarray(genome, dtype=np.float64)])
         self.y.append(float(fitness))
         self.uids.append(int(uid))
@@ -340,7 +344,9 @@ class Surrogate(Operator):
 
     def _stalled(self) -> bool:
         patience = self.settings.handover
-        return patience > 0 and self.n_observed - self.improved_at >= patience
+        # Complete results only: under ASHA most results are pruned, and counting them handed
+        # an island over after 146 results with a best of 0.95 (early_stopping.py, seed 0).
+        return patience > 0 and self.since_best >= patience
 
     def _hand_over(self, population: Sequence[Individual]) -> None:
         """Give the island to the ES, its search distribution fitted to the population.
@@ -488,7 +494,7 @@ class Surrogate(Operator):
             "fitted_at": self.fitted_at,
             "in_flight": [g.tolist() for g in self.in_flight],
             "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
-            "improved_at": self.improved_at,
+            "since_best": self.since_best,
             "handed_over_at": self.handed_over_at,
             "es": None if self.es is None else self.es.get_state(),
         }
@@ -504,7 +510,7 @@ class Surrogate(Operator):
         self.in_flight = [np.asarray(g, dtype=np.float64) for g in state["in_flight"]]
         best = state.get("best_seen")
         self.best_seen = math.inf if best is None else float(best)
-        self.improved_at = int(state.get("improved_at", self.n_observed))
+        self.since_best = int(state.get("since_best", 0))
         at = state.get("handed_over_at")
         self.handed_over_at = None if at is None else int(at)
         self.es = None
