@@ -23,8 +23,9 @@ model as a smooth one. Observation noise is a learned white-noise term.
 Hand-over: a model of normal scores stops paying once the search has converged: near the
 optimum the ranks of the archive are mostly noise, the fit explains them as noise, and EI
 goes flat (measured on the tuning landscapes: no new best from about 250-300 results on). So
-after ``handover`` results in a row without a new best (64 by default) the island is handed
-to the ES for good, its σ and shape fitted to the spread of the population's better half;
+after ``handover`` complete results in a row without a new best (64 by default; pruned ones
+do not count) the island is handed to the ES for good, its σ and shape fitted to the spread
+of the population's better half;
 from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
 is no longer fitted. The decision depends only on the results observed, so replay keeps it.
 
@@ -67,8 +68,8 @@ class SurrogateSettings(OperatorSettings):
     archive: int = Field(256, ge=8, le=10_000)
     """Results the model is fitted on at most (the best ones); bounds the cost of an ask."""
     handover: int = Field(64, ge=0)
-    """Results in a row without a new best after which the model hands the island over to
-    the ES for good (0: never). See ``Surrogate`` for why."""
+    """Complete results in a row without a new best after which the model hands the island
+    over to the ES for good (0: never; pruned results do not count). See ``Surrogate``."""
     min_points: int | None = Field(None, ge=2)
     """Results needed before the model is used; default d + 2. Before that, and whenever the
     model cannot be fitted, offspring are space-filling random points."""
