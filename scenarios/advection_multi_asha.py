@@ -40,9 +40,10 @@ def make_scenario(preset: str) -> Scenario:
         # The surrogate on both presets (advection_multi's operator). It used to stall from
         # ~300 evaluations on, so full ran the ES; since it hands over to the ES when the model
         # stops paying it is best of {TPE, CMA-ES, random, ES} on 4 of 5 reporting landscapes
-        # at 1,000 evaluations (quality.py, 5 seeds). With ASHA (early_stopping.py, 10 seeds,
-        # 1,024 trainings' worth of steps) its final best is 0.080 against the ES's 0.083 —
-        # better on 6 of 10 seeds, a thin margin — and the GA's 0.080 (README, issue 15).
+        # at 1,000 evaluations (quality.py, 5 seeds). With ASHA (early_stopping.py, 1,024
+        # trainings' worth of steps, 5 seeds) its median final best is 0.073 against the ES's
+        # 0.079 and it reaches 0.1 in 20,671 steps against 28,256 — but it is better on only 2
+        # of the 5 seeds pair by pair: a thin margin (README, issue 15).
     )
 
 
