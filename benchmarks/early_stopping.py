@@ -24,6 +24,10 @@ trainings' worth without pruning). Reported per seed and as medians over the see
 * ``speedup``: steps_to_target_without / steps_to_target_with (ratio of the medians);
 * ``final_best_*``: the best complete fitness when the budget is spent.
 
+The speedup flatters an operator that is slow without pruning (its own final best is an easy
+target): ``--target F`` also reports the steps to one fitness target, the same for every
+seed and operator, so that operators can be compared at equal quality.
+
 The same comparison then runs on the digits CNN at small scale: ``--digits N`` real
 validation-error curves (15 epochs) of N Sobol points of ``scenarios/digits_cnn.py``'s space,
 trained once and cached in the data directory; a proposed configuration gets the curve of the
@@ -287,8 +291,8 @@ def digits_problem(configs: int, epochs: int = DIGITS_EPOCHS) -> Problem:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def compare(problem: Problem, operator: str, seeds: int, evals: int, asha: ASHAConfig
-            ) -> dict[str, object]:
+def compare(problem: Problem, operator: str, seeds: int, evals: int, asha: ASHAConfig,
+            fixed_target: float | None = None) -> dict[str, object]:
     """Both runs for every seed; a table on stdout; the medians over seeds."""
     budget = float(evals * problem.max_steps)
     print(f"\n{problem.name}, {operator}: {WORKERS} asynchronous workers, budget {budget:.0f} "
@@ -303,12 +307,17 @@ def compare(problem: Problem, operator: str, seeds: int, evals: int, asha: ASHAC
         target = without.final_best
         row = {"steps_without": without.steps_to(target), "steps_with": with_.steps_to(target),
                "best_without": without.final_best, "best_with": with_.final_best}
+        if fixed_target is not None:
+            row["fixed_without"] = without.steps_to(fixed_target)
+            row["fixed_with"] = with_.steps_to(fixed_target)
         rows.append(row)
         pruned_share = 1.0 - with_.complete * problem.max_steps / with_.steps
         print(f"{seed:>4} {target:>8.4f} {row['steps_without']:>10.0f} "
               f"{row['steps_with']:>10.0f} {row['steps_without'] / row['steps_with']:>8.2f} "
               f"{row['best_without']:>9.4f} {row['best_with']:>9.4f} {with_.complete:>9} "
-              f"{with_.pruned:>7} {100 * pruned_share:>7.0f}%")
+              f"{with_.pruned:>7} {100 * pruned_share:>7.0f}%"
+              + (f"   to {fixed_target}: {row['fixed_without']:.0f} w/o, {row['fixed_with']:.0f}"
+                 " ASHA" if fixed_target is not None else ""))
 
     def med(key: str) -> float:
         return float(np.median([r[key] for r in rows]))
@@ -328,6 +337,15 @@ def compare(problem: Problem, operator: str, seeds: int, evals: int, asha: ASHAC
           f"without, {out['steps_to_target_with']:.0f} with ASHA (speedup {out['speedup']}); "
           f"final best {out['final_best_without']:.4f} without, {out['final_best_with']:.4f} "
           f"with (ratio {out['final_best_ratio']})")
+    if fixed_target is not None:
+        out["fixed_target"] = fixed_target
+        out["steps_to_fixed_target_without"] = round(med("fixed_without"), 1)
+        out["steps_to_fixed_target_with"] = round(med("fixed_with"), 1)
+        out["seeds_reaching_fixed_target_with"] = sum(
+            math.isfinite(r["fixed_with"]) for r in rows)
+        print(f"to the common target {fixed_target}: {out['steps_to_fixed_target_without']:.0f} "
+              f"steps without, {out['steps_to_fixed_target_with']:.0f} with ASHA (medians; "
+              f"{out['seeds_reaching_fixed_target_with']}/{seeds} seeds reach it with ASHA)")
     return out
 
 
@@ -343,12 +361,16 @@ def main() -> None:
     ap.add_argument("--digits", type=int, default=128, metavar="N",
                     help="also run on a table of N real digits CNN curves (0: skip)")
     ap.add_argument("--digits-evals", type=int, default=256)
+    ap.add_argument("--target", type=float, default=None,
+                    help="also report steps to this one fitness target for every seed and "
+                         "operator, to compare operators on equal terms")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
     operators = [o for o in args.operators.split(",") if o]
     asha = ASHAConfig(eta=args.eta, min_steps=args.min_steps, max_steps=MAX_STEPS)
-    results = {op: compare(SYNTHETIC, op, args.seeds, args.evals, asha) for op in operators}
+    results = {op: compare(SYNTHETIC, op, args.seeds, args.evals, asha, args.target)
+               for op in operators}
     digits: dict[str, object] = {}
     if args.digits:
         problem = digits_problem(args.digits)
@@ -359,6 +381,7 @@ def main() -> None:
     summary = {
         "benchmark": "early_stopping", "curves": "synthetic", "workers": WORKERS,
         "operator": operators[0], "seeds": args.seeds, "eta": asha.eta, "max_steps": MAX_STEPS,
+        "target": args.target,
         **{k: head[k] for k in ("steps_to_target_without", "steps_to_target_with", "speedup",
                                 "final_best_without", "final_best_with", "final_best_ratio")},
         "synthetic": results,

@@ -53,9 +53,10 @@ def make_scenario(preset: str) -> Scenario:
         objective=functools.partial(train_advection, task=task),
         prepare=functools.partial(prepare_advection, task),
         finalize=functools.partial(advection_test_metrics, task=task),
-        # Budgets of 32-512 evaluations: the GP surrogate with a hypertiling design is best of
-        # {TPE, CMA-ES, random, ES} on 4 of 5 reporting landscapes at 100 evaluations and 5 of
-        # 5 at 300 (benchmarks/quality.py, issue 15; README). One island, so its model learns
+        # Budgets of 40-512 evaluations: the GP surrogate with a hypertiling design (handing
+        # over to the ES when the model stops paying) is best of {TPE, CMA-ES, random, ES} on
+        # 4 of 5 reporting landscapes at 100 evaluations, 5 of 5 at 300 and 4 of 5 at 1,000
+        # (benchmarks/quality.py, 5 seeds, issue 15; README). One island, so its model learns
         # from every result; the design as large as the first wave of workers.
         islands=1,
         population_size=32 if full else 8,

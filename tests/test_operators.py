@@ -39,6 +39,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("es", {"adaptation": "self", "parents": 3}),
     ("surrogate", {}),
     ("surrogate", {"min_points": 2, "candidates": 16, "explore": 0.0}),
+    ("surrogate", {"min_points": 2, "candidates": 16, "handover": 1}),  # the ES at once
 ]
 assert {name for name, _ in CONFIGS} == set(OPERATORS)
 

@@ -245,6 +245,7 @@ def test_advection_multi_asha_is_advection_multi_with_asha(preset: str) -> None:
     asha = load_scenario(root / "advection_multi_asha.py", preset)
     assert asha.name == "advection_multi_asha" and asha.pruner == "asha"
     assert asha.space.describe() == base.space.describe()
+    assert asha.operator == base.operator == "surrogate"  # both presets (issue 15)
     assert asha.max_evals > base.max_evals
     pruning = asha.engine_config().pruning
     assert pruning is not None and pruning.max_steps == asha.max_steps

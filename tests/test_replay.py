@@ -60,6 +60,10 @@ CONFIGS: dict[str, tuple[EngineConfig, int]] = {
                              migration_interval=2, seed=6), 3),
     "ga_asha": (EngineConfig(max_evals=BUDGET, islands=2, population_size=4, seed=7,
                              pruning=ASHAConfig(eta=2, min_steps=1, max_steps=16)), 4),
+    # The model hands the island over to the ES mid-run (after 6 results without a new best).
+    "surrogate_handover": (EngineConfig(max_evals=BUDGET, population_size=4, seed=8,
+                                        operator="surrogate",
+                                        operator_settings={"handover": 6}), 3),
 }
 
 

@@ -132,11 +132,12 @@ def test_state_is_json_and_a_restored_operator_continues_identically() -> None:
         np.testing.assert_array_equal(op.propose([]).genome, clone.propose([]).genome)
 
 
-def test_archive_keeps_the_best_results() -> None:
+def test_archive_is_capped_and_keeps_the_best_half() -> None:
     space = Space(x=Float(0.0, 1.0))
     op = make(space, archive=8)
     feed(op, np.linspace(0, 1, 20)[:, None], np.arange(20.0)[::-1])
-    assert sorted(op.y) == list(np.arange(8.0))
+    assert len(op.y) == len(op.X) == len(op.uids) == 8
+    assert sorted(op.y)[:4] == list(np.arange(4.0))
 
 
 def test_beats_random_search_on_a_small_budget() -> None:
@@ -186,3 +187,104 @@ def test_engine_snapshot_with_the_surrogate_continues_identically() -> None:
         np.testing.assert_array_equal(na.genome, nb.genome)
         flight.append(na)
         reissued.append(nb)
+
+
+# -- the hand-over to the ES -------------------------------------------------------------------
+
+
+def population_of(op: Surrogate) -> list[Individual]:
+    """The operator's archive as a population (best first), as the island would hold it."""
+    inds = [Individual(u, frozen_genome(np.array(g)), y, 0) for u, g, y in zip(op.uids, op.X, op.y)]
+    return sorted(inds, key=lambda m: m.fitness)
+
+
+def test_hands_over_to_the_es_after_patience_results_without_a_new_best() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0), z=Float(0.0, 1.0))
+    rng = np.random.default_rng(5)
+    g = rng.random((40, 3))
+    losses = ((g - 0.4) ** 2).sum(axis=1)
+    losses[10] = -1.0  # the best is the 11th result: 29 results without improvement follow
+    op, never = make(space, handover=29), make(space, handover=0)
+    feed(op, g[:39], losses[:39])
+    feed(never, g[:39], losses[:39])
+    pop = population_of(op)
+    # 28 results since the best: not yet.
+    assert op.propose(pop).operator == "surrogate" and op.es is None
+    last = Individual(39, frozen_genome(g[39]), float(losses[39]), 0)
+    op.observe(last, accepted=False)
+    never.observe(last, accepted=False)
+    prop = op.propose(pop)
+    assert prop.operator == "es" and op.es is not None and op.handed_over_at == 40
+    assert "step" in prop.info  # the ES's own offspring, whose steps it will learn from
+    # For good: a new best afterwards does not give the island back to the model.
+    op.observe(Individual(99, frozen_genome(np.full(3, 0.4)), -5.0, 0), accepted=True)
+    assert op.propose(pop).operator == "es"
+    assert 99 not in op.uids  # results go to the ES only: the model is not fitted again
+    assert never.propose(pop).operator == "surrogate" and never.es is None
+
+
+def test_the_es_starts_from_the_population_s_spread_not_its_default_step() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    rng = np.random.default_rng(0)
+    # A population converged near (0.3, 0.6): wide in x (0.05), narrow in y (0.005).
+    g = np.column_stack([0.3 + 0.05 * rng.normal(size=40), 0.6 + 0.005 * rng.normal(size=40)])
+    op = make(space, handover=1)
+    feed(op, g, np.arange(40.0))  # the first is best: 39 results without improvement
+    op.propose(population_of(op))
+    assert op.es is not None
+    half = g[:20]
+    assert op.es.sigma == pytest.approx(float(np.sqrt(half.var(axis=0).mean())))
+    assert op.es.sigma < 0.2 * op.es.sigma0
+    # The shape follows the spread: x's variance ~100x y's (trace kept at 2).
+    assert op.es.cov[0, 0] > 20 * op.es.cov[1, 1]
+    assert np.trace(op.es.cov) == pytest.approx(2.0)
+    # Its offspring stay near the population instead of jumping a third of the range.
+    props = np.array([op.propose(population_of(op)).genome for _ in range(50)])
+    assert np.median(np.abs(props[:, 1] - 0.6)) < 0.05
+
+
+def test_state_round_trip_after_the_hand_over_continues_identically() -> None:
+    space = Space(lr=Float(1e-5, 1e-1, log=True), n=Int(1, 64, log=True), c=Categorical("abc"))
+    op = make(space, seed=4, handover=5)
+    rng = np.random.default_rng(2)
+    feed(op, rng.random((12, 3)), np.arange(12.0))
+    pop = population_of(op)
+    assert op.propose(pop).operator == "es"
+    op.observe(Individual(50, frozen_genome(rng.random(3)), 0.5, 0), accepted=True)
+    clone = make(space, seed=99, handover=5)
+    clone.set_state(json.loads(json.dumps(op.get_state())))
+    assert clone.es is not None and clone.handed_over_at == op.handed_over_at
+    for _ in range(3):
+        a, b = op.propose(pop), clone.propose(pop)
+        assert a.operator == b.operator == "es"
+        np.testing.assert_array_equal(a.genome, b.genome)
+
+
+def test_archive_keeps_the_best_half_and_far_poor_results() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    rng = np.random.default_rng(3)
+    # 4 poor results in the corners, then 30 near the optimum (0.5, 0.5), 20 of them poor-ish.
+    corners = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    near = 0.5 + 0.02 * rng.normal(size=(30, 2))
+    op = make(space, archive=16)
+    feed(op, np.vstack([corners, near]), np.concatenate([np.full(4, 10.0), np.arange(30.0)]))
+    assert len(op.y) == 16
+    # The best 8 are all kept ...
+    assert sorted(op.y)[:8] == list(np.arange(8.0))
+    # ... and the corners too, although they are the worst results: dropping them was what
+    # let the model believe that unexplored corners were as good as the archive's median.
+    kept = {tuple(x) for x in op.X}
+    assert all(tuple(c) in kept for c in corners)
+
+
+def test_pruned_results_do_not_count_toward_the_hand_over() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    rng = np.random.default_rng(6)
+    op = make(space, handover=5)
+    feed(op, rng.random((4, 2)), np.array([0.0, 1.0, 2.0, 3.0]))  # 3 complete after the best
+    for uid in range(10, 30):  # 20 trainings stopped early: partial losses only
+        op.observe_pruned(Individual(uid, frozen_genome(rng.random(2)), 5.0, 0), step=1)
+    assert op.since_best == 3 and op.propose(population_of(op)).operator == "surrogate"
+    op.observe(Individual(40, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
+    op.observe(Individual(41, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
+    assert op.propose(population_of(op)).operator == "es"

@@ -2,7 +2,8 @@
 
 For the budgets a SciML study can afford (100–300 evaluations on 32 workers) an evolutionary
 operator spends too many evaluations learning where the good region is. This operator keeps
-every result of its island (up to ``archive`` of the best), fits a GP to them, and for each
+the results of its island (up to ``archive``: the best half, and the rest thinned where they
+are densest, see ``_evictee``), fits a GP to them, and for each
 idle worker scores a few hundred candidate offspring by expected improvement (EI), sending
 the most promising one. The candidates are ES/GA-style offspring of the elite at many step
 sizes (local refinement) plus uniform points (global exploration), so the model only decides
@@ -19,13 +20,22 @@ apart). The loss is modelled after a rank-based (copula) transform to normal sco
 makes a loss that saturates at 1.0 far from the good region, or has outliers, as easy to
 model as a smooth one. Observation noise is a learned white-noise term.
 
+Hand-over: a model of normal scores stops paying once the search has converged: near the
+optimum the ranks of the archive are mostly noise, the fit explains them as noise, and EI
+goes flat (measured on the tuning landscapes: no new best from about 250-300 results on). So
+after ``handover`` complete results in a row without a new best (64 by default; pruned ones
+do not count) the island is handed to the ES for good, its σ and shape fitted to the spread
+of the population's better half;
+from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
+is no longer fitted. The decision depends only on the results observed, so replay keeps it.
+
 Cost: one GP hyperparameter fit (L-BFGS, warm-started from the previous one) and one fixed-
 kernel refit with the in-flight points per ``propose``; both are O(archive³) with the archive
 capped (256 by default), so the cost per ask stops growing after that many results
 (``benchmarks/quality.py`` prints it; about 0.05–0.15 s on one core).
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
-hyperparameters and the RNG, so a snapshot is O(archive) and a replay that re-asks with the
+hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
 same state gets the same offspring: the fit is deterministic (no random restarts).
 """
 
@@ -42,6 +52,7 @@ from pydantic import Field
 from scipy.special import ndtr, ndtri
 
 from evo_engine.operators.base import Operator, OperatorSettings, Proposal, reflect
+from evo_engine.operators.es import ES, ESSettings
 from evo_engine.records import Individual
 from evo_engine.space import Space
 
@@ -56,6 +67,9 @@ class SurrogateSettings(OperatorSettings):
     of the elite)."""
     archive: int = Field(256, ge=8, le=10_000)
     """Results the model is fitted on at most (the best ones); bounds the cost of an ask."""
+    handover: int = Field(64, ge=0)
+    """Complete results in a row without a new best after which the model hands the island
+    over to the ES for good (0: never; pruned results do not count). See ``Surrogate``."""
     min_points: int | None = Field(None, ge=2)
     """Results needed before the model is used; default d + 2. Before that, and whenever the
     model cannot be fitted, offspring are space-filling random points."""
@@ -233,6 +247,12 @@ class Surrogate(Operator):
         self.n_observed = 0
         self.fitted_at = 0
         self.in_flight: list[np.ndarray] = []
+        self.best_seen = math.inf
+        self.since_best = 0
+        """Complete results told since the best one (pruned ones do not count)."""
+        self.es: ES | None = None
+        """The ES the island was handed over to, once the model stopped paying."""
+        self.handed_over_at: int | None = None
 
     # -- what the model learns from ----------------------------------------------------------
 
@@ -240,11 +260,23 @@ class Surrogate(Operator):
         self.in_flight = [np.asarray(g, dtype=np.float64) for g in genomes]
 
     def observe(self, individual: Individual, accepted: bool) -> None:
+        if self.es is not None:  # handed over: the model is not fitted again
+            self.es.observe(individual, accepted)
+            return
+        told = self.n_observed
         self._add(individual.uid, individual.genome, individual.fitness)
+        if self.n_observed > told:
+            if individual.fitness < self.best_seen:
+                self.best_seen, self.since_best = float(individual.fitness), 0
+            else:
+                self.since_best += 1
 
     def observe_pruned(self, individual: Individual, step: int) -> None:
         # Stopped early because it was behind most others at its rung: a partial loss is an
         # optimistic bound on a loss curve that falls, so it is kept at least at the median.
+        if self.es is not None:
+            self.es.observe_pruned(individual, step)
+            return
         floor = float(np.median(self.y)) if self.y else individual.fitness
         self._add(individual.uid, individual.genome, max(individual.fitness, floor))
 
@@ -256,14 +288,38 @@ class Surrogate(Operator):
         self.y.append(float(fitness))
         self.uids.append(int(uid))
         if len(self.y) > self.settings.archive:
-            # Keep the best: the model must be accurate where the search goes on.
-            worst = int(np.argmax(self.y))
+            drop = self._evictee()
             for seq in (self.X, self.y, self.uids):
-                del seq[worst]
+                del seq[drop]
+
+    def _evictee(self) -> int:
+        """The archive entry to forget: from the worse half, the one nearest another entry.
+
+        Keeping only the best results (as this operator first did) stalled the search: far
+        from them the model knew nothing, predicted the archive's median with full
+        uncertainty, so expected improvement sent every worker to unexplored corners; their
+        poor results were the worst of the archive and dropped at once, so the model never
+        learnt that those corners are bad. Thinning the worse half where it is densest keeps
+        those results as fences around the good region, and the best half exactly.
+        """
+        y = np.asarray(self.y)
+        order = np.argsort(y, kind="stable")
+        worse = order[y.size // 2 :]
+        f = self.features(np.asarray(self.X))
+        d2 = ((f[worse, None, :] - f[None, :, :]) ** 2).sum(-1)
+        d2[np.arange(worse.size), worse] = np.inf
+        nearest = d2.min(axis=1)
+        # The most crowded; among equally crowded (exact repeats), the worse result.
+        pick = np.lexsort((-y[worse], nearest))[0]
+        return int(worse[pick])
 
     # -- proposing ---------------------------------------------------------------------------
 
     def propose(self, population: Sequence[Individual]) -> Proposal:
+        if self.es is None and self._stalled():
+            self._hand_over(population)
+        if self.es is not None:
+            return self.es.propose(population)
         X, y = self._training_set(population)
         pending = np.array(self.in_flight).reshape(-1, self.dim)
         if y.size < self.min_points:
@@ -286,6 +342,41 @@ class Surrogate(Operator):
                     operator=self.name,
                 )
         return self._space_filling(X, pending)
+
+    def _stalled(self) -> bool:
+        patience = self.settings.handover
+        # Complete results only: under ASHA most results are pruned, and counting them handed
+        # an island over after 146 results with a best of 0.95 (early_stopping.py, seed 0).
+        return patience > 0 and self.since_best >= patience
+
+    def _hand_over(self, population: Sequence[Individual]) -> None:
+        """Give the island to the ES, its search distribution fitted to the population.
+
+        The ES's step and shape start from the spread of the population's better half (per
+        float/int gene), not from its default first step, which is the scale of a fresh
+        design and would waste evaluations shrinking back to where the model had got.
+        """
+        es = ES(
+            self.space,
+            np.random.default_rng(int(self.rng.integers(2**63))),
+            self.population_size,
+            ESSettings(),
+        )
+        cont = es.cont
+        half = [
+            np.asarray(m.genome, dtype=np.float64)
+            for m in population[: max(2, len(population) // 2)]
+        ]
+        if cont.size and len(half) >= 2:
+            var = np.var(np.array(half)[:, cont], axis=0)
+            mean_var = float(var.mean())
+            if mean_var > 0:
+                es.sigma = float(
+                    np.clip(math.sqrt(mean_var), 10 * es.settings.sigma_min, es.sigma0)
+                )
+                shape = np.clip(var / mean_var, 1e-2, 1e2)
+                es.cov = np.diag(shape * (cont.size / shape.sum()))
+        self.es, self.handed_over_at = es, self.n_observed
 
     def _training_set(self, population: Sequence[Individual]) -> tuple[np.ndarray, np.ndarray]:
         # Migrants and members the operator was not told about (a restored population) count too.
@@ -403,6 +494,10 @@ class Surrogate(Operator):
             "n_observed": self.n_observed,
             "fitted_at": self.fitted_at,
             "in_flight": [g.tolist() for g in self.in_flight],
+            "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
+            "since_best": self.since_best,
+            "handed_over_at": self.handed_over_at,
+            "es": None if self.es is None else self.es.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -414,3 +509,12 @@ class Surrogate(Operator):
         self.n_observed = int(state["n_observed"])
         self.fitted_at = int(state["fitted_at"])
         self.in_flight = [np.asarray(g, dtype=np.float64) for g in state["in_flight"]]
+        best = state.get("best_seen")
+        self.best_seen = math.inf if best is None else float(best)
+        self.since_best = int(state.get("since_best", 0))
+        at = state.get("handed_over_at")
+        self.handed_over_at = None if at is None else int(at)
+        self.es = None
+        if state.get("es") is not None:
+            self.es = ES(self.space, self.rng, self.population_size, ESSettings())
+            self.es.set_state(state["es"])
