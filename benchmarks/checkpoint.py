@@ -139,7 +139,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     from evo_engine.recorder import Recorder, SnapshotPolicy
     from evo_engine.records import EvalState
     from evo_engine.space import Float, Space
-    from evo_engine.store import RunStore
+    from evo_engine.store import RunStore, json_in_pieces
 
     space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
     config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator="es",
@@ -148,6 +148,16 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     store = RunStore.create(root, attrs={"scenario": "scale"}, param_kinds=space.column_kinds(),
                             dim=space.dim)
     recorder = Recorder(store, space, fsync=fsync)
+    flushes: list[tuple[float, int]] = []  # (seconds, evaluation rows) of each writer flush
+    write_pending = recorder._write_pending
+
+    def timed_flush() -> None:
+        rows = store.evaluations.committed
+        t0 = time.perf_counter()
+        write_pending()
+        flushes.append((time.perf_counter() - t0, store.evaluations.committed - rows))
+
+    recorder._write_pending = timed_flush  # type: ignore[method-assign]
     clock = SimulatedClock()
     rng = np.random.default_rng(0)
 
@@ -180,6 +190,8 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     handed: list[float] = []
     lags: list[float] = []
     marks: dict[int, dict[str, float]] = {}
+    states: dict[int, dict[str, Any]] = {}
+    """Encoded after the run: encoding one here would stall the coordinator and the writer."""
     # run.py's policy on the real clock: the simulated one runs ~20x faster than real time
     # here (the coordinator flat out), and snapshots cost the writer real seconds.
     policy = SnapshotPolicy(50)
@@ -198,11 +210,8 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         n = engine.n_finished
         if n in SCALE_MARKS:
             t0 = time.perf_counter()
-            state = engine.get_state()
-            t1 = time.perf_counter()
-            payload = zlib.compress(json.dumps({"engine": state}, separators=(",", ":")).encode(), 3)
-            marks[n] = {"get_state_s": t1 - t0, "encode_s": time.perf_counter() - t1,
-                        "bytes": len(payload)}
+            states[n] = engine.get_state()
+            marks[n] = {"get_state_s": time.perf_counter() - t0}
 
     coord = Coordinator(engine, sim, clock=clock, on_task=recorder.record_task,
                         on_evaluation=on_evaluation)
@@ -229,6 +238,10 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     closed = time.perf_counter() - t_last
     real = t_last - t_run
     snaps = store.snapshots.attrs.asdict().get("serial", 0)
+    for n, state in states.items():
+        t0 = time.perf_counter()  # what the snapshot thread does with it (json_in_pieces)
+        payload = zlib.compress(json_in_pieces({"engine": state}).encode(), 3)
+        marks[n].update(encode_s=time.perf_counter() - t0, bytes=len(payload))
 
     t0 = time.perf_counter()
     from evo_engine.resume import rebuild_engine
@@ -246,6 +259,11 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
         "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
         "resume_s": round(resume, 3),
+        "flushes": len(flushes),
+        "flush_median_s": round(float(np.median([f for f, _ in flushes])), 4),
+        "flush_max_s": round(max(f for f, _ in flushes), 4),
+        "flush_rows_median": int(np.median([r for _, r in flushes])),
+        "snapshots_superseded": recorder.snapshots_superseded,
     }
 
 
@@ -287,12 +305,15 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
           f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms")
     for n, v in sorted(m.items()):
         print(f"{'snapshot at ' + str(n):>30} get_state {v['get_state_s'] * 1e3:.1f} ms "
-              f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (writer), "
+              f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (snapshot thread), "
               f"{v['bytes']} bytes")
     print(f"{'snapshots written':>30} {out['snapshots']}")
     print(f"{'write lag (any instant)':>30} max {out['write_lag_max_s']} s, "
           f"p99 {out['write_lag_p99_s']} s; writer blocked the coordinator "
           f"{out['writer_blocked_s']} s")
+    print(f"{'writer flushes':>30} {out['flushes']}: median {out['flush_median_s'] * 1e3:.1f} ms "
+          f"for {out['flush_rows_median']} evaluations, max {out['flush_max_s'] * 1e3:.1f} ms; "
+          f"{out['snapshots_superseded']} snapshots superseded before written")
     print(f"{'store closed after last':>30} {out['close_after_last_result_s']} s")
     print(f"{'resume of the run':>30} {out['resume_s']} s")
     kills = {}

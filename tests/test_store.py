@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evo_engine.store import CHUNK, RunStore, SnapshotCorrupt, StoreError
 
@@ -188,3 +190,19 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
     assert "cannot be locked" in capsys.readouterr().err
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("cannot be locked" in str(e.get("message", "")) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=600) | st.dictionaries(st.text(max_size=4), inner, max_size=5)
+    | st.dictionaries(st.integers(), inner, max_size=3),
+    max_leaves=2000))
+def test_json_in_pieces_is_json_dumps(value) -> None:
+    import json
+
+    from evo_engine.store import json_in_pieces
+
+    assert json_in_pieces(value) == json.dumps(value, separators=(",", ":"))
+    assert json_in_pieces({"rows": [value] * 300}) == json.dumps({"rows": [value] * 300},
+                                                                 separators=(",", ":"))
