@@ -243,11 +243,15 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         payload = zlib.compress(json_in_pieces({"engine": state}).encode(), 3)
         marks[n].update(encode_s=time.perf_counter() - t0, bytes=len(payload))
 
-    t0 = time.perf_counter()
     from evo_engine.resume import rebuild_engine
 
-    resumed, _ = rebuild_engine(RunStore.open(root), space, config, print)
-    resume = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    reopened = RunStore.open(root)
+    opened = time.perf_counter() - t0
+    resumed, _ = rebuild_engine(reopened, space, config, print)
+    resume, resume_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    latest = reopened.latest_snapshot()
+    replayed = evals - (latest["log_position"] if latest else 0)
     assert resumed.n_finished == evals, resumed.n_finished
     pruned = engine.counts[EvalState.PRUNED]
     return {
@@ -258,13 +262,78 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         "snapshots": snaps, "marks": marks,
         "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
         "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
-        "resume_s": round(resume, 3),
+        "resume_s": round(resume, 3), "resume_cpu_s": round(resume_cpu, 3),
+        "resume_open_s": round(opened, 3), "resume_replayed": replayed,
         "flushes": len(flushes),
         "flush_median_s": round(float(np.median([f for f, _ in flushes])), 4),
         "flush_max_s": round(max(f for f, _ in flushes), 4),
         "flush_rows_median": int(np.median([r for _, r in flushes])),
         "snapshots_superseded": recorder.snapshots_superseded,
     }
+
+
+def fsync_cost(root: Path, rows: int, flushes: int) -> dict[str, float]:
+    """Time per flush of ``rows`` evaluations (and their tasks) under ``--fsync never`` and
+    ``always`` (median over ``flushes`` each, interleaved so machine load hits both alike),
+    on the filesystem of the benchmark's run directories; and the sync a snapshot does
+    under ``snapshots`` (every file written since the previous snapshot: here ten flushes)."""
+    import evo_engine.store as store_module
+    from evo_engine.engine import Engine, EngineConfig
+    from evo_engine.recorder import Recorder
+    from evo_engine.records import Result
+    from evo_engine.space import Float, Space
+    from evo_engine.store import RunStore
+
+    space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
+    policies = ("never", "always")
+    times: dict[str, list[float]] = {p: [] for p in policies}
+    synced: list[int] = []
+    real_fsync_files = store_module.fsync_files
+
+    def counting(paths: Any) -> None:
+        synced.append(len(paths))
+        real_fsync_files(paths)
+
+    store_module.fsync_files = counting
+    snap_sync: list[float] = []
+    snap_files: list[int] = []
+    runs = {}
+    for policy in policies:
+        store = RunStore.create(root / policy, attrs={"scenario": "fsync"},
+                                param_kinds=space.column_kinds(), dim=space.dim)
+        runs[policy] = (Recorder(store, space, background=False, fsync=policy),
+                        Engine(space, EngineConfig(max_evals=10**9, population_size=32, seed=0)),
+                        store)
+    try:
+        for i in range(flushes):
+            for policy in policies:
+                rec, engine, store = runs[policy]
+                for _ in range(rows):
+                    task = engine.ask(0)
+                    rec.record_task(task)
+                    _, ev = engine.tell(Result(uid=task.uid, worker=0, fitness=1.0,
+                                               t_start=0.0, t_end=1.0))
+                    rec.record(ev)
+                t0 = time.perf_counter()
+                rec.flush()
+                times[policy].append(time.perf_counter() - t0)
+                if policy == "never" and i % 10 == 9:
+                    # What a snapshot syncs under "snapshots": the files of ten flushes.
+                    paths = [p for t in (store.tasks, store.evaluations) for p in t.take_dirty()]
+                    t0 = time.perf_counter()
+                    real_fsync_files(paths)
+                    snap_sync.append(time.perf_counter() - t0)
+                    snap_files.append(len(paths))
+        for rec, _, _ in runs.values():
+            rec.close()
+    finally:
+        store_module.fsync_files = real_fsync_files
+    never, always = statistics.median(times["never"]), statistics.median(times["always"])
+    return {"fsync_rows": rows, "flush_never_s": never, "flush_always_s": always,
+            "fsync_per_flush_s": always - never,
+            "fsync_files_per_flush": sum(synced) / max(flushes, 1),
+            "fsync_per_snapshot_s": statistics.median(snap_sync) if snap_sync else float("nan"),
+            "fsync_files_per_snapshot": statistics.median(snap_files) if snap_files else 0}
 
 
 def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -> tuple[float, int]:
@@ -315,7 +384,16 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
           f"for {out['flush_rows_median']} evaluations, max {out['flush_max_s'] * 1e3:.1f} ms; "
           f"{out['snapshots_superseded']} snapshots superseded before written")
     print(f"{'store closed after last':>30} {out['close_after_last_result_s']} s")
-    print(f"{'resume of the run':>30} {out['resume_s']} s")
+    print(f"{'resume of the run':>30} {out['resume_s']} s ({out['resume_cpu_s']} s CPU; opening "
+          f"and checking the store {out['resume_open_s']} s; {out['resume_replayed']} results "
+          f"replayed after the latest snapshot)")
+    cost = fsync_cost(tmp / "fsync", args.fsync_rows, args.fsync_flushes)
+    out.update(cost)
+    print(f"{'fsync cost':>30} per flush of {args.fsync_rows} evaluations: "
+          f"never {cost['flush_never_s'] * 1e3:.1f} ms, always "
+          f"{cost['flush_always_s'] * 1e3:.1f} ms (+{cost['fsync_per_flush_s'] * 1e3:.1f} ms, "
+          f"{cost['fsync_files_per_flush']:.0f} files); a snapshot's sync of the rows it "
+          f"covers {cost['fsync_per_snapshot_s'] * 1e3:.1f} ms ({cost['fsync_files_per_snapshot']:.0f} files)")
     kills = {}
     runs = [(0, "never"), (0, "snapshots"), (0, "always"), (2, args.fsync)]
     for workers, fsync in runs:
@@ -342,6 +420,10 @@ def main() -> None:
     ap.add_argument("--scale-workers", type=int, default=4096)
     ap.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots")
     ap.add_argument("--kill-after", type=float, default=10.0, help="seconds before the kill -9")
+    ap.add_argument("--fsync-rows", type=int, default=250,
+                    help="evaluations per flush in the fsync cost measurement")
+    ap.add_argument("--fsync-flushes", type=int, default=40,
+                    help="flushes per policy in the fsync cost measurement")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="evo_ckpt_"))
     try:

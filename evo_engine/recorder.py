@@ -28,7 +28,6 @@ When to snapshot is ``SnapshotPolicy``'s call: on a time interval, not per resul
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,12 +42,6 @@ from evo_engine.space import Space
 from evo_engine.store import RunStore, Table, fsync_files
 
 FSYNC_POLICIES = ("never", "snapshots", "always")
-SWITCH_INTERVAL = 0.001
-"""The interpreter's thread switch interval while a background recorder runs (seconds).
-zarr does each chunk read and write on a thread of its own (``asyncio.to_thread``), so one
-flush hands the GIL over about twice per column; at CPython's default of 5 ms a busy
-coordinator holds it that long each time: measured 110-150 ms per 240-row append of the
-evaluation table beside a busy thread at the default, 65-75 ms at 0.5-1 ms."""
 MAX_PENDING = 20_000
 """Items handed over and not yet taken by the writer before handing over blocks."""
 
@@ -56,15 +49,21 @@ MAX_PENDING = 20_000
 class SnapshotPolicy:
     """When the coordinator takes a snapshot: every ``interval`` seconds (with a result since
     the last one), or after ``every`` results but never sooner than ``min_gap`` seconds after
-    the previous one. Snapshots only shorten the replay a resume does (results since the
-    latest one are replayed from the log), so their rate is a cost, not a safety, setting:
-    a time interval keeps it flat however fast results come."""
+    the previous one, or after ``max_replay`` results but never sooner than ``floor_gap``
+    seconds. Snapshots only shorten the replay a resume does (results since the latest one
+    are replayed from the log, about 0.1-0.3 ms each), so their rate is a cost, not a
+    safety, setting: a time interval keeps it flat however fast results come, and
+    ``max_replay`` bounds a resume's replay when results come faster than ``max_replay``
+    per ``min_gap`` (a 10 s gap at 1,600 results/s left 16,000 to replay: 4.5 s)."""
 
     def __init__(self, every: int, interval: float = 30.0, min_gap: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_replay: int = 5_000,
+                 floor_gap: float = 2.0) -> None:
         self.every = every
         self.interval = interval
         self.min_gap = min_gap
+        self.max_replay = max_replay
+        self.floor_gap = floor_gap
         self.clock = clock
         self.since = 0
         self.last = clock()
@@ -76,8 +75,9 @@ class SnapshotPolicy:
         self.since += 1
         now = self.clock()
         waited = now - self.last
-        if waited >= self.interval or (self.since >= self.every
-                                       and (self.first or waited >= self.min_gap)):
+        if (waited >= self.interval
+                or (self.since >= self.every and (self.first or waited >= self.min_gap))
+                or (self.since >= self.max_replay and waited >= self.floor_gap)):
             self.since, self.last, self.first = 0, now, False
             return True
         return False
@@ -204,10 +204,7 @@ class Recorder:
         self._error: BaseException | None = None
         self._snapshots = _SnapshotWriter(self._write_snapshot, background)
         self._thread: threading.Thread | None = None
-        self._switch_interval: float | None = None
         if background:
-            self._switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
             self._thread = threading.Thread(target=self._loop, name="evo-recorder", daemon=True)
             self._thread.start()
 
@@ -274,15 +271,10 @@ class Recorder:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        try:
-            self._raise_if_failed()
-            self._write_pending()
-            self._snapshots.close()
-            self._raise_if_failed()
-        finally:
-            if self._switch_interval is not None:
-                sys.setswitchinterval(self._switch_interval)
-                self._switch_interval = None
+        self._raise_if_failed()
+        self._write_pending()
+        self._snapshots.close()
+        self._raise_if_failed()
 
     @property
     def snapshots_superseded(self) -> int:

@@ -41,6 +41,20 @@ def test_snapshots_follow_results_but_never_more_often_than_the_gap() -> None:
     assert p.result()  # the interval: one result since the last snapshot is enough
 
 
+def test_fast_results_snapshot_after_max_replay_results_but_not_sooner_than_the_floor() -> None:
+    clock = FakeClock()
+    p = SnapshotPolicy(every=5, interval=30.0, min_gap=10.0, clock=clock, max_replay=100,
+                       floor_gap=2.0)
+    assert [p.result() for _ in range(5)][-1]  # the first one
+    clock.now += 1.0
+    assert not any(p.result() for _ in range(500))  # within the floor: however many
+    clock.now += 1.0
+    assert p.result()  # 501 results to replay and the floor is over
+    clock.now += 2.5
+    assert not any(p.result() for _ in range(99))
+    assert p.result()  # the 100th result since the last snapshot
+
+
 def _store_and_engine(tmp_path: Path) -> tuple[RunStore, Engine]:
     store = RunStore.create(tmp_path, attrs={"scenario": "t"}, param_kinds=SPACE.column_kinds(),
                             dim=SPACE.dim)
