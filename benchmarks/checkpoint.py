@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -195,10 +196,12 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     # run.py's policy on the real clock: the simulated one runs ~20x faster than real time
     # here (the coordinator flat out), and snapshots cost the writer real seconds.
     policy = SnapshotPolicy(50)
+    queued = [0]  # the most items ever waiting for the writer
     last_charge = [0.0]
 
     def on_evaluation(ev: Any) -> None:
         recorder.record(ev)
+        queued[0] = max(queued[0], len(recorder._items))
         recorder.record_migrations(engine.drain_migrations())
         now = time.perf_counter()
         handed.append(now)
@@ -268,7 +271,8 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         "flush_median_s": round(float(np.median([f for f, _ in flushes])), 4),
         "flush_max_s": round(max(f for f, _ in flushes), 4),
         "flush_rows_median": int(np.median([r for _, r in flushes])),
-        "snapshots_superseded": recorder.snapshots_superseded,
+        "snapshots_superseded": recorder.snapshots_superseded, "max_queued": queued[0],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
@@ -336,7 +340,8 @@ def fsync_cost(root: Path, rows: int, flushes: int) -> dict[str, float]:
             "fsync_files_per_snapshot": statistics.median(snap_files) if snap_files else 0}
 
 
-def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -> tuple[float, int]:
+def kill_lag(root: Path, workers: int, after: float,
+             fsync: str = "snapshots") -> tuple[float, int, float]:
     """A real run of the trivial objective killed with SIGKILL after ``after`` seconds: how
     long before the kill the newest saved evaluation ended."""
     import signal
@@ -359,10 +364,11 @@ def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -
     time.sleep(after)
     proc.send_signal(signal.SIGKILL)
     killed = time.time()
-    proc.wait()
+    _, _, usage = os.wait4(proc.pid, 0)  # the coordinator's peak memory (kB on Linux)
+    proc.returncode = -9
     ev = zarr.open(str(root / "run.zarr"), mode="r")["evaluations"]
     n = ev.attrs["committed"]
-    return killed - float(ev["t_end"][:n].max()), int(n)
+    return killed - float(ev["t_end"][:n].max()), int(n), usage.ru_maxrss / 1024
 
 
 def scale_main(args: argparse.Namespace, tmp: Path) -> None:
@@ -382,7 +388,8 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
           f"{out['writer_blocked_s']} s")
     print(f"{'writer flushes':>30} {out['flushes']}: median {out['flush_median_s'] * 1e3:.1f} ms "
           f"for {out['flush_rows_median']} evaluations, max {out['flush_max_s'] * 1e3:.1f} ms; "
-          f"{out['snapshots_superseded']} snapshots superseded before written")
+          f"{out['snapshots_superseded']} snapshots superseded before written; at most "
+          f"{out['max_queued']} items queued; benchmark process peak RSS {out['peak_rss_mb']:.0f} MB")
     print(f"{'store closed after last':>30} {out['close_after_last_result_s']} s")
     print(f"{'resume of the run':>30} {out['resume_s']} s ({out['resume_cpu_s']} s CPU; opening "
           f"and checking the store {out['resume_open_s']} s; {out['resume_replayed']} results "
@@ -397,11 +404,13 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
     kills = {}
     runs = [(0, "never"), (0, "snapshots"), (0, "always"), (2, args.fsync)]
     for workers, fsync in runs:
-        lag, n = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
+        lag, n, rss = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
         kills[f"kill_lag_workers{workers}_{fsync}_s"] = round(lag, 3)
         kills[f"kill_rows_workers{workers}_{fsync}"] = n
+        kills[f"kill_peak_rss_mb_workers{workers}_{fsync}"] = round(rss, 1)
         print(f"{'kill -9 at ' + str(args.kill_after) + ' s, workers=' + str(workers):>30} "
-              f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved")
+              f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved, "
+              f"coordinator peak RSS {rss:.0f} MB")
     out.update(kills)
     print(json.dumps(out))
 
