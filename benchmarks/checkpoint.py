@@ -362,13 +362,24 @@ def kill_lag(root: Path, workers: int, after: float,
             pass
         time.sleep(0.05)
     time.sleep(after)
+    peak = _peak_rss_mb(proc.pid)  # the coordinator's, just before the kill
     proc.send_signal(signal.SIGKILL)
     killed = time.time()
-    _, _, usage = os.wait4(proc.pid, 0)  # the coordinator's peak memory (kB on Linux)
-    proc.returncode = -9
+    proc.wait()
     ev = zarr.open(str(root / "run.zarr"), mode="r")["evaluations"]
     n = ev.attrs["committed"]
-    return killed - float(ev["t_end"][:n].max()), int(n), usage.ru_maxrss / 1024
+    return killed - float(ev["t_end"][:n].max()), int(n), peak
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM; NaN where /proc has none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def scale_main(args: argparse.Namespace, tmp: Path) -> None:
