@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from evo_engine.engine import Engine, EngineConfig
 from evo_engine.recorder import Recorder, SnapshotPolicy
 from evo_engine.records import Result
+from evo_engine.resume import rebuild_engine
 from evo_engine.space import Float, Space
 from evo_engine.store import RunStore
 
@@ -139,6 +141,7 @@ def test_rows_after_a_snapshot_do_not_wait_for_it_to_be_written(
     rec = Recorder(store, SPACE, flush_interval=0.01)
     started, release = threading.Event(), threading.Event()
     real = RunStore.write_snapshot
+    warnings: list[str] = []
 
     def slow_snapshot(self, state, fsync=False):
         started.set()
@@ -162,6 +165,12 @@ def test_rows_after_a_snapshot_do_not_wait_for_it_to_be_written(
     # All rows are on disk while the snapshot before them is still being written.
     assert store.evaluations.committed == 12 and not release.is_set()
     assert RunStore.open(tmp_path).latest_snapshot() is None
+    # A kill now (rows written, their snapshot not): a resume replays all twelve results.
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "run.zarr", killed / "run.zarr")
+    rebuilt, _ = rebuild_engine(RunStore.open(killed), SPACE, engine.config, warnings.append)
+    assert rebuilt.n_finished == 12 and not rebuilt.in_flight and warnings == []
+    assert rebuilt.get_state() == engine.get_state()
     release.set()
     rec.close()
     reopened = RunStore.open(tmp_path)
