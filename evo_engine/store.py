@@ -59,6 +59,8 @@ from evo_engine.records import EvalState
 
 FORMAT_VERSION = 1
 CHUNK = 4096
+CHECK_CHUNKS = 64
+"""Chunks a store check reads at once (bounds its memory for long runs)."""
 STR = "str"
 
 
@@ -221,28 +223,38 @@ class Table:
             if rows == 0:
                 continue
             missing = self._missing_chunks(root_dir, col, arr, rows)
-            if not missing:
-                # One read of the whole column (zarr fetches its chunks concurrently);
-                # only when it fails are the chunks read one by one to say which is bad.
-                try:
-                    values = np.asarray(arr[:rows])
-                except Exception:  # noqa: BLE001 - located below, chunk by chunk
-                    values = None
-                if values is not None:
-                    self._check_uids(col, where, 0, values)
-                    continue
             per = arr.chunks[0]
-            for k in range(rows // per + (rows % per > 0)):
-                lo, hi = k * per, min((k + 1) * per, rows)
-                if k in missing:
+            block = per * CHECK_CHUNKS
+            for start in range(0, rows, block):
+                stop = min(start + block, rows)
+                if missing & set(range(start // per, (stop - 1) // per + 1)):
+                    self._check_chunks(col, arr, start, stop, missing)
                     continue
+                # One read of many chunks (zarr fetches them concurrently); only when it
+                # fails are they read one by one to say which is bad.
                 try:
-                    values = arr[lo:hi]
-                except Exception as exc:  # noqa: BLE001 - any decoding failure is damage
-                    self._damaged(lo, f"{where}: rows {lo}-{hi - 1} cannot be read (a "
-                                      f"truncated or corrupt chunk file: {exc})")
+                    values = np.asarray(arr[start:stop])
+                except Exception:  # noqa: BLE001 - located chunk by chunk
+                    self._check_chunks(col, arr, start, stop, missing)
                     continue
-                self._check_uids(col, where, lo, np.asarray(values))
+                self._check_uids(col, where, start, values)
+
+    def _check_chunks(self, col: str, arr: zarr.Array, start: int, stop: int,
+                      missing: set[int]) -> None:
+        """Read rows ``start:stop`` chunk by chunk, reporting each one that cannot be read."""
+        where = f"{self.name}/{col}"
+        per = arr.chunks[0]
+        for k in range(start // per, (stop - 1) // per + 1):
+            lo, hi = k * per, min((k + 1) * per, stop)
+            if k in missing:
+                continue
+            try:
+                values = arr[lo:hi]
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is damage
+                self._damaged(lo, f"{where}: rows {lo}-{hi - 1} cannot be read (a "
+                                  f"truncated or corrupt chunk file: {exc})")
+                continue
+            self._check_uids(col, where, lo, np.asarray(values))
 
     def _missing_chunks(self, root_dir: Path | None, col: str, arr: zarr.Array,
                         rows: int) -> set[int]:
