@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -147,7 +148,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     from evo_engine.recorder import Recorder, SnapshotPolicy
     from evo_engine.records import EvalState
     from evo_engine.space import Float, Space
-    from evo_engine.store import RunStore
+    from evo_engine.store import RunStore, json_in_pieces
 
     space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
     config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator="es",
@@ -156,6 +157,16 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     store = RunStore.create(root, attrs={"scenario": "scale"}, param_kinds=space.column_kinds(),
                             dim=space.dim)
     recorder = Recorder(store, space, fsync=fsync)
+    flushes: list[tuple[float, int]] = []  # (seconds, evaluation rows) of each writer flush
+    write_pending = recorder._write_pending
+
+    def timed_flush() -> None:
+        rows = store.evaluations.committed
+        t0 = time.perf_counter()
+        write_pending()
+        flushes.append((time.perf_counter() - t0, store.evaluations.committed - rows))
+
+    recorder._write_pending = timed_flush  # type: ignore[method-assign]
     clock = SimulatedClock()
     rng = np.random.default_rng(0)
 
@@ -190,16 +201,20 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     handed: list[float] = []
     lags: list[float] = []
     marks: dict[int, dict[str, float]] = {}
+    states: dict[int, dict[str, Any]] = {}
+    """Encoded after the run: encoding one here would stall the coordinator and the writer."""
     # run.py's policy on the real clock: the simulated one runs ~20x faster than real time
     # here (the coordinator flat out), and snapshots cost the writer real seconds.
     policy = SnapshotPolicy(50)
     # The same number in flight at every mark (the budget's end drains them): 10 %, half
     # way, and the last result before the workers start running out of work.
     marks_at = (evals // 10, evals // 2, evals - workers)
+    queued = [0]  # the most items ever waiting for the writer
     last_charge = [0.0, 0.0]
 
     def on_evaluation(ev: Any) -> None:
         recorder.record(ev)
+        queued[0] = max(queued[0], len(recorder._items))
         recorder.record_migrations(engine.drain_migrations())
         now = time.perf_counter()
         handed.append(now)
@@ -210,15 +225,10 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
             recorder.snapshot(engine.get_state())
         n = engine.n_finished
         if n in marks_at:
-            with sim.uncharged():  # the encoding is the writer's work in a run
-                t0 = time.perf_counter()
-                state = engine.get_state()
-                t1 = time.perf_counter()
-                payload = zlib.compress(json.dumps({"engine": state}, separators=(",", ":")).encode(), 3)
-                marks[n] = {"get_state_s": t1 - t0, "encode_s": time.perf_counter() - t1,
-                            "bytes": len(payload), "in_flight": len(engine.in_flight),
-                            "parts": {k: len(json.dumps(v, separators=(",", ":")))
-                                      for k, v in state.items()}}
+            t0 = time.perf_counter()
+            states[n] = engine.get_state()
+            marks[n] = {"get_state_s": time.perf_counter() - t0,
+                        "in_flight": len(engine.in_flight)}
 
     coord = Coordinator(engine, sim, clock=clock, on_task=recorder.record_task,
                         on_evaluation=on_evaluation)
@@ -256,12 +266,22 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     closed = time.perf_counter() - t_last
     real = t_last - t_run
     snaps = store.snapshots.attrs.asdict().get("serial", 0)
+    for n, state in states.items():
+        t0 = time.perf_counter()  # what the snapshot thread does with it (json_in_pieces)
+        payload = zlib.compress(json_in_pieces({"engine": state}).encode(), 3)
+        marks[n].update(encode_s=time.perf_counter() - t0, bytes=len(payload),
+                        parts={k: len(json.dumps(v, separators=(",", ":")))
+                               for k, v in state.items()})
 
-    t0 = time.perf_counter()
     from evo_engine.resume import rebuild_engine
 
-    resumed, _ = rebuild_engine(RunStore.open(root), space, config, print)
-    resume = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    reopened = RunStore.open(root)
+    opened = time.perf_counter() - t0
+    resumed, _ = rebuild_engine(reopened, space, config, print)
+    resume, resume_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    latest = reopened.latest_snapshot()
+    replayed = evals - (latest["log_position"] if latest else 0)
     assert resumed.n_finished == evals, resumed.n_finished
     pruned = engine.counts[EvalState.PRUNED]
     return {
@@ -276,7 +296,14 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
         "snapshots": snaps, "marks": marks,
         "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
         "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
-        "resume_s": round(resume, 3),
+        "resume_s": round(resume, 3), "resume_cpu_s": round(resume_cpu, 3),
+        "resume_open_s": round(opened, 3), "resume_replayed": replayed,
+        "flushes": len(flushes),
+        "flush_median_s": round(float(np.median([f for f, _ in flushes])), 4),
+        "flush_max_s": round(max(f for f, _ in flushes), 4),
+        "flush_rows_median": int(np.median([r for _, r in flushes])),
+        "snapshots_superseded": recorder.snapshots_superseded, "max_queued": queued[0],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
 
@@ -310,7 +337,72 @@ def thread_cpu_seconds() -> dict[str, float]:
     return out
 
 
-def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -> tuple[float, int]:
+def fsync_cost(root: Path, rows: int, flushes: int) -> dict[str, float]:
+    """Time per flush of ``rows`` evaluations (and their tasks) under ``--fsync never`` and
+    ``always`` (median over ``flushes`` each, interleaved so machine load hits both alike),
+    on the filesystem of the benchmark's run directories; and the sync a snapshot does
+    under ``snapshots`` (every file written since the previous snapshot: here ten flushes)."""
+    import evo_engine.store as store_module
+    from evo_engine.engine import Engine, EngineConfig
+    from evo_engine.recorder import Recorder
+    from evo_engine.records import Result
+    from evo_engine.space import Float, Space
+    from evo_engine.store import RunStore
+
+    space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
+    policies = ("never", "always")
+    times: dict[str, list[float]] = {p: [] for p in policies}
+    synced: list[int] = []
+    real_fsync_files = store_module.fsync_files
+
+    def counting(paths: Any) -> None:
+        synced.append(len(paths))
+        real_fsync_files(paths)
+
+    store_module.fsync_files = counting
+    snap_sync: list[float] = []
+    snap_files: list[int] = []
+    runs = {}
+    for policy in policies:
+        store = RunStore.create(root / policy, attrs={"scenario": "fsync"},
+                                param_kinds=space.column_kinds(), dim=space.dim)
+        runs[policy] = (Recorder(store, space, background=False, fsync=policy),
+                        Engine(space, EngineConfig(max_evals=10**9, population_size=32, seed=0)),
+                        store)
+    try:
+        for i in range(flushes):
+            for policy in policies:
+                rec, engine, store = runs[policy]
+                for _ in range(rows):
+                    task = engine.ask(0)
+                    rec.record_task(task)
+                    _, ev = engine.tell(Result(uid=task.uid, worker=0, fitness=1.0,
+                                               t_start=0.0, t_end=1.0))
+                    rec.record(ev)
+                t0 = time.perf_counter()
+                rec.flush()
+                times[policy].append(time.perf_counter() - t0)
+                if policy == "never" and i % 10 == 9:
+                    # What a snapshot syncs under "snapshots": the files of ten flushes.
+                    paths = [p for t in (store.tasks, store.evaluations) for p in t.take_dirty()]
+                    t0 = time.perf_counter()
+                    real_fsync_files(paths)
+                    snap_sync.append(time.perf_counter() - t0)
+                    snap_files.append(len(paths))
+        for rec, _, _ in runs.values():
+            rec.close()
+    finally:
+        store_module.fsync_files = real_fsync_files
+    never, always = statistics.median(times["never"]), statistics.median(times["always"])
+    return {"fsync_rows": rows, "flush_never_s": never, "flush_always_s": always,
+            "fsync_per_flush_s": always - never,
+            "fsync_files_per_flush": sum(synced) / max(flushes, 1),
+            "fsync_per_snapshot_s": statistics.median(snap_sync) if snap_sync else float("nan"),
+            "fsync_files_per_snapshot": statistics.median(snap_files) if snap_files else 0}
+
+
+def kill_lag(root: Path, workers: int, after: float,
+             fsync: str = "snapshots") -> tuple[float, int, float]:
     """A real run of the trivial objective killed with SIGKILL after ``after`` seconds: how
     long before the kill the newest saved evaluation ended."""
     import signal
@@ -331,12 +423,24 @@ def kill_lag(root: Path, workers: int, after: float, fsync: str = "snapshots") -
             pass
         time.sleep(0.05)
     time.sleep(after)
+    peak = _peak_rss_mb(proc.pid)  # the coordinator's, just before the kill
     proc.send_signal(signal.SIGKILL)
     killed = time.time()
     proc.wait()
     ev = zarr.open(str(root / "run.zarr"), mode="r")["evaluations"]
     n = ev.attrs["committed"]
-    return killed - float(ev["t_end"][:n].max()), int(n)
+    return killed - float(ev["t_end"][:n].max()), int(n), peak
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM; NaN where /proc has none)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def scale_main(args: argparse.Namespace, tmp: Path) -> None:
@@ -355,22 +459,37 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{'thread CPU seconds':>30} " + ", ".join(f"{k} {v}" for k, v in out["thread_cpu_s"].items()))
     for n, v in sorted(m.items()):
         print(f"{'snapshot at ' + str(n):>30} get_state {v['get_state_s'] * 1e3:.1f} ms "
-              f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (writer), "
+              f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (snapshot thread), "
               f"{v['bytes']} bytes, {v['in_flight']} in flight")
     print(f"{'snapshots written':>30} {out['snapshots']}")
     print(f"{'write lag (any instant)':>30} max {out['write_lag_max_s']} s, "
           f"p99 {out['write_lag_p99_s']} s; writer blocked the coordinator "
           f"{out['writer_blocked_s']} s")
+    print(f"{'writer flushes':>30} {out['flushes']}: median {out['flush_median_s'] * 1e3:.1f} ms "
+          f"for {out['flush_rows_median']} evaluations, max {out['flush_max_s'] * 1e3:.1f} ms; "
+          f"{out['snapshots_superseded']} snapshots superseded before written; at most "
+          f"{out['max_queued']} items queued; benchmark process peak RSS {out['peak_rss_mb']:.0f} MB")
     print(f"{'store closed after last':>30} {out['close_after_last_result_s']} s")
-    print(f"{'resume of the run':>30} {out['resume_s']} s")
+    print(f"{'resume of the run':>30} {out['resume_s']} s ({out['resume_cpu_s']} s CPU; opening "
+          f"and checking the store {out['resume_open_s']} s; {out['resume_replayed']} results "
+          f"replayed after the latest snapshot)")
+    cost = fsync_cost(tmp / "fsync", args.fsync_rows, args.fsync_flushes)
+    out.update(cost)
+    print(f"{'fsync cost':>30} per flush of {args.fsync_rows} evaluations: "
+          f"never {cost['flush_never_s'] * 1e3:.1f} ms, always "
+          f"{cost['flush_always_s'] * 1e3:.1f} ms (+{cost['fsync_per_flush_s'] * 1e3:.1f} ms, "
+          f"{cost['fsync_files_per_flush']:.0f} files); a snapshot's sync of the rows it "
+          f"covers {cost['fsync_per_snapshot_s'] * 1e3:.1f} ms ({cost['fsync_files_per_snapshot']:.0f} files)")
     kills = {}
     runs = [(0, "never"), (0, "snapshots"), (0, "always"), (2, args.fsync)]
     for workers, fsync in runs:
-        lag, n = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
+        lag, n, rss = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
         kills[f"kill_lag_workers{workers}_{fsync}_s"] = round(lag, 3)
         kills[f"kill_rows_workers{workers}_{fsync}"] = n
+        kills[f"kill_peak_rss_mb_workers{workers}_{fsync}"] = round(rss, 1)
         print(f"{'kill -9 at ' + str(args.kill_after) + ' s, workers=' + str(workers):>30} "
-              f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved")
+              f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved, "
+              f"coordinator peak RSS {rss:.0f} MB")
     out.update(kills)
     print(json.dumps(out))
 
@@ -389,6 +508,10 @@ def main() -> None:
     ap.add_argument("--scale-workers", type=int, default=4096)
     ap.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots")
     ap.add_argument("--kill-after", type=float, default=10.0, help="seconds before the kill -9")
+    ap.add_argument("--fsync-rows", type=int, default=250,
+                    help="evaluations per flush in the fsync cost measurement")
+    ap.add_argument("--fsync-flushes", type=int, default=40,
+                    help="flushes per policy in the fsync cost measurement")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="evo_ckpt_"))
     try:

@@ -287,13 +287,40 @@ def register_logged_tasks(dedupe: Dedupe, tasks: Any, below_uid: int) -> int:
     if tasks is None or tasks.committed == 0:
         return 0
     uids = np.asarray(tasks.read("uid"))
-    genomes = np.asarray(tasks.read("genome"))
-    n = 0
-    for uid, genome in zip(uids.tolist(), genomes):
-        if uid < below_uid:
-            dedupe.registry.add(dedupe.space.decode(genome))
-            n += 1
-    return n
+    genomes = np.asarray(tasks.read("genome"))[uids < below_uid]
+    dedupe.registry.keys.update(config_keys(dedupe.space, genomes))
+    return len(genomes)
+
+
+def config_keys(space: Space, genomes: np.ndarray) -> list[str]:
+    """``config_key(space.decode(g))`` for every row of ``genomes``, the same strings,
+    decoded a column at a time (a resume registers every logged task: 100,000 took 1.9 s
+    row by row, see ``register_logged_tasks``)."""
+    if space.conditional or len(genomes) == 0:
+        return [config_key(space.decode(g)) for g in genomes]
+    columns: dict[str, list[Any]] = {}
+    for j, (name, p) in enumerate(space.items()):
+        values = p.decode_column(genomes[:, j])
+        if p.kind == "float":
+            columns[name] = [v + 0.0 for v in values]  # config_key's -0.0 == 0.0
+        elif p.kind == "int":
+            columns[name] = values
+        else:
+            columns[name] = [_plain(v) for v in values]
+    order = sorted(columns)
+    # repr(tuple(sorted(params.items()))), built from each column's reprs (the reprs of
+    # a million floats dominate; one C-level map per column is 3x faster than per row).
+    pairs = ", ".join(f"({name!r}".replace("%", "%%") + ", %s)" for name in order)
+    template = "(" + pairs + ("," if len(order) == 1 else "") + ")"
+    texts = [list(map(repr, columns[n])) for n in order]
+    return [template % row for row in zip(*texts)]
+
+
+def _plain(v: Any) -> Any:
+    """A value as ``config_key`` sees it (numpy scalars as Python values, -0.0 as 0.0)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v + 0.0 if v.__class__ is float else v
 
 
 __all__ = [
@@ -306,6 +333,7 @@ __all__ = [
     "Registry",
     "SpaceExhausted",
     "config_key",
+    "config_keys",
     "register_logged_tasks",
     "space_size",
     "unseen_configurations",

@@ -4,10 +4,13 @@ The coordinator hands each item over at once (a list append under a lock) and do
 wait on disk; a writer thread flushes every ``flush_interval`` seconds, writing everything
 handed over since the last flush as one append per table, so a finished evaluation is on
 disk (in the page cache: it survives a kill -9) within about that long whatever the result
-rate. Items are written in the order they were handed over, and a snapshot is written only
-after every row handed over before it, so a snapshot taken after N results always matches
-the first N rows of the evaluation log. The snapshot's JSON encoding and compression happen
-here, on the writer thread, not on the coordinator's.
+rate. Rows are written in the order they were handed over. A snapshot records the table
+positions it matches when the writer reaches it (all rows handed over before it are written
+by then, so a snapshot taken after N results always matches the first N rows of the log),
+and is then encoded and written by a thread of its own (``_SnapshotWriter``): rows handed
+over after it never wait for a snapshot's JSON encoding, compression or write, which take
+hundreds of milliseconds for a large state. Only the newest snapshot waiting is written (a
+newer one makes an older one that has not started moot).
 
 Memory is bounded: when ``max_pending`` items wait (the disk is slower than the results),
 handing over blocks until the writer has taken them (back-pressure on the coordinator).
@@ -16,7 +19,8 @@ handing over blocks until the writer has taken them (back-pressure on the coordi
 or power loss, not just a killed process): ``"never"`` (the operating system decides),
 ``"snapshots"`` (the default: every file written since the last snapshot, then the snapshot,
 then its pointer, so the newest snapshot and the rows it covers survive a node crash), or
-``"always"`` (after every flush).
+``"always"`` (after every flush). The rows a snapshot covers are synced by the writer when it
+reaches the snapshot, before it writes a later row into the same files.
 
 When to snapshot is ``SnapshotPolicy``'s call: on a time interval, not per result.
 """
@@ -27,6 +31,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +39,7 @@ import numpy as np
 from evo_engine.engine import Evaluation, Migration
 from evo_engine.records import Task, jsonable
 from evo_engine.space import Space
-from evo_engine.store import RunStore
+from evo_engine.store import RunStore, Table, fsync_files
 
 FSYNC_POLICIES = ("never", "snapshots", "always")
 MAX_PENDING = 20_000
@@ -44,15 +49,21 @@ MAX_PENDING = 20_000
 class SnapshotPolicy:
     """When the coordinator takes a snapshot: every ``interval`` seconds (with a result since
     the last one), or after ``every`` results but never sooner than ``min_gap`` seconds after
-    the previous one. Snapshots only shorten the replay a resume does (results since the
-    latest one are replayed from the log), so their rate is a cost, not a safety, setting:
-    a time interval keeps it flat however fast results come."""
+    the previous one, or after ``max_replay`` results but never sooner than ``floor_gap``
+    seconds. Snapshots only shorten the replay a resume does (results since the latest one
+    are replayed from the log, about 0.1-0.3 ms each), so their rate is a cost, not a
+    safety, setting: a time interval keeps it flat however fast results come, and
+    ``max_replay`` bounds a resume's replay when results come faster than ``max_replay``
+    per ``min_gap`` (a 10 s gap at 1,600 results/s left 16,000 to replay: 4.5 s)."""
 
     def __init__(self, every: int, interval: float = 30.0, min_gap: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_replay: int = 5_000,
+                 floor_gap: float = 2.0) -> None:
         self.every = every
         self.interval = interval
         self.min_gap = min_gap
+        self.max_replay = max_replay
+        self.floor_gap = floor_gap
         self.clock = clock
         self.since = 0
         self.last = clock()
@@ -64,11 +75,16 @@ class SnapshotPolicy:
         self.since += 1
         now = self.clock()
         waited = now - self.last
-        if waited >= self.interval or (self.since >= self.every
-                                       and (self.first or waited >= self.min_gap)):
+        if (waited >= self.interval
+                or (self.since >= self.every and (self.first or waited >= self.min_gap))
+                or (self.since >= self.max_replay and waited >= self.floor_gap)):
             self.since, self.last, self.first = 0, now, False
             return True
         return False
+
+
+_DIRTY = "_files_to_sync"
+"""Key of a snapshot job (never stored) listing the table files to sync before it."""
 
 
 class _Snapshot:
@@ -76,6 +92,87 @@ class _Snapshot:
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
+
+
+class _SnapshotWriter:
+    """Writes snapshots one at a time, newest first, on a thread of its own (or, without
+    one, when ``run_pending`` is called); at most one waits while another is written, so
+    memory stays bounded however often snapshots are handed over."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None], background: bool) -> None:
+        self._write = write
+        self._waiting: dict[str, Any] | None = None
+        self._busy = False
+        self._closed = False
+        self.error: BaseException | None = None
+        self.superseded = 0
+        """Snapshots dropped unwritten because a newer one came first."""
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="evo-snapshots", daemon=True)
+            self._thread.start()
+
+    def hand(self, snapshot: dict[str, Any]) -> None:
+        with self._cond:
+            if self._waiting is not None:
+                # Its files still get synced: the newer snapshot covers their rows too.
+                self.superseded += 1
+                snapshot[_DIRTY] = self._waiting.get(_DIRTY, []) + snapshot.get(_DIRTY, [])
+            self._waiting = snapshot
+            self._cond.notify_all()
+
+    def _take(self) -> dict[str, Any] | None:
+        with self._cond:
+            job, self._waiting = self._waiting, None
+            self._busy = job is not None
+            return job
+
+    def _done(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def run_pending(self) -> None:
+        """Write the waiting snapshot now, on the caller's thread (no thread of its own)."""
+        job = self._take()
+        try:
+            if job is not None:
+                self._write(job)
+        finally:
+            self._done()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting is None and not self._closed:
+                    self._cond.wait()
+                if self._waiting is None:
+                    return
+            try:
+                self.run_pending()
+            except BaseException as exc:  # noqa: BLE001 - surfaced to the coordinator
+                self.error = exc
+                return
+
+    def wait(self) -> None:
+        """Until no snapshot is waiting or being written (or writing them failed)."""
+        if self._thread is None:
+            self.run_pending()
+            return
+        with self._cond:
+            while ((self._waiting is not None or self._busy) and self.error is None
+                   and self._thread.is_alive()):
+                self._cond.wait(0.1)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        else:
+            self.run_pending()
 
 
 class Recorder:
@@ -103,7 +200,9 @@ class Recorder:
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self._started = time.monotonic()
         self._error: BaseException | None = None
+        self._snapshots = _SnapshotWriter(self._write_snapshot, background)
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._loop, name="evo-recorder", daemon=True)
@@ -143,12 +242,16 @@ class Recorder:
     # -- writing (writer thread, or the caller of flush) ----------------------------------
 
     def _raise_if_failed(self) -> None:
+        if self._error is None and self._snapshots.error is not None:
+            self._error = self._snapshots.error
         if self._error is not None:
             raise RuntimeError(f"writing the run store failed: {self._error}") from self._error
 
     def _loop(self) -> None:
         while not self._closed:
-            self._wake.wait(self.flush_interval)
+            # A flush that took long (a slow disk) is followed by the next one at once, so
+            # the rows waiting are at most about one flush interval plus one write old.
+            self._wake.wait(max(0.0, self.flush_interval - (time.monotonic() - self._started)))
             self._wake.clear()
             try:
                 self._write_pending()
@@ -157,19 +260,30 @@ class Recorder:
                 return
 
     def flush(self) -> None:
-        """Write everything handed over so far, now."""
+        """Write everything handed over so far (snapshots included), now."""
         self._raise_if_failed()
         self._write_pending()
+        self._snapshots.wait()
+        self._raise_if_failed()
 
     def close(self) -> None:
         self._closed = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
+        self._raise_if_failed()
+        self._write_pending()
+        self._snapshots.close()
+        self._raise_if_failed()
+
+    @property
+    def snapshots_superseded(self) -> int:
+        """Snapshots never written because a newer one was handed over before they started."""
+        return self._snapshots.superseded
 
     def _write_pending(self) -> None:
         with self._write_lock:
+            self._started = time.monotonic()
             with self._lock:
                 items, self._items = self._items, []
                 self._taken.notify_all()
@@ -180,7 +294,7 @@ class Recorder:
                 if isinstance(item, _Snapshot):
                     self._write_rows(tasks, evals, migrations)
                     tasks, evals, migrations = [], [], []
-                    self._write_snapshot(item.state)
+                    self._snapshots.hand(self._positions(item.state))
                 elif isinstance(item, Evaluation):
                     evals.append(item)
                 elif isinstance(item, Task):
@@ -192,12 +306,12 @@ class Recorder:
             self._write_rows(tasks, evals, migrations)
             if self.fsync == "always" and items:
                 self._sync_tables()
+        if self._thread is None:
+            self._snapshots.run_pending()  # no threads: the snapshot after this flush's rows
 
     def _sync_tables(self) -> None:
-        for table in (self.store.tasks, self.store.curves, self.store.evaluations,
-                      self.store.migrations):
-            if table is not None:
-                table.sync()
+        for table in self._tables():
+            table.sync()
 
     def _write_rows(self, tasks: list[Task], evals: list[Evaluation],
                     migrations: list[Migration]) -> None:
@@ -212,23 +326,38 @@ class Recorder:
         if migrations:
             self._write_migrations(migrations)
 
-    def _write_snapshot(self, engine_state: dict[str, Any]) -> None:
+    def _positions(self, engine_state: dict[str, Any]) -> dict[str, Any]:
+        """The snapshot as stored: the state and the table positions it matches (writer
+        thread, once every row handed over before the snapshot is written)."""
         st = self.store
         n = st.evaluations.committed
         if engine_state["n_finished"] != n:
             raise RuntimeError(
                 f"snapshot after {engine_state['n_finished']} results but {n} rows in the log"
             )
+        # The files holding the rows it covers (synced by the snapshot thread before the
+        # snapshot is written: a later flush may have replaced one by then, with a file
+        # holding those rows and more).
+        dirty = self._dirty_files() if self.fsync != "never" else []
+        return {"engine": engine_state, "log_position": n,
+                "migrations_position": st.migrations.committed,
+                "tasks_position": st.tasks.committed, _DIRTY: dirty}
+
+    def _dirty_files(self) -> list[Path]:
+        return [path for table in self._tables() for path in table.take_dirty()]
+
+    def _tables(self) -> list[Table]:
+        st = self.store
+        return [t for t in (st.tasks, st.curves, st.evaluations, st.migrations) if t is not None]
+
+    def _write_snapshot(self, snapshot: dict[str, Any]) -> None:
+        dirty = snapshot.pop(_DIRTY, [])
         if self.fsync != "never":
             # The rows the snapshot covers reach the disk before the snapshot names them.
-            self._sync_tables()
-        name = st.write_snapshot({
-            "engine": engine_state, "log_position": n,
-            "migrations_position": st.migrations.committed,
-            "tasks_position": st.tasks.committed,
-        }, fsync=self.fsync != "never")
+            fsync_files(dirty)
+        name = self.store.write_snapshot(snapshot, fsync=self.fsync != "never")
         if self.on_snapshot is not None:
-            self.on_snapshot(name, n)
+            self.on_snapshot(name, snapshot["log_position"])
 
     @staticmethod
     def _parents(rows: Sequence[tuple[int, ...]]) -> np.ndarray:

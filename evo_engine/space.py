@@ -24,6 +24,20 @@ def _clip01(u: float) -> float:
     return min(max(float(u), 0.0), 1.0)
 
 
+def _exp_each(x: np.ndarray) -> np.ndarray:
+    """``math.exp`` of every element: numpy's ``exp`` may differ from it in the last bit,
+    and a decoded value must be the same whichever way it was computed."""
+    return np.array([math.exp(t) for t in x.tolist()], dtype=np.float64)
+
+
+def _patch_edges(out: list[Any], u: np.ndarray, inside: np.ndarray, decode: Any) -> list[Any]:
+    """Decode the elements not ``inside`` (u outside (0, 1), a value at a bound, NaN) one by
+    one: only inside is the array arithmetic the scalar ``decode``'s, bit for bit."""
+    for i in np.flatnonzero(~inside).tolist():
+        out[i] = decode(float(u[i]))
+    return out
+
+
 @dataclass(frozen=True)
 class Condition:
     """``when=("model", "fno")``: the parameter is active only while ``model`` is ``"fno"``.
@@ -105,6 +119,15 @@ class Float:
         v = math.exp(x) if self.log else x
         return min(max(v, self.lo), self.hi)
 
+    def decode_column(self, u: np.ndarray) -> list[float]:
+        """``[decode(x) for x in u]`` (the same values), computed on arrays."""
+        u = np.asarray(u, dtype=np.float64)
+        a, b = self._fwd(self.lo), self._fwd(self.hi)
+        x = a + u * (b - a)
+        v = _exp_each(x) if self.log else x
+        inside = (u > 0.0) & (u < 1.0) & (v > self.lo) & (v < self.hi)
+        return _patch_edges(v.tolist(), u, inside, self.decode)
+
     def describe(self) -> dict[str, Any]:
         return _with_when({"type": "float", "lo": self.lo, "hi": self.hi, "log": self.log}, self.when)
 
@@ -160,6 +183,16 @@ class Int:
         x = a + _clip01(u) * (b - a)
         v = math.floor((math.exp(x) if self.log else x) + 0.5)
         return int(min(max(v, self.lo), self.hi))
+
+    def decode_column(self, u: np.ndarray) -> list[int]:
+        """``[decode(x) for x in u]`` (the same values), computed on arrays."""
+        u = np.asarray(u, dtype=np.float64)
+        a, b = self._edges()
+        x = a + u * (b - a)
+        v = np.floor((_exp_each(x) if self.log else x) + 0.5)
+        inside = (u > 0.0) & (u < 1.0) & (v >= self.lo) & (v <= self.hi)
+        return _patch_edges(np.where(inside, v, 0).astype(np.int64).tolist(), u, inside,
+                            self.decode)
 
     def describe(self) -> dict[str, Any]:
         return _with_when({"type": "int", "lo": int(self.lo), "hi": int(self.hi), "log": self.log},
@@ -243,6 +276,16 @@ class Categorical:
 
     def decode(self, u: float) -> Any:
         return self.choices[self.decode_index(u)]
+
+    def decode_column(self, u: np.ndarray) -> list[Any]:
+        """``[decode(x) for x in u]`` (the same values), computed on arrays."""
+        u = np.asarray(u, dtype=np.float64)
+        k = len(self.choices)
+        index = np.floor(u * k)
+        inside = (u > 0.0) & (u < 1.0) & (index < k)
+        choices = self.choices
+        out = [choices[i] for i in np.where(inside, index, 0).astype(np.int64).tolist()]
+        return _patch_edges(out, u, inside, self.decode)
 
     def hops(self, a: Any, b: Any) -> int:
         """Edges on the tree path between choices ``a`` and ``b`` (0 when equal)."""

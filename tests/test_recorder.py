@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from evo_engine.engine import Engine, EngineConfig
 from evo_engine.recorder import Recorder, SnapshotPolicy
 from evo_engine.records import Result
+from evo_engine.resume import rebuild_engine
 from evo_engine.space import Float, Space
 from evo_engine.store import RunStore
 
@@ -38,6 +41,20 @@ def test_snapshots_follow_results_but_never_more_often_than_the_gap() -> None:
     assert not p.result()  # fewer than `every` results, interval not reached
     clock.now += 1.0
     assert p.result()  # the interval: one result since the last snapshot is enough
+
+
+def test_fast_results_snapshot_after_max_replay_results_but_not_sooner_than_the_floor() -> None:
+    clock = FakeClock()
+    p = SnapshotPolicy(every=5, interval=30.0, min_gap=10.0, clock=clock, max_replay=100,
+                       floor_gap=2.0)
+    assert [p.result() for _ in range(5)][-1]  # the first one
+    clock.now += 1.0
+    assert not any(p.result() for _ in range(500))  # within the floor: however many
+    clock.now += 1.0
+    assert p.result()  # 501 results to replay and the floor is over
+    clock.now += 2.5
+    assert not any(p.result() for _ in range(99))
+    assert p.result()  # the 100th result since the last snapshot
 
 
 def _store_and_engine(tmp_path: Path) -> tuple[RunStore, Engine]:
@@ -116,3 +133,101 @@ def test_unknown_fsync_policy_is_refused(tmp_path: Path) -> None:
     store, _ = _store_and_engine(tmp_path)
     with pytest.raises(ValueError, match="fsync"):
         Recorder(store, SPACE, background=False, fsync="sometimes")
+
+
+def test_rows_after_a_snapshot_do_not_wait_for_it_to_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    rec = Recorder(store, SPACE, flush_interval=0.01)
+    started, release = threading.Event(), threading.Event()
+    real = RunStore.write_snapshot
+    warnings: list[str] = []
+
+    def slow_snapshot(self, state, fsync=False):
+        started.set()
+        assert release.wait(30)
+        return real(self, state, fsync)
+
+    monkeypatch.setattr(RunStore, "write_snapshot", slow_snapshot)
+    for i in range(5):
+        task, ev = _one(engine, i)
+        rec.record_task(task)
+        rec.record(ev)
+    rec.snapshot(engine.get_state())
+    assert started.wait(30)
+    for i in range(5, 12):
+        task, ev = _one(engine, i)
+        rec.record_task(task)
+        rec.record(ev)
+    deadline = time.monotonic() + 30
+    while store.evaluations.committed < 12 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # All rows are on disk while the snapshot before them is still being written.
+    assert store.evaluations.committed == 12 and not release.is_set()
+    assert RunStore.open(tmp_path).latest_snapshot() is None
+    # A kill now (rows written, their snapshot not): a resume replays all twelve results.
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "run.zarr", killed / "run.zarr")
+    rebuilt, _ = rebuild_engine(RunStore.open(killed), SPACE, engine.config, warnings.append)
+    assert rebuilt.n_finished == 12 and not rebuilt.in_flight and warnings == []
+    assert rebuilt.get_state() == engine.get_state()
+    release.set()
+    rec.close()
+    reopened = RunStore.open(tmp_path)
+    assert reopened.evaluations.read("fitness").tolist() == [float(i) for i in range(12)]
+    snap = reopened.latest_snapshot()
+    assert snap["log_position"] == 5 and snap["tasks_position"] == 5
+    assert snap["engine"]["n_finished"] == 5
+
+
+def test_a_snapshot_waiting_behind_a_slow_one_is_replaced_by_a_newer_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    rec = Recorder(store, SPACE, flush_interval=0.01)
+    started, release = threading.Event(), threading.Event()
+    real = RunStore.write_snapshot
+    written: list[int] = []
+
+    def slow_snapshot(self, state, fsync=False):
+        started.set()
+        assert release.wait(30)
+        written.append(state["log_position"])
+        return real(self, state, fsync)
+
+    monkeypatch.setattr(RunStore, "write_snapshot", slow_snapshot)
+    for i in range(9):
+        task, ev = _one(engine, i)
+        rec.record_task(task)
+        rec.record(ev)
+        if i in (2, 5, 8):
+            rec.snapshot(engine.get_state())
+            if i == 2:
+                assert started.wait(30)
+            else:  # wait until the writer has handed it over
+                deadline = time.monotonic() + 30
+                while store.evaluations.committed < i + 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.05)
+    release.set()
+    rec.close()
+    assert written == [3, 9] and rec.snapshots_superseded == 1
+    assert RunStore.open(tmp_path).latest_snapshot()["engine"]["n_finished"] == 9
+
+
+def test_a_failing_snapshot_write_reaches_the_coordinator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    rec = Recorder(store, SPACE, flush_interval=0.01)
+
+    def broken(self, state, fsync=False):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RunStore, "write_snapshot", broken)
+    task, ev = _one(engine, 0)
+    rec.record_task(task)
+    rec.record(ev)
+    rec.snapshot(engine.get_state())
+    with pytest.raises(RuntimeError, match="disk full"):
+        rec.flush()
+    with pytest.raises(RuntimeError, match="disk full"):
+        rec.close()

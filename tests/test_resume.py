@@ -94,12 +94,16 @@ def test_stopped_and_resumed_inline_run_has_the_same_history(tmp_path: Path) -> 
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def _wait_for_rows(run_dir: Path, at_least: int, timeout: float) -> None:
+def _wait_for_rows(run_dir: Path, at_least: int, timeout: float,
+                   snapshot: bool = False) -> None:
+    """Until ``at_least`` rows are committed (and, with ``snapshot``, a snapshot is written:
+    the snapshot thread may still be writing one when later rows are on disk)."""
     end = time.time() + timeout
     while time.time() < end:
         try:
             z = zarr.open(str(run_dir / "run.zarr"), mode="r")
-            if z["evaluations"].attrs["committed"] >= at_least:
+            if z["evaluations"].attrs["committed"] >= at_least and (
+                    not snapshot or z["snapshots"].attrs.get("latest")):
                 return
         except Exception:  # noqa: BLE001 - the store may not exist yet
             pass
@@ -287,7 +291,7 @@ def test_resume_force_with_fewer_islands_continues(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--quiet"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_rows(run_dir, 10, timeout=60)
+    _wait_for_rows(run_dir, 10, timeout=60, snapshot=True)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     one = tmp_path / "one_island.py"

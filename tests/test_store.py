@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evo_engine.store import CHUNK, RunStore, SnapshotCorrupt, StoreError
 
@@ -188,3 +190,40 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
     assert "cannot be locked" in capsys.readouterr().err
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("cannot be locked" in str(e.get("message", "")) for e in events)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=600) | st.dictionaries(st.text(max_size=4), inner, max_size=5)
+    | st.dictionaries(st.integers(), inner, max_size=3),
+    max_leaves=2000))
+def test_json_in_pieces_is_json_dumps(value) -> None:
+    import json
+
+    from evo_engine.store import json_in_pieces
+
+    assert json_in_pieces(value) == json.dumps(value, separators=(",", ":"))
+    assert json_in_pieces({"rows": [value] * 300}) == json.dumps({"rows": [value] * 300},
+                                                                 separators=(",", ":"))
+
+
+def test_the_check_reads_in_blocks_and_names_the_bad_chunk_in_a_later_block(
+        tmp_path: Path, monkeypatch) -> None:
+    import evo_engine.store as store_module
+
+    monkeypatch.setattr(store_module, "CHECK_CHUNKS", 2)
+    st = make(tmp_path)
+    n = 3 * CHUNK + 5
+    st.evaluations.append(rows(0, n), n)
+    assert RunStore.open(tmp_path).evaluations.read("uid").tolist() == list(range(n))
+    chunk = tmp_path / "run.zarr/evaluations/fitness/c/2"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    (tmp_path / "run.zarr/evaluations/t_end/c/1").unlink()
+    damaged = RunStore.open(tmp_path, mode="r")
+    assert any(f"evaluations/fitness: rows {2 * CHUNK}-{3 * CHUNK - 1} cannot be read" in p
+               for p in damaged.damage), damaged.damage
+    assert any(f"evaluations/t_end/c/1 holding rows {CHUNK}-{2 * CHUNK - 1} is missing" in p
+               for p in damaged.damage), damaged.damage
+    assert damaged.evaluations.readable == CHUNK
+    assert damaged.evaluations.read("uid").tolist() == list(range(CHUNK))
