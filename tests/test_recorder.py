@@ -135,20 +135,30 @@ def test_unknown_fsync_policy_is_refused(tmp_path: Path) -> None:
         Recorder(store, SPACE, background=False, fsync="sometimes")
 
 
-def test_rows_after_a_snapshot_do_not_wait_for_it_to_be_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store, engine = _store_and_engine(tmp_path)
-    rec = Recorder(store, SPACE, flush_interval=0.01)
+def _block_snapshot_writes(
+        monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Snapshot writes wait for ``release``; ``started`` is set when the first one begins, and
+    each written snapshot's ``log_position`` is appended to the list."""
     started, release = threading.Event(), threading.Event()
     real = RunStore.write_snapshot
-    warnings: list[str] = []
+    written: list[int] = []
 
     def slow_snapshot(self, state, fsync=False):
         started.set()
         assert release.wait(30)
+        written.append(state["log_position"])
         return real(self, state, fsync)
 
     monkeypatch.setattr(RunStore, "write_snapshot", slow_snapshot)
+    return started, release, written
+
+
+def test_rows_after_a_snapshot_do_not_wait_for_it_to_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine = _store_and_engine(tmp_path)
+    rec = Recorder(store, SPACE, flush_interval=0.01)
+    started, release, _ = _block_snapshot_writes(monkeypatch)
+    warnings: list[str] = []
     for i in range(5):
         task, ev = _one(engine, i)
         rec.record_task(task)
@@ -184,17 +194,7 @@ def test_a_snapshot_waiting_behind_a_slow_one_is_replaced_by_a_newer_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, engine = _store_and_engine(tmp_path)
     rec = Recorder(store, SPACE, flush_interval=0.01)
-    started, release = threading.Event(), threading.Event()
-    real = RunStore.write_snapshot
-    written: list[int] = []
-
-    def slow_snapshot(self, state, fsync=False):
-        started.set()
-        assert release.wait(30)
-        written.append(state["log_position"])
-        return real(self, state, fsync)
-
-    monkeypatch.setattr(RunStore, "write_snapshot", slow_snapshot)
+    started, release, written = _block_snapshot_writes(monkeypatch)
     for i in range(9):
         task, ev = _one(engine, i)
         rec.record_task(task)
