@@ -38,16 +38,18 @@ def wrap_items(head: str, items: list[str], cols: int, indent: str = "    ") -> 
     return lines
 
 
-def table(header: list[str], rows: list[list[str]], keep: int, cols: int,
-          indent: str = "  ") -> tuple[list[str], int]:
+def table(header: list[str], rows: list[list[str]], keep: int | None = None,
+          cols: int | None = None, indent: str = "  ") -> tuple[list[str], int]:
     """Right-aligned columns; the first ``keep`` always shown, later ones while they fit ``cols``.
 
-    Returns the lines and how many columns were left out for lack of width.
+    Without ``cols`` every column is shown. Returns the lines and how many columns were left
+    out for lack of width.
     """
     widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
+    keep = len(header) if keep is None or cols is None else keep
     shown, used = [], len(indent) - 2
     for j, w in enumerate(widths):
-        if j >= keep and used + 2 + w > cols:
+        if j >= keep and used + 2 + w > (cols or 0):
             continue  # a narrower column further right may still fit
         shown.append(j)
         used += 2 + w

@@ -21,3 +21,14 @@ def repo() -> Path:
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     # Subprocess workers share 2 cores with the test runner: one intra-op thread each.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+@pytest.fixture
+def sciml_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SciML test trains on one thread, on data generated under its own tmp_path (never a
+    user's cache or an EVO_ENGINE_ADVECTION_FILE)."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)

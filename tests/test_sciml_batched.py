@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from fakes import FakeContext, tiny_advection_task
 
 from evo_engine.context import StopEvaluation
@@ -31,11 +30,7 @@ from evo_engine.sciml.training import AdvectionTask, train_advection
 RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _setup(tmp_path, monkeypatch) -> None:
-    torch.set_num_threads(1)
-    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+pytestmark = pytest.mark.usefixtures("sciml_isolated")
 
 
 def tiny_task(**changes) -> AdvectionTask:

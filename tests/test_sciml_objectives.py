@@ -6,7 +6,6 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 from fakes import FakeContext, tiny_advection_task
 
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
@@ -20,12 +19,7 @@ from evo_engine.sciml.training import (
     train_advection,
 )
 
-
-@pytest.fixture(autouse=True)
-def _setup(tmp_path, monkeypatch) -> None:
-    torch.set_num_threads(1)
-    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+pytestmark = pytest.mark.usefixtures("sciml_isolated")
 
 
 def tiny_task(**changes) -> AdvectionTask:

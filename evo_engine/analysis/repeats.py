@@ -79,6 +79,7 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
     stats = repeated_configurations(run)
     if not stats:
         return None
+    from evo_engine import terminal
     from evo_engine.analysis.summary import fmt_value
 
     distinct = len(configuration_groups(run))
@@ -88,15 +89,12 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
     rows = [[str(s.uid), f"{s.complete}/{s.evaluations}", fmt_value(s.mean), fmt_value(s.std),
              fmt_value(s.best), fmt_value(s.worst), *(fmt_value(s.params[p]) for p in params)]
             for s in stats[:top]]
-    widths = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(header)]
     lines = [
         f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more than "
         f"once ({extra} extra evaluations); fitness over their complete evaluations "
         f"(evals = complete/all), best mean first:",
-        "  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)),
-        "  " + "  ".join("-" * w for w in widths),
+        *terminal.table(header, rows)[0],
     ]
-    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     if len(stats) > top:
         lines.append(f"  ... and {len(stats) - top} more (--top N shows more)")
     return "\n".join(lines)
