@@ -135,9 +135,11 @@ def run_queue_wait() -> float:
         return 0.0
 
 
-def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> dict[str, Any]:
+def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
+              writer: str = "process") -> dict[str, Any]:
     """100k evaluations on 4,096 simulated workers, ES on 8 islands, ASHA on: the real
-    Coordinator, Engine, Recorder and store, each result's coordinator time measured."""
+    Coordinator, Engine, recorder (``writer``: the run's process, or a thread of this
+    process as before) and store, each result's coordinator time measured."""
     import zlib
 
     from utilization import SimulatedClock, simulated_workers
@@ -146,6 +148,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     from evo_engine.engine import Engine, EngineConfig
     from evo_engine.pruning import ASHAConfig
     from evo_engine.recorder import Recorder, SnapshotPolicy
+    from evo_engine.recorder_process import RecorderProcess
     from evo_engine.records import EvalState
     from evo_engine.space import Float, Space
     from evo_engine.store import RunStore, json_in_pieces
@@ -156,17 +159,10 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     engine = Engine(space, config)
     store = RunStore.create(root, attrs={"scenario": "scale"}, param_kinds=space.column_kinds(),
                             dim=space.dim)
-    recorder = Recorder(store, space, fsync=fsync)
     flushes: list[tuple[float, int]] = []  # (seconds, evaluation rows) of each writer flush
-    write_pending = recorder._write_pending
-
-    def timed_flush() -> None:
-        rows = store.evaluations.committed
-        t0 = time.perf_counter()
-        write_pending()
-        flushes.append((time.perf_counter() - t0, store.evaluations.committed - rows))
-
-    recorder._write_pending = timed_flush  # type: ignore[method-assign]
+    make = RecorderProcess if writer == "process" else Recorder
+    recorder = make(store, space, fsync=fsync,
+                    on_flush=lambda seconds, rows, _: flushes.append((seconds, rows)))
     clock = SimulatedClock()
     rng = np.random.default_rng(0)
 
@@ -214,12 +210,12 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
 
     def on_evaluation(ev: Any) -> None:
         recorder.record(ev)
-        queued[0] = max(queued[0], len(recorder._items))
+        queued[0] = max(queued[0], recorder.queued)
         recorder.record_migrations(engine.drain_migrations())
         now = time.perf_counter()
         handed.append(now)
         # Write lag at a kill -9 now: the oldest result handed over and not yet committed.
-        committed = store.evaluations.committed
+        committed = recorder.committed
         lags.append(now - handed[committed] if committed < len(handed) else 0.0)
         if policy.result():
             recorder.snapshot(engine.get_state())
@@ -259,13 +255,17 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
 
     sim.poll = timed_poll
     sim.start()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children_cpu0 = children.ru_utime + children.ru_stime
     t_run = time.perf_counter()
     coord.run()
     t_last = time.perf_counter()
     recorder.close()  # no stop snapshot and no "finished" mark: as after a kill -9
     closed = time.perf_counter() - t_last
     real = t_last - t_run
-    snaps = store.snapshots.attrs.asdict().get("serial", 0)
+    writer_cpu = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                  + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime - children_cpu0)
+    snaps = RunStore.open(root, check=False).snapshots.attrs.asdict().get("serial", 0)
     for n, state in states.items():
         t0 = time.perf_counter()  # what the snapshot thread does with it (json_in_pieces)
         payload = zlib.compress(json_in_pieces({"engine": state}).encode(), 3)
@@ -286,6 +286,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str) -> 
     pruned = engine.counts[EvalState.PRUNED]
     return {
         "evals": evals, "workers": workers, "mean_seconds": mean, "fsync": fsync,
+        "writer": writer, "writer_process_cpu_s": round(writer_cpu, 2),
         "pruned": int(pruned), "real_seconds": round(real, 2),
         "per_result_median_s": float(np.median(per_result)),
         "per_result_p99_s": float(np.quantile(per_result, 0.99)),
@@ -444,10 +445,12 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def scale_main(args: argparse.Namespace, tmp: Path) -> None:
-    out = scale_run(tmp / "scale", args.scale_evals, args.scale_workers, 60.0, args.fsync)
+    out = scale_run(tmp / "scale", args.scale_evals, args.scale_workers, 60.0, args.fsync,
+                    args.writer)
     m = out["marks"]
     print(f"{'evaluations':>30} {out['evals']} on {out['workers']} simulated workers, "
-          f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}")
+          f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}, "
+          f"writer={out['writer']}")
     print(f"{'coordinator s/result':>30} median {out['per_result_median_s'] * 1e3:.3f} ms, "
           f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms (wall)")
     print(f"{'coordinator CPU s/result':>30} median {out['per_result_cpu_median_s'] * 1e3:.3f} ms, "
@@ -456,7 +459,8 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{'p99 made of':>30} {b['results']} results at or above it, per result: "
           f"{b['wall_s'] * 1e3:.3f} ms wall = CPU {b['cpu_s'] * 1e3:.3f} + waiting for a core "
           f"{b['run_queue_s'] * 1e3:.3f} + GIL/locks {b['other_s'] * 1e3:.3f} ms")
-    print(f"{'thread CPU seconds':>30} " + ", ".join(f"{k} {v}" for k, v in out["thread_cpu_s"].items()))
+    print(f"{'thread CPU seconds':>30} " + ", ".join(f"{k} {v}" for k, v in out["thread_cpu_s"].items())
+          + (f"; writer process {out['writer_process_cpu_s']}" if out["writer"] == "process" else ""))
     for n, v in sorted(m.items()):
         print(f"{'snapshot at ' + str(n):>30} get_state {v['get_state_s'] * 1e3:.1f} ms "
               f"(coordinator), json+zlib {v['encode_s'] * 1e3:.1f} ms (snapshot thread), "
@@ -507,6 +511,9 @@ def main() -> None:
     ap.add_argument("--scale-evals", type=int, default=100_000)
     ap.add_argument("--scale-workers", type=int, default=4096)
     ap.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots")
+    ap.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="--scale: the store's writer as runs have it (a process of its own) "
+                         "or a thread of the coordinator's process (as before)")
     ap.add_argument("--kill-after", type=float, default=10.0, help="seconds before the kill -9")
     ap.add_argument("--fsync-rows", type=int, default=250,
                     help="evaluations per flush in the fsync cost measurement")

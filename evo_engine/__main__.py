@@ -9,7 +9,10 @@ startup.install(command_line=True)
 
 try:
     from evo_engine.cli import main
-except startup.StopBeforeStart as stop:
+except BaseException as exc:
+    stop = startup.interruption(exc)
+    if stop is None:
+        raise
     if startup.message(stop):
         print(startup.message(stop), file=sys.stderr)
     sys.exit(3)

@@ -151,7 +151,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("evo_engine: interrupted", file=sys.stderr)
         return EXIT_STOPPED
-    except Exception:  # noqa: BLE001 - last resort: say it is our bug, with the traceback
+    except Exception as exc:  # noqa: BLE001 - last resort: say it is our bug, with the traceback
+        stop = startup.interruption(exc)
+        if stop is not None:
+            raise stop from None
         traceback.print_exc()
         print("evo_engine: internal error (a bug in evo_engine); please report it with the "
               "traceback above", file=sys.stderr)

@@ -42,6 +42,12 @@ from evo_engine.space import Space
 from evo_engine.store import RunStore, Table, fsync_files
 
 FSYNC_POLICIES = ("never", "snapshots", "always")
+
+
+def check_fsync(policy: str) -> None:
+    """The one check of an ``fsync`` policy (the thread and the process recorder share it)."""
+    if policy not in FSYNC_POLICIES:
+        raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {policy!r}")
 MAX_PENDING = 20_000
 """Items handed over and not yet taken by the writer before handing over blocks."""
 
@@ -92,6 +98,17 @@ class _Snapshot:
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = state
+
+
+class _Attrs:
+    """Run attributes to set, in order with the rows: the root's attributes are written by
+    the writer only (zarr rewrites the whole attribute document, so two writers would drop
+    each other's keys)."""
+
+    __slots__ = ("attrs",)
+
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
 
 
 class _SnapshotWriter:
@@ -180,13 +197,15 @@ class Recorder:
 
     def __init__(self, store: RunStore, space: Space, flush_interval: float = 0.25,
                  background: bool = True, on_snapshot: Callable[[str, int], None] | None = None,
-                 fsync: str = "snapshots", max_pending: int = MAX_PENDING) -> None:
-        if fsync not in FSYNC_POLICIES:
-            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+                 fsync: str = "snapshots", max_pending: int = MAX_PENDING,
+                 on_flush: Callable[[float, int, int], None] | None = None) -> None:
+        check_fsync(fsync)
         self.store = store
         self.space = space
         self.flush_interval = flush_interval
         self.on_snapshot = on_snapshot
+        self.on_flush = on_flush
+        """Called after each write with (seconds, evaluation rows written, rows committed)."""
         self.fsync = fsync
         self.max_pending = max_pending
         self.blocked_seconds = 0.0
@@ -239,6 +258,20 @@ class Recorder:
         """Queue a snapshot of the engine as it is now (after every item handed over so far)."""
         self._put(_Snapshot(engine_state))
 
+    def set_attrs(self, **attrs: Any) -> None:
+        """Set run attributes, written after every item handed over so far."""
+        self._put(_Attrs(attrs))
+
+    @property
+    def committed(self) -> int:
+        """Evaluation rows committed to the store so far."""
+        return self.store.evaluations.committed
+
+    @property
+    def queued(self) -> int:
+        """Items handed over and not yet taken by the writer."""
+        return len(self._items)
+
     # -- writing (writer thread, or the caller of flush) ----------------------------------
 
     def _raise_if_failed(self) -> None:
@@ -266,6 +299,11 @@ class Recorder:
         self._snapshots.wait()
         self._raise_if_failed()
 
+    def finish(self, status: str, stop_reason: str, trim: bool = False, **attrs: Any) -> None:
+        """Write everything handed over, then mark the store (``RunStore.close``)."""
+        self.close()
+        self.store.close(status, stop_reason, trim=trim, **attrs)
+
     def close(self) -> None:
         self._closed = True
         self._wake.set()
@@ -287,6 +325,7 @@ class Recorder:
             with self._lock:
                 items, self._items = self._items, []
                 self._taken.notify_all()
+            t0, rows = time.perf_counter(), self.store.evaluations.committed
             tasks: list[Task] = []
             evals: list[Evaluation] = []
             migrations: list[Migration] = []
@@ -295,6 +334,10 @@ class Recorder:
                     self._write_rows(tasks, evals, migrations)
                     tasks, evals, migrations = [], [], []
                     self._snapshots.hand(self._positions(item.state))
+                elif isinstance(item, _Attrs):
+                    self._write_rows(tasks, evals, migrations)
+                    tasks, evals, migrations = [], [], []
+                    self.store.set_attrs(**item.attrs)
                 elif isinstance(item, Evaluation):
                     evals.append(item)
                 elif isinstance(item, Task):
@@ -306,6 +349,9 @@ class Recorder:
             self._write_rows(tasks, evals, migrations)
             if self.fsync == "always" and items:
                 self._sync_tables()
+            if self.on_flush is not None and items:
+                committed = self.store.evaluations.committed
+                self.on_flush(time.perf_counter() - t0, committed - rows, committed)
         if self._thread is None:
             self._snapshots.run_pending()  # no threads: the snapshot after this flush's rows
 

@@ -36,6 +36,7 @@ from evo_engine.log import configure
 from evo_engine.overrides import apply_sets
 from evo_engine.progress import ProgressReporter
 from evo_engine.recorder import Recorder, SnapshotPolicy
+from evo_engine.recorder_process import RecorderProcess, start_recorder
 from evo_engine.records import EvalState, Task
 from evo_engine.resume import fingerprint_diff, rebuild_engine
 from evo_engine.rundir import RunLock
@@ -362,9 +363,6 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     if opts.warm_start and checked is not None:
         warn("--warm-start is ignored with --resume: the run keeps the warm-start queue it "
              "was started with")
-    recorder = Recorder(store, scenario.space, fsync=opts.fsync,
-                        on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
-    recorder.record_migrations(replayed)
     workers = default_workers(scenario, opts.workers)
     spec = WorkerSpec(scenario_path=str(opts.scenario), preset=preset,
                       scratch_root=str(run_dir / "scratch"), reports=scenario.pruner != "none",
@@ -374,7 +372,13 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         [*scenario.callbacks, *opts.callbacks], run_dir, scenario.name,
         lambda m: print(f"evo_engine: warning: {m}", file=sys.stderr), log)
     stop = StopFlag()
+    recorder: Recorder | RecorderProcess | None = None
     try:
+        # From here on the store is written by the recorder's process only.
+        recorder = start_recorder(
+            store, scenario.space, warn, fsync=opts.fsync, keep_fds=lock.fds(),
+            on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
+        recorder.record_migrations(replayed)
         try:
             reporter.phase(f"starting {workers or 'inline'} worker{'s' if workers != 1 else ''}")
             infos = transport.start()
@@ -383,7 +387,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         # Up to here a stop signal raised StopBeforeStart; from now on the loop polls for it.
         stop.install()
         startup.started()
-        store.set_attrs(workers=transport.n_workers)
+        recorder.set_attrs(workers=transport.n_workers)
         for info in infos:
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
@@ -391,14 +395,20 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                                       callbacks, reporter, journal)
     except BaseException as exc:
         callbacks.close(timeout=5.0)
-        # Keep what can be kept: the results so far and a snapshot to resume from.
-        with contextlib.suppress(Exception):
-            recorder.snapshot(engine.get_state())
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
                else "worker_start_failed" if isinstance(exc, WorkerStartError) else "error")
         journal.close()
-        with contextlib.suppress(Exception):
-            _shutdown(transport, recorder, store, "stopped", why)
+        if recorder is None:  # stopped while the writer started: no child writes the store
+            with contextlib.suppress(Exception):
+                transport.close()
+            with contextlib.suppress(Exception):
+                store.close("stopped", why)
+        else:
+            # Keep what can be kept: the results so far and a snapshot to resume from.
+            with contextlib.suppress(Exception):
+                recorder.snapshot(engine.get_state())
+            with contextlib.suppress(Exception):
+                _shutdown(transport, recorder, "stopped", why)
         stop.restore()
         if isinstance(exc, WorkerStartError):
             raise UsageError(
@@ -410,28 +420,26 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     callbacks.close()
     journal.close()
     finished = reason == "finished"
-    _shutdown(transport, recorder, store, "finished" if finished else "stopped", reason,
-              trim=finished)
+    _shutdown(transport, recorder, "finished" if finished else "stopped", reason,
+              trim=finished, **({"final": final} if final else {}))
     stop.restore()
-    if final:
-        store.set_attrs(final=final)
     log.info("run_finished", reason=reason, finished=engine.n_finished,
              best=engine.best.fitness if engine.best else None)
     _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final, reporter)
     return EXIT_OK if finished else EXIT_STOPPED
 
 
-def _shutdown(transport: Transport, recorder: Recorder, store: RunStore, status: str,
-              reason: str, trim: bool = False) -> None:
+def _shutdown(transport: Transport, recorder: Recorder | RecorderProcess, status: str,
+              reason: str, trim: bool = False, **attrs: Any) -> None:
     """Stop workers, write what is buffered, then mark the store (in that order)."""
     try:
         transport.close()
     finally:
-        recorder.close()
-        store.close(status, reason, trim=trim)
+        recorder.finish(status, reason, trim=trim, **attrs)
 
 
-def _drive(scenario: Scenario, engine: Engine, transport: Transport, recorder: Recorder,
+def _drive(scenario: Scenario, engine: Engine, transport: Transport,
+           recorder: Recorder | RecorderProcess,
            stop: StopFlag, opts: RunOptions, log: Any,
            callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None,
            journal: Journal | None = None) -> tuple[str, Coordinator, list[Any]]:

@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,8 @@ from evo_engine.errors import InputError
 
 OURS = ("run.zarr", "log.jsonl", "scratch", ".lock", "dispatched.log")
 GARBAGE_PREFIXES = (".run.zarr.creating-", ".trash-")
+WRITER_GRACE = 30.0
+"""Seconds a start waits for the store writer of a job whose coordinator was killed."""
 """Names of what a killed job may leave half-made or half-deleted; always safe to delete."""
 
 
@@ -143,15 +146,32 @@ class RunLock:
         self.unguarded: str | None = None
         """Why the directory could not be locked (the run goes on unguarded), or None."""
 
+    def fds(self) -> tuple[int, ...]:
+        """The lock's open file (empty when not held), for a child process that must keep
+        the run locked as long as it lives (the store's writer)."""
+        return (self._fh.fileno(),) if self._fh is not None else ()
+
     @property
     def made_dir(self) -> bool:
         """Whether ``acquire`` created the run directory (it did not exist before)."""
         return self.run_dir in self._made_dirs
 
-    def acquire(self) -> None:
-        for _ in range(5):
-            if self._acquire_once():
-                return
+    def acquire(self, writer_grace: float = WRITER_GRACE) -> None:
+        """Lock the run directory. Held by a job whose coordinator is gone (its pid, on this
+        host, no longer runs), the lock is its store writer's, which writes what it was handed
+        and exits (``evo_engine.recorder_process``): wait for it up to ``writer_grace`` s."""
+        end = time.monotonic() + writer_grace
+        tries = 0
+        while tries < 5:
+            try:
+                if self._acquire_once():
+                    return
+            except RunDirError:
+                if not (self._holder_gone() and time.monotonic() < end):
+                    raise
+                time.sleep(0.05)
+                continue
+            tries += 1
         raise RunDirError(f"run directory {self.run_dir}: its .lock keeps being replaced by "
                           "another process; is another job starting in it?")
 
@@ -198,6 +218,24 @@ class RunLock:
             return False
         self._fh = fh
         return True
+
+    def _holder_gone(self) -> bool:
+        """Whether the lock names a process of this host that has ended."""
+        try:
+            words = self.path.read_text().split()
+        except OSError:
+            return False
+        if len(words) != 4 or words[0] != "pid" or words[2] != "on" or not words[1].isdigit():
+            return False
+        if words[3] != socket.gethostname():
+            return False
+        try:
+            os.kill(int(words[1]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def claim(self) -> None:
         """Write who holds the lock (once the run goes ahead: a refused start writes nothing)."""

@@ -32,10 +32,26 @@ class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     if _state["raising"]:
-        _state["stopped"] = True
+        _state["stopped"] = signal.Signals(signum).name
         if _state.get("command_line"):
             _quiet_aftermath()
         raise StopBeforeStart(signal.Signals(signum).name)
+
+
+def interruption(exc: BaseException) -> StopBeforeStart | None:
+    """The stop behind ``exc``: itself, one in its chain, or, once a stop signal has been
+    raised, any error, since a signal landing in an extension module's import comes out as
+    that module's own error (numpy: "PyCapsule_Import could not import module datetime")."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, StopBeforeStart):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    if _state["stopped"] and not isinstance(exc, SystemExit):
+        return StopBeforeStart(str(_state["stopped"]))
+    return None
 
 
 def _quiet_aftermath() -> None:
@@ -83,6 +99,7 @@ def install(command_line: bool = False) -> dict[int, Any]:
     if _rank_other_than_0():
         return previous
     _state["raising"] = True
+    _state["stopped"] = False
     if command_line:
         _state["command_line"] = True  # python -m evo_engine: the process ends with the run
     for name in SIGNALS:
@@ -115,4 +132,5 @@ def message(stop: StopBeforeStart) -> str:
             "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
 
 
-__all__ = ["SIGNALS", "StopBeforeStart", "install", "message", "restore", "started"]
+__all__ = ["SIGNALS", "StopBeforeStart", "install", "interruption", "message", "restore",
+           "started"]

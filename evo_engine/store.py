@@ -598,13 +598,13 @@ class RunStore:
             self.evaluations.add_column(f"metrics/{n}", "f8")
         self.root.attrs["metric_names"] = known + new
 
-    def close(self, status: str, stop_reason: str, trim: bool = False) -> None:
+    def close(self, status: str, stop_reason: str, trim: bool = False, **attrs: Any) -> None:
         if trim:
             for table in (self.evaluations, self.migrations, self.tasks, self.curves):
                 if table is not None:
                     table.trim()
         # closed_at: when this job's store was complete on disk (benchmarks time up to here).
-        self.set_attrs(status=status, stop_reason=stop_reason, closed_at=time.time())
+        self.set_attrs(status=status, stop_reason=stop_reason, closed_at=time.time(), **attrs)
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -180,3 +180,30 @@ def test_mpi_job_stopped_while_starting_exits_3_and_continues(tmp_path: Path,
     r = finish(start_mpirun(3, *again, cwd=tmp_path, QUICK_EVALS="20", QUICK_SLEEP="0.01"))
     assert r.returncode == 0, r.stderr
     assert sorted(committed_uids(run_dir).tolist()) == list(range(20))
+
+
+def test_a_stop_that_lands_in_an_extension_modules_import_still_exits_3() -> None:
+    """numpy turns any failure of its C import (here, the stop signal raised inside it) into
+    an ImportError of its own: after a stop, that is the stop, not a crash with a traceback."""
+    from evo_engine import startup
+
+    previous = startup.install()
+    try:
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1.0)  # the handler raises here
+            except startup.StopBeforeStart:
+                # What a C extension does: its own error, the stop not even in the chain.
+                raise ImportError("PyCapsule_Import could not import module \"datetime\"") from None
+        except ImportError as exc:
+            stop = startup.interruption(exc)
+        assert isinstance(stop, startup.StopBeforeStart) and stop.signame == "SIGTERM"
+    finally:
+        startup.restore(previous)
+    startup.install()  # a new start forgets the old stop
+    try:
+        assert startup.interruption(ImportError("no module named torch")) is None
+    finally:
+        startup.restore(previous)
+        startup.started()

@@ -123,7 +123,9 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
     """
     run_dir = tmp_path / "run"
     # Two workers halve the run's length: slower evaluations keep room for at least 3 kills.
-    sleep = "0.01" if workers == 0 else "0.04"
+    # A killed job's store writer keeps every result handed over (evo_engine.recorder_process),
+    # so each job gets further: 0.03 s inline evaluations keep room for at least 3 kills.
+    sleep = "0.03" if workers == 0 else "0.04"
     env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": sleep, "QUICK_CHECKPOINT": "7"}
     rng = random.Random(1234 + workers)
     budget, kills, seen_done = 150, 0, 0

@@ -1,0 +1,287 @@
+"""The store's writer in a process of its own: the same store as the thread recorder writes,
+errors and back-pressure reach the coordinator, and the child outlives a killed coordinator
+only to keep what it was handed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evo_engine.engine import Engine, EngineConfig, Migration
+from evo_engine.recorder import Recorder
+from evo_engine.recorder_process import RecorderProcess, start_recorder
+from evo_engine.records import EvalState, Result
+from evo_engine.rundir import RunDirError, RunLock
+from evo_engine.space import Categorical, Float, Int, Space
+from evo_engine.store import RunStore
+
+SPACE = Space(lr=Float(1e-4, 1e-1, log=True), layers=Int(1, 6),
+              act=Categorical(choices=["relu", "gelu", "silu"]))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _store(run_dir: Path) -> RunStore:
+    return RunStore.create(run_dir, attrs={"scenario": "t", "max_evals": 10_000},
+                           param_kinds=SPACE.column_kinds(), dim=SPACE.dim)
+
+
+def _engine() -> Engine:
+    return Engine(SPACE, EngineConfig(max_evals=10_000, islands=2, population_size=4,
+                                      operator="es", seed=3))
+
+
+def _feed(rec, engine: Engine, n: int, start: int = 0) -> None:
+    """n results finishing out of uid order, with metrics, curves, failures and a
+    migration, and a snapshot half way."""
+    tasks = [engine.ask(i % 2) for i in range(n)]
+    for t in tasks:
+        rec.record_task(t)
+    order = list(range(n))[::-1] if start % 2 == 0 else list(range(n))
+    for k, j in enumerate(order):
+        t = tasks[j]
+        i = start + k
+        failed = i % 7 == 3
+        _, ev = engine.tell(Result(
+            uid=t.uid, worker=i % 3, fitness=None if failed else 0.5 + i / 1000,
+            metrics={"mse": i / 10, **({"late": 1.5} if i >= 5 else {})},
+            error="ValueError: bad" if failed else None,
+            state=EvalState.FAILED if failed else EvalState.COMPLETE,
+            t_start=100.0 + i, t_end=101.5 + i, curve=((1, 2.0 + i), (3, 1.0 + i))))
+        rec.record(ev)
+        if k == n // 2:
+            rec.snapshot(engine.get_state())
+    rec.record_migrations([Migration(uid=tasks[0].uid, origin=0, destination=1, accepted=True,
+                                     at_eval=start + n)])
+
+
+def _tables(run_dir: Path) -> dict[str, np.ndarray]:
+    store = RunStore.open(run_dir)
+    out: dict[str, np.ndarray] = {}
+    for name in ("evaluations", "tasks", "curves", "migrations"):
+        table = getattr(store, name)
+        for col in table.columns:
+            out[f"{name}/{col}"] = table.read(col)
+    return out
+
+
+def test_the_process_writes_the_store_the_thread_recorder_writes(tmp_path: Path) -> None:
+    stores = {}
+    for kind in ("thread", "process"):
+        run_dir = tmp_path / kind
+        store = _store(run_dir)
+        engine = _engine()
+        rec = (Recorder(store, SPACE, flush_interval=0.01) if kind == "thread"
+               else RecorderProcess(store, SPACE, flush_interval=0.01))
+        _feed(rec, engine, 40)
+        rec.set_attrs(workers=3)
+        _feed(rec, engine, 30, start=40)
+        rec.finish("finished", "budget", trim=True, final=[{"uid": 1, "metrics": {"a": 2.0}}])
+        stores[kind] = run_dir
+    a, b = _tables(stores["thread"]), _tables(stores["process"])
+    assert sorted(a) == sorted(b)
+    assert len(a["evaluations/uid"]) == 70 and len(a["curves/uid"]) == 140
+    for col in a:
+        assert a[col].dtype == b[col].dtype, col
+        assert a[col].shape == b[col].shape, col
+        if a[col].dtype.kind == "f":
+            np.testing.assert_array_equal(a[col], b[col], err_msg=col)
+        else:
+            assert a[col].tolist() == b[col].tolist(), col
+    sa, sb = (RunStore.open(stores[k]) for k in ("thread", "process"))
+    assert sa.latest_snapshot() == sb.latest_snapshot()
+    assert sb.latest_snapshot()["log_position"] == 40 + 30 // 2 + 1
+    attrs = sb.attrs
+    # set_attrs goes through the writer: ensure_metrics' metric_names (written by the child
+    # when "late" first appeared) and the coordinator's workers both survive.
+    assert attrs["workers"] == 3 and attrs["metric_names"] == ["mse", "late"]
+    assert attrs["status"] == "finished" and attrs["stop_reason"] == "budget"
+    assert attrs["final"] == [{"uid": 1, "metrics": {"a": 2.0}}]
+
+
+def test_flush_returns_once_the_rows_are_in_the_store(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    flushed: list[tuple[float, int, int]] = []
+    snaps: list[tuple[str, int]] = []
+    rec = RecorderProcess(store, SPACE, flush_interval=10.0, send_interval=10.0,
+                          on_flush=lambda s, rows, n: flushed.append((s, rows, n)),
+                          on_snapshot=lambda name, n: snaps.append((name, n)))
+    engine = _engine()
+    _feed(rec, engine, 12)
+    rec.flush()
+    assert RunStore.open(tmp_path, mode="r").evaluations.committed == 12
+    assert rec.committed == 12 and flushed[-1][2] == 12 and sum(f[1] for f in flushed) == 12
+    assert snaps == [("s00000001", 7)]
+    rec.close()
+    assert RunStore.open(tmp_path).attrs["status"] == "running"  # close leaves it alone
+
+
+def test_an_error_in_the_child_reaches_the_coordinator(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = RecorderProcess(store, SPACE)
+    engine = _engine()
+    task = engine.ask(0)
+    rec.set_attrs(tags={"a", "b"})  # pickles, but zarr cannot write a set as JSON
+    with pytest.raises(RuntimeError, match="writing the run store failed: TypeError: .*set"):
+        rec.flush()
+    with pytest.raises(RuntimeError, match="writing the run store failed"):
+        rec.record_task(task)
+    with pytest.raises(RuntimeError, match="writing the run store failed"):
+        rec.close()
+
+
+def test_a_child_that_dies_is_reported(tmp_path: Path) -> None:
+    rec = RecorderProcess(_store(tmp_path), SPACE)
+    os.kill(rec.pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="exited unexpectedly .*-9"):
+        for _ in range(200):
+            rec.flush()
+            time.sleep(0.01)
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        rec.close()
+
+
+def test_the_child_ignores_the_signals_that_reach_a_whole_job(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = RecorderProcess(store, SPACE)
+    engine = _engine()
+    _feed(rec, engine, 10)
+    rec.flush()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(rec.pid, sig)
+    _feed(rec, engine, 10, start=10)
+    rec.finish("stopped", "signal:SIGTERM")
+    assert RunStore.open(tmp_path).evaluations.committed == 20
+    assert RunStore.open(tmp_path).attrs["stop_reason"] == "signal:SIGTERM"
+
+
+def test_a_stopped_child_blocks_the_coordinator_instead_of_growing_its_memory(
+        tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = RecorderProcess(store, SPACE, max_pending=50, send_interval=0.005)
+    engine = _engine()
+    tasks = [engine.ask(0) for _ in range(3000)]
+    os.kill(rec.pid, signal.SIGSTOP)
+    peak = [0]
+
+    def hand_over() -> None:
+        for t in tasks:
+            rec.record_task(t)
+            peak[0] = max(peak[0], rec.queued)
+
+    try:
+        th = threading.Thread(target=hand_over)
+        th.start()
+        th.join(3.0)
+        assert th.is_alive(), "3,000 tasks fit through a stopped child: no back-pressure"
+        assert peak[0] <= 50
+    finally:
+        os.kill(rec.pid, signal.SIGCONT)
+    th.join(60)
+    assert not th.is_alive()
+    rec.close()
+    assert rec.blocked_seconds > 0.5
+    assert RunStore.open(tmp_path).tasks.read("uid").tolist() == [t.uid for t in tasks]
+
+
+def test_the_child_keeps_the_run_locked_while_it_lives(tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    lock = RunLock(run_dir)
+    lock.acquire()
+    lock.claim()
+    rec = RecorderProcess(_store(run_dir), SPACE, keep_fds=lock.fds())
+    lock._fh.close()  # the coordinator's own handle gone (as when it is killed)
+    lock._fh = None
+    other = RunLock(run_dir)
+    with pytest.raises(RunDirError, match="in use"):
+        other.acquire(writer_grace=0.0)  # this process (named in the lock) still runs
+    rec.close()
+    other.acquire(writer_grace=0.0)
+    other.release()
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys, time
+    sys.path.insert(0, {tests!r})
+    from test_recorder_process import SPACE, _engine, _feed, _store
+    from evo_engine.recorder_process import RecorderProcess
+    from evo_engine.rundir import RunLock
+    from pathlib import Path
+    run_dir = Path({run_dir!r})
+    lock = RunLock(run_dir)
+    lock.acquire()
+    lock.claim()
+    rec = RecorderProcess(_store(run_dir), SPACE, flush_interval=30.0, keep_fds=lock.fds())
+    _feed(rec, _engine(), 25)
+    time.sleep(0.3)  # the sender has sent them; the child has written none (30 s interval)
+    print(rec.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_killed_coordinators_writer_keeps_what_it_was_handed_then_frees_the_run(
+        tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    script = KILLED.format(tests=str(REPO / "tests"), run_dir=str(run_dir))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # The next job waits for the writer (its coordinator is gone) instead of refusing.
+    lock = RunLock(run_dir)
+    lock.acquire(writer_grace=60.0)
+    lock.release()
+    store = RunStore.open(run_dir)
+    assert store.evaluations.committed == 25
+    assert sorted(store.evaluations.read("uid").tolist()) == list(range(25))
+    assert store.latest_snapshot()["log_position"] == 13
+    assert store.attrs["status"] == "running"  # a crash, for --resume
+
+
+def test_start_recorder_falls_back_to_a_thread_when_no_process_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    warned: list[str] = []
+    rec = start_recorder(_store(tmp_path), SPACE, warned.append, fsync="never",
+                         keep_fds=(), send_interval=0.01)
+    assert isinstance(rec, Recorder) and rec.fsync == "never"
+    assert len(warned) == 1 and "writer process" in warned[0] and "thread" in warned[0]
+    rec.close()
+
+
+def test_a_child_that_cannot_start_is_found_before_anything_is_handed_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpreter that cannot import evo_engine: the run falls back to the thread."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    (tmp_path / "no-python").write_text("#!/bin/sh\nexit 5\n")
+    (tmp_path / "no-python").chmod(0o755)
+    warned: list[str] = []
+    store = _store(tmp_path / "r")
+    rec = start_recorder(store, SPACE, warned.append)
+    assert isinstance(rec, Recorder)
+    assert warned == ["the store's writer process did not start (exit status 5); the store "
+                      "is written by a thread of the coordinator instead (it then shares the "
+                      "coordinator's CPU time at high result rates)"]
+    engine = _engine()
+    _feed(rec, engine, 6)
+    rec.finish("finished", "budget")
+    assert sorted(RunStore.open(tmp_path / "r").evaluations.read("uid").tolist()) == list(range(6))
+
+
+def test_an_unknown_fsync_policy_is_refused_before_a_child_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[object] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    with pytest.raises(ValueError, match="fsync"):
+        RecorderProcess(_store(tmp_path), SPACE, fsync="sometimes")
+    assert started == []
