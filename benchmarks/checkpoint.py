@@ -403,18 +403,24 @@ def fsync_cost(root: Path, rows: int, flushes: int) -> dict[str, float]:
 
 
 def kill_lag(root: Path, workers: int, after: float,
-             fsync: str = "snapshots") -> tuple[float, int, float]:
+             fsync: str = "snapshots", whole_job: bool = True) -> tuple[float, int, float]:
     """A real run of the trivial objective killed with SIGKILL after ``after`` seconds: how
-    long before the kill the newest saved evaluation ended."""
+    long before the kill the newest saved evaluation ended. ``whole_job``: every process of
+    the run at once (its process group: coordinator, store writer, workers), as a scheduler
+    kills a job; else the coordinator alone, whose store writer then writes what it was
+    handed and exits (waited for through the run's lock before the store is read)."""
     import signal
 
     import zarr
+
+    from evo_engine.rundir import RunLock
 
     scenario = HERE / "scenarios" / "trivial.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EVO_BENCH_CHECKPOINT_EVERY": "50"}
     proc = subprocess.Popen([sys.executable, "-m", "evo_engine", str(scenario), "--workers",
                              str(workers), "--run-dir", str(root), "--max-evals", "10000000",
-                             "--quiet", "--fsync", fsync], env=env)
+                             "--quiet", "--fsync", fsync], env=env,
+                            start_new_session=whole_job)
     # Counted from the first committed row: start-up time varies with the machine's load.
     while True:
         try:
@@ -425,9 +431,15 @@ def kill_lag(root: Path, workers: int, after: float,
         time.sleep(0.05)
     time.sleep(after)
     peak = _peak_rss_mb(proc.pid)  # the coordinator's, just before the kill
-    proc.send_signal(signal.SIGKILL)
+    if whole_job:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGKILL)
     killed = time.time()
     proc.wait()
+    lock = RunLock(root)
+    lock.acquire(writer_grace=60.0)  # whole job: free at once; else when the writer is done
+    lock.release()
     ev = zarr.open(str(root / "run.zarr"), mode="r")["evaluations"]
     n = ev.attrs["committed"]
     return killed - float(ev["t_end"][:n].max()), int(n), peak
@@ -485,13 +497,18 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
           f"{cost['fsync_files_per_flush']:.0f} files); a snapshot's sync of the rows it "
           f"covers {cost['fsync_per_snapshot_s'] * 1e3:.1f} ms ({cost['fsync_files_per_snapshot']:.0f} files)")
     kills = {}
-    runs = [(0, "never"), (0, "snapshots"), (0, "always"), (2, args.fsync)]
-    for workers, fsync in runs:
-        lag, n, rss = kill_lag(tmp / f"kill{workers}{fsync}", workers, args.kill_after, fsync)
-        kills[f"kill_lag_workers{workers}_{fsync}_s"] = round(lag, 3)
-        kills[f"kill_rows_workers{workers}_{fsync}"] = n
-        kills[f"kill_peak_rss_mb_workers{workers}_{fsync}"] = round(rss, 1)
-        print(f"{'kill -9 at ' + str(args.kill_after) + ' s, workers=' + str(workers):>30} "
+    # The whole job killed at once (what a scheduler does), then the coordinator alone.
+    runs = [(0, "never", True), (0, "snapshots", True), (0, "always", True),
+            (2, args.fsync, True), (0, args.fsync, False), (2, args.fsync, False)]
+    for workers, fsync, whole in runs:
+        what = "job" if whole else "coordinator"
+        lag, n, rss = kill_lag(tmp / f"kill{workers}{fsync}{what}", workers, args.kill_after,
+                               fsync, whole)
+        key = f"workers{workers}_{fsync}" + ("" if whole else "_coordinator_only")
+        kills[f"kill_lag_{key}_s"] = round(lag, 3)
+        kills[f"kill_rows_{key}"] = n
+        kills[f"kill_peak_rss_mb_{key}"] = round(rss, 1)
+        print(f"{'kill -9 ' + what + ' at ' + str(args.kill_after) + ' s, workers=' + str(workers):>30} "
               f"fsync={fsync}: newest saved result {lag:.3f} s old, {n} rows saved, "
               f"coordinator peak RSS {rss:.0f} MB")
     out.update(kills)

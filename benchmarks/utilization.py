@@ -19,8 +19,8 @@ from its task seed, so both runs draw the same durations in the same order.
 * median_idle_gap_s: per worker, start of the next task − end of the previous one.
 
 With ``--simulate --workers 1024`` (or 4096) there is no mpiexec: a discrete-event simulation
-drives the real Coordinator and Engine (and the real Recorder writing a real store) with a
-simulated clock. Workers take exactly their drawn durations (60 s mean by default); every real
+drives the real Coordinator and Engine (and the real recorder, in a process of its own as in
+a run, writing a real store) with a simulated clock. Workers take exactly their drawn durations (60 s mean by default); every real
 second the coordinator spends between two transport calls, including pickling each task and
 result, is charged to the simulated clock, so its cost is measured, not assumed. A message
 takes ``--latency`` seconds each way. ``coordinator_seconds_per_result`` is the time charged
@@ -236,10 +236,12 @@ def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of
 
 def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: float,
                   sigma: float, store_dir: Path) -> dict[str, Any]:
-    """One simulated run: the real Coordinator, Engine and Recorder on a simulated clock."""
+    """One simulated run: the real Coordinator, Engine and recorder (a process of its own, as
+    in a run) on a simulated clock."""
     from evo_engine.coordinator import Coordinator
     from evo_engine.engine import Engine
-    from evo_engine.recorder import Recorder, SnapshotPolicy
+    from evo_engine.recorder import SnapshotPolicy
+    from evo_engine.recorder_process import RecorderProcess
     from evo_engine.scenario import load_scenario
     from evo_engine.store import RunStore
 
@@ -251,7 +253,7 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
     store = RunStore.create(store_dir, attrs={"scenario": "simulated"},
                             param_kinds={k: p.kind for k, p in scenario.space.items()},
                             dim=scenario.space.dim)
-    recorder = Recorder(store, scenario.space)
+    recorder = RecorderProcess(store, scenario.space)
     clock = SimulatedClock()
     sim = simulated_workers(workers, clock, latency,
                             lambda seed: module.drawn_duration(seed, mean, sigma),
@@ -270,8 +272,7 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
                         on_evaluation=lambda ev: (evaluations.append(ev), on_evaluation(ev)))
     sim.start()
     coord.run()
-    recorder.close()
-    store.close("finished", "finished", trim=True)
+    recorder.finish("finished", "finished", trim=True)
     busy = np.array([e.result.t_end - e.result.t_start for e in evaluations])
     drawn = np.array([module.drawn_duration(e.task.seed, mean, sigma)
                       for e in sorted(evaluations, key=lambda e: e.task.uid)])
