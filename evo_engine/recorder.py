@@ -1,5 +1,9 @@
 """The run store's single writer: tasks, evaluations, migrations and snapshots, in order.
 
+In a run this recorder lives in a child process of the coordinator
+(``evo_engine.recorder_process``), so none of its threads shares the coordinator's GIL; the
+coordinator's side there has the same interface. Tests and tools may use it directly.
+
 The coordinator hands each item over at once (a list append under a lock) and does not
 wait on disk; a writer thread flushes every ``flush_interval`` seconds, writing everything
 handed over since the last flush as one append per table, so a finished evaluation is on

@@ -10,9 +10,9 @@ seconds, and writes the bytes to a pipe. A child process (``python -m
 evo_engine.recorder_process``) runs an ordinary ``Recorder`` on the store with the items in
 the order they were handed over, and reports each flush, snapshot and error back.
 
-Lifetime. The child ignores SIGINT, SIGTERM and SIGHUP: a Ctrl-C or SLURM's SIGTERM reaches
-every process of the job, and the coordinator stops gracefully and then tells the child to
-finish. When the coordinator dies (``kill -9``) the child reads end of file, writes everything
+Lifetime. The child ignores SIGINT, SIGTERM, SIGUSR1 and SIGHUP: a Ctrl-C, SLURM's SIGTERM
+or the SIGUSR1 mpiexec forwards reaches every process of the job, and the coordinator stops
+gracefully and then tells the child to finish. When the coordinator dies (``kill -9``) the child reads end of file, writes everything
 it was handed and exits, leaving the run marked as running (a crash, for ``--resume``). The
 child is handed the run directory's lock (its open file), so no other job can take the run
 until the child has exited too.
@@ -40,6 +40,7 @@ from evo_engine.engine import Evaluation, Migration
 from evo_engine.recorder import MAX_PENDING, Recorder, check_fsync
 from evo_engine.records import Task
 from evo_engine.space import Space
+from evo_engine.startup import SIGNALS
 from evo_engine.store import RunStore
 
 _HEADER = struct.Struct("<Q")
@@ -361,8 +362,10 @@ def _describe(exc: BaseException) -> str:
 
 
 def child_main(data_fd: int, back_fd: int) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    # The coordinator's stop signals (a launcher or scheduler sends them to every process of
+    # the job: mpiexec forwards SIGUSR1 to the whole process group) and a closed terminal.
+    for name in (*SIGNALS, "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     inp = os.fdopen(data_fd, "rb")
     out = os.fdopen(back_fd, "wb")
     send_lock = threading.Lock()

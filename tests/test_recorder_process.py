@@ -155,7 +155,7 @@ def test_the_child_ignores_the_signals_that_reach_a_whole_job(tmp_path: Path) ->
     engine = _engine()
     _feed(rec, engine, 10)
     rec.flush()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
         os.kill(rec.pid, sig)
     _feed(rec, engine, 10, start=10)
     rec.finish("stopped", "signal:SIGTERM")
