@@ -500,6 +500,8 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
     # The whole job killed at once (what a scheduler does), then the coordinator alone.
     runs = [(0, "never", True), (0, "snapshots", True), (0, "always", True),
             (2, args.fsync, True), (0, args.fsync, False), (2, args.fsync, False)]
+    if args.no_kills:
+        runs = []
     for workers, fsync, whole in runs:
         what = "job" if whole else "coordinator"
         lag, n, rss = kill_lag(tmp / f"kill{workers}{fsync}{what}", workers, args.kill_after,
@@ -532,6 +534,7 @@ def main() -> None:
                     help="--scale: the store's writer as runs have it (a process of its own) "
                          "or a thread of the coordinator's process (as before)")
     ap.add_argument("--kill-after", type=float, default=10.0, help="seconds before the kill -9")
+    ap.add_argument("--no-kills", action="store_true", help="--scale without the kill -9 runs")
     ap.add_argument("--fsync-rows", type=int, default=250,
                     help="evaluations per flush in the fsync cost measurement")
     ap.add_argument("--fsync-flushes", type=int, default=40,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -46,6 +47,9 @@ from evo_engine.store import RunStore
 _HEADER = struct.Struct("<Q")
 SEND_INTERVAL = 0.05
 """Seconds between the sender's takes: items handed over reach the child at most this late."""
+START_TIMEOUT = 120.0
+"""Seconds the coordinator waits for its writer to start (imports on a slow shared file
+system) before writing from a thread instead."""
 
 
 def _write_frame(out: IO[bytes], obj: Any) -> None:
@@ -127,7 +131,8 @@ class RecorderProcess:
                 "flush_interval": flush_interval, "max_pending": max_pending,
             })
         except BaseException:
-            # A stop signal while waiting: no child may outlive this, writing the store.
+            # It did not start, or a stop signal came while waiting: no child may outlive
+            # this, writing the store.
             self._proc.kill()
             self._proc.wait()
             self._out.close()
@@ -146,12 +151,17 @@ class RecorderProcess:
         here, before anything is handed over, and ``start_recorder`` falls back to a thread."""
         try:
             _write_frame(self._out, config)
-            ready = _read_frame(self._back)
+            answered, _, _ = select.select([self._back], [], [], START_TIMEOUT)
+            ready = _read_frame(self._back) if answered else ("silent",)
         except OSError:
             ready = None
         if ready is None or ready[0] != "ready":
-            why = (ready[1] if ready is not None and ready[0] == "error"
-                   else f"exit status {self._proc.wait()}")
+            if ready is not None and ready[0] == "silent":
+                why = f"no answer within {START_TIMEOUT:g} s"
+            elif ready is not None and ready[0] == "error":
+                why = ready[1]
+            else:
+                why = f"exit status {self._proc.wait()}"
             raise OSError(f"the store's writer process did not start ({why})")
 
     @property

@@ -278,6 +278,23 @@ def test_a_child_that_cannot_start_is_found_before_anything_is_handed_over(
     assert sorted(RunStore.open(tmp_path / "r").evaluations.read("uid").tolist()) == list(range(6))
 
 
+def test_a_child_that_never_answers_is_given_up_and_killed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evo_engine.recorder_process as rp
+
+    (tmp_path / "hung-python").write_text("#!/bin/sh\necho $$ > \"$0.pid\"\nexec sleep 60\n")
+    (tmp_path / "hung-python").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "hung-python"))
+    monkeypatch.setattr(rp, "START_TIMEOUT", 1.0)
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match=r"did not start \(no answer within 1 s\)"):
+        RecorderProcess(_store(tmp_path / "r"), SPACE)
+    assert time.monotonic() - t0 < 30
+    pid = int((tmp_path / "hung-python.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped: it cannot write the store later
+
+
 def test_an_unknown_fsync_policy_is_refused_before_a_child_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[object] = []
