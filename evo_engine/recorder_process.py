@@ -6,24 +6,30 @@ JSON encoding kept the coordinator waiting for the GIL for 2 ms at its p99 per r
 (``benchmarks/checkpoint.py --scale``). ``RecorderProcess`` has the same interface; its
 side in the coordinator only pickles what is handed over (about 6 us per task or result,
 4 ms for a state with 4,096 tasks in flight), on a sender thread every ``send_interval``
-seconds, and writes the bytes to a pipe. A child process (``python -m
-evo_engine.recorder_process``) runs an ordinary ``Recorder`` on the store with the items in
+seconds, and writes the bytes to a pipe. A child process (``child_main``, started with the
+coordinator's own ``sys.path``) runs an ordinary ``Recorder`` on the store with the items in
 the order they were handed over, and reports each flush, snapshot and error back.
 
 Lifetime. The child ignores SIGINT, SIGTERM, SIGUSR1 and SIGHUP: a Ctrl-C, SLURM's SIGTERM
 or the SIGUSR1 mpiexec forwards reaches every process of the job, and the coordinator stops
-gracefully and then tells the child to finish. When the coordinator dies (``kill -9``) the child reads end of file, writes everything
-it was handed and exits, leaving the run marked as running (a crash, for ``--resume``). The
-child is handed the run directory's lock (its open file), so no other job can take the run
-until the child has exited too.
+gracefully and then tells the child to finish. When the coordinator dies (``kill -9``) the
+child reads end of file, writes everything it had received (items handed over in the last
+``send_interval`` and not yet sent die with the coordinator) and exits, leaving the run
+marked as running (a crash, for ``--resume``). The child is handed the run directory's lock
+(its open file), so no other job takes the run until the child has exited too; where the
+directory cannot be locked, ``run.py`` writes from a thread instead, since nothing would
+keep a resumed job from writing beside a surviving child.
 
 Bounded memory: items wait in the coordinator's list until the sender takes them; when
-``max_pending`` wait (the pipe is full because the child's disk is behind), handing over
-blocks, as with the thread recorder.
+``max_pending`` wait (the pipe is full because the child's disk is behind and the child's
+own queue of ``max_pending`` is full), handing over blocks. At most about four times
+``max_pending`` items are held: the coordinator's list, the frame being sent, the frame the
+child is taking in and the child's queue.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import select
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -52,11 +59,14 @@ START_TIMEOUT = 120.0
 system) before writing from a thread instead."""
 
 
-def _write_frame(out: IO[bytes], obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def _write_bytes(out: IO[bytes], data: bytes) -> None:
     out.write(_HEADER.pack(len(data)))
     out.write(data)
     out.flush()
+
+
+def _write_frame(out: IO[bytes], obj: Any) -> None:
+    _write_bytes(out, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _read_frame(inp: IO[bytes]) -> Any:
@@ -71,8 +81,10 @@ def _read_frame(inp: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def _package_root() -> str:
-    return str(Path(__file__).resolve().parent.parent)
+_BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+              "from evo_engine.recorder_process import child_main; "
+              "sys.exit(child_main(int(sys.argv[2]), int(sys.argv[3])))")
+"""The child's command line: the coordinator's ``sys.path``, then ``child_main``."""
 
 
 class RecorderProcess:
@@ -108,13 +120,13 @@ class RecorderProcess:
         self._gone = False
         data_r, data_w = os.pipe()
         back_r, back_w = os.pipe()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [_package_root(), *filter(None, [env.get("PYTHONPATH")])])
         try:
+            # This process's import path, exactly: the child runs the very evo_engine (and
+            # zarr) the coordinator runs, whatever the current directory holds.
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "evo_engine.recorder_process", str(data_r), str(back_w)],
-                pass_fds=(data_r, back_w, *keep_fds), stdin=subprocess.DEVNULL, env=env)
+                [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), str(data_r),
+                 str(back_w)],
+                pass_fds=(data_r, back_w, *keep_fds), stdin=subprocess.DEVNULL)
         except BaseException as exc:
             for fd in (data_r, data_w, back_r, back_w):
                 os.close(fd)
@@ -125,25 +137,26 @@ class RecorderProcess:
         os.close(back_w)
         self._out = os.fdopen(data_w, "wb")
         self._back = os.fdopen(back_r, "rb")
+        self._sender = threading.Thread(target=self._send_loop, name="evo-recorder-send",
+                                        daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name="evo-recorder-back",
+                                        daemon=True)
         try:
             self._handshake({
                 "run_dir": str(store.path.parent), "space": space, "fsync": fsync,
                 "flush_interval": flush_interval, "max_pending": max_pending,
             })
+            self._reader.start()
+            self._sender.start()
         except BaseException:
-            # It did not start, or a stop signal came while waiting: no child may outlive
-            # this, writing the store.
+            # It did not start, or a stop signal came meanwhile: no child may outlive this
+            # and write the store (the caller then owns it again). Closing our end of its
+            # pipe ends a sender or reader that did start.
             self._proc.kill()
             self._proc.wait()
             self._out.close()
             self._back.close()
             raise
-        self._sender = threading.Thread(target=self._send_loop, name="evo-recorder-send",
-                                        daemon=True)
-        self._reader = threading.Thread(target=self._read_loop, name="evo-recorder-back",
-                                        daemon=True)
-        self._sender.start()
-        self._reader.start()
 
     def _handshake(self, config: dict[str, Any]) -> None:
         """Send the child its configuration and wait until it has opened the store: a child
@@ -264,17 +277,32 @@ class RecorderProcess:
                 self._cond.notify_all()
             if items and self._error is None:
                 try:
-                    _write_frame(self._out, items)
-                except (OSError, ValueError):
-                    # The child is gone: its last words (an error) come first, then this.
-                    self._reader.join(30.0)
-                    self._child_gone()
-            if closing and not self._items:
+                    data = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException as exc:  # noqa: BLE001 - surfaced to the coordinator
+                    # An item that cannot be pickled (a bug): fail the run loudly, and end
+                    # the child's input so it writes what it had and exits.
+                    self._fail(f"an item handed over cannot be sent to the writer "
+                               f"({type(exc).__name__}: {exc})")
+                    closing = True
+                else:
+                    try:
+                        _write_bytes(self._out, data)
+                    except (OSError, ValueError):
+                        # The child is gone: its last words (an error) come first, then this.
+                        self._reader.join(30.0)
+                        self._child_gone()
+            if closing and (not self._items or self._error is not None):
                 try:
                     self._out.close()  # end of file for the child, whatever happened
                 except OSError:
                     pass
                 return
+
+    def _fail(self, why: str) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = why
+            self._cond.notify_all()
 
     def _child_gone(self, expected: bool = False) -> None:
         """The child ended (end of file on its pipe, or a write to it failed)."""
@@ -284,6 +312,16 @@ class RecorderProcess:
                 self._error = f"the writer process exited unexpectedly (exit status {code})"
             self._gone = True
             self._cond.notify_all()
+
+    def _call(self, callback: Callable[..., None] | None, name: str, *args: Any) -> None:
+        """A report's callback; its failure fails the run (as with the thread recorder), and
+        the reader goes on draining the child's reports so the child never blocks on them."""
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception as exc:  # noqa: BLE001 - surfaced to the coordinator
+            self._fail(f"{name} failed ({type(exc).__name__}: {exc})")
 
     def _read_loop(self) -> None:
         done = False
@@ -299,11 +337,9 @@ class RecorderProcess:
             if kind == "flushed":
                 _, seconds, rows, committed = msg
                 self.committed = committed
-                if self.on_flush is not None:
-                    self.on_flush(seconds, rows, committed)
+                self._call(self.on_flush, "on_flush", seconds, rows, committed)
             elif kind == "snapshot":
-                if self.on_snapshot is not None:
-                    self.on_snapshot(msg[1], msg[2])
+                self._call(self.on_snapshot, "on_snapshot", msg[1], msg[2])
             elif kind in ("done", "closed"):
                 _, token, superseded = msg
                 with self._cond:
@@ -397,6 +433,7 @@ def child_main(data_fd: int, back_fd: int) -> int:
                        on_snapshot=lambda name, n: send(("snapshot", name, n)),
                        on_flush=lambda s, rows, n: send(("flushed", s, rows, n)))
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
+        traceback.print_exc()  # the coordinator's stderr: the whole story
         send(("error", _describe(exc)))
         return 1
     send(("ready",))
@@ -410,6 +447,7 @@ def child_main(data_fd: int, back_fd: int) -> int:
                 if _dispatch(rec, item, send):
                     return 0
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator
+        traceback.print_exc()
         send(("error", _describe(exc)))
         return 1
 

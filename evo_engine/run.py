@@ -374,9 +374,12 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     stop = StopFlag()
     recorder: Recorder | RecorderProcess | None = None
     try:
-        # From here on the store is written by the recorder's process only.
+        # From here on the store is written by the recorder's process only. Where the run
+        # directory cannot be locked, a writer outliving a killed coordinator could write
+        # beside a resumed job: a thread then, which dies with the coordinator.
         recorder = start_recorder(
-            store, scenario.space, warn, fsync=opts.fsync, keep_fds=lock.fds(),
+            store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
+            keep_fds=lock.fds(),
             on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
         recorder.record_migrations(replayed)
         try:

@@ -32,9 +32,9 @@ from evo_engine.errors import InputError
 
 OURS = ("run.zarr", "log.jsonl", "scratch", ".lock", "dispatched.log")
 GARBAGE_PREFIXES = (".run.zarr.creating-", ".trash-")
+"""Names of what a killed job may leave half-made or half-deleted; always safe to delete."""
 WRITER_GRACE = 30.0
 """Seconds a start waits for the store writer of a job whose coordinator was killed."""
-"""Names of what a killed job may leave half-made or half-deleted; always safe to delete."""
 
 
 class RunDirError(InputError):
@@ -129,6 +129,26 @@ def check_writable(run_dir: Path) -> None:
         raise RunDirError(f"{log} is not writable by this user; make it writable or remove it")
 
 
+class _LockHeld(RunDirError):
+    """Another process holds the run directory's lock."""
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed but not yet reaped by its
+    parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's: it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 class RunLock:
     """An exclusive lock on a run directory, so two jobs never write one store.
 
@@ -166,9 +186,15 @@ class RunLock:
             try:
                 if self._acquire_once():
                     return
-            except RunDirError:
-                if not (self._holder_gone() and time.monotonic() < end):
+            except _LockHeld as exc:
+                if not self._holder_gone():
                     raise
+                if time.monotonic() >= end:
+                    raise RunDirError(
+                        f"run directory {self.run_dir} is still locked by the store writer of "
+                        f"{self._holder_text()}, which has ended, after {writer_grace:g} s: "
+                        "wait for the writer to finish (or stop it) before starting or "
+                        "resuming this run") from exc
                 time.sleep(0.05)
                 continue
             tries += 1
@@ -198,7 +224,7 @@ class RunLock:
             holder = fh.read().strip() or "another process"
             fh.close()
             self._made_lock = False
-            raise RunDirError(
+            raise _LockHeld(
                 f"run directory {self.run_dir} is in use by {holder}; wait for it to end "
                 f"(or stop it) before starting or resuming this run"
             ) from None
@@ -219,23 +245,20 @@ class RunLock:
         self._fh = fh
         return True
 
+    def _holder_text(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
     def _holder_gone(self) -> bool:
         """Whether the lock names a process of this host that has ended."""
-        try:
-            words = self.path.read_text().split()
-        except OSError:
-            return False
+        words = self._holder_text().split()
         if len(words) != 4 or words[0] != "pid" or words[2] != "on" or not words[1].isdigit():
             return False
         if words[3] != socket.gethostname():
             return False
-        try:
-            os.kill(int(words[1]), 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False
-        return False
+        return not _process_runs(int(words[1]))
 
     def claim(self) -> None:
         """Write who holds the lock (once the run goes ahead: a refused start writes nothing)."""

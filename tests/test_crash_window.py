@@ -207,3 +207,24 @@ def test_a_stop_that_lands_in_an_extension_modules_import_still_exits_3() -> Non
     finally:
         startup.restore(previous)
         startup.started()
+
+
+def test_the_command_exits_3_when_a_stop_comes_out_as_another_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import evo_engine.run as run_module
+    from evo_engine import startup
+    from evo_engine.cli import main
+
+    def execute(opts, print_fn=print):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
+        except startup.StopBeforeStart:
+            raise ImportError("PyCapsule_Import could not import module \"datetime\"") from None
+        raise AssertionError("the signal did not interrupt")
+
+    monkeypatch.setattr(run_module, "execute", execute)
+    assert main([str(QUICK), "--run-dir", str(tmp_path / "r")]) == 3
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM before the run got going" in err
+    assert "Traceback" not in err and "internal error" not in err

@@ -221,28 +221,99 @@ KILLED = textwrap.dedent("""
     lock.claim()
     rec = RecorderProcess(_store(run_dir), SPACE, flush_interval=30.0, keep_fds=lock.fds())
     _feed(rec, _engine(), 25)
-    time.sleep(0.3)  # the sender has sent them; the child has written none (30 s interval)
-    print(rec.pid, flush=True)
+    time.sleep(0.5)  # the sender has sent them; the child has written none (30 s interval)
+    Path({pid_file!r}).write_text(str(rec.pid))
+    os.kill(rec.pid, signal.SIGSTOP)  # the writer is slow: it still has everything to write
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 
 
 def test_a_killed_coordinators_writer_keeps_what_it_was_handed_then_frees_the_run(
         tmp_path: Path) -> None:
-    run_dir = tmp_path / "r"
-    script = KILLED.format(tests=str(REPO / "tests"), run_dir=str(run_dir))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    # The next job waits for the writer (its coordinator is gone) instead of refusing.
-    lock = RunLock(run_dir)
-    lock.acquire(writer_grace=60.0)
-    lock.release()
+    run_dir, pid_file = tmp_path / "r", tmp_path / "writer.pid"
+    script = KILLED.format(tests=str(REPO / "tests"), run_dir=str(run_dir),
+                           pid_file=str(pid_file))
+    # Not capturing its output: the writer inherits it and would keep a capture open.
+    proc = subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL
+    writer = int(pid_file.read_text())
+    try:
+        # The coordinator is gone, its (stopped) writer is not: the run stays locked ...
+        with pytest.raises(RunDirError, match="still locked by the store writer of pid"):
+            RunLock(run_dir).acquire(writer_grace=0.3)
+        # ... and a start waits for the writer instead of refusing the run.
+        got: list[object] = []
+
+        def start() -> None:
+            lock = RunLock(run_dir)
+            try:
+                lock.acquire(writer_grace=60.0)
+                got.append(lock)
+            except RunDirError as exc:
+                got.append(exc)
+
+        waiting = threading.Thread(target=start)
+        waiting.start()
+        time.sleep(0.5)
+        assert got == [], "the start did not wait for the writer"
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    waiting.join(60)
+    assert len(got) == 1 and isinstance(got[0], RunLock), got
+    got[0].release()
     store = RunStore.open(run_dir)
     assert store.evaluations.committed == 25
     assert sorted(store.evaluations.read("uid").tolist()) == list(range(25))
     assert store.latest_snapshot()["log_position"] == 13
     assert store.attrs["status"] == "running"  # a crash, for --resume
+
+
+def test_a_zombie_coordinator_counts_as_ended() -> None:
+    from evo_engine.rundir import _process_runs
+
+    child = subprocess.Popen(["true"])
+    deadline = time.time() + 10
+    while time.time() < deadline and _process_runs(child.pid):
+        time.sleep(0.01)  # it exits, and nobody reaps it yet: a zombie
+    assert not _process_runs(child.pid)
+    assert os.path.exists(f"/proc/{child.pid}")  # still there, not reaped
+    child.wait()
+    assert _process_runs(os.getpid())
+
+
+@pytest.mark.timeout(120)
+def test_an_item_that_cannot_be_pickled_fails_the_run_instead_of_hanging_it(
+        tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    rec = RecorderProcess(store, SPACE)
+    engine = _engine()
+    _feed(rec, engine, 5)
+    rec.set_attrs(bad=threading.Lock())
+    with pytest.raises(RuntimeError, match="cannot be sent to the writer .*TypeError"):
+        rec.flush()
+    with pytest.raises(RuntimeError, match="cannot be sent to the writer"):
+        rec.finish("finished", "budget")
+    assert rec._proc.poll() is not None  # the child ended
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_callback_fails_the_run_and_the_child_still_finishes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+
+    def on_flush(seconds: float, rows: int, committed: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    rec = RecorderProcess(store, SPACE, on_flush=on_flush)
+    engine = _engine()
+    _feed(rec, engine, 5)
+    with pytest.raises(RuntimeError, match=r"on_flush failed \(OSError: .*No space left"):
+        rec.flush()
+    with pytest.raises(RuntimeError, match="on_flush failed"):
+        rec.close()
+    assert rec._proc.poll() == 0
+    assert RunStore.open(tmp_path).evaluations.committed == 5
 
 
 def test_start_recorder_falls_back_to_a_thread_when_no_process_starts(
@@ -302,3 +373,78 @@ def test_an_unknown_fsync_policy_is_refused_before_a_child_starts(
     with pytest.raises(ValueError, match="fsync"):
         RecorderProcess(_store(tmp_path), SPACE, fsync="sometimes")
     assert started == []
+
+
+QUICK = REPO / "tests" / "scenarios" / "quick.py"
+
+
+def _main(run_dir: Path, *args: str) -> int:
+    from evo_engine.cli import main
+    from evo_engine.log import configure
+
+    try:
+        return main([str(QUICK), "--run-dir", str(run_dir), "--quiet", *args])
+    finally:
+        configure(None)
+
+
+def test_a_run_writes_its_attributes_through_the_writer_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evo_engine.run as run_module
+
+    started: list[object] = []
+    real = run_module.start_recorder
+
+    def spy(*args, **kwargs):
+        rec = real(*args, **kwargs)
+        started.append(rec)
+        return rec
+
+    monkeypatch.setattr(run_module, "start_recorder", spy)
+    monkeypatch.setenv("QUICK_EVALS", "12")
+    assert _main(tmp_path / "r", "--workers", "2") == 0
+    assert len(started) == 1 and isinstance(started[0], RecorderProcess)
+    attrs = RunStore.open(tmp_path / "r").attrs
+    # workers (set by the coordinator) and metric_names (by the writer, on the first
+    # metric) both survive: one writer rewrites the root's attributes.
+    assert attrs["workers"] == 2 and attrs["metric_names"] == ["noise"]
+    assert attrs["status"] == "finished" and attrs["stop_reason"] == "finished"
+
+
+def test_without_a_lock_the_run_writes_from_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing would keep a resumed job away from a writer that outlived its coordinator."""
+    import errno
+    import fcntl
+
+    def no_flock(fh: object, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    spawned: list[object] = []
+    real_popen = subprocess.Popen
+
+    def popen(args, *a, **k):
+        spawned.append(args)
+        return real_popen(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setenv("QUICK_EVALS", "6")
+    assert _main(tmp_path / "r", "--workers", "0") == 0
+    assert spawned == []
+    assert sorted(RunStore.open(tmp_path / "r").evaluations.read("uid").tolist()) == list(range(6))
+
+
+def test_a_stop_while_the_writer_starts_marks_the_run_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evo_engine.run as run_module
+    from evo_engine import startup
+
+    def stopped(*args, **kwargs):
+        raise startup.StopBeforeStart("SIGTERM")
+
+    monkeypatch.setattr(run_module, "start_recorder", stopped)
+    monkeypatch.setenv("QUICK_EVALS", "6")
+    assert _main(tmp_path / "r", "--workers", "0") == 3
+    attrs = RunStore.open(tmp_path / "r").attrs
+    assert attrs["status"] == "stopped" and attrs["stop_reason"] == "signal:SIGTERM"
