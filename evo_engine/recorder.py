@@ -196,7 +196,36 @@ class _SnapshotWriter:
             self.run_pending()
 
 
-class Recorder:
+class HandOver:
+    """The coordinator's side of a recorder: each call hands one item over, in order, and
+    returns without waiting for the disk. ``Recorder`` writes the items from threads of this
+    process; ``evo_engine.recorder_process.RecorderProcess`` from a child process."""
+
+    def put(self, item: Any) -> None:
+        """Hand over one item (a task, an evaluation, a migration, or a snapshot or run
+        attributes as made by ``snapshot`` and ``set_attrs``)."""
+        raise NotImplementedError
+
+    def record_task(self, task: Task) -> None:
+        self.put(task)
+
+    def record(self, ev: Evaluation) -> None:
+        self.put(ev)
+
+    def record_migrations(self, migrations: Sequence[Migration]) -> None:
+        for m in migrations:
+            self.put(m)
+
+    def snapshot(self, engine_state: dict[str, Any]) -> None:
+        """A snapshot of the engine as it is now (after every item handed over so far)."""
+        self.put(_Snapshot(engine_state))
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Set run attributes, written after every item handed over so far."""
+        self.put(_Attrs(attrs))
+
+
+class Recorder(HandOver):
     """Turns tasks, evaluations, migrations and engine states into store writes."""
 
     def __init__(self, store: RunStore, space: Space, flush_interval: float = 0.25,
@@ -233,7 +262,7 @@ class Recorder:
 
     # -- handing over (coordinator thread) -------------------------------------------------
 
-    def _put(self, item: Any) -> None:
+    def put(self, item: Any) -> None:
         self._raise_if_failed()
         with self._lock:
             self._items.append(item)
@@ -247,24 +276,6 @@ class Recorder:
                 self._taken.wait(0.1)
             self.blocked_seconds += time.perf_counter() - t0
         self._raise_if_failed()
-
-    def record_task(self, task: Task) -> None:
-        self._put(task)
-
-    def record(self, ev: Evaluation) -> None:
-        self._put(ev)
-
-    def record_migrations(self, migrations: Sequence[Migration]) -> None:
-        for m in migrations:
-            self._put(m)
-
-    def snapshot(self, engine_state: dict[str, Any]) -> None:
-        """Queue a snapshot of the engine as it is now (after every item handed over so far)."""
-        self._put(_Snapshot(engine_state))
-
-    def set_attrs(self, **attrs: Any) -> None:
-        """Set run attributes, written after every item handed over so far."""
-        self._put(_Attrs(attrs))
 
     @property
     def committed(self) -> int:

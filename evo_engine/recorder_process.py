@@ -44,9 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from evo_engine.engine import Evaluation, Migration
-from evo_engine.recorder import MAX_PENDING, Recorder, check_fsync
-from evo_engine.records import Task
+from evo_engine.recorder import MAX_PENDING, HandOver, Recorder, check_fsync
 from evo_engine.space import Space
 from evo_engine.startup import SIGNALS
 from evo_engine.store import RunStore
@@ -87,7 +85,7 @@ _BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
 """The child's command line: the coordinator's ``sys.path``, then ``child_main``."""
 
 
-class RecorderProcess:
+class RecorderProcess(HandOver):
     """``Recorder``'s interface, with the writing done by a child process (module docstring).
 
     ``store`` is the run's store as the coordinator created or opened it; from here on only
@@ -192,7 +190,7 @@ class RecorderProcess:
         if self._error is not None:
             raise RuntimeError(f"writing the run store failed: {self._error}")
 
-    def _put(self, item: Any, urgent: bool = False) -> None:
+    def put(self, item: Any, urgent: bool = False) -> None:
         self._raise_if_failed()
         if self._closed:
             raise RuntimeError("the recorder is closed")
@@ -209,28 +207,12 @@ class RecorderProcess:
             self._wake.set()
         self._raise_if_failed()
 
-    def record_task(self, task: Task) -> None:
-        self._put(task)
-
-    def record(self, ev: Evaluation) -> None:
-        self._put(ev)
-
-    def record_migrations(self, migrations: Sequence[Migration]) -> None:
-        for m in migrations:
-            self._put(m)
-
-    def snapshot(self, engine_state: dict[str, Any]) -> None:
-        self._put(("snapshot", engine_state))
-
-    def set_attrs(self, **attrs: Any) -> None:
-        self._put(("attrs", attrs))
-
     def flush(self) -> None:
         """Until everything handed over so far is written (snapshots included)."""
         with self._cond:
             self._tokens += 1
             token = self._tokens
-        self._put(("flush", token), urgent=True)
+        self.put(("flush", token), urgent=True)
         with self._cond:
             while token not in self._acks and self._error is None and not self._gone:
                 self._cond.wait(0.1)
@@ -249,7 +231,7 @@ class RecorderProcess:
             return
         try:
             if self._error is None:
-                self._put(("close", how), urgent=True)
+                self.put(("close", how), urgent=True)
             with self._cond:
                 self._closing = True
             self._wake.set()
@@ -374,17 +356,10 @@ def start_recorder(store: RunStore, space: Space, warn: Callable[[str], None],
 
 
 def _dispatch(rec: Recorder, item: Any, send: Callable[[Any], None]) -> bool:
-    """Hand one item to the recorder; True when the coordinator said to close."""
-    if isinstance(item, Task):
-        rec.record_task(item)
-    elif isinstance(item, Evaluation):
-        rec.record(item)
-    elif isinstance(item, Migration):
-        rec.record_migrations([item])
-    elif item[0] == "snapshot":
-        rec.snapshot(item[1])
-    elif item[0] == "attrs":
-        rec.set_attrs(**item[1])
+    """Hand one item to the recorder, or carry out one of the coordinator's requests (a
+    tuple); True when it said to close."""
+    if not isinstance(item, tuple):
+        rec.put(item)
     elif item[0] == "flush":
         rec.flush()
         send(("done", item[1], rec.snapshots_superseded))
@@ -397,7 +372,7 @@ def _dispatch(rec: Recorder, item: Any, send: Callable[[Any], None]) -> bool:
         send(("closed", 0, rec.snapshots_superseded))
         return True
     else:
-        raise TypeError(f"the recorder cannot store {item!r}")
+        raise TypeError(f"unknown request to the store's writer: {item!r}")
     return False
 
 
