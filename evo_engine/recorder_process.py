@@ -29,7 +29,6 @@ child is taking in and the child's queue.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import select
@@ -79,10 +78,21 @@ def _read_frame(inp: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-_BOOTSTRAP = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+_BOOTSTRAP = ("import sys; sys.path[:] = sys.argv[3:]; "
               "from evo_engine.recorder_process import child_main; "
-              "sys.exit(child_main(int(sys.argv[2]), int(sys.argv[3])))")
-"""The child's command line: the coordinator's ``sys.path``, then ``child_main``."""
+              "sys.exit(child_main(int(sys.argv[1]), int(sys.argv[2])))")
+"""The child's command line: the coordinator's ``sys.path`` (nothing is imported before it
+is in place), then ``child_main``."""
+
+
+def _import_path() -> list[str]:
+    """This process's ``sys.path`` as absolute paths (``""`` is the current directory; a
+    scenario may have put ``Path`` objects there, which Python accepts)."""
+    out = []
+    for entry in sys.path:
+        if isinstance(entry, (str, os.PathLike)):
+            out.append(os.path.abspath(os.fspath(entry)) if os.fspath(entry) else os.getcwd())
+    return out
 
 
 class RecorderProcess(HandOver):
@@ -122,8 +132,7 @@ class RecorderProcess(HandOver):
             # This process's import path, exactly: the child runs the very evo_engine (and
             # zarr) the coordinator runs, whatever the current directory holds.
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), str(data_r),
-                 str(back_w)],
+                [sys.executable, "-c", _BOOTSTRAP, str(data_r), str(back_w), *_import_path()],
                 pass_fds=(data_r, back_w, *keep_fds), stdin=subprocess.DEVNULL)
         except BaseException as exc:
             for fd in (data_r, data_w, back_r, back_w):
@@ -148,8 +157,11 @@ class RecorderProcess(HandOver):
             self._sender.start()
         except BaseException:
             # It did not start, or a stop signal came meanwhile: no child may outlive this
-            # and write the store (the caller then owns it again). Closing our end of its
-            # pipe ends a sender or reader that did start.
+            # and write the store (the caller then owns it again), nor a thread of ours.
+            with self._cond:
+                self._closing = True
+                self._error = self._error or "the store's writer process did not start"
+            self._wake.set()
             self._proc.kill()
             self._proc.wait()
             self._out.close()
@@ -231,7 +243,10 @@ class RecorderProcess(HandOver):
             return
         try:
             if self._error is None:
-                self.put(("close", how), urgent=True)
+                try:
+                    self.put(("close", how), urgent=True)
+                except RuntimeError:
+                    pass  # failed meanwhile: still end the threads and reap the child
             with self._cond:
                 self._closing = True
             self._wake.set()
@@ -302,7 +317,7 @@ class RecorderProcess(HandOver):
             return
         try:
             callback(*args)
-        except Exception as exc:  # noqa: BLE001 - surfaced to the coordinator
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the coordinator
             self._fail(f"{name} failed ({type(exc).__name__}: {exc})")
 
     def _read_loop(self) -> None:

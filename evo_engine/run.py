@@ -377,10 +377,11 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         # From here on the store is written by the recorder's process only. Where the run
         # directory cannot be locked, a writer outliving a killed coordinator could write
         # beside a resumed job: a thread then, which dies with the coordinator.
-        recorder = start_recorder(
-            store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
-            keep_fds=lock.fds(),
-            on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
+        with startup.held():  # a stop signal waits until the writer is bound to `recorder`
+            recorder = start_recorder(
+                store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
+                keep_fds=lock.fds(),
+                on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
         recorder.record_migrations(replayed)
         try:
             reporter.phase(f"starting {workers or 'inline'} worker{'s' if workers != 1 else ''}")

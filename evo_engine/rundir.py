@@ -165,6 +165,7 @@ class RunLock:
         self._made_lock = False
         self.unguarded: str | None = None
         """Why the directory could not be locked (the run goes on unguarded), or None."""
+        self._claimed = False
 
     def fds(self) -> tuple[int, ...]:
         """The lock's open file (empty when not held), for a child process that must keep
@@ -191,10 +192,11 @@ class RunLock:
                     raise
                 if time.monotonic() >= end:
                     raise RunDirError(
-                        f"run directory {self.run_dir} is still locked by the store writer of "
-                        f"{self._holder_text()}, which has ended, after {writer_grace:g} s: "
-                        "wait for the writer to finish (or stop it) before starting or "
-                        "resuming this run") from exc
+                        f"run directory {self.run_dir} is still locked after "
+                        f"{writer_grace:g} s; the lock names {self._holder_text()}, which has "
+                        "ended: its store writer is still finishing (or another job has "
+                        "just taken the directory); wait for it (or stop it) before starting "
+                        "or resuming this run") from exc
                 time.sleep(0.05)
                 continue
             tries += 1
@@ -258,7 +260,10 @@ class RunLock:
             return False
         if words[3] != socket.gethostname():
             return False
-        return not _process_runs(int(words[1]))
+        try:
+            return not _process_runs(int(words[1]))
+        except (OverflowError, ValueError):  # no such pid can exist: a damaged lock file
+            return False
 
     def claim(self) -> None:
         """Write who holds the lock (once the run goes ahead: a refused start writes nothing)."""
@@ -269,12 +274,20 @@ class RunLock:
             self._fh.truncate()
             self._fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
             self._fh.flush()
+            self._claimed = True
 
     def release(self, tidy: bool = False) -> None:
         if self._fh is not None:
             if tidy and self._made_lock:
                 with contextlib.suppress(OSError):
                     self.path.unlink()
+            elif self._claimed:
+                # A job that ended names nobody: the next start never takes this pid for a
+                # coordinator whose store writer is still finishing.
+                with contextlib.suppress(OSError):
+                    self._fh.seek(0)
+                    self._fh.truncate()
+                    self._fh.flush()
             self._fh.close()
             self._fh = None
         if tidy:

@@ -14,7 +14,9 @@ Only the standard library is imported here: this module runs before anything slo
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -109,6 +111,24 @@ def install(command_line: bool = False) -> dict[int, Any]:
     return previous
 
 
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Stop signals wait until the block ends (blocked in this thread and in the threads and
+    processes it starts meanwhile, which keep them blocked): an object the block makes is
+    bound to its name before a signal can interrupt (the store's writer, whose process must
+    be stopped with the run). Where signals cannot be blocked, nothing changes."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    wanted = {getattr(signal, name) for name in SIGNALS if hasattr(signal, name)}
+    old = block(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
+
+
 def restore(previous: dict[int, Any]) -> None:
     """Put back the handlers ``install`` replaced (for callers of the CLI in a process)."""
     for sig, handler in previous.items():
@@ -132,5 +152,5 @@ def message(stop: StopBeforeStart) -> str:
             "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
 
 
-__all__ = ["SIGNALS", "StopBeforeStart", "install", "interruption", "message", "restore",
-           "started"]
+__all__ = ["SIGNALS", "StopBeforeStart", "held", "install", "interruption", "message",
+           "restore", "started"]

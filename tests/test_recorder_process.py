@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -241,7 +242,8 @@ def test_a_killed_coordinators_writer_keeps_what_it_was_handed_then_frees_the_ru
     writer = int(pid_file.read_text())
     try:
         # The coordinator is gone, its (stopped) writer is not: the run stays locked ...
-        with pytest.raises(RunDirError, match="still locked by the store writer of pid"):
+        with pytest.raises(RunDirError, match="still locked after 0.3 s; the lock names pid "
+                                              ".*which has ended: its store writer"):
             RunLock(run_dir).acquire(writer_grace=0.3)
         # ... and a start waits for the writer instead of refusing the run.
         got: list[object] = []
@@ -270,7 +272,7 @@ def test_a_killed_coordinators_writer_keeps_what_it_was_handed_then_frees_the_ru
     assert store.attrs["status"] == "running"  # a crash, for --resume
 
 
-def test_a_zombie_coordinator_counts_as_ended() -> None:
+def test_a_zombie_coordinator_counts_as_ended(tmp_path: Path) -> None:
     from evo_engine.rundir import _process_runs
 
     child = subprocess.Popen(["true"])
@@ -279,6 +281,18 @@ def test_a_zombie_coordinator_counts_as_ended() -> None:
         time.sleep(0.01)  # it exits, and nobody reaps it yet: a zombie
     assert not _process_runs(child.pid)
     assert os.path.exists(f"/proc/{child.pid}")  # still there, not reaped
+    lock = RunLock(tmp_path)
+    host = socket.gethostname()
+    cases = {
+        f"pid {child.pid} on {host}": True,  # the zombie: a start waits for its writer
+        f"pid {os.getpid()} on {host}": False,  # alive
+        f"pid {child.pid} on other-{host}": False,  # cannot tell: refuse at once
+        f"pid {10 ** 20} on {host}": False,  # a damaged lock file
+        "": False,
+    }
+    for text, gone in cases.items():
+        lock.path.write_text(text)
+        assert lock._holder_gone() is gone, text
     child.wait()
     assert _process_runs(os.getpid())
 
@@ -364,6 +378,53 @@ def test_a_child_that_never_answers_is_given_up_and_killed(
     pid = int((tmp_path / "hung-python.pid").read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped: it cannot write the store later
+
+
+def test_the_child_imports_what_the_coordinator_imports_whatever_the_directory_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A current directory with its own evo_engine and json, and a Path on sys.path."""
+    here = tmp_path / "cwd"
+    (here / "evo_engine").mkdir(parents=True)
+    (here / "evo_engine" / "__init__.py").write_text("raise ImportError('the wrong evo_engine')\n")
+    (here / "json.py").write_text("raise ImportError('the wrong json')\n")
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [*sys.path, tmp_path / "elsewhere"])
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    warned: list[str] = []
+    rec = start_recorder(_store(tmp_path / "r"), SPACE, warned.append)
+    assert isinstance(rec, RecorderProcess), warned
+    _feed(rec, _engine(), 4)
+    rec.finish("finished", "budget")
+    assert RunStore.open(tmp_path / "r").evaluations.committed == 4
+
+
+def test_a_stop_while_the_threads_start_leaves_no_child_or_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evo_engine import startup
+
+    children: list[subprocess.Popen] = []
+    real_popen, real_start = subprocess.Popen, threading.Thread.start
+
+    def popen(*a, **k):
+        children.append(real_popen(*a, **k))
+        return children[-1]
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "evo-recorder-send":
+            raise startup.StopBeforeStart("SIGTERM")  # the reader has started
+        real_start(thread)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(startup.StopBeforeStart):
+        RecorderProcess(_store(tmp_path), SPACE)
+    assert len(children) == 1 and children[0].poll() is not None  # killed and reaped
+    deadline = time.time() + 10
+    while time.time() < deadline and "evo-recorder-back" in {
+            t.name for t in threading.enumerate()} - before:
+        time.sleep(0.01)
+    assert "evo-recorder-back" not in {t.name for t in threading.enumerate()} - before
 
 
 def test_an_unknown_fsync_policy_is_refused_before_a_child_starts(
