@@ -263,8 +263,8 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     recorder.close()  # no stop snapshot and no "finished" mark: as after a kill -9
     closed = time.perf_counter() - t_last
     real = t_last - t_run
-    writer_cpu = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-                  + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime - children_cpu0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    writer_cpu = children.ru_utime + children.ru_stime - children_cpu0
     snaps = RunStore.open(root, check=False).snapshots.attrs.asdict().get("serial", 0)
     for n, state in states.items():
         t0 = time.perf_counter()  # what the snapshot thread does with it (json_in_pieces)

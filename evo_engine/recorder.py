@@ -46,14 +46,14 @@ from evo_engine.space import Space
 from evo_engine.store import RunStore, Table, fsync_files
 
 FSYNC_POLICIES = ("never", "snapshots", "always")
+MAX_PENDING = 20_000
+"""Items handed over and not yet taken by the writer before handing over blocks."""
 
 
 def check_fsync(policy: str) -> None:
     """The one check of an ``fsync`` policy (the thread and the process recorder share it)."""
     if policy not in FSYNC_POLICIES:
         raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {policy!r}")
-MAX_PENDING = 20_000
-"""Items handed over and not yet taken by the writer before handing over blocks."""
 
 
 class SnapshotPolicy:
@@ -340,7 +340,7 @@ class Recorder(HandOver):
             with self._lock:
                 items, self._items = self._items, []
                 self._taken.notify_all()
-            t0, rows = time.perf_counter(), self.store.evaluations.committed
+            t0, rows = time.perf_counter(), self.committed
             tasks: list[Task] = []
             evals: list[Evaluation] = []
             migrations: list[Migration] = []
@@ -365,7 +365,7 @@ class Recorder(HandOver):
             if self.fsync == "always" and items:
                 self._sync_tables()
             if self.on_flush is not None and items:
-                committed = self.store.evaluations.committed
+                committed = self.committed
                 self.on_flush(time.perf_counter() - t0, committed - rows, committed)
         if self._thread is None:
             self._snapshots.run_pending()  # no threads: the snapshot after this flush's rows

@@ -88,11 +88,8 @@ is in place), then ``child_main``."""
 def _import_path() -> list[str]:
     """This process's ``sys.path`` as absolute paths (``""`` is the current directory; a
     scenario may have put ``Path`` objects there, which Python accepts)."""
-    out = []
-    for entry in sys.path:
-        if isinstance(entry, (str, os.PathLike)):
-            out.append(os.path.abspath(os.fspath(entry)) if os.fspath(entry) else os.getcwd())
-    return out
+    return [os.path.abspath(os.fspath(entry)) for entry in sys.path
+            if isinstance(entry, (str, os.PathLike))]
 
 
 class RecorderProcess(HandOver):
@@ -172,20 +169,22 @@ class RecorderProcess(HandOver):
         """Send the child its configuration and wait until it has opened the store: a child
         that cannot start (an interpreter that cannot import evo_engine, no memory) is found
         here, before anything is handed over, and ``start_recorder`` falls back to a thread."""
+        answered, ready = True, None
         try:
             _write_frame(self._out, config)
-            answered, _, _ = select.select([self._back], [], [], START_TIMEOUT)
-            ready = _read_frame(self._back) if answered else ("silent",)
+            answered = bool(select.select([self._back], [], [], START_TIMEOUT)[0])
+            ready = _read_frame(self._back) if answered else None
         except OSError:
-            ready = None
-        if ready is None or ready[0] != "ready":
-            if ready is not None and ready[0] == "silent":
-                why = f"no answer within {START_TIMEOUT:g} s"
-            elif ready is not None and ready[0] == "error":
-                why = ready[1]
-            else:
-                why = f"exit status {self._proc.wait()}"
-            raise OSError(f"the store's writer process did not start ({why})")
+            pass
+        if ready is not None and ready[0] == "ready":
+            return
+        if not answered:
+            why = f"no answer within {START_TIMEOUT:g} s"
+        elif ready is not None and ready[0] == "error":
+            why = ready[1]
+        else:
+            why = f"exit status {self._proc.wait()}"
+        raise OSError(f"the store's writer process did not start ({why})")
 
     @property
     def pid(self) -> int:
@@ -441,6 +440,3 @@ def child_main(data_fd: int, back_fd: int) -> int:
         send(("error", _describe(exc)))
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(child_main(int(sys.argv[1]), int(sys.argv[2])))

@@ -267,14 +267,19 @@ class RunLock:
 
     def claim(self) -> None:
         """Write who holds the lock (once the run goes ahead: a refused start writes nothing)."""
-        if self._fh is None:
-            return
-        with contextlib.suppress(OSError):
+        if self._fh is not None:
+            self._claimed = self._name_holder(f"pid {os.getpid()} on {socket.gethostname()}")
+
+    def _name_holder(self, text: str) -> bool:
+        """Replace what the lock file says (``_holder_gone`` reads it); False if it failed."""
+        try:
             self._fh.seek(0)
             self._fh.truncate()
-            self._fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            self._fh.write(text)
             self._fh.flush()
-            self._claimed = True
+        except OSError:
+            return False
+        return True
 
     def release(self, tidy: bool = False) -> None:
         if self._fh is not None:
@@ -284,10 +289,7 @@ class RunLock:
             elif self._claimed:
                 # A job that ended names nobody: the next start never takes this pid for a
                 # coordinator whose store writer is still finishing.
-                with contextlib.suppress(OSError):
-                    self._fh.seek(0)
-                    self._fh.truncate()
-                    self._fh.flush()
+                self._name_holder("")
             self._fh.close()
             self._fh = None
         if tidy:
