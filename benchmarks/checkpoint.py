@@ -68,11 +68,11 @@ def run_wall(run_dir: Path, workers: int, evals: int, checkpoint_every: int, mea
 
 def build_big_store(run_dir: Path, n: int, dim: int) -> None:
     """A store of n evaluations written by the real engine and recorder (no workers)."""
-    from evo_engine.engine import Engine
-    from evo_engine.recorder import Recorder
-    from evo_engine.records import Result
     from evo_engine.scenario import load_scenario
-    from evo_engine.store import RunStore
+    from evo_engine.search.engine import Engine
+    from evo_engine.search.messages import Result
+    from evo_engine.store.runstore import RunStore
+    from evo_engine.store.writer import Recorder
 
     os.environ["BENCH_DIM"] = str(dim)
     os.environ["BENCH_EVALS"] = str(n + 8)  # 8 more are in flight at the end
@@ -102,9 +102,9 @@ def build_big_store(run_dir: Path, n: int, dim: int) -> None:
 
 
 def measure_resume(run_dir: Path) -> float:
-    from evo_engine.resume import fingerprint_diff, rebuild_engine
     from evo_engine.scenario import load_scenario
-    from evo_engine.store import RunStore
+    from evo_engine.store.replay import fingerprint_diff, rebuild_engine
+    from evo_engine.store.runstore import RunStore
 
     scenario = load_scenario(SCENARIO)
     t0 = time.perf_counter()
@@ -144,14 +144,14 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
 
     from utilization import SimulatedClock, simulated_workers
 
-    from evo_engine.coordinator import Coordinator
-    from evo_engine.engine import Engine, EngineConfig
-    from evo_engine.pruning import ASHAConfig
-    from evo_engine.recorder import Recorder, SnapshotPolicy
-    from evo_engine.recorder_process import RecorderProcess
-    from evo_engine.records import EvalState
+    from evo_engine.job.coordinator import Coordinator
+    from evo_engine.search.engine import Engine, EngineConfig
+    from evo_engine.search.messages import EvalState
+    from evo_engine.search.pruning import ASHAConfig
     from evo_engine.space import Float, Space
-    from evo_engine.store import RunStore, json_in_pieces
+    from evo_engine.store.runstore import RunStore, json_in_pieces
+    from evo_engine.store.writer import Recorder, SnapshotPolicy
+    from evo_engine.store.writer_process import RecorderProcess
 
     space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
     config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator="es",
@@ -273,7 +273,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
                         parts={k: len(json.dumps(v, separators=(",", ":")))
                                for k, v in state.items()})
 
-    from evo_engine.resume import rebuild_engine
+    from evo_engine.store.replay import rebuild_engine
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     reopened = RunStore.open(root)
@@ -343,12 +343,12 @@ def fsync_cost(root: Path, rows: int, flushes: int) -> dict[str, float]:
     ``always`` (median over ``flushes`` each, interleaved so machine load hits both alike),
     on the filesystem of the benchmark's run directories; and the sync a snapshot does
     under ``snapshots`` (every file written since the previous snapshot: here ten flushes)."""
-    import evo_engine.store as store_module
-    from evo_engine.engine import Engine, EngineConfig
-    from evo_engine.recorder import Recorder
-    from evo_engine.records import Result
+    import evo_engine.store.runstore as store_module
+    from evo_engine.search.engine import Engine, EngineConfig
+    from evo_engine.search.messages import Result
     from evo_engine.space import Float, Space
-    from evo_engine.store import RunStore
+    from evo_engine.store.runstore import RunStore
+    from evo_engine.store.writer import Recorder
 
     space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
     policies = ("never", "always")
@@ -413,7 +413,7 @@ def kill_lag(root: Path, workers: int, after: float,
 
     import zarr
 
-    from evo_engine.rundir import RunLock
+    from evo_engine.store.rundir import RunLock
 
     scenario = HERE / "scenarios" / "trivial.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EVO_BENCH_CHECKPOINT_EVERY": "50"}

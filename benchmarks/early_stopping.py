@@ -51,9 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.pruning import ASHAConfig
-from evo_engine.records import EvalState, Result, Task
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Float, Int, Space
 
 WORKERS = 32
@@ -254,10 +254,10 @@ def digits_problem(configs: int, epochs: int = DIGITS_EPOCHS) -> Problem:
     """
     import torch
 
-    from evo_engine.operators.designs import sobol
     from evo_engine.scenario import load_scenario
     from evo_engine.sciml.advection import data_dir
     from evo_engine.sciml.digits import DigitsTask, train_digits
+    from evo_engine.search.operators.designs import sobol
 
     space = load_scenario(REPO / "scenarios" / "digits_cnn.py", "cpu").space
     path = data_dir() / f"digits_curves_{configs}x{epochs}.npz"

@@ -42,9 +42,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _landscapes import LANDSCAPES, REPORTING, TUNING, Landscape  # noqa: E402
 
-from evo_engine.operators import DESIGNS  # noqa: E402
-from evo_engine.operators.base import reflect  # noqa: E402
 from evo_engine.optimizer import Optimizer  # noqa: E402
+from evo_engine.search.operators import DESIGNS  # noqa: E402
+from evo_engine.search.operators.base import reflect  # noqa: E402
 from evo_engine.space import Categorical, Float, Space  # noqa: E402
 
 CHECKPOINTS = (32, 100, 300, 1000)

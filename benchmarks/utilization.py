@@ -147,14 +147,14 @@ class SimulatedClock:
 def simulated_workers(n: int, clock: SimulatedClock, latency: float, duration_of: Any,
                       fitness_of: Any) -> Any:
     """A Transport whose workers take exactly their drawn durations, on the simulated clock."""
-    from evo_engine.actors.base import Transport, WorkerInfo
-    from evo_engine.actors.mpi import (
+    from evo_engine.search.messages import Result
+    from evo_engine.transports.base import Transport, WorkerInfo
+    from evo_engine.transports.mpi import (
         result_from_message,
         result_message,
         task_from_message,
         task_message,
     )
-    from evo_engine.records import Result
 
     class SimulatedWorkers(Transport):
         def __init__(self) -> None:
@@ -238,12 +238,12 @@ def simulate_once(workers: int, budget: int, sync: bool, latency: float, mean: f
                   sigma: float, store_dir: Path) -> dict[str, Any]:
     """One simulated run: the real Coordinator, Engine and recorder (a process of its own, as
     in a run) on a simulated clock."""
-    from evo_engine.coordinator import Coordinator
-    from evo_engine.engine import Engine
-    from evo_engine.recorder import SnapshotPolicy
-    from evo_engine.recorder_process import RecorderProcess
+    from evo_engine.job.coordinator import Coordinator
     from evo_engine.scenario import load_scenario
-    from evo_engine.store import RunStore
+    from evo_engine.search.engine import Engine
+    from evo_engine.store.runstore import RunStore
+    from evo_engine.store.writer import SnapshotPolicy
+    from evo_engine.store.writer_process import RecorderProcess
 
     os.environ.update(search_shape(workers))
     scenario = load_scenario(SCENARIO)

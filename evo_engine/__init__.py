@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Names are imported on first use, so `python -m evo_engine` can install its signal handlers
-# before numpy, zarr and torch are loaded (see evo_engine.startup).
+# before numpy, zarr and torch are loaded (see evo_engine.job.startup).
 _LAZY = {
     "Candidate": "evo_engine.optimizer",
     "Optimizer": "evo_engine.optimizer",

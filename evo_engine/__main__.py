@@ -1,14 +1,14 @@
-"""``python -m evo_engine``: see evo_engine.cli."""
+"""``python -m evo_engine``: see evo_engine.cli.main."""
 
 import sys
 
 # Before anything slow is imported: a stop signal from here on exits 3, not 143.
-from evo_engine import startup
+from evo_engine.job import startup
 
 startup.install(command_line=True)
 
 try:
-    from evo_engine.cli import main
+    from evo_engine.cli.main import main
 except BaseException as exc:
     stop = startup.interruption(exc)
     if stop is None:

@@ -8,7 +8,7 @@ For users who bring their own loop (a notebook, a SLURM array, a benchmark)::
     opt.best.params, opt.best.fitness
     opt.save("opt.json"); opt = Optimizer.load("opt.json")
 
-It is a thin shell over :class:`evo_engine.engine.Engine` with an unbounded budget: each
+It is a thin shell over :class:`evo_engine.search.engine.Engine` with an unbounded budget: each
 ``ask`` is the engine's ``ask`` for a virtual worker (round robin over the islands), each
 ``tell`` its ``tell``. Lower fitness is better.
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.dedupe import SpaceExhausted
-from evo_engine.engine import Engine, EngineConfig, TellOutcome
-from evo_engine.records import EvalState, Result, Task
+from evo_engine.search.dedupe import SpaceExhausted
+from evo_engine.search.engine import Engine, EngineConfig, TellOutcome
+from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.space import Space
 
 STATE_FORMAT = 1
@@ -106,7 +106,7 @@ class Optimizer:
     def ask(self) -> Candidate:
         """The next configuration to evaluate (a re-issue first, after a restore).
 
-        Never one asked before (see ``evo_engine.dedupe``); raises ``SpaceExhausted`` when a
+        Never one asked before (see ``evo_engine.search.dedupe``); raises ``SpaceExhausted`` when a
         small discrete space has no configuration left.
         """
         task = self.engine.ask(self._asked % self.config.islands)

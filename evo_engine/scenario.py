@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evo_engine.engine import EngineConfig
 from evo_engine.errors import InputError
-from evo_engine.operators import DESIGNS, OPERATORS
-from evo_engine.pruning import ASHAConfig
+from evo_engine.search.engine import EngineConfig
+from evo_engine.search.operators import DESIGNS, OPERATORS
+from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Space
 
 
@@ -90,7 +90,7 @@ class Scenario(BaseModel):
     transport does then."""
     callbacks: list[str] = Field(default_factory=list)
     """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
-    "module:factory" (``evo_engine.callbacks``); ``--callback`` adds more."""
+    "module:factory" (``evo_engine.job.callbacks``); ``--callback`` adds more."""
 
     @field_validator("operator")
     @classmethod

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evo_engine.actors.base import WorkerSpec
-from evo_engine.actors.inline import InlineTransport
-from evo_engine.coordinator import Coordinator, StopRequest
-from evo_engine.engine import Engine
-from evo_engine.recorder import Recorder
-from evo_engine.store import RunStore
+from evo_engine.job.coordinator import Coordinator, StopRequest
+from evo_engine.search.engine import Engine
+from evo_engine.store.runstore import RunStore
+from evo_engine.store.writer import Recorder
+from evo_engine.transports.base import WorkerSpec
+from evo_engine.transports.inline import InlineTransport
 
 
 def drive_inline(scenario, run_dir: Path, engine: Engine, stop_after: int | None,

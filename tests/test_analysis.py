@@ -15,10 +15,10 @@ from evo_engine.analysis import STATE_NAMES, load_history, load_run, to_datafram
 from evo_engine.analysis.export import csv_columns, write_csv
 from evo_engine.analysis.plots import influence, make_plots
 from evo_engine.analysis.summary import format_summary, summarize
-from evo_engine.cli import main
-from evo_engine.records import EvalState
+from evo_engine.cli.main import main
+from evo_engine.search.messages import EvalState
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.store import FORMAT_VERSION, RunStore
+from evo_engine.store.runstore import FORMAT_VERSION, RunStore
 
 SPACE = Space(lr=Float(1e-5, 1e-1, log=True), width=Int(8, 64),
               act=Categorical(["relu", "gelu", "tanh"]))

@@ -17,12 +17,12 @@ from evo_engine.analysis.figures import (
     plot_learning_curves,
     plot_parallel_coordinates,
 )
-from evo_engine.analysis.history import load_run
 from evo_engine.analysis.importance import importance
 from evo_engine.analysis.plots import PlotError, make_plots, plot_parameters, plot_workers
-from evo_engine.records import EvalState
+from evo_engine.search.messages import EvalState
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.store import RunStore
+from evo_engine.store.reader import load_run
+from evo_engine.store.runstore import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 SPACE = Space(lr=Float(1e-5, 1e-1, log=True), width=Int(8, 64),

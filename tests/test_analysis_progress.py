@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from evo_engine.coordinator import Progress
-from evo_engine.progress import ProgressReporter, eta_seconds, format_line
+from evo_engine.job.coordinator import Progress
+from evo_engine.job.progress import ProgressReporter, eta_seconds, format_line
 
 
 class FakeTerminal(io.StringIO):
@@ -20,7 +20,7 @@ def progress() -> Progress:
 
 
 def test_the_line_shows_budget_running_failed_best_utilization_and_eta() -> None:
-    from evo_engine.timing import TimingMeter
+    from evo_engine.util.timing import TimingMeter
 
     meter = TimingMeter(2, job_start=98.0)
     meter.observe(0, 100.0, 103.0)
@@ -98,7 +98,7 @@ def test_the_eta_of_a_resumed_run_uses_this_jobs_rate_only() -> None:
 
 
 def test_one_timing_definition_startup_and_warmup_apart() -> None:
-    from evo_engine.timing import TimingMeter, timing_of
+    from evo_engine.util.timing import TimingMeter, timing_of
 
     # Job starts at 0; data + workers until 10; each worker's first evaluation carries 5 s
     # of one-time loading on top of its usual 2 s.

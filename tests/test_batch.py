@@ -20,14 +20,14 @@ import procs
 import pytest
 import zarr
 
-from evo_engine.actors.base import Transport, WorkerInfo, WorkerSpec
-from evo_engine.actors.inline import InlineTransport
-from evo_engine.cli import main
+from evo_engine.cli.main import main
 from evo_engine.context import Context, StopEvaluation
-from evo_engine.coordinator import Coordinator
-from evo_engine.engine import Engine, task_seed
-from evo_engine.records import EvalState, Result, Task, frozen_genome
+from evo_engine.job.coordinator import Coordinator
 from evo_engine.scenario import load_scenario
+from evo_engine.search.engine import Engine, task_seed
+from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
+from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec
+from evo_engine.transports.inline import InlineTransport
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHED = REPO / "tests" / "scenarios" / "batched.py"
@@ -230,7 +230,7 @@ def test_real_engine_with_members_finishing_one_by_one_out_of_order(tmp_path: Pa
 
 
 def test_runtime_gives_each_member_its_own_result() -> None:
-    from evo_engine.actors.runtime import WorkerRuntime
+    from evo_engine.transports.worker import WorkerRuntime
 
     def objective_batch(params_list: list[dict], ctxs: list[Context]) -> list[Any]:
         out: list[Any] = []
@@ -269,7 +269,7 @@ def test_runtime_gives_each_member_its_own_result() -> None:
 @pytest.mark.parametrize("exc", [SystemExit(7), KeyboardInterrupt()])
 def test_system_exit_or_keyboard_interrupt_in_the_objective_is_a_failed_evaluation(
         exc: BaseException) -> None:
-    from evo_engine.actors.runtime import WorkerRuntime
+    from evo_engine.transports.worker import WorkerRuntime
 
     def objective(params: dict, ctx: Context) -> float:
         raise exc
@@ -312,9 +312,9 @@ def test_one_member_raising_or_nan_fails_alone(tmp_path: Path,
 
 def test_analysis_counts_a_batch_once_in_worker_busy_time(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from evo_engine.analysis.history import load_run
     from evo_engine.analysis.plots import worker_usage
     from evo_engine.analysis.summary import summarize
+    from evo_engine.store.reader import load_run
 
     assert run_inline(tmp_path / "r", monkeypatch, "--batch", "4", BATCHED_EVALS=16,
                       BATCHED_SLEEP=0.02) == 0
@@ -534,8 +534,8 @@ class FakeNvml:
 
 def test_gpu_utilization_is_sampled_per_evaluation_when_pynvml_is_there(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from evo_engine.actors import gpu
-    from evo_engine.actors.runtime import WorkerRuntime
+    from evo_engine.transports import gpu
+    from evo_engine.transports.worker import WorkerRuntime
 
     fake = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
@@ -571,7 +571,7 @@ def test_the_coordinator_logs_gpu_utilization_once_per_batch() -> None:
         def tell(self, r: Result) -> tuple[Any, Any]:
             super().tell(r)
             task = Task(uid=r.uid, island=0, genome=frozen_genome([0.5]), params={}, seed=0)
-            from evo_engine.engine import Evaluation
+            from evo_engine.search.engine import Evaluation
 
             return None, Evaluation(task=task, result=r, state=EvalState.COMPLETE, error=None,
                                     accepted=True)
@@ -629,7 +629,7 @@ def test_inline_ctrl_c_without_a_run_around_it_still_reaches_the_caller() -> Non
 def test_batch_and_gpu_survive_the_mpi_wire_format() -> None:
     import pickle
 
-    from evo_engine.actors.mpi import result_from_message, result_message
+    from evo_engine.transports.mpi import result_from_message, result_message
 
     r = Result(uid=5, worker=1, fitness=0.5, batch=4, gpu=(37.5, 2048.0))
     back = result_from_message(pickle.loads(pickle.dumps(result_message(r))))
@@ -680,7 +680,7 @@ def test_module_level_objective_batch_and_batch_key_are_picked_up(
 
 
 def test_a_signal_during_an_inline_finalize_answers_instead_of_hanging() -> None:
-    from evo_engine.actors.runtime import FINALIZE
+    from evo_engine.transports.worker import FINALIZE
 
     seen: list[int] = []
     old = signal.signal(signal.SIGINT, lambda s, f: seen.append(s))

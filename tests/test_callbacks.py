@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from evo_engine.analysis.history import load_history
-from evo_engine.callbacks import CallbackError, CallbackSet, EvaluationRecord, check_callbacks
+from evo_engine.job.callbacks import CallbackError, CallbackSet, EvaluationRecord, check_callbacks
 
 REPO = Path(__file__).resolve().parent.parent
 SPHERE = REPO / "scenarios" / "sphere.py"

@@ -142,7 +142,7 @@ def test_leftovers_of_a_never_started_run_are_taken_as_new(tmp_path: Path) -> No
 
 def test_a_store_with_nothing_recorded_is_taken_as_new(tmp_path: Path) -> None:
     from evo_engine.scenario import load_scenario
-    from evo_engine.store import RunStore
+    from evo_engine.store.runstore import RunStore
 
     scenario = load_scenario(QUICK)
     for resume in (False, True):
@@ -185,7 +185,7 @@ def test_mpi_job_stopped_while_starting_exits_3_and_continues(tmp_path: Path,
 def test_a_stop_that_lands_in_an_extension_modules_import_still_exits_3() -> None:
     """numpy turns any failure of its C import (here, the stop signal raised inside it) into
     an ImportError of its own: after a stop, that is the stop, not a crash with a traceback."""
-    from evo_engine import startup
+    from evo_engine.job import startup
 
     previous = startup.install()
     try:
@@ -211,9 +211,9 @@ def test_a_stop_that_lands_in_an_extension_modules_import_still_exits_3() -> Non
 
 def test_the_command_exits_3_when_a_stop_comes_out_as_another_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import evo_engine.run as run_module
-    from evo_engine import startup
-    from evo_engine.cli import main
+    import evo_engine.job.run as run_module
+    from evo_engine.cli.main import main
+    from evo_engine.job import startup
 
     def execute(opts, print_fn=print):
         try:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import zarr
 
-from evo_engine.store import RunStore, StoreDamaged
+from evo_engine.store.runstore import RunStore, StoreDamaged
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "tests" / "scenarios" / "quick.py"

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evo_engine.dedupe import config_key, config_keys
+from evo_engine.search.dedupe import config_keys
+from evo_engine.search.keys import config_key
 from evo_engine.space import Categorical, Float, Int, Space
 
 PARAMS = [

@@ -16,8 +16,10 @@ from inline_run import drive_inline
 
 from evo_engine.analysis import load_history, load_run
 from evo_engine.analysis.repeats import format_repeats, repeated_configurations
-from evo_engine.cli import main
-from evo_engine.dedupe import (
+from evo_engine.cli.main import main
+from evo_engine.optimizer import Optimizer
+from evo_engine.scenario import Scenario, ScenarioError, validate_scenario
+from evo_engine.search.dedupe import (
     REEVALUATE,
     Registry,
     SpaceExhausted,
@@ -26,13 +28,11 @@ from evo_engine.dedupe import (
     space_size,
     unseen_configurations,
 )
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.optimizer import Optimizer
-from evo_engine.records import EvalState, Result, Task
-from evo_engine.resume import rebuild_engine
-from evo_engine.scenario import Scenario, ScenarioError, validate_scenario
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.store import RunStore
+from evo_engine.store.replay import rebuild_engine
+from evo_engine.store.runstore import RunStore
 
 MIXED = Space(lr=Float(1e-5, 1e-1, log=True), n=Int(1, 4), act=Categorical(["relu", "tanh", "gelu"]))
 """The issue's kind of space: the GA repeats configurations here constantly without the guard."""

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evo_engine.operators.designs import (
+from evo_engine.search.operators.designs import (
     DESIGNS,
     default_min_distance,
     grid,
@@ -15,7 +15,7 @@ from evo_engine.operators.designs import (
     random_sequential_addition,
     rsa_lhs,
 )
-from evo_engine.operators.hypertiling import directions, hypertiling
+from evo_engine.search.operators.hypertiling import directions, hypertiling
 
 
 def test_registry_names() -> None:

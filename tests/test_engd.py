@@ -7,9 +7,6 @@ import torch
 from fakes import FakeContext
 from torch import nn
 
-from evo_engine.models import PINN
-from evo_engine.models.activations import ACTIVATIONS
-from evo_engine.models.pinn import pinn_loss
 from evo_engine.sciml.engd import (
     ENGD,
     Budget,
@@ -23,6 +20,9 @@ from evo_engine.sciml.engd import (
     residual_vector,
     train,
 )
+from evo_engine.sciml.models import PINN
+from evo_engine.sciml.models.activations import ACTIVATIONS
+from evo_engine.sciml.models.pinn import pinn_loss
 from evo_engine.sciml.pinn import PinnTask, train_pinn
 from evo_engine.sciml.poisson import PoissonTask, collocation_points, poisson_terms, train_poisson
 

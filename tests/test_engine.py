@@ -17,8 +17,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from evo_engine.engine import Engine, EngineConfig, TellOutcome, task_seed
-from evo_engine.records import EvalState, InvalidTransition, Result, check_transition
+from evo_engine.search.engine import Engine, EngineConfig, TellOutcome, task_seed
+from evo_engine.search.messages import EvalState, InvalidTransition, Result, check_transition
 from evo_engine.space import Categorical, Float, Int, Space
 
 SPACE = Space(lr=Float(1e-5, 1e-1, log=True), n=Int(1, 8), act=Categorical(["relu", "tanh", "gelu"]))

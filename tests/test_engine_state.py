@@ -13,13 +13,13 @@ import sys
 
 import numpy as np
 
-from evo_engine.actors.base import WorkerSpec
-from evo_engine.actors.inline import InlineTransport
-from evo_engine.coordinator import SWITCH_INTERVAL, Coordinator
-from evo_engine.engine import Engine, EngineConfig, _task_state
-from evo_engine.pruning import ASHAConfig
-from evo_engine.records import EvalState, Result, Task
+from evo_engine.job.coordinator import SWITCH_INTERVAL, Coordinator
+from evo_engine.search.engine import Engine, EngineConfig, _task_state
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Categorical, Float, Space
+from evo_engine.transports.base import WorkerSpec
+from evo_engine.transports.inline import InlineTransport
 
 SPACE = Space(x=Float(0.0, 1.0), y=Float(1e-4, 1.0, log=True), act=Categorical(["relu", "tanh"]))
 CONFIG = EngineConfig(max_evals=400, islands=2, population_size=6, operator="es",

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.recorder import Recorder
-from evo_engine.records import EvalState, Result
-from evo_engine.resume import POISON_ERROR, rebuild_engine
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result
 from evo_engine.space import Float, Int, Space
-from evo_engine.store import RunStore
+from evo_engine.store.replay import POISON_ERROR, rebuild_engine
+from evo_engine.store.runstore import RunStore
+from evo_engine.store.writer import Recorder
 
 SPACE = Space(x=Float(-1.0, 1.0), y=Float(-1.0, 1.0), n=Int(1, 6))
 

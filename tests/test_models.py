@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evo_engine.models import ACTIVATIONS, CNN, PINN, FNO1d, UNet1d, make_activation
-from evo_engine.models.fno import SpectralConv1d
-from evo_engine.models.pinn import advection_residual, pinn_loss
+from evo_engine.sciml.models import ACTIVATIONS, CNN, PINN, FNO1d, UNet1d, make_activation
+from evo_engine.sciml.models.fno import SpectralConv1d
+from evo_engine.sciml.models.pinn import advection_residual, pinn_loss
 
 
 @pytest.fixture(autouse=True)

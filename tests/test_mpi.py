@@ -20,14 +20,14 @@ import procs
 import pytest
 import zarr
 
-from evo_engine.actors.launch import mpi_world_size
-from evo_engine.actors.mpi import (
+from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
+from evo_engine.transports.launch import mpi_world_size
+from evo_engine.transports.mpi import (
     result_from_message,
     result_message,
     task_from_message,
     task_message,
 )
-from evo_engine.records import EvalState, Result, Task, frozen_genome
 
 pytestmark = pytest.mark.mpi
 

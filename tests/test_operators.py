@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evo_engine.island import Island
-from evo_engine.operators import OPERATORS, Operator
-from evo_engine.operators.es import ES, ESSettings
-from evo_engine.operators.ga import GA, GASettings
-from evo_engine.records import Individual, frozen_genome
+from evo_engine.search.island import Island
+from evo_engine.search.messages import Individual, frozen_genome
+from evo_engine.search.operators import OPERATORS, Operator
+from evo_engine.search.operators.es import ES, ESSettings
+from evo_engine.search.operators.ga import GA, GASettings
 from evo_engine.space import Categorical, Float, Int, Space
 
 ACTIVATIONS = {

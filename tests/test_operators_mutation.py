@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evo_engine.operators.mutation import (
+from evo_engine.search.operators.mutation import (
     TypedMutation,
     bin_exit_probability,
     tree_move_probabilities,

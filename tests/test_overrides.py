@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evo_engine.overrides import OverrideError, apply_sets
+from evo_engine.job.overrides import OverrideError, apply_sets
 from evo_engine.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parent.parent

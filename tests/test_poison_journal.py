@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 from test_mpi import SCENARIOS, finish, needs_mpiexec, start_mpirun, store_attrs
 
-from evo_engine.actors.base import WorkerSpec
-from evo_engine.actors.inline import InlineTransport
-from evo_engine.coordinator import Coordinator
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.journal import Journal, genome_digest, journal_path, unfinished
-from evo_engine.recorder import Recorder
-from evo_engine.records import EvalState, Result, Task
-from evo_engine.resume import POISON_ERROR, rebuild_engine
-from evo_engine.run import RunOptions, plan_run
+from evo_engine.job.coordinator import Coordinator
+from evo_engine.job.run import RunOptions, plan_run
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.keys import genome_digest
+from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.space import Float, Space
-from evo_engine.store import RunStore
+from evo_engine.store.journal import Journal, journal_path, unfinished
+from evo_engine.store.replay import POISON_ERROR, rebuild_engine
+from evo_engine.store.runstore import RunStore
+from evo_engine.store.writer import Recorder
+from evo_engine.transports.base import WorkerSpec
+from evo_engine.transports.inline import InlineTransport
 
 SPACE = Space(x=Float(-1.0, 1.0), y=Float(-1.0, 1.0))
 CFG = EngineConfig(max_evals=12, population_size=4, seed=5)

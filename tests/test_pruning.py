@@ -17,14 +17,14 @@ import pytest
 import zarr
 from inline_run import drive_inline
 
-from evo_engine.actors.runtime import FINALIZE, WorkerRuntime
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.pruning import ASHA, ASHAConfig
-from evo_engine.records import EvalState, Result, Task, frozen_genome
-from evo_engine.resume import rebuild_engine
 from evo_engine.scenario import ScenarioError, load_scenario, override
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
+from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Float, Space
-from evo_engine.store import RunStore
+from evo_engine.store.replay import rebuild_engine
+from evo_engine.store.runstore import RunStore
+from evo_engine.transports.worker import FINALIZE, WorkerRuntime
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 ASHA_CURVES = SCENARIOS / "asha_curves.py"

@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evo_engine.pruning import ASHA, ASHAConfig
+from evo_engine.search.pruning import ASHA, ASHAConfig
 
 CONFIG = ASHAConfig(eta=3, min_steps=1, max_steps=27)  # rungs at 1, 3, 9
 

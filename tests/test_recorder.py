@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.recorder import Recorder, SnapshotPolicy
-from evo_engine.records import Result
-from evo_engine.resume import rebuild_engine
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import Result
 from evo_engine.space import Float, Space
-from evo_engine.store import RunStore
+from evo_engine.store.replay import rebuild_engine
+from evo_engine.store.runstore import RunStore
+from evo_engine.store.writer import Recorder, SnapshotPolicy
 
 SPACE = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evo_engine.engine import Engine, EngineConfig, Migration
-from evo_engine.recorder import Recorder
-from evo_engine.recorder_process import RecorderProcess, start_recorder
-from evo_engine.records import EvalState, Result
-from evo_engine.rundir import RunDirError, RunLock
+from evo_engine.search.engine import Engine, EngineConfig, Migration
+from evo_engine.search.messages import EvalState, Result
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.store import RunStore
+from evo_engine.store.rundir import RunDirError, RunLock
+from evo_engine.store.runstore import RunStore
+from evo_engine.store.writer import Recorder
+from evo_engine.store.writer_process import RecorderProcess, start_recorder
 
 SPACE = Space(lr=Float(1e-4, 1e-1, log=True), layers=Int(1, 6),
               act=Categorical(choices=["relu", "gelu", "silu"]))
@@ -213,8 +213,8 @@ KILLED = textwrap.dedent("""
     import os, signal, sys, time
     sys.path.insert(0, {tests!r})
     from test_recorder_process import SPACE, _engine, _feed, _store
-    from evo_engine.recorder_process import RecorderProcess
-    from evo_engine.rundir import RunLock
+    from evo_engine.store.writer_process import RecorderProcess
+    from evo_engine.store.rundir import RunLock
     from pathlib import Path
     run_dir = Path({run_dir!r})
     lock = RunLock(run_dir)
@@ -273,7 +273,7 @@ def test_a_killed_coordinators_writer_keeps_what_it_was_handed_then_frees_the_ru
 
 
 def test_a_zombie_coordinator_counts_as_ended(tmp_path: Path) -> None:
-    from evo_engine.rundir import _process_runs
+    from evo_engine.store.rundir import _process_runs
 
     child = subprocess.Popen(["true"])
     deadline = time.time() + 10
@@ -365,7 +365,7 @@ def test_a_child_that_cannot_start_is_found_before_anything_is_handed_over(
 
 def test_a_child_that_never_answers_is_given_up_and_killed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evo_engine.recorder_process as rp
+    import evo_engine.store.writer_process as rp
 
     (tmp_path / "hung-python").write_text("#!/bin/sh\necho $$ > \"$0.pid\"\nexec sleep 60\n")
     (tmp_path / "hung-python").chmod(0o755)
@@ -400,7 +400,7 @@ def test_the_child_imports_what_the_coordinator_imports_whatever_the_directory_h
 
 def test_a_stop_while_the_threads_start_leaves_no_child_or_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from evo_engine import startup
+    from evo_engine.job import startup
 
     children: list[subprocess.Popen] = []
     real_popen, real_start = subprocess.Popen, threading.Thread.start
@@ -440,8 +440,8 @@ QUICK = REPO / "tests" / "scenarios" / "quick.py"
 
 
 def _main(run_dir: Path, *args: str) -> int:
-    from evo_engine.cli import main
-    from evo_engine.log import configure
+    from evo_engine.cli.main import main
+    from evo_engine.job.log import configure
 
     try:
         return main([str(QUICK), "--run-dir", str(run_dir), "--quiet", *args])
@@ -451,7 +451,7 @@ def _main(run_dir: Path, *args: str) -> int:
 
 def test_a_run_writes_its_attributes_through_the_writer_process(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evo_engine.run as run_module
+    import evo_engine.job.run as run_module
 
     started: list[object] = []
     real = run_module.start_recorder
@@ -498,8 +498,8 @@ def test_without_a_lock_the_run_writes_from_a_thread(
 
 def test_a_stop_while_the_writer_starts_marks_the_run_stopped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evo_engine.run as run_module
-    from evo_engine import startup
+    import evo_engine.job.run as run_module
+    from evo_engine.job import startup
 
     def stopped(*args, **kwargs):
         raise startup.StopBeforeStart("SIGTERM")

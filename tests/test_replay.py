@@ -35,13 +35,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.pruning import ASHAConfig
-from evo_engine.recorder import Recorder
-from evo_engine.records import EvalState, Result, Task
-from evo_engine.resume import POISON_ERROR, rebuild_engine
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.store import RunStore, Table
+from evo_engine.store.replay import POISON_ERROR, rebuild_engine
+from evo_engine.store.runstore import RunStore, Table
+from evo_engine.store.writer import Recorder
 
 SPACE = Space(x=Float(1e-3, 1.0, log=True), y=Float(-1.0, 1.0), n=Int(1, 6),
               c=Categorical(["a", "b", "c"]))

@@ -15,11 +15,11 @@ import pytest
 import zarr
 from inline_run import drive_inline
 
-from evo_engine.engine import Engine
-from evo_engine.records import EvalState, Result
-from evo_engine.resume import rebuild_engine
 from evo_engine.scenario import load_scenario
-from evo_engine.store import RunStore
+from evo_engine.search.engine import Engine
+from evo_engine.search.messages import EvalState, Result
+from evo_engine.store.replay import rebuild_engine
+from evo_engine.store.runstore import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = REPO / "tests" / "scenarios" / "quick.py"
@@ -123,7 +123,7 @@ def test_kill_minus_9_at_random_instants_loses_and_duplicates_nothing(tmp_path: 
     """
     run_dir = tmp_path / "run"
     # Two workers halve the run's length: slower evaluations keep room for at least 3 kills.
-    # A killed job's store writer keeps every result handed over (evo_engine.recorder_process),
+    # A killed job's store writer keeps every result handed over (evo_engine.store.writer_process),
     # so each job gets further: 0.03 s inline evaluations keep room for at least 3 kills.
     sleep = "0.03" if workers == 0 else "0.04"
     env = {**os.environ, "QUICK_EVALS": "150", "QUICK_SLEEP": sleep, "QUICK_CHECKPOINT": "7"}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from evo_engine.analysis.export import write_csv
-from evo_engine.analysis.history import load_run
 from evo_engine.space import Categorical, Float, Int, Space, SpaceError
+from evo_engine.store.reader import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 CONDITIONAL = REPO / "tests" / "scenarios" / "conditional.py"

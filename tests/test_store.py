@@ -10,7 +10,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evo_engine.store import CHUNK, RunStore, SnapshotCorrupt, StoreError
+from evo_engine.store.runstore import CHUNK, RunStore, SnapshotCorrupt, StoreError
 
 
 def make(tmp_path: Path) -> RunStore:
@@ -144,7 +144,7 @@ def test_an_unlockable_run_directory_is_said_loudly(tmp_path: Path, monkeypatch)
     import errno
     import fcntl
 
-    from evo_engine.rundir import RunLock
+    from evo_engine.store.rundir import RunLock
 
     def no_flock(fh: object, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
@@ -162,7 +162,7 @@ def test_store_uses_zarr_public_api_only() -> None:
     for path in src:
         text = path.read_text()
         assert "zarr.core" not in text and "_async_array" not in text, path
-        if path.name != "store.py":
+        if path.name != "runstore.py":
             assert "._arrays" not in text, path
 
 
@@ -172,7 +172,7 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
     import fcntl
     import json
 
-    from evo_engine.cli import main
+    from evo_engine.cli.main import main
 
     def no_flock(fh: object, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
@@ -180,7 +180,7 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
     monkeypatch.setattr(fcntl, "flock", no_flock)
     monkeypatch.setenv("QUICK_EVALS", "4")
     quick = Path(__file__).resolve().parent / "scenarios" / "quick.py"
-    from evo_engine.log import configure
+    from evo_engine.job.log import configure
 
     try:
         assert main([str(quick), "--workers", "0", "--run-dir", str(tmp_path / "run"),
@@ -201,7 +201,7 @@ def test_an_unlockable_run_directory_warns_on_stderr_and_in_the_log(tmp_path: Pa
 def test_json_in_pieces_is_json_dumps(value) -> None:
     import json
 
-    from evo_engine.store import json_in_pieces
+    from evo_engine.store.runstore import json_in_pieces
 
     assert json_in_pieces(value) == json.dumps(value, separators=(",", ":"))
     assert json_in_pieces({"rows": [value] * 300}) == json.dumps({"rows": [value] * 300},
@@ -210,7 +210,7 @@ def test_json_in_pieces_is_json_dumps(value) -> None:
 
 def test_the_check_reads_in_blocks_and_names_the_bad_chunk_in_a_later_block(
         tmp_path: Path, monkeypatch) -> None:
-    import evo_engine.store as store_module
+    import evo_engine.store.runstore as store_module
 
     monkeypatch.setattr(store_module, "CHECK_CHUNKS", 2)
     st = make(tmp_path)

@@ -7,16 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.operators.surrogate import (
+from evo_engine.optimizer import Optimizer
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Individual, Result, frozen_genome
+from evo_engine.search.operators.surrogate import (
     Surrogate,
     SurrogateSettings,
     _Features,
     expected_improvement,
     normal_scores,
 )
-from evo_engine.optimizer import Optimizer
-from evo_engine.records import EvalState, Individual, Result, frozen_genome
 from evo_engine.space import Categorical, Float, Int, Space
 
 

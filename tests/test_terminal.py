@@ -7,9 +7,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evo_engine import terminal
 from evo_engine.analysis import load_run
 from evo_engine.analysis.summary import format_summary, summarize
+from evo_engine.util import terminal
 from tests.test_analysis import build_run
 
 WORDS = st.text(alphabet="abcdefgh=._0123456789", min_size=1, max_size=18)

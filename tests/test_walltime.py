@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evo_engine import walltime
-from evo_engine.walltime import REFRESH, WINDOW, Deadline
+from evo_engine.job import walltime
+from evo_engine.job.walltime import REFRESH, WINDOW, Deadline
 
 
 def test_expected_duration_is_the_90th_percentile_of_the_recent_window() -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from evo_engine.analysis.history import load_history
-from evo_engine.engine import Engine, EngineConfig
-from evo_engine.records import EvalState, Result
+from evo_engine.job.warmstart import WarmStartError, warm_start_genomes
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result
 from evo_engine.space import Categorical, Float, Int, Space
-from evo_engine.warmstart import WarmStartError, warm_start_genomes
 
 REPO = Path(__file__).resolve().parent.parent
 SPHERE = REPO / "scenarios" / "sphere.py"

@@ -4,6 +4,7 @@ Importing this package stays light (numpy and zarr only); matplotlib is imported
 are drawn.
 """
 
-from evo_engine.analysis.history import STATE_NAMES, Run, load_history, load_run, to_dataframe
+from evo_engine.analysis.history import load_history, to_dataframe
+from evo_engine.store.reader import STATE_NAMES, Run, load_run
 
 __all__ = ["STATE_NAMES", "Run", "load_history", "load_run", "to_dataframe"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.analysis.history import STATE_NAMES, Run
 from evo_engine.errors import InputError
+from evo_engine.store.reader import STATE_NAMES, Run
 
 BASE_COLUMNS = ("uid", "island", "state", "fitness", "worker", "t_start", "t_end", "duration_s",
                 "seed", "operator", "accepted", "parent1", "parent2")

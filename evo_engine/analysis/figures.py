@@ -13,7 +13,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from evo_engine.analysis.history import Run
 from evo_engine.analysis.importance import importance
 from evo_engine.analysis.plots import (
     DPI,
@@ -24,7 +23,8 @@ from evo_engine.analysis.plots import (
     fitness_percentile,
     param_values,
 )
-from evo_engine.records import EvalState
+from evo_engine.search.messages import EvalState
+from evo_engine.store.reader import Run
 
 
 def plot_learning_curves(run: Run) -> Figure | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evo_engine.analysis.history import Run
+from evo_engine.store.reader import Run
 
 MIN_EVALUATIONS = 30
 

@@ -26,10 +26,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from evo_engine.analysis.history import Run
 from evo_engine.analysis.summary import active_span, first_of_batch, summarize
 from evo_engine.errors import InputError
-from evo_engine.records import EvalState
+from evo_engine.search.messages import EvalState
+from evo_engine.store.reader import Run
 
 DPI = 150
 FORMATS = ("png", "svg", "pdf")
@@ -424,7 +424,7 @@ def plot_workers(run: Run) -> Figure | None:
     ax.set_xlim(start / div, hi / div)
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     jobs = int(run.attrs.get("jobs", 1) or 1)
-    util = summarize(run, top=0).utilization  # the one definition (evo_engine.timing)
+    util = summarize(run, top=0).utilization  # the one definition (evo_engine.util.timing)
     note = f" ({jobs} jobs; the pauses between them are not counted)" if jobs > 1 else ""
     shown = "unknown" if util is None else f"{100 * util:.0f}%"
     _title(fig, run, f"Worker timeline: {shown} utilization{note}")

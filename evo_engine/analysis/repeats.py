@@ -1,6 +1,6 @@
 """Configurations evaluated more than once: their mean and spread, for ``analyze``.
 
-A run never evaluates a configuration twice by accident (``evo_engine.dedupe``); with the
+A run never evaluates a configuration twice by accident (``evo_engine.search.dedupe``); with the
 scenario's ``repeats`` switch it re-evaluates promising ones with fresh seeds, so seed luck can
 be told apart from a good configuration. This groups the evaluation log by the decoded
 parameters (the same identity the engine uses) and summarises every group of two or more.
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.analysis.history import Run
-from evo_engine.dedupe import config_key
+from evo_engine.search.keys import config_key
+from evo_engine.store.reader import Run
 
 
 @dataclass
@@ -79,8 +79,8 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
     stats = repeated_configurations(run)
     if not stats:
         return None
-    from evo_engine import terminal
     from evo_engine.analysis.summary import fmt_value
+    from evo_engine.util import terminal
 
     distinct = len(configuration_groups(run))
     extra = sum(s.evaluations - 1 for s in stats)

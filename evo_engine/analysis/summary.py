@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine import terminal
-from evo_engine.analysis.history import STATE_NAMES, Run
-from evo_engine.records import EvalState
-from evo_engine.timing import Timing, timing_of
-from evo_engine.timing import describe as describe_timing
+from evo_engine.search.messages import EvalState
+from evo_engine.store.reader import STATE_NAMES, Run
+from evo_engine.util import terminal
+from evo_engine.util.timing import Timing, timing_of
+from evo_engine.util.timing import describe as describe_timing
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Summary:
     top: list[dict[str, Any]]
     final: list[dict[str, Any]] = field(default_factory=list)
     timing: Timing | None = None
-    """Start-up, evaluating span, busy and warm-up time (``evo_engine.timing``)."""
+    """Start-up, evaluating span, busy and warm-up time (``evo_engine.util.timing``)."""
 
     @property
     def status_line(self) -> str:
@@ -146,7 +146,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
     t_end = ev.get("t_end", np.zeros(0))
     timed = np.isfinite(t_start) & np.isfinite(t_end) & (t_end >= t_start) & (t_start > 0)
     workers = run.n_workers
-    # One definition with the live line and the run's own summary (evo_engine.timing):
+    # One definition with the live line and the run's own summary (evo_engine.util.timing):
     # start-up apart, pauses between the jobs of a resumed run left out, warm-up apart.
     jobs = int(run.attrs.get("jobs", 1) or 1)
     _, between = active_span(t_start[timed], t_end[timed], jobs)
@@ -220,7 +220,7 @@ def fmt_duration(seconds: float) -> str:
 def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> str:
     """The summary as terminal text (plain ASCII columns, no colour), ``width`` columns wide.
 
-    ``width`` defaults to the terminal's (``evo_engine.terminal.width``). Prose is wrapped; the
+    ``width`` defaults to the terminal's (``evo_engine.util.terminal.width``). Prose is wrapped; the
     top table always shows rank, uid, island, fitness and the parameters, and as many metric
     columns as fit (the line under it says how many were left out and where to find them).
     """

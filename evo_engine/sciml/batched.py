@@ -33,9 +33,9 @@ import torch
 from torch.nn import functional as F
 
 from evo_engine.context import StopEvaluation
-from evo_engine.models import UNet1d
 from evo_engine.sciml import training
 from evo_engine.sciml.metrics import RecordedMetrics, advection_fitness
+from evo_engine.sciml.models import UNet1d
 from evo_engine.sciml.runtime import EvaluationContext, seed_everything
 from evo_engine.sciml.stacked import StackedModels
 from evo_engine.sciml.training import (

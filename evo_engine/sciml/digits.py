@@ -7,7 +7,7 @@ the epoch with the lowest validation error; the validation cross-entropy is reco
 Lower is better.
 
 Hyperparameters (``params``; missing ones from ``DigitsTask.defaults``): ``layers``,
-``channels``, ``activation`` (see :data:`evo_engine.models.ACTIVATIONS`), ``dropout``, ``lr``,
+``channels``, ``activation`` (see :data:`evo_engine.sciml.models.ACTIVATIONS`), ``dropout``, ``lr``,
 ``weight_decay``, ``batch_size``.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from evo_engine.models import CNN
+from evo_engine.sciml.models import CNN
 from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
 DIGITS_DEFAULTS: dict[str, Any] = {

@@ -148,7 +148,7 @@ def _activation_derivatives(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """σ(z), σ'(z) and (order 2) σ''(z), elementwise.
 
-    In closed form for the activations of :mod:`evo_engine.models.activations`, by forward-mode
+    In closed form for the activations of :mod:`evo_engine.sciml.models.activations`, by forward-mode
     autodiff for any other module.
     """
     s2: torch.Tensor | None
@@ -239,7 +239,7 @@ def mlp_jet(
     """u, its first and (``order`` 2) second derivatives along ``directions`` at ``points``.
 
     For a model whose ``net`` is a ``Sequential`` of ``Linear`` layers and elementwise
-    activations (:class:`~evo_engine.models.PINN`). Returns ``[n]``, ``[n, k]`` and ``[n, k]``
+    activations (:class:`~evo_engine.sciml.models.PINN`). Returns ``[n]``, ``[n, k]`` and ``[n, k]``
     (``None`` for order 1) for ``k`` directions ``[k, d]``. Propagating the derivatives forward
     through the layers (Taylor mode) costs a few forward passes, several times less than nested
     forward-mode autodiff.

@@ -43,7 +43,7 @@ Remaining differences from PDEBench's PINN, even under the full preset:
 - the Hammersley points are a Hammersley set (van der Corput base 2 × a regular grid), not
   point-for-point DeepXDE's (skopt's skip and column order are not reproduced), and the boundary
   sides come from our seeded generator;
-- the network is ours (:class:`~evo_engine.models.PINN`, Glorot-normal like DeepXDE), trained
+- the network is ours (:class:`~evo_engine.sciml.models.PINN`, Glorot-normal like DeepXDE), trained
   in float32 by torch's Adam with a seeded initialisation; DeepXDE keeps the best-loss
   checkpoint every 5,000 iterations, we score the final network;
 - the FV targets are computed on the ``nx`` grid directly (PDEBench's file has the same grid
@@ -66,10 +66,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from evo_engine.models import PINN
 from evo_engine.sciml.engd import TRAINING_DEFAULTS, Budget, advection_terms, check_settings, train
 from evo_engine.sciml.initial_conditions import cell_centres, sample_initial_conditions
 from evo_engine.sciml.metrics import PDEBENCH_SUFFIX, advection_metrics
+from evo_engine.sciml.models import PINN
 from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 from evo_engine.sciml.solvers import exact_solution, finite_volume_solution
 

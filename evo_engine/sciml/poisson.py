@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from evo_engine.models import PINN
 from evo_engine.sciml.engd import (
     TRAINING_DEFAULTS,
     Budget,
@@ -35,6 +34,7 @@ from evo_engine.sciml.engd import (
     parameters_of,
     train,
 )
+from evo_engine.sciml.models import PINN
 from evo_engine.sciml.runtime import EvaluationContext, seed_everything
 
 POISSON_DEFAULTS: dict[str, Any] = {

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evo_engine.models import FNO1d, UNet1d
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import inspect_advection_file, read_advection, strides_for
 from evo_engine.sciml.metrics import RecordedMetrics, advection_fitness
+from evo_engine.sciml.models import FNO1d, UNet1d
 from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
 ADVECTION_FILE_ENV = "EVO_ENGINE_ADVECTION_FILE"

@@ -1,0 +1,1 @@
+"""The command line: ``run`` (``main``) and ``analyze``, argument types, exit codes."""

@@ -1,0 +1,157 @@
+"""Stop signals before the run loop: from the first line of ``python -m evo_engine`` on.
+
+Importing torch, loading the scenario, preparing data and starting workers take seconds. A
+SIGTERM, SIGINT or SIGUSR1 in that time (a walltime signal, a preempted job, Ctrl-C) must not
+kill the process with 143 and leave half-made files: until the run loop installs its own
+handler (``evo_engine.job.run.StopFlag``), these signals raise ``StopBeforeStart`` wherever the
+main thread is, every ``finally`` runs, and the command exits 3. Everything written before the
+loop is safe to abandon at any instant (the store is created under a temporary name and
+renamed into place), so the same command, with ``--resume`` when ``RUN_DIR/run.zarr``
+exists, continues or starts the run.
+
+Only the standard library is imported here: this module runs before anything slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+from evo_engine.util.signals import SIGNALS
+
+_state = {"raising": False, "stopped": False, "command_line": False}
+
+
+class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like its base
+    """A stop signal arrived before the run loop began: exit 3, nothing recorded is lost."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    if _state["raising"]:
+        _state["stopped"] = signal.Signals(signum).name
+        if _state.get("command_line"):
+            _quiet_aftermath()
+        raise StopBeforeStart(signal.Signals(signum).name)
+
+
+def interruption(exc: BaseException) -> StopBeforeStart | None:
+    """The stop behind ``exc``: itself, one in its chain, or, once a stop signal has been
+    raised, any error, since a signal landing in an extension module's import comes out as
+    that module's own error (numpy: "PyCapsule_Import could not import module datetime")."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, StopBeforeStart):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    if _state["stopped"] and not isinstance(exc, SystemExit):
+        return StopBeforeStart(str(_state["stopped"]))
+    return None
+
+
+def _quiet_aftermath() -> None:
+    """Silence what the interruption itself leaves behind in a process about to exit 3.
+
+    A signal can land inside a library's half-built object (zarr's event loop, a coroutine not
+    yet awaited); when it is collected, Python prints an "Exception ignored" traceback or a
+    RuntimeWarning that would read like a crash after the clean exit-3 message.
+    """
+    import sys
+    import warnings
+
+    sys.unraisablehook = lambda unraisable: None
+    warnings.simplefilter("ignore")
+
+
+def stopped_early() -> bool:
+    """Whether a stop signal interrupted the start (``python -m evo_engine`` then leaves
+    without the interpreter's exit handlers: an interrupted zarr call can leave its event
+    loop in a state whose clean-up would print a traceback after the exit-3 message)."""
+    return bool(_state["stopped"])
+
+
+def _rank_other_than_0() -> bool:
+    # The launchers' rank variables say which rank this is before mpi4py is imported.
+    import os
+
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value) != 0
+    return False
+
+
+def install(command_line: bool = False) -> dict[int, Any]:
+    """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
+
+    Only on rank 0 of an MPI job. A worker rank keeps the default action until it serves
+    (then it ignores the signals and rank 0 stops it): a Python handler would only run once
+    the rank returns from C, and a rank waiting in ``MPI_Init`` for a rank 0 that has left
+    never does. Killed at once, it makes the launcher end the job, whose exit code is then
+    the launcher's (a stopped rank's signal), not 3; what is on disk continues as usual.
+    """
+    previous: dict[int, Any] = {}
+    if _rank_other_than_0():
+        return previous
+    _state["raising"] = True
+    _state["stopped"] = False
+    if command_line:
+        _state["command_line"] = True  # python -m evo_engine: the process ends with the run
+    for name in SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, _raise_stop)
+    return previous
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Stop signals wait until the block ends (blocked in this thread and in the threads and
+    processes it starts meanwhile, which keep them blocked): an object the block makes is
+    bound to its name before a signal can interrupt (the store's writer, whose process must
+    be stopped with the run). Where signals cannot be blocked, nothing changes."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    wanted = {getattr(signal, name) for name in SIGNALS if hasattr(signal, name)}
+    old = block(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, old)
+
+
+def restore(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``install`` replaced (for callers of the CLI in a process)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def started() -> None:
+    """The run loop's own handler is taking over: a signal no longer raises from here on.
+
+    Called once the workers are up; whatever handler is restored later (after the run) only
+    records the signal, since the run has by then written everything and is ending anyway.
+    """
+    _state["raising"] = False
+
+
+def message(stop: StopBeforeStart) -> str:
+    """What to tell the user (said once per job: empty on MPI ranks other than 0)."""
+    if _rank_other_than_0():
+        return ""
+    return (f"evo_engine: stopped by {stop.signame} before the run got going; nothing recorded "
+            "was lost: run the same command again (with --resume when RUN_DIR/run.zarr exists)")
+
+
+__all__ = ["SIGNALS", "StopBeforeStart", "held", "install", "interruption", "message",
+           "restore", "started"]

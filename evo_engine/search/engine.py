@@ -1,0 +1,649 @@
+"""The coordinator's logic: islands, steady-state replacement, migration, budget, in-flight table.
+
+Pure logic. No MPI, no files, no clocks: transports call ``ask(worker)`` when a worker is
+idle and ``tell(result)`` when a result arrives, in any order; the engine answers at once.
+Every evaluation has one life (PENDING → RUNNING → COMPLETE | FAILED | PRUNED); a duplicate
+or late result is a no-op reported as such, never a double count.
+
+Islands are logical and shared by all workers: each new task goes to the island that most
+needs an evaluation (fewest in flight, then fewest issued, then the lowest index), so any
+island count works with any worker count, and what ``ask`` returns is a deterministic
+function of the engine's state alone. That is what makes replay exact: on ``--resume`` the
+engine is told the logged results and asked again in uid order (``replay_task``), so its
+generators, design queues and counters advance exactly as in the uninterrupted run. With a pruner (ASHA,
+``evo_engine.search.pruning``), ``report(uid, step, value)`` says whether an evaluation in flight
+should stop early; a pruned one counts toward the budget but never joins a population.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+
+from evo_engine.search.dedupe import Dedupe, Pick
+from evo_engine.search.island import Island
+from evo_engine.search.keys import genome_digest
+from evo_engine.search.messages import (
+    EvalState,
+    Individual,
+    Result,
+    Task,
+    check_transition,
+    frozen_genome,
+    jsonable,
+)
+from evo_engine.search.operators import DESIGNS, OPERATORS
+from evo_engine.search.operators.base import OperatorSettings
+from evo_engine.search.pruning import ASHA, ASHAConfig
+from evo_engine.space import Space
+
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that shapes the search (and therefore the run's fingerprint)."""
+
+    max_evals: int
+    islands: int = 1
+    population_size: int = 8
+    operator: str = "ga"
+    operator_settings: dict[str, Any] = field(default_factory=dict)
+    initial_design: str = "random"
+    seed: int = 0
+    migration_interval: int = 10
+    migrants: int = 1
+    topology: Literal["ring"] | tuple[tuple[int, ...], ...] = "ring"
+    sync: bool = False
+    pruning: ASHAConfig | None = None
+    """Early stopping of evaluations that report intermediate values; None = none."""
+    repeats: int = 0
+    """Re-evaluations of each promising configuration with fresh seeds (see dedupe.py)."""
+
+    def __post_init__(self) -> None:
+        if self.max_evals < 1:
+            raise ValueError(f"max_evals must be >= 1, got {self.max_evals}")
+        if self.islands < 1:
+            raise ValueError(f"islands must be >= 1, got {self.islands}")
+        if self.population_size < 2:
+            raise ValueError(f"population_size must be >= 2, got {self.population_size}")
+        if self.operator not in OPERATORS:
+            raise ValueError(f"unknown operator {self.operator!r}; choose from {sorted(OPERATORS)}")
+        if self.initial_design not in DESIGNS:
+            raise ValueError(
+                f"unknown initial_design {self.initial_design!r}; choose from {sorted(DESIGNS)}"
+            )
+        if self.migrants < 0 or self.migration_interval < 0:
+            raise ValueError("migrants and migration_interval must be >= 0")
+        if self.repeats < 0 or (self.repeats and self.sync):
+            raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
+        if self.topology != "ring":
+            m = self.topology
+            if len(m) != self.islands or any(len(row) != self.islands for row in m):
+                raise ValueError(f"topology must be an {self.islands}x{self.islands} matrix")
+            if any(m[i][i] for i in range(self.islands)):
+                raise ValueError("topology must not connect an island to itself")
+
+    def settings(self) -> OperatorSettings:
+        return OPERATORS[self.operator].Settings(**self.operator_settings)
+
+    def describe(self) -> dict[str, Any]:
+        """The search-shaping settings, JSON-serialisable, for fingerprints and snapshots."""
+        return {
+            "islands": self.islands,
+            "population_size": self.population_size,
+            "operator": self.operator,
+            "operator_settings": self.settings().model_dump(mode="json"),
+            "initial_design": self.initial_design,
+            "seed": self.seed,
+            "migration_interval": self.migration_interval,
+            "migrants": self.migrants,
+            "topology": self.topology if self.topology == "ring" else [list(r) for r in self.topology],
+            "sync": self.sync,
+            # Only present when on, so runs without a pruner keep their fingerprint.
+            **({"pruner": self.pruning.describe()} if self.pruning else {}),
+            **({"repeats": self.repeats} if self.repeats else {}),
+        }
+
+
+class TellOutcome(Enum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """A finished evaluation as the store records it: the task and its final result."""
+
+    task: Task
+    result: Result
+    state: EvalState
+    error: str | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
+class Migration:
+    uid: int
+    origin: int
+    destination: int
+    accepted: bool
+    at_eval: int
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def task_seed(run_seed: int, uid: int) -> int:
+    """The objective's seed for evaluation ``uid``: a pure function, so resumes reproduce it.
+
+    SplitMix64's finaliser over (run seed, uid): well mixed, and ten times cheaper than a
+    numpy SeedSequence, which matters at thousands of evaluations per second.
+    """
+    z = (run_seed * 0x9E3779B97F4A7C15 + uid * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 32
+
+
+class Engine:
+    """Asynchronous island-model evolution over a Space (see the module docstring)."""
+
+    def __init__(self, space: Space, config: EngineConfig) -> None:
+        self.space = space
+        self.config = config
+        settings = config.settings()
+        self.islands: list[Island] = []
+        for i in range(config.islands):
+            seeds = np.random.SeedSequence([config.seed, 1 + i]).spawn(3)
+            op = OPERATORS[config.operator](
+                space, np.random.default_rng(seeds[0]), config.population_size, settings
+            )
+            design = DESIGNS[config.initial_design](
+                config.population_size, space.dim, np.random.default_rng(seeds[1])
+            )
+            self.islands.append(
+                Island(i, op, config.population_size, design, np.random.default_rng(seeds[2]),
+                       design_name=config.initial_design)
+            )
+        self.max_evals = config.max_evals
+        self.next_uid = 0
+        self.n_finished = 0
+        self.counts = {s: 0 for s in (EvalState.COMPLETE, EvalState.FAILED, EvalState.PRUNED)}
+        self.in_flight: dict[int, Task] = {}
+        self.pending: deque[Task] = deque()
+        """Tasks to issue again before new ones (in flight when a previous job stopped)."""
+        self._task_states: dict[int, tuple[Task, dict[str, Any]]] = {}
+        """uid → (task, its snapshot form) for tasks in flight: each task is converted once,
+        as it starts, so ``get_state`` costs no per-task conversion (it ran on the
+        coordinator's loop, 40–190 ms with 4,096 in flight). Entries leave with ``tell``."""
+        self.stopping = False
+        self.migrations: list[Migration] = []
+        self._sync_issued = [0] * config.islands
+        self._sync_buffer: list[list[Individual]] = [[] for _ in range(config.islands)]
+        self._island_load = [0] * config.islands
+        """Tasks in flight per island (derived from ``in_flight``; not stored in snapshots)."""
+        self._neighbours = self._make_neighbours()
+        self.best: Individual | None = None
+        self.pruner = ASHA(config.pruning) if config.pruning else None
+        self.dedupe = Dedupe(space, config.repeats, config.population_size)
+        """Configurations issued so far (never issued again by accident) and re-evaluations."""
+        self.warm_start: deque[np.ndarray] = deque()
+        """Known configurations to issue before anything else (``add_warm_start``)."""
+        self.poisoned: dict[int, tuple[str, str]] = {}
+        """uid → (genome digest, error): a task to record FAILED as it is issued instead of
+        handing it out, if it is that configuration again (it crashed jobs before its row
+        reached the task log). Set by the resume from store attributes, never in snapshots."""
+        self.poisoned_issued: list[Evaluation] = []
+        """Evaluations ``ask`` failed that way; the coordinator records them (``drain_poisoned``)."""
+
+    # -- asking -----------------------------------------------------------------------
+
+    def _make_neighbours(self) -> list[list[int]]:
+        n = self.config.islands
+        if n < 2:
+            return [[] for _ in range(n)]
+        if self.config.topology == "ring":
+            return [[(i + 1) % n] for i in range(n)]
+        return [[j for j in range(n) if self.config.topology[i][j]] for i in range(n)]
+
+    @property
+    def budget_left(self) -> int:
+        """Evaluations that may still be started (not counting re-issues of pending ones)."""
+        return self.max_evals - self.n_finished - len(self.in_flight) - len(self.pending)
+
+    @property
+    def done(self) -> bool:
+        """Nothing is in flight and nothing more will be issued."""
+        if self.in_flight:
+            return False
+        exhausted = self.dedupe.nothing_to_issue and not self.pending
+        return self.stopping or self.n_finished >= self.max_evals or exhausted
+
+    def stop_issuing(self) -> None:
+        """Issue nothing more (a signal, the walltime); results in flight are still told."""
+        self.stopping = True
+
+    def extend_budget(self, max_evals: int) -> None:
+        if max_evals < self.n_finished:
+            raise ValueError(
+                f"max_evals {max_evals} is below the {self.n_finished} evaluations already finished"
+            )
+        self.max_evals = max_evals
+
+    def ask(self, worker: int = 0) -> Task | None:
+        """The next task for an idle worker, or None when none may start now.
+
+        ``worker`` is informational only: the island is the one that most needs an
+        evaluation, whoever asks, so a replay can ask again without knowing the workers.
+        """
+        if self.stopping:
+            return None
+        if self.pending:
+            task = self.pending.popleft()
+            self._start(task)
+            return task
+        if self.budget_left <= 0:
+            return None
+        task = self._issue()
+        while task is not None and task.uid in self.poisoned:
+            digest, error = self.poisoned.pop(task.uid)
+            if genome_digest(task.genome) != digest:
+                break  # not the configuration that crashed: replay was not exact here
+            self._start(task)
+            self.poisoned_issued.append(self.fail_in_flight(task.uid, error))
+            task = self._issue() if self.budget_left > 0 else None
+        if task is not None:
+            self._start(task)
+        return task
+
+    def drain_poisoned(self) -> list[Evaluation]:
+        """The tasks ``ask`` recorded FAILED since the last call (see ``poisoned``), in order."""
+        out, self.poisoned_issued = self.poisoned_issued, []
+        return out
+
+    def _issue(self) -> Task | None:
+        """A new task, or None under the sync barrier: the one path every new task takes.
+
+        ``ask`` and the replay on ``--resume`` (``replay_task``) both come here, so whatever
+        decides a new task (island choice, designs, operators, queues) must live behind this
+        method and depend only on engine state: then a replay re-creates it exactly.
+        """
+        island = self._island_for()
+        if island is None:
+            return None
+        return self._new_task(island)
+
+    def _start(self, task: Task) -> None:
+        self.in_flight[task.uid] = task
+        self._island_load[task.island] += 1
+        cached = self._task_states.get(task.uid)
+        if cached is None or cached[0] is not task:
+            self._task_states[task.uid] = (task, _task_state(task))
+
+    def _new_task(self, island: Island) -> Task | None:
+        """Propose, number and count a new task on ``island`` (the one issuing path).
+
+        None when the search space is exhausted (``dedupe``): nothing new may be issued.
+        """
+        if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
+            busy = [t.genome for t in self.in_flight.values() if t.island == island.index]
+            island.operator.see_in_flight(busy)
+        pick = self._warm_pick(island) or self.dedupe.next_pick(island, self.islands)
+        if pick is None:
+            return None
+        uid = self.next_uid
+        self.next_uid += 1
+        # Counted on the task's own island (a re-evaluation may belong to another one).
+        self.islands[pick.island].issued += 1
+        if self.config.sync:
+            self._sync_issued[pick.island] += 1
+        task = Task(
+            uid=uid,
+            island=pick.island,
+            genome=pick.genome,
+            params=pick.params,
+            seed=task_seed(self.config.seed, uid),
+            operator=pick.operator,
+            parents=pick.parents,
+            info=pick.info,
+            reevaluation_of=pick.reevaluation_of,
+            told_before=self.n_finished,
+        )
+        self.dedupe.register(task, pick.key)
+        return task
+
+    def _island_for(self) -> Island | None:
+        """The island that most needs an evaluation: fewest in flight, then fewest issued.
+
+        Equal shares: with more islands than workers every island still gets its turn (the
+        issued count breaks ties), with more workers than islands the load stays even.
+        Under ``sync`` only islands with generation slots left qualify (the barrier).
+        """
+        load, islands = self._island_load, self.islands
+        if self.config.sync:
+            size = self.config.population_size
+            open_ = [i for i in range(len(islands)) if self._sync_issued[i] < size]
+            if not open_:
+                return None
+            least = min(load[i] for i in open_)
+            candidates = [i for i in open_ if load[i] == least]
+        else:
+            least = min(load)
+            candidates = [i for i, n in enumerate(load) if n == least]
+        if len(candidates) == 1:  # the usual case with more workers than islands
+            return islands[candidates[0]]
+        # min keeps the first of equals: the lowest index among the least issued.
+        return islands[min(candidates, key=lambda i: islands[i].issued)]
+
+    def add_warm_start(self, genomes: list[np.ndarray]) -> None:
+        """Queue known configurations (genomes) to issue before anything else.
+
+        Each becomes an ordinary task of the island whose turn it is, with operator
+        ``warm_start``; its result joins that island's population like any other. The queue
+        is part of the engine's state, so a run stopped before all were issued issues the
+        rest after ``--resume``. A configuration already issued (a repeat in the list) is
+        skipped, like any repeat.
+        """
+        for g in genomes:
+            g = np.asarray(g, dtype=np.float64).reshape(-1)
+            if g.shape[0] != self.space.dim:
+                raise ValueError(f"a warm-start genome has {g.shape[0]} genes, the space {self.space.dim}")
+            self.warm_start.append(g)
+
+    def _warm_pick(self, island: Island) -> Pick | None:
+        while self.warm_start:
+            genome = frozen_genome(self.warm_start.popleft())
+            params = self.space.decode(genome)
+            if params not in self.dedupe.registry:
+                return Pick(island.index, genome, params, "warm_start")
+        return None
+
+    # -- telling ----------------------------------------------------------------------
+
+    def report(self, uid: int, step: int, value: float) -> bool:
+        """An evaluation in flight reported ``value`` after ``step`` steps: True = stop it.
+
+        A report for an evaluation that is not in flight (finished, unknown, issued by an
+        earlier job) answers True: whatever runs it is wasting its worker.
+        """
+        if uid not in self.in_flight:
+            return True
+        return self.pruner is not None and self.pruner.decide(uid, step, value)
+
+    def tell(self, result: Result) -> tuple[TellOutcome, Evaluation | None]:
+        """Record ``result``; a duplicate or unknown uid changes nothing."""
+        task = self.in_flight.get(result.uid)
+        if task is None:
+            known = result.uid < self.next_uid
+            return (TellOutcome.DUPLICATE if known else TellOutcome.UNKNOWN), None
+        state, error = self._final_state(result)
+        check_transition(EvalState.RUNNING, state)
+        del self.in_flight[result.uid]
+        self._task_states.pop(result.uid, None)
+        self._island_load[task.island] -= 1
+        self.n_finished += 1
+        self.counts[state] += 1
+        island = self.islands[task.island]
+        accepted = False
+        if self.pruner is not None:
+            self.pruner.finish(task.uid, result.curve)
+        if task.reevaluation_of >= 0:
+            # A deliberate repeat: its fitness goes into the individual's mean, not a population.
+            self.dedupe.reevaluated(task, result.fitness if state is EvalState.COMPLETE else None,
+                                    self.islands)
+            return TellOutcome.RECORDED, Evaluation(task, result, state, error, False)
+        if state is EvalState.PRUNED and result.curve:
+            # A pruned evaluation never joins a population (its partial fitness is not
+            # comparable with complete ones); an operator may still learn from it.
+            step, value = result.curve[-1]
+            island.operator.observe_pruned(
+                Individual(uid=task.uid, genome=task.genome, fitness=float(value),
+                           island=task.island, info=task.info, origin_island=task.island),
+                int(step),
+            )
+        if state is EvalState.COMPLETE:
+            assert result.fitness is not None
+            ind = Individual(
+                uid=task.uid, genome=task.genome, fitness=float(result.fitness),
+                island=task.island, info=task.info, origin_island=task.island,
+            )
+            if self.best is None or ind.fitness < self.best.fitness:
+                self.best = ind
+            island.completed += 1
+            if self.config.sync:
+                self._sync_buffer[task.island].append(ind)
+            else:
+                accepted = island.offer(ind)
+                island.operator.observe(ind, accepted)
+                self.dedupe.after_offer(island, ind, accepted)
+                self._maybe_migrate(island)
+        if self.config.sync:
+            self._maybe_close_generation(island)
+        return TellOutcome.RECORDED, Evaluation(task, result, state, error, accepted)
+
+    @staticmethod
+    def _final_state(result: Result) -> tuple[EvalState, str | None]:
+        if result.state is EvalState.COMPLETE:
+            if result.fitness is None or not math.isfinite(result.fitness):
+                return EvalState.FAILED, result.error or f"non-finite fitness {result.fitness!r}"
+            return EvalState.COMPLETE, None
+        if result.state in (EvalState.FAILED, EvalState.PRUNED):
+            return result.state, result.error
+        raise ValueError(f"a result must be finished, got state {result.state.name}")
+
+    def _maybe_close_generation(self, island: Island) -> None:
+        i = island.index
+        if self._sync_issued[i] < self.config.population_size:
+            return
+        # Tasks queued for re-issue after a resume belong to the generation as well.
+        if self._island_load[i] or any(t.island == i for t in self.pending):
+            return
+        offspring = self._sync_buffer[i]
+        for ind, kept in zip(offspring, island.replace_generation(offspring)):
+            island.operator.observe(ind, kept)
+        self._sync_buffer[i] = []
+        self._sync_issued[i] = 0
+        self._maybe_migrate(island)
+
+    def _maybe_migrate(self, island: Island) -> None:
+        cfg = self.config
+        if cfg.islands < 2 or cfg.migrants == 0 or cfg.migration_interval == 0:
+            return
+        if island.completed - island.completed_at_last_migration < cfg.migration_interval:
+            return
+        island.completed_at_last_migration = island.completed
+        for dst in self._neighbours[island.index]:
+            for ind in island.population[: cfg.migrants]:
+                accepted = self.islands[dst].offer(replace(ind, island=dst))
+                self.migrations.append(
+                    Migration(ind.uid, island.index, dst, accepted, self.n_finished)
+                )
+
+    # -- replay (resume only) ----------------------------------------------------------
+
+    def begin_replay(self) -> None:
+        """Put the tasks a restored snapshot queued back in flight, as they were when taken."""
+        while self.pending:
+            self._start(self.pending.popleft())
+
+    def replay_task(self, logged: Task) -> tuple[Task, str | None]:
+        """Issue ``logged`` again by asking the engine as the original run did.
+
+        The caller has told exactly ``logged.told_before`` results. The engine's own issuing
+        code runs, so generators, design queues and counters advance as they did; the task it
+        makes should equal the logged one. If it does not (a changed scenario under --force,
+        a log from an older version), the logged task wins and the reason is returned.
+        """
+        problem: str | None = None
+        if logged.uid != self.next_uid:
+            problem = f"uid {logged.uid} was logged where uid {self.next_uid} was expected"
+            self.next_uid = max(self.next_uid, logged.uid)
+        task = self._issue()
+        if task is None:
+            # The sync barrier (or an exhausted space) refuses: count the logged task against
+            # its island's generation.
+            self.next_uid = logged.uid + 1
+            if self.config.sync:
+                self._sync_issued[logged.island] += 1
+            self.islands[logged.island].issued += 1
+            self.dedupe.register(logged)
+            self._start(logged)
+            why = "search space exhausted" if self.dedupe.exhausted else "barrier"
+            return logged, problem or f"uid {logged.uid} could not be asked again ({why})"
+        diff = _task_difference(task, logged)
+        if diff is None:
+            self._start(task)
+            return task, problem
+        if task.island != logged.island:
+            self.islands[task.island].issued -= 1
+            self.islands[logged.island].issued += 1
+            if self.config.sync:
+                self._sync_issued[task.island] -= 1
+                self._sync_issued[logged.island] += 1
+        self.dedupe.register(logged)
+        self._start(logged)
+        return logged, problem or f"uid {logged.uid}: {diff}; the logged task is kept"
+
+    def end_replay(self) -> None:
+        """Queue every task still in flight (in uid order) to be issued again first."""
+        for uid in sorted(self.in_flight):
+            task = self.in_flight.pop(uid)
+            self._island_load[task.island] -= 1
+            self.pending.append(task)
+            if self.pruner is not None:
+                self.pruner.restart(uid)
+
+    def fail_in_flight(self, uid: int, error: str) -> Evaluation:
+        """Record the task ``uid`` in flight as FAILED with ``error`` (e.g. a poison task)."""
+        outcome, ev = self.tell(Result(uid=uid, worker=-1, fitness=None,
+                                       state=EvalState.FAILED, error=error))
+        if ev is None:
+            raise ValueError(f"uid {uid} is not in flight ({outcome.value})")
+        return ev
+
+    def drain_migrations(self) -> list[Migration]:
+        out, self.migrations = self.migrations, []
+        return out
+
+    # -- state --------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: JSON-serialisable.
+
+        Cheap enough for the coordinator's loop (O(population + in flight + rungs), no
+        per-task conversion: see ``_task_states``); encoding it is the recorder's job, on its
+        own thread. The dict shares its never-changing parts (each task's and population
+        member's entry) with later snapshots, so whoever receives it must not mutate it.
+        """
+        cached = self._task_states
+        pending = []
+        for t in sorted((*self.pending, *self.in_flight.values()), key=_uid):
+            entry = cached.get(t.uid)
+            pending.append(entry[1] if entry is not None and entry[0] is t else _task_state(t))
+        return {
+            "format": STATE_FORMAT,
+            "config": self.config.describe(),
+            "max_evals": self.max_evals,
+            "next_uid": self.next_uid,
+            "n_finished": self.n_finished,
+            "counts": {s.name: n for s, n in self.counts.items()},
+            "islands": [isl.get_state() for isl in self.islands],
+            # Tasks in flight are issued again after a restore, so they are stored as pending
+            # (uid order, so a replay sees them as the original run had issued them).
+            "pending": pending,
+            "sync_issued": list(self._sync_issued),
+            "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
+            "best": self.best.to_state() if self.best else None,
+            "pruner": self.pruner.get_state() if self.pruner else None,
+            "dedupe": self.dedupe.get_state(),
+            "warm_start": [g.tolist() for g in self.warm_start],
+        }
+
+    @classmethod
+    def from_state(cls, space: Space, config: EngineConfig, state: dict[str, Any]) -> Engine:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"engine state format {state.get('format')!r} is not {STATE_FORMAT}")
+        eng = cls(space, config)
+        eng.max_evals = int(state["max_evals"])
+        eng.next_uid = int(state["next_uid"])
+        eng.n_finished = int(state["n_finished"])
+        eng.counts = {EvalState[k]: int(v) for k, v in state["counts"].items()}
+        n = config.islands
+        for isl, s in zip(eng.islands, state["islands"]):
+            isl.set_state(s)
+        sync_issued = [int(x) for x in state["sync_issued"]]
+        buffers = [[Individual.from_state(m) for m in buf] for buf in state["sync_buffer"]]
+        eng._sync_issued = [sync_issued[i] if i < len(sync_issued) else 0 for i in range(n)]
+        eng._sync_buffer = [buffers[i] if i < len(buffers) else [] for i in range(n)]
+        # Fewer islands (--resume --force): island k's members, generation and tasks move to
+        # island k mod n, so nothing evaluated is dropped and nothing in flight is orphaned.
+        for k in range(n, len(state["islands"])):
+            dst = eng.islands[k % n]
+            for m in state["islands"][k]["population"]:
+                dst.offer(replace(Individual.from_state(m), island=dst.index))
+            dst.completed += int(state["islands"][k]["completed"])
+            eng._sync_issued[dst.index] += sync_issued[k] if k < len(sync_issued) else 0
+            eng._sync_buffer[dst.index] += [replace(m, island=dst.index)
+                                            for m in (buffers[k] if k < len(buffers) else [])]
+        eng.pending = deque(eng.rehome(_task_from_state(space, t)) for t in state["pending"])
+        eng.best = Individual.from_state(state["best"]) if state["best"] else None
+        if eng.best is not None and eng.best.island >= n:
+            eng.best = replace(eng.best, island=eng.best.island % n)
+        eng.dedupe.set_state(state.get("dedupe"))
+        eng.warm_start = deque(np.asarray(g, dtype=np.float64) for g in state.get("warm_start", []))
+        saved = state.get("pruner")
+        # A run continued with --force under other rung settings starts its rungs afresh.
+        if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():
+            eng.pruner.set_state(saved)
+        return eng
+
+    def rehome(self, task: Task) -> Task:
+        """``task`` on an island this engine has (islands removed by --force map to k mod n)."""
+        n = self.config.islands
+        return task if task.island < n else replace(task, island=task.island % n)
+
+
+def _task_difference(made: Task, logged: Task) -> str | None:
+    """What differs between a re-asked task and the logged one, or None."""
+    if made.uid != logged.uid:
+        return f"uid {made.uid} instead of {logged.uid}"
+    if made.island != logged.island:
+        return f"island {made.island} instead of {logged.island}"
+    if made.seed != logged.seed:
+        return "a different seed"
+    # The task log keeps the first two parents only (an ES offspring has the better half).
+    if made.operator != logged.operator or tuple(made.parents)[:2] != tuple(logged.parents)[:2]:
+        return (f"{made.operator} from {list(made.parents)} instead of "
+                f"{logged.operator} from {list(logged.parents)}")
+    if not np.array_equal(made.genome, logged.genome):
+        return "a different genome"
+    return None
+
+
+def _uid(t: Task) -> int:
+    return t.uid
+
+
+def _task_state(t: Task) -> dict[str, Any]:
+    return {
+        "uid": t.uid, "island": t.island, "genome": t.genome.tolist(), "seed": t.seed,
+        "operator": t.operator, "parents": list(t.parents), "info": jsonable(t.info),
+        "reevaluation_of": t.reevaluation_of, "told_before": t.told_before,
+    }
+
+
+def _task_from_state(space: Space, s: dict[str, Any]) -> Task:
+    genome = frozen_genome(s["genome"])
+    info = {k: np.asarray(v) if isinstance(v, list) else v for k, v in s["info"].items()}
+    return Task(
+        uid=int(s["uid"]), island=int(s["island"]), genome=genome, params=space.decode(genome),
+        seed=int(s["seed"]), operator=s["operator"], parents=tuple(s["parents"]), info=info,
+        reevaluation_of=int(s["reevaluation_of"]), told_before=int(s.get("told_before", -1)),
+    )

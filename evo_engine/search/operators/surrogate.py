@@ -1,0 +1,520 @@
+"""Model-based operator: a Gaussian-process surrogate screens many offspring, the best is sent.
+
+For the budgets a SciML study can afford (100–300 evaluations on 32 workers) an evolutionary
+operator spends too many evaluations learning where the good region is. This operator keeps
+the results of its island (up to ``archive``: the best half, and the rest thinned where they
+are densest, see ``_evictee``), fits a GP to them, and for each
+idle worker scores a few hundred candidate offspring by expected improvement (EI), sending
+the most promising one. The candidates are ES/GA-style offspring of the elite at many step
+sizes (local refinement) plus uniform points (global exploration), so the model only decides
+*which* offspring to evaluate, never proposes something a mutation could not.
+
+Asynchronous workers are handled honestly with the *kriging believer*: the genomes still in
+flight (the engine passes them in with ``see_in_flight``) join the model with its own
+predicted value as a fake observation, so their neighbourhood loses its uncertainty and the
+next idle worker is sent somewhere else instead of next to a point already being evaluated.
+
+Types: floats and log floats are modelled in the unit cube (so log parameters in log space),
+ints on their integer grid, categoricals one-hot (any two different choices equally far
+apart). The loss is modelled after a rank-based (copula) transform to normal scores, which
+makes a loss that saturates at 1.0 far from the good region, or has outliers, as easy to
+model as a smooth one. Observation noise is a learned white-noise term.
+
+Hand-over: a model of normal scores stops paying once the search has converged: near the
+optimum the ranks of the archive are mostly noise, the fit explains them as noise, and EI
+goes flat (measured on the tuning landscapes: no new best from about 250-300 results on). So
+after ``handover`` complete results in a row without a new best (64 by default; pruned ones
+do not count) the island is handed to the ES for good, its σ and shape fitted to the spread
+of the population's better half;
+from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
+is no longer fitted. The decision depends only on the results observed, so replay keeps it.
+
+Cost: one GP hyperparameter fit (L-BFGS, warm-started from the previous one) and one fixed-
+kernel refit with the in-flight points per ``propose``; both are O(archive³) with the archive
+capped (256 by default), so the cost per ask stops growing after that many results
+(``benchmarks/quality.py`` prints it; about 0.05–0.15 s on one core).
+
+State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
+hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
+same state gets the same offspring: the fit is deterministic (no random restarts).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+from scipy.special import ndtr, ndtri
+
+from evo_engine.search.messages import Individual
+from evo_engine.search.operators.base import Operator, OperatorSettings, Proposal, reflect
+from evo_engine.search.operators.es import ES, ESSettings
+from evo_engine.space import Space
+
+
+class SurrogateSettings(OperatorSettings):
+    """What a scenario may set; nothing needs setting."""
+
+    candidates: int = Field(384, ge=8, le=100_000)
+    """Offspring scored per ask; the best by expected improvement is sent."""
+    explore: float = Field(0.25, ge=0.0, le=1.0)
+    """Fraction of the candidates that are uniform points of the cube (the rest are offspring
+    of the elite)."""
+    archive: int = Field(256, ge=8, le=10_000)
+    """Results the model is fitted on at most (the best ones); bounds the cost of an ask."""
+    handover: int = Field(64, ge=0)
+    """Complete results in a row without a new best after which the model hands the island
+    over to the ES for good (0: never; pruned results do not count). See ``Surrogate``."""
+    min_points: int | None = Field(None, ge=2)
+    """Results needed before the model is used; default d + 2. Before that, and whenever the
+    model cannot be fitted, offspring are space-filling random points."""
+
+
+class _Features:
+    """Maps unit-cube genomes to model inputs: ints on their grid, categoricals one-hot."""
+
+    def __init__(self, space: Space) -> None:
+        self.cont: list[int] = []
+        self.ints: list[tuple[int, float, float, bool, int, int]] = []
+        self.cats: list[tuple[int, int]] = []
+        for i, (_, p) in enumerate(space.items()):
+            if p.kind == "categorical":
+                self.cats.append((i, len(p.choices)))
+            elif p.kind == "int":
+                a, b = p._edges()  # noqa: SLF001 (the Int's own bin edges, read-only)
+                self.ints.append((i, a, b, p.log, int(p.lo), int(p.hi)))
+            else:
+                self.cont.append(i)
+        self.width = len(self.cont) + len(self.ints) + sum(k for _, k in self.cats)
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        u = np.clip(np.atleast_2d(u), 0.0, 1.0)
+        cols = [u[:, self.cont]]
+        for i, a, b, log, lo, hi in self.ints:
+            x = a + u[:, i] * (b - a)
+            v = np.clip(np.floor((np.exp(x) if log else x) + 0.5), lo, hi)
+            cols.append((((np.log(v) if log else v) - a) / (b - a))[:, None])
+        for i, k in self.cats:
+            idx = np.minimum((u[:, i] * k).astype(np.int64), k - 1)
+            # 1/√2 makes two different choices 1 apart, like the cube's full range.
+            cols.append(np.eye(k)[idx] / math.sqrt(2.0))
+        return np.hstack(cols)
+
+
+def normal_scores(y: np.ndarray) -> np.ndarray:
+    """Ranks mapped to standard normal quantiles (ties share their mean rank)."""
+    order = np.argsort(y, kind="stable")
+    ranks = np.empty(y.size)
+    ranks[order] = np.arange(y.size, dtype=np.float64)
+    # Equal losses get equal scores: average the ranks within each group of ties.
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if counts.max() > 1:
+        sums = np.bincount(inverse, weights=ranks)
+        ranks = sums[inverse] / counts[inverse]
+    return ndtri((ranks + 0.5) / y.size)
+
+
+def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
+    """EI below ``best`` for a Gaussian prediction (minimisation)."""
+    sd = np.maximum(sd, 1e-9)
+    z = (best - mu) / sd
+    return sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi))
+
+
+def _fit_subset(z: np.ndarray, n: int) -> np.ndarray:
+    """Indices of at most n results: the best n/2 and an even spread over the others."""
+    if z.size <= n:
+        return np.arange(z.size)
+    order = np.argsort(z, kind="stable")
+    rest = order[n // 2 :]
+    return np.concatenate(
+        [order[: n // 2], rest[np.linspace(0, rest.size - 1, n - n // 2).astype(int)]]
+    )
+
+
+def _lbfgs(
+    obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """sklearn's default hyperparameter optimiser with fewer iterations (a warm start)."""
+    from scipy.optimize import minimize
+
+    res = minimize(
+        obj_func,
+        initial_theta,
+        method="L-BFGS-B",
+        jac=True,
+        bounds=bounds,
+        options={"maxiter": 50},
+    )
+    return res.x, float(res.fun)
+
+
+@functools.cache
+def _blas() -> Any:
+    """One threadpool controller per process (finding the BLAS libraries costs ~50 ms).
+
+    scipy.linalg and sklearn are imported first: scipy's wheels bring a BLAS of their own,
+    which a controller made before it is loaded would not limit (and a BLAS running on a
+    varying number of threads rounds differently, which breaks exact replay).
+    """
+    import scipy.linalg  # noqa: F401
+    import sklearn.gaussian_process  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+class _GP:
+    """GP regression with sklearn's kernel ``c · Matern52(ℓ) + noise`` at fixed hyperparameters
+    (``params`` = exp(theta): c, ℓ_1..ℓ_F, noise), targets normalised as ``normalize_y`` does."""
+
+    def __init__(
+        self,
+        params: np.ndarray,
+        F: np.ndarray,
+        z: np.ndarray,
+        scale: tuple[float, float] | None = None,
+    ) -> None:
+        from scipy.linalg import cho_factor, cho_solve
+
+        self.params, self.F, self.z = params, F, z
+        self.amp, self.ls, self.noise = float(params[0]), params[1:-1], float(params[-1])
+        self.mean, self.std = scale or (float(z.mean()), float(z.std()) or 1.0)
+        K = self._k(F, F) + (self.noise + 1e-10) * np.eye(F.shape[0])
+        self.chol = cho_factor(K, lower=True)
+        self.alpha = cho_solve(self.chol, (z - self.mean) / self.std)
+
+    def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        a, b = A / self.ls, B / self.ls
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+        r = np.sqrt(5.0 * np.maximum(d2, 0.0))
+        return self.amp * (1.0 + r + r * r / 3.0) * np.exp(-r)
+
+    def predict(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy.linalg import solve_triangular
+
+        ks = self._k(C, self.F)
+        mu = ks @ self.alpha
+        v = solve_triangular(self.chol[0], ks.T, lower=True)
+        var = np.maximum(self.amp + self.noise - (v * v).sum(0), 1e-12)
+        return mu * self.std + self.mean, np.sqrt(var) * self.std
+
+    def extended(self, Fp: np.ndarray, zp: np.ndarray) -> _GP:
+        """The same model with more (believed) observations, on the same target scale."""
+        return _GP(
+            self.params,
+            np.vstack([self.F, Fp]),
+            np.concatenate([self.z, zp]),
+            scale=(self.mean, self.std),
+        )
+
+
+class Surrogate(Operator):
+    """GP-screened offspring with a kriging believer for evaluations in flight."""
+
+    name = "surrogate"
+    Settings = SurrogateSettings
+    settings: SurrogateSettings
+    wants_in_flight: ClassVar[bool] = True
+    REFIT_MIN = 4
+    REFIT_GROWTH = 0.2
+    FIT_POINTS = 100
+
+    def __init__(
+        self,
+        space: Space,
+        rng: np.random.Generator,
+        population_size: int,
+        settings: SurrogateSettings,
+    ) -> None:
+        super().__init__(space, rng, population_size, settings)
+        self.features = _Features(space)
+        self.dim = space.dim
+        self.min_points = settings.min_points or self.dim + 2
+        self.cat_mask = np.array([p.kind == "categorical" for _, p in space.items()])
+        self.levels = np.array(
+            [len(p.choices) if p.kind == "categorical" else 0 for _, p in space.items()]
+        )
+        self.X: list[list[float]] = []
+        self.y: list[float] = []
+        self.uids: list[int] = []
+        self.theta: list[float] | None = None
+        self.n_observed = 0
+        self.fitted_at = 0
+        self.in_flight: list[np.ndarray] = []
+        self.best_seen = math.inf
+        self.since_best = 0
+        """Complete results told since the best one (pruned ones do not count)."""
+        self.es: ES | None = None
+        """The ES the island was handed over to, once the model stopped paying."""
+        self.handed_over_at: int | None = None
+
+    # -- what the model learns from ----------------------------------------------------------
+
+    def see_in_flight(self, genomes: Sequence[np.ndarray]) -> None:
+        self.in_flight = [np.asarray(g, dtype=np.float64) for g in genomes]
+
+    def observe(self, individual: Individual, accepted: bool) -> None:
+        if self.es is not None:  # handed over: the model is not fitted again
+            self.es.observe(individual, accepted)
+            return
+        told = self.n_observed
+        self._add(individual.uid, individual.genome, individual.fitness)
+        if self.n_observed > told:
+            if individual.fitness < self.best_seen:
+                self.best_seen, self.since_best = float(individual.fitness), 0
+            else:
+                self.since_best += 1
+
+    def observe_pruned(self, individual: Individual, step: int) -> None:
+        # Stopped early because it was behind most others at its rung: a partial loss is an
+        # optimistic bound on a loss curve that falls, so it is kept at least at the median.
+        if self.es is not None:
+            self.es.observe_pruned(individual, step)
+            return
+        floor = float(np.median(self.y)) if self.y else individual.fitness
+        self._add(individual.uid, individual.genome, max(individual.fitness, floor))
+
+    def _add(self, uid: int, genome: np.ndarray, fitness: float) -> None:
+        if not math.isfinite(fitness) or uid in self.uids:
+            return
+        self.n_observed += 1
+        self.X.append([float(v) for v in np.asarray(genome, dtype=np.float64)])
+        self.y.append(float(fitness))
+        self.uids.append(int(uid))
+        if len(self.y) > self.settings.archive:
+            drop = self._evictee()
+            for seq in (self.X, self.y, self.uids):
+                del seq[drop]
+
+    def _evictee(self) -> int:
+        """The archive entry to forget: from the worse half, the one nearest another entry.
+
+        Keeping only the best results (as this operator first did) stalled the search: far
+        from them the model knew nothing, predicted the archive's median with full
+        uncertainty, so expected improvement sent every worker to unexplored corners; their
+        poor results were the worst of the archive and dropped at once, so the model never
+        learnt that those corners are bad. Thinning the worse half where it is densest keeps
+        those results as fences around the good region, and the best half exactly.
+        """
+        y = np.asarray(self.y)
+        order = np.argsort(y, kind="stable")
+        worse = order[y.size // 2 :]
+        f = self.features(np.asarray(self.X))
+        d2 = ((f[worse, None, :] - f[None, :, :]) ** 2).sum(-1)
+        d2[np.arange(worse.size), worse] = np.inf
+        nearest = d2.min(axis=1)
+        # The most crowded; among equally crowded (exact repeats), the worse result.
+        pick = np.lexsort((-y[worse], nearest))[0]
+        return int(worse[pick])
+
+    # -- proposing ---------------------------------------------------------------------------
+
+    def propose(self, population: Sequence[Individual]) -> Proposal:
+        if self.es is None and self._stalled():
+            self._hand_over(population)
+        if self.es is not None:
+            return self.es.propose(population)
+        X, y = self._training_set(population)
+        pending = np.array(self.in_flight).reshape(-1, self.dim)
+        if y.size < self.min_points:
+            return self._space_filling(X, pending)
+        cands, parents = self._candidates(X, y, population)
+        try:
+            scores = self._score(X, y, pending, cands)
+        except (np.linalg.LinAlgError, ValueError):
+            return self._space_filling(X, pending)
+        # The best-scoring candidate that is not a configuration already evaluated or in
+        # flight (ints and categoricals make exact repeats likely near the incumbent).
+        seen = {row.tobytes() for row in self.features(np.vstack([X, pending])).round(9)}
+        keys = self.features(cands).round(9)
+        for i in np.argsort(-scores, kind="stable"):
+            if keys[i].tobytes() not in seen:
+                return Proposal(
+                    cands[i],
+                    parents=parents[i],
+                    info={"ei": float(scores[i])},
+                    operator=self.name,
+                )
+        return self._space_filling(X, pending)
+
+    def _stalled(self) -> bool:
+        patience = self.settings.handover
+        # Complete results only: under ASHA most results are pruned, and counting them handed
+        # an island over after 146 results with a best of 0.95 (early_stopping.py, seed 0).
+        return patience > 0 and self.since_best >= patience
+
+    def _hand_over(self, population: Sequence[Individual]) -> None:
+        """Give the island to the ES, its search distribution fitted to the population.
+
+        The ES's step and shape start from the spread of the population's better half (per
+        float/int gene), not from its default first step, which is the scale of a fresh
+        design and would waste evaluations shrinking back to where the model had got.
+        """
+        es = ES(
+            self.space,
+            np.random.default_rng(int(self.rng.integers(2**63))),
+            self.population_size,
+            ESSettings(),
+        )
+        cont = es.cont
+        half = [
+            np.asarray(m.genome, dtype=np.float64)
+            for m in population[: max(2, len(population) // 2)]
+        ]
+        if cont.size and len(half) >= 2:
+            var = np.var(np.array(half)[:, cont], axis=0)
+            mean_var = float(var.mean())
+            if mean_var > 0:
+                es.sigma = float(
+                    np.clip(math.sqrt(mean_var), 10 * es.settings.sigma_min, es.sigma0)
+                )
+                shape = np.clip(var / mean_var, 1e-2, 1e2)
+                es.cov = np.diag(shape * (cont.size / shape.sum()))
+        self.es, self.handed_over_at = es, self.n_observed
+
+    def _training_set(self, population: Sequence[Individual]) -> tuple[np.ndarray, np.ndarray]:
+        # Migrants and members the operator was not told about (a restored population) count too.
+        known = set(self.uids)
+        extra = [m for m in population if m.uid not in known]
+        X = np.array(self.X + [list(np.asarray(m.genome, dtype=np.float64)) for m in extra])
+        y = np.array(self.y + [m.fitness for m in extra])
+        return X.reshape(-1, self.dim), y
+
+    def _space_filling(self, X: np.ndarray, pending: np.ndarray) -> Proposal:
+        """The uniform candidate farthest from everything evaluated or in flight (maximin)."""
+        cands = self.rng.random((64, self.dim))
+        taken = np.vstack([X, pending])
+        if taken.shape[0] == 0:
+            return Proposal(cands[0], operator=self.name)
+        f = self.features(cands)
+        t = self.features(taken)
+        d2 = ((f[:, None, :] - t[None, :, :]) ** 2).sum(-1).min(axis=1)
+        return Proposal(cands[int(np.argmax(d2))], operator=self.name)
+
+    def _candidates(
+        self, X: np.ndarray, y: np.ndarray, population: Sequence[Individual]
+    ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        n = self.settings.candidates
+        n_global = int(round(self.settings.explore * n))
+        n_local = n - n_global
+        order = np.argsort(y, kind="stable")
+        k = int(min(max(3, y.size // 10), 16, y.size))
+        elite = order[:k]
+        w = np.log(k + 0.5) - np.log(np.arange(1, k + 1))
+        w /= w.sum()
+        pick = elite[self.rng.choice(k, size=n_local, p=w)]
+        base = X[pick]
+        # Steps from 0.1 % to 30 % of the range, log-uniform: fine refinement next to the
+        # incumbent and larger jumps both get scored.
+        scale = np.exp(self.rng.uniform(math.log(1e-3), math.log(0.3), size=(n_local, 1)))
+        # Half the offspring move every gene, half a random subset (about two genes), as a
+        # GA's mutation does: in 10+ dimensions full moves rarely improve.
+        subset = self.rng.random((n_local, self.dim)) < min(1.0, 2.0 / self.dim)
+        full = self.rng.random((n_local, 1)) < 0.5
+        move = full | subset
+        step = self.rng.normal(size=(n_local, self.dim)) * scale * move
+        local = reflect(base + step)
+        if self.cat_mask.any():
+            # A categorical keeps its parent's choice, or jumps to a uniform one with a
+            # probability that grows with the step size.
+            c = self.cat_mask
+            p_jump = np.maximum(scale, 1.0 / self.dim)
+            jump = (self.rng.random((n_local, int(c.sum()))) < p_jump) & move[:, c]
+            local[:, c] = np.where(jump, self.rng.random((n_local, int(c.sum()))), base[:, c])
+        cands = np.vstack([local, self.rng.random((n_global, self.dim))])
+        uid_of = self.uids + [m.uid for m in population if m.uid not in set(self.uids)]
+        parents = [(uid_of[int(i)],) for i in pick] + [()] * n_global
+        return cands, parents
+
+    def _score(
+        self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray
+    ) -> np.ndarray:
+        # Matrices of a few hundred rows: BLAS threads cost more than they save (10x on a
+        # loaded node), and the coordinator must leave the cores to the workers.
+        with _blas().limit(limits=1):
+            return self._score_inner(X, y, pending, cands)
+
+    def _score_inner(
+        self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray
+    ) -> np.ndarray:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        F = self.features(X)
+        z = normal_scores(y)
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
+            length_scale=np.full(F.shape[1], 0.5), length_scale_bounds=(1e-2, 2e1), nu=2.5
+        ) + WhiteKernel(1e-2, (1e-6, 5e-1))
+        warm = self.theta is not None and len(self.theta) == kernel.theta.size
+        if warm:
+            kernel = kernel.clone_with_theta(np.asarray(self.theta))
+        # Hyperparameters are re-fitted after every REFIT_GROWTH more results (at least
+        # REFIT_MIN); in between only the fixed-kernel GP is refitted (one Cholesky).
+        due = self.fitted_at + max(self.REFIT_MIN, int(self.REFIT_GROWTH * self.fitted_at))
+        refit = not warm or self.n_observed >= due
+        with warnings.catch_warnings():
+            # A hyperparameter at its bound is not an error here; the fit is still usable.
+            warnings.simplefilter("ignore")
+            if refit:
+                # Hyperparameters from at most FIT_POINTS results (the best half of them and
+                # an even spread of the rest): the gradient costs O(n² · features).
+                sub = _fit_subset(z, self.FIT_POINTS)
+                gp = GaussianProcessRegressor(kernel, normalize_y=True, optimizer=_lbfgs)
+                gp.fit(F[sub], z[sub])
+                kernel = gp.kernel_
+                self.fitted_at = self.n_observed
+        self.theta = [float(t) for t in kernel.theta]
+        # The fixed-kernel fits and predictions are done here in numpy (the same model as
+        # sklearn's, a third of its cost: no validation, no likelihood, no copies).
+        gp = _GP(np.exp(np.asarray(self.theta)), F, z)
+        if pending.shape[0]:
+            # Kriging believer: in-flight points are observed at the model's own prediction.
+            Fp = self.features(pending)
+            gp = gp.extended(Fp, gp.predict(Fp)[0])
+        mu, sd = gp.predict(self.features(cands))
+        # sd includes the learned white noise: a point next to the incumbent keeps some EI
+        # (re-measuring it is worth something under noise); exact repeats are refused above.
+        return expected_improvement(mu, sd, float(z.min()))
+
+    # -- state -------------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            **super().get_state(),
+            "X": [list(r) for r in self.X],
+            "y": list(self.y),
+            "uids": list(self.uids),
+            "theta": self.theta,
+            "n_observed": self.n_observed,
+            "fitted_at": self.fitted_at,
+            "in_flight": [g.tolist() for g in self.in_flight],
+            "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
+            "since_best": self.since_best,
+            "handed_over_at": self.handed_over_at,
+            "es": None if self.es is None else self.es.get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.X = [[float(v) for v in r] for r in state["X"]]
+        self.y = [float(v) for v in state["y"]]
+        self.uids = [int(u) for u in state["uids"]]
+        self.theta = None if state["theta"] is None else [float(t) for t in state["theta"]]
+        self.n_observed = int(state["n_observed"])
+        self.fitted_at = int(state["fitted_at"])
+        self.in_flight = [np.asarray(g, dtype=np.float64) for g in state["in_flight"]]
+        best = state.get("best_seen")
+        self.best_seen = math.inf if best is None else float(best)
+        self.since_best = int(state.get("since_best", 0))
+        at = state.get("handed_over_at")
+        self.handed_over_at = None if at is None else int(at)
+        self.es = None
+        if state.get("es") is not None:
+            self.es = ES(self.space, self.rng, self.population_size, ESSettings())
+            self.es.set_state(state["es"])

@@ -1,0 +1,135 @@
+"""The transport contract shared by the inline, local-process and MPI transports.
+
+A transport moves Tasks to workers and Results back; it knows nothing of evolution. The
+coordinator loop (``evo_engine.job.coordinator``) is the same for every transport.
+
+Intermediate reports (``ctx.report(step, value)`` in an objective) travel the same way when
+the spec asks for them (``WorkerSpec.reports``): the worker sends ``(uid, step, value)`` and
+waits for one yes/no; the transport answers inside ``poll`` with ``decide_report``, which
+asks the coordinator's ``on_report``. One round trip per report, no other state.
+
+A worker may be handed a *batch* (``submit_batch``): several tasks evaluated by one call of
+the scenario's ``objective_batch``. It answers with one Result per member, all in the same
+``poll``; the coordinator counts the worker busy until every member's Result is in.
+
+Time limits (``WorkerSpec.eval_timeout_s``) are enforced by each transport as it can: the
+local transport kills and replaces the worker process, the MPI transport marks the task and
+ends the job resumably (a rank cannot be replaced), the inline transport interrupts the
+objective with SIGALRM (Python code only; a call stuck inside a C extension is not reached).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evo_engine.search.messages import Result, Task
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start (its scenario failed to load, say)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How a worker finds its objective: a scenario file it loads itself, or a callable."""
+
+    scenario_path: str | None = None
+    preset: str = "cpu"
+    scratch_root: str | None = None
+    objective: Callable[..., Any] | None = None
+
+    finalize: Callable[..., Any] | None = None
+    reports: bool = False
+    """Workers send ``ctx.report`` values to the coordinator and stop when it says so (a
+    pruner needs them); off, a report only lands in the evaluation's curve."""
+    objective_batch: Callable[..., Any] | None = None
+    """With ``objective``: the batch objective (a scenario file brings its own)."""
+    eval_timeout_s: float | None = None
+    """Seconds one evaluation (or one batch call) may take before it is FAILED; None = no limit."""
+
+    def load(self) -> tuple[Callable[..., Any], Callable[..., Any] | None]:
+        """The objective and the scenario's optional ``finalize`` (test metrics of the best)."""
+        objective, finalize, _ = self.load_all()
+        return objective, finalize
+
+    def load_all(self) -> tuple[Callable[..., Any], Callable[..., Any] | None,
+                                Callable[..., Any] | None]:
+        """The objective, the optional ``finalize`` and the optional ``objective_batch``."""
+        if self.objective is not None:
+            return self.objective, self.finalize, self.objective_batch
+        if self.scenario_path is None:
+            raise WorkerStartError("a WorkerSpec needs a scenario path or an objective")
+        from evo_engine.scenario import load_scenario
+
+        scenario = load_scenario(Path(self.scenario_path), self.preset)
+        return scenario.objective, scenario.finalize, scenario.objective_batch
+
+    @property
+    def scratch(self) -> Path | None:
+        return Path(self.scratch_root) if self.scratch_root else None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker tells the coordinator when it starts."""
+
+    worker: int
+    rank: int
+    host: str
+    device: str
+    pid: int
+
+
+ReportHandler = Callable[[int, int, float], bool]
+"""``(uid, step, value) -> stop``: the coordinator's answer to an intermediate report."""
+
+
+class Transport(ABC):
+    """Moves tasks to ``n_workers`` persistent workers (ids 0..n-1) and results back."""
+
+    n_workers: int
+    on_report: ReportHandler | None = None
+    """Set by the coordinator; called from ``poll`` (via ``decide_report``) for each report."""
+    halt: str | None = None
+    """Set by a transport that cannot go on (an MPI rank stuck past its time limit cannot be
+    replaced): the coordinator then stops at once, resumably, with this as the reason."""
+
+    def decide_report(self, uid: int, step: int, value: float) -> bool:
+        """Whether the evaluation ``uid`` that reported should stop (go on without a handler)."""
+        handler = self.on_report
+        return bool(handler(uid, step, value)) if handler is not None else False
+
+    @abstractmethod
+    def start(self) -> list[WorkerInfo]:
+        """Start the workers; return what each reported about itself."""
+
+    @abstractmethod
+    def submit(self, worker: int, task: Task) -> None:
+        """Hand ``task`` to the idle ``worker``."""
+
+    def submit_batch(self, worker: int, tasks: list[Task]) -> None:
+        """Hand the idle ``worker`` several tasks to evaluate in one ``objective_batch`` call."""
+        if len(tasks) == 1:
+            self.submit(worker, tasks[0])
+            return
+        raise NotImplementedError(f"{type(self).__name__} does not take batches")
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[Result]:
+        """Results that arrived, waiting up to ``timeout`` seconds for the first one.
+
+        Reports that arrive meanwhile are answered at once with ``decide_report``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Tell every worker to stop and wait for them (workers finish their current task)."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

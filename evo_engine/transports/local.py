@@ -1,0 +1,270 @@
+"""The local transport: persistent worker processes on this machine (the default without MPI).
+
+Each worker is a spawned process that loads the objective once, keeps its cache across
+evaluations, and talks to the coordinator over its own pipe. The coordinator waits on all
+pipes at once, so whichever worker finishes first gets its next task first. A worker that
+dies (killed, segfault, ``os._exit`` in the objective) turns its task — every member of its
+batch — into a FAILED result "worker died while evaluating" and is started again; one that
+runs past ``eval_timeout_s`` is killed, its tasks FAILED "timed out after N s", and replaced.
+
+Messages on a pipe::
+
+    coordinator → worker   Task | ("batch", [Task, ...]) | STOP | answer to a report (bool)
+    worker → coordinator   ("ready", WorkerInfo) | ("fatal", str) | ("result", Result)
+                           | ("results", [Result, ...]) (a batch)
+                           | ("report", (uid, step, value)), then it waits for the answer
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
+from evo_engine.transports.worker import WORKER_DIED, WorkerRuntime, select_device, timed_out_text
+
+STOP = None
+
+
+class _PipeReports:
+    """A worker's side of intermediate reports: send one, wait for the coordinator's answer.
+
+    The coordinator answers every report at once; a STOP (or a closed pipe) instead of an
+    answer means the run is ending, so the evaluation stops and the worker exits after it.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.closing = False
+
+    def for_task(self, task: Task) -> Callable[[int, float], bool]:
+        def report(step: int, value: float) -> bool:
+            if self.closing:
+                return True
+            try:
+                self.conn.send(("report", (task.uid, step, value)))
+                answer = self.conn.recv()
+            except (EOFError, OSError):
+                answer = STOP
+            if answer is STOP:
+                self.closing = True
+                return True
+            return bool(answer)
+
+        return report
+
+
+def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
+    """Worker loop: receive a task, run it, send the result; stop on STOP or a closed pipe."""
+    # The coordinator owns the worker's lifetime: Ctrl-C and walltime signals go to it, and it
+    # stops (or kills) its workers after writing its snapshot.
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        # Each worker owns one core's worth of intra-op threads unless the user says otherwise.
+        if "OMP_NUM_THREADS" not in os.environ:
+            try:
+                import torch
+
+                torch.set_num_threads(1)
+            except ImportError:  # pragma: no cover
+                pass
+        objective, finalize, objective_batch = spec.load_all()
+        device = select_device(worker)
+        reports = _PipeReports(conn)
+        runtime = WorkerRuntime(objective, worker, device, spec.scratch, preset=spec.preset,
+                                finalize=finalize, objective_batch=objective_batch,
+                                reporter_factory=reports.for_task if spec.reports else None)
+    except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, then exit
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", WorkerInfo(worker, 0, socket.gethostname(), device, os.getpid())))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if task is STOP:
+            return
+        try:
+            if isinstance(task, tuple):  # ("batch", tasks)
+                conn.send(("results", runtime.run_batch(task[1])))
+            else:
+                conn.send(("result", runtime.run(task)))
+        except (BrokenPipeError, OSError, KeyboardInterrupt):
+            return
+        if reports.closing:
+            return
+
+
+class LocalTransport(Transport):
+    """``n_workers`` spawned processes, one pipe each."""
+
+    def __init__(self, spec: WorkerSpec, n_workers: int, start_timeout: float = 300.0,
+                 stop_grace: float = 3.0) -> None:
+        if n_workers < 1:
+            raise ValueError(f"need at least one worker, got {n_workers}")
+        self.spec = spec
+        self.n_workers = n_workers
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self._ctx = mp.get_context("spawn")
+        self._procs: list[mp.process.BaseProcess | None] = [None] * n_workers
+        self._conns: list[Connection | None] = [None] * n_workers
+        self._tasks: dict[int, list[Task]] = {}
+        self._batched: dict[int, bool] = {}
+        self._deadlines: dict[int, float] = {}
+        """worker -> monotonic time its evaluation runs out (with ``eval_timeout_s`` only)."""
+        self._sent: dict[int, float] = {}
+        """worker -> wall time its tasks were sent (the start of a FAILED result it never sent)."""
+        self.restarts = 0
+
+    def _spawn(self, worker: int) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_worker_main, args=(child, worker, self.spec), name=f"evo-worker-{worker}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._procs[worker], self._conns[worker] = proc, parent
+
+    def _await_ready(self, worker: int) -> WorkerInfo:
+        conn = self._conns[worker]
+        assert conn is not None
+        if not conn.poll(self.start_timeout):
+            raise WorkerStartError(f"worker {worker} did not start within {self.start_timeout:.0f} s")
+        try:
+            kind, payload = conn.recv()
+        except EOFError as exc:
+            raise WorkerStartError(f"worker {worker} exited while starting") from exc
+        if kind == "fatal":
+            raise WorkerStartError(f"worker {worker} could not load its objective: {payload}")
+        return payload
+
+    def start(self) -> list[WorkerInfo]:
+        for w in range(self.n_workers):
+            self._spawn(w)
+        try:
+            return [self._await_ready(w) for w in range(self.n_workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, worker: int, task: Task) -> None:
+        self._send(worker, [task], task, batched=False)
+
+    def submit_batch(self, worker: int, tasks: list[Task]) -> None:
+        self._send(worker, list(tasks), ("batch", list(tasks)), batched=True)
+
+    def _send(self, worker: int, tasks: list[Task], message: object, batched: bool) -> None:
+        conn = self._conns[worker]
+        assert conn is not None
+        self._tasks[worker] = tasks
+        self._batched[worker] = batched
+        self._sent[worker] = time.time()
+        if self.spec.eval_timeout_s is not None:
+            self._deadlines[worker] = time.monotonic() + self.spec.eval_timeout_s
+        try:
+            conn.send(message)
+        except (BrokenPipeError, OSError):
+            pass  # the death is noticed (and the task failed) by the next poll
+
+    def poll(self, timeout: float) -> list[Result]:
+        # Reports are answered as they come and do not end the wait: only results do.
+        deadline = time.monotonic() + timeout
+        out: list[Result] = []
+        while True:
+            live = {c: w for w, c in enumerate(self._conns) if c is not None}
+            until = min(deadline, *self._deadlines.values()) if self._deadlines else deadline
+            ready = wait(list(live), max(until - time.monotonic(), 0.0))
+            for conn in ready:
+                w = live[conn]  # type: ignore[index]
+                try:
+                    kind, payload = conn.recv()  # type: ignore[union-attr]
+                except (EOFError, OSError):
+                    out.extend(self._replace(w, WORKER_DIED))
+                    continue
+                if kind == "report":
+                    self._answer(conn, payload)  # type: ignore[arg-type]
+                elif kind in ("result", "results"):
+                    self._tasks.pop(w, None)
+                    self._deadlines.pop(w, None)
+                    out.extend([payload] if kind == "result" else payload)
+            out.extend(self._expire())
+            if out or not ready or time.monotonic() >= deadline:
+                return out
+
+    def _expire(self) -> list[Result]:
+        """Kill and replace every worker whose evaluation ran past ``eval_timeout_s``."""
+        now = time.monotonic()
+        late = [w for w, t in self._deadlines.items() if t <= now]
+        out: list[Result] = []
+        for w in late:
+            proc = self._procs[w]
+            if proc is not None and proc.is_alive():
+                proc.kill()
+            assert self.spec.eval_timeout_s is not None
+            out.extend(self._replace(w, timed_out_text(self.spec.eval_timeout_s), died=False))
+        return out
+
+    def _answer(self, conn: Connection, report: tuple[int, int, float]) -> None:
+        stop = self.decide_report(*report)
+        try:
+            conn.send(stop)
+        except (BrokenPipeError, OSError):
+            pass  # the death is noticed (and the task failed) by the next poll
+
+    def _replace(self, worker: int, error: str, died: bool = True) -> list[Result]:
+        """Start ``worker`` again; its tasks in hand become FAILED results with ``error``."""
+        proc, conn = self._procs[worker], self._conns[worker]
+        code = None
+        if proc is not None:
+            proc.join(timeout=5)
+            code = proc.exitcode
+        if conn is not None:
+            conn.close()
+        self._conns[worker] = None
+        tasks = self._tasks.pop(worker, [])
+        batched = self._batched.pop(worker, False)
+        self._deadlines.pop(worker, None)
+        self.restarts += 1
+        self._spawn(worker)
+        self._await_ready(worker)
+        if died:
+            error = f"{error} (worker {worker}, pid {proc.pid if proc else '?'}, exit code {code})"
+        t_start, t_end = self._sent.pop(worker, 0.0), time.time()
+        return [
+            Result(uid=t.uid, worker=worker, fitness=None, state=EvalState.FAILED, error=error,
+                   batch=tasks[0].uid if batched else -1, t_start=t_start or t_end, t_end=t_end)
+            for t in tasks
+        ]
+
+    def close(self) -> None:
+        for conn in self._conns:
+            if conn is not None:
+                try:
+                    conn.send(STOP)
+                except (BrokenPipeError, OSError):
+                    pass
+        # Idle workers exit at once; one still inside an evaluation (a stop by signal) is
+        # killed after a short grace: its task is pending in the snapshot and runs again.
+        deadline = time.monotonic() + self.stop_grace
+        for proc in self._procs:
+            if proc is not None:
+                proc.join(timeout=max(deadline - time.monotonic(), 0.0))
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(timeout=5)
+        for conn in self._conns:
+            if conn is not None:
+                conn.close()
+        self._procs = [None] * self.n_workers
+        self._conns = [None] * self.n_workers

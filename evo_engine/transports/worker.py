@@ -1,0 +1,264 @@
+"""The worker side shared by every transport: run one task, always return a Result.
+
+A worker must survive anything the objective does: an exception, NaN or inf, an
+out-of-memory error, a ``sys.exit()`` or a ``KeyboardInterrupt`` of its own. Each becomes a
+FAILED result whose error text names the worker's rank and host and carries the remote
+traceback; the worker then takes the next task.
+
+A batch (``run_batch``) is several tasks evaluated by one call of the scenario's
+``objective_batch(params_list, ctxs)``: every member keeps its own context (seed, uid,
+reports, pruning decision) and gets its own Result, so one member that raises, returns NaN
+or is pruned fails or stops alone; only an exception out of the call itself fails them all.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from evo_engine.context import Context, StopEvaluation
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.transports.gpu import GpuSampler, gpu_sampler
+
+Objective = Callable[[dict[str, Any], Context], Any]
+BatchObjective = Callable[[list[dict[str, Any]], list[Context]], Any]
+
+
+class EvaluationInterrupted(BaseException):  # noqa: N818 - a signal, not an error
+    """The run is stopping (a signal in inline mode): abandon the evaluation, record nothing.
+
+    The task stays in the engine's in-flight table, so the stop snapshot lists it as pending
+    and ``--resume`` issues it again with the same seed."""
+
+
+class EvaluationTimedOut(BaseException):  # noqa: N818 - a signal, not an error
+    """The evaluation ran past ``eval_timeout_s`` (raised into it in inline mode)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def timed_out_text(seconds: float) -> str:
+    """The error text of an evaluation that ran past its time limit (every transport)."""
+    return f"timed out after {seconds:g} s"
+
+
+WORKER_DIED = "worker died while evaluating"
+FINALIZE = "finalize"
+"""Task.operator of a task that runs the scenario's ``finalize`` instead of the objective."""
+
+
+def gpu_driver_present() -> bool:
+    """A cheap look for a GPU driver, so CPU-only machines never pay for importing torch here."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
+
+
+def cuda_available() -> bool:
+    if not gpu_driver_present():
+        return False
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+
+
+def select_device(local_rank: int) -> str:
+    """``cuda:<local_rank % gpus>`` when this node has GPUs, else ``cpu``."""
+    if not gpu_driver_present():
+        return "cpu"
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency, but keep workers alive
+        return "cpu"
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
+    return "cpu"
+
+
+def _split_output(value: Any) -> tuple[float | None, dict[str, float]]:
+    if isinstance(value, Mapping):
+        if "fitness" not in value:
+            raise ValueError(f"objective returned a dict without 'fitness' (keys: {sorted(value)})")
+        metrics = {str(k): float(v) for k, v in value.items() if k != "fitness"}
+        return float(value["fitness"]), metrics
+    return float(value), {}
+
+
+class WorkerRuntime:
+    """One persistent worker: its device, its cache, and the loop body ``run(task)``."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        worker: int,
+        device: str,
+        scratch_root: Path | None,
+        rank: int = 0,
+        preset: str = "cpu",
+        reporter_factory: Callable[[Task], Callable[[int, float], bool] | None] | None = None,
+        clock: Callable[[], float] = time.time,
+        finalize: Objective | None = None,
+        objective_batch: BatchObjective | None = None,
+        gpu: GpuSampler | None | bool = True,
+    ) -> None:
+        self.objective = objective
+        self.objective_batch = objective_batch
+        self.finalize = finalize
+        self.worker = worker
+        self.device = device
+        self.scratch_root = scratch_root
+        self.rank = rank
+        self.host = socket.gethostname()
+        self.preset = preset
+        self.cache: dict[str, Any] = {}
+        self.reporter_factory = reporter_factory
+        self.clock = clock
+        self.gpu = gpu_sampler(device) if gpu is True else (gpu or None)
+
+    def _context(self, task: Task) -> Context:
+        return Context(
+            device=self.device, seed=task.seed, uid=task.uid, island=task.island,
+            worker=self.worker, cache=self.cache, scratch_root=self.scratch_root,
+            rank=self.rank, host=self.host, preset=self.preset,
+            # finalize runs for an evaluation that is over: nothing may prune it.
+            _reporter=self.reporter_factory(task)
+            if self.reporter_factory and task.operator != FINALIZE else None,
+        )
+
+    def _where(self) -> str:
+        return f"worker {self.worker}, rank {self.rank} on {self.host}"
+
+    def run(self, task: Task) -> Result:
+        ctx = self._context(task)
+        mark = self.gpu.begin() if self.gpu is not None else None
+        t0 = self.clock()
+        fn = self.objective
+        if task.operator == FINALIZE:
+            if self.finalize is None:
+                return self._result(task, ctx, t0, None, {}, "the scenario has no finalize", EvalState.FAILED)
+            fn = self.finalize
+        try:
+            value = fn(dict(task.params), ctx)
+            if task.operator == FINALIZE and isinstance(value, Mapping) and "fitness" not in value:
+                value = {"fitness": float("nan"), **value}
+            fitness, metrics = _split_output(value)
+        except StopEvaluation:
+            return self._result(task, ctx, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED)
+        except EvaluationInterrupted:
+            raise
+        except EvaluationTimedOut as exc:
+            return self._result(task, ctx, t0, None, {}, timed_out_text(exc.seconds), EvalState.FAILED)
+        except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
+            # SystemExit and KeyboardInterrupt included: the workers ignore SIGINT (the
+            # coordinator owns the run's lifetime), so either one is the objective's own doing.
+            return self._result(task, ctx, t0, None, {}, self._failure_text(exc), EvalState.FAILED)
+        gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
+        return self._judge(task, ctx, t0, fitness, metrics, gpu=gpu)
+
+    def _failure_text(self, exc: BaseException, member: str = "") -> str:
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            _release_memory()
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return f"{type(exc).__name__}: {exc} ({self._where()}{member})\n{tb}"
+
+    def _judge(self, task: Task, ctx: Context, t0: float, fitness: float, metrics: dict[str, float],
+               batch: int = -1, t_end: float | None = None,
+               gpu: tuple[float, float] | None = None) -> Result:
+        """The Result of an evaluation that returned ``fitness``: COMPLETE, PRUNED or FAILED."""
+        if ctx.should_stop():
+            return self._result(task, ctx, t0, fitness, metrics, "pruned by the coordinator",
+                                EvalState.PRUNED, batch, t_end, gpu)
+        if not math.isfinite(fitness) and task.operator != FINALIZE:
+            return self._result(
+                task, ctx, t0, None, metrics, f"objective returned non-finite fitness {fitness!r}",
+                EvalState.FAILED, batch, t_end, gpu,
+            )
+        return self._result(task, ctx, t0, fitness, metrics, None, EvalState.COMPLETE, batch,
+                            t_end, gpu)
+
+    def run_batch(self, tasks: list[Task]) -> list[Result]:
+        """Evaluate ``tasks`` in one ``objective_batch`` call; one Result per member, in order.
+
+        Item i of what the call returns is what ``objective`` would return for member i, or
+        an exception instance (that member FAILED; ``StopEvaluation()`` = it was pruned). A
+        member whose ``ctxs[i].should_stop()`` is true at the end is PRUNED whatever it
+        returned. An exception out of the call fails every member with that error.
+        """
+        if self.objective_batch is None:
+            return [self.run(t) for t in tasks]
+        ctxs = [self._context(t) for t in tasks]
+        batch = tasks[0].uid
+        k = len(tasks)
+        mark = self.gpu.begin() if self.gpu is not None else None
+        t0 = self.clock()
+        try:
+            values = self.objective_batch([dict(t.params) for t in tasks], ctxs)
+            values = list(values)
+            if len(values) != k:
+                raise ValueError(f"objective_batch returned {len(values)} items for {k} members")
+        except EvaluationInterrupted:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
+            if isinstance(exc, EvaluationTimedOut):
+                err = timed_out_text(exc.seconds)
+            else:
+                err = self._failure_text(exc, f", batch of {k}")
+            t1 = self.clock()
+            return [
+                self._result(t, c, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED, batch, t1)
+                if isinstance(exc, StopEvaluation) and c.should_stop() else
+                self._result(t, c, t0, None, {}, err, EvalState.FAILED, batch, t1)
+                for t, c in zip(tasks, ctxs, strict=True)
+            ]
+        t1 = self.clock()
+        gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
+        out = []
+        for i, (task, ctx, value) in enumerate(zip(tasks, ctxs, values, strict=True)):
+            member = f", batch member {i + 1} of {k}"
+            if isinstance(value, StopEvaluation):
+                out.append(self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
+                                        EvalState.PRUNED, batch, t1, gpu))
+                continue
+            if isinstance(value, BaseException):
+                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(value, member),
+                                        EvalState.FAILED, batch, t1, gpu))
+                continue
+            try:
+                fitness, metrics = _split_output(value)
+            except (TypeError, ValueError) as exc:
+                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(exc, member),
+                                        EvalState.FAILED, batch, t1, gpu))
+                continue
+            out.append(self._judge(task, ctx, t0, fitness, metrics, batch, t1, gpu))
+        return out
+
+    def _result(
+        self, task: Task, ctx: Context, t0: float, fitness: float | None,
+        metrics: dict[str, float], error: str | None, state: EvalState, batch: int = -1,
+        t_end: float | None = None, gpu: tuple[float, float] | None = None,
+    ) -> Result:
+        return Result(
+            uid=task.uid, worker=self.worker, fitness=fitness, metrics=metrics, error=error,
+            t_start=t0, t_end=self.clock() if t_end is None else t_end, state=state,
+            curve=tuple(ctx.curve), batch=batch, gpu=gpu,
+        )
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001, S110 - best effort only
+        pass
