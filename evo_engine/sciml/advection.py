@@ -8,7 +8,14 @@ u_t + β u_x = 0 on x ∈ (0, 1), t ∈ [0, 2], periodic, with PDEBench's random
 - ``x-coordinate``: float32 ``[nx]``, the cell centres (i + ½)/nx;
 - ``t-coordinate``: float32 ``[nt + 1]``, k·dt_save for k = 0..nt (0 .. 2.01: one entry more than
   the tensor has frames, exactly as PDEBench's files);
-- attribute ``beta``, plus ``solver``, ``seed`` and ``generator`` for provenance.
+- attribute ``beta``, plus ``solver``, ``version``, ``seed`` and ``generator`` for provenance.
+
+Two versions of the dynamics (``AdvectionRecipe.version``): ``"fixed"`` (the default) is the
+equation as written, PDEBench's generator since its commit ac1ed78 (2023-08-24) and its files
+since 7d8115f (2023-10-10); ``"legacy"`` reproduces the 2022 files that PDEBench's published
+numbers were computed on: the FV scheme with the upwind flux lacking its factor ½ (so "β = 4"
+advects at 8, with an effective CFL of 0.8) and PDEBench's float32 clock
+(:func:`~evo_engine.sciml.solvers.legacy_finite_volume_solution`). See ``docs/pdebench.md``.
 
 Cached files live in ``$EVO_ENGINE_DATA_DIR`` if set, else ``./data`` relative to the current
 directory. Their names encode the whole recipe, so a different preset never reuses a wrong file,
@@ -39,9 +46,14 @@ from evo_engine.sciml.initial_conditions import (
     cell_centres,
     sample_initial_conditions,
 )
-from evo_engine.sciml.solvers import exact_solution, finite_volume_solution
+from evo_engine.sciml.solvers import (
+    exact_solution,
+    finite_volume_solution,
+    legacy_finite_volume_solution,
+)
 
 SOLVERS = ("exact", "fv")
+VERSIONS = ("fixed", "legacy")
 DATA_DIR_ENV = "EVO_ENGINE_DATA_DIR"
 
 
@@ -57,10 +69,17 @@ class AdvectionRecipe:
     seed: int = 2022
     solver: str = "exact"
     cfl: float = 0.4
+    version: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, got {self.version!r}")
+        if self.version == "legacy" and self.solver != "fv":
+            raise ValueError(
+                "version 'legacy' is PDEBench's 2022 finite-volume generator: it needs solver 'fv'"
+            )
         if self.samples < 1 or self.nx < 2 or self.nt < 2:
             raise ValueError(
                 f"need samples >= 1, nx >= 2, nt >= 2; got {self.samples}, {self.nx}, {self.nt}"
@@ -76,9 +95,10 @@ class AdvectionRecipe:
     def filename(self) -> str:
         """A file name that encodes the recipe, e.g. ``advection_beta4_n1000_nx1024_nt201_...h5``."""
         cfl = f"_cfl{self.cfl:g}" if self.solver == "fv" else ""
+        legacy = "_legacy" if self.version == "legacy" else ""  # fixed names stay as they were
         return (
             f"advection_beta{self.beta:g}_n{self.samples}_nx{self.nx}_nt{self.nt}"
-            f"_T{self.final_time:g}_seed{self.seed}_{self.solver}{cfl}.h5"
+            f"_T{self.final_time:g}_seed{self.seed}_{self.solver}{cfl}{legacy}.h5"
         )
 
 
@@ -96,14 +116,22 @@ def _solve_block(
     if recipe.solver == "exact":
         return exact_solution(block, x, t, recipe.beta).astype(np.float32)
     u0 = torch.as_tensor(block(x), dtype=torch.float32, device=device)
+
+    def solve() -> torch.Tensor:
+        if recipe.version == "legacy":
+            return legacy_finite_volume_solution(
+                u0, recipe.beta, final_time=recipe.final_time, frames=recipe.nt, cfl=recipe.cfl
+            )
+        return finite_volume_solution(u0, recipe.beta, t, cfl=recipe.cfl)
+
     if torch.device(device).type != "cpu":
-        return finite_volume_solution(u0, recipe.beta, t, cfl=recipe.cfl).cpu().numpy()
+        return solve().cpu().numpy()
     # Some 40,000 small element-wise ops per sample block: torch's intra-op threads only add
     # synchronisation (on a loaded machine, many times the work), so the CPU solve is serial.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return finite_volume_solution(u0, recipe.beta, t, cfl=recipe.cfl).numpy()
+        return solve().numpy()
     finally:
         torch.set_num_threads(threads)
 
@@ -145,6 +173,7 @@ def write_advection(
             f.create_dataset("t-coordinate", data=t_coordinate.astype(np.float32))
             f.attrs["beta"] = float(recipe.beta)
             f.attrs["solver"] = recipe.solver
+            f.attrs["version"] = recipe.version
             f.attrs["seed"] = recipe.seed
             f.attrs["generator"] = "evo_engine.sciml.advection"
         # mkstemp makes the file private; give it the permissions a plain open() would.
@@ -190,6 +219,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=SOLVERS, default=d.solver, help="exact shift or FV")
     p.add_argument("--cfl", type=float, default=d.cfl, help="CFL number of the FV solver")
     p.add_argument(
+        "--data",
+        choices=VERSIONS,
+        default=d.version,
+        help="fixed (the equation; PDEBench since 2023) or legacy (its 2022 files: flux without "
+        "its factor 1/2, float32 clock; needs --solver fv)",
+    )
+    p.add_argument(
         "--device", default=None, help="torch device for the FV solver (default: cuda if any)"
     )
     p.add_argument("--out", type=Path, help="output file (default: the cache directory)")
@@ -210,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             solver=args.solver,
             cfl=args.cfl,
+            version=args.data,
         )
     except ValueError as exc:
         parser.error(str(exc))  # exits with status 2
@@ -219,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_advection(recipe, out, device=device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
-        f"wrote {recipe.samples} samples of {recipe.nt} x {recipe.nx} ({recipe.solver}) to {path} "
+        f"wrote {recipe.samples} samples of {recipe.nt} x {recipe.nx} ({recipe.solver}, "
+        f"{recipe.version} dynamics) to {path} "
         f"in {wall:.1f} s wall, {cpu:.1f} s CPU on {device}"
     )
     return 0
