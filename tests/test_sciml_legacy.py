@@ -9,6 +9,9 @@ without its factor ½) with ``bc``/``limiting``/``VLlimiter``/``Courant`` of its
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -19,8 +22,8 @@ import torch
 from evo_engine.sciml.advection import AdvectionRecipe, main, write_advection
 from evo_engine.sciml.solvers import (
     finite_volume_solution,
-    legacy_finite_volume_solution,
-    legacy_schedule,
+    pdebench_finite_volume_solution,
+    pdebench_schedule,
 )
 
 REFERENCE = Path(__file__).parent / "fixtures" / "pdebench_prefix_advection_nx64_nt6.npz"
@@ -35,7 +38,8 @@ def _reference() -> tuple[torch.Tensor, np.ndarray]:
 
 
 def _legacy(u0: torch.Tensor, **kwargs) -> np.ndarray:
-    return legacy_finite_volume_solution(u0, 4.0, final_time=2.0, frames=6, **kwargs).numpy()
+    kwargs.setdefault("flux_factor", 1.0)
+    return pdebench_finite_volume_solution(u0, 4.0, final_time=2.0, frames=6, **kwargs).numpy()
 
 
 def test_reference_file_is_what_the_docstring_says() -> None:
@@ -71,29 +75,44 @@ def test_reference_detects_the_fixed_flux() -> None:
     u0, frames = _reference()
     fixed = finite_volume_solution(u0, 4.0, np.arange(6) * 0.4).numpy()
     assert np.abs(fixed - frames).max() > 0.5  # the fixed flux advects at β, not 2β
+    assert np.abs(_legacy(u0, flux_factor=0.5) - frames).max() > 0.5
+
+
+def test_current_version_is_the_fixed_flux_on_pdebench_clock() -> None:
+    """PDEBench's fixed generator: our fixed solver's frames, a float32 clock later."""
+    u0, _ = _reference()
+    current = _legacy(u0, flux_factor=0.5)
+    exact_clock = _legacy(u0, flux_factor=0.5, clock=np.float64)
+    fixed = finite_volume_solution(u0, 4.0, np.arange(6) * 0.4).numpy()
+    assert np.abs(exact_clock - fixed).max() < 1e-5  # same scheme, same times
+    assert np.abs(current - fixed).max() > 1e-4  # the float32 clock moves the frames
+    with pytest.raises(ValueError, match="flux_factor"):
+        _legacy(u0, flux_factor=0.25)
 
 
 def test_legacy_flux_advects_at_twice_beta() -> None:
     """Pre-fix "β" data equal fixed data at 2β up to the scheme's error (same dt, so CFL 0.8)."""
     x = (np.arange(128) + 0.5) / 128
     u0 = torch.tensor(np.sin(2 * np.pi * x)[None], dtype=torch.float32)
-    legacy = legacy_finite_volume_solution(u0, 1.0, final_time=0.25, frames=2)[0, -1].numpy()
+    legacy = pdebench_finite_volume_solution(u0, 1.0, final_time=0.25, frames=2, flux_factor=1.0)
+    legacy = legacy[0, -1].numpy()
     assert np.abs(legacy - np.sin(2 * np.pi * (x - 2.0 * 0.25))).max() < 2e-2
     assert np.abs(legacy - np.sin(2 * np.pi * (x - 1.0 * 0.25))).max() > 0.5
 
 
 def test_float32_clock_drifts_like_pdebench() -> None:
     """PDEBench's 1024 x 201 β = 4 run: 20,601 updates, integrated time +3.4e-4 at t = 2."""
-    steps, saved_after = legacy_schedule(4.0, 1 / 1024, 0.01, 2.0, 201)
+    steps, saved_after = pdebench_schedule(4.0, 1 / 1024, 0.01, 2.0, 201)
     assert len(steps) == 20_601 and saved_after[0] == 0 and saved_after[-1] == len(steps)
     assert steps.sum() - 2.0 == pytest.approx(3.43e-4, abs=5e-6)
-    exact, _ = legacy_schedule(4.0, 1 / 1024, 0.01, 2.0, 201, clock=np.float64)
+    exact, _ = pdebench_schedule(4.0, 1 / 1024, 0.01, 2.0, 201, clock=np.float64)
     assert abs(exact.sum() - 2.0) < 1e-9
 
 
 def test_legacy_recipe_writes_its_version(tmp_path) -> None:
     recipe = AdvectionRecipe(samples=2, nx=32, nt=6, solver="fv", version="legacy")
     assert recipe.filename().endswith("_legacy.h5")
+    assert AdvectionRecipe(solver="fv", version="current").filename().endswith("_current.h5")
     assert AdvectionRecipe(solver="fv").filename() == (
         "advection_beta4_n10000_nx1024_nt201_T2_seed2022_fv_cfl0.4.h5"  # unchanged
     )
@@ -110,9 +129,10 @@ def test_legacy_recipe_writes_its_version(tmp_path) -> None:
         assert np.abs(legacy[:, -1] - f["tensor"][:, -1]).max() > 0.1
 
 
-def test_legacy_needs_the_fv_solver() -> None:
-    with pytest.raises(ValueError, match="needs solver 'fv'"):
-        AdvectionRecipe(version="legacy")
+def test_pdebench_versions_need_the_fv_solver() -> None:
+    for version in ("legacy", "current"):
+        with pytest.raises(ValueError, match="needs solver 'fv'"):
+            AdvectionRecipe(version=version)
     with pytest.raises(ValueError, match="version must be one of"):
         AdvectionRecipe(solver="fv", version="2021")
 
@@ -139,3 +159,23 @@ def test_flush_denormal_is_switched_back_off() -> None:
     _legacy(u0)
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
     assert (tiny * 1.0).item() != 0.0
+
+
+def _reproduce(*argv: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    script = root / "benchmarks" / "reproduce_pdebench.py"
+    return subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_reproduce_refuses_a_file_of_the_other_version(tmp_path) -> None:
+    """A comparison says which data it uses: a legacy file cannot be passed off as fixed data."""
+    recipe = AdvectionRecipe(samples=2, nx=32, nt=6, solver="fv", version="legacy")
+    path = write_advection(recipe, tmp_path / "legacy.h5", device="cpu")
+    done = _reproduce("--data", "fixed", "--data-file", str(path))
+    assert done.returncode == 2
+    assert "holds legacy data" in done.stderr and "Traceback" not in done.stderr
+    missing = _reproduce("--data", "legacy", "--data-file", str(tmp_path / "none.h5"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -10,12 +10,17 @@ u_t + β u_x = 0 on x ∈ (0, 1), t ∈ [0, 2], periodic, with PDEBench's random
   the tensor has frames, exactly as PDEBench's files);
 - attribute ``beta``, plus ``solver``, ``version``, ``seed`` and ``generator`` for provenance.
 
-Two versions of the dynamics (``AdvectionRecipe.version``): ``"fixed"`` (the default) is the
-equation as written, PDEBench's generator since its commit ac1ed78 (2023-08-24) and its files
-since 7d8115f (2023-10-10); ``"legacy"`` reproduces the 2022 files that PDEBench's published
-numbers were computed on: the FV scheme with the upwind flux lacking its factor ½ (so "β = 4"
-advects at 8, with an effective CFL of 0.8) and PDEBench's float32 clock
-(:func:`~evo_engine.sciml.solvers.legacy_finite_volume_solution`). See ``docs/pdebench.md``.
+Three versions of the dynamics (``AdvectionRecipe.version``; ``docs/pdebench.md``):
+
+- ``"fixed"`` (the default): the equation as written, frames exactly at k·dt_save;
+- ``"legacy"``: PDEBench's 2022 files, which its NeurIPS 2022 numbers were computed on: its
+  generator before commit ac1ed78 (2023-08-24), whose upwind flux lacks its factor ½ (so
+  "β = 4" advects at 8, with an effective CFL of 0.8), run with its float32 clock;
+- ``"current"``: PDEBench's generator since that fix (its files since 7d8115f, 2023-10-10): the
+  flux of ``"fixed"``, the float32 clock of ``"legacy"`` (frames up to 3.4e-4 late in time).
+
+Both PDEBench versions use :func:`~evo_engine.sciml.solvers.pdebench_finite_volume_solution`
+and need ``solver="fv"``.
 
 Cached files live in ``$EVO_ENGINE_DATA_DIR`` if set, else ``./data`` relative to the current
 directory. Their names encode the whole recipe, so a different preset never reuses a wrong file,
@@ -49,11 +54,13 @@ from evo_engine.sciml.initial_conditions import (
 from evo_engine.sciml.solvers import (
     exact_solution,
     finite_volume_solution,
-    legacy_finite_volume_solution,
+    pdebench_finite_volume_solution,
 )
 
 SOLVERS = ("exact", "fv")
-VERSIONS = ("fixed", "legacy")
+VERSIONS = ("fixed", "legacy", "current")
+FLUX_FACTOR = {"legacy": 1.0, "current": 0.5}
+"""The upwind flux's factor of PDEBench's generator, per version (1 is its pre-fix typo)."""
 DATA_DIR_ENV = "EVO_ENGINE_DATA_DIR"
 
 
@@ -76,9 +83,10 @@ class AdvectionRecipe:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.version not in VERSIONS:
             raise ValueError(f"version must be one of {VERSIONS}, got {self.version!r}")
-        if self.version == "legacy" and self.solver != "fv":
+        if self.version != "fixed" and self.solver != "fv":
             raise ValueError(
-                "version 'legacy' is PDEBench's 2022 finite-volume generator: it needs solver 'fv'"
+                f"version {self.version!r} is PDEBench's finite-volume generator: "
+                "it needs solver 'fv'"
             )
         if self.samples < 1 or self.nx < 2 or self.nt < 2:
             raise ValueError(
@@ -95,10 +103,10 @@ class AdvectionRecipe:
     def filename(self) -> str:
         """A file name that encodes the recipe, e.g. ``advection_beta4_n1000_nx1024_nt201_...h5``."""
         cfl = f"_cfl{self.cfl:g}" if self.solver == "fv" else ""
-        legacy = "_legacy" if self.version == "legacy" else ""  # fixed names stay as they were
+        version = "" if self.version == "fixed" else f"_{self.version}"  # fixed names as before
         return (
             f"advection_beta{self.beta:g}_n{self.samples}_nx{self.nx}_nt{self.nt}"
-            f"_T{self.final_time:g}_seed{self.seed}_{self.solver}{cfl}{legacy}.h5"
+            f"_T{self.final_time:g}_seed{self.seed}_{self.solver}{cfl}{version}.h5"
         )
 
 
@@ -118,9 +126,14 @@ def _solve_block(
     u0 = torch.as_tensor(block(x), dtype=torch.float32, device=device)
 
     def solve() -> torch.Tensor:
-        if recipe.version == "legacy":
-            return legacy_finite_volume_solution(
-                u0, recipe.beta, final_time=recipe.final_time, frames=recipe.nt, cfl=recipe.cfl
+        if recipe.version in FLUX_FACTOR:
+            return pdebench_finite_volume_solution(
+                u0,
+                recipe.beta,
+                final_time=recipe.final_time,
+                frames=recipe.nt,
+                flux_factor=FLUX_FACTOR[recipe.version],
+                cfl=recipe.cfl,
             )
         return finite_volume_solution(u0, recipe.beta, t, cfl=recipe.cfl)
 
@@ -222,8 +235,9 @@ def _parser() -> argparse.ArgumentParser:
         "--data",
         choices=VERSIONS,
         default=d.version,
-        help="fixed (the equation; PDEBench since 2023) or legacy (its 2022 files: flux without "
-        "its factor 1/2, float32 clock; needs --solver fv)",
+        help="fixed (the equation, exact save times; default), legacy (PDEBench's 2022 files: "
+        "flux without its factor 1/2, float32 clock) or current (PDEBench's files since "
+        "2023-10: float32 clock); the last two need --solver fv",
     )
     p.add_argument(
         "--device", default=None, help="torch device for the FV solver (default: cuda if any)"

@@ -8,11 +8,13 @@ midpoint predictor–corrector time stepping and dt = CFL·dx/|β| with CFL 0.4,
 every save time. It is second order for smooth data and costs about 2·|β|·T/(CFL·dx) flux
 evaluations per sample (≈ 41,000 for PDEBench's β = 4, nx = 1024).
 
-``legacy_finite_volume_solution`` is the same scheme as PDEBench's generator ran before its commit
-ac1ed78 (2023-08-24, issue #46), which made the files every published number was computed on:
-the upwind flux lacks its factor ½ (so the data advect at 2β with an effective CFL of 0.8), and
-the time steps are those of its float32 clock (``t += dt`` in float32; by t = 2 the clock is
-off by about 3.4e-4 at nx 1024, so the stored frames are not quite at k·dt_save).
+``pdebench_finite_volume_solution`` is the same scheme as PDEBench's JAX generator runs it: the
+time steps of its float32 clock (``t += dt`` in float32; at nx 1024 the state stored as t = 2 has
+been integrated to t = 2 + 3.4e-4), its order of operations, XLA's fused update and flushed
+denormals. With ``flux_factor=1`` it is the generator before PDEBench's commit ac1ed78
+(2023-08-24, issue #46), which made the 2022 files of the NeurIPS numbers: the upwind flux lacks
+its factor ½, so the data advect at 2β with an effective CFL of 0.8; with ``flux_factor=0.5`` it
+is the fixed generator.
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ def finite_volume_solution(
     return torch.stack(frames, dim=1)
 
 
-LEGACY_SHOW_STEPS = 100
+PDEBENCH_SHOW_STEPS = 100
 """Steps PDEBench's generator takes between two checks of its save clock (``show_steps``)."""
 
 
-def legacy_schedule(
+def pdebench_schedule(
     beta: float,
     dx: float,
     dt_save: float,
@@ -115,7 +117,7 @@ def legacy_schedule(
     cfl: float = 0.4,
     clock: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Replay the clock of PDEBench's 2022 generator: the time steps it took and when it saved.
+    """Replay the clock of PDEBench's generator: the time steps it takes and when it saves.
 
     Returns ``(steps, saved_after)``: the dt of every update it performed, and for each stored
     frame the number of updates done before it was stored. The clock is the same for every
@@ -138,7 +140,7 @@ def legacy_schedule(
                 saved_after[saved] = len(steps)
             tsave = f(tsave + save_step)
             saved += 1
-        for _ in range(LEGACY_SHOW_STEPS):
+        for _ in range(PDEBENCH_SHOW_STEPS):
             dt = min(dt_cfl, f(end - t), f(tsave - t))
             if dt > tiny:
                 steps.append(float(dt))
@@ -165,24 +167,26 @@ def _fused_update(u: torch.Tensor, coefficient: float, divergence: torch.Tensor)
 
 
 @torch.no_grad()
-def legacy_finite_volume_solution(
+def pdebench_finite_volume_solution(
     u0: torch.Tensor | np.ndarray,
     beta: float,
     *,
     final_time: float,
     frames: int,
+    flux_factor: float,
     dx: float | None = None,
     cfl: float = 0.4,
     clock: type = np.float32,
 ) -> torch.Tensor:
-    """The frames PDEBench's pre-fix generator made from ``u0`` ``[samples, nx]`` (its 2022 files).
+    """The frames PDEBench's JAX generator makes from ``u0`` ``[samples, nx]``.
 
-    ``frames`` are stored from t = 0 to ``final_time`` every final_time/(frames − 1) by PDEBench's
-    float32 clock (:func:`legacy_schedule`); the flux lacks its factor ½. The arithmetic follows
-    PDEBench's order (coefficient dt·(1/dx) first, then the flux difference, the update fused
-    as XLA does), so in float32 the result agrees with PDEBench's JAX code on the CPU bit for bit
-    in almost every cell (see ``docs/pdebench.md`` for the measured difference). Returns ``[samples, frames, nx]`` on
-    ``u0``'s device and in its dtype.
+    ``flux_factor`` is the upwind flux's factor: 1 for the pre-fix generator (the 2022 files),
+    0.5 for the fixed one. ``frames`` are stored from t = 0 to ``final_time`` every
+    final_time/(frames − 1) by PDEBench's float32 clock (:func:`pdebench_schedule`). The
+    arithmetic follows PDEBench's order (coefficient dt·(1/dx) first, then the flux difference,
+    the update fused as XLA does), so in float32 the result agrees with PDEBench's JAX code on
+    the CPU bit for bit in almost every cell (``docs/pdebench.md`` has the measured difference).
+    Returns ``[samples, frames, nx]`` on ``u0``'s device and in its dtype.
     """
     u = torch.as_tensor(u0)
     if u.ndim != 2:
@@ -191,7 +195,9 @@ def legacy_finite_volume_solution(
         raise ValueError(f"need frames >= 2, got {frames}")
     if dx is None:
         dx = 1.0 / u.shape[1]
-    steps, saved_after = legacy_schedule(
+    if flux_factor not in (0.5, 1.0):
+        raise ValueError(f"flux_factor is 1 (pre-fix) or 0.5 (fixed), got {flux_factor}")
+    steps, saved_after = pdebench_schedule(
         beta, dx, final_time / (frames - 1), final_time, frames, cfl=cfl, clock=clock
     )
     f = clock
@@ -207,8 +213,8 @@ def legacy_finite_volume_solution(
             for dt in steps[done:target]:
                 half = float(f(f(dt) * f(0.5)) * dx_inv)
                 full = float(f(dt) * dx_inv)
-                u_half = _fused_update(u, half, _flux_divergence(u, beta, True, scale=1.0))
-                u = _fused_update(u, full, _flux_divergence(u_half, beta, True, scale=1.0))
+                u_half = _fused_update(u, half, _flux_divergence(u, beta, True, scale=flux_factor))
+                u = _fused_update(u, full, _flux_divergence(u_half, beta, True, scale=flux_factor))
             done = target
             out[:, frame] = u
     finally:
