@@ -35,6 +35,10 @@ the validation trajectories. Lower is better. The record also holds PDEBench's m
 (:mod:`evo_engine.sciml.metrics`) on the same frames, clean and in PDEBench's published
 convention (``*_pdebench``: every scored frame, one batch).
 
+Like PDEBench, the score is that of the final network: PDEBench's
+``ModelCheckpoint(save_better_only=True, period=5000)`` only writes checkpoint files, and its
+``model.predict`` uses the weights as they are after the last iteration.
+
 Remaining differences from PDEBench's PINN, even under the full preset:
 
 - the trajectories are our own draws of its recipe (seed 2022, test then validation), not the
@@ -44,8 +48,7 @@ Remaining differences from PDEBench's PINN, even under the full preset:
   point-for-point DeepXDE's (skopt's skip and column order are not reproduced), and the boundary
   sides come from our seeded generator;
 - the network is ours (:class:`~evo_engine.sciml.models.PINN`, Glorot-normal like DeepXDE), trained
-  in float32 by torch's Adam with a seeded initialisation; DeepXDE keeps the best-loss
-  checkpoint every 5,000 iterations, we score the final network;
+  in float32 by torch's Adam with a seeded initialisation;
 - the FV targets are computed on the ``nx`` grid directly (PDEBench's file has the same grid
   at 1024 × 201, so under the full preset they agree).
 
