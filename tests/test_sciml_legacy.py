@@ -1,10 +1,12 @@
-"""PDEBench's 2022 advection data (pre-fix flux, float32 clock) against a pinned reference.
+"""PDEBench's advection generators (2022 pre-fix flux; float32 clock) against pinned references.
 
-``tests/fixtures/pdebench_prefix_advection_nx64_nt6.npz`` holds 3 initial conditions (2 plain, 1
-windowed; float32, nx 64) and the 6 frames (t = 0, 0.4, …, 2) that PDEBench's pre-fix generator
-made from them: ``advection_multi_solution_Hydra.py`` as of JR-1991/PDEBench@0e39f28a (the flux
-without its factor ½) with ``bc``/``limiting``/``VLlimiter``/``Courant`` of its ``utils.py``,
-β = 4, CFL 0.4, dt_save 0.4, run in JAX 0.10.2 on the CPU (float32), see ``docs/pdebench.md``.
+``tests/fixtures/pdebench_advection_nx64_nt6.npz`` holds 3 initial conditions (``u0``: 2 plain,
+1 windowed; float32, nx 64) and the 6 frames (t = 0, 0.4, …, 2) PDEBench's generator made from
+them: ``frames`` by the pre-fix one (``advection_multi_solution_Hydra.py`` as of
+JR-1991/PDEBench@0e39f28a, the flux without its factor ½), ``frames_current`` by the same code
+with the ½ (the fix of ac1ed78); with ``bc``/``limiting``/``VLlimiter``/``Courant`` of its
+``utils.py``, β = 4, CFL 0.4, dt_save 0.4, run in JAX 0.10.2 on the CPU (float32). How it was
+made: ``docs/pdebench.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from evo_engine.sciml.solvers import (
     pdebench_schedule,
 )
 
-REFERENCE = Path(__file__).parent / "fixtures" / "pdebench_prefix_advection_nx64_nt6.npz"
+REFERENCE = Path(__file__).parent / "fixtures" / "pdebench_advection_nx64_nt6.npz"
 # Our port matched PDEBench's output bit for bit on this machine; the tolerance leaves room for
 # another CPU's rounding and is 30x below the smallest change that matters (an unfused update).
 TOLERANCE = 1e-5
@@ -47,6 +49,8 @@ def test_reference_file_is_what_the_docstring_says() -> None:
     assert u0.dtype == torch.float32 and u0.shape == (3, 64)
     assert frames.dtype == np.float32 and frames.shape == (3, 6, 64)
     assert np.array_equal(frames[:, 0], u0.numpy())
+    current = np.load(REFERENCE)["frames_current"]
+    assert current.shape == frames.shape and np.array_equal(current[:, 0], frames[:, 0])
 
 
 def test_legacy_solver_matches_pdebench_prefix_generator() -> None:
@@ -76,6 +80,13 @@ def test_reference_detects_the_fixed_flux() -> None:
     fixed = finite_volume_solution(u0, 4.0, np.arange(6) * 0.4).numpy()
     assert np.abs(fixed - frames).max() > 0.5  # the fixed flux advects at β, not 2β
     assert np.abs(_legacy(u0, flux_factor=0.5) - frames).max() > 0.5
+
+
+def test_current_version_matches_pdebench_fixed_generator() -> None:
+    u0, _ = _reference()
+    reference = np.load(REFERENCE)["frames_current"]
+    np.testing.assert_allclose(_legacy(u0, flux_factor=0.5), reference, rtol=0, atol=TOLERANCE)
+    assert np.abs(_legacy(u0, flux_factor=0.5, clock=np.float64) - reference).max() > 1e-4
 
 
 def test_current_version_is_the_fixed_flux_on_pdebench_clock() -> None:
