@@ -13,13 +13,15 @@ published tables (``val_nrmse_pdebench``, see ``evo_engine.sciml.metrics``).
 Presets (see ``evo_engine.sciml.presets``; measurements in ``docs/sciml-task.md``): "cpu"
 trains PDEBench's FNO (modes 12, width 20) for 30 epochs on 200 FV trajectories read at
 nx 128 × nt 41, fitness = the mean of the last 3 epochs; one training is about 50 s of CPU on
-one core, and each of the 2 workers trains 4 learning rates as one stack (``batch`` 4, about
-2.2× the trainings per CPU-second), so the 24 evaluations and the final retraining cost about
-24 × 50 / 2.2 / 2 + 50 ≈ 320 s of wall time on two idle cores, plus about 100 s to generate the
-data once: ``make run`` stays under 10 minutes (an estimate from CPU seconds measured on a loaded
-machine). The default reaches a validation fitness of 0.063 ± 0.003 over seeds, the best
-configuration known 0.046; "full" trains PDEBench's U-Net (the L2L study's model) for 500
-epochs on 10,000 FV trajectories read at 256 × 41, keeping its best epoch as PDEBench does.
+one core, and each of the 2 workers trains 4 learning rates as one stack (``batch`` 4: 33 CPU-s
+per member, 1.6× measured under load, 2.2× in issue 23 on one idle core), so the 24 evaluations
+and the final retraining cost about 3 × 4 × 33 + 50 ≈ 450 s of wall time on two cores (320 s at
+2.2×), plus about 100 s to generate the data once: ``make run`` should stay under 10 minutes
+(an estimate from CPU seconds measured on a loaded machine). The default reaches a validation
+fitness of 0.061 ± 0.005 over 11 seeds, lr 3e-3 0.051 ± 0.003: two single trainings order
+these two rightly about 19 times in 20, nearer learning rates less often (issue 24). "full"
+trains PDEBench's U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read
+at 256 × 41, keeping its best epoch as PDEBench does.
 
 Data: generated on first use and cached in ``$EVO_ENGINE_DATA_DIR`` (default ``./data``); set
 ``EVO_ENGINE_ADVECTION_FILE`` to a real PDEBench file (``1D_Advection_Sols_beta4.0.hdf5``) to

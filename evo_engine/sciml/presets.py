@@ -31,12 +31,13 @@ validation fitness of the last 3 epochs, scored on the final weights (``fitness_
 the minimum over epochs. Training rolls out frames 10–20 (``t_train`` 21); evaluation always
 rolls out all 41: training on all 31 predicted frames (full BPTT, 15 epochs) scored worse on
 the 31-frame rollout than training on 11 of them for 20 epochs (0.086 ± 0.007 against
-0.075 ± 0.002) and cost 1.8× the CPU (81 against 45 s). Measured on the 2-core shared machine (3 seeds, torch 2.13 CPU): the default scores
-0.0626 ± 0.0030, the best configuration known (lr 3e-3, width 32) 0.0461 ± 0.0017, a gap of 5.5
-seed standard deviations; one training is about 50 s of CPU on one core (width 32: 57 s), and
-``advection_lr`` trains 4 learning rates per worker as one stack (``batch`` 4, measured 2.2× the
-trainings per CPU-second at K = 4). Over the last 6 epochs the default still improves by
-0.0009–0.0016 (under half its seed spread): about 600 optimiser steps against PDEBench's
+0.075 ± 0.002) and cost 1.8× the CPU (81 against 45 s). Measured on the 2-core shared
+machine (torch 2.13 CPU): the default scores 0.0612 ± 0.0051 over 11 seeds, the best
+configuration known (lr 3e-3, width 32) 0.0454 ± 0.0020, a gap of 3.1 of the default's seed standard deviations (lr 3e-3 alone:
+0.0513 ± 0.0026, 1.9 of them). One training is about 50 s of CPU on one core (width 32: 57 s);
+``advection_lr`` trains 4 learning rates per worker as one stack (``batch`` 4: 33 CPU-s per
+member, 1.6× measured under load). Over the last 6 epochs the default still improves by
+0.0006–0.0021 (under half its seed spread): about 600 optimiser steps against PDEBench's
 90,000, so no cpu budget converges the way PDEBench does; the schedule makes the end of the
 curve flat enough that the fitness measures the configuration, not the epoch it stopped at.
 Differences from PDEBench beyond (1)–(3): 50× fewer trajectories, half the spatial resolution,
