@@ -15,9 +15,9 @@ trains PDEBench's FNO (modes 12, width 20) for 30 epochs on 200 FV trajectories 
 nx 128 × nt 41, fitness = the mean of the last 3 epochs; one training is about 50 s of CPU on
 one core, and each of the 2 workers trains 4 learning rates as one stack (``batch`` 4: 33 CPU-s
 per member, 1.6× measured under load, 2.2× in issue 23 on one idle core), so the 24 evaluations
-and the final retraining cost about 3 × 4 × 33 + 50 ≈ 450 s of wall time on two cores (320 s at
-2.2×), plus about 100 s to generate the data once: ``make run`` should stay under 10 minutes
-(an estimate from CPU seconds measured on a loaded machine). The default reaches a validation
+and the final retraining cost about 3 × 135 + 50 ≈ 455 s of wall time on two cores, plus
+about 100 s to generate the data once: ``make run`` about 9.3 minutes, an estimate from CPU
+seconds measured on a loaded machine (an end-to-end run of 4 evaluations: 187 CPU-s). The default reaches a validation
 fitness of 0.061 ± 0.005 over 11 seeds, lr 3e-3 0.051 ± 0.003: two single trainings order
 these two rightly about 19 times in 20, nearer learning rates less often (issue 24). "full"
 trains PDEBench's U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read
