@@ -195,3 +195,28 @@ def test_progress_modes_are_chosen_explicitly() -> None:
     quiet.phase("preparing data")
     quiet(progress())
     assert quiet.stream.getvalue() == ""
+
+
+def test_rank_0_of_an_mpi_job_draws_the_line_on_its_launchers_terminal(
+        tmp_path, monkeypatch) -> None:
+    # Under mpiexec, rank 0's stderr is the launcher's pipe: isatty cannot tell. The terminal
+    # is found as the launcher's stderr (here a file standing in for /dev/pts/N).
+    from evo_engine.job import progress as progress_module
+
+    fake_tty = tmp_path / "pts"
+    fake_tty.write_text("")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [str(fake_tty)])
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setenv("PMI_RANK", "0")
+    mode, stream = progress_module.choose("auto", io.StringIO())
+    assert mode == "line" and stream.name == str(fake_tty)
+    stream.close()
+    monkeypatch.setenv("PMI_RANK", "1")  # a worker rank never draws
+    assert progress_module.choose("auto", io.StringIO())[0] == "json"
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [])  # a batch job
+    assert progress_module.choose("auto", io.StringIO())[0] == "json"
+    monkeypatch.delenv("PMI_SIZE")
+    monkeypatch.delenv("PMI_RANK")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [str(fake_tty)])
+    assert progress_module.choose("auto", io.StringIO())[0] == "json", "no MPI: stderr decides"

@@ -102,24 +102,49 @@ def terminal_width(stream: TextIO) -> int:
     """The width of the terminal ``stream`` draws on (``COLUMNS`` first, as everywhere)."""
     if "COLUMNS" not in os.environ:
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            return os.get_terminal_size(stream.fileno()).columns
+            columns = os.get_terminal_size(stream.fileno()).columns
+            if columns > 0:  # a pseudo-terminal without a size says 0
+                return columns
     return terminal.width()
 
 
 def mpi_rank0_terminal() -> TextIO | None:
-    """The controlling terminal of rank 0 of an ``mpiexec`` job, opened for the live line, or
-    None (another rank, no MPI launch, or no terminal: a batch job). The launcher forwards
-    stderr through a pipe, so ``isatty`` cannot tell; ``/dev/tty`` opens only where a person
-    started the job from a terminal."""
+    """The terminal rank 0 of an ``mpiexec`` job was started from, opened for the live line,
+    or None (another rank, no MPI launch, or no terminal: a batch job, stderr redirected).
+
+    The launcher forwards stderr through a pipe and may start the ranks in a session of their
+    own, so neither ``isatty`` nor ``/dev/tty`` can tell; the terminal is found as the stderr
+    of the launcher, an ancestor of this process (Linux ``/proc``)."""
     from evo_engine.job.startup import _rank_other_than_0
     from evo_engine.transports.launch import launched_with_several_ranks
 
     if not launched_with_several_ranks() or _rank_other_than_0():
         return None
-    try:
-        return open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115 - lives for the run
-    except OSError:
-        return None
+    for device in _ancestor_terminals():
+        try:
+            return open(device, "w", encoding="utf-8")  # noqa: SIM115 - lives for the run
+        except OSError:
+            continue
+    return None
+
+
+def _ancestor_terminals(levels: int = 6) -> list[str]:
+    """Terminal devices that the stderr of this process's first ancestors write to."""
+    found = []
+    pid = os.getppid()
+    for _ in range(levels):
+        if pid <= 1:
+            break
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/2")
+            if target.startswith(("/dev/pts/", "/dev/tty")):
+                found.append(target)
+                break
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])  # field 4: the parent
+        except (OSError, ValueError, IndexError):
+            break
+    return found
 
 
 def choose(mode: str, stream: TextIO) -> tuple[str, TextIO]:
