@@ -126,6 +126,7 @@ def test_a_batch_log_shows_every_phase_as_it_happens(tmp_path: Path) -> None:
     # stderr is a pipe here, as in a SLURM .out: the default is JSON lines.
     r = evo(PHASES, "--run-dir", "r", "--workers", 1, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    _lines_fit(r.stdout, 80)
     events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     seen = [(e["phase"], e["state"]) if e["event"] == "phase" else ("progress", "")
             for e in events]

@@ -605,11 +605,10 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
             continue
         metrics = f["metrics"]
         shown = [f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)]
-        rest = len(metrics) - len(shown)
-        if rest:
-            shown.append(f"and {rest} more in {run_dir / FINAL_CSV}")
         for line in terminal.wrap_items(f"final metrics of uid {f['uid']}:", shown, cols):
             print_fn(line)
+        if len(metrics) > len(shown):  # a path may be long: prose, wrapped (and cut) to fit
+            say(f"    and {len(metrics) - len(shown)} more in {run_dir / FINAL_CSV}")
     say(f"run store: {RunStore.location(run_dir)}")
 
 
