@@ -243,7 +243,9 @@ def test_analyze_compares_with_a_baseline(synthetic, tmp_path: Path, capsys) -> 
     run_dir, rows = synthetic
     build_run(tmp_path / "sync", sync=True, seed=1)
     assert main(["analyze", str(run_dir), "--baseline", str(tmp_path / "sync")]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out
+    # Wrapped to the terminal's width (issue 25): the last paragraph, joined.
+    line = " ".join(out[out.rindex("\nbaseline "):].split())
     assert line.startswith(f"baseline {tmp_path / 'sync'} (synchronous): best ")
     assert "this run reached it after" in line or "this run never reached it" in line
 

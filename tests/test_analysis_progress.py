@@ -71,9 +71,9 @@ def test_a_batch_job_gets_periodic_json_lines_only() -> None:
     out = io.StringIO()
     reporter = ProgressReporter(2, stream=out, period=0.0, done_before=0)
     reporter(progress())
-    reporter.finish(progress())
+    reporter.finish(progress())  # one last line: the log ends with the counts reached
     lines = out.getvalue().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2 and lines[0] == lines[1]
     event = json.loads(lines[0])
     assert event["event"] == "progress" and event["finished"] == 4 and event["budget"] == 10
     assert event["failed"] == 1 and event["running"] == 2 and event["eta_s"] is not None
@@ -115,3 +115,108 @@ def test_one_timing_definition_startup_and_warmup_apart() -> None:
     assert again == t, "live and offline give the same numbers"
     live = meter.result(now=31.0)
     assert live.evaluating_s == 21.0 and live.startup_s == 10.0
+
+
+def _ev(uid: int, worker: int, t0: float, t1: float, batch: int = -1):
+    from types import SimpleNamespace
+
+    from evo_engine.search.messages import EvalState
+
+    return SimpleNamespace(task=SimpleNamespace(uid=uid), state=EvalState.COMPLETE,
+                           result=SimpleNamespace(worker=worker, t_start=t0, t_end=t1, batch=batch))
+
+
+def test_live_utilization_counts_work_in_flight() -> None:
+    # Two workers busy since 100 with nothing finished yet: 100%, not "unknown" or 0%.
+    from evo_engine.util.timing import TimingMeter
+
+    p = Progress(budget=10, running=2, started=100.0, busy_since={0: 100.0, 1: 100.0})
+    meter = TimingMeter(2, job_start=98.0)
+    line = format_line(p, workers=2, now=108.0, meter=meter, done_before=0)
+    assert "util 100%" in line, line
+    # One finished evaluation (100-104 on worker 0), worker 1 still busy since 100: busy
+    # 4 + 8 of 2 x 8 s = 75%; counting only what finished would say 25%.
+    meter.observe(0, 100.0, 104.0)
+    p = Progress(budget=10, finished=1, complete=1, running=1, started=100.0,
+                 busy_since={1: 100.0})
+    assert "util 75%" in format_line(p, workers=2, now=108.0, meter=meter, done_before=0)
+
+
+def test_a_batch_counts_its_workers_time_once() -> None:
+    # 4 members of one batch (uid 10-13, batch 10) shared 100-110 on worker 0.
+    reporter = ProgressReporter(1, stream=io.StringIO(), mode="none", job_start=100.0)
+    for uid in range(10, 14):
+        reporter.observe(_ev(uid, 0, 100.0, 110.0, batch=10))
+    reporter.observe(_ev(14, 0, 110.0, 120.0))  # alone: batch -1
+    t = reporter.meter.result()
+    assert t.busy_s == 20.0 and t.utilization == 1.0  # per member: 50 s busy in 20 s
+
+
+def test_json_mode_shows_phases_at_once_and_the_first_result() -> None:
+    out = io.StringIO()
+    reporter = ProgressReporter(0, stream=out, period=3600.0, job_start=0.0)
+    assert reporter.mode == "json", "auto on a pipe (no MPI launch): JSON lines"
+    with reporter.stage("prepare", "preparing data"):
+        pass
+    reporter.set_workers(2, done_before=0)
+    reporter(Progress(budget=10, started=0.0))  # no result yet: nothing (period not over)
+    reporter(Progress(budget=10, finished=1, complete=1, best=0.5, started=0.0))
+    reporter(Progress(budget=10, finished=2, complete=2, best=0.5, started=0.0))  # in period
+    reporter.finish(Progress(budget=10, finished=10, complete=10, best=0.1, started=0.0))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e.get("phase"), e.get("state"), e.get("finished")) for e in events] == [
+        ("phase", "prepare", "started", None), ("phase", "prepare", "finished", None),
+        ("progress", None, None, 1), ("progress", None, None, 10)]
+
+
+def test_a_long_stage_beats_and_a_failed_one_says_so() -> None:
+    import time
+
+    import pytest
+
+    out = io.StringIO()
+    reporter = ProgressReporter(0, stream=out, period=0.05, mode="json", job_start=time.time())
+    with pytest.raises(RuntimeError), reporter.stage("finalize", "finalize (uid 3)", uid=3):
+        time.sleep(0.3)
+        raise RuntimeError("boom")
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0] == {**events[0], "phase": "finalize", "state": "started", "uid": 3}
+    assert any(e["state"] == "running" for e in events[1:-1])
+    assert events[-1]["state"] == "stopped" and events[-1]["seconds"] >= 0.3
+    assert reporter.stages["finalize"] >= 0.3
+
+
+def test_progress_modes_are_chosen_explicitly() -> None:
+    term = FakeTerminal()
+    assert ProgressReporter(1, stream=term, mode="json").mode == "json"
+    assert ProgressReporter(1, stream=io.StringIO(), mode="line").tty
+    assert ProgressReporter(1, stream=term).mode == "line"
+    quiet = ProgressReporter(1, stream=io.StringIO(), mode="none")
+    quiet.phase("preparing data")
+    quiet(progress())
+    assert quiet.stream.getvalue() == ""
+
+
+def test_rank_0_of_an_mpi_job_draws_the_line_on_its_launchers_terminal(
+        tmp_path, monkeypatch) -> None:
+    # Under mpiexec, rank 0's stderr is the launcher's pipe: isatty cannot tell. The terminal
+    # is found as the launcher's stderr (here a file standing in for /dev/pts/N).
+    from evo_engine.job import progress as progress_module
+
+    fake_tty = tmp_path / "pts"
+    fake_tty.write_text("")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [str(fake_tty)])
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setenv("PMI_RANK", "0")
+    mode, stream = progress_module.choose("auto", io.StringIO())
+    assert mode == "line" and stream.name == str(fake_tty)
+    stream.close()
+    monkeypatch.setenv("PMI_RANK", "1")  # a worker rank never draws
+    assert progress_module.choose("auto", io.StringIO())[0] == "json"
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [])  # a batch job
+    assert progress_module.choose("auto", io.StringIO())[0] == "json"
+    monkeypatch.delenv("PMI_SIZE")
+    monkeypatch.delenv("PMI_RANK")
+    monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [str(fake_tty)])
+    assert progress_module.choose("auto", io.StringIO())[0] == "json", "no MPI: stderr decides"

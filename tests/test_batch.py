@@ -327,6 +327,29 @@ def test_analysis_counts_a_batch_once_in_worker_busy_time(tmp_path: Path,
     assert worker_usage(run)[0][0] == pytest.approx(one_stretch)
 
 
+def test_the_runs_own_summary_counts_a_batch_once_as_analyze_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The closing summary said "busy 10 min 32 s" where analyze said 5 min 16 s (issue 25):
+    # its live meter counted every member's copy of the batch's time.
+    import re
+
+    from evo_engine.analysis.summary import summarize
+    from evo_engine.store.reader import load_run
+    from evo_engine.util.timing import describe
+
+    printed: list[str] = []
+    monkeypatch.setenv("BATCHED_EVALS", "16")
+    monkeypatch.setenv("BATCHED_SLEEP", "0.2")
+    monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a)))
+                        if not k.get("file") else None)
+    assert main([str(BATCHED), "--workers", "0", "--run-dir", str(tmp_path / "r"),
+                 "--batch", "4", "--progress", "none"]) == 0
+    text = " ".join(" ".join(printed).split())
+    offline = describe(summarize(load_run(tmp_path / "r")).timing)
+    busy = re.search(r"busy (\d+\.\d s)", text)
+    assert busy is not None and busy.group(1) in offline, (text, offline)
+
+
 def test_a_pruned_member_stops_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_inline(tmp_path / "r", monkeypatch, BATCHED_EVALS=30, BATCHED_ASHA=1) == 0
     ev, curves = table(tmp_path / "r"), table(tmp_path / "r", "curves")

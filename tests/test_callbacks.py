@@ -99,9 +99,24 @@ def test_mlflow_logger_writes_one_run_per_evaluation(tmp_path: Path) -> None:
     cbs(record(1, fitness=None, state="PRUNED"))
     cbs.close()
     assert not cbs.failures
+    # Read back as a user would, from a fresh process with a plain environment: the store is
+    # one MLflow supports without MLFLOW_ALLOW_FILE_STORE (the file store needs it in MLflow 3).
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from mlflow.tracking import MlflowClient; c = MlflowClient("
+            "tracking_uri=sys.argv[1]); e = c.get_experiment_by_name('scen'); "
+            "print(sorted(r.data.tags['evo_engine.uid'] for r in c.search_runs([e.experiment_id])))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['0', '1']"
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").resolve().as_uri())
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("scen")
     runs = {r.data.tags["evo_engine.uid"]: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {"0", "1"}

@@ -115,3 +115,99 @@ def test_bad_data_file_exits_2_and_leaves_no_run_behind(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "not a usable 1D advection file" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "r" / "run.zarr").exists()
+
+
+PHASES = REPO / "tests" / "scenarios" / "phases.py"
+
+
+def test_a_batch_log_shows_every_phase_as_it_happens(tmp_path: Path) -> None:
+    import json
+
+    # stderr is a pipe here, as in a SLURM .out: the default is JSON lines.
+    r = evo(PHASES, "--run-dir", "r", "--workers", 1, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    _lines_fit(r.stdout, 80)
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    seen = [(e["phase"], e["state"]) if e["event"] == "phase" else ("progress", "")
+            for e in events]
+    want = [("prepare", "started"), ("prepare", "finished"), ("workers", "started"),
+            ("workers", "finished"), ("evaluating", "started"), ("progress", ""),
+            ("evaluating", "finished"), ("finalize", "started"), ("finalize", "finished")]
+    # Each phase's start is printed before its end, in the order the run goes through them
+    # (progress lines between the evaluations' start and end: the first result's, the last).
+    once = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
+    assert once == want, seen
+    finalize = next(e for e in events if e.get("phase") == "finalize" and e["state"] == "finished")
+    assert finalize["seconds"] >= 0.3
+    log = [json.loads(line)["event"] for line in (tmp_path / "r/log.jsonl").read_text().splitlines()]
+    for name in ("data_prepared", "workers_starting", "workers_ready", "worker_started",
+                 "run_started", "finalize_started", "finalize_finished", "run_finished"):
+        assert name in log, (name, log)
+    assert log.index("finalize_started") < log.index("finalize_finished") < log.index("run_finished")
+    # The summary says how long finalize took; its dozen metrics are a few lines + the CSV.
+    assert "finalize (final retraining) took" in r.stdout
+    assert "and 6 more in r/final_metrics.csv" in " ".join(r.stdout.split())
+    header = (tmp_path / "r/final_metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["uid", "fitness", "error"] and len(header) == 3 + 12
+    # --quiet: no summary, no progress; --progress json brings the progress back.
+    q = evo(PHASES, "--run-dir", "q", "--workers", 0, "--quiet", cwd=tmp_path)
+    assert q.returncode == 0 and q.stdout == "" and "{" not in q.stderr
+    j = evo(PHASES, "--run-dir", "j", "--workers", 0, "--quiet", "--progress", "json",
+            cwd=tmp_path)
+    assert j.returncode == 0 and j.stdout == "" and '"phase": "finalize"' in j.stderr
+
+
+def _lines_fit(text: str, cols: int) -> None:
+    for line in text.splitlines():
+        assert len(line) <= cols, (cols, line)
+        assert not line.rstrip().endswith("utilization"), line  # never split from its figure
+
+
+@pytest.mark.parametrize("cols", [60, 80, 120])
+def test_every_line_of_run_and_analyze_fits_the_terminal(tmp_path: Path, cols: int) -> None:
+    import os
+
+    env = {**os.environ, "COLUMNS": str(cols)}
+
+    def run(*args: object) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "evo_engine", *map(str, args)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=180, env=env)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    long_dir = "runs/a-run-directory-with-a-rather-long-name-for-a-narrow-terminal"
+    out = run(SPHERE, "--max-evals", 12, "--workers", 0, "--run-dir", long_dir).stdout
+    _lines_fit(out, cols)
+    flaky = run(FLAKY, "--run-dir", "f", "--seed", 1).stdout
+    _lines_fit(flaky, cols)
+    plots = ("--plots", "plots") if cols == 60 else ()
+    text = run("analyze", "f", "--baseline", long_dir, "--csv", "all.csv", *plots).stdout
+    _lines_fit(text, cols)
+    # The first failure's own text, not a pointer to a column.
+    flat = " ".join(text.split())
+    first = flat.split("failed evaluation(s); the first (uid ")[1]
+    assert any(why in first.split(" (every error")[0]
+               for why in ("objective exploded", "non-finite", "out of memory")), first
+    assert "baseline" in flat and "wrote 40 evaluations to all.csv" in flat
+    if plots:
+        assert "plots to plots:" in flat
+    sphere = run("analyze", long_dir).stdout
+    _lines_fit(sphere, cols)
+    assert "lr" in sphere and "activation" in sphere, "the parameters are shown at every width"
+
+
+def test_resume_with_a_lower_budget_warns(tmp_path: Path) -> None:
+    assert evo(SPHERE, "--max-evals", 20, "--workers", 0, "--run-dir", "r",
+               cwd=tmp_path).returncode == 0
+    # As if the run had a budget of 100 and was stopped after 20.
+    z = zarr.open(str(tmp_path / "r/run.zarr"), mode="r+")
+    z.attrs.update({"max_evals": 100, "status": "stopped", "stop_reason": "signal:SIGTERM"})
+    r = evo(SPHERE, "--max-evals", 30, "--workers", 0, "--run-dir", "r", "--resume",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    flat = " ".join(r.stderr.split())
+    assert "--max-evals 30 lowers the run's budget from 100 to 30 evaluations" in flat
+    assert "finished: 30/30" in r.stdout
+    low = evo(SPHERE, "--max-evals", 10, "--workers", 0, "--run-dir", "r", "--resume",
+              cwd=tmp_path)
+    assert low.returncode == 2 and "below the 30 evaluations" in low.stderr

@@ -12,6 +12,7 @@ from evo_engine.search.operators.designs import (
     default_min_distance,
     grid,
     latin_hypercube,
+    latin_hypercube_cd,
     random_sequential_addition,
     rsa_lhs,
 )
@@ -19,7 +20,7 @@ from evo_engine.search.operators.hypertiling import directions, hypertiling
 
 
 def test_registry_names() -> None:
-    assert set(DESIGNS) == {"random", "grid", "lhs", "sobol", "rsa", "rsa_lhs", "hypertiling"}
+    assert set(DESIGNS) == {"random", "grid", "lhs", "lhs_cd", "sobol", "rsa", "rsa_lhs", "hypertiling"}
 
 
 @pytest.mark.parametrize("name", sorted(DESIGNS))
@@ -48,6 +49,37 @@ def test_latin_hypercube_has_one_point_per_stratum(n: int, dim: int, seed: int) 
     for j in range(dim):
         strata = np.floor(pts[:, j] * n).astype(int)
         assert sorted(strata) == list(range(n))
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 20), dim=st.integers(1, 5), seed=st.integers(0, 2**31))
+def test_optimised_latin_hypercube_keeps_one_point_per_stratum(n: int, dim: int, seed: int) -> None:
+    pts = latin_hypercube_cd(n, dim, np.random.default_rng(seed))
+    for j in range(dim):
+        assert sorted(np.floor(pts[:, j] * n).astype(int)) == list(range(n))
+
+
+def test_optimised_latin_hypercube_is_more_even_than_plain() -> None:
+    # Centered L2 discrepancy, averaged over seeds: measured about 40% lower (0.022 vs 0.040
+    # at 20 points in 6 dimensions); asserted with a wide margin.
+    from scipy.stats import qmc
+
+    def mean_cd(name: str) -> float:
+        return float(np.mean([qmc.discrepancy(DESIGNS[name](20, 6, np.random.default_rng(s)))
+                              for s in range(10)]))
+
+    assert mean_cd("lhs_cd") < 0.8 * mean_cd("lhs")
+
+
+def test_designs_do_not_import_torch() -> None:
+    # The search part stays light (a coordinator need not load torch for a Sobol design).
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from evo_engine.search.operators.designs import DESIGNS; "
+            "DESIGNS['sobol'](8, 3, np.random.default_rng(0)); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_sobol_is_more_even_than_random() -> None:

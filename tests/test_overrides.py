@@ -41,6 +41,12 @@ def test_values_are_typed_by_the_field(sphere) -> None:
     ("islands", "expected FIELD=VALUE"),
     ("seed.x=1", "not a dict field"),
     ("operator_settings.nope=1", "operator_settings"),
+    # sphere.py runs the GA: the README's sigma0 example names the ES's setting
+    ("operator_settings.sigma0=0.2",
+     "operator 'ga' has no setting 'sigma0'; its settings: .*mutation_rate.*"
+     "'sigma0' is a setting of 'es'.*--set operator=es"),
+    ("objective_batch=x", "defined by the scenario file's code"),
+    ("batch_key=x", "defined by the scenario file's code"),
 ])
 def test_bad_values_name_the_field(sphere, item: str, match: str) -> None:
     with pytest.raises(OverrideError, match=match):
@@ -67,3 +73,27 @@ def test_cli_set_applies_and_bad_set_exits_2(tmp_path: Path) -> None:
     from evo_engine import __version__
 
     assert version.stdout.strip() == f"evo_engine {__version__}"
+
+
+def test_only_settable_fields_are_offered(sphere) -> None:
+    with pytest.raises(OverrideError) as err:
+        apply_sets(sphere, ["no_such_field=1"])
+    offered = str(err.value).split("settable fields: ")[1]
+    for name in ("objective_batch", "batch_key", "objective", "space", "prepare", "finalize"):
+        assert name not in offered.split(", ")
+    assert "islands" in offered.split(", ")
+
+
+def test_help_examples_work_on_the_scenario_they_name(sphere) -> None:
+    # The --help text's --set examples: generic fields on sphere (GA), a GA setting on it,
+    # and the ES setting together with the ES operator.
+    from evo_engine.cli.main import build_parser
+
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+                    .split())
+    assert "--set operator_settings.sigma0=0.2 on an ES scenario" in text
+    s = apply_sets(sphere, ["islands=4", "population_size=16",
+                            "operator_settings.mutation_rate=0.3"])
+    assert s.islands == 4 and s.operator_settings == {"mutation_rate": 0.3}
+    es = apply_sets(sphere, ["operator_settings.sigma0=0.2", "operator=es"])
+    assert es.operator_settings == {"sigma0": 0.2}

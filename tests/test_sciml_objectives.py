@@ -17,6 +17,7 @@ from evo_engine.sciml.metrics import METRIC_NAMES
 from evo_engine.sciml.pinn import PinnTask, pinn_test_metrics, train_pinn
 from evo_engine.sciml.training import (
     AdvectionTask,
+    TrainingDiverged,
     advection_test_metrics,
     reduce_curve,
     train_advection,
@@ -50,21 +51,23 @@ def test_last_epochs_fitness_scores_the_final_weights() -> None:
     assert len(curve) == 4 and min(curve) < sum(curve[-2:]) / 2  # min and last-2 mean differ
     assert out["fitness"] == out["val_fitness"] == pytest.approx(sum(curve[-2:]) / 2)
     assert out["val_fitness_final"] == curve[-1]
-    assert out["best_epoch"] == curve.index(min(curve))  # still recorded, no longer selected
+    assert out["best_epoch"] == curve.index(min(curve)) + 1  # 1-based, recorded, not selected
     # the validation metrics (and so the test metrics at the end) are the final weights'
     final = (out["val_rmse"] + out["val_nrmse"] + out["val_brmse"] + out["val_crmse"]) / 4
     assert final == pytest.approx(curve[-1])
 
 
-def test_last_epochs_fitness_of_a_diverged_training_is_nan() -> None:
+def test_last_epochs_fitness_of_a_diverged_training_fails() -> None:
     # no final weights worth scoring: the evaluation fails rather than keeping an early epoch
     task = tiny_task(epochs=3, fitness_last=2)
-    out = train_advection({"model": "fno", "lr": 1e-3, "scheduler_step": 1,
-                           "scheduler_gamma": 1e7}, FakeContext(seed=5), task)
-    assert math.isnan(out["fitness"]) and out["epochs_run"] == 2
+    ctx = FakeContext(seed=5)
+    with pytest.raises(TrainingDiverged, match="training diverged in epoch 2"):
+        train_advection({"model": "fno", "lr": 1e-3, "scheduler_step": 1,
+                         "scheduler_gamma": 1e7}, ctx, task)
+    assert len(ctx.reports) == 1  # epoch 1 was fine and reported
     best = train_advection({"model": "fno", "lr": 1e-3, "scheduler_step": 1,
                             "scheduler_gamma": 1e7}, FakeContext(seed=5), tiny_task(epochs=3))
-    assert math.isfinite(best["fitness"])  # the best-epoch selection keeps epoch 1
+    assert math.isfinite(best["fitness"]) and best["best_epoch"] == 1  # epoch 1 is kept
 
 
 def test_fitness_last_must_be_positive() -> None:

@@ -62,3 +62,41 @@ def test_summary_fits_80_columns_and_says_what_it_left_out(tmp_path: Path) -> No
     header = next(line for line in wide.splitlines() if line.strip().startswith("rank"))
     assert set(header.split()[7:]) == {"train_loss", "val_loss"}
     assert "left out" not in wide
+
+
+PROSE = st.lists(st.sampled_from(
+    ["wall", "time", "12", "s", "(start-up", "3.5", "utilization", "94%", "busy", "10", "min",
+     "workers", "evaluations", "/a/rather/long/path/to/a/run/directory/run.zarr", "and", "of"]),
+    min_size=1, max_size=40)
+
+
+@given(PROSE, st.integers(20, 140))
+def test_wrap_fits_and_keeps_figures_with_their_words(words, cols) -> None:
+    text = " ".join(words)
+    lines = terminal.wrap(text, cols)
+    assert all(len(line) <= cols for line in lines), lines
+    # Nothing lost or reordered (a path wider than the line is cut, not dropped).
+    assert "".join("".join(line.split()) for line in lines) == "".join(text.split())
+    # "utilization" never ends a line when its figure follows.
+    for line, nxt in zip(lines, lines[1:]):
+        if line.endswith("utilization"):
+            assert not nxt.strip()[:1].isdigit(), (line, nxt)
+
+
+def test_the_timing_line_keeps_utilization_with_its_figure() -> None:
+    from evo_engine.util.timing import Timing, describe
+
+    text = describe(Timing(startup_s=13.0, evaluating_s=316.0, busy_s=632.0, warmup_s=0.0,
+                           workers=2))
+    for cols in range(40, 130):
+        lines = terminal.wrap(text, cols)
+        assert any("utilization 100%" in line for line in lines), (cols, lines)
+        assert all(len(line) <= cols for line in lines)
+
+
+def test_a_summary_wider_than_the_terminal_becomes_records(tmp_path: Path) -> None:
+    build_run(tmp_path)
+    s = summarize(load_run(tmp_path), top=3)
+    text = format_summary(s, "r", 30)  # rank, uid, island, fitness and 3 parameters: > 30
+    assert all(len(line) <= 30 for line in text.splitlines()), text
+    assert "rank 1 uid" in text and "lr=" in text

@@ -52,6 +52,10 @@ class Summary:
     best_per_island: list[IslandBest]
     top: list[dict[str, Any]]
     final: list[dict[str, Any]] = field(default_factory=list)
+    first_error: tuple[int, str] | None = None
+    """(uid, first line of its error) of the first failed evaluation, when one failed."""
+    finalize_seconds: float | None = None
+    """How long the final retraining (``finalize``) took, when the run recorded it."""
     timing: Timing | None = None
     """Start-up, evaluating span, busy and warm-up time (``evo_engine.util.timing``)."""
 
@@ -174,6 +178,15 @@ def summarize(run: Run, top: int = 10) -> Summary:
         if b is not None:
             per_island.append(b)
     budget = run.attrs.get("max_evals")
+    first_error = None
+    failed_rows = np.flatnonzero(state == int(EvalState.FAILED))
+    if failed_rows.size and "error" in ev:
+        i = int(failed_rows[0])
+        lines = [ln.strip() for ln in str(ev["error"][i]).splitlines() if ln.strip()]
+        # A worker's text starts with the exception's own line; a bare traceback ends with it.
+        why = lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
+        first_error = (int(ev["uid"][i]), why or "(no error text recorded)")
+    finalize_s = run.attrs.get("finalize_s")
     return Summary(
         scenario=str(run.attrs.get("scenario", "?")),
         status=str(run.attrs.get("status", "")),
@@ -194,6 +207,8 @@ def summarize(run: Run, top: int = 10) -> Summary:
         best_per_island=per_island,
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
+        first_error=first_error,
+        finalize_seconds=float(finalize_s) if isinstance(finalize_s, (int, float)) else None,
         timing=timing,
     )
 
@@ -242,14 +257,17 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
     jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
     if s.timing is not None:
         lines += terminal.wrap(f"{describe_timing(s.timing)}{jobs}", cols)
+    if s.finalize_seconds is not None:
+        lines += terminal.wrap(f"finalize (final retraining) took "
+                               f"{fmt_duration(s.finalize_seconds)} after the evaluations", cols)
     if s.best is None:
         lines.append("best: none (no evaluation completed)")
     else:
-        lines.append(f"best fitness: {s.best.fitness:.6g} (uid {s.best.uid})")
+        lines += terminal.wrap(f"best fitness: {s.best.fitness:.6g} (uid {s.best.uid})", cols)
         if len(s.best_per_island) > 1 or s.islands > 1:
             for b in s.best_per_island:
-                lines.append(f"  island {b.island}: best {b.fitness:.6g} (uid {b.uid}, "
-                             f"{b.evaluations} evaluations)")
+                lines += terminal.wrap(f"  island {b.island}: best {b.fitness:.6g} (uid "
+                                       f"{b.uid}, {b.evaluations} evaluations)", cols)
     if s.top:
         params = list(s.top[0]["params"])
         metrics = list(s.top[0]["metrics"])
@@ -258,8 +276,14 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
                  *(fmt_value(t["params"][p]) for p in params),
                  *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
         lines.append("")
-        lines.append(f"top {len(s.top)} (lower fitness is better):")
+        lines += terminal.wrap(f"top {len(s.top)} (lower fitness is better):", cols)
         table, hidden = terminal.table(header, rows, keep=4 + len(params), cols=cols)
+        if max(len(line) for line in table) > cols:
+            # Even rank, uid, island, fitness and the parameters are wider than the terminal:
+            # one wrapped record per individual instead of a table.
+            table = terminal.records(header[:4 + len(params)], [r[:4 + len(params)] for r in rows],
+                                     cols, lead=4)
+            hidden = len(metrics)
         lines += table
         if hidden:
             lines += terminal.wrap(
@@ -278,8 +302,11 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
                                          shown or ["none"], cols)
     if c.get("FAILED"):
         lines.append("")
-        lines += terminal.wrap(f"{c['FAILED']} failed evaluation(s); their errors are in the "
-                               "`error` column (--csv exports it)", cols)
+        lines += terminal.wrap(f"{c['FAILED']} failed evaluation(s); the first (uid "
+                               f"{s.first_error[0]}): {s.first_error[1]}" if s.first_error else
+                               f"{c['FAILED']} failed evaluation(s)", cols)
+        lines += terminal.wrap("(every error text is in the `error` column: --csv exports it)",
+                               cols)
     return "\n".join(lines)
 
 

@@ -76,6 +76,13 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
     from evo_engine.analysis.export import write_csv
     from evo_engine.analysis.summary import compare_with_baseline, format_summary, summarize
     from evo_engine.store.reader import load_run
+    from evo_engine.util import terminal
+
+    cols = terminal.width()
+
+    def say(text: str) -> None:  # every line within the terminal's width
+        for line in terminal.wrap(text, cols):
+            print_fn(line)
 
     run = load_run(args.run_dir)
     baseline = load_run(args.baseline) if args.baseline is not None else None
@@ -94,18 +101,20 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
             raise AnalyzeError(f"baseline {args.baseline} has no recorded evaluations")
         print_fn("")
         if baseline.attrs.get("scenario") != run.attrs.get("scenario"):
-            print_fn(f"note: baseline {args.baseline} ran scenario "
-                     f"{baseline.attrs.get('scenario')!r}, not {run.attrs.get('scenario')!r}")
+            say(f"note: baseline {args.baseline} ran scenario "
+                f"{baseline.attrs.get('scenario')!r}, not {run.attrs.get('scenario')!r}")
         if run.n:
-            print_fn(compare_with_baseline(run, baseline, str(args.baseline)))
+            say(compare_with_baseline(run, baseline, str(args.baseline)))
     if args.csv is not None:
         rows = write_csv(run, args.csv, top=args.top)
-        print_fn(f"wrote {rows} evaluations to {args.csv}")
+        say(f"wrote {rows} evaluations to {args.csv}")
     if args.plots is not None:
         from evo_engine.analysis.plots import make_plots
 
         paths = make_plots(run, args.plots, baseline=baseline, fmt=args.fmt)
-        print_fn(f"wrote {len(paths)} plots to {args.plots}: " + ", ".join(p.name for p in paths))
+        for line in terminal.wrap_items(f"wrote {len(paths)} plots to {args.plots}:",
+                                        [p.name for p in paths], cols):
+            print_fn(line)
     if run.damage:
         raise AnalyzeError(
             f"the run store in {args.run_dir} is damaged; the above covers only the "

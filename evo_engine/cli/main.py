@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("scenario", type=Path, help="scenario .py file")
     run.add_argument("--run-dir", type=Path, help="where run.zarr and log.jsonl go (default runs/<scenario name>)")
-    run.add_argument("--max-evals", type=positive_int, help="evaluation budget (overrides the scenario)")
+    run.add_argument("--max-evals", type=positive_int,
+                     help="evaluation budget (overrides the scenario); with --resume it may "
+                          "extend the run's budget, or lower it with a warning (never below "
+                          "what the run holds)")
     run.add_argument("--max-time", type=positive_float, metavar="S",
                      help="wall-clock limit for this job in seconds, from its start (data and "
                           "worker start-up included): evaluations that cannot finish in time "
@@ -76,10 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "at every snapshot (default), after every write, or never")
     run.add_argument("--resume", action="store_true", help="continue the stopped run in --run-dir")
     run.add_argument("--force", action="store_true", help="start over in a non-empty --run-dir")
-    run.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    run.add_argument("--quiet", action="store_true",
+                     help="no summary at the end, and no progress unless --progress asks")
+    run.add_argument("--progress", choices=("auto", "line", "json", "none"), default=None,
+                     help="how progress shows on stderr: a live line redrawn in place, JSON "
+                          "lines (each phase as it starts and ends, the first result, then "
+                          "every 60 s: for batch logs), or nothing. auto (the default): the "
+                          "line on a terminal (also rank 0's under mpiexec), JSON otherwise")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE",
                      help="set a scenario field, checked like the scenario file's own value "
-                          "(repeatable): --set islands=4 --set operator_settings.sigma0=0.2")
+                          "(repeatable), e.g. --set islands=4 --set population_size=16; "
+                          "operator settings by key: --set operator_settings.sigma0=0.2 on an "
+                          "ES scenario, operator_settings.mutation_rate=0.3 on a GA one")
     run.add_argument("--callback", dest="callbacks", action="append", default=[], metavar="NAME",
                      help="log every finished evaluation to tensorboard, mlflow or wandb "
                           "(offline), or your own module:factory (repeatable)")
@@ -134,7 +145,7 @@ def _main(argv: list[str] | None) -> int:
             scenario=args.scenario, run_dir=args.run_dir, max_evals=args.max_evals,
             max_time=args.max_time, seed=args.seed, workers=args.workers, preset=args.preset,
             sync=args.sync, force=args.force, resume=args.resume, quiet=args.quiet,
-            batch=args.batch,
+            progress=args.progress, batch=args.batch,
             sets=tuple(args.sets), warm_start=args.warm_start, callbacks=tuple(args.callbacks),
             fsync=args.fsync,
         )

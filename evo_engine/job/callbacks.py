@@ -6,7 +6,11 @@ A scenario's ``callbacks`` field (or ``--callback NAME``, repeatable) names them
   one HParams entry per complete evaluation, in ``RUN_DIR/tensorboard`` (torch's
   ``SummaryWriter``; needs the ``tensorboard`` package: ``pip install evo-engine[tensorboard]``).
 * ``mlflow``: one MLflow run per evaluation (params, metrics, tags) in an experiment named after
-  the scenario, in a local file store ``RUN_DIR/mlruns`` (no server; ``evo-engine[mlflow]``).
+  the scenario, in a SQLite store ``RUN_DIR/mlflow.db`` (no server; ``evo-engine[mlflow]``,
+  which brings mlflow-skinny, SQLAlchemy and Alembic). Read it with ``MlflowClient(
+  tracking_uri="sqlite:///RUN_DIR/mlflow.db")``; its web UI needs the full ``mlflow`` package
+  (``pip install mlflow``; mlflow-skinny has no Flask): ``mlflow ui --backend-store-uri
+  sqlite:///RUN_DIR/mlflow.db``.
 * ``wandb``: one offline W&B run for the whole search, one ``log`` per evaluation, under
   ``RUN_DIR/wandb`` (``wandb sync`` uploads it later; ``evo-engine[wandb]``).
 * ``module:factory``: your own: ``factory(run_dir: Path, scenario: str)`` returns an object
@@ -32,6 +36,9 @@ from typing import Any, Protocol
 from evo_engine.errors import InputError
 
 BUILTIN = ("tensorboard", "mlflow", "wandb")
+NEEDS = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy", "alembic"),
+         "wandb": ("wandb",)}
+"""The packages each built-in logger imports (checked before the run starts)."""
 
 
 class CallbackError(InputError):
@@ -124,19 +131,29 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+def mlflow_uri(run_dir: Path) -> str:
+    """The tracking URI of a run's MLflow store: SQLite in ``RUN_DIR/mlflow.db``.
+
+    Not the ``mlruns`` file store: MLflow 3 keeps that in maintenance mode and refuses to read
+    it without ``MLFLOW_ALLOW_FILE_STORE=true``."""
+    return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+
+
 class MLflowLogger:
-    """One MLflow run per evaluation in a local file store (``RUN_DIR/mlruns``)."""
+    """One MLflow run per evaluation in a SQLite store (``RUN_DIR/mlflow.db``)."""
 
     def __init__(self, run_dir: Path, scenario: str) -> None:
-        _need("mlflow", "mlflow")
-        import os
+        for module in NEEDS["mlflow"]:
+            _need(module, "mlflow")
+        import logging
 
-        # MLflow 3 keeps the file store in maintenance mode behind this switch; it is still
-        # the only backend that needs neither a server nor a database driver.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # Creating the store's tables logs INFO lines to stderr, through the live line.
+        for name in ("mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
-        self.uri = (Path(run_dir) / "mlruns").resolve().as_uri()
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.uri = mlflow_uri(run_dir)
         self.client = MlflowClient(tracking_uri=self.uri)
         exp = self.client.get_experiment_by_name(scenario)
         self.experiment = exp.experiment_id if exp else self.client.create_experiment(scenario)
@@ -208,11 +225,10 @@ def _factory(name: str) -> Callable[[Path, str], Any]:
 
 def check_callbacks(names: Iterable[str]) -> None:
     """Refuse unknown names and missing packages before a run touches anything."""
-    needs = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
     for name in names:
         _factory(name)
-        if name in needs:
-            _need(needs[name], name)
+        for module in NEEDS.get(name, ()):
+            _need(module, name)
 
 
 class CallbackSet:

@@ -64,6 +64,9 @@ class Progress:
     best: float | None = None
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.time)
+    busy_since: dict[int, float] = field(default_factory=dict)
+    """worker -> when it was given the work it is doing now: the live utilization counts
+    work in flight, not only finished evaluations."""
 
     def utilization(self, workers: int, now: float) -> float:
         wall = max(now - self.started, 1e-9)
@@ -160,6 +163,7 @@ class Coordinator:
                     return
                 heapq.heappop(idle)
                 self.busy[w] = {task.uid}
+                self.progress.busy_since[w] = self.clock()
                 self.running += 1
                 if self.on_task:
                     self.on_task(task)
@@ -170,6 +174,7 @@ class Coordinator:
                 return
             heapq.heappop(idle)
             self.busy[w] = {t.uid for t in tasks}
+            self.progress.busy_since[w] = self.clock()
             self.running += len(tasks)
             self.transport.submit_batch(w, tasks)
 
@@ -276,6 +281,7 @@ class Coordinator:
                     self.running -= 1
                     if not held:
                         del self.busy[r.worker]
+                        self.progress.busy_since.pop(r.worker, None)
                         if self.idle is not None:
                             heapq.heappush(self.idle, r.worker)
                 outcome, ev = eng.tell(r)

@@ -20,8 +20,13 @@ from pydantic import TypeAdapter, ValidationError
 from evo_engine.errors import InputError
 from evo_engine.scenario import Scenario, validate_scenario
 
-NOT_SETTABLE = ("space", "objective", "prepare", "finalize")
+NOT_SETTABLE = ("space", "objective", "prepare", "finalize", "objective_batch", "batch_key")
 """Fields that hold Python objects: a scenario file's business, not a command line's."""
+
+
+def settable_fields() -> list[str]:
+    """The fields ``--set`` accepts (and offers in its messages)."""
+    return [f for f in Scenario.model_fields if f not in NOT_SETTABLE]
 
 
 class OverrideError(InputError):
@@ -59,7 +64,7 @@ def _field_name(name: str) -> str:
         raise OverrideError(f"--set {name}=...: {name!r} is defined by the scenario file's code "
                             f"and cannot be set from the command line")
     if name not in Scenario.model_fields:
-        settable = [f for f in Scenario.model_fields if f not in NOT_SETTABLE]
+        settable = settable_fields()
         close = difflib.get_close_matches(name, settable, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise OverrideError(f"--set {name}=...: {name!r} is not a scenario field{hint}; "
@@ -85,7 +90,31 @@ def parse_sets(scenario: Scenario, items: Sequence[str]) -> dict[str, Any]:
             changes[field] = {**current, key: _json_or_text(text)}
         else:
             changes[field] = _typed(field, text)
+    _check_operator_keys(scenario, changes, items)
     return changes
+
+
+def _check_operator_keys(scenario: Scenario, changes: dict[str, Any],
+                         items: Sequence[str]) -> None:
+    """Name the operator that lacks a ``--set operator_settings.KEY`` (after every item, so
+    ``--set operator=es`` may come before or after), and the operators that have KEY."""
+    from evo_engine.search.operators import OPERATORS
+
+    operator = str(changes.get("operator", scenario.operator))
+    if operator not in OPERATORS:
+        return  # the scenario's own validation names the unknown operator
+    known = OPERATORS[operator].Settings.model_fields
+    for item in items:
+        name = item.partition("=")[0].strip()
+        field, dot, key = name.partition(".")
+        if field != "operator_settings" or not dot or key in known:
+            continue
+        others = sorted(n for n, op in OPERATORS.items() if key in op.Settings.model_fields)
+        where = (f"; {key!r} is a setting of {', '.join(map(repr, others))} (add --set "
+                 f"operator={others[0]})" if others else "")
+        raise OverrideError(
+            f"--set {item}: the scenario's operator {operator!r} has no setting {key!r}; its "
+            f"settings: {', '.join(known) or 'none'}{where}")
 
 
 def apply_sets(scenario: Scenario, items: Sequence[str]) -> Scenario:

@@ -48,10 +48,14 @@ from evo_engine.transports.local import LocalTransport
 from evo_engine.transports.worker import FINALIZE, cuda_available
 from evo_engine.util import terminal
 from evo_engine.util.timing import describe as describe_timing
+from evo_engine.util.timing import fmt_seconds
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
-RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "wandb",
-                 JOURNAL_NAME)
+FINAL_CSV = "final_metrics.csv"
+"""Every final metric of the best individuals (the summary shows a few: ``FINAL_SHOWN``)."""
+FINAL_SHOWN = 6
+RUN_ARTIFACTS = ("run.zarr", "log.jsonl", "scratch", "tensorboard", "mlruns", "mlflow.db",
+                 "wandb", FINAL_CSV, JOURNAL_NAME)
 
 
 class UsageError(InputError):
@@ -71,6 +75,9 @@ class RunOptions:
     force: bool = False
     resume: bool = False
     quiet: bool = False
+    progress: str | None = None
+    """``--progress auto|line|json|none`` (evo_engine.job.progress); None: none with --quiet,
+    else auto."""
     batch: int | None = None
     sets: tuple[str, ...] = ()
     """``--set field=value`` items (evo_engine.job.overrides), applied before the flags above."""
@@ -259,6 +266,12 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
         raise UsageError(
             f"--max-evals {budget} is below the {finished} evaluations the run already holds"
         )
+    before = int(attrs["max_evals"])
+    if budget < before and attrs.get("status") != "finished":
+        # Allowed (the way to end a run early), never silent: the run's own budget shrinks.
+        warn(f"--max-evals {budget} lowers the run's budget from {before} to {budget} "
+             f"evaluations (it holds {finished}): this job stops at {budget}, and so does a "
+             "later --resume without --max-evals")
     if attrs.get("status") == "finished" and budget <= finished:
         raise AlreadyFinished(
             f"the run in {run_dir} already finished all {finished} evaluations: nothing to "
@@ -328,17 +341,19 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     plan = plan_run(run_dir, opts, made_dir=lock.made_dir)
     checked = check_resume(run_dir, scenario, opts, preset, early_warn) if plan.resume else None
     rundir.check_writable(run_dir)
-    reporter = ProgressReporter(0, quiet=opts.quiet, job_start=job_start)
+    reporter = ProgressReporter(0, mode=progress_mode(opts), job_start=job_start)
     if scenario.prepare is not None:
         # Before anything is written: a bad data file leaves the run directory untouched.
-        reporter.phase("preparing data")
-        scenario.prepare()
+        with reporter.stage("prepare", "preparing data"):
+            scenario.prepare()
     writing.append(True)
     lock.claim()
     if plan.note:
         print(f"evo_engine: note: {plan.note}", file=sys.stderr)
     rundir.clear(run_dir, plan.clear)
     log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
+    if "prepare" in reporter.stages:  # the log did not exist yet when it started
+        log.info("data_prepared", seconds=round(reporter.stages["prepare"], 3))
     for message in [plan.note, *notes]:
         if message:
             log.warning("resume_warning", message=message)
@@ -386,11 +401,15 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                 keep_fds=lock.fds(),
                 on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
         recorder.record_migrations(replayed)
+        log.info("workers_starting", workers=workers)
         try:
-            reporter.phase(f"starting {workers or 'inline'} worker{'s' if workers != 1 else ''}")
-            infos = transport.start()
+            with reporter.stage("workers", f"starting {workers or 'inline'} "
+                                           f"worker{'s' if workers != 1 else ''}"):
+                infos = transport.start()
         except WorkerStartError as exc:
             raise UsageError(str(exc)) from None
+        log.info("workers_ready", workers=transport.n_workers,
+                 seconds=round(reporter.stages.get("workers", 0.0), 3))
         # Up to here a stop signal raised StopBeforeStart; from now on the loop polls for it.
         stop.install()
         startup.started()
@@ -427,13 +446,44 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     callbacks.close()
     journal.close()
     finished = reason == "finished"
+    extra: dict[str, Any] = {"final": final} if final else {}
+    if "finalize" in reporter.stages:
+        extra["finalize_s"] = round(reporter.stages["finalize"], 3)
     _shutdown(transport, recorder, "finished" if finished else "stopped", reason,
-              trim=finished, **({"final": final} if final else {}))
+              trim=finished, **extra)
+    if final:
+        try:
+            write_final_csv(run_dir / FINAL_CSV, final)
+        except OSError as exc:  # the store holds them all the same (its `final` attribute)
+            warn(f"could not write {run_dir / FINAL_CSV} ({exc.strerror}); the final metrics "
+                 "are in the run store (`analyze` shows them)")
     stop.restore()
     log.info("run_finished", reason=reason, finished=engine.n_finished,
              best=engine.best.fitness if engine.best else None)
     _print_summary(print_fn, scenario, engine, coord, reason, run_dir, final, reporter)
     return EXIT_OK if finished else EXIT_STOPPED
+
+
+def progress_mode(opts: RunOptions) -> str:
+    """What ``--progress`` and ``--quiet`` ask for (``--quiet`` alone: no progress either)."""
+    if opts.progress is not None:
+        return opts.progress
+    return "none" if opts.quiet else "auto"
+
+
+def write_final_csv(path: Path, final: list[dict[str, Any]]) -> None:
+    """One row per finalized individual: uid, fitness, error, then every final metric."""
+    import csv
+
+    names = sorted({k for f in final for k in (f.get("metrics") or {})})
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["uid", "fitness", "error", *names])
+        for f in final:
+            m = f.get("metrics") or {}
+            error = (f.get("error") or "").strip().splitlines()
+            out.writerow([f["uid"], f["fitness"], error[0] if error else "",
+                          *(m.get(k, "") for k in names)])
 
 
 def _shutdown(transport: Transport, recorder: Recorder | RecorderProcess, status: str,
@@ -486,7 +536,7 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
              workers=n_workers, islands=scenario.islands, operator=scenario.operator,
              sync=scenario.sync, resumed=opts.resume, finished_before=engine.n_finished)
     if reporter is None:
-        reporter = ProgressReporter(n_workers, quiet=opts.quiet)
+        reporter = ProgressReporter(n_workers, mode=progress_mode(opts))
     reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
                         on_task=on_task, on_tick=reporter, stop_check=stop_check,
@@ -497,8 +547,11 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
     coord.progress.failed = engine.n_finished - coord.progress.complete - coord.progress.pruned
     coord.progress.best = engine.best.fitness if engine.best else None
     coord.progress.budget = engine.max_evals
-    reason = coord.run()
-    reporter.finish(coord.progress)
+    job = journal.job if journal is not None else 1
+    with reporter.stage("evaluating", "waiting for the first results", heartbeat=False,
+                        job=job, budget=engine.max_evals, finished_before=engine.n_finished):
+        reason = coord.run()
+        reporter.finish(coord.progress)
     if engine.dedupe.exhausted:
         log.warning("space_exhausted", message=engine.dedupe.exhausted, finished=engine.n_finished)
         print(f"evo_engine: warning: {engine.dedupe.exhausted}", file=sys.stderr)
@@ -506,41 +559,69 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
     recorder.snapshot(engine.get_state())
     final: list[Any] = []
     if reason == "finished" and engine.best is not None and scenario.finalize is not None:
-        log.info("finalize_started")
-        final = run_finalize(transport, engine)
+        log.info("finalize_started", uid=engine.best.uid)
+        # Its own phase: a final retraining can take as long as the run's longest evaluation.
+        with reporter.stage("finalize", f"finalize (retraining uid {engine.best.uid})",
+                            uid=engine.best.uid):
+            final = run_finalize(transport, engine)
+        log.info("finalize_finished", seconds=round(reporter.stages["finalize"], 3),
+                 failed=sum(1 for f in final if f["error"]))
     return reason, coord, final
 
 
 def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: Engine,
                    coord: Coordinator, reason: str, run_dir: Path,
                    final: list[dict[str, Any]], reporter: ProgressReporter) -> None:
+    """The closing lines: every one fits the terminal (``evo_engine.util.terminal``)."""
+    cols = terminal.width()
+
+    def say(text: str) -> None:
+        for line in terminal.wrap(text, cols):
+            print_fn(line)
+
     failed = engine.counts[EvalState.FAILED]
     pruned = engine.counts[EvalState.PRUNED]
     pruned_text = f", {pruned} pruned" if pruned else ""
     head = "finished" if reason == "finished" else f"stopped ({reason}); continue with --resume"
-    print_fn(
-        f"{head}: {engine.n_finished}/{engine.max_evals} evaluations "
-        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text})"
-    )
+    say(f"{head}: {engine.n_finished}/{engine.max_evals} evaluations "
+        f"({engine.counts[EvalState.COMPLETE]} complete, {failed} failed{pruned_text})")
     # The same definition `analyze` uses (evo_engine.util.timing); this job's evaluations only.
-    for line in terminal.wrap(describe_timing(reporter.meter.result()), terminal.width()):
-        print_fn(line)
+    say(describe_timing(reporter.meter.result()))
+    if "finalize" in reporter.stages:
+        took = reporter.stages["finalize"]
+        total = time.time() - reporter.meter.job_start if reporter.meter.job_start else None
+        say(f"finalize (final retraining) took {fmt_seconds(took)} after the evaluations"
+            + (f"; the job took {fmt_seconds(total)} in all" if total else ""))
     best = engine.best
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")
     else:
-        print_fn(f"best fitness {best.fitness:.6g} (uid {best.uid}, island {best.island})")
+        say(f"best fitness {best.fitness:.6g} (uid {best.uid}, island {best.island})")
         for name, value in engine.space.decode(best.genome).items():
-            print_fn(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
+            say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
     for f in final:
         if f["error"]:
-            print_fn(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")
-        else:
-            shown = [f"{k}={v:.4g}" for k, v in sorted(f["metrics"].items())]
-            for line in terminal.wrap_items(f"final metrics of uid {f['uid']}:", shown,
-                                            terminal.width()):
-                print_fn(line)
-    print_fn(f"run store: {RunStore.location(run_dir)}")
+            say(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")
+            continue
+        metrics = f["metrics"]
+        shown = [f"{k}={metrics[k]:.4g}" for k in headline_metrics(metrics)]
+        for line in terminal.wrap_items(f"final metrics of uid {f['uid']}:", shown, cols):
+            print_fn(line)
+        if len(metrics) > len(shown):  # a path may be long: prose, wrapped (and cut) to fit
+            say(f"    and {len(metrics) - len(shown)} more in {run_dir / FINAL_CSV}")
+    say(f"run store: {RunStore.location(run_dir)}")
+
+
+def headline_metrics(metrics: dict[str, Any], n: int = FINAL_SHOWN) -> list[str]:
+    """The few final metrics the summary shows: test fitness and errors before the rest."""
+    def rank(name: str) -> tuple[int, str]:
+        order = ("test_fitness", "fitness", "test_", "val_fitness")
+        for i, prefix in enumerate(order):
+            if name == prefix or (prefix.endswith("_") and name.startswith(prefix)):
+                return i, name
+        return len(order), name
+
+    return sorted(metrics, key=rank)[:n]
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_OK", "EXIT_STOPPED", "RunOptions",

@@ -12,9 +12,9 @@ and the model runs under ``vmap``, so a GPU does one launch where K single train
 Members are grouped by :func:`advection_batch_key` (model kind, architecture, activation and
 batch size: what fixes the shapes); groups are trained one after another. After every epoch each
 member reports its validation fitness through its own ``ctx.report``; a member whose training
-loss became NaN/inf (diverged) or whose ``ctx.should_stop()`` is true (pruned) leaves the stack,
-the others go on. A diverged member returns the record a single training returns (best epoch so
-far, or NaN fitness); a pruned one returns ``StopEvaluation()``; a member whose parameters are
+loss became NaN/inf or exploded (diverged, ``training.divergence``) or whose ``ctx.should_stop()``
+is true (pruned) leaves the stack, the others go on. A diverged member returns what a single
+training gives (the record of its best epoch so far, or ``TrainingDiverged``); a pruned one returns ``StopEvaluation()``; a member whose parameters are
 invalid returns the exception, and an exception while a group trains is returned for each
 member of that group. Results are equal to single trainings up to floating-point rounding
 (vmap batches the convolutions as grouped convolutions); ``tests/test_sciml_batched.py`` states
@@ -88,12 +88,17 @@ class _Member:
     epochs_run: int = 0
     train_loss: float = math.nan
     best_fitness: float = math.inf
-    best_epoch: int = -1
+    best_epoch: int = 0
+    """Epochs behind the kept weights (1-based, like the reports' steps); 0 = none kept."""
+    first_loss: float = math.nan
+    """The first mini-batch's loss: the divergence guard's reference (``training.divergence``)."""
     best_metrics: dict[str, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     curve: list[float] = field(default_factory=list)
     last_metrics: dict[str, float] | None = None
     outcome: str = ""  # "", "diverged", "pruned", "done"
+    diverged: str = ""
+    """Why it diverged (``training.divergence``), when it did."""
 
 
 def _rollout_stack(
@@ -166,6 +171,10 @@ def _train_epoch_stack(
         loss.sum().backward()  # members' parameters are disjoint: each gets its own gradient
         stack.adam_step(lrs, decays)
         total += loss.detach().double()
+        if batches == 0:
+            for m, first in zip(members, total.tolist(), strict=True):
+                if math.isnan(m.first_loss):
+                    m.first_loss = first
         batches += 1
     return (total / max(batches, 1)).tolist()
 
@@ -177,19 +186,17 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
             task: AdvectionTask, device: str, start: float) -> dict[str, float]:
     """The record ``train_advection`` returns, for a member leaving the stack at ``row``."""
     keep_best = task.fitness_last is None
-    diverged = member.outcome == "diverged"
+    # A diverged member gets here only with a best epoch kept (``_leave``), as in fit().
     if keep_best and member.best_state is not None:
         metrics = member.best_metrics or {}
-    elif keep_best or diverged or member.last_metrics is None:
+    elif keep_best or member.last_metrics is None:
         # the final weights, as they are (fit() scores them the same way)
         model = stack.member_model(row, None, device)
         metrics = evaluate(model, val["u"], val["grid"], task)
     else:
         metrics = member.last_metrics
     fitness = reduce_curve(member.curve, task.fitness_last)
-    if diverged and not keep_best:
-        fitness = math.nan
-    elif not math.isfinite(fitness):
+    if not math.isfinite(fitness):
         fitness = advection_fitness(metrics)
     return {
         "fitness": float(fitness),
@@ -233,8 +240,10 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
             if (epoch + 1) % m.step_size == 0:
                 m.lr *= m.gamma
             m.epochs_run, m.train_loss = epoch + 1, loss
-            if not math.isfinite(loss):
-                m.outcome = "diverged"  # as fit(): no report, the best epoch so far is kept
+            why = training.divergence(loss, m.first_loss, epoch + 1)
+            if why is not None:
+                # as fit(): no report; the best epoch so far is kept, or the member FAILED
+                m.outcome, m.diverged = "diverged", why
         active = _leave(active, stack, results, val, task, device, start)
         if not active:
             break
@@ -245,7 +254,7 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
             m.last_metrics = metrics
             m.ctx.report(epoch + 1, fitness)  # step = epochs completed, as fit() reports
             if math.isfinite(fitness) and fitness < m.best_fitness:
-                m.best_fitness, m.best_epoch, m.best_metrics = fitness, epoch, metrics
+                m.best_fitness, m.best_epoch, m.best_metrics = fitness, epoch + 1, metrics
                 if task.fitness_last is None:  # only the best-epoch selection needs its weights
                     m.best_state = stack.member_state(row)
             if m.ctx.should_stop():
@@ -266,6 +275,8 @@ def _leave(active: list[_Member], stack: StackedModels, results: list[Any],
     for row, m in enumerate(active):
         if m.outcome == "pruned":
             results[m.index] = StopEvaluation()
+        elif m.diverged and m.best_state is None:
+            results[m.index] = training.TrainingDiverged(m.diverged)
         elif m.outcome:
             results[m.index] = _finish(m, stack, row, val, task, device, start)
     if keep:

@@ -109,7 +109,7 @@ def _fit(
         model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"])
     )
     batch_size = max(1, int(p["batch_size"]))
-    best: dict[str, Any] = {"error": math.inf, "epoch": -1, "state": None, "scores": None}
+    best: dict[str, Any] = {"error": math.inf, "epoch": 0, "state": None, "scores": None}
     start = time.perf_counter()
     train_loss = math.nan
     for epoch in range(task.epochs):
@@ -126,7 +126,7 @@ def _fit(
         scores = _score(model, *data["val"])
         ctx.report(epoch + 1, scores["error"])  # step = epochs completed
         if scores["error"] < best["error"]:
-            best.update(error=scores["error"], epoch=epoch, scores=scores)
+            best.update(error=scores["error"], epoch=epoch + 1, scores=scores)  # 1-based, as reports
             best["state"] = copy.deepcopy(model.state_dict())
         if not math.isfinite(train_loss) or ctx.should_stop():
             break

@@ -70,6 +70,30 @@ PDEBENCH_DEFAULTS: dict[str, Any] = {
 }
 """PDEBench's ``config_Adv.yaml`` hyperparameters for the U-Net and the FNO."""
 
+EXPLOSION = 1e6
+"""An epoch whose mean training loss exceeds this multiple of the training's first mini-batch
+loss has diverged: the weights have left any basin the validation could rank (a batched
+training at lr 0.0763 reached fitness 3.8e26 and was recorded as COMPLETE)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite or exploded before any epoch could be kept: the
+    evaluation is FAILED with this message (single and batched trainings alike)."""
+
+
+def divergence(train_loss: float, first_loss: float, epoch: int) -> str | None:
+    """Why the training diverged in ``epoch`` (1-based), or None while it has not.
+
+    One rule for ``fit`` and the batched trainer: a non-finite epoch loss, or one above
+    ``EXPLOSION`` times the first mini-batch's loss."""
+    if not math.isfinite(train_loss):
+        return f"training diverged in epoch {epoch}: the training loss is {train_loss}"
+    if math.isfinite(first_loss) and first_loss > 0 and train_loss > EXPLOSION * first_loss:
+        return (f"training diverged in epoch {epoch}: the training loss {train_loss:.3g} is over "
+                f"{EXPLOSION:g} times its first mini-batch's {first_loss:.3g}")
+    return None
+
+
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -269,8 +293,12 @@ def train_epoch(
     batch_size: int,
     task: AdvectionTask,
     generator: torch.Generator,
+    first_loss: list[float] | None = None,
 ) -> float:
-    """One epoch of autoregressive training; returns the mean rollout loss per batch."""
+    """One epoch of autoregressive training; returns the mean rollout loss per batch.
+
+    An empty ``first_loss`` list receives the first mini-batch's loss (the divergence
+    guard's reference)."""
     model.train()
     nt = min(task.t_train or train.shape[1], train.shape[1])
     s = task.initial_step
@@ -297,6 +325,8 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
+        if first_loss is not None and not first_loss:
+            first_loss.append(total)
         batches += 1
     return total / max(batches, 1)
 
@@ -337,18 +367,23 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
     net = compile_step(model, task.compile_mode) if task.compile else model
     keep_best = task.fitness_last is None
     curve: list[float] = []
-    best: dict[str, Any] = {"fitness": math.inf, "epoch": -1, "state": None, "metrics": None}
+    best: dict[str, Any] = {"fitness": math.inf, "epoch": 0, "state": None, "metrics": None}
     last_metrics: dict[str, float] | None = None
     start = time.perf_counter()
-    epochs_run, train_loss, diverged = 0, math.nan, False
+    epochs_run, train_loss = 0, math.nan
+    first_loss: list[float] = []
     for epoch in range(task.epochs):
         train_loss = train_epoch(
-            net, optimizer, train["u"], train["grid"], batch_size, task, generator
+            net, optimizer, train["u"], train["grid"], batch_size, task, generator, first_loss
         )
         scheduler.step()
         epochs_run = epoch + 1
-        if not math.isfinite(train_loss):
-            diverged = True
+        diverged = divergence(train_loss, first_loss[0] if first_loss else math.nan, epochs_run)
+        if diverged is not None:
+            # Scored on its final weights (fitness_last), a diverged training has nothing to
+            # score; with a best-epoch checkpoint it keeps the best epoch so far, if any.
+            if not keep_best or best["state"] is None:
+                raise TrainingDiverged(diverged)
             break  # further epochs cannot recover
         metrics = evaluate(net, val["u"], val["grid"], task)
         fitness = advection_fitness(metrics)
@@ -356,7 +391,8 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         last_metrics = metrics
         ctx.report(epoch + 1, fitness)  # step = epochs completed, as pruner rungs count them
         if math.isfinite(fitness) and fitness < best["fitness"]:
-            best.update(fitness=fitness, epoch=epoch, metrics=metrics)
+            # 1-based like the reports' steps: the number of epochs behind the kept weights.
+            best.update(fitness=fitness, epoch=epoch + 1, metrics=metrics)
             if keep_best:
                 best["state"] = copy.deepcopy(model.state_dict())
         if ctx.should_stop():
@@ -364,14 +400,12 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
     if keep_best and best["state"] is not None:
         model.load_state_dict(best["state"])
         metrics = best["metrics"]
-    elif keep_best or diverged or last_metrics is None:
+    elif keep_best or last_metrics is None:
         metrics = evaluate(model, val["u"], val["grid"], task)  # the final weights, as they are
     else:
         metrics = last_metrics
     fitness = reduce_curve(curve, task.fitness_last)
-    if diverged and not keep_best:
-        fitness = math.nan  # the final weights are not finite: nothing to keep
-    elif not math.isfinite(fitness):
+    if not math.isfinite(fitness):
         fitness = advection_fitness(metrics)
     record: dict[str, Any] = {
         "fitness": float(fitness),

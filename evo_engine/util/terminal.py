@@ -7,6 +7,7 @@ nothing is wider than the terminal (``shutil.get_terminal_size``, which honours 
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 
@@ -18,10 +19,25 @@ def width() -> int:
     return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
 
 
+_GLUE = "\x1f"
+"""Stands for a space that must not become a line break while ``wrap`` works."""
+_KEEP_TOGETHER = re.compile(
+    r"(?<=[A-Za-z:]) (?=[-(]?\d)|(?<=\d) (?=(?:%|s|ms|min|h|complete|failed|pruned"
+    r"|evaluations?|workers?|jobs?|columns?)\b)")
+"""A word and the number after it ("utilization 94%", "busy 10 min"), and a number and its
+unit or noun ("32 s", "4 failed"): a break there reads as two unrelated fragments. Only
+these nouns, so that a record's "uid 54 island 0 fitness 0.1" does not become one word."""
+
+
 def wrap(text: str, cols: int, indent: str = "    ") -> list[str]:
-    """``text`` broken at spaces into lines of at most ``cols`` characters (never mid-word)."""
-    return textwrap.wrap(text, max(cols, 20), subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False) or [""]
+    """``text`` broken at spaces into lines of at most ``cols`` characters (``cols`` >= 20).
+
+    A word and its number, and a number and its unit, stay on one line; a single word
+    longer than a line (a path) is cut, so that no line is wider than the terminal."""
+    glued = _KEEP_TOGETHER.sub(_GLUE, text)
+    lines = textwrap.wrap(glued, max(cols, 20), subsequent_indent=indent,
+                          break_long_words=True, break_on_hyphens=False)
+    return [line.replace(_GLUE, " ") for line in lines] or [""]
 
 
 def wrap_items(head: str, items: list[str], cols: int, indent: str = "    ") -> list[str]:
@@ -61,4 +77,17 @@ def table(header: list[str], rows: list[list[str]], keep: int | None = None,
     return out, len(header) - len(shown)
 
 
-__all__ = ["DEFAULT_WIDTH", "table", "width", "wrap", "wrap_items"]
+def records(header: list[str], rows: list[list[str]], cols: int, lead: int = 1,
+            indent: str = "  ") -> list[str]:
+    """The rows of a table too wide for ``cols`` as wrapped records, one per row: the first
+    ``lead`` cells as its title, the rest as ``name=value`` items (never cut mid-item)."""
+    out = []
+    for row in rows:
+        title = wrap(indent + " ".join(f"{h} {c}" for h, c in zip(header[:lead], row[:lead]))
+                     + ":", cols, indent + "    ")
+        items = [f"{h}={c}" for h, c in zip(header[lead:], row[lead:])]
+        out += title[:-1] + wrap_items(title[-1], items, cols, indent + "    ")
+    return out
+
+
+__all__ = ["DEFAULT_WIDTH", "records", "table", "width", "wrap", "wrap_items"]

@@ -6,7 +6,8 @@
 * **evaluating**: from the first evaluation's start to the last one's end (or *now*, live),
   less the pauses between the jobs of a resumed run.
 * **wall** = start-up + evaluating.
-* **busy**: the evaluations' durations added up.
+* **busy**: the evaluations' durations added up (a batch's members share one stretch of their
+  worker's time, counted once); live, the work in flight counts up to *now*.
 * **warm-up** (estimated): what each worker's *first* evaluation took beyond the median of
   its later complete ones: one-time costs such as loading a data set onto a GPU, which would
   otherwise count as useful work.
@@ -80,16 +81,22 @@ class TimingMeter:
                 total += max(d - statistics.median(later), 0.0)
         return total
 
-    def result(self, now: float | None = None) -> Timing:
-        """The timing so far; ``now`` (live) extends the evaluating span to the present."""
-        if self.first_start is None:
+    def result(self, now: float | None = None, in_flight: Iterable[float] = ()) -> Timing:
+        """The timing so far; ``now`` (live) extends the evaluating span to the present and
+        counts the work in flight (``in_flight``: when each running evaluation started) as
+        busy up to ``now``, so a live "util" is not just the finished evaluations'."""
+        running = [s for s in in_flight if now is not None and math.isfinite(s) and s <= now]
+        busy = self.busy_s + sum(now - s for s in running) if now is not None else self.busy_s
+        first = min([*running, *([self.first_start] if self.first_start is not None else [])],
+                    default=None)
+        if first is None:
             startup = (now - self.job_start) if now is not None and self.job_start else 0.0
             return Timing(max(startup, 0.0), 0.0, 0.0, 0.0, self.workers)
         end = max(now, self.last_end or 0.0) if now is not None else (self.last_end or 0.0)
-        start = self.job_start if self.job_start is not None else self.first_start
-        startup = max(self.first_start - start, 0.0)
-        evaluating = max(end - self.first_start - self.between_jobs_s, 0.0)
-        return Timing(startup, evaluating, self.busy_s, self.warmup_s(), self.workers,
+        start = self.job_start if self.job_start is not None else first
+        startup = max(first - start, 0.0)
+        evaluating = max(end - first - self.between_jobs_s, 0.0)
+        return Timing(startup, evaluating, busy, self.warmup_s(), self.workers,
                       self.between_jobs_s)
 
 
