@@ -348,8 +348,11 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         print(f"evo_engine: warning: {message}", file=sys.stderr)
 
     replayed: list[Any] = []
+    suspects: tuple[int, ...] = ()
     if checked is not None:
         store, engine, replayed = open_for_resume(checked, scenario, opts, preset, warn)
+        # In flight at an earlier crash: sent one at a time (the poison rule's suspects).
+        suspects = tuple(sorted(int(u) for u in store.attrs.get("crash_counts", {})))
         log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
                  max_evals=engine.max_evals)
     else:
@@ -399,7 +402,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
-                                      callbacks, reporter, journal)
+                                      callbacks, reporter, journal, suspects)
     except BaseException as exc:
         callbacks.close(timeout=5.0)
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
@@ -449,7 +452,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
            recorder: Recorder | RecorderProcess,
            stop: StopFlag, opts: RunOptions, log: Any,
            callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None,
-           journal: Journal | None = None) -> tuple[str, Coordinator, list[Any]]:
+           journal: Journal | None = None,
+           suspects: tuple[int, ...] = ()) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     # --max-time counts from the job's start (data and worker start-up included), as --help says.
     job_start = reporter.meter.job_start if reporter is not None else None
@@ -462,9 +466,12 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         return deadline.check(time.time())
 
     def on_task(task: Task) -> None:
-        if journal is not None:
-            journal.dispatched(task.uid, task.genome)  # before the transport sends it
         recorder.record_task(task)
+
+    def on_send(tasks: list[Task]) -> None:
+        if journal is not None:  # before the transport sends them: a crash may be theirs
+            for task in tasks:
+                journal.dispatched(task.uid, task.genome)
 
     def on_evaluation(ev: Any) -> None:
         if journal is not None:
@@ -489,8 +496,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         reporter = ProgressReporter(n_workers, quiet=opts.quiet)
     reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
-                        on_task=on_task, on_tick=reporter, stop_check=stop_check,
-                        log=log, batch=scenario.batch, batch_key=scenario.batch_key)
+                        on_task=on_task, on_send=on_send, on_tick=reporter, stop_check=stop_check,
+                        log=log, batch=scenario.batch, batch_key=scenario.batch_key,
+                        suspects=suspects)
     coord.progress.finished = engine.n_finished
     coord.progress.complete = engine.counts[EvalState.COMPLETE]
     coord.progress.pruned = engine.counts[EvalState.PRUNED]
