@@ -189,10 +189,17 @@ def make_transport(spec: WorkerSpec, workers: int) -> Transport:
     return LocalTransport(spec, workers)
 
 
-def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dict[str, Any]]:
+def run_finalize(transport: Transport, engine: Engine, top: int = 1,
+                 stopped: Callable[[], str | None] = lambda: None,
+                 ) -> tuple[list[dict[str, Any]], str | None]:
     """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals.
 
-    Each runs with its evaluation's own seed, so the metrics describe the model that was scored.
+    Each runs with its evaluation's own seed, so the metrics describe the model that was
+    scored. ``stopped()`` (polled while a worker runs it) names a stop request (a signal, the
+    hard ``--max-time``/walltime limit): finalize is then abandoned and ``([], reason)``
+    returned, so the run ends as stopped and ``--resume`` runs finalize again from its start
+    (a retraining starts over; ``--max-time`` bounds each attempt). Inline, the signal
+    interrupts the objective itself, which answers with a FAILED result.
     """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
     seen: set[int] = set()
@@ -207,11 +214,17 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dic
         transport.submit(0, task)
         results: list[Any] = []
         while not results:
+            reason = stopped()
+            if reason is not None:
+                return [], reason
             results = transport.poll(0.05)
         r = results[0]
+        reason = stopped()
+        if reason is not None and r.state is EvalState.FAILED:  # interrupted (inline)
+            return [], reason
         out.append({"uid": ind.uid, "fitness": ind.fitness, "params": task.params,
                     "metrics": r.metrics, "error": r.error})
-    return out
+    return out, None
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - not an error: a chained job with nothing left
@@ -515,7 +528,16 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
     final: list[Any] = []
     if reason == "finished" and engine.best is not None and scenario.finalize is not None:
         log.info("finalize_started")
-        final = run_finalize(transport, engine)
+
+        def finalize_stopped() -> str | None:
+            request = stop_check()
+            return request.reason if request is not None and request.abort else None
+
+        final, halted = run_finalize(transport, engine, stopped=finalize_stopped)
+        if halted is not None:
+            # Status "stopped": --resume runs finalize again (its budget is spent already).
+            log.warning("finalize_stopped", reason=halted)
+            reason = halted
     return reason, coord, final
 
 
