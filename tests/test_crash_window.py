@@ -174,8 +174,19 @@ def test_mpi_job_stopped_while_starting_exits_3_and_continues(tmp_path: Path,
     _when(run_dir, trigger, t0)
     proc.send_signal(signal.SIGTERM)  # to mpiexec, which forwards it to every rank
     r = finish(proc)  # the job ends (no rank left waiting): exit 3, or the launcher's code
-    assert r.returncode != 0, r.stderr  # when it reports worker ranks ended by the signal
+    # 3 from rank 0, or the launcher's code for worker ranks ended by a signal: SIGTERM (15,
+    # 143) before they served, or SIGKILL (9, 137) when MPICH's launcher cleans them up after
+    # rank 0 left with 3 (seen); never an internal error (1), an abort or a segfault (11).
+    codes = (3, *(s + k for s in (signal.SIGTERM, signal.SIGKILL) for k in (0, 128)))
+    assert r.returncode in codes, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert r.stderr.count("stopped by SIGTERM") <= 1, "said once, by rank 0"
+    if r.returncode == 3:
+        assert "stopped by SIGTERM" in r.stderr, r.stderr
+    if (run_dir / "run.zarr").exists():
+        attrs = zarr.open_group(str(run_dir / "run.zarr"), mode="r").attrs.asdict()
+        assert attrs["status"] in ("stopped", "running") and attrs["jobs"] == 1
+        assert len(committed_uids(run_dir)) < 20  # stopped, not run to its end
     again = args + (["--resume"] if (run_dir / "run.zarr").exists() else [])
     r = finish(start_mpirun(3, *again, cwd=tmp_path, QUICK_EVALS="20", QUICK_SLEEP="0.01"))
     assert r.returncode == 0, r.stderr
