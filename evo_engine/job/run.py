@@ -396,7 +396,9 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         # From here on the store is written by the recorder's process only. Where the run
         # directory cannot be locked, a writer outliving a killed coordinator could write
         # beside a resumed job: a thread then, which dies with the coordinator.
-        with startup.held():  # a stop signal waits until the writer is bound to `recorder`
+        # A stop signal waits until the writer is bound to `recorder`, except while the child
+        # starts (its wait lets a stop through and kills the child): held for milliseconds.
+        with startup.held():
             recorder = start_recorder(
                 store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
                 keep_fds=lock.fds(),
