@@ -29,6 +29,7 @@ child is taking in and the child's queue.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -188,8 +189,11 @@ class RecorderProcess(HandOver):
             self._wake.set()
             self._proc.kill()
             self._proc.wait()
-            self._out.close()
-            self._back.close()
+            for stream in (self._out, self._back):
+                # A child that died at once leaves the config frame unflushed: closing would
+                # raise BrokenPipeError and hide why the start failed.
+                with contextlib.suppress(OSError):
+                    stream.close()
             raise
 
     def _handshake(self, config: dict[str, Any]) -> None:
