@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_mpi import SCENARIOS, finish, needs_mpiexec, start_mpirun, store_attrs
 
-from evo_engine.job.coordinator import Coordinator
+from evo_engine.job.coordinator import Coordinator, StopRequest
 from evo_engine.job.run import RunOptions, plan_run
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.keys import genome_digest
@@ -324,3 +324,25 @@ def test_suspects_go_out_one_at_a_time_and_the_resumed_log_replays_exactly(
     more = EngineConfig(max_evals=16, population_size=4, seed=5)
     again, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, more, warnings.append)
     assert warnings == [] and again.n_finished == CFG.max_evals
+
+
+def test_a_drain_does_not_start_held_back_suspects(tmp_path: Path) -> None:
+    """A time limit that drains (no new work) leaves suspects not yet sent pending for the
+    next job instead of starting them one by one after the limit."""
+    eng = Engine(SPACE, CFG)
+    for _ in range(3):
+        eng.ask()
+    eng.begin_replay()
+    eng.end_replay()  # as after a resume: 0, 1, 2 queued to be issued again
+    transport = _LifoTransport(3, {0, 1, 2})
+    calls = [0]
+
+    def drain_after_first_result() -> StopRequest | None:
+        calls[0] += 1
+        return StopRequest("max_time") if eng.n_finished >= 1 else None
+
+    coord = Coordinator(eng, transport, suspects={0, 1, 2}, stop_check=drain_after_first_result)
+    assert coord.run() == "max_time"
+    assert sorted(t.uid for t in transport.out) == []  # everything sent has answered
+    assert transport.suspects_out and max(transport.suspects_out) == 1
+    assert eng.n_finished >= 1 and {1, 2} <= set(eng.in_flight)  # held back, still pending

@@ -165,8 +165,8 @@ class Coordinator:
         # thousands of workers (benchmarks/utilization.py --simulate).
         if self.idle is None:
             self.idle = sorted(set(range(self.transport.n_workers)) - set(self.busy))
-        if self.waiting and not self.suspect_out and self.idle:
-            self._send_waiting_suspect()
+        if self.waiting and not self.suspect_out and self.idle and self.stop is None:
+            self._send_waiting_suspect()  # (a drain starts nothing: they wait for --resume)
         if (self.refused and not self.held) or not self.idle:
             return
         # Lowest idle worker first, popped off a heap: under the sync barrier most results
@@ -309,8 +309,8 @@ class Coordinator:
                 break
             self._dispatch()
             self.progress.running = self.running
-            if eng.done:
-                break
+            if eng.done or (self.stop is not None and self.running == 0 and self.waiting):
+                break  # (only held-back suspects left under a drain: pending for --resume)
             results = self.transport.poll(backoff)
             if not results:
                 backoff = min(backoff * 2, self.max_backoff)
