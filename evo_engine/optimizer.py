@@ -176,7 +176,7 @@ class Optimizer:
             "asked": self._asked,
             "engine": self.engine.get_state(),
             # No log to rebuild it from: the configurations asked so far, so none is asked again.
-            "asked_configurations": sorted(self.engine.dedupe.registry.keys),
+            "asked_configurations": self.engine.dedupe.registry.export(),
         }
 
     @classmethod
@@ -207,7 +207,7 @@ class Optimizer:
         )
         opt.engine = Engine.from_state(space, opt.config, state["engine"])
         opt._asked = int(state["asked"])
-        opt.engine.dedupe.registry.keys.update(state.get("asked_configurations", []))
+        opt.engine.dedupe.registry.restore(state.get("asked_configurations", []))
         return opt
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from inline_run import drive_inline
 
 from evo_engine.analysis import load_history, load_run
@@ -24,6 +26,8 @@ from evo_engine.search.dedupe import (
     Registry,
     SpaceExhausted,
     config_key,
+    config_keys,
+    key_digest,
     register_logged_tasks,
     space_size,
     unseen_configurations,
@@ -160,8 +164,8 @@ def test_unseen_configurations_lists_what_is_left() -> None:
     reg.add({"n": 2, "act": "b"})
     left = unseen_configurations(TINY, reg)
     assert len(left) == 5
-    assert {config_key(TINY.decode(g)) for g in left} | reg.keys == {
-        config_key({"n": n, "act": c}) for n in (1, 2, 3) for c in "ab"}
+    assert {key_digest(config_key(TINY.decode(g))) for g in left} | reg.keys == {
+        key_digest(config_key({"n": n, "act": c})) for n in (1, 2, 3) for c in "ab"}
 
 
 @pytest.mark.parametrize("operator", OPERATORS)
@@ -226,7 +230,7 @@ def test_resume_keeps_the_rule(tmp_path: Path, snapshot_at_stop: bool) -> None:
     # Without a snapshot at the stop (a crash), the results after the last one are replayed.
     drive_inline(scenario, run_dir, eng, stop_after=75, last_snapshot=snapshot_at_stop)
     store = RunStore.open(run_dir)
-    issued = {config_key(SMALL.decode(g)) for g in store.tasks.read("genome")}
+    issued = {key_digest(config_key(SMALL.decode(g))) for g in store.tasks.read("genome")}
     resumed, _ = rebuild_engine(store, scenario.space, scenario.engine_config(), print)
     assert resumed.dedupe.registry.keys == issued, "the registry is rebuilt from the task log"
     assert drive_inline(scenario, run_dir, resumed, None) == "finished"
@@ -242,7 +246,8 @@ def test_registry_rebuild_takes_only_tasks_before_the_snapshot(tmp_path: Path) -
     eng = Engine(scenario.space, scenario.engine_config())
     assert register_logged_tasks(eng.dedupe, store.tasks, below_uid=12) == 12
     genomes = store.tasks.read("genome")
-    assert eng.dedupe.registry.keys == {config_key(SMALL.decode(g)) for g in genomes[:12]}
+    assert eng.dedupe.registry.keys == {key_digest(config_key(SMALL.decode(g)))
+                                        for g in genomes[:12]}
 
 
 def test_optimizer_never_asks_twice_across_save_and_load(tmp_path: Path) -> None:
@@ -367,3 +372,31 @@ def test_analyze_says_nothing_about_repeats_when_there_are_none(tmp_path: Path) 
     scenario = _small_scenario(max_evals=20)
     drive_inline(scenario, tmp_path, Engine(scenario.space, scenario.engine_config()), None)
     assert format_repeats(load_run(tmp_path)) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3), min_size=1, max_size=40))
+def test_the_registry_keeps_16_byte_digests_that_agree_with_config_key(rows: list) -> None:
+    """A resume registers logged tasks a column at a time (config_keys); the engine asks
+    with config_key per configuration: both must land on the same digest, 16 bytes each."""
+    genomes = np.array(rows)
+    bulk, one_by_one = Registry(), Registry()
+    bulk.add_keys(config_keys(MIXED, genomes))
+    for g in genomes:
+        one_by_one.add(MIXED.decode(g))
+    assert bulk.keys == one_by_one.keys
+    assert all(isinstance(k, bytes) and len(k) == 16 for k in bulk.keys)
+    assert all(MIXED.decode(g) in bulk for g in genomes)
+    restored = Registry()
+    restored.restore(bulk.export())  # the optimizer's JSON state
+    assert restored.keys == bulk.keys
+
+
+def test_an_optimizer_state_from_before_the_digests_still_never_asks_twice() -> None:
+    opt = Optimizer(SMALL, operator="ga", seed=1, population_size=4)
+    asked = [opt.ask() for _ in range(5)]
+    state = opt.get_state()
+    assert all(len(k) == 32 for k in state["asked_configurations"])  # hex digests in JSON
+    state["asked_configurations"] = [config_key(t.params) for t in asked]  # the old form
+    again = Optimizer.from_state(state, SMALL)
+    assert all(t.params in again.engine.dedupe.registry for t in asked)

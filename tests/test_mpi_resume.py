@@ -62,3 +62,32 @@ def test_signal_then_resume_with_another_rank_count(tmp_path: Path, sig: int, ra
     assert uids[: len(before)] == before, "nothing recorded before the stop was lost or moved"
     assert set(after["worker"][len(before):].tolist()) == set(range(resume_ranks - 1))
     assert store_attrs(run_dir)["jobs"] == 2
+
+
+@needs_mpiexec
+def test_sigterm_during_an_mpi_finalize_stops_with_3_and_resume_runs_it_again(
+        tmp_path: Path) -> None:
+    """The worker rank busy with finalize is left to the drain timeout, then the job is
+    aborted with rank 0's code 3; the store says stopped and --resume runs finalize again."""
+    import time
+
+    scenario = str(Path(__file__).resolve().parent / "scenarios" / "slow_finalize.py")
+    run_dir, mark = tmp_path / "run", tmp_path / "mark"
+    args = (scenario, "--run-dir", str(run_dir), "--quiet")
+    proc = start_mpirun(2, *args, cwd=tmp_path, FINALIZE_MARK=str(mark), FINALIZE_SLEEP="600")
+    deadline = time.monotonic() + 120
+    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mark.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)  # to mpiexec, which forwards it to every rank
+    done = finish(proc)  # long before finalize's 600 s (finish fails the test past TIMEOUT)
+    assert done.returncode == 3, done.stderr
+    attrs = store_attrs(run_dir)
+    assert attrs["status"] == "stopped" and attrs["stop_reason"] == "signal:SIGTERM"
+    assert "final" not in attrs
+    again = finish(start_mpirun(2, *args, "--resume", cwd=tmp_path, FINALIZE_MARK=str(mark),
+                                FINALIZE_SLEEP="0"))
+    assert again.returncode == 0, again.stderr
+    attrs = store_attrs(run_dir)
+    assert attrs["status"] == "finished" and set(attrs["final"][0]["metrics"]) == {"test_loss"}
+    assert mark.read_text() == "started\nstarted\n"

@@ -9,13 +9,14 @@ FAILED when the replayed engine issues it again, with the same uid and parameter
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_mpi import SCENARIOS, finish, needs_mpiexec, start_mpirun, store_attrs
 
-from evo_engine.job.coordinator import Coordinator
+from evo_engine.job.coordinator import Coordinator, StopRequest
 from evo_engine.job.run import RunOptions, plan_run
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.keys import genome_digest
@@ -25,7 +26,7 @@ from evo_engine.store.journal import Journal, journal_path, unfinished
 from evo_engine.store.replay import POISON_ERROR, rebuild_engine
 from evo_engine.store.runstore import RunStore
 from evo_engine.store.writer import Recorder
-from evo_engine.transports.base import WorkerSpec
+from evo_engine.transports.base import Transport, WorkerSpec
 from evo_engine.transports.inline import InlineTransport
 
 SPACE = Space(x=Float(-1.0, 1.0), y=Float(-1.0, 1.0))
@@ -221,3 +222,127 @@ def test_a_task_that_kills_its_mpi_job_is_failed_on_the_resume_after_its_second_
                                              log.read("error").tolist(), strict=True)
               if s == EvalState.FAILED]
     assert failed == [(3, "worker died while evaluating (in flight at 2 crashes)")]
+
+
+@pytest.mark.mpi
+@needs_mpiexec
+def test_a_long_healthy_task_beside_the_killer_is_not_failed_with_it(tmp_path: Path) -> None:
+    """uid 2 sleeps 3 s and is healthy; uid 3 kills the job 0.5 s after it starts, so both are
+    in flight at the first crash. The resume sends them one at a time: uid 2 finishes, then
+    uid 3 crashes the job alone, and only uid 3 is failed (before, both were)."""
+    run_dir = tmp_path / "run"
+    env = {"LONG_UID": "2", "LONG_S": "3", "POISON_DELAY": "0.5"}
+    args = (str(SCENARIOS / "mpi_poison.py"), "--run-dir", str(run_dir), "--quiet")
+    codes = [finish(start_mpirun(3, *args, cwd=tmp_path, **env)).returncode]
+    while codes[-1] != 0 and len(codes) <= 3:
+        done = finish(start_mpirun(3, *args, "--resume", cwd=tmp_path, **env))
+        codes.append(done.returncode)
+    assert codes[0] != 0 and codes[1] != 0 and codes[2:] == [0], (codes, done.stderr)
+    log = RunStore.open(run_dir).evaluations
+    uids = log.read("uid").tolist()
+    assert sorted(uids) == list(range(6))
+    states = dict(zip(uids, log.read("state").tolist(), strict=True))
+    assert states[2] == EvalState.COMPLETE
+    assert [u for u, s in states.items() if s == EvalState.FAILED] == [3]
+
+
+class _LifoTransport(Transport):
+    """Answers the newest task first, so the oldest (a long suspect) finishes last; records
+    how many suspects were out at each send."""
+
+    def __init__(self, n_workers: int, suspects: set[int]) -> None:
+        self.n_workers = n_workers
+        self.suspects = suspects
+        self.out: list[Task] = []
+        self.suspects_out: list[int] = []
+
+    def start(self) -> list:
+        return []
+
+    def submit(self, worker: int, task: Task) -> None:
+        self.submit_batch(worker, [task])
+
+    def submit_batch(self, worker: int, tasks: list[Task]) -> None:
+        self.out += [replace(t, info={**t.info, "worker": worker}) for t in tasks]
+        self.suspects_out.append(sum(t.uid in self.suspects for t in self.out))
+
+    def poll(self, timeout: float) -> list[Result]:
+        if not self.out:
+            return []
+        t = self.out.pop()
+        return [Result(uid=t.uid, worker=t.info["worker"], fitness=fitness(t.genome))]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_suspects_go_out_one_at_a_time_and_the_resumed_log_replays_exactly(
+        tmp_path: Path, batch: int) -> None:
+    store = RunStore.create(tmp_path, attrs={"max_evals": CFG.max_evals}, dim=SPACE.dim,
+                            param_kinds={n: p.kind for n, p in SPACE.items()})
+    # Job 1 hands out uids 0-2 and crashes before any result.
+    eng = Engine(SPACE, CFG)
+    rec = Recorder(store, SPACE, background=False)
+    journal = Journal(tmp_path, 1)
+    for _ in range(3):
+        t = eng.ask()
+        journal.dispatched(t.uid, t.genome)
+        rec.record_task(t)
+    rec.close()
+    journal.close()
+    eng, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, CFG, lambda m: None)
+    store = RunStore.open(tmp_path)
+    suspects = {int(u) for u in store.attrs["crash_counts"]}
+    assert suspects == {0, 1, 2}
+    # Job 2: three workers; the held suspects are journaled only when they go out.
+    journal = new_job(store, tmp_path)
+    rec = Recorder(store, SPACE, background=False)
+    sent: list[int] = []
+
+    def on_send(tasks: list[Task]) -> None:
+        for t in tasks:
+            sent.append(t.uid)
+            journal.dispatched(t.uid, t.genome)
+
+    def on_evaluation(ev: object) -> None:
+        journal.finished(ev.task.uid)  # type: ignore[attr-defined]
+        rec.record(ev)  # type: ignore[arg-type]
+
+    transport = _LifoTransport(3, suspects)
+    coord = Coordinator(eng, transport, on_task=rec.record_task, on_send=on_send,
+                        on_evaluation=on_evaluation, suspects=suspects, batch=batch)
+    assert coord.run() == "finished"
+    rec.close()
+    journal.close()
+    store.close("finished", "finished")
+    assert max(transport.suspects_out) == 1  # never two suspects out together
+    assert sorted(sent) == list(range(CFG.max_evals))  # each sent (and journaled) once
+    assert sent.index(2) > sent.index(3)  # new tasks ran while suspects waited
+    # Replay from the log alone (no snapshot) re-creates every task exactly as issued.
+    warnings: list[str] = []
+    more = EngineConfig(max_evals=16, population_size=4, seed=5)
+    again, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, more, warnings.append)
+    assert warnings == [] and again.n_finished == CFG.max_evals
+
+
+def test_a_drain_does_not_start_held_back_suspects(tmp_path: Path) -> None:
+    """A time limit that drains (no new work) leaves suspects not yet sent pending for the
+    next job instead of starting them one by one after the limit."""
+    eng = Engine(SPACE, CFG)
+    for _ in range(3):
+        eng.ask()
+    eng.begin_replay()
+    eng.end_replay()  # as after a resume: 0, 1, 2 queued to be issued again
+    transport = _LifoTransport(3, {0, 1, 2})
+    calls = [0]
+
+    def drain_after_first_result() -> StopRequest | None:
+        calls[0] += 1
+        return StopRequest("max_time") if eng.n_finished >= 1 else None
+
+    coord = Coordinator(eng, transport, suspects={0, 1, 2}, stop_check=drain_after_first_result)
+    assert coord.run() == "max_time"
+    assert sorted(t.uid for t in transport.out) == []  # everything sent has answered
+    assert transport.suspects_out and max(transport.suspects_out) == 1
+    assert eng.n_finished >= 1 and {1, 2} <= set(eng.in_flight)  # held back, still pending

@@ -144,9 +144,16 @@ def test_pinn_objective_and_test_metrics() -> None:
         beta=1.0, nx=16, nt=5, iterations=20, report_every=10, num_domain=64, num_boundary=16
     )
     ctx = FakeContext()
-    out = train_pinn({"width": 8, "depth": 2, "activation": "silu", "lr": 1e-2}, ctx, task)
+    params = {"width": 8, "depth": 2, "activation": "silu", "lr": 1e-2}
+    out = train_pinn(params, ctx, task)
     assert out["fitness"] == out["val_rel_l2"] > 0
     assert [step for step, _ in ctx.reports] == [10, 20]
+    # Training did something: the same model (same seed) after one iteration is worse, in
+    # the training loss and in the validation error the fitness is.
+    once = train_pinn(params, FakeContext(), replace(task, iterations=1))
+    assert out["val_train_loss"] < once["val_train_loss"]
+    assert out["val_rel_l2"] < once["val_rel_l2"]
+    assert ctx.reports[-1][1] == pytest.approx(out["val_rel_l2"])  # the last report is the score
     test = pinn_test_metrics({"width": 8, "depth": 2}, FakeContext(), task)
     assert {"test_rel_l2", "test_rmse", "test_max_error", "val_rel_l2"} <= set(test)
 

@@ -227,3 +227,63 @@ def test_the_check_reads_in_blocks_and_names_the_bad_chunk_in_a_later_block(
                for p in damaged.damage), damaged.damage
     assert damaged.evaluations.readable == CHUNK
     assert damaged.evaluations.read("uid").tolist() == list(range(CHUNK))
+
+
+def _stats(root: Path) -> dict[Path, tuple[int, int, int]]:
+    return {p: (s.st_ino, s.st_mtime_ns, s.st_size)
+            for p in [root, *root.rglob("*")] for s in [p.stat()]}
+
+
+def test_a_snapshot_syncs_every_file_and_directory_entry_its_rows_changed(
+        tmp_path: Path, monkeypatch) -> None:
+    """Under --fsync snapshots, what a snapshot covers is on stable storage when it is named:
+    every file written since the previous snapshot (chunks, each table's marker, the arrays'
+    zarr.json a resize rewrote, a new metric column and the root's metric_names) and the
+    directory holding each new or replaced file or directory."""
+    import os
+
+    from evo_engine.search.engine import Engine, EngineConfig
+    from evo_engine.search.messages import Result
+    from evo_engine.space import Float, Space
+    from evo_engine.store.writer import Recorder
+
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    store = RunStore.create(tmp_path, attrs={"max_evals": CHUNK + 8}, dim=space.dim,
+                            param_kinds={n: p.kind for n, p in space.items()})
+    eng = Engine(space, EngineConfig(max_evals=CHUNK + 8, population_size=4, seed=1))
+    rec = Recorder(store, space, background=False, fsync="snapshots")
+
+    def evaluate(n: int, metrics: dict[str, float]) -> None:
+        for _ in range(n):
+            t = eng.ask()
+            rec.record_task(t)
+            _, ev = eng.tell(Result(uid=t.uid, worker=0, fitness=float(t.genome[0]),
+                                    metrics=metrics))
+            rec.record(ev)
+
+    evaluate(CHUNK - 2, {"a": 1.0})
+    rec.snapshot(eng.get_state())
+    rec.flush()
+    root = tmp_path / "run.zarr"
+    before = _stats(root)
+    synced: set[Path] = set()
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.add(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    evaluate(6, {"a": 1.0, "b": 2.0})  # past the first chunk (a resize) and a new column
+    rec.snapshot(eng.get_state())
+    rec.flush()
+    rec.close()
+    after = _stats(root)
+    changed = [p for p, s in after.items() if p.is_file() and before.get(p) != s]
+    assert root / "evaluations" / "uid" / "zarr.json" in changed  # the resize rewrote it
+    assert root / "evaluations" / "metrics" / "b" / "zarr.json" in changed
+    unsynced = [str(p.relative_to(root)) for p in changed if p not in synced]
+    assert unsynced == []
+    new = [p for p in after if p not in before or (p.is_file() and before[p][0] != after[p][0])]
+    orphans = [str(p.relative_to(root)) for p in new if p.parent not in synced]
+    assert orphans == []

@@ -16,6 +16,16 @@ next idle worker, together with the held tasks that share its key; asking stops 
 ``batch`` members, when the engine refuses, or when a batch's worth of tasks is held. Held
 tasks are already in the engine's in-flight table, so a stop or crash re-issues them like
 any task in flight. The worker is busy until every member's Result is in.
+
+**Suspects** (tasks in flight when an earlier job crashed, ``suspects``) go out one at a
+time: the engine hands them out first as always (so its in-flight table, which new tasks
+depend on, is the one ``--resume`` replay rebuilds), but the coordinator sends a suspect only
+while no other suspect is out; the others wait in ``waiting`` (in the engine's in-flight
+table, not sent, not journaled). A task that kills the job is then the only suspect in flight
+at its next crash, and the poison rule (``store/replay.py``) fails it alone, not the healthy
+tasks that ran beside it the first time. One at a time rather than bisection: each crash is a
+job restart (minutes in a queue), and one at a time finds the killer with exactly one more
+crash, while other workers keep running new tasks beside the one suspect.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import heapq
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +109,7 @@ class Coordinator:
         *,
         on_evaluation: Callable[[Evaluation], None] | None = None,
         on_task: Callable[[Task], None] | None = None,
+        on_send: Callable[[list[Task]], None] | None = None,
         on_tick: Callable[[Progress], None] | None = None,
         stop_check: StopCheck | None = None,
         log: Any = None,
@@ -106,6 +117,7 @@ class Coordinator:
         max_backoff: float = 0.005,
         batch: int = 1,
         batch_key: BatchKey | None = None,
+        suspects: Collection[int] = (),
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
@@ -113,6 +125,8 @@ class Coordinator:
         self.transport = transport
         self.on_evaluation = on_evaluation
         self.on_task = on_task
+        self.on_send = on_send
+        """Called with the tasks about to go to a worker (after ``on_task``; the journal)."""
         self.on_tick = on_tick
         self.stop_check = stop_check
         self.log = log
@@ -132,6 +146,12 @@ class Coordinator:
         self.refused = False
         """The engine refused the last ask; only a result can change its answer."""
         self.last_send: dict[int, float] = {}
+        self.suspects = set(suspects)
+        """uids in flight at an earlier job's crash, not finished yet: sent one at a time."""
+        self.suspect_out: set[int] = set()
+        """Suspects handed to a worker (or to a batch being made) and not answered yet."""
+        self.waiting: deque[Task] = deque()
+        """Suspects asked for and held back until no other suspect is out."""
         transport.on_report = self.decide_report
 
     def decide_report(self, uid: int, step: int, value: float) -> bool:
@@ -148,6 +168,8 @@ class Coordinator:
         # thousands of workers (benchmarks/utilization.py --simulate).
         if self.idle is None:
             self.idle = sorted(set(range(self.transport.n_workers)) - set(self.busy))
+        if self.waiting and not self.suspect_out and self.idle and self.stop is None:
+            self._send_waiting_suspect()  # (a drain starts nothing: they wait for --resume)
         if (self.refused and not self.held) or not self.idle:
             return
         # Lowest idle worker first, popped off a heap: under the sync barrier most results
@@ -167,6 +189,8 @@ class Coordinator:
                 self.running += 1
                 if self.on_task:
                     self.on_task(task)
+                if self.on_send:
+                    self.on_send([task])
                 self.transport.submit(w, task)
                 continue
             tasks = self._make_batch(w)
@@ -176,16 +200,42 @@ class Coordinator:
             self.busy[w] = {t.uid for t in tasks}
             self.progress.busy_since[w] = self.clock()
             self.running += len(tasks)
+            if self.on_send:
+                self.on_send(tasks)
             self.transport.submit_batch(w, tasks)
 
+    def _send_waiting_suspect(self) -> None:
+        """The next held-back suspect to the lowest idle worker, alone (its row is logged)."""
+        task = self.waiting.popleft()
+        w = heapq.heappop(self.idle) if self.idle else 0
+        self.suspect_out.add(task.uid)
+        self.busy[w] = {task.uid}
+        self.running += 1
+        if self.on_send:
+            self.on_send([task])
+        if self.batch == 1:
+            self.transport.submit(w, task)
+        else:
+            self.transport.submit_batch(w, [task])
+
     def _ask(self, worker: int) -> Task | None:
-        task = self.engine.ask(worker)
-        if self.engine.poisoned_issued:  # rare: tasks the resume's poison rule fails at issue
-            for ev in self.engine.drain_poisoned():
-                if self.on_task:
-                    self.on_task(ev.task)
-                self._count(ev)
-        return task
+        while True:
+            task = self.engine.ask(worker)
+            if self.engine.poisoned_issued:  # rare: tasks the resume's poison rule fails at issue
+                for ev in self.engine.drain_poisoned():
+                    if self.on_task:
+                        self.on_task(ev.task)
+                    self._count(ev)
+            if task is None or task.uid not in self.suspects:
+                return task
+            if not self.suspect_out:
+                self.suspect_out.add(task.uid)
+                return task
+            # Another suspect is out: this one waits (issued and logged, not yet sent), and
+            # the worker is asked for again (the next suspect, or a new task).
+            if self.on_task:
+                self.on_task(task)
+            self.waiting.append(task)
 
     def _key(self, task: Task) -> Hashable:
         if self.batch_key is None:
@@ -264,8 +314,8 @@ class Coordinator:
                 break
             self._dispatch()
             self.progress.running = self.running
-            if eng.done:
-                break
+            if eng.done or (self.stop is not None and self.running == 0 and self.waiting):
+                break  # (only held-back suspects left under a drain: pending for --resume)
             results = self.transport.poll(backoff)
             if not results:
                 backoff = min(backoff * 2, self.max_backoff)
@@ -275,6 +325,9 @@ class Coordinator:
             backoff = 50e-6
             self.refused = False
             for r in results:
+                if r.uid in self.suspect_out:
+                    self.suspect_out.discard(r.uid)
+                    self.suspects.discard(r.uid)
                 held = self.busy.get(r.worker)
                 if held is not None and r.uid in held:
                     held.discard(r.uid)

@@ -196,10 +196,17 @@ def make_transport(spec: WorkerSpec, workers: int) -> Transport:
     return LocalTransport(spec, workers)
 
 
-def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dict[str, Any]]:
+def run_finalize(transport: Transport, engine: Engine, top: int = 1,
+                 stopped: Callable[[], str | None] = lambda: None,
+                 ) -> tuple[list[dict[str, Any]], str | None]:
     """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals.
 
-    Each runs with its evaluation's own seed, so the metrics describe the model that was scored.
+    Each runs with its evaluation's own seed, so the metrics describe the model that was
+    scored. ``stopped()`` (polled while a worker runs it) names a stop request (a signal, the
+    hard ``--max-time``/walltime limit): finalize is then abandoned and ``([], reason)``
+    returned, so the run ends as stopped and ``--resume`` runs finalize again from its start
+    (a retraining starts over; ``--max-time`` bounds each attempt). Inline, the signal
+    interrupts the objective itself, which answers with a FAILED result.
     """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
     seen: set[int] = set()
@@ -214,11 +221,17 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dic
         transport.submit(0, task)
         results: list[Any] = []
         while not results:
+            reason = stopped()
+            if reason is not None:
+                return [], reason
             results = transport.poll(0.05)
         r = results[0]
+        reason = stopped()
+        if reason is not None and r.state is EvalState.FAILED:  # interrupted (inline)
+            return [], reason
         out.append({"uid": ind.uid, "fitness": ind.fitness, "params": task.params,
                     "metrics": r.metrics, "error": r.error})
-    return out
+    return out, None
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - not an error: a chained job with nothing left
@@ -363,8 +376,11 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         print(f"evo_engine: warning: {message}", file=sys.stderr)
 
     replayed: list[Any] = []
+    suspects: tuple[int, ...] = ()
     if checked is not None:
         store, engine, replayed = open_for_resume(checked, scenario, opts, preset, warn)
+        # In flight at an earlier crash: sent one at a time (the poison rule's suspects).
+        suspects = tuple(sorted(int(u) for u in store.attrs.get("crash_counts", {})))
         log.info("run_resumed", finished=engine.n_finished, pending=len(engine.pending),
                  max_evals=engine.max_evals)
     else:
@@ -395,7 +411,9 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         # From here on the store is written by the recorder's process only. Where the run
         # directory cannot be locked, a writer outliving a killed coordinator could write
         # beside a resumed job: a thread then, which dies with the coordinator.
-        with startup.held():  # a stop signal waits until the writer is bound to `recorder`
+        # A stop signal waits until the writer is bound to `recorder`, except while the child
+        # starts (its wait lets a stop through and kills the child): held for milliseconds.
+        with startup.held():
             recorder = start_recorder(
                 store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
                 keep_fds=lock.fds(),
@@ -418,7 +436,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
-                                      callbacks, reporter, journal)
+                                      callbacks, reporter, journal, suspects)
     except BaseException as exc:
         callbacks.close(timeout=5.0)
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
@@ -499,7 +517,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
            recorder: Recorder | RecorderProcess,
            stop: StopFlag, opts: RunOptions, log: Any,
            callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None,
-           journal: Journal | None = None) -> tuple[str, Coordinator, list[Any]]:
+           journal: Journal | None = None,
+           suspects: tuple[int, ...] = ()) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     # --max-time counts from the job's start (data and worker start-up included), as --help says.
     job_start = reporter.meter.job_start if reporter is not None else None
@@ -512,9 +531,12 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         return deadline.check(time.time())
 
     def on_task(task: Task) -> None:
-        if journal is not None:
-            journal.dispatched(task.uid, task.genome)  # before the transport sends it
         recorder.record_task(task)
+
+    def on_send(tasks: list[Task]) -> None:
+        if journal is not None:  # before the transport sends them: a crash may be theirs
+            for task in tasks:
+                journal.dispatched(task.uid, task.genome)
 
     def on_evaluation(ev: Any) -> None:
         if journal is not None:
@@ -539,8 +561,9 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         reporter = ProgressReporter(n_workers, mode=progress_mode(opts))
     reporter.set_workers(n_workers, done_before=engine.n_finished)
     coord = Coordinator(engine, transport, on_evaluation=on_evaluation,
-                        on_task=on_task, on_tick=reporter, stop_check=stop_check,
-                        log=log, batch=scenario.batch, batch_key=scenario.batch_key)
+                        on_task=on_task, on_send=on_send, on_tick=reporter, stop_check=stop_check,
+                        log=log, batch=scenario.batch, batch_key=scenario.batch_key,
+                        suspects=suspects)
     coord.progress.finished = engine.n_finished
     coord.progress.complete = engine.counts[EvalState.COMPLETE]
     coord.progress.pruned = engine.counts[EvalState.PRUNED]
@@ -560,12 +583,21 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
     final: list[Any] = []
     if reason == "finished" and engine.best is not None and scenario.finalize is not None:
         log.info("finalize_started", uid=engine.best.uid)
+
+        def finalize_stopped() -> str | None:
+            request = stop_check()
+            return request.reason if request is not None and request.abort else None
+
         # Its own phase: a final retraining can take as long as the run's longest evaluation.
         with reporter.stage("finalize", f"finalize (retraining uid {engine.best.uid})",
                             uid=engine.best.uid):
-            final = run_finalize(transport, engine)
+            final, halted = run_finalize(transport, engine, stopped=finalize_stopped)
         log.info("finalize_finished", seconds=round(reporter.stages["finalize"], 3),
-                 failed=sum(1 for f in final if f["error"]))
+                 failed=sum(1 for f in final if f["error"]), stopped=halted)
+        if halted is not None:
+            # Status "stopped": --resume runs finalize again (its budget is spent already).
+            log.warning("finalize_stopped", reason=halted)
+            reason = halted
     return reason, coord, final
 
 

@@ -41,18 +41,26 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
         raise StopBeforeStart(signal.Signals(signum).name)
 
 
+SIGNAL_SHAPED = (ImportError, SystemError)
+"""What a stop signal raised inside C code can come out as: an extension module's failed
+import (numpy: "PyCapsule_Import could not import module datetime") or a C function that
+returned an error without setting one. Other errors after a stop are bugs, reported as such."""
+
+
 def interruption(exc: BaseException) -> StopBeforeStart | None:
     """The stop behind ``exc``: itself, one in its chain, or, once a stop signal has been
-    raised, any error, since a signal landing in an extension module's import comes out as
-    that module's own error (numpy: "PyCapsule_Import could not import module datetime")."""
+    raised, an error of a kind the signal itself can cause (``SIGNAL_SHAPED``), anywhere
+    in the chain. Any other error is not turned into a stop (exit 3 would hide a bug)."""
     seen: set[int] = set()
+    shaped = False
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         if isinstance(cur, StopBeforeStart):
             return cur
+        shaped = shaped or isinstance(cur, SIGNAL_SHAPED)
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
-    if _state["stopped"] and not isinstance(exc, SystemExit):
+    if _state["stopped"] and shaped:
         return StopBeforeStart(str(_state["stopped"]))
     return None
 
@@ -117,7 +125,10 @@ def held() -> Iterator[None]:
     """Stop signals wait until the block ends (blocked in this thread and in the threads and
     processes it starts meanwhile, which keep them blocked): an object the block makes is
     bound to its name before a signal can interrupt (the store's writer, whose process must
-    be stopped with the run). Where signals cannot be blocked, nothing changes."""
+    be stopped with the run). Where signals cannot be blocked, nothing changes. A long wait
+    inside the block must let them through itself and clean up when one raises (the writer's
+    start does: ``store/writer_process._readable_unless_stopped``), so none is held for
+    more than the few milliseconds between the waits."""
     block = getattr(signal, "pthread_sigmask", None)
     if block is None:
         yield

@@ -18,6 +18,11 @@ what the crashed job's task log and its dispatch journal (``evo_engine.store.jou
 task that killed the job before its row was flushed is known from the journal only. Such a
 task is re-created by the replayed engine later, with the same uid; at ``POISON_CRASHES``
 its uid goes into ``Engine.poisoned`` and it is recorded FAILED as it is issued.
+Every uid with a count is a *suspect*: the next job sends suspects one at a time
+(``job/coordinator.py``), so a healthy task that ran beside a killer is not in flight at the
+killer's next crash and is never failed with it. Any ``kill -9`` of a whole job (an OOM kill,
+``scancel -s KILL``, a lost node) counts as a crash; sending one suspect at a time bounds
+what two such kills can fail to that one suspect (and the new tasks beside it count one).
 
 The replayed results carry their intermediate reports from the ``curves`` table, so a pruner's
 rung values recorded after the snapshot are restored too. Evaluations in flight at the stop

@@ -293,6 +293,8 @@ class Table:
         group = parent.require_group(name)
         group.attrs.update({"committed": 0, "dense": True})
         table = cls(group, name, root_dir)
+        if root_dir is not None:  # a new table (curves, mid-run): its directory entry too
+            table._dirty.update((root_dir / group.path, root_dir / group.path / "zarr.json"))
         for col, (dtype, tail) in columns.items():
             table.add_column(col, dtype, tail)
         return table
@@ -322,6 +324,13 @@ class Table:
             attributes={"since": self.committed},
         )
         self._arrays[name] = arr.with_config({"write_empty_chunks": True})
+        if self.root_dir is not None:
+            # The new array's metadata and directory, and any group made on the way to it
+            # (``metrics/`` for the first metric): each directory entry must reach the disk.
+            where = self.root_dir / arr.path
+            while where != self.root_dir / self.group.path:
+                self._dirty.update((where, where / "zarr.json"))
+                where = where.parent
 
     def _capacity(self) -> int:
         """Rows every column can hold: the minimum, so a kill between two resizes (one
@@ -339,6 +348,12 @@ class Table:
         for arr in self._arrays.values():
             if arr.shape[0] != new:
                 arr.resize((new, *arr.shape[1:]))
+                self._touch_metadata(arr)
+
+    def _touch_metadata(self, arr: zarr.Array) -> None:
+        """A resize rewrote ``arr``'s zarr.json: a snapshot must not name rows it lost."""
+        if self.root_dir is not None:
+            self._dirty.add(self.root_dir / arr.path / "zarr.json")
 
     def append(self, rows: Mapping[str, np.ndarray | Sequence[Any]], n: int) -> None:
         """Write ``n`` rows (columns missing from ``rows`` keep their fill value), then commit."""
@@ -373,7 +388,10 @@ class Table:
         per = arr.chunks[0]
         for k in range(start // per, (stop - 1) // per + 1):
             key = arr.metadata.encode_chunk_key((k,) + (0,) * (arr.ndim - 1))
-            self._dirty.add(self.root_dir / arr.path / key)
+            path = self.root_dir / arr.path / key
+            self._dirty.add(path)
+            if arr.ndim > 1:  # c/k/0: the directory c/k is new with chunk k, so is its entry
+                self._dirty.add(path.parent)
 
     def take_dirty(self) -> list[Path]:
         """The files appended to since the last ``sync`` or ``take_dirty`` (then forgotten)."""
@@ -414,6 +432,7 @@ class Table:
         for arr in self._arrays.values():
             if arr.shape[0] != self.committed:
                 arr.resize((self.committed, *arr.shape[1:]))
+                self._touch_metadata(arr)
 
 
 def _params_dtype(kind: str) -> str:
@@ -426,6 +445,8 @@ class RunStore:
     def __init__(self, root: zarr.Group, path: Path, check: bool = False) -> None:
         self.root = root
         self.path = path
+        self._dirty: set[Path] = set()
+        """Files outside the tables' chunks and markers written since ``take_dirty``."""
         self.damage: list[str] = []
         """What the checks on opening found wrong (empty for a sound store)."""
         self.evaluations = self._table("evaluations", check)
@@ -588,6 +609,17 @@ class RunStore:
 
     def set_attrs(self, **kw: Any) -> None:
         self.root.attrs.update(kw)
+        self._dirty.add(self.path / "zarr.json")
+
+    def take_dirty(self) -> list[Path]:
+        """Files written since the last call, the root's metadata and every table's (then
+        forgotten): what an fsync policy must sync before a snapshot names them."""
+        paths = set(self._dirty)
+        self._dirty.clear()
+        for table in (self.tasks, self.curves, self.evaluations, self.migrations):
+            if table is not None:
+                paths.update(table.take_dirty())
+        return sorted(paths)
 
     def ensure_metrics(self, names: Sequence[str]) -> None:
         known = list(self.root.attrs.get("metric_names", []))
@@ -597,6 +629,7 @@ class RunStore:
         for n in new:
             self.evaluations.add_column(f"metrics/{n}", "f8")
         self.root.attrs["metric_names"] = known + new
+        self._dirty.add(self.path / "zarr.json")
 
     def close(self, status: str, stop_reason: str, trim: bool = False, **attrs: Any) -> None:
         if trim:

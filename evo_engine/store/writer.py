@@ -21,7 +21,9 @@ handing over blocks until the writer has taken them (back-pressure on the coordi
 
 ``fsync`` says when written files are forced to stable storage (what survives a node crash
 or power loss, not just a killed process): ``"never"`` (the operating system decides),
-``"snapshots"`` (the default: every file written since the last snapshot, then the snapshot,
+``"snapshots"`` (the default: every file written since the last snapshot — chunks, markers,
+the arrays' ``zarr.json`` a resize rewrote, new columns and their directory entries, the
+root's attributes —, then the snapshot,
 then its pointer, so the newest snapshot and the rows it covers survive a node crash), or
 ``"always"`` (after every flush). The rows a snapshot covers are synced by the writer when it
 reaches the snapshot, before it writes a later row into the same files.
@@ -43,7 +45,7 @@ import numpy as np
 from evo_engine.search.engine import Evaluation, Migration
 from evo_engine.search.messages import Task, jsonable
 from evo_engine.space import Space
-from evo_engine.store.runstore import RunStore, Table, fsync_files
+from evo_engine.store.runstore import RunStore, fsync_files
 
 FSYNC_POLICIES = ("never", "snapshots", "always")
 MAX_PENDING = 20_000
@@ -318,6 +320,8 @@ class Recorder(HandOver):
         """Write everything handed over, then mark the store (``RunStore.close``)."""
         self.close()
         self.store.close(status, stop_reason, trim=trim, **attrs)
+        if self.fsync != "never":  # the status and a trim's resized arrays
+            fsync_files(self.store.take_dirty())
 
     def close(self) -> None:
         self._closed = True
@@ -371,8 +375,7 @@ class Recorder(HandOver):
             self._snapshots.run_pending()  # no threads: the snapshot after this flush's rows
 
     def _sync_tables(self) -> None:
-        for table in self._tables():
-            table.sync()
+        fsync_files(self.store.take_dirty())
 
     def _write_rows(self, tasks: list[Task], evals: list[Evaluation],
                     migrations: list[Migration]) -> None:
@@ -405,11 +408,9 @@ class Recorder(HandOver):
                 "tasks_position": st.tasks.committed, _DIRTY: dirty}
 
     def _dirty_files(self) -> list[Path]:
-        return [path for table in self._tables() for path in table.take_dirty()]
-
-    def _tables(self) -> list[Table]:
-        st = self.store
-        return [t for t in (st.tasks, st.curves, st.evaluations, st.migrations) if t is not None]
+        # Chunks and markers, and every metadata file a write changed: the arrays' zarr.json
+        # a resize rewrote, new columns (their directories too) and the root's attributes.
+        return self.store.take_dirty()
 
     def _write_snapshot(self, snapshot: dict[str, Any]) -> None:
         dirty = snapshot.pop(_DIRTY, [])

@@ -29,6 +29,7 @@ child is taking in and the child's queue.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -54,6 +55,33 @@ SEND_INTERVAL = 0.05
 START_TIMEOUT = 120.0
 """Seconds the coordinator waits for its writer to start (imports on a slow shared file
 system) before writing from a thread instead."""
+WAIT_SLICE = 0.1
+"""Seconds of one wait for the child's answer: between two, a stop signal's Python handler
+runs (whichever thread the signal was delivered to), so a stop is never held for the start."""
+
+
+def _readable_unless_stopped(stream: IO[bytes], timeout: float) -> bool:
+    """Whether ``stream`` becomes readable within ``timeout`` s, waiting with stop signals
+    deliverable to this thread even where the caller holds them (``job.startup.held``): the
+    caller binds the writer after the wait, and a signal raised meanwhile ends the start
+    (``RecorderProcess.__init__`` then kills the child). SLURM's KillWait is 30 s by default;
+    the child's start may take far longer on a slow shared file system."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    main = threading.current_thread() is threading.main_thread()
+    stops = {getattr(signal, name) for name in SIGNALS if hasattr(signal, name)}
+    old = mask(signal.SIG_UNBLOCK, stops) if mask is not None and main else None
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if select.select([stream], [], [], min(left, WAIT_SLICE))[0]:
+                return True
+    finally:
+        if old is not None:
+            assert mask is not None
+            mask(signal.SIG_SETMASK, old)
 
 
 def _write_bytes(out: IO[bytes], data: bytes) -> None:
@@ -161,8 +189,11 @@ class RecorderProcess(HandOver):
             self._wake.set()
             self._proc.kill()
             self._proc.wait()
-            self._out.close()
-            self._back.close()
+            for stream in (self._out, self._back):
+                # A child that died at once leaves the config frame unflushed: closing would
+                # raise BrokenPipeError and hide why the start failed.
+                with contextlib.suppress(OSError):
+                    stream.close()
             raise
 
     def _handshake(self, config: dict[str, Any]) -> None:
@@ -172,7 +203,7 @@ class RecorderProcess(HandOver):
         answered, ready = True, None
         try:
             _write_frame(self._out, config)
-            answered = bool(select.select([self._back], [], [], START_TIMEOUT)[0])
+            answered = _readable_unless_stopped(self._back, START_TIMEOUT)
             ready = _read_frame(self._back) if answered else None
         except OSError:
             pass

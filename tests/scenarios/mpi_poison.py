@@ -5,6 +5,9 @@ task, a point of the initial design, so every job re-creates it with the same pa
 whatever the order of results). It waits ``$POISON_DELAY`` seconds first (default 0.2, less
 than the recorder's 0.5 s flush interval) so that the other worker's quick tasks come back
 and only the poison task is in flight when MPICH tears the job down.
+
+``$LONG_UID`` (default none) names a healthy task that sleeps ``$LONG_S`` seconds (default
+3): started beside the poison task, it is in flight at the first crash too.
 """
 
 import os
@@ -15,6 +18,8 @@ from evo_engine.scenario import Scenario
 
 
 def objective(params, ctx):
+    if ctx.uid == int(os.environ.get("LONG_UID", "-1")):
+        time.sleep(float(os.environ.get("LONG_S", "3")))
     if ctx.uid == int(os.environ.get("POISON_UID", "3")):
         time.sleep(float(os.environ.get("POISON_DELAY", "0.2")))
         os._exit(9)
