@@ -7,7 +7,7 @@ are densest, see ``_evictee``), fits a GP to them, and for each
 idle worker scores a few hundred candidate offspring by expected improvement (EI), sending
 the most promising one. The candidates are ES/GA-style offspring of the elite at many step
 sizes (local refinement) plus uniform points (global exploration), so the model only decides
-*which* offspring to evaluate, never proposes something a mutation could not.
+*which* of these candidates to evaluate; it does not optimise EI over the space itself.
 
 Asynchronous workers are handled honestly with the *kriging believer*: the genomes still in
 flight (the engine passes them in with ``see_in_flight``) join the model with its own
