@@ -274,7 +274,7 @@ def _job(args: tuple[str, str, int, int]) -> tuple[str, str, int, RunResult]:
         evals = min(evals, 100)
     try:
         return name, method, seed, simulate(LANDSCAPES[name], method, seed, evals)
-    except ValueError as exc:  # a design that refuses the space (hypertiling above 6-D)
+    except ValueError as exc:  # a method that refuses the space (a design or baseline)
         print(f"{name} {method}: {exc}", file=sys.stderr)
         return name, method, seed, RunResult({}, {}, 0.0)
 

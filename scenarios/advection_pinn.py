@@ -15,8 +15,8 @@ method trains for the same wall time per trajectory (cpu: 10 s, full: 15 minutes
 15,000 iterations, whichever ends first), since one ENGD step costs as much as hundreds of Adam
 steps. Fitness therefore depends a little on the machine's load.
 
-The engine has no conditional parameters: every parameter is sampled in every configuration, and
-the objective ignores the settings of the methods not chosen (``engd_damping`` when
+This scenario declares no conditional parameters (``when=``, which the engine supports: see
+``advection_multi.py``): every parameter is sampled in every configuration, and the objective ignores the settings of the methods not chosen (``engd_damping`` when
 ``optimizer`` is adam). Those inactive genes drift neutrally under selection, are still recorded
 in the store, and become active again if a later mutation switches the optimizer back.
 

@@ -23,6 +23,21 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
 
 
+@pytest.fixture(autouse=True)
+def _no_fsync_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.fsync`` is a no-op inside the test process, except in tests marked ``real_fsync``.
+
+    It only matters for a node crash or power loss, which no test can cause: the kills here
+    (in-process ``Killed``, SIGKILL of a subprocess) leave the page cache intact. The fsync
+    *policies* are checked with the real call by the ``real_fsync`` spies in test_recorder.py
+    and test_store.py, every code path that calls it still runs, and runs started as
+    subprocesses (the CLI, mpiexec) still fsync for real. What it saves: the replay state
+    machine calls it ~380 times per example; it was half of test_replay.py's wall time.
+    """
+    if request.node.get_closest_marker("real_fsync") is None:
+        monkeypatch.setattr(os, "fsync", lambda fd: None)
+
+
 @pytest.fixture
 def sciml_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A SciML test trains on one thread, on data generated under its own tmp_path (never a

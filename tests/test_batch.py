@@ -427,9 +427,17 @@ def test_kill_with_a_batch_in_flight_then_resume_reissues_its_members(tmp_path: 
     run_dir, calls = tmp_path / "r", tmp_path / "calls.txt"
     knobs = {"BATCHED_EVALS": 16, "BATCHED_SLEEP": 0.1, "BATCHED_LOG": calls}
     proc = start("--workers", 2, "--batch", 3, "--run-dir", run_dir, **knobs)
-    # Kill -9 once results are durable and new batches have started.
-    wait_for(lambda: (run_dir / "run.zarr").exists() and len(table(run_dir).get("uid", [])) >= 4
-             and calls.exists() and len(calls.read_text().splitlines()) >= 4, proc, "4 results")
+    # Kill -9 once results are durable and new batches have started (their tasks logged
+    # without results: on a loaded machine a flush can also land between batches).
+    def ready() -> bool:
+        if not (run_dir / "run.zarr").exists() or not calls.exists():
+            return False
+        done = table(run_dir).get("uid", [])
+        logged = table(run_dir, "tasks").get("uid", [])
+        return (len(done) >= 4 and len(calls.read_text().splitlines()) >= 4
+                and bool(set(np.asarray(logged).tolist()) - set(np.asarray(done).tolist())))
+
+    wait_for(ready, proc, "4 results and a batch in flight")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
     before = table(run_dir)
@@ -612,7 +620,7 @@ def test_the_coordinator_logs_gpu_utilization_once_per_batch() -> None:
 def test_a_dead_worker_rank_ends_the_job_and_resume_continues(tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
     done = evo("--run-dir", run_dir, ranks=3, BATCHED_EVALS=16, BATCHED_SLEEP=0.1,
-               BATCHED_DIE_UID=9)
+               BATCHED_DIE_UID=9, BATCHED_DIE_AFTER_ROWS=1)
     # The launcher tears the job down with the dead rank's own status (os._exit(9) here).
     assert done.returncode == 9, done.stderr
     assert attrs(run_dir)["status"] == "running"  # a crash, as --resume will count it

@@ -93,6 +93,7 @@ def test_a_slow_disk_blocks_the_coordinator_instead_of_growing_the_queue(
     assert got.tolist() == [float(i) for i in range(60)]
 
 
+@pytest.mark.real_fsync
 @pytest.mark.parametrize("policy", ["never", "snapshots", "always"])
 def test_fsync_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str) -> None:
     store, engine = _store_and_engine(tmp_path)

@@ -119,6 +119,7 @@ def test_column_reads_committed_rows_only(tmp_path: Path) -> None:
     assert ev.has_column("params/c") and not ev.has_column("no_such_column")
 
 
+@pytest.mark.real_fsync
 def test_sync_fsyncs_the_chunks_and_marker_an_append_wrote(tmp_path: Path, monkeypatch) -> None:
     import os
 

@@ -16,7 +16,8 @@ A scenario's ``callbacks`` field (or ``--callback NAME``, repeatable) names them
 * ``module:factory``: your own: ``factory(run_dir: Path, scenario: str)`` returns an object
   with ``log(record: EvaluationRecord)`` and ``close()``.
 
-Loggers run on a background thread, so a slow one never holds the coordinator; a logger that
+Loggers run on a background thread behind an unbounded queue, so a slow one never makes the
+coordinator wait for it (it still shares the coordinator's GIL while it runs Python); a logger that
 raises is reported once (stderr and ``log.jsonl`` event ``callback_failed``) and the run goes
 on. A logger that cannot be *created* (unknown name, package missing) is bad input: exit 2
 before the run starts.

@@ -168,7 +168,7 @@ class Dedupe:
     """The engine's registry of issued configurations and its re-evaluation queue.
 
     Hooks (all called by ``Engine``): ``next_pick`` in ``ask``, ``register`` for every task
-    that enters the in-flight table (``ask``, ``adopt``), ``after_offer`` when an offspring was
+    that enters the in-flight table (``ask``, and ``replay_task`` for a logged task it keeps), ``after_offer`` when an offspring was
     offered to its island, ``reevaluated`` when a re-evaluation's result comes back.
     """
 

@@ -1,6 +1,7 @@
 """A write-ahead journal of the tasks handed to workers, so a crash can be blamed on them.
 
-The store's task log is flushed by the recorder's thread every ~0.5 s. An objective that
+The store's task log is written by the store's writer (a child process, or a thread where
+that cannot start) every ~0.25 s. An objective that
 kills its worker at once (and, under ``mpiexec``, the whole job: MPICH kills every rank)
 can take the job down before its task was ever logged; ``--resume`` would then re-issue
 the very same task (exact replay: same uid, parameters and seed) and crash again forever.
@@ -10,8 +11,8 @@ whether the task the engine re-creates with that uid is the same configuration),
 ``"<job> f <uid>"`` when its result is in, each with one unbuffered ``os.write`` (about
 3 µs with the digest). The page cache keeps what was written when the process is killed
 (SIGKILL included); a node crash or power loss may lose it (there is no fsync), and then
-that crash simply goes uncounted. The file grows by ~30 bytes per evaluation and job. ``resume.rebuild_engine`` reads the crashed job's lines:
-every uid dispatched and not finished counts one crash (``resume._poison``).
+that crash simply goes uncounted. The file grows by ~30 bytes per evaluation and job. ``store.replay.rebuild_engine`` reads the crashed job's lines:
+every uid dispatched and not finished counts one crash (``store.replay._poison``).
 
 A new job truncates the file: only the latest job's lines are ever needed, since the
 resume that counted a crash ran before the job that truncates it. Each line carries its

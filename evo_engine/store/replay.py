@@ -240,7 +240,7 @@ def rebuild_engine(
         warn(f"{len(poisoned)} task(s) were in flight at {poison_after} crashes and are recorded "
              f"FAILED instead of issued again: uid " + ", ".join(str(e.task.uid) for e in poisoned))
     if engine.poisoned:
-        warn(f"{len(engine.poisoned)} task(s) not in the task log were handed to a worker at "
+        warn(f"{len(engine.poisoned)} task(s) not in the task log had been dispatched at "
              f"{poison_after} crashes: they are recorded FAILED when the run issues them again: "
              "uid " + ", ".join(str(u) for u in sorted(engine.poisoned)))
     # Rows from here on were issued by the job about to start (the next resume's crash count).
@@ -252,8 +252,8 @@ def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int,
             job: int) -> tuple[list[Evaluation], dict[int, int], dict[int, str]]:
     """Count a crash for every task the crashed job had issued and not finished; fail the worst.
 
-    Only tasks the crashed job handed to a worker count (a task still queued for re-issue
-    was never running): those in its dispatch journal without a result, or for a run from
+    Only tasks the crashed job dispatched count (journaled just before the send; a task still
+    queued for re-issue was never running): those in its dispatch journal without a result, or for a run from
     before the journal, those in its part of the task log. A journaled uid at or beyond
     ``engine.next_uid`` never reached the log (or its row was lost with results); replay
     re-creates it with the same uid, so at ``poison_after`` crashes it goes into

@@ -1,4 +1,4 @@
-"""The recorder in a process of its own, so the coordinator's thread never waits on zarr.
+"""The recorder in a process of its own, so zarr's writes never hold the coordinator's GIL.
 
 A ``Recorder`` thread in the coordinator's process shares the GIL with the coordinator:
 zarr's Python code (about 1 ms of CPU per column and commit, ~40 columns) and a snapshot's

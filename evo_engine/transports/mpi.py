@@ -70,7 +70,7 @@ def _mpi() -> Any:
     """The ``mpi4py.MPI`` module, imported (and MPI initialised) on first use."""
     import mpi4py
 
-    # Only the main thread calls MPI (the recorder thread writes zarr, never MPI), and the
+    # Only the main thread calls MPI (the callback and writer-sender threads never call MPI; the store is written by a child process), and the
     # lower thread level spares MPICH its per-call global lock.
     mpi4py.rc.thread_level = "funneled"
     from mpi4py import MPI

@@ -11,12 +11,16 @@ BATCHED_BATCH (scenario batch, default 2) · BATCHED_EVALS (budget, 24) · BATCH
 BATCHED_SLEEP (seconds per step, 0.005) · BATCHED_RAISE_BELOW (members with x below it raise) ·
 BATCHED_NAN_ABOVE (members with x above it return NaN) · BATCHED_DIE_UID (the worker process
 ``os._exit(9)``s while evaluating that uid) · BATCHED_HANG_UID (that uid sleeps an hour) ·
-BATCHED_EXIT_UID (that uid raises SystemExit(7)) · BATCHED_TIMEOUT (eval_timeout_s) ·
+BATCHED_EXIT_UID (that uid raises SystemExit(7)) · BATCHED_DIE_AFTER_ROWS (the dying uid first
+waits, up to 60 s, until the run store holds that many evaluations, so a loaded machine cannot
+end the job before anything was written) · BATCHED_TIMEOUT (eval_timeout_s) ·
 BATCHED_WORKERS (local workers, 2) · BATCHED_LOG (a file each call appends its uids to).
 """
 
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +40,19 @@ def _target(params):
     return (params["x"] - 0.3) ** 2 + (0.05 if params["arch"] == "b" else 0.0)
 
 
+def _wait_for_rows(ctx, rows):
+    """Wait (at most 60 s) until the run's store has committed ``rows`` evaluations."""
+    marker = Path(ctx.scratch_dir).parent.parent / "run.zarr" / "evaluations" / "zarr.json"
+    deadline = time.monotonic() + 60
+    while rows > 0 and time.monotonic() < deadline:
+        try:
+            if json.loads(marker.read_text())["attributes"]["committed"] >= rows:
+                return
+        except (OSError, ValueError, KeyError):
+            pass  # not written yet, or replaced mid-read
+        time.sleep(0.05)
+
+
 def objective_batch(params_list, ctxs):
     uids = [c.uid for c in ctxs]
     log = os.environ.get("BATCHED_LOG")
@@ -47,6 +64,7 @@ def objective_batch(params_list, ctxs):
         marked = os.environ.get(uid_name)
         if marked and int(marked) in uids:
             if action == "die":
+                _wait_for_rows(ctxs[0], int(os.environ.get("BATCHED_DIE_AFTER_ROWS", "0")))
                 os._exit(9)
             if action == "hang":
                 time.sleep(3600)

@@ -18,8 +18,8 @@ are the tiling's, spread over the whole box).
 Above ``MAX_DIM`` parameters enumerating the intersections costs too much (seconds at d = 7,
 minutes at d = 10), so the parameters are split into blocks of at most ``MAX_DIM`` and each
 block gets a tiling of its own; the blocks' points are paired at random, as LHS pairs its
-strata, so every block's projection is a tiling's vertex set. The work grows like C(d + 3, 3) × (intersections per family subset);
-above ``MAX_DIM`` parameters the enumeration is too costly and the design refuses.
+strata, so every block's projection is a tiling's vertex set. The work grows like
+C(d + 3, d) × (intersections per family subset), which is why the blocks stay small.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ are densest, see ``_evictee``), fits a GP to them, and for each
 idle worker scores a few hundred candidate offspring by expected improvement (EI), sending
 the most promising one. The candidates are ES/GA-style offspring of the elite at many step
 sizes (local refinement) plus uniform points (global exploration), so the model only decides
-*which* offspring to evaluate, never proposes something a mutation could not.
+*which* of these candidates to evaluate; it does not optimise EI over the space itself.
 
 Asynchronous workers are handled honestly with the *kriging believer*: the genomes still in
 flight (the engine passes them in with ``see_in_flight``) join the model with its own
@@ -29,10 +29,13 @@ of the population's better half;
 from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
 is no longer fitted. The decision depends only on the results observed, so replay keeps it.
 
-Cost: one GP hyperparameter fit (L-BFGS, warm-started from the previous one) and one fixed-
-kernel refit with the in-flight points per ``propose``; both are O(archive³) with the archive
-capped (256 by default), so the cost per ask stops growing after that many results
-(``benchmarks/quality.py`` prints it; about 0.05–0.15 s on one core).
+Cost per ``propose``: a fixed-kernel GP fit on the archive and another on the archive plus
+the evaluations in flight (kriging believer), O((archive + in flight)³) with the archive
+capped (256 by default), and the prediction for the candidates; the kernel's
+hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS`` results, warm-started) only
+after ``REFIT_GROWTH`` (20 %) more results, at least ``REFIT_MIN``. So the cost per ask stops
+growing with the archive and grows with the workers in flight (``benchmarks/quality.py``
+prints it).
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
 hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
