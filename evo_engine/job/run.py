@@ -31,6 +31,7 @@ from evo_engine.job.walltime import Deadline
 from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
+from evo_engine.search.estimate import describe_best, describe_luckiest, resolution_note
 from evo_engine.search.messages import EvalState, Task
 from evo_engine.store import rundir
 from evo_engine.store.journal import NAME as JOURNAL_NAME
@@ -193,8 +194,11 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1) -> list[dic
     """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals.
 
     Each runs with its evaluation's own seed, so the metrics describe the model that was scored.
+    The incumbent (the best estimated mean, ``Engine.best``) comes first; then the populations.
     """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
+    if engine.best is not None:
+        best.insert(0, engine.best)
     seen: set[int] = set()
     out = []
     for ind in best:
@@ -529,9 +533,19 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")
     else:
-        print_fn(f"best fitness {best.fitness:.6g} (uid {best.uid}, island {best.island})")
+        est = engine.best_estimate
+        assert est is not None
+        for line in terminal.wrap(describe_best(est, best.island), terminal.width()):
+            print_fn(line)
         for name, value in engine.space.decode(best.genome).items():
             print_fn(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
+        lucky = engine.tracker.luckiest()
+        for text in (describe_luckiest(est, lucky) if lucky else None,
+                     resolution_note(engine.tracker.estimates().values(), 10,
+                                     engine.config.intensify or None)):
+            if text:
+                for line in terminal.wrap(text, terminal.width()):
+                    print_fn(line)
     for f in final:
         if f["error"]:
             print_fn(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")
