@@ -9,11 +9,16 @@ seeds for every configuration), and the incumbent is evaluated on any race seed 
 challenger reaches that it lacks, so a comparison between them is paired: the seeds' effect
 cancels. After each of its race results the challenger
 
-- drops out when its mean over the race seeds both have is not below the incumbent's (no
-  more budget for a configuration that only looked good once; its first draw, the lucky one
-  that made it a challenger, is not part of that comparison);
+- drops out when its estimated mean is no longer below the incumbent's (no more budget for
+  a configuration that only looked good once);
 - stops racing once it has R evaluations: ``estimate.incumbent`` then decides on the means;
-- else is queued for its next race seed.
+- else is queued for its next race seed (with the incumbent, if it lacks that seed).
+
+All but one evaluation of each side of a race are on the same seeds, so most of the seeds'
+effect cancels from the difference of the means. The decisions use the same estimates as
+``best`` (never a second rule), so a challenger that dropped out is never the incumbent.
+While the very first race runs, before any repeat exists, the challenger's one draw counts
+as the best (nothing has shown yet that the objective is noisy).
 
 What this costs follows the noise: a challenger that was only lucky drops out after one
 repeat, and once the repeats measured no noise at all (a deterministic objective: the pooled
@@ -103,8 +108,8 @@ class Tracker:
         """Keep every configuration (repeats or races on); else only the best one, which is
         all the plain minimum needs (a run of 100,000 evaluations keeps one record)."""
         self.records: dict[str, Record] = {}
-        self.races: list[str] = []
-        """Challengers racing now, in the order they started."""
+        self.races: dict[str, str] = {}
+        """Challenger racing now → its opponent, in the order the races started."""
         self.queue: deque[tuple[str, int]] = deque()
         self._estimates: dict[str, Estimate] = {}
         self._best: Estimate | None = None
@@ -159,7 +164,7 @@ class Tracker:
         rec.values.append(float(fitness))
         self._update(key, rec)
         if self.intensify and before is not None and fitness < before.mean and not self._quiet():
-            self.races.append(key)
+            self.races[key] = before.key
             self._advance(key)
 
     def repeat(self, key: str, uid: int, island: int, genome: np.ndarray,
@@ -194,29 +199,28 @@ class Tracker:
                 or self._quiet()):
             self._end(key)
             return
-        j = next(i for i in range(self.race_length) if i not in rec.requested)
         inc = self.best()
+        # Its opponent: the incumbent, or while the challenger leads, the one it would oust.
         if inc is not None and inc.key != key:
-            irec = self.records[inc.key]
-            if irec.outstanding & rec.settled:
-                return  # the comparison's other half is still running
-            common = sorted(set(rec.by_seed) & set(irec.by_seed))
-            if common:
-                d = float(np.mean([rec.by_seed[i] - irec.by_seed[i] for i in common]))
-                if d >= 0.0:
-                    self._end(key)
-                    return
-            if j not in irec.requested:
-                irec.requested.add(j)
-                self.queue.append((inc.key, j))
-        # (When it is the incumbent already, it finishes its race seeds alone: a
-        # configuration ahead on two draws must not lose its place for lack of a third.)
+            self.races[key] = inc.key
+        opponent = self.races[key]
+        orec = self.records[opponent]
+        if orec.outstanding & rec.settled:
+            return  # the comparison's other half is still running
+        if inc is not None and inc.key != key and rec.settled:
+            mine = self._estimates[key].mean
+            if not mine < inc.mean:
+                self._end(key)  # behind on its mean: no more budget for it
+                return
+        j = next(i for i in range(self.race_length) if i not in rec.requested)
+        if opponent != key and j not in orec.requested:
+            orec.requested.add(j)
+            self.queue.append((opponent, j))
         rec.requested.add(j)
         self.queue.append((key, j))
 
     def _end(self, key: str) -> None:
-        if key in self.races:
-            self.races.remove(key)
+        self.races.pop(key, None)
 
     def next_pick(self) -> RacePick | None:
         """The next race task (queued on purpose: each is issued, none dropped)."""
@@ -230,7 +234,7 @@ class Tracker:
     def get_state(self) -> dict[str, Any]:
         return {
             "records": [[k, r.to_state()] for k, r in self.records.items()],
-            "races": list(self.races),
+            "races": [[k, o] for k, o in self.races.items()],
             "queue": [[k, j] for k, j in self.queue],
         }
 
@@ -245,7 +249,7 @@ class Tracker:
             if rec.values:
                 self._update(k, rec)
         self._dirty = True
-        self.races = [str(k) for k in state.get("races", [])]
+        self.races = {str(k): str(o) for k, o in state.get("races", [])}
         self.queue = deque((str(k), int(j)) for k, j in state.get("queue", []))
 
 
