@@ -57,8 +57,10 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-9)
 
 
-def test_batched_members_match_single_trainings() -> None:
-    task = tiny_task()
+@pytest.mark.parametrize("fitness_last", [None, 2])
+def test_batched_members_match_single_trainings(fitness_last: int | None) -> None:
+    # None: best epoch and its weights (PDEBench's checkpoint); 2: final weights, last-2 mean
+    task = tiny_task(fitness_last=fitness_last)
     singles = []
     for params, seed, stop in MEMBERS:
         ctx = FakeContext(seed=seed, stop_after=stop)
@@ -82,7 +84,8 @@ def test_batched_members_match_single_trainings() -> None:
     assert len(ctxs[2].reports) == 1
     mid = results[4]
     assert mid["epochs_run"] == 2 and mid["best_epoch"] == 0 and math.isnan(mid["train_loss"])
-    assert math.isfinite(mid["fitness"]) and len(ctxs[4].reports) == 1
+    # diverged in epoch 2: the best epoch is kept, or (last epochs) there is nothing to keep
+    assert math.isfinite(mid["fitness"]) == (fitness_last is None) and len(ctxs[4].reports) == 1
     first = results[5]
     assert math.isnan(first["fitness"]) and first["epochs_run"] == 1 and ctxs[5].reports == []
     assert all(len(ctxs[i].reports) == 3 for i in (0, 1, 3, 6))

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 from fakes import FakeContext, tiny_advection_task
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
 from evo_engine.sciml.data import DataFileError
@@ -16,6 +18,7 @@ from evo_engine.sciml.pinn import PinnTask, pinn_test_metrics, train_pinn
 from evo_engine.sciml.training import (
     AdvectionTask,
     advection_test_metrics,
+    reduce_curve,
     train_advection,
 )
 
@@ -38,6 +41,55 @@ def test_advection_objective(model: str) -> None:
     assert all(isinstance(v, float) for v in out.values())
     assert [step for step, _ in ctx.reports] == [1, 2]  # once per epoch, epochs completed
     assert out["fitness"] == pytest.approx(min(v for _, v in ctx.reports))  # best epoch kept
+
+
+def test_last_epochs_fitness_scores_the_final_weights() -> None:
+    ctx = FakeContext(seed=3)
+    out = train_advection({"model": "fno", "lr": 3e-3}, ctx, tiny_task(epochs=4, fitness_last=2))
+    curve = [v for _, v in ctx.reports]
+    assert len(curve) == 4 and min(curve) < sum(curve[-2:]) / 2  # min and last-2 mean differ
+    assert out["fitness"] == out["val_fitness"] == pytest.approx(sum(curve[-2:]) / 2)
+    assert out["val_fitness_final"] == curve[-1]
+    assert out["best_epoch"] == curve.index(min(curve))  # still recorded, no longer selected
+    # the validation metrics (and so the test metrics at the end) are the final weights'
+    final = (out["val_rmse"] + out["val_nrmse"] + out["val_brmse"] + out["val_crmse"]) / 4
+    assert final == pytest.approx(curve[-1])
+
+
+def test_last_epochs_fitness_of_a_diverged_training_is_nan() -> None:
+    # no final weights worth scoring: the evaluation fails rather than keeping an early epoch
+    task = tiny_task(epochs=3, fitness_last=2)
+    out = train_advection({"model": "fno", "lr": 1e-3, "scheduler_step": 1,
+                           "scheduler_gamma": 1e7}, FakeContext(seed=5), task)
+    assert math.isnan(out["fitness"]) and out["epochs_run"] == 2
+    best = train_advection({"model": "fno", "lr": 1e-3, "scheduler_step": 1,
+                            "scheduler_gamma": 1e7}, FakeContext(seed=5), tiny_task(epochs=3))
+    assert math.isfinite(best["fitness"])  # the best-epoch selection keeps epoch 1
+
+
+@pytest.mark.parametrize("last", [0, 3])
+def test_fitness_last_must_fit_the_epochs(last: int) -> None:
+    with pytest.raises(ValueError, match="fitness_last"):
+        tiny_task(epochs=2, fitness_last=last)
+
+
+def test_reduce_curve_values() -> None:
+    curve = [0.5, 0.2, 0.4, 0.3]
+    assert reduce_curve(curve, None) == 0.2
+    assert reduce_curve(curve, 1) == 0.3
+    assert reduce_curve(curve, 2) == pytest.approx(0.35)
+    assert reduce_curve(curve[:1], 3) == 0.5  # a training stopped early: what it has
+    assert math.isnan(reduce_curve([0.2, math.nan], 2)) and reduce_curve([0.2, math.nan], None) == 0.2
+    assert math.isnan(reduce_curve([], None)) and math.isnan(reduce_curve([], 2))
+
+
+@given(st.lists(st.floats(0, 10), min_size=1, max_size=30), st.integers(1, 40))
+def test_reduce_curve_lies_between_the_tail_bounds(curve: list[float], last: int) -> None:
+    tail = curve[-last:]
+    value = reduce_curve(curve, last)
+    assert min(tail) - 1e-12 <= value <= max(tail) + 1e-12
+    assert reduce_curve(curve, None) == min(curve) <= value + 1e-12
+    assert reduce_curve(curve, 1) == curve[-1]
 
 
 def test_advection_is_reproducible_and_caches_the_data() -> None:

@@ -42,6 +42,12 @@ def test_presets() -> None:
     assert (cpu.defaults["modes"], cpu.defaults["width"]) == (12, 20)  # PDEBench's own FNO
     assert cpu.recipe.solver == "fv" and cpu.recipe.nx == 1024 and cpu.recipe.samples <= 500
     assert cpu.samples == cpu.recipe.samples and full.samples is None  # thins a PDEBench file
+    # cpu: the final weights, scored by the mean of the last epochs (not a minimum over epochs);
+    # full: PDEBench's best checkpoint. StepLR scaled from PDEBench's 100 of 500 epochs.
+    assert cpu.fitness_last == 3 and full.fitness_last is None
+    assert cpu.defaults["scheduler_step"] * 5 == cpu.epochs
+    assert load_scenario(SCENARIOS / "advection_lr.py", "cpu").batch == 4
+    assert load_scenario(SCENARIOS / "advection_lr.py", "full").batch == 1
     pinn = pinn_task("full")
     assert pinn.iterations == 15_000 and digits_task("cpu").epochs < 30
     assert (pinn.points, pinn.solver, pinn.score_frames) == ("pdebench", "fv", 20)

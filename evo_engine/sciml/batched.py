@@ -46,6 +46,7 @@ from evo_engine.sciml.training import (
     evaluate,
     load_split,
     precision_context,
+    reduce_curve,
     step_boundary,
 )
 
@@ -90,6 +91,8 @@ class _Member:
     best_epoch: int = -1
     best_metrics: dict[str, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    curve: list[float] = field(default_factory=list)
+    last_metrics: dict[str, float] | None = None
     outcome: str = ""  # "", "diverged", "pruned", "done"
 
 
@@ -173,15 +176,26 @@ _member_mse = torch.vmap(F.mse_loss)
 def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any],
             task: AdvectionTask, device: str, start: float) -> dict[str, float]:
     """The record ``train_advection`` returns, for a member leaving the stack at ``row``."""
-    if member.best_state is None:  # no finite epoch: score the final weights, as fit() does
+    keep_best = task.fitness_last is None
+    diverged = member.outcome == "diverged"
+    if keep_best and member.best_state is not None:
+        metrics = member.best_metrics or {}
+    elif keep_best or diverged or member.last_metrics is None:
+        # the final weights, as they are (fit() scores them the same way)
         model = stack.member_model(row, None, device)
-        member.best_metrics = evaluate(model, val["u"], val["grid"], task)
-        member.best_fitness = advection_fitness(member.best_metrics)
-    metrics = member.best_metrics or {}
+        metrics = evaluate(model, val["u"], val["grid"], task)
+    else:
+        metrics = member.last_metrics
+    fitness = reduce_curve(member.curve, task.fitness_last)
+    if diverged and not keep_best:
+        fitness = math.nan
+    elif not math.isfinite(fitness):
+        fitness = advection_fitness(metrics)
     return {
-        "fitness": float(member.best_fitness),
+        "fitness": float(fitness),
         **{f"val_{name}": value for name, value in metrics.items()},
-        "val_fitness": float(member.best_fitness),
+        "val_fitness": float(fitness),
+        "val_fitness_final": float(member.curve[-1]) if member.curve else math.nan,
         "best_epoch": float(member.best_epoch),
         "epochs_run": float(member.epochs_run),
         "train_loss": float(member.train_loss),
@@ -227,10 +241,13 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
         for row, metrics in enumerate(_evaluate_stack(step, stack, val, task)):
             m = active[row]
             fitness = advection_fitness(metrics)
+            m.curve.append(fitness)
+            m.last_metrics = metrics
             m.ctx.report(epoch + 1, fitness)  # step = epochs completed, as fit() reports
             if math.isfinite(fitness) and fitness < m.best_fitness:
                 m.best_fitness, m.best_epoch, m.best_metrics = fitness, epoch, metrics
-                m.best_state = stack.member_state(row)
+                if task.fitness_last is None:  # only the best-epoch selection needs its weights
+                    m.best_state = stack.member_state(row)
             if m.ctx.should_stop():
                 m.outcome = "pruned"
             elif epoch + 1 == task.epochs:

@@ -9,8 +9,13 @@ schedule; MSE losses reshaped with the actual batch size; evaluation in eval mod
 
 After every epoch the model is rolled out on the validation split and the fitness — the mean of
 validation RMSE, nRMSE, bRMSE and cRMSE (:func:`~evo_engine.sciml.metrics.advection_fitness`) — is
-reported (step = epochs completed); the best epoch's weights are kept, as PDEBench keeps its best
-checkpoint (it selects by rollout MSE on its test split; we select by the fitness on validation).
+reported (step = epochs completed). What the training returns depends on
+``AdvectionTask.fitness_last``: None keeps the best epoch's weights and scores the minimum over
+epochs, as PDEBench keeps its best checkpoint (it selects by rollout MSE on its test split; we
+select by the fitness on validation); k keeps the final weights and scores the mean of the last
+k epochs' validation fitness (:func:`reduce_curve`), which a search can trust more: the minimum
+of a noisy curve is a second winner's curse on top of the seed's, and favours configurations
+whose curves jitter most.
 Deliberate differences from PDEBench: evaluation always in eval mode, exact batch sizes, metrics
 averaged over the predicted frames only (see :mod:`evo_engine.sciml.metrics`), seeded runs.
 
@@ -32,7 +37,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +86,9 @@ class AdvectionTask:
     the models' forward passes under bfloat16 autocast (losses, metrics and weights stay fp32);
     ``compile`` wraps the one-frame step in ``torch.compile`` with ``compile_mode`` (e.g.
     ``"reduce-overhead"``: CUDA graphs on a GPU; None: inductor's default).
+
+    ``fitness_last``: None scores the best epoch and keeps its weights (PDEBench's checkpoint);
+    k scores the mean validation fitness of the last k epochs and keeps the final weights.
     """
 
     recipe: AdvectionRecipe = field(default_factory=AdvectionRecipe)
@@ -97,10 +105,13 @@ class AdvectionTask:
     bf16: bool = False
     compile: bool = False
     compile_mode: str | None = None
+    fitness_last: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.initial_step < 1 or self.nt <= self.initial_step:
             raise ValueError("need epochs >= 1 and 1 <= initial_step < nt")
+        if self.fitness_last is not None and not 1 <= self.fitness_last <= self.epochs:
+            raise ValueError(f"need 1 <= fitness_last <= epochs, got {self.fitness_last}")
         if self.t_train is not None and self.t_train <= self.initial_step:
             raise ValueError("need t_train > initial_step")
         if self.compile_mode not in COMPILE_MODES:
@@ -289,12 +300,27 @@ def train_epoch(
     return total / max(batches, 1)
 
 
+def reduce_curve(curve: Sequence[float], fitness_last: int | None) -> float:
+    """The fitness of a training from its per-epoch validation fitness ``curve``.
+
+    None: the minimum (the best epoch, NaN if no epoch was finite); k: the mean of the last k
+    epochs (fewer if the training stopped sooner), NaN if any of them is not finite.
+    """
+    if not curve:
+        return math.nan
+    if fitness_last is None:
+        finite = [v for v in curve if math.isfinite(v)]
+        return min(finite) if finite else math.nan
+    tail = curve[-fitness_last:]
+    return sum(tail) / len(tail) if all(math.isfinite(v) for v in tail) else math.nan
+
+
 def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
 
 def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) -> dict[str, Any]:
-    """Train with ``params`` and return the best-epoch model plus its validation record."""
+    """Train with ``params``; return the kept model (best or final epoch) and its record."""
     p = {**task.defaults, **params}
     generator = seed_everything(int(ctx.seed))
     train = load_split(task, "train", ctx)
@@ -308,9 +334,12 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
     )
     batch_size = max(1, int(p["batch_size"]))
     net = compile_step(model, task.compile_mode) if task.compile else model
+    keep_best = task.fitness_last is None
+    curve: list[float] = []
     best: dict[str, Any] = {"fitness": math.inf, "epoch": -1, "state": None, "metrics": None}
+    last_metrics: dict[str, float] | None = None
     start = time.perf_counter()
-    epochs_run, train_loss = 0, math.nan
+    epochs_run, train_loss, diverged = 0, math.nan, False
     for epoch in range(task.epochs):
         train_loss = train_epoch(
             net, optimizer, train["u"], train["grid"], batch_size, task, generator
@@ -318,24 +347,36 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         scheduler.step()
         epochs_run = epoch + 1
         if not math.isfinite(train_loss):
-            break  # diverged: further epochs cannot recover, keep the best epoch so far
+            diverged = True
+            break  # further epochs cannot recover
         metrics = evaluate(net, val["u"], val["grid"], task)
         fitness = advection_fitness(metrics)
+        curve.append(fitness)
+        last_metrics = metrics
         ctx.report(epoch + 1, fitness)  # step = epochs completed, as pruner rungs count them
         if math.isfinite(fitness) and fitness < best["fitness"]:
             best.update(fitness=fitness, epoch=epoch, metrics=metrics)
-            best["state"] = copy.deepcopy(model.state_dict())
+            if keep_best:
+                best["state"] = copy.deepcopy(model.state_dict())
         if ctx.should_stop():
             break
-    if best["state"] is not None:
+    if keep_best and best["state"] is not None:
         model.load_state_dict(best["state"])
+        metrics = best["metrics"]
+    elif keep_best or diverged or last_metrics is None:
+        metrics = evaluate(model, val["u"], val["grid"], task)  # the final weights, as they are
     else:
-        best["metrics"] = evaluate(model, val["u"], val["grid"], task)
-        best["fitness"] = advection_fitness(best["metrics"])
+        metrics = last_metrics
+    fitness = reduce_curve(curve, task.fitness_last)
+    if diverged and not keep_best:
+        fitness = math.nan  # the final weights are not finite: nothing to keep
+    elif not math.isfinite(fitness):
+        fitness = advection_fitness(metrics)
     record: dict[str, Any] = {
-        "fitness": float(best["fitness"]),
-        **_prefixed("val", best["metrics"]),
-        "val_fitness": float(best["fitness"]),
+        "fitness": float(fitness),
+        **_prefixed("val", metrics),
+        "val_fitness": float(fitness),
+        "val_fitness_final": float(curve[-1]) if curve else math.nan,
         "best_epoch": float(best["epoch"]),
         "epochs_run": float(epochs_run),
         "train_loss": float(train_loss),
