@@ -82,10 +82,11 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
              fmt_value(s.best), fmt_value(s.worst), *(fmt_value(s.params[p]) for p in params)]
             for s in stats[:top]]
     lines = [
-        f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more than "
-        f"once ({extra} extra evaluations); fitness over their complete evaluations "
-        f"(evals = complete/all), best mean first:",
-        *terminal.table(header, rows)[0],
+        *terminal.wrap(
+            f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more "
+            f"than once ({extra} extra evaluations); fitness over their complete evaluations "
+            f"(evals = complete/all), best mean first:", terminal.width()),
+        *terminal.table(header, rows, keep=6, cols=terminal.width())[0],
     ]
     if len(stats) > top:
         lines.append(f"  ... and {len(stats) - top} more (--top N shows more)")

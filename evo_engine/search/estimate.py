@@ -126,14 +126,16 @@ def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
 
 def resolution_note(estimates: Iterable[Estimate], top: int = 10,
                     race_length: int | None = None) -> str | None:
-    """One sentence: the seed noise beside the spread of the best ``top`` configurations."""
-    ranked = rank_estimates(estimates, race_length)
-    noise = pooled_noise(ranked)
+    """One sentence: the seed noise beside the spread of the ``top`` best means (all
+    configurations, by mean: the ones a user would read as the leaders)."""
+    del race_length  # the spread is over means whatever their count
+    es = sorted(estimates, key=lambda e: e.mean)
+    noise = pooled_noise(es)
     if noise is None:
         return None
     sigma, dof = noise
-    head = ranked[:top]
-    spread = max(e.mean for e in head) - min(e.mean for e in head)
+    head = es[:top]
+    spread = head[-1].mean - head[0].mean
     if sigma == 0.0:
         return (f"seed noise = 0 ({dof} repeat degrees of freedom): the objective looks "
                 f"deterministic")
