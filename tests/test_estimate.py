@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.estimate import (
+    decisive,
     eligible_count,
     incumbent,
     luckiest,
@@ -70,13 +71,26 @@ def test_the_incumbent_has_the_best_mean_among_the_eligible(g, race) -> None:
     est = list(summarize_groups(rows_of(g)).values())
     best = incumbent(est, race)
     need = eligible_count(est, race)
-    assert best is not None and best.n >= need
-    assert all(best.mean <= e.mean for e in est if e.n >= need)
+    noise = pooled_noise(est)
+    sigma = noise[0] if noise else 0.0
+    ref = min(e.mean for e in est if e.n >= need)
+    # Eligible: evaluated enough, or ahead of the best of those beyond DECISIVE std errors.
+    ok = [e for e in est if e.n >= need or (need > 1 and decisive(e.mean, e.n, ref, sigma))]
+    assert best is not None and best in ok
+    assert all(best.mean <= e.mean for e in ok)
     ranked = rank_estimates(est, race)
     assert ranked[0] == best and sorted(ranked, key=lambda e: e.key) == sorted(est,
                                                                                 key=lambda e: e.key)
     # The luckiest draw is the minimum of all draws, whoever holds it.
     assert luckiest(est).best_draw == min(min(v) for v in g.values())
+
+
+def test_a_decisive_lead_needs_no_race() -> None:
+    # noise ~0.07 (A's three draws); B's one draw of 0.2 beats A's mean 1.0 by > 3 sigma.
+    est = summarize_groups([("A", 0, 1.0), ("A", 2, 1.1), ("A", 3, 0.9), ("B", 1, 0.2),
+                            ("C", 4, 0.95)])
+    assert incumbent(est.values(), 3).key == "B"
+    assert [e.key for e in rank_estimates(est.values(), 3)][:2] == ["B", "A"]  # C: not yet
 
 
 def test_zero_noise_repeats_rank_by_mean_over_everything() -> None:

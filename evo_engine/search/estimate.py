@@ -15,6 +15,9 @@ engine and the analysis of its store cannot disagree:
   deterministic objective: the plain minimum, as always), else as many as the most
   evaluated configuration has, up to ``race_length`` (a one-draw configuration cannot oust
   one whose mean stood the race);
+- ``decisive``: a configuration with fewer evaluations is eligible all the same when its
+  lead is decisive: its mean plus ``DECISIVE`` standard errors (noise / sqrt(n)) is still
+  below the best eligible mean (no race would change that verdict, so none is run);
 - ``rank_estimates``: eligible configurations by mean (ties: the earlier first uid), then
   the others by mean; ``incumbent`` is the first eligible one.
 
@@ -26,6 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+DECISIVE = 3.0
+"""Standard errors by which a lead is decisive: set a priori (the 3-sigma convention), not
+tuned on any landscape."""
 
 
 @dataclass(frozen=True)
@@ -86,11 +93,22 @@ def eligible_count(estimates: Iterable[Estimate], race_length: int | None = None
     return most if race_length is None else max(1, min(race_length, most))
 
 
+def decisive(mean: float, n: int, reference: float, noise: float) -> bool:
+    """Whether a mean over ``n`` draws beats ``reference`` beyond doubt at this ``noise``."""
+    return mean + DECISIVE * noise / math.sqrt(n) < reference
+
+
 def rank_estimates(estimates: Iterable[Estimate],
                    race_length: int | None = None) -> list[Estimate]:
     """Configurations best first: eligible ones by mean, then the rest by mean."""
     es = list(estimates)
     need = eligible_count(es, race_length)
+    if need > 1:
+        noise = pooled_noise(es)
+        sigma = noise[0] if noise else 0.0
+        ref = min((e.mean for e in es if e.n >= need), default=math.inf)
+        ok = {e.key for e in es if e.n >= need or decisive(e.mean, e.n, ref, sigma)}
+        return sorted(es, key=lambda e: (e.key not in ok, e.mean, e.uid))
     return sorted(es, key=lambda e: (e.n < need, e.mean, e.uid))
 
 
@@ -145,5 +163,5 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10,
             f"{spread:.3g}: {verdict}")
 
 
-__all__ = ["Estimate", "describe_best", "describe_luckiest", "eligible_count", "incumbent", "luckiest", "make_estimate",
+__all__ = ["DECISIVE", "Estimate", "decisive", "describe_best", "describe_luckiest", "eligible_count", "incumbent", "luckiest", "make_estimate",
            "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]

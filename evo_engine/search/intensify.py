@@ -20,8 +20,9 @@ effect cancels from the difference of the means. The decisions use the same esti
 While the very first race runs, before any repeat exists, the challenger's one draw counts
 as the best (nothing has shown yet that the objective is noisy).
 
-What this costs follows the noise: a challenger that was only lucky drops out after one
-repeat, and once the repeats measured no noise at all (a deterministic objective: the pooled
+What this costs follows the noise: a challenger whose lead is decisive at the measured noise
+(``estimate.decisive``: beyond 3 standard errors) is accepted without a race, one that was
+only lucky drops out after one repeat, and once the repeats measured no noise at all (a deterministic objective: the pooled
 within-configuration std is exactly 0) no race starts, so after the first probe the share of
 the budget spent on races is zero. With intensification off (R ≤ 1) nothing here issues a
 task, and the tracker keeps only what the plain minimum needs (one configuration), so a
@@ -40,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.search.estimate import Estimate, incumbent, luckiest, make_estimate, pooled_noise
+from evo_engine.search.estimate import (
+    Estimate,
+    decisive,
+    incumbent,
+    luckiest,
+    make_estimate,
+    pooled_noise,
+)
 
 RACE = "race"
 """The operator name of a race task (a re-evaluation on a common seed)."""
@@ -163,7 +171,8 @@ class Tracker:
             rec = self.records[key] = Record(uid, island, [float(g) for g in genome])
         rec.values.append(float(fitness))
         self._update(key, rec)
-        if self.intensify and before is not None and fitness < before.mean and not self._quiet():
+        if (self.intensify and before is not None and fitness < before.mean
+                and not self._quiet() and not self._decisive(fitness, before.mean)):
             self.races[key] = before.key
             self._advance(key)
 
@@ -184,6 +193,11 @@ class Tracker:
             self._update(key, rec)
         for c in list(self.races):
             self._advance(c)
+
+    def _decisive(self, fitness: float, incumbent_mean: float) -> bool:
+        """A lead so large at the measured noise that no race could overturn it."""
+        noise = self.noise()
+        return noise is not None and decisive(fitness, 1, incumbent_mean, noise[0])
 
     def _quiet(self) -> bool:
         """The repeats measured no noise at all: races would buy nothing."""
