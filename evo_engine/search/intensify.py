@@ -23,8 +23,9 @@ as the best (nothing has shown yet that the objective is noisy).
 What this costs follows the noise: a challenger whose lead is decisive at the measured noise
 (``estimate.decisive``: beyond 3 standard errors) is accepted without a race, one that was
 only lucky drops out after one repeat, and once the repeats measured no noise at all (a deterministic objective: the pooled
-within-configuration std is exactly 0) no race starts, so after the first probe the share of
-the budget spent on races is zero. With intensification off (R ≤ 1) nothing here issues a
+within-configuration std is exactly 0) no race starts, so after the first probe (one race
+at a time while the noise is unmeasured: two evaluations) the share of the budget spent on
+races is zero. With intensification off (R ≤ 1) nothing here issues a
 task, and the tracker keeps only what the plain minimum needs (one configuration), so a
 deterministic run issues exactly the tasks it always did.
 
@@ -171,7 +172,10 @@ class Tracker:
             rec = self.records[key] = Record(uid, island, [float(g) for g in genome])
         rec.values.append(float(fitness))
         self._update(key, rec)
-        if (self.intensify and before is not None and fitness < before.mean
+        # While no repeat has measured the noise, one race at a time is the probe: a
+        # deterministic objective then pays two evaluations, whatever the worker count.
+        probing = self.noise() is None and bool(self.races)
+        if (self.intensify and before is not None and fitness < before.mean and not probing
                 and not self._quiet() and not self._decisive(fitness, before.mean)):
             self.races[key] = before.key
             self._advance(key)
