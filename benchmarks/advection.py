@@ -273,7 +273,7 @@ def provenance(argv: list[str]) -> dict[str, Any]:
     except OSError:
         commit, dirty = "", False
     return {
-        "commit": commit, "dirty": dirty, "command": " ".join([sys.executable, *argv]),
+        "commit": commit, "dirty": dirty, "command": " ".join([sys.executable, sys.argv[0], *argv]),
         "versions": {m: version(m) for m in ("evo_engine", "torch", "numpy", "optuna")},
         "python": platform.python_version(),
         "machine": {"node": platform.node(), "processor": platform.machine(),
