@@ -141,10 +141,15 @@ class TPESearch:
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
         self.study = optuna.create_study(study_name="search", storage=storage, sampler=sampler,
                                          load_if_exists=True)
-        # Trials running when the benchmark stopped never finished: fail them and ask again.
+        # Trials running when the benchmark stopped never finished: fail them, and do not
+        # count them against the budget (the engine's arm re-issues its own the same way).
+        self.abandoned_file = folder / "abandoned.json"
+        abandoned = self._abandoned()
         for t in self.study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.RUNNING:
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                abandoned.append(t.number)
+        self.abandoned_file.write_text(json.dumps(abandoned))
         self.dists = _optuna_distributions(space)
 
     @property
@@ -152,7 +157,13 @@ class TPESearch:
         import optuna
 
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-        return sum(t.state in done for t in self.study.get_trials(deepcopy=False))
+        skip = set(self._abandoned())
+        return sum(t.state in done and t.number not in skip
+                   for t in self.study.get_trials(deepcopy=False))
+
+    def _abandoned(self) -> list[int]:
+        f = self.abandoned_file
+        return [int(n) for n in json.loads(f.read_text())] if f.exists() else []
 
     def ask(self, search: int) -> tuple[Any, dict, int]:
         trial = self.study.ask(self.dists)
