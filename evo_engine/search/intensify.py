@@ -170,6 +170,10 @@ class Tracker:
         rec = self.records.get(key)
         if rec is None:
             rec = self.records[key] = Record(uid, island, [float(g) for g in genome])
+        elif uid < rec.uid:
+            # Issued twice as new (a warm start, a registry lost with a snapshot), told out of
+            # order: the configuration is named by its first uid, as the analysis names it.
+            rec.uid, rec.island = uid, island
         rec.values.append(float(fitness))
         self._update(key, rec)
         # While no repeat has measured the noise, one race at a time is the probe: a
