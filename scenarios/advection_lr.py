@@ -10,12 +10,18 @@ published tables (``val_nrmse_pdebench``, see ``evo_engine.sciml.metrics``).
     python -m evo_engine scenarios/advection_lr.py                  # cpu preset without a GPU
     python -m evo_engine scenarios/advection_lr.py --preset full    # PDEBench scale
 
-Presets (see ``evo_engine.sciml.presets``): "cpu" trains PDEBench's FNO (modes 12, width 20)
-for 20 epochs on 200 FV trajectories read at nx 128 × nt 41 (about 45 s of CPU per evaluation,
-24 evaluations, so that ``make run`` stays under 15 minutes on two cores; the default reaches a
-validation nRMSE of 0.085 ± 0.006 over seeds, 0.064 in PDEBench's convention); "full" trains
-PDEBench's U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read at
-256 × 41.
+Presets (see ``evo_engine.sciml.presets``; measurements in ``docs/sciml-task.md``): "cpu"
+trains PDEBench's FNO (modes 12, width 20) for 30 epochs on 200 FV trajectories read at
+nx 128 × nt 41, fitness = the mean of the last 3 epochs; one training is about 50 s of CPU on
+one core, and each of the 2 workers trains 4 learning rates as one stack (``batch`` 4: 33 CPU-s
+per member, 1.6× measured under load, 2.2× in issue 23 on one idle core), so the 24 evaluations
+and the final retraining cost about 3 × 135 + 50 ≈ 455 s of wall time on two cores, plus
+about 100 s to generate the data once: ``make run`` about 9.3 minutes, an estimate from CPU
+seconds measured on a loaded machine (an end-to-end run of 4 evaluations: 187 CPU-s). The default reaches a validation
+fitness of 0.061 ± 0.005 over 11 seeds, lr 3e-3 0.051 ± 0.003: two single trainings order
+these two rightly about 19 times in 20, nearer learning rates less often (issue 24). "full"
+trains PDEBench's U-Net (the L2L study's model) for 500 epochs on 10,000 FV trajectories read
+at 256 × 41, keeping its best epoch as PDEBench does.
 
 Data: generated on first use and cached in ``$EVO_ENGINE_DATA_DIR`` (default ``./data``); set
 ``EVO_ENGINE_ADVECTION_FILE`` to a real PDEBench file (``1D_Advection_Sols_beta4.0.hdf5``) to
@@ -56,7 +62,7 @@ def make_scenario(preset: str) -> Scenario:
         population_size=32 if full else 8,
         operator="surrogate",
         initial_design="hypertiling",
-        max_evals=256 if full else 24,  # cpu: make run stays under 15 minutes on 2 cores
+        max_evals=256 if full else 24,  # cpu: make run stays under 10 minutes on 2 cores
         intensify=3,  # noisy trainings: a new best races the incumbent (docs/noise.md)
         seed=0,
         workers=None if full else 2,

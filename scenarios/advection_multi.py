@@ -8,8 +8,11 @@ RMSE, nRMSE, bRMSE and cRMSE (lower is better); test metrics of the best at the 
 
     python -m evo_engine scenarios/advection_multi.py [--preset full]
 
-Presets (``evo_engine.sciml.presets``): "cpu" = 200 FV trajectories read at 128 × 41, 20 epochs
-(about 20–60 s of CPU per evaluation, 40 evaluations); "full" = 10,000 FV trajectories of
+Presets (``evo_engine.sciml.presets``, ``docs/sciml-task.md``): "cpu" = 200 FV trajectories
+read at 128 × 41, 30 epochs, fitness = the mean of the last 3 epochs (about 50 s of CPU per
+evaluation for PDEBench's FNO, 57 s at width 32; 40 evaluations). Configurations rarely share a
+stack here (model, widths and batch size all vary), so evaluation is one at a time (``--batch
+K`` still batches the ones that match). "full" = 10,000 FV trajectories of
 PDEBench's recipe read at 256 × 41, 500 epochs. Data as in ``advection_lr.py`` (``EVO_ENGINE_DATA_DIR``,
 ``EVO_ENGINE_ADVECTION_FILE``).
 """

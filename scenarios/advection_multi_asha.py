@@ -8,8 +8,9 @@ curve and never enters a population, so the budget buys more evaluations for the
 
     python -m evo_engine scenarios/advection_multi_asha.py [--preset full]
 
-Presets: "cpu" = 20 epochs, rungs at 1, 2, 4, 8 and 16 epochs (eta 2), 80 evaluations for
-about the epochs 40 complete ones cost; "full" = 500 epochs, rungs at 20, 60 and 180 epochs (eta 3),
+Presets: "cpu" = 30 epochs, rungs at 1, 2, 4, 8 and 16 epochs (eta 2), 80 evaluations, most of
+them stopped after a few epochs (rungs compare one epoch's validation fitness; a training that
+completes scores the mean of its last 3 epochs); "full" = 500 epochs, rungs at 20, 60 and 180 epochs (eta 3),
 2048 evaluations for fewer epochs than advection_multi's 512 complete ones.
 """
 
