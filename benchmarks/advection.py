@@ -1,26 +1,32 @@
-"""PDEBench's default hyperparameters versus the engine's search and random search, on TEST data.
+"""The verdict on the real task: the engine's default vs random search, Optuna TPE and PDEBench's
+default configuration, over several independent searches, scored on TEST data.
 
-Every training runs for the preset's epochs (see ``evo_engine.sciml.presets``). Arms, each
-scored the same way:
+Arms (per scenario, ``advection_lr`` and/or ``advection_multi``):
 
-- ``default``: PDEBench's configuration at the preset's epochs (its StepLR step scaled from
-  100 of 500 epochs to the preset's length, batch size scaled to the preset's data);
-- ``engine_<scenario>``: ONE search with the scenario's own space, operator, islands and seed
-  (``advection_lr``: the learning rate; ``advection_multi``: model, lr, weight decay, schedule,
-  batch size, widths), ``--evals`` evaluations, selected by its validation fitness;
-- ``random_<scenario>``: random search in the same space with the same budget and selection.
+- ``engine``: the scenario's own operator, population, design and settings, intensification
+  included (what ``python -m evo_engine run`` does), through ``Optimizer``; its pick is its
+  incumbent (the best estimated mean, docs/noise.md);
+- ``random``: random search in the same space and budget; its pick is its best observed;
+- ``tpe``: Optuna's TPE as a user running it in parallel would configure it (multivariate,
+  constant liar), its version recorded; its pick is ``study.best_trial``;
+- ``default``: PDEBench's default configuration (no search).
 
-The configuration each arm picks is then retrained with ``--seeds`` fresh seeds (never the
-search's seeds) and scored on the TEST split, which no search ever sees (the search only reads
-validation). Reported per arm: the mean test fitness (mean of RMSE, nRMSE, bRMSE, cRMSE), its
-seed-to-seed standard deviation, the mean test nRMSE in the clean and in PDEBench's published
-convention. Targets: an engine arm's test fitness ≤ 0.8 × the default's, and below its random
-arm's by more than the seed spread (the larger of the two standard deviations).
+Search k of every arm has the search seed k + 1: its initial design, its sampler and its
+trainings' seeds differ from search k' of the same arm (``--searches N`` runs k = 0..N-1).
+Each search's pick is retrained with ``--seeds`` fresh seeds (never a search's) and scored on
+the TEST split, which no search sees. Reported per arm: median and quartiles of the mean test
+fitness over searches, and paired wins of the engine against each arm (search k vs search k;
+a tie is a tie). Never best-of-N.
 
-    nice python benchmarks/advection.py                        # cpu preset, both scenarios
-    nice python benchmarks/advection.py --scenarios lr --evals 16
+Resumable: every search has its own directory under ``--out`` (optimizer state or Optuna
+journal, the evaluations told, and ``final.json`` once its pick was retrained); run the same
+command again after a stop and finished searches are skipped, a stopped one continues.
 
-Prints progress to stderr and one final JSON line to stdout. Not a test.
+    nice python benchmarks/advection.py --scenarios lr --searches 5       # cpu preset
+    nice python benchmarks/advection.py --scenarios lr --searches 1 --evals 2 --epochs 1  # smoke
+
+Prints progress to stderr and one final JSON line to stdout (commit, versions, machine,
+command, cost per arm). Not a test.
 """
 
 from __future__ import annotations
@@ -30,8 +36,12 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import os
+import platform
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -48,9 +58,13 @@ from evo_engine.sciml.training import (
     prepare_advection,
     train_advection,
 )
+from evo_engine.space import Categorical, Float, Space
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-FINAL_SEEDS_FROM = 900_000  # retraining seeds, disjoint from the searches' 1000 + uid
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+FINAL_SEEDS_FROM = 900_000
+"""Retraining seeds: the same for every arm (paired), disjoint from every search's seeds."""
+ARMS = ("engine", "random", "tpe")
 _CACHE: dict = {}  # one per worker process: the data set is read once
 
 
@@ -60,63 +74,162 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _search_eval(params: dict, seed: int, task: AdvectionTask) -> float:
-    return float(train_advection(params, Context.standalone(seed, _CACHE), task)["fitness"])
+def _search_eval(params: dict, seed: int, task: AdvectionTask) -> tuple[float, float]:
+    t0 = time.process_time()
+    fitness = float(train_advection(params, Context.standalone(seed, _CACHE), task)["fitness"])
+    return fitness, time.process_time() - t0
 
 
 def _final_eval(params: dict, seed: int, task: AdvectionTask) -> dict[str, float]:
     return advection_test_metrics(params, Context.standalone(seed, _CACHE), task)
 
 
-def search(
-    scenario: Scenario,
-    operator: str,
-    evals: int,
-    pool: ProcessPoolExecutor,
-    jobs: int,
-    task: AdvectionTask,
-) -> tuple[dict, float]:
-    """One search of ``evals`` evaluations in the scenario's space; best params and fitness."""
-    opt = Optimizer(
-        scenario.space,
-        operator=operator,
-        seed=scenario.seed,
-        population_size=scenario.population_size,
-        islands=scenario.islands,
-        initial_design=scenario.initial_design,
-        operator_settings=dict(scenario.operator_settings) if operator == scenario.operator else {},
-        migration_interval=scenario.migration_interval,
-        migrants=scenario.migrants,
-    )
+def _training_seed(search: int, n: int) -> int:
+    """A search's n-th training seed (searches never share one; retraining seeds are apart)."""
+    return 1000 + 10_000 * search + n
+
+
+# -- one search, resumable ---------------------------------------------------------------------
+
+
+class EngineSearch:
+    """evo_engine's Optimizer with the scenario's settings; state in ``opt.json``."""
+
+    def __init__(self, scenario: Scenario, operator: str, seed: int, folder: Path) -> None:
+        self.path = folder / "opt.json"
+        if self.path.exists():
+            self.opt = Optimizer.load(self.path, space=scenario.space)
+            return
+        own = operator == scenario.operator
+        self.opt = Optimizer(
+            scenario.space, operator=operator, seed=seed,
+            population_size=scenario.population_size, islands=scenario.islands,
+            initial_design=scenario.initial_design,
+            operator_settings=dict(scenario.operator_settings) if own else {},
+            migration_interval=scenario.migration_interval, migrants=scenario.migrants,
+            repeats=scenario.repeats if own else 0, intensify=scenario.intensify if own else 0,
+        )
+
+    @property
+    def told(self) -> int:
+        return self.opt.n_told
+
+    def ask(self, search: int) -> tuple[Any, dict, int]:
+        cand = self.opt.ask()
+        # The engine's own seed: it depends on the search seed, and races share theirs.
+        return cand, dict(cand.params), cand.seed
+
+    def tell(self, handle: Any, value: float) -> None:
+        self.opt.tell(handle, value)
+        self.opt.save(self.path)
+
+    def pick(self) -> dict | None:
+        best = self.opt.best
+        return None if best is None else dict(best.params)
+
+
+class TPESearch:
+    """Optuna TPE, multivariate with the constant liar; an Optuna journal file per search."""
+
+    def __init__(self, space: Space, seed: int, folder: Path) -> None:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        self.study = optuna.create_study(study_name="search", storage=storage, sampler=sampler,
+                                         load_if_exists=True)
+        # Trials running when the benchmark stopped never finished: fail them, and do not
+        # count them against the budget (the engine's arm re-issues its own the same way).
+        self.abandoned_file = folder / "abandoned.json"
+        abandoned = self._abandoned()
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == optuna.trial.TrialState.RUNNING:
+                self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+                abandoned.append(t.number)
+        self.abandoned_file.write_text(json.dumps(abandoned))
+        self.dists = _optuna_distributions(space)
+
+    @property
+    def told(self) -> int:
+        import optuna
+
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        skip = set(self._abandoned())
+        return sum(t.state in done and t.number not in skip
+                   for t in self.study.get_trials(deepcopy=False))
+
+    def _abandoned(self) -> list[int]:
+        f = self.abandoned_file
+        return [int(n) for n in json.loads(f.read_text())] if f.exists() else []
+
+    def ask(self, search: int) -> tuple[Any, dict, int]:
+        trial = self.study.ask(self.dists)
+        return trial, dict(trial.params), _training_seed(search, trial.number)
+
+    def tell(self, handle: Any, value: float) -> None:
+        import optuna
+
+        if math.isfinite(value):
+            self.study.tell(handle, value)
+        else:
+            self.study.tell(handle, state=optuna.trial.TrialState.FAIL)
+
+    def pick(self) -> dict | None:
+        try:
+            return dict(self.study.best_trial.params)
+        except ValueError:
+            return None
+
+
+def _optuna_distributions(space: Space) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for name, p in space.items():
+        if isinstance(p, Categorical):
+            out[name] = CategoricalDistribution(list(p.choices))
+        elif isinstance(p, Float):
+            out[name] = FloatDistribution(p.lo, p.hi, log=p.log)
+        else:
+            out[name] = IntDistribution(int(p.lo), int(p.hi), log=p.log)
+    return out
+
+
+def run_search(method: Any, evals: int, search: int, pool: ProcessPoolExecutor, jobs: int,
+               task: AdvectionTask, label: str, log: Path) -> dict[str, Any]:
+    """Run (or continue) one search to ``evals`` evaluations; its pick and its CPU cost."""
     running: dict[Future, Any] = {}
-    asked = done = 0
-    label = f"{operator}_{scenario.name}"
-    while done < evals:
-        while asked < evals and len(running) < jobs:
-            cand = opt.ask()
-            running[pool.submit(_search_eval, cand.params, 1000 + cand.uid, task)] = cand
-            asked += 1
+    cpu = 0.0
+    while method.told + len(running) < evals or running:
+        while method.told + len(running) < evals and len(running) < jobs:
+            handle, params, seed = method.ask(search)
+            running[pool.submit(_search_eval, params, seed, task)] = (handle, params, seed)
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for fut in finished:
-            cand = running.pop(fut)
+            handle, params, seed = running.pop(fut)
             try:
-                fitness = fut.result()
+                fitness, seconds = fut.result()
             except Exception as exc:  # noqa: BLE001 - a failed training is a failed evaluation
-                print(f"  evaluation {cand.uid} failed: {exc}", file=sys.stderr)
-                fitness = math.nan
-            opt.tell(cand, fitness)
-            done += 1
-            best = opt.best.fitness if opt.best else math.nan
-            print(f"  {label} {done}/{evals}: {fitness:.4f} (best {best:.4f})", file=sys.stderr)
-    if opt.best is None:
+                print(f"  {label}: a training failed: {exc}", file=sys.stderr)
+                fitness, seconds = math.nan, 0.0
+            cpu += seconds
+            method.tell(handle, fitness)
+            with log.open("a") as f:
+                f.write(json.dumps({"params": params, "seed": seed, "fitness": fitness,
+                                    "cpu_s": round(seconds, 2)}) + "\n")
+            print(f"  {label} {method.told}/{evals}: {fitness:.4f}", file=sys.stderr)
+    pick = method.pick()
+    if pick is None:
         raise RuntimeError(f"every evaluation of {label} failed")
-    return dict(opt.best.params), float(opt.best.fitness)
+    return {"params": pick, "search_cpu_s_this_job": round(cpu, 1)}
 
 
-def score_on_test(
-    params: dict, seeds: list[int], pool: ProcessPoolExecutor, task: AdvectionTask
-) -> dict[str, Any]:
-    """Retrain ``params`` with each seed; test fitness mean ± std and test nRMSE (both ways)."""
+def score_on_test(params: dict, seeds: list[int], pool: ProcessPoolExecutor,
+                  task: AdvectionTask) -> dict[str, Any]:
+    """Retrain ``params`` with each seed; test fitness mean ± std and test nRMSE."""
     records = list(pool.map(_final_eval, [params] * len(seeds), seeds, [task] * len(seeds)))
     fitness = [r["test_fitness"] for r in records]
     return {
@@ -124,82 +237,161 @@ def score_on_test(
         "test_fitness_std": float(np.std(fitness, ddof=1)) if len(fitness) > 1 else math.nan,
         "test_fitness_per_seed": [round(f, 6) for f in fitness],
         "test_nrmse": float(np.mean([r["test_nrmse"] for r in records])),
-        "test_nrmse_pdebench": float(np.mean([r["test_nrmse_pdebench"] for r in records])),
         "val_fitness": float(np.mean([r["fitness"] for r in records])),
     }
 
 
-def verdict(arms: dict[str, dict], scenario: str) -> dict[str, Any]:
-    """The targets for one scenario: engine vs default (≤ 0.8×) and vs random (> seed spread)."""
-    engine, random_, default = arms[f"engine_{scenario}"], arms[f"random_{scenario}"], arms["default"]
-    spread = max(engine["test_fitness_std"], random_["test_fitness_std"])
-    ratio = engine["test_fitness"] / default["test_fitness"]
-    margin = random_["test_fitness"] - engine["test_fitness"]
+def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``make()``'s result, computed once: written atomically to ``path``, read back after."""
+    if path.exists():
+        return json.loads(path.read_text())
+    out = make()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(out, default=float))
+    os.replace(tmp, path)
+    return out
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+def summarize(arm: list[dict[str, Any]]) -> dict[str, Any]:
+    values = [a["test_fitness"] for a in arm]
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return {"searches": len(values), "median": float(med), "q1": float(q1), "q3": float(q3),
+            "per_search": [round(v, 6) for v in values]}
+
+
+def paired(engine: list[dict], other: list[dict]) -> dict[str, int]:
+    """Search k against search k: engine wins, losses, ties (equal test fitness)."""
+    pairs = list(zip([a["test_fitness"] for a in engine], [b["test_fitness"] for b in other]))
+    return {"wins": sum(a < b for a, b in pairs), "losses": sum(a > b for a, b in pairs),
+            "ties": sum(a == b for a, b in pairs), "pairs": len(pairs)}
+
+
+def provenance(argv: list[str]) -> dict[str, Any]:
+    def version(mod: str) -> str | None:
+        try:
+            return str(__import__(mod).__version__)
+        except ImportError:
+            return None
+
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True,
+                                capture_output=True, check=False).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
+                                    text=True, capture_output=True, check=False).stdout.strip())
+    except OSError:
+        commit, dirty = "", False
     return {
-        "ratio_to_default": ratio,
-        "beats_default_by_20pct": bool(ratio <= 0.8),
-        "margin_over_random": margin,
-        "seed_spread": spread,
-        "beats_random_beyond_spread": bool(margin > spread),
+        "commit": commit, "dirty": dirty, "command": " ".join([sys.executable, sys.argv[0], *argv]),
+        "versions": {m: version(m) for m in ("evo_engine", "torch", "numpy", "optuna")},
+        "python": platform.python_version(),
+        "machine": {"node": platform.node(), "processor": platform.machine(),
+                    "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]},
     }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=("cpu", "full"), default="cpu")
     parser.add_argument("--scenarios", default="lr,multi", help="comma list of lr, multi")
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma list of engine, random, tpe")
+    parser.add_argument("--searches", type=int, default=5, help="independent searches per arm")
     parser.add_argument("--evals", type=int, help="evaluations per search (default: the scenario's)")
-    parser.add_argument("--seeds", type=int, default=3, help="retraining seeds per arm (>= 2)")
+    parser.add_argument("--seeds", type=int, default=3, help="retraining seeds per pick (>= 2)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
-    parser.add_argument(
-        "--epochs", type=int, help="override the preset's epochs (the default's StepLR scaled)"
-    )
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs (smoke runs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "advection_bench",
+                        help="one directory per search under it; rerun to continue")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not names or any(n not in ("lr", "multi") for n in names):
         parser.error(f"--scenarios takes a comma list of lr and multi, got {args.scenarios!r}")
-    if args.seeds < 2 or (args.evals is not None and args.evals < 1) or args.jobs < 1:
-        parser.error("need --seeds >= 2, --evals >= 1 and --jobs >= 1")
-    if args.epochs is not None and args.epochs < 1:
-        parser.error("need --epochs >= 1")
+    if not arms or any(a not in ARMS for a in arms):
+        parser.error(f"--arms takes a comma list of {', '.join(ARMS)}, got {args.arms!r}")
+    if args.seeds < 2 or args.searches < 1 or args.jobs < 1 or (
+            args.evals is not None and args.evals < 1) or (args.epochs is not None
+                                                          and args.epochs < 1):
+        parser.error("need --seeds >= 2, --searches >= 1, --jobs >= 1, --evals >= 1, "
+                     "--epochs >= 1")
     start = time.perf_counter()
     task = advection_task(args.preset)
     if args.epochs is not None:
         step = max(1, round(task.defaults["scheduler_step"] * args.epochs / task.epochs))
-        defaults = {**task.defaults, "scheduler_step": step}
-        task = dataclasses.replace(task, epochs=args.epochs, defaults=defaults)
+        task = dataclasses.replace(task, epochs=args.epochs,
+                                   fitness_last=min(task.fitness_last, args.epochs),
+                                   defaults={**task.defaults, "scheduler_step": step})
+    # A directory belongs to one setting: refuse to mix runs of another preset or length.
+    setting = {"preset": args.preset, "epochs": task.epochs, "seeds": args.seeds,
+               "evals": args.evals}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = args.out / "setting.json"
+    if stamp.exists() and json.loads(stamp.read_text()) != setting:
+        print(f"advection.py: {args.out} holds searches of another setting "
+              f"({stamp.read_text().strip()}); give another --out", file=sys.stderr)
+        return 2
+    stamp.write_text(json.dumps(setting))
     prepare_advection(task)  # generate the data once, before the workers race for it
     seeds = list(range(FINAL_SEEDS_FROM, FINAL_SEEDS_FROM + args.seeds))
-    arms: dict[str, dict] = {}
+    results: dict[str, Any] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_init_worker) as pool:
-        print("default configuration", file=sys.stderr)
-        arms["default"] = {"params": dict(task.defaults), **score_on_test({}, seeds, pool, task)}
-        print(f"default: {json.dumps(arms['default'])}", file=sys.stderr)
+        t0 = time.perf_counter()
+        default = _cached(args.out / "default.json", lambda: {
+            "params": dict(task.defaults), **score_on_test({}, seeds, pool, task)})
+        print(f"default: {default['test_fitness']:.4f}", file=sys.stderr)
+        results["default"] = {**default, "wall_s_this_job": round(time.perf_counter() - t0, 1)}
         for name in names:
             scenario = load_scenario(SCENARIOS / f"advection_{name}.py", args.preset)
             evals = args.evals or scenario.max_evals
-            for operator, arm in ((scenario.operator, "engine"), ("random", "random")):
-                params, found = search(scenario, operator, evals, pool, args.jobs, task)
-                arms[f"{arm}_{name}"] = {
-                    "operator": operator,
-                    "evals": evals,
-                    "search_val_fitness": found,
-                    "params": params,
-                    **score_on_test(params, seeds, pool, task),
-                }
-                print(f"{arm}_{name}: {json.dumps(arms[f'{arm}_{name}'])}", file=sys.stderr)
-    result = {
-        "benchmark": "advection",
-        "preset": args.preset,
-        "epochs": task.epochs,
-        "split_scored": "test",
-        "seeds": args.seeds,
-        "arms": arms,
-        "verdicts": {name: verdict(arms, name) for name in names},
-        "seconds": round(time.perf_counter() - start, 1),
+            per_arm: dict[str, list[dict[str, Any]]] = {}
+            for k in range(args.searches):
+                for arm in arms:
+                    folder = args.out / name / arm / f"search{k}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    label = f"{arm}_{name}#{k}"
+
+                    def one(arm: str = arm, folder: Path = folder, k: int = k,
+                            label: str = label, scenario: Scenario = scenario,
+                            evals: int = evals) -> dict[str, Any]:
+                        t1 = time.perf_counter()
+                        if arm == "tpe":
+                            method: Any = TPESearch(scenario.space, k + 1, folder)
+                        else:
+                            op = scenario.operator if arm == "engine" else "random"
+                            method = EngineSearch(scenario, op, k + 1, folder)
+                        found = run_search(method, evals, k, pool, args.jobs, task, label,
+                                           folder / "evaluations.jsonl")
+                        scored = score_on_test(found["params"], seeds, pool, task)
+                        return {**found, **scored, "evals": evals, "search_seed": k + 1,
+                                "wall_s": round(time.perf_counter() - t1, 1)}
+
+                    rec = _cached(folder / "final.json", one)
+                    print(f"{label}: test {rec['test_fitness']:.4f}", file=sys.stderr)
+                    per_arm.setdefault(arm, []).append(rec)
+            verdict: dict[str, Any] = {
+                "arms": {a: summarize(v) for a, v in per_arm.items()},
+                "default": default["test_fitness"],
+            }
+            if "engine" in per_arm:
+                eng = per_arm["engine"]
+                verdict["paired_engine_vs"] = {a: paired(eng, v) for a, v in per_arm.items()
+                                               if a != "engine"}
+                med = verdict["arms"]["engine"]["median"]
+                verdict["engine_median_to_default"] = med / default["test_fitness"]
+            verdict["cost_wall_s_per_search"] = {
+                a: float(np.median([r["wall_s"] for r in v])) for a, v in per_arm.items()}
+            results[name] = verdict
+    out = {
+        "benchmark": "advection", "preset": args.preset, "epochs": task.epochs,
+        "split_scored": "test", "retrain_seeds": args.seeds, "searches": args.searches,
+        "results": results, "seconds_this_job": round(time.perf_counter() - start, 1),
+        **provenance(argv),
     }
-    print(json.dumps(result, default=float))
+    print(json.dumps(out, default=float))
     return 0
 
 

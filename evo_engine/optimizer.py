@@ -5,12 +5,17 @@ For users who bring their own loop (a notebook, a SLURM array, a benchmark)::
     opt = evo_engine.Optimizer(space, operator="es", seed=0)
     cand = opt.ask()                 # cand.params is a dict of decoded hyperparameters
     opt.tell(cand, loss)             # any order; NaN/None marks a failure; twice is a no-op
-    opt.best.params, opt.best.fitness
+    opt.best.params, opt.best.fitness   # the best estimated mean (opt.best.evaluations)
     opt.save("opt.json"); opt = Optimizer.load("opt.json")
 
 It is a thin shell over :class:`evo_engine.search.engine.Engine` with an unbounded budget: each
 ``ask`` is the engine's ``ask`` for a virtual worker (round robin over the islands), each
 ``tell`` its ``tell``. Lower fitness is better.
+
+Noisy objectives: ``repeats`` and ``intensify`` are the scenario switches of the same names
+(docs/noise.md). With them a candidate may be a configuration asked before (``operator``
+"reevaluate" or "race"): evaluate it with ``candidate.seed``, which races share between
+configurations, so that a comparison on common seeds cancels the seeds' effect.
 """
 
 from __future__ import annotations
@@ -46,16 +51,25 @@ class Candidate:
     operator: str
     info: dict[str, Any]
     """Operator data, e.g. ``info["sigma"]``: the ES's per-parameter step for this offspring."""
+    seed: int = 0
+    """The seed to evaluate it with (what a run hands its objective as ``ctx.seed``)."""
 
 
 @dataclass(frozen=True)
 class Best:
-    """The best configuration told so far."""
+    """The incumbent: the configuration with the best estimated mean told so far.
+
+    ``fitness`` is its mean over ``evaluations`` complete evaluations (one on a deterministic
+    objective), ``std`` their sample std (NaN with one); ``Optimizer.luckiest`` holds the best
+    single draw instead.
+    """
 
     uid: int
     params: dict[str, Any]
     fitness: float
     genome: np.ndarray
+    evaluations: int = 1
+    std: float = float("nan")
 
 
 def default_population_size(space: Space) -> int:
@@ -81,6 +95,8 @@ class Optimizer:
         operator_settings: dict[str, Any] | None = None,
         migration_interval: int = 10,
         migrants: int = 1,
+        repeats: int = 0,
+        intensify: int = 0,
     ) -> None:
         self.space = space
         self.config = EngineConfig(
@@ -93,7 +109,11 @@ class Optimizer:
             seed=seed,
             migration_interval=migration_interval,
             migrants=migrants,
+            repeats=repeats,
+            intensify=intensify,
         )
+        if intensify == 1:
+            raise ValueError("intensify is a race length: 0 (off) or at least 2 evaluations")
         # Validates the settings now, so a typo fails here rather than at the first ask.
         self.config.settings()
         self.engine = Engine(space, self.config)
@@ -150,10 +170,18 @@ class Optimizer:
 
     @property
     def best(self) -> Best | None:
-        ind = self.engine.best
-        if ind is None:
-            return None
-        return Best(ind.uid, self.space.decode(ind.genome), ind.fitness, ind.genome)
+        return _best(self.space, self.engine.best)
+
+    @property
+    def luckiest(self) -> Best | None:
+        """The configuration holding the best single draw, ``fitness`` = that draw."""
+        return _best(self.space, self.engine.luckiest_draw)
+
+    @property
+    def noise(self) -> float | None:
+        """The objective's noise: pooled within-configuration std of the repeats, or None."""
+        noise = self.engine.tracker.noise()
+        return None if noise is None else noise[0]
 
     @property
     def n_told(self) -> int:
@@ -204,6 +232,8 @@ class Optimizer:
             operator_settings=c["operator_settings"],
             migration_interval=c["migration_interval"],
             migrants=c["migrants"],
+            repeats=c.get("repeats", 0),
+            intensify=c.get("intensify", 0),
         )
         opt.engine = Engine.from_state(space, opt.config, state["engine"])
         opt._asked = int(state["asked"])
@@ -223,4 +253,12 @@ class Optimizer:
 
 
 def _candidate(task: Task) -> Candidate:
-    return Candidate(task.uid, task.params, task.genome, task.island, task.operator, task.info)
+    return Candidate(task.uid, task.params, task.genome, task.island, task.operator, task.info,
+                     task.seed)
+
+
+def _best(space: Space, ind: Any) -> Best | None:
+    if ind is None:
+        return None
+    return Best(ind.uid, space.decode(ind.genome), ind.fitness, ind.genome,
+                int(ind.info.get("evaluations", 1)), float(ind.info.get("std", float("nan"))))

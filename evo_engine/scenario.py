@@ -74,6 +74,11 @@ class Scenario(BaseModel):
     repeats: int = Field(0, ge=0)
     """For noisy objectives: evaluate each promising configuration this many more times, each
     with a fresh seed (its fitness becomes the mean). 0 = never evaluate a configuration twice."""
+    intensify: int = Field(0, ge=0)
+    """For noisy objectives: a configuration whose first result beats the incumbent's mean is
+    evaluated again on seeds common with the incumbent, up to this many evaluations in all,
+    before it may become the best (it drops out as soon as it falls behind on the common
+    seeds). 0 = off; the SciML scenarios use 3. See docs/noise.md."""
     objective_batch: Callable[..., Any] | None = None
     """``objective_batch(params_list, ctxs) -> list``: evaluate several parameter sets in one
     call (e.g. train K models at once on one GPU). Item i is what ``objective`` would return
@@ -126,6 +131,11 @@ class Scenario(BaseModel):
                 raise ValueError("topology must not connect an island to itself")
         if self.repeats and self.sync:
             raise ValueError("repeats needs the asynchronous engine: set sync=False or repeats=0")
+        if self.intensify == 1:
+            raise ValueError("intensify is a race length: 0 (off) or at least 2 evaluations")
+        if self.intensify and self.sync:
+            raise ValueError("intensify needs the asynchronous engine: set sync=False or "
+                             "intensify=0")
         if self.pruner == "asha":
             if self.max_steps is None:
                 raise ValueError(
@@ -148,6 +158,7 @@ class Scenario(BaseModel):
             migration_interval=self.migration_interval, migrants=self.migrants, topology=topo,
             sync=self.sync,
             repeats=self.repeats,
+            intensify=self.intensify,
             pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps)
             if self.pruner == "asha" and self.max_steps is not None else None,
         )

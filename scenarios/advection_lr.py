@@ -63,6 +63,7 @@ def make_scenario(preset: str) -> Scenario:
         operator="surrogate",
         initial_design="hypertiling",
         max_evals=256 if full else 24,  # cpu: make run stays under 10 minutes on 2 cores
+        intensify=3,  # noisy trainings: a new best races the incumbent (docs/noise.md)
         seed=0,
         workers=None if full else 2,
         # cpu: each worker trains 4 learning rates as one stack (objective_batch), about 2x

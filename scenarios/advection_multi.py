@@ -66,6 +66,7 @@ def make_scenario(preset: str) -> Scenario:
         operator="surrogate",
         initial_design="hypertiling",
         max_evals=512 if full else 40,
+        intensify=3,  # noisy trainings: a new best races the incumbent (docs/noise.md)
         seed=0,
         workers=None if full else 2,
         migration_interval=8 if full else 4,

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.search.keys import config_key
-from evo_engine.store.reader import Run
+from evo_engine.store.reader import Run, configuration_rows
 
 
 @dataclass
@@ -38,14 +37,7 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def configuration_groups(run: Run) -> dict[str, list[int]]:
-    """Row indices of the evaluation log per configuration, rows in log order."""
-    ev = run.evaluations
-    cols = [(p, ev[f"params/{p}"]) for p in run.param_names if f"params/{p}" in ev]
-    groups: dict[str, list[int]] = {}
-    for i in range(run.n):
-        groups.setdefault(config_key({p: c[i] for p, c in cols}), []).append(i)
-    return groups
+configuration_groups = configuration_rows
 
 
 def repeated_configurations(run: Run) -> list[ConfigurationStats]:
@@ -90,10 +82,11 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
              fmt_value(s.best), fmt_value(s.worst), *(fmt_value(s.params[p]) for p in params)]
             for s in stats[:top]]
     lines = [
-        f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more than "
-        f"once ({extra} extra evaluations); fitness over their complete evaluations "
-        f"(evals = complete/all), best mean first:",
-        *terminal.table(header, rows)[0],
+        *terminal.wrap(
+            f"repeated configurations: {len(stats)} of {distinct} distinct were evaluated more "
+            f"than once ({extra} extra evaluations); fitness over their complete evaluations "
+            f"(evals = complete/all), best mean first:", terminal.width()),
+        *terminal.table(header, rows, keep=6, cols=terminal.width())[0],
     ]
     if len(stats) > top:
         lines.append(f"  ... and {len(stats) - top} more (--top N shows more)")

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.search.estimate import (
+    Estimate,
+    describe_best,
+    describe_luckiest,
+    luckiest,
+    resolution_note,
+)
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import STATE_NAMES, Run
+from evo_engine.store.reader import STATE_NAMES, Run, race_length, run_estimates
 from evo_engine.util import terminal
 from evo_engine.util.timing import Timing, timing_of
 from evo_engine.util.timing import describe as describe_timing
@@ -58,6 +65,12 @@ class Summary:
     """How long the final retraining (``finalize``) took, when the run recorded it."""
     timing: Timing | None = None
     """Start-up, evaluating span, busy and warm-up time (``evo_engine.util.timing``)."""
+    best_estimate: Estimate | None = None
+    """The incumbent as the engine ranks it (``search.estimate``): best mean, count, spread."""
+    luckiest: str | None = None
+    """The luckiest single draw, labelled as such (None when it is the incumbent's only one)."""
+    noise: str | None = None
+    """The seed noise beside the top configurations' spread (None without repeats)."""
 
     @property
     def status_line(self) -> str:
@@ -89,20 +102,22 @@ def _param(run: Run, name: str, v: Any) -> Any:
 
 
 def top_rows(run: Run, n: int) -> list[dict[str, Any]]:
-    """The ``n`` best complete evaluations, best first, each with its params and metrics."""
+    """The ``n`` best configurations by estimated mean (the engine's ranking,
+    ``search.estimate``), best first: fitness = the mean over its complete evaluations,
+    ``evaluations`` and ``std`` beside it, params and metrics of its first evaluation."""
+    ranked, first = run_estimates(run)
+    return [_row(run, first[e.key], e) for e in ranked[:n]]
+
+
+def _row(run: Run, i: int, e: Estimate) -> dict[str, Any]:
     ev = run.evaluations
-    idx = np.flatnonzero(run.complete)
-    order = idx[np.argsort(run.fitness[idx], kind="stable")][:n]
-    rows = []
-    for i in order:
-        rows.append({
-            "uid": int(ev["uid"][i]), "island": int(ev["island"][i]),
-            "fitness": float(ev["fitness"][i]),
-            "params": {p: _param(run, p, ev[f"params/{p}"][i]) for p in run.param_names
-                       if f"params/{p}" in ev},
-            "metrics": {m: float(ev[f"metrics/{m}"][i]) for m in run.metric_names},
-        })
-    return rows
+    return {
+        "uid": int(ev["uid"][i]), "island": int(ev["island"][i]),
+        "fitness": e.mean, "evaluations": e.n, "std": e.std,
+        "params": {p: _param(run, p, ev[f"params/{p}"][i]) for p in run.param_names
+                   if f"params/{p}" in ev},
+        "metrics": {m: float(ev[f"metrics/{m}"][i]) for m in run.metric_names},
+    }
 
 
 def _best(run: Run, mask: np.ndarray, island: int | None) -> IslandBest | None:
@@ -187,6 +202,9 @@ def summarize(run: Run, top: int = 10) -> Summary:
         why = lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
         first_error = (int(ev["uid"][i]), why or "(no error text recorded)")
     finalize_s = run.attrs.get("finalize_s")
+    ranked, _ = run_estimates(run) if n else ([], {})
+    est = ranked[0] if ranked else None
+    lucky = luckiest(ranked)
     return Summary(
         scenario=str(run.attrs.get("scenario", "?")),
         status=str(run.attrs.get("status", "")),
@@ -203,13 +221,17 @@ def summarize(run: Run, top: int = 10) -> Summary:
         utilization=util,
         islands=n_islands,
         sync=bool(run.attrs.get("sync", False)),
-        best=_best(run, np.ones(n, dtype=bool), None),
+        best=(IslandBest(None, est.uid, est.mean, est.n) if est is not None
+              else _best(run, np.ones(n, dtype=bool), None)),
         best_per_island=per_island,
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
         first_error=first_error,
         finalize_seconds=float(finalize_s) if isinstance(finalize_s, (int, float)) else None,
         timing=timing,
+        best_estimate=est,
+        luckiest=describe_luckiest(est, lucky) if est and lucky else None,
+        noise=resolution_note(ranked, 10, race_length(run)),
     )
 
 
@@ -263,7 +285,11 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
     if s.best is None:
         lines.append("best: none (no evaluation completed)")
     else:
-        lines += terminal.wrap(f"best fitness: {s.best.fitness:.6g} (uid {s.best.uid})", cols)
+        if s.best_estimate is not None:
+            lines += terminal.wrap(describe_best(s.best_estimate), cols)
+        for text in (s.luckiest, s.noise):
+            if text:
+                lines += terminal.wrap(text, cols)
         if len(s.best_per_island) > 1 or s.islands > 1:
             for b in s.best_per_island:
                 lines += terminal.wrap(f"  island {b.island}: best {b.fitness:.6g} (uid "
@@ -271,18 +297,25 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
     if s.top:
         params = list(s.top[0]["params"])
         metrics = list(s.top[0]["metrics"])
-        header = ["rank", "uid", "island", "fitness", *params, *metrics]
+        # Count and spread only where something was evaluated twice (a deterministic run's
+        # table is as it always was).
+        spread = any(t.get("evaluations", 1) > 1 for t in s.top)
+        extra = ["evals", "std"] if spread else []
+        header = ["rank", "uid", "island", "fitness", *extra, *params, *metrics]
         rows = [[str(r + 1), str(t["uid"]), str(t["island"]), f"{t['fitness']:.6g}",
+                 *([str(t["evaluations"]), fmt_value(t["std"])] if spread else []),
                  *(fmt_value(t["params"][p]) for p in params),
                  *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
         lines.append("")
-        lines += terminal.wrap(f"top {len(s.top)} (lower fitness is better):", cols)
-        table, hidden = terminal.table(header, rows, keep=4 + len(params), cols=cols)
+        what = ("configurations by mean fitness over their evaluations" if spread
+                else "lower fitness is better")
+        lines += terminal.wrap(f"top {len(s.top)} ({what}):", cols)
+        keep = 4 + len(extra) + len(params)
+        table, hidden = terminal.table(header, rows, keep=keep, cols=cols)
         if max(len(line) for line in table) > cols:
-            # Even rank, uid, island, fitness and the parameters are wider than the terminal:
-            # one wrapped record per individual instead of a table.
-            table = terminal.records(header[:4 + len(params)], [r[:4 + len(params)] for r in rows],
-                                     cols, lead=4)
+            # Even rank, uid, island, fitness, the counts and the parameters are wider than
+            # the terminal: one wrapped record per individual instead of a table.
+            table = terminal.records(header[:keep], [r[:keep] for r in rows], cols, lead=4)
             hidden = len(metrics)
         lines += table
         if hidden:

@@ -72,6 +72,9 @@ class Progress:
     running: int = 0
     """Evaluations running (batch members each count)."""
     best: float | None = None
+    """The incumbent's estimated mean (``Engine.best``), not the luckiest single draw."""
+    best_n: int = 1
+    """Complete evaluations behind ``best``."""
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.time)
     busy_since: dict[int, float] = field(default_factory=dict)
@@ -360,11 +363,11 @@ class Coordinator:
                 self.log.info("worker_gpu", worker=ev.result.worker, uid=ev.task.uid,
                               batch=ev.result.batch, gpu_busy_percent=round(ev.result.gpu[0], 1),
                               gpu_memory_mib=round(ev.result.gpu[1], 1))
+        best = self.engine.best  # re-evaluations move it too: read it after every result
+        if best is not None:
+            p.best, p.best_n = best.fitness, int(best.info.get("evaluations", 1))
         if ev.state is EvalState.COMPLETE:
             p.complete += 1
-            assert ev.result.fitness is not None
-            if p.best is None or ev.result.fitness < p.best:
-                p.best = ev.result.fitness
         elif ev.state is EvalState.PRUNED:
             p.pruned += 1
         else:

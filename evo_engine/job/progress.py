@@ -77,7 +77,10 @@ def line_fields(p: Progress, meter: TimingMeter | None, workers: int, now: float
     fields = [(0, f"evals {p.finished}/{p.budget}")]
     if phase and p.finished == done_before:
         fields.append((1, phase))
-    fields.append((1, f"best {'-' if p.best is None else f'{p.best:.6g}'}"))
+    best = "-" if p.best is None else f"{p.best:.6g}"
+    if p.best is not None and p.best_n > 1:
+        best += f" (mean of {p.best_n})"
+    fields.append((1, f"best {best}"))
     fields.append((2, f"eta {'?' if left is None else _hms(left)}"))
     fields.append((4, f"running {p.running}"))
     if p.failed:

@@ -31,6 +31,7 @@ from evo_engine.job.walltime import Deadline
 from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
+from evo_engine.search.estimate import describe_best, describe_luckiest, resolution_note
 from evo_engine.search.messages import EvalState, Task
 from evo_engine.store import rundir
 from evo_engine.store.journal import NAME as JOURNAL_NAME
@@ -202,13 +203,16 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1,
     """Run the scenario's ``finalize`` (e.g. test metrics) for the best individuals.
 
     Each runs with its evaluation's own seed, so the metrics describe the model that was
-    scored. ``stopped()`` (polled while a worker runs it) names a stop request (a signal, the
-    hard ``--max-time``/walltime limit): finalize is then abandoned and ``([], reason)``
+    scored. The incumbent (the best estimated mean, ``Engine.best``) comes first; then the
+    populations. ``stopped()`` (polled while a worker runs it) names a stop request (a signal,
+    the hard ``--max-time``/walltime limit): finalize is then abandoned and ``([], reason)``
     returned, so the run ends as stopped and ``--resume`` runs finalize again from its start
     (a retraining starts over; ``--max-time`` bounds each attempt). Inline, the signal
     interrupts the objective itself, which answers with a FAILED result.
     """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
+    if engine.best is not None:
+        best.insert(0, engine.best)
     seen: set[int] = set()
     out = []
     for ind in best:
@@ -628,9 +632,17 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
     if best is None:
         print_fn("no evaluation completed: nothing to report as best")
     else:
-        say(f"best fitness {best.fitness:.6g} (uid {best.uid}, island {best.island})")
+        est = engine.best_estimate
+        assert est is not None
+        say(describe_best(est, best.island))
         for name, value in engine.space.decode(best.genome).items():
             say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
+        lucky = engine.tracker.luckiest()
+        for text in (describe_luckiest(est, lucky) if lucky else None,
+                     resolution_note(engine.tracker.estimates().values(), 10,
+                                     engine.config.intensify or None)):
+            if text:
+                say(text)
     for f in final:
         if f["error"]:
             say(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")

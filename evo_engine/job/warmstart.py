@@ -2,8 +2,9 @@
 
 FILE is a JSON or YAML list of parameter dicts (e.g. PDEBench's defaults); each is checked
 against the scenario's space (every active parameter given, values in bounds; an inactive
-conditional parameter may be left out). RUN_DIR is an earlier run: its best complete
-evaluations are taken, ``population_size`` of them by default or N with ``RUN_DIR:N``.
+conditional parameter may be left out). RUN_DIR is an earlier run: its best configurations
+by estimated mean (``search.estimate``: a configuration re-evaluated counts once, with its
+mean) are taken, ``population_size`` of them by default or N with ``RUN_DIR:N``.
 The engine issues them first, recorded with operator ``warm_start`` (``Engine.add_warm_start``).
 """
 
@@ -57,7 +58,7 @@ def _read_file(path: Path) -> Any:
 
 
 def _from_run(path: Path, space: Space, top: int) -> list[dict[str, Any]]:
-    from evo_engine.store.reader import load_run
+    from evo_engine.store.reader import load_run, run_estimates
 
     run = load_run(path)
     missing = [n for n in space.names if f"params/{n}" not in run.evaluations]
@@ -67,7 +68,10 @@ def _from_run(path: Path, space: Space, top: int) -> list[dict[str, Any]]:
     idx = np.flatnonzero(run.complete)
     if idx.size == 0:
         raise WarmStartError(f"--warm-start {path}: the earlier run has no complete evaluation")
-    best = idx[np.argsort(run.fitness[idx], kind="stable")][:top]
+    # The best estimated means (search.estimate, as the run itself ranked them), not the
+    # luckiest single draws: one row per configuration.
+    ranked, first_row = run_estimates(run)
+    best = [first_row[e.key] for e in ranked[:top]]
     configs = []
     for i in best:
         params: dict[str, Any] = {}

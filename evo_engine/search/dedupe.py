@@ -162,6 +162,8 @@ class Pick:
     reevaluation_of: int = -1
     key: str | None = None
     """``config_key(params)``, computed once."""
+    seed: int | None = None
+    """The objective's seed when it is not the uid's own (a race seed, intensify.py)."""
 
 
 class Dedupe:

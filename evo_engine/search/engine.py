@@ -26,8 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from evo_engine.search.dedupe import Dedupe, Pick
+from evo_engine.search.estimate import Estimate
+from evo_engine.search.intensify import RACE, Tracker, race_seed
 from evo_engine.search.island import Island
-from evo_engine.search.keys import genome_digest
+from evo_engine.search.keys import config_key, genome_digest
 from evo_engine.search.messages import (
     EvalState,
     Individual,
@@ -64,6 +66,9 @@ class EngineConfig:
     """Early stopping of evaluations that report intermediate values; None = none."""
     repeats: int = 0
     """Re-evaluations of each promising configuration with fresh seeds (see dedupe.py)."""
+    intensify: int = 0
+    """Race length: evaluations a would-be incumbent gets, on seeds common with the incumbent,
+    before it is accepted (see intensify.py); 0 or 1 = off."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -82,6 +87,8 @@ class EngineConfig:
             raise ValueError("migrants and migration_interval must be >= 0")
         if self.repeats < 0 or (self.repeats and self.sync):
             raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
+        if self.intensify < 0 or (self.intensify > 1 and self.sync):
+            raise ValueError("intensify must be >= 0, and 0 with the synchronous baseline (sync)")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
@@ -108,6 +115,7 @@ class EngineConfig:
             # Only present when on, so runs without a pruner keep their fingerprint.
             **({"pruner": self.pruning.describe()} if self.pruning else {}),
             **({"repeats": self.repeats} if self.repeats else {}),
+            **({"intensify": self.intensify} if self.intensify > 1 else {}),
         }
 
 
@@ -190,7 +198,8 @@ class Engine:
         self._island_load = [0] * config.islands
         """Tasks in flight per island (derived from ``in_flight``; not stored in snapshots)."""
         self._neighbours = self._make_neighbours()
-        self.best: Individual | None = None
+        self.tracker = Tracker(config.intensify, keep_all=config.repeats > 0)
+        """Configurations and their estimates; the incumbent and the races (intensify.py)."""
         self.pruner = ASHA(config.pruning) if config.pruning else None
         self.dedupe = Dedupe(space, config.repeats, config.population_size)
         """Configurations issued so far (never issued again by accident) and re-evaluations."""
@@ -223,7 +232,7 @@ class Engine:
         """Nothing is in flight and nothing more will be issued."""
         if self.in_flight:
             return False
-        exhausted = self.dedupe.nothing_to_issue and not self.pending
+        exhausted = self.dedupe.nothing_to_issue and not self.pending and not self.tracker.queue
         return self.stopping or self.n_finished >= self.max_evals or exhausted
 
     def stop_issuing(self) -> None:
@@ -295,7 +304,8 @@ class Engine:
         if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
             busy = [t.genome for t in self.in_flight.values() if t.island == island.index]
             island.operator.see_in_flight(busy)
-        pick = self._warm_pick(island) or self.dedupe.next_pick(island, self.islands)
+        pick = (self._warm_pick(island) or self._race_pick()
+                or self.dedupe.next_pick(island, self.islands))
         if pick is None:
             return None
         uid = self.next_uid
@@ -309,7 +319,7 @@ class Engine:
             island=pick.island,
             genome=pick.genome,
             params=pick.params,
-            seed=task_seed(self.config.seed, uid),
+            seed=task_seed(self.config.seed, uid) if pick.seed is None else pick.seed,
             operator=pick.operator,
             parents=pick.parents,
             info=pick.info,
@@ -357,6 +367,42 @@ class Engine:
                 raise ValueError(f"a warm-start genome has {g.shape[0]} genes, the space {self.space.dim}")
             self.warm_start.append(g)
 
+    def _race_pick(self) -> Pick | None:
+        """A queued race task: a configuration on a race seed common to the race (intensify.py)."""
+        race = self.tracker.next_pick()
+        if race is None:
+            return None
+        rec = race.record
+        genome = frozen_genome(rec.genome)
+        return Pick(rec.island % self.config.islands, genome, self.space.decode(genome), RACE,
+                    (rec.uid,), {"race": race.j}, reevaluation_of=rec.uid, key=race.key,
+                    seed=race_seed(self.config.seed, race.j))
+
+    @property
+    def best(self) -> Individual | None:
+        """The incumbent: the best estimated mean (``search.estimate``), as an individual whose
+        fitness is that mean and whose info holds its count and spread."""
+        est = self.tracker.best()
+        return None if est is None else self._as_individual(est)
+
+    @property
+    def best_estimate(self) -> Estimate | None:
+        return self.tracker.best()
+
+    @property
+    def luckiest_draw(self) -> Individual | None:
+        """The configuration holding the best single draw (fitness = that draw)."""
+        est = self.tracker.luckiest()
+        if est is None:
+            return None
+        return replace(self._as_individual(est), fitness=est.best_draw)
+
+    def _as_individual(self, est: Estimate) -> Individual:
+        rec = self.tracker.records[est.key]
+        return Individual(uid=est.uid, genome=frozen_genome(rec.genome), fitness=est.mean,
+                          island=rec.island % self.config.islands,
+                          info={"evaluations": est.n, "std": est.std})
+
     def _warm_pick(self, island: Island) -> Pick | None:
         while self.warm_start:
             genome = frozen_genome(self.warm_start.popleft())
@@ -396,8 +442,11 @@ class Engine:
             self.pruner.finish(task.uid, result.curve)
         if task.reevaluation_of >= 0:
             # A deliberate repeat: its fitness goes into the individual's mean, not a population.
-            self.dedupe.reevaluated(task, result.fitness if state is EvalState.COMPLETE else None,
-                                    self.islands)
+            value = result.fitness if state is EvalState.COMPLETE else None
+            self.dedupe.reevaluated(task, value, self.islands)
+            race = task.info.get("race") if task.operator == RACE else None
+            self.tracker.repeat(config_key(task.params), task.reevaluation_of, task.island,
+                                task.genome, value, None if race is None else int(race))
             return TellOutcome.RECORDED, Evaluation(task, result, state, error, False)
         if state is EvalState.PRUNED and result.curve:
             # A pruned evaluation never joins a population (its partial fitness is not
@@ -414,8 +463,9 @@ class Engine:
                 uid=task.uid, genome=task.genome, fitness=float(result.fitness),
                 island=task.island, info=task.info, origin_island=task.island,
             )
-            if self.best is None or ind.fitness < self.best.fitness:
-                self.best = ind
+            if self.tracker.wants_key(ind.fitness):
+                self.tracker.first_draw(config_key(task.params), task.uid, task.island,
+                                        task.genome, ind.fitness)
             island.completed += 1
             if self.config.sync:
                 self._sync_buffer[task.island].append(ind)
@@ -560,7 +610,7 @@ class Engine:
             "pending": pending,
             "sync_issued": list(self._sync_issued),
             "sync_buffer": [[m.to_state() for m in buf] for buf in self._sync_buffer],
-            "best": self.best.to_state() if self.best else None,
+            "tracker": self.tracker.get_state(),
             "pruner": self.pruner.get_state() if self.pruner else None,
             "dedupe": self.dedupe.get_state(),
             "warm_start": [g.tolist() for g in self.warm_start],
@@ -593,9 +643,12 @@ class Engine:
             eng._sync_buffer[dst.index] += [replace(m, island=dst.index)
                                             for m in (buffers[k] if k < len(buffers) else [])]
         eng.pending = deque(eng.rehome(_task_from_state(space, t)) for t in state["pending"])
-        eng.best = Individual.from_state(state["best"]) if state["best"] else None
-        if eng.best is not None and eng.best.island >= n:
-            eng.best = replace(eng.best, island=eng.best.island % n)
+        if "tracker" in state:
+            eng.tracker.set_state(state["tracker"], n)
+        elif state.get("best"):  # a snapshot from before estimates: its best single draw
+            b = Individual.from_state(state["best"])
+            eng.tracker.first_draw(config_key(space.decode(b.genome)), b.uid, b.island % n,
+                                   b.genome, b.fitness)
         eng.dedupe.set_state(state.get("dedupe"))
         eng.warm_start = deque(np.asarray(g, dtype=np.float64) for g in state.get("warm_start", []))
         saved = state.get("pruner")

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.search.estimate import Estimate, rank_estimates, summarize_groups
+from evo_engine.search.keys import config_key
 from evo_engine.search.messages import EvalState
 from evo_engine.store.runstore import RunStore, Table
 
@@ -160,4 +162,35 @@ def load_run(run_dir: str | Path) -> Run:
     return run
 
 
-__all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "load_run"]
+
+
+def configuration_rows(run: Run) -> dict[str, list[int]]:
+    """Row indices of the evaluation log per configuration (``config_key``), in log order."""
+    ev = run.evaluations
+    cols = [(p, ev[f"params/{p}"]) for p in run.param_names if f"params/{p}" in ev]
+    groups: dict[str, list[int]] = {}
+    for i in range(run.n):
+        groups.setdefault(config_key({p: c[i] for p, c in cols}), []).append(i)
+    return groups
+
+
+def race_length(run: Run) -> int | None:
+    """The run's ``intensify`` race length (None when off or unknown)."""
+    desc = run.attrs.get("fingerprint_description")
+    value = desc.get("intensify") if isinstance(desc, dict) else None
+    return int(value) if isinstance(value, int) and value > 1 else None
+
+
+def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
+    """Every configuration with a complete evaluation, ranked as the engine ranks them
+    (``search.estimate.rank_estimates``: the incumbent first), and each one's first log row."""
+    uid, complete, fitness = run.evaluations["uid"], run.complete, run.fitness
+    groups = configuration_rows(run)
+    rows = [(k, int(uid[i]), float(fitness[i])) for k, idx in groups.items() for i in idx
+            if complete[i]]
+    first = {k: min(idx, key=lambda i: int(uid[i])) for k, idx in groups.items()}
+    return rank_estimates(summarize_groups(rows).values(), race_length(run)), first
+
+
+__all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "configuration_rows", "load_run", "race_length",
+           "run_estimates"]

@@ -1,0 +1,167 @@
+"""The incumbent as an estimate: one configuration's mean over its evaluations, and the noise.
+
+Where one evaluation's result moves with its seed, the best single result is the luckiest
+draw, not the best configuration. Everything that says "best" (the engine's ``best``, the
+live line, the end-of-run summary, ``finalize``'s choice, ``Optimizer.best``, ``analyze``'s
+top table, ``--warm-start RUN_DIR:N``) ranks configurations with the functions here, so the
+engine and the analysis of its store cannot disagree:
+
+- ``summarize_groups``: per configuration (``config_key``), the complete evaluations'
+  count, mean, sample std and best single draw;
+- ``pooled_noise``: the objective's noise, the pooled within-configuration std over every
+  configuration evaluated more than once (None when nothing was evaluated twice);
+- ``eligible_count``: how many evaluations a configuration needs before it may be the
+  incumbent: 1 while nothing was repeated or the repeats showed no noise at all (a
+  deterministic objective: the plain minimum, as always), else as many as the most
+  evaluated configuration has, up to ``race_length`` (a one-draw configuration cannot oust
+  one whose mean stood the race);
+- ``decisive``: a configuration with fewer evaluations is eligible all the same when its
+  lead is decisive: its mean plus ``DECISIVE`` standard errors (noise / sqrt(n)) is still
+  below the best eligible mean (no race would change that verdict, so none is run);
+- ``rank_estimates``: eligible configurations by mean (ties: the earlier first uid), then
+  the others by mean; ``incumbent`` is the first eligible one.
+
+Pure functions of plain values: no engine, no store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+DECISIVE = 3.0
+"""Standard errors by which a lead is decisive: set a priori (the 3-sigma convention), not
+tuned on any landscape."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One configuration's complete evaluations, summarised."""
+
+    key: str
+    uid: int
+    """uid of its first evaluation (the configuration's name in the log)."""
+    n: int
+    mean: float
+    std: float
+    """Sample std over its evaluations (NaN with one)."""
+    best_draw: float
+    """Its luckiest single evaluation."""
+    sum_sq: float
+    """Sum of squared deviations from the mean (for the pooled noise)."""
+
+
+def summarize_groups(rows: Iterable[tuple[str, int, float]]) -> dict[str, Estimate]:
+    """Group complete evaluations ``(config_key, uid, fitness)`` by configuration."""
+    values: dict[str, list[float]] = {}
+    first: dict[str, int] = {}
+    for key, uid, fitness in rows:
+        values.setdefault(key, []).append(float(fitness))
+        first[key] = min(first.get(key, uid), uid)
+    return {k: make_estimate(k, first[k], v) for k, v in values.items()}
+
+
+def make_estimate(key: str, uid: int, values: list[float]) -> Estimate:
+    """The estimate of one configuration from its complete fitness values (at least one)."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    ss = math.fsum((v - mean) ** 2 for v in values)
+    std = math.sqrt(ss / (n - 1)) if n > 1 else float("nan")
+    return Estimate(key, uid, n, mean, std, min(values), ss)
+
+
+def pooled_noise(estimates: Iterable[Estimate]) -> tuple[float, int] | None:
+    """(pooled within-configuration std, its degrees of freedom), or None without repeats."""
+    ss, dof = 0.0, 0
+    for e in estimates:
+        if e.n > 1:
+            ss += e.sum_sq
+            dof += e.n - 1
+    if dof == 0:
+        return None
+    return math.sqrt(ss / dof), dof
+
+
+def eligible_count(estimates: Iterable[Estimate], race_length: int | None = None) -> int:
+    """Evaluations a configuration needs to be the incumbent (see the module docstring)."""
+    es = list(estimates)
+    noise = pooled_noise(es)
+    if noise is None or noise[0] == 0.0:
+        return 1
+    most = max(e.n for e in es)
+    return most if race_length is None else max(1, min(race_length, most))
+
+
+def decisive(mean: float, n: int, reference: float, noise: float) -> bool:
+    """Whether a mean over ``n`` draws beats ``reference`` beyond doubt at this ``noise``."""
+    return mean + DECISIVE * noise / math.sqrt(n) < reference
+
+
+def rank_estimates(estimates: Iterable[Estimate],
+                   race_length: int | None = None) -> list[Estimate]:
+    """Configurations best first: eligible ones by mean, then the rest by mean."""
+    es = list(estimates)
+    need = eligible_count(es, race_length)
+    if need > 1:
+        noise = pooled_noise(es)
+        sigma = noise[0] if noise else 0.0
+        ref = min((e.mean for e in es if e.n >= need), default=math.inf)
+        ok = {e.key for e in es if e.n >= need or decisive(e.mean, e.n, ref, sigma)}
+        return sorted(es, key=lambda e: (e.key not in ok, e.mean, e.uid))
+    return sorted(es, key=lambda e: (e.n < need, e.mean, e.uid))
+
+
+def incumbent(estimates: Iterable[Estimate], race_length: int | None = None) -> Estimate | None:
+    """The configuration with the best estimated mean among the eligible ones, or None."""
+    ranked = rank_estimates(estimates, race_length)
+    return ranked[0] if ranked else None
+
+
+def luckiest(estimates: Iterable[Estimate]) -> Estimate | None:
+    """The configuration holding the best single draw (shown as such, never as "best")."""
+    return min(estimates, key=lambda e: (e.best_draw, e.uid), default=None)
+
+
+def describe_best(e: Estimate, island: int | None = None) -> str:
+    """"best fitness ..." for people: the estimate with its count and spread."""
+    where = f"uid {e.uid}" + ("" if island is None else f", island {island}")
+    if e.n == 1:
+        return f"best fitness {e.mean:.6g} ({where})"
+    return (f"best fitness {e.mean:.6g} +- {e.std:.2g} (estimated: mean +- std of {e.n} "
+            f"evaluations; {where})")
+
+
+def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
+    """The luckiest single draw, labelled as such; None when it is the incumbent's only one."""
+    if lucky.key == best.key and best.n == 1:
+        return None
+    if lucky.key == best.key:
+        return f"luckiest single draw: {lucky.best_draw:.6g} (the same configuration)"
+    return (f"luckiest single draw: {lucky.best_draw:.6g} (configuration of uid {lucky.uid}, "
+            f"mean {lucky.mean:.6g} over {lucky.n}): not the best estimate")
+
+
+def resolution_note(estimates: Iterable[Estimate], top: int = 10,
+                    race_length: int | None = None) -> str | None:
+    """One sentence: the seed noise beside the spread of the ``top`` best means (all
+    configurations, by mean: the ones a user would read as the leaders)."""
+    del race_length  # the spread is over means whatever their count
+    es = sorted(estimates, key=lambda e: e.mean)
+    noise = pooled_noise(es)
+    if noise is None:
+        return None
+    sigma, dof = noise
+    head = es[:top]
+    spread = head[-1].mean - head[0].mean
+    if sigma == 0.0:
+        return (f"seed noise = 0 ({dof} repeat degrees of freedom): the objective looks "
+                f"deterministic")
+    verdict = ("rankings among them are not resolved" if spread < 2 * sigma
+               else "the noise is small beside that spread")
+    return (f"seed noise ~ {sigma:.3g} ({dof} dof); the top {len(head)} differ by "
+            f"{spread:.3g}: {verdict}")
+
+
+__all__ = ["DECISIVE", "Estimate", "decisive", "describe_best", "describe_luckiest", "eligible_count", "incumbent", "luckiest", "make_estimate",
+           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]
