@@ -139,7 +139,9 @@ def load_run(run_dir: str | Path) -> Run:
     # Read ``committed`` of the task log before the evaluation log: a task is always written
     # before its evaluation, so every finished uid is then among the issued ones.
     tasks = getattr(store, "tasks", None)
-    issued = np.asarray(tasks.read("uid")) if tasks is not None and "uid" in tasks.columns else None
+    # A damaged task log cannot say what is in flight ("unknown", not a wrong count).
+    sound = tasks is not None and "uid" in tasks.columns and not tasks.problems
+    issued = np.asarray(tasks.read("uid")) if sound else None
     attrs = store.attrs
     names = list(attrs.get("param_names", []))
     run = Run(
