@@ -63,9 +63,14 @@ class Run:
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
-        """uids issued but not (yet) recorded as finished, or None when the store cannot say."""
+        """uids issued but not (yet) recorded as finished, or None when the store cannot say.
+
+        A finished run has none: tasks a resume with a smaller budget held back (they were in
+        flight when an earlier job stopped) are queued for a later extension, not running."""
         if self.issued_uids is None:
             return None
+        if self.attrs.get("status") == "finished":
+            return np.zeros(0, dtype=np.int64)
         return np.setdiff1d(self.issued_uids, self.evaluations.get("uid", np.zeros(0, int)))
 
     @property
