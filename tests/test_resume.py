@@ -358,3 +358,42 @@ def test_a_resume_never_records_more_than_its_budget(tmp_path: Path, workers: in
         assert sorted(log_of(run_dir)["uid"].tolist()) == list(range(40))
         assert_an_uninterrupted_engine_issues_the_same_tasks(run_dir, load_scenario(QUICK))
 
+
+def test_a_corrupt_only_snapshot_replays_the_whole_log_and_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "30", "QUICK_SLEEP": "0.1", "QUICK_CHECKPOINT": "1000"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 8, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    snaps = zarr.open_group(str(run_dir / "run.zarr/snapshots"), mode="r+")
+    assert snaps.attrs["serial"] == 1 and not snaps.attrs.get("previous"), "not the only one"
+    snaps[snaps.attrs["latest"]][:4] = 0
+    env["QUICK_SLEEP"] = "0.01"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--resume"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "checksum" in r.stderr and "falling back to the previous" not in r.stderr
+    assert "no earlier snapshot to fall back to, so the run is rebuilt by replaying its " \
+           "whole log" in r.stderr
+    assert sorted(log_of(run_dir)["uid"].tolist()) == list(range(30))
+
+
+def test_resuming_another_scenarios_run_names_that_scenario(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "8"}
+    run_dir = tmp_path / "run"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 0, "--run-dir", run_dir, "--quiet"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sphere = REPO / "scenarios" / "sphere.py"
+    before = (run_dir / "run.zarr/zarr.json").read_bytes()
+    r = subprocess.run(evo_cmd(sphere, "--workers", 0, "--run-dir", run_dir, "--resume",
+                               "--max-evals", 20), env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert f"holds a run of scenario 'quick' (made with {QUICK})" in r.stderr, r.stderr
+    assert "not of 'sphere'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr) < 600, f"{len(r.stderr)} characters: {r.stderr}"
+    assert (run_dir / "run.zarr/zarr.json").read_bytes() == before

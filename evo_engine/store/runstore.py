@@ -700,16 +700,18 @@ class RunStore:
             raise SnapshotCorrupt(f"snapshot {name} is unreadable: {exc}") from exc
 
     def latest_snapshot(self, warn: Any = None) -> dict[str, Any] | None:
-        """The newest usable snapshot, falling back to the previous one (with a warning)."""
+        """The newest usable snapshot, falling back to the previous one (with a warning);
+        None when there is none usable (the caller replays the whole log)."""
         pointers = self.snapshots.attrs.asdict()
-        for key in ("latest", "previous"):
-            name = pointers.get(key)
-            if not name:
-                continue
+        names = [pointers[k] for k in ("latest", "previous") if pointers.get(k)]
+        for i, name in enumerate(names):
             try:
                 return self.read_snapshot(name)
             except SnapshotCorrupt as exc:
                 if warn is not None:
-                    warn(f"{exc}; falling back to the previous snapshot")
+                    then = ("falling back to the previous snapshot" if i + 1 < len(names) else
+                            "there is no earlier snapshot to fall back to, so the run is "
+                            "rebuilt by replaying its whole log (nothing recorded is lost)")
+                    warn(f"{exc}; {then}")
         return None
 
