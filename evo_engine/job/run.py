@@ -291,11 +291,10 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
     return store
 
 
-def _first(diff: list[str], shown: int = 6, width: int = 160) -> str:
-    """The first differences, each cut to ``width`` characters, and how many more."""
-    items = [d if len(d) <= width else d[: width - 3] + "..." for d in diff[:shown]]
+def _first(diff: list[str], shown: int = 6) -> str:
+    """The first ``shown`` differences, and how many more."""
     more = f"; and {len(diff) - shown} more" if len(diff) > shown else ""
-    return "; ".join(items) + more
+    return "; ".join(diff[:shown]) + more
 
 
 def open_for_resume(store: RunStore, scenario: Scenario, opts: RunOptions, preset: str,
