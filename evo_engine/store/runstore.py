@@ -199,32 +199,19 @@ class Table:
             self._check(root_dir)
 
     def _load_arrays(self, group: zarr.Group, prefix: str, folder: Path | None) -> None:
-        """Open every array of ``group`` (in ``folder`` on disk, when known). Each member is
-        opened on its own, so one whose ``zarr.json`` is missing or unparseable is recorded in
-        ``_unreadable`` instead of hiding the others (zarr's listing skips the first kind
-        with a warning and fails on the second)."""
-        if folder is None:
+        """Open every array of ``group`` (in ``folder`` on disk, when known). zarr's listing
+        skips a member whose ``zarr.json`` is missing (with a warning) and fails on one that
+        does not parse: where the folder shows either, members are opened one by one, so
+        each such one is recorded in ``_unreadable`` and the others still open."""
+        bare = self._folders_without_metadata(folder, prefix) if folder is not None else False
+        try:
+            if bare:
+                raise LookupError("a folder without metadata: open the members one by one")
             members = list(group.members())
-        else:
-            members = []
-            for entry in sorted(folder.iterdir()):
-                if not entry.is_dir():
-                    continue
-                where = f"{self.name}/{prefix}{entry.name}"
-                if not (entry / "zarr.json").is_file():
-                    if (entry / "c").exists():
-                        holds = "the column's type and shape are lost, so none of its rows can be read"
-                    elif any(p.is_dir() for p in entry.iterdir()):
-                        holds = "the columns in it cannot be opened"
-                    else:
-                        continue  # an empty folder (a column being made by a live run): no data
-                    self._unreadable[prefix + entry.name] = f"{where}/zarr.json is missing: {holds}"
-                    continue
-                try:
-                    members.append((entry.name, group[entry.name]))
-                except Exception as exc:  # noqa: BLE001 - any unparseable metadata is damage
-                    self._unreadable[prefix + entry.name] = (
-                        f"{where}/zarr.json cannot be read ({_brief(exc)})")
+        except Exception:  # noqa: BLE001 - located member by member below
+            if folder is None:
+                raise
+            members = self._members_one_by_one(group, prefix, folder)
         for name, member in members:
             if isinstance(member, zarr.Array):
                 # Dense tables store empty chunks too: a missing chunk file is then damage.
@@ -232,6 +219,36 @@ class Table:
             else:
                 self._load_arrays(member, f"{prefix}{name}/",
                                   folder / name if folder is not None else None)
+
+    def _folders_without_metadata(self, folder: Path, prefix: str) -> bool:
+        """Record each member folder with data but no ``zarr.json``; whether any lacks one."""
+        bare = False
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_dir() or (entry / "zarr.json").is_file():
+                continue
+            bare = True
+            if (entry / "c").exists():
+                holds = "the column's type and shape are lost, so none of its rows can be read"
+            elif any(p.is_dir() for p in entry.iterdir()):
+                holds = "the columns in it cannot be opened"
+            else:
+                continue  # an empty folder (a column being made by a live run): no data
+            self._unreadable[prefix + entry.name] = (
+                f"{self.name}/{prefix}{entry.name}/zarr.json is missing: {holds}")
+        return bare
+
+    def _members_one_by_one(self, group: zarr.Group, prefix: str,
+                            folder: Path) -> list[tuple[str, Any]]:
+        members = []
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_dir() or not (entry / "zarr.json").is_file():
+                continue
+            try:
+                members.append((entry.name, group[entry.name]))
+            except Exception as exc:  # noqa: BLE001 - any unparseable metadata is damage
+                self._unreadable[prefix + entry.name] = (
+                    f"{self.name}/{prefix}{entry.name}/zarr.json cannot be read ({_brief(exc)})")
+        return members
 
     def _check_schema(self, schema: Schema) -> None:
         """Every required column is there and every known one has the expected dtype, row
