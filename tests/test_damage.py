@@ -76,6 +76,30 @@ def _garble_pointer(run: Path) -> None:
     (run / "run.zarr/snapshots/zarr.json").write_text('{"attributes": {"latest": ')
 
 
+def _garble(path: str) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        meta = run / "run.zarr" / path
+        meta.write_text(meta.read_text()[: meta.stat().st_size // 2])
+    return damage
+
+
+def _edit_meta(path: str, **changes: object) -> Callable[[Path], None]:
+    """Rewrite an array's zarr.json as valid metadata that says something else."""
+    def damage(run: Path) -> None:
+        meta = run / "run.zarr" / path / "zarr.json"
+        j = json.loads(meta.read_text())
+        for key, value in changes.items():
+            if key == "chunks":
+                j["chunk_grid"]["configuration"]["chunk_shape"] = value
+            else:
+                j[key] = value
+        meta.write_text(json.dumps(j))
+    return damage
+
+
+MISSING = "zarr.json is missing"
+UNREADABLE = "zarr.json cannot be read"
+
 CASES = {
     "committed_missing": (_drop_committed, "has no valid 'committed' marker", 40),
     "truncated_task_chunk": (_truncate("tasks/genome/c/0/0"), "tasks/genome: rows 0-39 cannot be read", 40),
@@ -85,6 +109,22 @@ CASES = {
     "short_column": (_shorten, "evaluations/fitness holds 30 rows but 40 are committed", 30),
     "pointer_to_nothing": (_point_nowhere, "names 's99999999', which is not a snapshot", 40),
     "pointer_unparseable": (_garble_pointer, "snapshots/zarr.json cannot be read", 40),
+    # One array's metadata: missing or unparseable, in either table; none of its rows is usable.
+    "fitness_meta_missing": (_delete("evaluations/fitness/zarr.json"), f"evaluations/fitness/{MISSING}", 0),
+    "fitness_meta_garbled": (_garble("evaluations/fitness/zarr.json"), f"evaluations/fitness/{UNREADABLE}", 0),
+    "uid_meta_missing": (_delete("evaluations/uid/zarr.json"), f"evaluations/uid/{MISSING}", 0),
+    "uid_meta_garbled": (_garble("evaluations/uid/zarr.json"), f"evaluations/uid/{UNREADABLE}", 0),
+    "param_meta_missing": (_delete("evaluations/params/x/zarr.json"), f"evaluations/params/x/{MISSING}", 0),
+    "param_meta_garbled": (_garble("evaluations/params/x/zarr.json"), f"evaluations/params/x/{UNREADABLE}", 0),
+    "metric_meta_missing": (_delete("evaluations/metrics/noise/zarr.json"), f"evaluations/metrics/noise/{MISSING}", 0),
+    "task_uid_meta_missing": (_delete("tasks/uid/zarr.json"), f"tasks/uid/{MISSING}", 40),
+    "task_uid_meta_garbled": (_garble("tasks/uid/zarr.json"), f"tasks/uid/{UNREADABLE}", 40),
+    "params_group_meta_missing": (_delete("evaluations/params/zarr.json"), f"evaluations/params/{MISSING}", 0),
+    # Valid metadata that is not what the store wrote: another dtype, row shape or chunking.
+    "fitness_dtype": (_edit_meta("evaluations/fitness", data_type="float32"), "evaluations/fitness holds float32, not float64", 0),
+    "genome_width": (_edit_meta("evaluations/genome", shape=[40, 2], chunks=[4096, 2]), "evaluations/genome has shape (40, 2), not (rows, 3)", 0),
+    "uid_chunking": (_edit_meta("evaluations/uid", chunks=[16]), "evaluations/uid is chunked (16,), not (4096,)", 0),
+    "task_info_dtype": (_edit_meta("tasks/info", data_type="int64", fill_value=-1), "tasks/info holds int64, not text", 40),
 }
 
 

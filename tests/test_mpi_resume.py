@@ -91,3 +91,69 @@ def test_sigterm_during_an_mpi_finalize_stops_with_3_and_resume_runs_it_again(
     attrs = store_attrs(run_dir)
     assert attrs["status"] == "finished" and set(attrs["final"][0]["metrics"]) == {"test_loss"}
     assert mark.read_text() == "started\nstarted\n"
+def _rank_pids(tag: str) -> list[int]:
+    """The ranks of the job started with EVO_TEST_TAG=tag (found by their environment)."""
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            text = env.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"EVO_TEST_TAG={tag}".encode() in text and any(v.startswith(b"PMI_RANK=") for v in text):
+            pids.append(int(env.parent.name))
+    return pids
+
+
+def _maps(tag: str) -> list[str]:
+    out = []
+    for pid in _rank_pids(tag):
+        try:
+            out.append(Path(f"/proc/{pid}/maps").read_text())
+        except OSError:
+            pass
+    return out
+
+
+def _all_ranks_loaded(tag: str, ranks: int, library: str, proc) -> bool:
+    """Until each of ``ranks`` ranks has ``library`` mapped: numpy = our imports under way
+    (Python's own start-up, which no handler of ours covers, is over); libmpi = MPI starting."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        maps = _maps(tag)
+        if len(maps) == ranks and all(library in m for m in maps):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+@needs_mpiexec
+@pytest.mark.parametrize("phase", ["numpy", "libmpi"])
+def test_ctrl_c_while_an_mpi_job_starts_says_one_line(tmp_path: Path, phase: str) -> None:
+    """Ctrl-C in a job's first seconds: no rank prints a traceback or hangs. Before MPI starts,
+    rank 0 says what to do in one line, every other rank leaves silently, and the job exits 3.
+    A worker rank stopped inside MPI's start (C code, where no Python handler runs) is ended
+    by the system's default action instead of waiting forever: the launcher then reports that
+    and sets the exit code (MPICH ORs the ranks' codes: 2 | 9 = 11, "Segmentation fault")."""
+    run_dir = tmp_path / "run"
+    args = (str(SCENARIOS / "mpi_sleep.py"), "--run-dir", str(run_dir), "--quiet")
+    tag = str(tmp_path)
+    proc = start_mpirun(3, *args, cwd=tmp_path, EVO_TEST_TAG=tag)
+    if not _all_ranks_loaded(tag, 3, phase, proc):
+        finish(proc)
+        pytest.skip(f"the ranks never had {phase} loaded while starting (already done?)")
+    in_mpi = any("libmpi" in m for m in _maps(tag))
+    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C does to mpiexec
+    done = finish(proc)
+    for text in (done.stderr, done.stdout):
+        for bad in ("Traceback", "KeyboardInterrupt", "Fatal Python error"):
+            assert bad not in text, f"{bad} on Ctrl-C:\n{done.stderr}\n{done.stdout}"
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) <= 1 and all(ln.startswith("evo_engine: stopped by SIGINT") for ln in lines), \
+        done.stderr
+    if not in_mpi:
+        assert done.returncode == 3 and len(lines) == 1, (done.returncode, done.stderr, done.stdout)
+    # Nothing was damaged: the same command (with --resume once a store exists) goes on.
+    again = [*args, *(["--resume"] if (run_dir / "run.zarr").exists() else [])]
+    assert finish(start_mpirun(2, *again, cwd=tmp_path, EVO_TEST_SLEEP="0.001")).returncode == 0

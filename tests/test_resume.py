@@ -308,3 +308,92 @@ def test_resume_force_with_fewer_islands_continues(tmp_path: Path) -> None:
     z = zarr.open(str(run_dir / "run.zarr"), mode="r")
     n = z["evaluations"].attrs["committed"]
     assert set(z["evaluations/island"][:n][-6:].tolist()) == {0}
+
+
+def _stopped_with_tasks_in_flight(run_dir: Path, env: dict, workers: int, kill: bool) -> int:
+    """A run of 40 stopped (SIGTERM) or killed (SIGKILL) with tasks in flight; its committed rows."""
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", workers, "--run-dir", run_dir, "--quiet"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 12, timeout=60, snapshot=True)
+    proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == (-signal.SIGKILL if kill else 3)
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    done = int(z["evaluations"].attrs["committed"])
+    issued = set(z["tasks/uid"][: z["tasks"].attrs["committed"]].tolist())
+    assert issued - set(z["evaluations/uid"][:done].tolist()), "no task was in flight at the stop"
+    return done
+
+
+@pytest.mark.parametrize(("workers", "kill"), [(2, False), (0, False), (2, True)])
+def test_a_resume_never_records_more_than_its_budget(tmp_path: Path, workers: int,
+                                                     kill: bool) -> None:
+    """Tasks in flight at the stop are re-issued only within the new budget: at N = committed
+    none, at committed + 1 one. Those beyond it stay queued (never run, never recorded), so
+    extending the run later issues them first and it ends as the uninterrupted run would."""
+    import shutil
+
+    env = {**os.environ, "QUICK_EVALS": "40", "QUICK_SLEEP": "0.1", "QUICK_CHECKPOINT": "4"}
+    first = tmp_path / "first"
+    done = _stopped_with_tasks_in_flight(first, env, workers, kill)
+    env["QUICK_SLEEP"] = "0.01"
+    for extra in (0, 1):
+        run_dir = tmp_path / f"plus{extra}"
+        shutil.copytree(first, run_dir)
+        budget = done + extra
+        r = subprocess.run(evo_cmd(QUICK, "--workers", workers, "--run-dir", run_dir, "--resume",
+                                   "--max-evals", budget), env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"finished: {budget}/{budget} evaluations" in r.stdout, r.stdout
+        z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+        assert z["evaluations"].attrs["committed"] == budget
+        assert z["evaluations/uid"].shape[0] == budget
+        assert z.attrs["status"] == "finished" and z.attrs["max_evals"] == budget
+        # Extended to the first run's budget: nothing was dropped, no uid is missing.
+        r = subprocess.run(evo_cmd(QUICK, "--workers", workers, "--run-dir", run_dir, "--resume",
+                                   "--max-evals", 40, "--quiet"), env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert sorted(log_of(run_dir)["uid"].tolist()) == list(range(40))
+        assert_an_uninterrupted_engine_issues_the_same_tasks(run_dir, load_scenario(QUICK))
+
+
+def test_a_corrupt_only_snapshot_replays_the_whole_log_and_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "30", "QUICK_SLEEP": "0.1", "QUICK_CHECKPOINT": "1000"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 8, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    snaps = zarr.open_group(str(run_dir / "run.zarr/snapshots"), mode="r+")
+    assert snaps.attrs["serial"] == 1 and not snaps.attrs.get("previous"), "not the only one"
+    snaps[snaps.attrs["latest"]][:4] = 0
+    env["QUICK_SLEEP"] = "0.01"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 2, "--run-dir", run_dir, "--resume"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "checksum" in r.stderr and "falling back to the previous" not in r.stderr
+    assert "no earlier snapshot to fall back to, so the run is rebuilt by replaying its " \
+           "whole log" in r.stderr
+    assert sorted(log_of(run_dir)["uid"].tolist()) == list(range(30))
+
+
+def test_resuming_another_scenarios_run_names_that_scenario(tmp_path: Path) -> None:
+    env = {**os.environ, "QUICK_EVALS": "8"}
+    run_dir = tmp_path / "run"
+    r = subprocess.run(evo_cmd(QUICK, "--workers", 0, "--run-dir", run_dir, "--quiet"), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sphere = REPO / "scenarios" / "sphere.py"
+    before = (run_dir / "run.zarr/zarr.json").read_bytes()
+    r = subprocess.run(evo_cmd(sphere, "--workers", 0, "--run-dir", run_dir, "--resume",
+                               "--max-evals", 20), env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert f"holds a run of scenario 'quick' (made with {QUICK})" in r.stderr, r.stderr
+    assert "not of 'sphere'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr) < 600, f"{len(r.stderr)} characters: {r.stderr}"
+    assert (run_dir / "run.zarr/zarr.json").read_bytes() == before

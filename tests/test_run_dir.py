@@ -169,3 +169,21 @@ def test_runs_made_before_inputs_were_recorded_still_resume(tmp_path: Path) -> N
     assert "did not record its inputs" in r.stderr
     assert committed(run) == 16
     assert zarr.open_group(str(run / "run.zarr"), mode="r").attrs["inputs"]["preset"] == "cpu"
+
+
+def test_resume_in_an_empty_directory_says_it_starts_a_new_run(tmp_path: Path) -> None:
+    """An empty directory (made ahead for a chain of jobs) was never a stopped run."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = evo(QUICK, "--workers", 0, "--run-dir", empty, "--resume", "--max-evals", 4)
+    assert r.returncode == 0, r.stderr
+    assert "is empty: there is no run to resume, so a new run starts there" in r.stderr
+    assert "recorded nothing yet" not in r.stderr and "stopped or killed" not in r.stderr
+    assert committed(empty) == 4
+    leftovers = tmp_path / "leftovers"
+    (leftovers / "scratch").mkdir(parents=True)
+    (leftovers / "log.jsonl").write_text("")
+    r = evo(QUICK, "--workers", 0, "--run-dir", leftovers, "--resume", "--max-evals", 4)
+    assert r.returncode == 0, r.stderr
+    assert "holds no run store, only what a start stopped or killed" in r.stderr
+    assert "(log.jsonl, scratch)" in r.stderr and committed(leftovers) == 4

@@ -12,6 +12,7 @@ import pytest
 
 from evo_engine.analysis.history import load_history
 from evo_engine.job.warmstart import WarmStartError, warm_start_genomes
+from evo_engine.scenario import load_scenario
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.messages import EvalState, Result
 from evo_engine.space import Categorical, Float, Int, Space
@@ -126,3 +127,22 @@ def test_a_resumed_run_issues_the_rest_of_its_warm_start_queue(tmp_path: Path) -
     ops = h["operator"][order].tolist()
     assert ops[:3] == ["warm_start"] * 3 and ops[3].startswith("design:")
     assert h["params/activation"][order][2] == "silu", "the third came from the snapshot's queue"
+
+
+def test_run_dir_count_must_be_an_integer_and_the_run_sound(tmp_path: Path) -> None:
+    """``RUN:abc`` says what N must be (not "no such file"); a damaged run is refused."""
+    first = evo(CONDITIONAL, "--workers", 0, "--run-dir", "a", "--set", "max_evals=8",
+                cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    s = load_scenario(CONDITIONAL).space
+    for bad in ("abc", "2.5", ""):
+        with pytest.raises(WarmStartError, match=f"N must be an integer .*not '{bad}'"):
+            warm_start_genomes(f"{tmp_path / 'a'}:{bad}", s, 4)
+    with pytest.raises(WarmStartError, match="must be >= 1"):
+        warm_start_genomes(f"{tmp_path / 'a'}:0", s, 4)
+    r = evo(CONDITIONAL, "--workers", 0, "--run-dir", "b", "--warm-start", "a:abc", cwd=tmp_path)
+    assert r.returncode == 2 and "N must be an integer" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+    (tmp_path / "a/run.zarr/evaluations/fitness/zarr.json").unlink()
+    with pytest.raises(WarmStartError, match="store is damaged .*evaluations/fitness/zarr.json"):
+        warm_start_genomes(f"{tmp_path / 'a'}:2", s, 4)

@@ -116,8 +116,9 @@ class Plan:
 def plan_run(run_dir: Path, opts: RunOptions, made_dir: bool) -> Plan:
     """Decide, without writing, how to start in ``run_dir``; refuse (exit 2) what cannot be.
 
-    A directory holding nothing recorded (leftovers of a start stopped or killed before its
-    first results were flushed) is taken as new by a plain start and by ``--resume``.
+    A directory holding nothing recorded (empty, or leftovers of a start stopped or killed
+    before its first results were flushed) is taken as new by a plain start and by
+    ``--resume``, which says which it found.
     """
     d = rundir.inspect(run_dir)
     leftovers = [n for n in rundir.OURS if (run_dir / n).exists() and n != ".lock"]
@@ -132,9 +133,7 @@ def plan_run(run_dir: Path, opts: RunOptions, made_dir: bool) -> Plan:
             # Tasks were handed out (evo_engine.store.journal) and the job died before anything was
             # flushed: resuming counts that crash against them (the poison rule).
             return Plan(resume=True)
-        return Plan(resume=False, clear=("run.zarr",), note=(
-            f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
-            "while starting): starting it from the beginning"))
+        return Plan(resume=False, clear=("run.zarr",), note=_nothing_to_resume(run_dir, d.kind))
     if d.kind in ("started", "damaged") or d.foreign:
         if not opts.force:
             if d.kind == "damaged":
@@ -151,6 +150,20 @@ def plan_run(run_dir: Path, opts: RunOptions, made_dir: bool) -> Plan:
             f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
             "while starting): starting it anew"))
     return Plan(resume=False, clear=("scratch",))
+
+
+def _nothing_to_resume(run_dir: Path, kind: str) -> str:
+    """What ``--resume`` does in a run directory with nothing recorded, truthfully: an empty
+    one (made ahead for a chain of jobs) is not a run that was stopped."""
+    leftovers = sorted(p.name for p in run_dir.iterdir() if p.name != ".lock")
+    if kind == "unstarted":
+        return (f"{run_dir} holds a run that had recorded nothing yet (it was stopped or killed "
+                "while starting): starting it from the beginning")
+    if leftovers:
+        return (f"{run_dir} holds no run store, only what a start stopped or killed before "
+                f"making one left behind ({', '.join(leftovers)}): nothing to resume, so a "
+                "new run starts there")
+    return f"--resume: {run_dir} is empty: there is no run to resume, so a new run starts there"
 
 
 class StopFlag:
@@ -272,9 +285,20 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
              "the preset, scenario file and data file are not compared this time (they are "
              "recorded from now on)")
     if diff and not opts.force:
+        stored_name = attrs.get("scenario")
+        if isinstance(stored_name, str) and stored_name != scenario.name:
+            # Another scenario's run: its name says it all (the settings' diff runs to pages).
+            made_with = attrs.get("scenario_path")
+            raise UsageError(
+                f"--resume: {run_dir} holds a run of scenario {stored_name!r}"
+                + (f" (made with {made_with})" if made_with else "")
+                + f", not of {scenario.name!r} ({opts.scenario}): resume it with its own "
+                f"scenario file, or choose another --run-dir ({len(diff)} settings differ; "
+                "--force would continue it with this scenario's)"
+            )
         raise UsageError(
             f"--resume: the scenario no longer matches the run in {run_dir}: "
-            + "; ".join(diff) + ". Restore the scenario's settings, or pass --force to continue "
+            + _first(diff) + ". Restore the scenario's settings, or pass --force to continue "
             "the run with the new ones"
         )
     budget = opts.max_evals if opts.max_evals is not None else int(attrs["max_evals"])
@@ -295,6 +319,12 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
             f"resume (pass a larger --max-evals to extend it)"
         )
     return store
+
+
+def _first(diff: list[str], shown: int = 6) -> str:
+    """The first ``shown`` differences, and how many more."""
+    more = f"; and {len(diff) - shown} more" if len(diff) > shown else ""
+    return "; ".join(diff[:shown]) + more
 
 
 def open_for_resume(store: RunStore, scenario: Scenario, opts: RunOptions, preset: str,

@@ -9,7 +9,8 @@ loop is safe to abandon at any instant (the store is created under a temporary n
 renamed into place), so the same command, with ``--resume`` when ``RUN_DIR/run.zarr``
 exists, continues or starts the run.
 
-Only the standard library is imported here: this module runs before anything slow.
+Only the standard library (and the launcher variables of evo_engine.transports.launch) is
+imported here: this module runs before anything slow.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ SIGNAL_SHAPED = (ImportError, SystemError)
 """What a stop signal raised inside C code can come out as: an extension module's failed
 import (numpy: "PyCapsule_Import could not import module datetime") or a C function that
 returned an error without setting one. Other errors after a stop are bugs, reported as such."""
+
+
+def _leave_quietly(signum: int, frame: FrameType | None) -> None:
+    """A worker rank stopped before it serves: nothing of it needs saving, nor cleaning up
+    (the interpreter's clean-up of an interrupted import can crash), and rank 0 speaks."""
+    import os
+
+    os._exit(3)
 
 
 def interruption(exc: BaseException) -> StopBeforeStart | None:
@@ -88,13 +97,9 @@ def stopped_early() -> bool:
 
 def _rank_other_than_0() -> bool:
     # The launchers' rank variables say which rank this is before mpi4py is imported.
-    import os
+    from evo_engine.transports.launch import worker_rank
 
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value) != 0
-    return False
+    return worker_rank()
 
 
 def install(command_line: bool = False) -> dict[int, Any]:
@@ -108,6 +113,11 @@ def install(command_line: bool = False) -> dict[int, Any]:
     """
     previous: dict[int, Any] = {}
     if _rank_other_than_0():
+        # Python's SIGINT handler is no default action: it raises KeyboardInterrupt, and on
+        # an early Ctrl-C every worker rank printed a traceback (or crashed as the half-made
+        # imports were torn down). It leaves silently instead; rank 0 says what to do. From
+        # MPI's start on the system's default takes over (evo_engine.transports.mpi.run_rank).
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _leave_quietly)
         return previous
     _state["raising"] = True
     _state["stopped"] = False

@@ -31,10 +31,19 @@ class WarmStartError(InputError):
 def _split_count(source: str) -> tuple[Path, int | None]:
     path = Path(source)
     head, sep, tail = source.rpartition(":")
-    if not path.exists() and sep and tail.isdigit():
-        if int(tail) < 1:
+    if path.exists() or not sep:
+        return path, None
+    try:
+        count = int(tail)
+    except ValueError:
+        count = None
+    if count is not None:
+        if count < 1:
             raise WarmStartError(f"--warm-start {source}: the count after ':' must be >= 1")
-        return Path(head), int(tail)
+        return Path(head), count
+    if Path(head).is_dir():  # RUN_DIR:N with an N that is not a count
+        raise WarmStartError(f"--warm-start {source}: N must be an integer (RUN_DIR:N takes "
+                             f"the N best evaluations of {head}), not {tail!r}")
     return path, None
 
 
@@ -61,6 +70,11 @@ def _from_run(path: Path, space: Space, top: int) -> list[dict[str, Any]]:
     from evo_engine.store.reader import load_run, run_estimates
 
     run = load_run(path)
+    if run.damage:
+        # Its best rows might be among the damaged ones: a silent partial pick is no warm start.
+        raise WarmStartError(f"--warm-start {path}: the earlier run's store is damaged ("
+                             + "; ".join(run.damage) + "); restore it from a copy, or warm "
+                             "start from a file of configurations")
     missing = [n for n in space.names if f"params/{n}" not in run.evaluations]
     if missing:
         raise WarmStartError(f"--warm-start {path}: the earlier run has no column for the "

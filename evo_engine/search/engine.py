@@ -255,6 +255,11 @@ class Engine:
         if self.stopping:
             return None
         if self.pending:
+            if self.n_finished + len(self.in_flight) >= self.max_evals:
+                # A resume with a smaller budget than the stopped job's: tasks that were in
+                # flight beyond it stay queued (never run, never recorded; in snapshots as
+                # pending), so a later, larger --max-evals issues them first, as replay expects.
+                return None
             task = self.pending.popleft()
             self._start(task)
             return task

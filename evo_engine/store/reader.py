@@ -65,9 +65,14 @@ class Run:
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
-        """uids issued but not (yet) recorded as finished, or None when the store cannot say."""
+        """uids issued but not (yet) recorded as finished, or None when the store cannot say.
+
+        A finished run has none: tasks a resume with a smaller budget held back (they were in
+        flight when an earlier job stopped) are queued for a later extension, not running."""
         if self.issued_uids is None:
             return None
+        if self.attrs.get("status") == "finished":
+            return np.zeros(0, dtype=np.int64)
         return np.setdiff1d(self.issued_uids, self.evaluations.get("uid", np.zeros(0, int)))
 
     @property
@@ -141,7 +146,9 @@ def load_run(run_dir: str | Path) -> Run:
     # Read ``committed`` of the task log before the evaluation log: a task is always written
     # before its evaluation, so every finished uid is then among the issued ones.
     tasks = getattr(store, "tasks", None)
-    issued = np.asarray(tasks.read("uid")) if tasks is not None and "uid" in tasks.columns else None
+    # A damaged task log cannot say what is in flight ("unknown", not a wrong count).
+    sound = tasks is not None and "uid" in tasks.columns and not tasks.problems
+    issued = np.asarray(tasks.read("uid")) if sound else None
     attrs = store.attrs
     names = list(attrs.get("param_names", []))
     run = Run(

@@ -56,12 +56,20 @@ import zarr
 
 from evo_engine.errors import InputError
 from evo_engine.search.messages import EvalState
+from evo_engine.store.schema import (
+    CHUNK,
+    CURVE_COLUMNS,
+    MIGRATION_COLUMNS,
+    STR,
+    Schema,
+    evaluation_columns,
+    expected,
+    task_columns,
+)
 
 FORMAT_VERSION = 1
-CHUNK = 4096
 CHECK_CHUNKS = 64
 """Chunks a store check reads at once (bounds its memory for long runs)."""
-STR = "str"
 
 
 class StoreError(InputError):
@@ -159,13 +167,15 @@ class Table:
     """
 
     def __init__(self, group: zarr.Group | None, name: str = "", root_dir: Path | None = None,
-                 check: bool = False) -> None:
+                 check: bool = False, schema: Schema | None = None) -> None:
         self.group = group
         self.name = name or (group.path if group is not None else "table")
         self.problems: list[str] = []
         self._arrays: dict[str, zarr.Array] = {}
         self.root_dir = root_dir
         self._dirty: set[Path] = set()
+        self._unreadable: dict[str, str] = {}
+        """column → why its metadata cannot be used (missing, unparseable, not as expected)."""
         if group is None:
             self.committed = 0
             self.readable = 0
@@ -173,23 +183,91 @@ class Table:
         raw = group.attrs.get("committed")
         marked = isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0
         self.committed = int(raw) if marked else 0
-        self._load_arrays(group, "")
         self.readable = self.committed
+        self._load_arrays(group, "", root_dir / group.path if root_dir is not None else None)
+        if schema is not None:
+            self._check_schema(schema)
         if not marked:
             self.problems.append(
                 f"{self.name}/zarr.json has no valid 'committed' marker (got {raw!r}), so "
                 f"which of its rows are complete is unknown")
             self.committed = self.readable = self._rows_with_uid()
+        for problem in self._unreadable.values():
+            # Without its metadata no row of a column can be read (nor trusted): none is.
+            self._damaged(0, problem)
         if check:
             self._check(root_dir)
 
-    def _load_arrays(self, group: zarr.Group, prefix: str) -> None:
-        for name, member in group.members():
+    def _load_arrays(self, group: zarr.Group, prefix: str, folder: Path | None) -> None:
+        """Open every array of ``group`` (in ``folder`` on disk, when known). zarr's listing
+        skips a member whose ``zarr.json`` is missing (with a warning) and fails on one that
+        does not parse: where the folder shows either, members are opened one by one, so
+        each such one is recorded in ``_unreadable`` and the others still open."""
+        bare = self._folders_without_metadata(folder, prefix) if folder is not None else False
+        try:
+            if bare:
+                raise LookupError("a folder without metadata: open the members one by one")
+            members = list(group.members())
+        except Exception:  # noqa: BLE001 - located member by member below
+            if folder is None:
+                raise
+            members = self._members_one_by_one(group, prefix, folder)
+        for name, member in members:
             if isinstance(member, zarr.Array):
                 # Dense tables store empty chunks too: a missing chunk file is then damage.
                 self._arrays[prefix + name] = member.with_config({"write_empty_chunks": True})
             else:
-                self._load_arrays(member, f"{prefix}{name}/")
+                self._load_arrays(member, f"{prefix}{name}/",
+                                  folder / name if folder is not None else None)
+
+    def _folders_without_metadata(self, folder: Path, prefix: str) -> bool:
+        """Record each member folder with data but no ``zarr.json``; whether any lacks one."""
+        bare = False
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_dir() or (entry / "zarr.json").is_file():
+                continue
+            bare = True
+            if (entry / "c").exists():
+                holds = "the column's type and shape are lost, so none of its rows can be read"
+            elif any(p.is_dir() for p in entry.iterdir()):
+                holds = "the columns in it cannot be opened"
+            else:
+                continue  # an empty folder (a column being made by a live run): no data
+            self._unreadable[prefix + entry.name] = (
+                f"{self.name}/{prefix}{entry.name}/zarr.json is missing: {holds}")
+        return bare
+
+    def _members_one_by_one(self, group: zarr.Group, prefix: str,
+                            folder: Path) -> list[tuple[str, Any]]:
+        members = []
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_dir() or not (entry / "zarr.json").is_file():
+                continue
+            try:
+                members.append((entry.name, group[entry.name]))
+            except Exception as exc:  # noqa: BLE001 - any unparseable metadata is damage
+                self._unreadable[prefix + entry.name] = (
+                    f"{self.name}/{prefix}{entry.name}/zarr.json cannot be read ({_brief(exc)})")
+        return members
+
+    def _check_schema(self, schema: Schema) -> None:
+        """Every required column is there and every known one has the expected dtype, row
+        shape and chunking; a column that does not is taken out of the table."""
+        broken = tuple(f"{c}/" for c in self._unreadable)
+        for col, spec in {**schema.required, **schema.optional}.items():
+            if col in self._unreadable or col.startswith(broken):
+                continue  # reported already (its folder's metadata)
+            arr = self._arrays.get(col)
+            if arr is None:
+                if col in schema.required:
+                    self._unreadable[col] = (f"{self.name}/{col} is missing (the store has no "
+                                             "such column, which every run store holds)")
+                continue
+            wrong = spec.mismatch(arr)
+            if wrong is not None:
+                del self._arrays[col]
+                self._unreadable[col] = (f"{self.name}/{col} {wrong}: its zarr.json was altered "
+                                         "or replaced")
 
     @property
     def dense(self) -> bool:
@@ -435,8 +513,9 @@ class Table:
                 self._touch_metadata(arr)
 
 
-def _params_dtype(kind: str) -> str:
-    return {"float": "f8", "int": "i8", "categorical": STR}[kind]
+def _brief(exc: Exception, limit: int = 160) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class RunStore:
@@ -449,6 +528,8 @@ class RunStore:
         """Files outside the tables' chunks and markers written since ``take_dirty``."""
         self.damage: list[str] = []
         """What the checks on opening found wrong (empty for a sound store)."""
+        self._schemas, problems = expected(root.attrs.asdict())
+        self.damage.extend(problems)
         self.evaluations = self._table("evaluations", check)
         self.migrations = self._table("migrations", check)
         # Readers need only the two logs; writers (and --resume) need the task log and snapshots.
@@ -490,7 +571,7 @@ class RunStore:
 
     def _table(self, name: str, check: bool) -> Table:
         group = self._group(name)
-        table = Table(group, name, self.path, check=check)
+        table = Table(group, name, self.path, check=check, schema=self._schemas[name])
         self.damage.extend(table.problems)
         return table
 
@@ -531,9 +612,7 @@ class RunStore:
     def require_curves(self) -> Table:
         """The curves table, created on first use (runs without reports never have one)."""
         if self.curves is None:
-            self.curves = Table.create(self.root, "curves", {
-                "uid": ("i8", ()), "step": ("i8", ()), "value": ("f8", ()),
-            }, self.path)
+            self.curves = Table.create(self.root, "curves", CURVE_COLUMNS, self.path)
         return self.curves
 
     @staticmethod
@@ -552,24 +631,9 @@ class RunStore:
         root = zarr.open_group(str(tmp), mode="w")
         root.attrs.update({"format_version": FORMAT_VERSION, "status": "running", **attrs,
                            "param_names": list(param_kinds), "metric_names": []})
-        columns: dict[str, tuple[str, tuple[int, ...]]] = {
-            "uid": ("i8", ()), "island": ("i4", ()), "state": ("i1", ()), "fitness": ("f8", ()),
-            "worker": ("i4", ()), "t_start": ("f8", ()), "t_end": ("f8", ()), "seed": ("i8", ()),
-            "operator": (STR, ()), "error": (STR, ()), "accepted": ("bool", ()),
-            "parents": ("i8", (2,)), "genome": ("f8", (dim,)),
-        }
-        for name, kind in param_kinds.items():
-            columns[f"params/{name}"] = (_params_dtype(kind), ())
-        Table.create(root, "evaluations", columns)
-        Table.create(root, "migrations", {
-            "uid": ("i8", ()), "origin": ("i4", ()), "destination": ("i4", ()),
-            "accepted": ("bool", ()), "at_eval": ("i8", ()),
-        })
-        Table.create(root, "tasks", {
-            "uid": ("i8", ()), "island": ("i4", ()), "seed": ("i8", ()), "operator": (STR, ()),
-            "parents": ("i8", (2,)), "genome": ("f8", (dim,)), "info": (STR, ()),
-            "reevaluation_of": ("i8", ()), "told_before": ("i8", ()),
-        })
+        Table.create(root, "evaluations", evaluation_columns(param_kinds, dim))
+        Table.create(root, "migrations", MIGRATION_COLUMNS)
+        Table.create(root, "tasks", task_columns(dim))
         root.require_group("snapshots")
         if path.exists():  # mode "w" semantics: a caller that creates a store replaces one
             shutil.rmtree(path)
@@ -686,16 +750,18 @@ class RunStore:
             raise SnapshotCorrupt(f"snapshot {name} is unreadable: {exc}") from exc
 
     def latest_snapshot(self, warn: Any = None) -> dict[str, Any] | None:
-        """The newest usable snapshot, falling back to the previous one (with a warning)."""
+        """The newest usable snapshot, falling back to the previous one (with a warning);
+        None when there is none usable (the caller replays the whole log)."""
         pointers = self.snapshots.attrs.asdict()
-        for key in ("latest", "previous"):
-            name = pointers.get(key)
-            if not name:
-                continue
+        names = [pointers[k] for k in ("latest", "previous") if pointers.get(k)]
+        for i, name in enumerate(names):
             try:
                 return self.read_snapshot(name)
             except SnapshotCorrupt as exc:
                 if warn is not None:
-                    warn(f"{exc}; falling back to the previous snapshot")
+                    then = ("falling back to the previous snapshot" if i + 1 < len(names) else
+                            "there is no earlier snapshot to fall back to, so the run is "
+                            "rebuilt by replaying its whole log (nothing recorded is lost)")
+                    warn(f"{exc}; {then}")
         return None
 

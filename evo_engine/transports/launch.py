@@ -40,6 +40,19 @@ def launched_with_several_ranks(environ: Mapping[str, str] | None = None) -> boo
     return mpi_world_size(environ) > 1
 
 
+RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def worker_rank(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the launcher says this process is a rank other than 0 (known before MPI starts)."""
+    env = os.environ if environ is None else environ
+    for name in RANK_VARIABLES:
+        value = env.get(name, "").strip()
+        if value.isdigit():
+            return int(value) != 0
+    return False
+
+
 def _as_int(text: str | None) -> int | None:
     if text is None:
         return None
@@ -50,4 +63,5 @@ def _as_int(text: str | None) -> int | None:
     return value if value >= 1 else None
 
 
-__all__ = ["SIZE_VARIABLES", "launched_with_several_ranks", "mpi_world_size"]
+__all__ = ["RANK_VARIABLES", "SIZE_VARIABLES", "launched_with_several_ranks", "mpi_world_size",
+           "worker_rank"]

@@ -43,6 +43,7 @@ gets only what the objective's ``ctx`` needs; the genome and lineage stay on ran
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import time
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from evo_engine.errors import InputError
 from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
 from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
+from evo_engine.transports.launch import worker_rank
 from evo_engine.transports.worker import WorkerRuntime, select_device, timed_out_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -295,8 +297,6 @@ def _leave_signals_to_the_coordinator() -> None:
     # mpiexec forwards Ctrl-C and the batch system's SIGTERM to every rank. Rank 0 turns them
     # into a stop and then stops the workers; a worker that died of the signal mid-task would
     # instead make the launcher tear the job down before rank 0 has closed the run store.
-    import signal
-
     for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
         sig = getattr(signal, name, None)
         if sig is not None:
@@ -529,6 +529,12 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
     other exception prints its traceback and aborts the whole job with code 1, because a
     coordinator that is gone would otherwise leave every worker waiting forever.
     """
+    if worker_rank():
+        # MPI_Init and the first collectives wait in C, where no Python handler runs: a
+        # worker rank stopped there would wait for a rank 0 that has left, forever. The
+        # system's default action ends it at once (the launcher then ends the job) until it
+        # serves and leaves the signals to rank 0 (_leave_signals_to_the_coordinator).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     local_rank, local_size = node_local_rank(comm)
