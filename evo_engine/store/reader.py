@@ -191,6 +191,8 @@ def race_length(run: Run) -> int | None:
 def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
     """Every configuration with a complete evaluation, ranked as the engine ranks them
     (``search.estimate.rank_estimates``: the incumbent first), and each one's first log row."""
+    if run.n == 0:  # nothing recorded, or a damaged table read as no rows
+        return [], {}
     uid, complete, fitness = run.evaluations["uid"], run.complete, run.fitness
     groups = configuration_rows(run)
     rows = [(k, int(uid[i]), float(fitness[i])) for k, idx in groups.items() for i in idx
