@@ -154,3 +154,13 @@ def test_recorded_metrics_hold_both_conventions() -> None:
 def test_unknown_convention_is_refused() -> None:
     with pytest.raises(ValueError, match="convention"):
         MetricAccumulator(1, convention="pdebench_2022")
+
+
+def test_nrmse_divides_by_the_rms_of_the_target_not_its_mean_magnitude() -> None:
+    # Every target above has constant |y| along x, where RMS(y) and mean |y| agree. Here they do
+    # not: RMS(y) = sqrt(16 / 4) = 2, mean |y| = 1. An error of 1 everywhere gives RMSE 1, so
+    # nRMSE = 1 / 2 (PDEBench's e / sqrt(mean_x y²)); the mean-|y| formula would give 1.
+    target = torch.tensor([[[0.0, 0.0, 0.0, 4.0]]])
+    m = advection_metrics(target + 1, target, initial_step=0)
+    assert m["rmse"] == pytest.approx(1.0)
+    assert m["nrmse"] == pytest.approx(0.5)
