@@ -227,3 +227,57 @@ def test_the_check_reads_in_blocks_and_names_the_bad_chunk_in_a_later_block(
                for p in damaged.damage), damaged.damage
     assert damaged.evaluations.readable == CHUNK
     assert damaged.evaluations.read("uid").tolist() == list(range(CHUNK))
+
+
+class Killed(BaseException):
+    """The process dies here (kill -9): nothing after this point is written."""
+
+
+def test_a_kill_inside_an_append_leaves_committed_and_the_old_rows(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import evo_engine.store.runstore as store_module
+
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 5), 5)
+    real = store_module._run_together
+
+    def killed_midway(writes) -> None:
+        """Half of the columns reach the disk, then the process dies."""
+        writes = list(writes)
+        half = len(writes) // 2
+        for pending in writes[half:]:
+            pending.close()  # never awaited: the kill came first
+        real(writes[:half])
+        raise Killed
+
+    monkeypatch.setattr(store_module, "_run_together", killed_midway)
+    with pytest.raises(Killed):
+        st.evaluations.append({**rows(5, 3), "fitness": [7.0, 8.0, 9.0]}, 3)
+    monkeypatch.undo()
+    reopened = RunStore.open(tmp_path)
+    assert reopened.damage == []
+    assert reopened.evaluations.committed == 5, "committed moved before the rows were written"
+    assert reopened.evaluations.read("uid").tolist() == list(range(5))
+    assert reopened.evaluations.read("fitness").tolist() == np.linspace(0, 1, 5).tolist()
+    reopened.evaluations.append(rows(5, 3), 3)  # the torn rows are garbage, overwritten
+    assert RunStore.open(tmp_path).evaluations.read("uid").tolist() == list(range(8))
+
+
+def test_a_kill_while_the_snapshot_data_are_written_leaves_the_pointer_on_the_last_one(
+        tmp_path: Path, monkeypatch) -> None:
+    st = make(tmp_path)
+    first = st.write_snapshot({"i": 1})
+
+    def killed(self, selection, value) -> None:
+        raise Killed
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", killed)
+    with pytest.raises(Killed):
+        st.write_snapshot({"i": 2})
+    monkeypatch.undo()
+    reopened = RunStore.open(tmp_path)
+    assert reopened.damage == []
+    assert reopened.snapshots.attrs["latest"] == first
+    warnings: list[str] = []
+    assert reopened.latest_snapshot(warnings.append) == {"i": 1}
+    assert warnings == [], "the pointer named a snapshot whose data were never written"
