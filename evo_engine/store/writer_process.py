@@ -29,6 +29,7 @@ child is taking in and the child's queue.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -161,8 +162,11 @@ class RecorderProcess(HandOver):
             self._wake.set()
             self._proc.kill()
             self._proc.wait()
-            self._out.close()
-            self._back.close()
+            for f in (self._out, self._back):
+                # A child that exited before our start-up message leaves it buffered here:
+                # close() flushes it again, and its broken pipe must not replace the reason.
+                with contextlib.suppress(OSError):
+                    f.close()
             raise
 
     def _handshake(self, config: dict[str, Any]) -> None:
