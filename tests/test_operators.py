@@ -8,6 +8,7 @@ sequence for the same seed, and round-trip its state through JSON.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -233,3 +234,23 @@ def test_subset_replacement_keeps_worse_members_sometimes() -> None:
     for uid, f in enumerate(fits):
         island.offer(Individual(uid, frozen_genome([0.5]), float(f), 0))
     assert [m.fitness for m in island.population] != sorted(fits)[:5]
+
+
+@pytest.mark.parametrize("adaptation", ["covariance", "self"])
+def test_es_moves_a_log_parameter_by_a_bounded_factor(adaptation: str) -> None:
+    """A log-scaled learning rate mutates in log space: the child is the parent times a
+    factor of at most exp(5 σ (log hi − log lo)), near the low end as near the high one. In
+    linear space the same σ is an amount, so 1e-5 would jump to about 1e-2 in one step."""
+    space = Space(lr=Float(1e-6, 1e-1, log=True), x=Float(0.0, 1.0))
+    width = math.log(1e-1) - math.log(1e-6)
+    op = ES(space, np.random.default_rng(0), 8, ESSettings(adaptation=adaptation, sigma0=0.05))
+    for lr in (1e-5, 1e-2):
+        genome = frozen_genome(space.encode({"lr": lr, "x": 0.5}))
+        pop = [Individual(uid=i, genome=genome, fitness=float(i), island=0) for i in range(8)]
+        z = []
+        for _ in range(200):
+            prop = op.propose(pop)
+            child = space.decode(prop.genome)["lr"]
+            z.append(abs(math.log(child / lr)) / (float(prop.info["sigma"][0]) * width))
+        assert max(z) <= 5.0, f"lr {lr}: a step of {max(z):.1f} σ in log space"
+        assert max(z) > 1.0, "the learning rate never moved"
