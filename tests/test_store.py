@@ -281,3 +281,15 @@ def test_a_kill_while_the_snapshot_data_are_written_leaves_the_pointer_on_the_la
     warnings: list[str] = []
     assert reopened.latest_snapshot(warnings.append) == {"i": 1}
     assert warnings == [], "the pointer named a snapshot whose data were never written"
+
+
+def test_truncate_moves_the_marker_on_disk(tmp_path: Path) -> None:
+    """A resume truncates the task, migration and curve tables (rows the replay re-creates);
+    a job killed before its next append, and ``analyze`` meanwhile, must see the truncation."""
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 6), 6)
+    st.evaluations.truncate(4)
+    st.evaluations.truncate(5)  # never grows: rows past the marker are garbage
+    reopened = RunStore.open(tmp_path)
+    assert reopened.evaluations.committed == 4
+    assert reopened.evaluations.read("uid").tolist() == [0, 1, 2, 3]
