@@ -243,8 +243,10 @@ def test_every_row_holds_its_own_task_and_result(tmp_path: Path) -> None:
     space = Space(lr=Float(1e-4, 1e-1, log=True), n=Int(1, 6), act=Categorical(["a", "b"]))
     store = RunStore.create(tmp_path, attrs={"scenario": "t"},
                             param_kinds=space.column_kinds(), dim=space.dim)
+    # Self-adaptation: every offspring draws its own σ vector, so rows differ in each column.
     engine = Engine(space, EngineConfig(max_evals=10_000, islands=2, population_size=3,
-                                        operator="es", seed=1))
+                                        operator="es", operator_settings={"adaptation": "self"},
+                                        seed=1))
     rec = Recorder(store, space, background=False)
     tasks, results = {}, {}
     for _ in range(4):  # four flushes
@@ -282,8 +284,10 @@ def test_every_row_holds_its_own_task_and_result(tmp_path: Path) -> None:
         for name in ("lr", "n", "act"):
             assert ev_cols[f"params/{name}"][row] == task.params[name]
         sigma = task.info.get("sigma")
-        if sigma is not None:
-            assert np.array_equal(ev_cols["sigma"][row], sigma)
+        if sigma is None:
+            assert np.isnan(ev_cols["sigma"][row]).all()
+        else:
+            assert np.array_equal(ev_cols["sigma"][row], sigma), f"row {row}: another's σ"
     t_cols = {c: st.tasks.read(c) for c in ("uid", "seed", "island", "genome", "told_before")}
     assert sorted(t_cols["uid"].tolist()) == sorted(tasks)
     for row, uid in enumerate(t_cols["uid"].tolist()):
