@@ -8,6 +8,7 @@ sequence for the same seed, and round-trip its state through JSON.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -233,3 +234,60 @@ def test_subset_replacement_keeps_worse_members_sometimes() -> None:
     for uid, f in enumerate(fits):
         island.offer(Individual(uid, frozen_genome([0.5]), float(f), 0))
     assert [m.fitness for m in island.population] != sorted(fits)[:5]
+
+
+@pytest.mark.parametrize("adaptation", ["covariance", "self"])
+def test_es_moves_a_log_parameter_by_a_bounded_factor(adaptation: str) -> None:
+    """A log-scaled learning rate mutates in log space: the child is the parent times a
+    factor of at most exp(5 σ (log hi − log lo)), near the low end as near the high one. In
+    linear space the same σ is an amount, so 1e-5 would jump to about 1e-2 in one step."""
+    space = Space(lr=Float(1e-6, 1e-1, log=True), x=Float(0.0, 1.0))
+    width = math.log(1e-1) - math.log(1e-6)
+    op = ES(space, np.random.default_rng(0), 8, ESSettings(adaptation=adaptation, sigma0=0.05))
+    for lr in (1e-5, 1e-2):
+        genome = frozen_genome(space.encode({"lr": lr, "x": 0.5}))
+        pop = [Individual(uid=i, genome=genome, fitness=float(i), island=0) for i in range(8)]
+        z = []
+        for _ in range(200):
+            prop = op.propose(pop)
+            child = space.decode(prop.genome)["lr"]
+            z.append(abs(math.log(child / lr)) / (float(prop.info["sigma"][0]) * width))
+        assert max(z) <= 5.0, f"lr {lr}: a step of {max(z):.1f} σ in log space"
+        assert max(z) > 1.0, "the learning rate never moved"
+
+
+def test_es_offspring_are_centred_on_the_better_half_of_the_population() -> None:
+    """The covariance scheme samples around the weighted mean of the better half: with the
+    better half at one point and the worse half at another, offspring centre on the first
+    (weights that do not sum to one, or a mean over everyone, move the centre)."""
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    op = ES(space, np.random.default_rng(0), 8, ESSettings(sigma0=0.05))
+    best, worst = frozen_genome([0.3, 0.6]), frozen_genome([0.8, 0.1])
+    pop = [Individual(uid=i, genome=best if i < 4 else worst, fitness=float(i), island=0)
+           for i in range(8)]
+    children = np.array([op.propose(pop).genome for _ in range(2000)])
+    # 2000 draws of σ = 0.05: the mean is within 0.01 of the centre (about 9 standard errors).
+    np.testing.assert_allclose(children.mean(axis=0), best, atol=0.01)
+
+
+def test_es_restart_forgets_the_learned_shape() -> None:
+    """A collapsed step restarts the search at σ0 with C = I: the shape C learned before the
+    collapse belongs to the old neighbourhood."""
+    space = Space(x=Float(0, 1), y=Float(0, 1))
+    op = ES(space, np.random.default_rng(0), 4, ESSettings(sigma_min=0.05))
+    pop = population(space, 4, 0)
+
+    def feed(accepted: bool, step: np.ndarray | None = None) -> None:
+        prop = op.propose(pop)
+        info = prop.info if step is None else {**prop.info, "step": step}
+        op.observe(Individual(100, frozen_genome(prop.genome), 0.0, 0, info=info), accepted)
+
+    for _ in range(30):  # successes along x teach C an elongated shape
+        feed(True, np.array([3.0, 0.0]))
+    assert op.cov[0, 0] > 1.5 * op.cov[1, 1]
+    for _ in range(1000):
+        feed(False)
+        if op.restarts:
+            break
+    assert op.restarts == 1 and op.sigma == op.sigma0
+    np.testing.assert_array_equal(op.cov, np.eye(2))

@@ -232,3 +232,68 @@ def test_a_failing_snapshot_write_reaches_the_coordinator(
         rec.flush()
     with pytest.raises(RuntimeError, match="disk full"):
         rec.close()
+
+
+def test_every_row_holds_its_own_task_and_result(tmp_path: Path) -> None:
+    """Each column of a row belongs to that row's uid, with several rows per flush written
+    out of uid order: a column shifted by one row within a flush is caught on every row."""
+    import numpy as np
+
+    from evo_engine.space import Categorical, Int
+
+    space = Space(lr=Float(1e-4, 1e-1, log=True), n=Int(1, 6), act=Categorical(["a", "b"]))
+    store = RunStore.create(tmp_path, attrs={"scenario": "t"},
+                            param_kinds=space.column_kinds(), dim=space.dim)
+    # Self-adaptation: every offspring draws its own σ vector, so rows differ in each column.
+    engine = Engine(space, EngineConfig(max_evals=10_000, islands=2, population_size=3,
+                                        operator="es", operator_settings={"adaptation": "self"},
+                                        seed=1))
+    rec = Recorder(store, space, background=False)
+    tasks, results = {}, {}
+    for _ in range(4):  # four flushes
+        batch = [engine.ask(i % 2) for i in range(6)]
+        for t in batch:
+            tasks[t.uid] = t
+            rec.record_task(t)
+        for k, t in enumerate(reversed(batch)):  # results arrive out of uid order
+            result = Result(uid=t.uid, worker=k % 3, fitness=t.uid / 7,
+                            metrics={"mse": t.uid / 3}, t_start=t.uid, t_end=t.uid + 0.5)
+            _, ev = engine.tell(result)
+            assert ev is not None
+            results[t.uid] = (result, ev)
+            rec.record(ev)
+        rec.flush()
+    rec.close()
+    assert len({t.seed for t in tasks.values()}) == len(tasks), "seeds must tell rows apart"
+    st = RunStore.open(tmp_path)
+    ev_cols = {c: st.evaluations.read(c) for c in (
+        "uid", "seed", "island", "genome", "operator", "parents", "worker", "fitness",
+        "t_end", "accepted", "metrics/mse", "params/lr", "params/n", "params/act", "sigma")}
+    assert sorted(ev_cols["uid"].tolist()) == sorted(tasks)
+    for row, uid in enumerate(ev_cols["uid"].tolist()):
+        task, (result, ev) = tasks[uid], results[uid]
+        assert ev_cols["seed"][row] == task.seed, f"row {row} (uid {uid}) has another's seed"
+        assert ev_cols["island"][row] == task.island
+        assert np.array_equal(ev_cols["genome"][row], task.genome)
+        assert ev_cols["operator"][row] == task.operator
+        assert [p for p in ev_cols["parents"][row].tolist() if p >= 0] == list(task.parents[:2])
+        assert ev_cols["worker"][row] == result.worker
+        assert ev_cols["fitness"][row] == result.fitness
+        assert ev_cols["t_end"][row] == result.t_end
+        assert ev_cols["accepted"][row] == ev.accepted
+        assert ev_cols["metrics/mse"][row] == result.metrics["mse"]
+        for name in ("lr", "n", "act"):
+            assert ev_cols[f"params/{name}"][row] == task.params[name]
+        sigma = task.info.get("sigma")
+        if sigma is None:
+            assert np.isnan(ev_cols["sigma"][row]).all()
+        else:
+            assert np.array_equal(ev_cols["sigma"][row], sigma), f"row {row}: another's σ"
+    t_cols = {c: st.tasks.read(c) for c in ("uid", "seed", "island", "genome", "told_before")}
+    assert sorted(t_cols["uid"].tolist()) == sorted(tasks)
+    for row, uid in enumerate(t_cols["uid"].tolist()):
+        task = tasks[uid]
+        assert t_cols["seed"][row] == task.seed, f"task row {row} (uid {uid}) has another's seed"
+        assert t_cols["island"][row] == task.island
+        assert np.array_equal(t_cols["genome"][row], task.genome)
+        assert t_cols["told_before"][row] == task.told_before

@@ -344,12 +344,31 @@ def test_start_recorder_falls_back_to_a_thread_when_no_process_starts(
     rec.close()
 
 
+@pytest.mark.parametrize("exits", ["before_the_message", "after_the_message"])
 def test_a_child_that_cannot_start_is_found_before_anything_is_handed_over(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An interpreter that cannot import evo_engine: the run falls back to the thread."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exits: str) -> None:
+    """An interpreter that cannot import evo_engine: the run falls back to the thread.
+
+    The child's exit and the coordinator's start-up message race in a real start; each order
+    is forced here. Exiting first leaves the message in the pipe's buffer with nobody to read
+    it, and the clean-up must still say why the child did not start (not "Broken pipe")."""
+    import evo_engine.store.writer_process as rp
+
+    # The shebang runs: sh no-python -c BOOTSTRAP DATA_FD BACK_FD PATH...
+    script = "#!/bin/sh\nexit 5\n" if exits == "before_the_message" else (
+        '#!/bin/sh\ndd bs=8 count=1 if="/dev/fd/$3" >/dev/null 2>&1\nexit 5\n')  # reads the header
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    (tmp_path / "no-python").write_text("#!/bin/sh\nexit 5\n")
+    (tmp_path / "no-python").write_text(script)
     (tmp_path / "no-python").chmod(0o755)
+    handshake = rp.RecorderProcess._handshake
+
+    def after_the_child_exited(self: RecorderProcess, config: dict) -> None:
+        if exits == "before_the_message":
+            # Wait for the exit without reaping it: the exit status stays to be read.
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        handshake(self, config)
+
+    monkeypatch.setattr(rp.RecorderProcess, "_handshake", after_the_child_exited)
     warned: list[str] = []
     store = _store(tmp_path / "r")
     rec = start_recorder(store, SPACE, warned.append)

@@ -411,3 +411,35 @@ def test_kill_between_the_task_and_result_writes_forgets_tasks_issued_after_lost
         machine.run_to_end()
     finally:
         shutil.rmtree(machine.dir, ignore_errors=True)
+
+
+def test_replay_tells_results_in_log_order_not_by_their_clocks(tmp_path: Path) -> None:
+    """MPI results carry each rank's own clock: two worker clocks 5 s apart, finishing low and
+    high uids alternately, put ``t_end`` out of log order. Replay must follow the log."""
+    config = EngineConfig(max_evals=20, population_size=4, seed=11)
+    store = RunStore.create(tmp_path, attrs={"max_evals": 20},
+                            param_kinds={n: p.kind for n, p in SPACE.items()}, dim=SPACE.dim)
+    rec = Recorder(store, SPACE, background=False)
+    engine = Engine(SPACE, config)
+    clock = 0.0
+    for turn in range(14):
+        while len(engine.in_flight) < 4 and (task := engine.ask()) is not None:
+            rec.record_task(task)
+        uids = sorted(engine.in_flight)
+        uid = uids[0] if turn % 2 == 0 else uids[-1]
+        worker = turn % 2
+        clock += 1.0
+        t_end = clock + 5.0 * (1 - worker)  # worker 0's clock runs 5 s ahead of worker 1's
+        task = engine.in_flight[uid]
+        _, ev = engine.tell(Result(uid=uid, worker=worker, fitness=fitness_of(task),
+                                   t_start=t_end - 0.5, t_end=t_end))
+        assert ev is not None
+        rec.record(ev)
+    rec.close()
+    store.close("stopped", "signal:SIGTERM")
+    ends = store.evaluations.read("t_end").tolist()
+    assert ends != sorted(ends), "the clocks must put t_end out of log order"
+    warnings: list[str] = []
+    rebuilt, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, config, warnings.append)
+    assert warnings == []
+    assert comparable_state(rebuilt) == comparable_state(engine)

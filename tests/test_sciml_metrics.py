@@ -154,3 +154,23 @@ def test_recorded_metrics_hold_both_conventions() -> None:
 def test_unknown_convention_is_refused() -> None:
     with pytest.raises(ValueError, match="convention"):
         MetricAccumulator(1, convention="pdebench_2022")
+
+
+def test_nrmse_divides_by_the_rms_of_the_target_not_its_mean_magnitude() -> None:
+    # Every target above has constant |y| along x, where RMS(y) and mean |y| agree. Here they do
+    # not: RMS(y) = sqrt(16 / 4) = 2, mean |y| = 1. An error of 1 everywhere gives RMSE 1, so
+    # nRMSE = 1 / 2 (PDEBench's e / sqrt(mean_x y²)); the mean-|y| formula would give 1.
+    target = torch.tensor([[[0.0, 0.0, 0.0, 4.0]]])
+    m = advection_metrics(target + 1, target, initial_step=0)
+    assert m["rmse"] == pytest.approx(1.0)
+    assert m["nrmse"] == pytest.approx(0.5)
+
+
+def test_brmse_weighs_the_first_and_the_last_cell_alike() -> None:
+    # Every example above has the same error at both boundaries; here only the last cell is
+    # wrong (by 2), so bRMSE = sqrt((0² + 2²) / 2) whichever boundary a bug would take twice.
+    target = torch.zeros(1, 1, 4)
+    pred = torch.tensor([[[0.0, 0.0, 0.0, 2.0]]])
+    assert advection_metrics(pred, target, initial_step=0)["brmse"] == pytest.approx(math.sqrt(2))
+    assert advection_metrics(pred.flip(-1), target, initial_step=0)["brmse"] == pytest.approx(
+        math.sqrt(2))

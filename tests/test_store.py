@@ -288,3 +288,67 @@ def test_a_snapshot_syncs_every_file_and_directory_entry_its_rows_changed(
     new = [p for p in after if p not in before or (p.is_file() and before[p][0] != after[p][0])]
     orphans = [str(p.relative_to(root)) for p in new if p.parent not in synced]
     assert orphans == []
+class Killed(BaseException):
+    """The process dies here (kill -9): nothing after this point is written."""
+
+
+def test_a_kill_inside_an_append_leaves_committed_and_the_old_rows(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    import evo_engine.store.runstore as store_module
+
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 5), 5)
+    real = store_module._run_together
+
+    def killed_midway(writes) -> None:
+        """Half of the columns reach the disk, then the process dies."""
+        writes = list(writes)
+        half = len(writes) // 2
+        for pending in writes[half:]:
+            pending.close()  # never awaited: the kill came first
+        real(writes[:half])
+        raise Killed
+
+    monkeypatch.setattr(store_module, "_run_together", killed_midway)
+    with pytest.raises(Killed):
+        st.evaluations.append({**rows(5, 3), "fitness": [7.0, 8.0, 9.0]}, 3)
+    monkeypatch.undo()
+    reopened = RunStore.open(tmp_path)
+    assert reopened.damage == []
+    assert reopened.evaluations.committed == 5, "committed moved before the rows were written"
+    assert reopened.evaluations.read("uid").tolist() == list(range(5))
+    assert reopened.evaluations.read("fitness").tolist() == np.linspace(0, 1, 5).tolist()
+    reopened.evaluations.append(rows(5, 3), 3)  # the torn rows are garbage, overwritten
+    assert RunStore.open(tmp_path).evaluations.read("uid").tolist() == list(range(8))
+
+
+def test_a_kill_while_the_snapshot_data_are_written_leaves_the_pointer_on_the_last_one(
+        tmp_path: Path, monkeypatch) -> None:
+    st = make(tmp_path)
+    first = st.write_snapshot({"i": 1})
+
+    def killed(self, selection, value) -> None:
+        raise Killed
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", killed)
+    with pytest.raises(Killed):
+        st.write_snapshot({"i": 2})
+    monkeypatch.undo()
+    reopened = RunStore.open(tmp_path)
+    assert reopened.damage == []
+    assert reopened.snapshots.attrs["latest"] == first
+    warnings: list[str] = []
+    assert reopened.latest_snapshot(warnings.append) == {"i": 1}
+    assert warnings == [], "the pointer named a snapshot whose data were never written"
+
+
+def test_truncate_moves_the_marker_on_disk(tmp_path: Path) -> None:
+    """A resume truncates the task, migration and curve tables (rows the replay re-creates);
+    a job killed before its next append, and ``analyze`` meanwhile, must see the truncation."""
+    st = make(tmp_path)
+    st.evaluations.append(rows(0, 6), 6)
+    st.evaluations.truncate(4)
+    st.evaluations.truncate(5)  # never grows: rows past the marker are garbage
+    reopened = RunStore.open(tmp_path)
+    assert reopened.evaluations.committed == 4
+    assert reopened.evaluations.read("uid").tolist() == [0, 1, 2, 3]
