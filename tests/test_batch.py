@@ -101,6 +101,8 @@ def check_members(ev: dict[str, np.ndarray], budget: int, batch: int) -> None:
 class ScriptedEngine:
     """Hands out tasks whose ``arch`` follows a script; records what it is told."""
 
+    best = None  # the coordinator reads the incumbent after every result; there is none here
+
     def __init__(self, archs: list[str]) -> None:
         self.archs = archs
         self.next_uid = 0
