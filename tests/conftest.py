@@ -47,3 +47,13 @@ def sciml_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
     monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked ``slow`` or ``mpi``) first, each group in collection order.
+
+    Under xdist the run ends when its last test does: started last (test_resume.py sorts
+    late), a 70-second kill test left the other workers idle at the end of every run.
+    """
+    items.sort(key=lambda item: not (item.get_closest_marker("slow")
+                                     or item.get_closest_marker("mpi")))

@@ -325,6 +325,7 @@ def _stopped_with_tasks_in_flight(run_dir: Path, env: dict, workers: int, kill: 
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("workers", "kill"), [(2, False), (0, False), (2, True)])
 def test_a_resume_never_records_more_than_its_budget(tmp_path: Path, workers: int,
                                                      kill: bool) -> None:
