@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from evo_engine.search.estimate import make_estimate
 from evo_engine.store.reader import Run, configuration_rows
 
 
@@ -37,29 +38,28 @@ def _scalar(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-configuration_groups = configuration_rows
-
-
 def repeated_configurations(run: Run) -> list[ConfigurationStats]:
     """Every configuration with two or more evaluations, best mean first (no complete one last)."""
     ev = run.evaluations
     complete, fitness = run.complete, run.fitness
     out = []
-    for rows in configuration_groups(run).values():
+    for rows in configuration_rows(run).values():
         if len(rows) < 2:
             continue
         idx = np.asarray(rows)
         first = int(idx[np.argmin(ev["uid"][idx])])
         ok = fitness[idx][complete[idx]]
+        # The engine's own summary of a configuration (search.estimate): one mean, one std.
+        est = make_estimate("", int(ev["uid"][first]), ok.tolist()) if ok.size else None
         out.append(ConfigurationStats(
             uid=int(ev["uid"][first]),
             params={p: _scalar(ev[f"params/{p}"][first]) for p in run.param_names
                     if f"params/{p}" in ev},
             evaluations=len(rows),
             complete=int(ok.size),
-            mean=float(ok.mean()) if ok.size else float("nan"),
-            std=float(ok.std(ddof=1)) if ok.size > 1 else float("nan"),
-            best=float(ok.min()) if ok.size else float("nan"),
+            mean=est.mean if est else float("nan"),
+            std=est.std if est else float("nan"),
+            best=est.best_draw if est else float("nan"),
             worst=float(ok.max()) if ok.size else float("nan"),
         ))
     out.sort(key=lambda s: (not s.complete, s.mean if s.complete else 0.0, s.uid))
@@ -74,7 +74,7 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
     from evo_engine.analysis.summary import fmt_value
     from evo_engine.util import terminal
 
-    distinct = len(configuration_groups(run))
+    distinct = len(configuration_rows(run))
     extra = sum(s.evaluations - 1 for s in stats)
     params = list(stats[0].params)
     header = ["uid", "evals", "mean", "std", "best", "worst", *params]
@@ -93,5 +93,4 @@ def format_repeats(run: Run, top: int = 10) -> str | None:
     return "\n".join(lines)
 
 
-__all__ = ["ConfigurationStats", "configuration_groups", "format_repeats",
-           "repeated_configurations"]
+__all__ = ["ConfigurationStats", "format_repeats", "repeated_configurations"]
