@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cpu_report import pytest_runtest_protocol  # noqa: F401  (on with EVO_ENGINE_TEST_CPU=FILE)
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -152,11 +152,17 @@ class ReplayMachine(RuleBasedStateMachine):
 
     # -- the run as the coordinator drives it --------------------------------------------
 
+    ending = False
+    """Set by ``run_to_end``: no kill or stop follows, so no point of the reference run is
+    resumed from again and the shadow is no longer copied (the copies were a quarter of this
+    test's time, most of them in the run to the end of the budget)."""
+
     def _keep(self) -> None:
         key = (self.shadow.n_finished, self.shadow.next_uid)
         self.ref_migrations += [(m.uid, m.origin, m.destination, m.accepted)
                                 for m in self.shadow.drain_migrations()]
-        self.history.append((key, copy.deepcopy(self.shadow), len(self.ref_migrations)))
+        if not self.ending:
+            self.history.append((key, copy.deepcopy(self.shadow), len(self.ref_migrations)))
 
     def fill(self) -> None:
         """Give every idle worker a task (re-issues first), checking each against the shadow."""
@@ -335,6 +341,7 @@ class ReplayMachine(RuleBasedStateMachine):
     # -- the end ---------------------------------------------------------------------------
 
     def run_to_end(self) -> None:
+        self.ending = True
         while self.engine.in_flight:
             self.finish(0, False)
         self.rec.snapshot(self.engine.get_state())

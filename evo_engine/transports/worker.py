@@ -17,6 +17,7 @@ import gc
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -255,9 +256,12 @@ class WorkerRuntime:
 
 def _release_memory() -> None:
     gc.collect()
+    # Only a torch the objective already imported can hold GPU memory: importing it here
+    # would cost a CPU-only objective about a second per out-of-memory failure.
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
     try:
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001, S110 - best effort only

@@ -16,12 +16,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from evo_engine.search.operators.hypertiling import hypertiling
 
 Design = Callable[[int, int, np.random.Generator], np.ndarray]
 """``design(n, dim, rng) -> (n, dim) array`` of points in [0, 1]^dim."""
+
+
+def _qmc() -> Any:
+    """``scipy.stats.qmc``, imported when a design first needs it: ``scipy.stats`` takes
+    about 0.7 CPU-seconds to import, paid by every process that imports the engine (the
+    coordinator, the store's writer process) whether or not its run uses LHS or Sobol."""
+    from scipy.stats import qmc
+
+    return qmc
 
 
 def random_design(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -34,7 +42,7 @@ def latin_hypercube(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     (``scipy.stats.qmc.LatinHypercube``)."""
     if n <= 0:
         return np.zeros((0, dim))
-    return _in_cube(qmc.LatinHypercube(dim, rng=rng).random(n))
+    return _in_cube(_qmc().LatinHypercube(dim, rng=rng).random(n))
 
 
 def latin_hypercube_cd(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -44,7 +52,7 @@ def latin_hypercube_cd(n: int, dim: int, rng: np.random.Generator) -> np.ndarray
     a cost of about a second per island for a population of a few hundred."""
     if n <= 0:
         return np.zeros((0, dim))
-    return _in_cube(qmc.LatinHypercube(dim, optimization="random-cd", rng=rng).random(n))
+    return _in_cube(_qmc().LatinHypercube(dim, optimization="random-cd", rng=rng).random(n))
 
 
 def sobol(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +60,7 @@ def sobol(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     scrambling is drawn from ``rng``)."""
     if n <= 0:
         return np.zeros((0, dim))
-    engine = qmc.Sobol(dim, scramble=True, rng=rng)
+    engine = _qmc().Sobol(dim, scramble=True, rng=rng)
     with warnings.catch_warnings():
         # A population is rarely a power of 2; the first n points are still the most even
         # prefix of the sequence, which is what an initial design wants.
