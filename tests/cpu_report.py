@@ -45,7 +45,8 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def main(argv: list[str]) -> None:
-    rows = [json.loads(line) for line in open(argv[0])]
+    with open(argv[0]) as lines:
+        rows = [json.loads(line) for line in lines]
     top = int(argv[1]) if len(argv) > 1 else 30
     for row in rows:
         row["cpu"] = row["self"] + row["children"]
