@@ -10,6 +10,8 @@
 * store_bytes_per_eval: that store's size on disk divided by its evaluations.
 
     python benchmarks/checkpoint.py --scale [--scale-evals 100000] [--scale-workers 4096]
+                                    [--scale-operator surrogate] [--scale-timeout 600]
+                                    [--scale-plain]
 
 runs 100,000 evaluations on 4,096 simulated workers (``utilization.py``'s discrete-event
 transport: real Coordinator, Engine, Recorder and store; 60 s lognormal evaluations), ES on
@@ -22,7 +24,16 @@ snapshot's cost (``get_state`` on the coordinator, JSON + zlib on the writer) an
 10k / 50k / 100k results, the write lag at any instant (real seconds since the oldest result
 handed to the writer and not yet committed: what a kill -9 then would lose), the time from
 the last result to the store being closed, and the resume time (open + check + rebuild from
-the latest snapshot and the log, no stop snapshot: as after a kill -9). Then real runs of
+the latest snapshot and the log, no stop snapshot: as after a kill -9). What a real run adds
+on the coordinator rides along unless ``--scale-plain``: ``eval_timeout_s``
+(``--scale-timeout``: each worker's deadline in the transports' ``Deadlines`` heap, checked
+every poll), the live progress line (``ProgressReporter`` in line mode drawing into a null
+stream at its 5 redraws a second, fed every evaluation), callbacks (``CallbackSet`` with one
+logger that counts, fed ``record_of`` as run.py does) and the operator (``--scale-operator``:
+the surrogate by default, which hands its islands to the ES once its model stops paying).
+It prints the coordinator's resident memory every 100,000 results and its peak at the end
+of the run (VmHWM before the resume, which reads the whole store into this process), and how
+much of it is the benchmark's own per-result bookkeeping. Then real runs of
 the trivial objective are killed with SIGKILL after ``--kill-after`` seconds (inline under
 each ``--fsync`` policy, and with 2 local workers): how old the newest saved result is, and
 how many rows were saved (the cost of fsync).
@@ -135,16 +146,51 @@ def run_queue_wait() -> float:
         return 0.0
 
 
+class _NullStream:
+    """A terminal nobody reads: the progress line is drawn, its text dropped."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _CountingLogger:
+    """A callback that only counts its records (its thread's cost, not a logger's I/O)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def log(self, record: Any) -> None:
+        self.n += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (VmRSS) or at its peak so far (VmHWM), MB."""
+    return _peak_rss_mb(os.getpid(), field)
+
+
 def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
-              writer: str = "process") -> dict[str, Any]:
+              writer: str = "process", operator: str = "es", timeout: float | None = None,
+              extras: bool = False) -> dict[str, Any]:
     """100k evaluations on 4,096 simulated workers, ES on 8 islands, ASHA on: the real
     Coordinator, Engine, recorder (``writer``: the run's process, or a thread of this
     process as before) and store, each result's coordinator time measured."""
     import zlib
+    from array import array
 
     from utilization import SimulatedClock, simulated_workers
 
+    from evo_engine.job.callbacks import CallbackSet, record_of
     from evo_engine.job.coordinator import Coordinator
+    from evo_engine.job.progress import ProgressReporter
     from evo_engine.search.engine import Engine, EngineConfig
     from evo_engine.search.messages import EvalState
     from evo_engine.search.pruning import ASHAConfig
@@ -152,9 +198,10 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     from evo_engine.store.runstore import RunStore, json_in_pieces
     from evo_engine.store.writer import Recorder, SnapshotPolicy
     from evo_engine.store.writer_process import RecorderProcess
+    from evo_engine.transports.base import Deadlines
 
     space = Space(**{f"x{i}": Float(0.0, 1.0) for i in range(10)})
-    config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator="es",
+    config = EngineConfig(max_evals=evals, islands=8, population_size=32, operator=operator,
                           seed=0, pruning=ASHAConfig(eta=3, min_steps=1, max_steps=27))
     engine = Engine(space, config)
     store = RunStore.create(root, attrs={"scenario": "scale"}, param_kinds=space.column_kinds(),
@@ -191,11 +238,34 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         return out
 
     sim.poll = poll
-    per_result: list[float] = []
-    per_result_cpu: list[float] = []
-    polls: list[tuple[float, float, float, int]] = []
-    handed: list[float] = []
-    lags: list[float] = []
+    if timeout is not None:
+        # eval_timeout_s as the local and MPI transports keep it: a deadline per busy worker
+        # set on submit, cleared by its result, the due ones popped on every poll.
+        deadlines = Deadlines()
+        expired = [0]
+        base_submit, timed_poll_inner = sim.submit, sim.poll
+
+        def submit_with_deadline(worker: int, task: Any) -> None:
+            deadlines.set(worker, time.monotonic() + timeout)
+            base_submit(worker, task)
+
+        def poll_with_deadlines(wait: float) -> list[Any]:
+            got = timed_poll_inner(wait)
+            for r in got:
+                deadlines.clear(r.worker)
+            expired[0] += len(deadlines.expired(time.monotonic()))
+            return got
+
+        sim.submit, sim.poll = submit_with_deadline, poll_with_deadlines
+    reporter = ProgressReporter(workers, stream=_NullStream(), mode="line",  # type: ignore[arg-type]
+                                job_start=time.time()) if extras else None
+    logger = _CountingLogger()
+    callbacks = CallbackSet({"count": logger}, print) if extras else None
+    # The benchmark's own per-result records, compact (they are in the RSS it prints).
+    polls = array("d")  # wall, cpu, run-queue wait, results: one poll's handling
+    handed = array("d")
+    lags = array("f")
+    rss_at: dict[int, float] = {}
     marks: dict[int, dict[str, float]] = {}
     states: dict[int, dict[str, Any]] = {}
     """Encoded after the run: encoding one here would stall the coordinator and the writer."""
@@ -209,6 +279,11 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     last_charge = [0.0, 0.0]
 
     def on_evaluation(ev: Any) -> None:
+        if reporter is not None:
+            reporter.observe(ev)
+        if callbacks is not None:
+            callbacks(record_of(ev, engine.n_finished,
+                                engine.best.fitness if engine.best else None))
         recorder.record(ev)
         queued[0] = max(queued[0], recorder.queued)
         recorder.record_migrations(engine.drain_migrations())
@@ -220,6 +295,9 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         if policy.result():
             recorder.snapshot(engine.get_state())
         n = engine.n_finished
+        if n % 100_000 == 0:
+            with sim.uncharged():
+                rss_at[n] = round(_rss_mb(), 1)
         if n in marks_at:
             t0 = time.perf_counter()
             states[n] = engine.get_state()
@@ -227,7 +305,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
                         "in_flight": len(engine.in_flight)}
 
     coord = Coordinator(engine, sim, clock=clock, on_task=recorder.record_task,
-                        on_evaluation=on_evaluation)
+                        on_evaluation=on_evaluation, on_tick=reporter)
     # Per-result coordinator time: each poll's handling (charged when the next poll starts),
     # shared by the results it brought.
     real_poll = sim.poll
@@ -243,9 +321,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         if brought[0]:
             wall = sim.charged_for_results - last_charge[0]
             cpu = sim.cpu_charged_for_results - last_charge[1]
-            per_result.extend([wall / brought[0]] * brought[0])
-            per_result_cpu.extend([cpu / brought[0]] * brought[0])
-            polls.append((wall, cpu, queued, brought[0]))
+            polls.extend((wall, cpu, queued, brought[0]))
         last_charge[:] = [sim.charged_for_results, sim.cpu_charged_for_results]
         brought[0] = len(got)
         if got:  # the start of one
@@ -260,6 +336,11 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     t_run = time.perf_counter()
     coord.run()
     t_last = time.perf_counter()
+    peak_rss = _rss_mb("VmHWM")  # before the resume below reads the store into this process
+    bookkeeping = (polls.itemsize * len(polls) + handed.itemsize * len(handed)
+                   + lags.itemsize * len(lags)) / 2**20
+    if callbacks is not None:
+        callbacks.close()
     recorder.close()  # no stop snapshot and no "finished" mark: as after a kill -9
     closed = time.perf_counter() - t_last
     real = t_last - t_run
@@ -284,6 +365,11 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     replayed = evals - (latest["log_position"] if latest else 0)
     assert resumed.n_finished == evals, resumed.n_finished
     pruned = engine.counts[EvalState.PRUNED]
+    a = np.frombuffer(polls, dtype=np.float64).reshape(-1, 4)
+    n_of = a[:, 3].astype(int)
+    per_result = np.repeat(a[:, 0] / a[:, 3], n_of)
+    per_result_cpu = np.repeat(a[:, 1] / a[:, 3], n_of)
+    rungs = engine.pruner.rungs if engine.pruner else []
     return {
         "evals": evals, "workers": workers, "mean_seconds": mean, "fsync": fsync,
         "writer": writer, "writer_process_cpu_s": round(writer_cpu, 2),
@@ -292,10 +378,17 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         "per_result_p99_s": float(np.quantile(per_result, 0.99)),
         "per_result_cpu_median_s": float(np.median(per_result_cpu)),
         "per_result_cpu_p99_s": float(np.quantile(per_result_cpu, 0.99)),
-        "p99_made_of": p99_made_of(polls),
+        "p99_made_of": p99_made_of(a),
+        "operator": operator, "eval_timeout_s": timeout, "progress_and_callbacks": extras,
+        "callback_records": logger.n, "callbacks_dropped": callbacks.dropped if callbacks else 0,
+        "timed_out": expired[0] if timeout is not None else 0,
+        "coordinator_peak_rss_mb": round(peak_rss, 1),
+        "coordinator_rss_mb_at": rss_at, "bookkeeping_mb": round(bookkeeping, 1),
+        "asha_rung_entries": [len(r.counts) for r in rungs],
+        "dedupe_registry": len(engine.dedupe.registry),
         "thread_cpu_s": thread_cpu_seconds(),
         "snapshots": snaps, "marks": marks,
-        "write_lag_max_s": round(max(lags), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
+        "write_lag_max_s": round(float(max(lags)), 3), "write_lag_p99_s": round(float(np.quantile(lags, 0.99)), 3),
         "close_after_last_result_s": round(closed, 3), "writer_blocked_s": round(recorder.blocked_seconds, 3),
         "resume_s": round(resume, 3), "resume_cpu_s": round(resume_cpu, 3),
         "resume_open_s": round(opened, 3), "resume_replayed": replayed,
@@ -308,7 +401,7 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     }
 
 
-def p99_made_of(polls: list[tuple[float, float, float, int]]) -> dict[str, float]:
+def p99_made_of(polls: Any) -> dict[str, float]:
     """What the results at or above the p99 of seconds per result spent their time on (mean
     seconds per result): the coordinator thread's CPU, waiting for a core while runnable
     (the machine's load), and the rest: off the CPU though not runnable, i.e. waiting for
@@ -445,11 +538,11 @@ def kill_lag(root: Path, workers: int, after: float,
     return killed - float(ev["t_end"][:n].max()), int(n), peak
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
     """A process's peak resident memory so far (VmHWM; NaN where /proc has none)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -457,12 +550,20 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 def scale_main(args: argparse.Namespace, tmp: Path) -> None:
+    plain = args.scale_plain
     out = scale_run(tmp / "scale", args.scale_evals, args.scale_workers, 60.0, args.fsync,
-                    args.writer)
+                    args.writer, operator="es" if plain else args.scale_operator,
+                    timeout=None if plain else args.scale_timeout, extras=not plain)
     m = out["marks"]
     print(f"{'evaluations':>30} {out['evals']} on {out['workers']} simulated workers, "
           f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}, "
           f"writer={out['writer']}")
+    print(f"{'with':>30} operator {out['operator']}, eval_timeout_s {out['eval_timeout_s']}, "
+          f"progress line and callbacks {out['progress_and_callbacks']} "
+          f"({out['callback_records']} records, {out['callbacks_dropped']} dropped)")
+    print(f"{'coordinator memory':>30} peak {out['coordinator_peak_rss_mb']} MB (of which the "
+          f"benchmark's own records {out['bookkeeping_mb']} MB); RSS by results "
+          f"{out['coordinator_rss_mb_at']}; ASHA rung entries {out['asha_rung_entries']}")
     print(f"{'coordinator s/result':>30} median {out['per_result_median_s'] * 1e3:.3f} ms, "
           f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms (wall)")
     print(f"{'coordinator CPU s/result':>30} median {out['per_result_cpu_median_s'] * 1e3:.3f} ms, "
@@ -529,6 +630,12 @@ def main() -> None:
                          "then kill -9 lags of real runs")
     ap.add_argument("--scale-evals", type=int, default=100_000)
     ap.add_argument("--scale-workers", type=int, default=4096)
+    ap.add_argument("--scale-operator", default="surrogate",
+                    help="--scale: the engine's operator (default surrogate)")
+    ap.add_argument("--scale-timeout", type=float, default=600.0,
+                    help="--scale: eval_timeout_s (simulated evaluations take ~60 s)")
+    ap.add_argument("--scale-plain", action="store_true",
+                    help="--scale as before: ES, no time limit, no progress line, no callbacks")
     ap.add_argument("--fsync", choices=("never", "snapshots", "always"), default="snapshots")
     ap.add_argument("--writer", choices=("process", "thread"), default="process",
                     help="--scale: the store's writer as runs have it (a process of its own) "

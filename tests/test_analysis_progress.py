@@ -220,3 +220,24 @@ def test_rank_0_of_an_mpi_job_draws_the_line_on_its_launchers_terminal(
     monkeypatch.delenv("PMI_RANK")
     monkeypatch.setattr(progress_module, "_ancestor_terminals", lambda: [str(fake_tty)])
     assert progress_module.choose("auto", io.StringIO())[0] == "json", "no MPI: stderr decides"
+
+
+def test_warmup_reference_is_a_bounded_window_of_each_workers_first_evaluations() -> None:
+    # The live line recomputed a median over every duration of every worker (0.8 s a call
+    # after a million results) and the meter kept them all (issue 30, items 4-5): the
+    # reference is now the median of the first WARMUP_WINDOW complete ones after the first.
+    from evo_engine.util.timing import WARMUP_WINDOW, TimingMeter
+
+    meter = TimingMeter(1, job_start=0.0)
+    meter.observe(0, 1.0, 11.0)  # first: 10 s (8 of them loading)
+    t = 11.0
+    for i in range(5000):
+        d = 2.0 if i < WARMUP_WINDOW else 9.0  # later ones slower: not the reference
+        meter.observe(0, t, t + d)
+        t += d
+    assert meter.warmup_s() == 8.0
+    assert len(meter._later[0]) == WARMUP_WINDOW  # noqa: SLF001 - the bound itself
+    # Recomputed only for workers whose window changed; a second worker fills its own.
+    meter.observe(1, 1.0, 4.0)
+    meter.observe(1, 4.0, 5.0)
+    assert meter.warmup_s() == 8.0 + 2.0

@@ -135,3 +135,36 @@ def test_wandb_logger_writes_an_offline_run(tmp_path: Path, monkeypatch) -> None
     assert not cbs.failures
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_the_queue_is_bounded_and_drops_the_oldest_with_a_count() -> None:
+    # A logger slower than the results held every record of the run in an unbounded queue
+    # (issue 30.5): now at most `limit` wait; the oldest go first, counted and warned once.
+    import threading
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    class Slow:
+        def log(self, rec: EvaluationRecord) -> None:
+            release.wait(10)
+            seen.append(rec.uid)
+
+        def close(self) -> None:
+            pass
+
+    warnings: list[str] = []
+    cbs = CallbackSet({"slow": Slow()}, warnings.append, limit=5)
+    cbs(record(0))
+    for _ in range(200):  # until the logger thread holds record 0 (blocked in log)
+        if not cbs._queue:  # noqa: SLF001
+            break
+        threading.Event().wait(0.01)
+    for uid in range(1, 21):
+        cbs(record(uid))
+    assert len(cbs._queue) == 5  # noqa: SLF001 - the bound itself
+    assert cbs.dropped == 15 and sum("fell 5 evaluations behind" in w for w in warnings) == 1
+    release.set()
+    cbs.close(timeout=10)
+    assert seen == [0, 16, 17, 18, 19, 20], "the newest survive, in order"
+    assert "15 evaluation record(s) were dropped" in warnings[-1]

@@ -400,3 +400,39 @@ def test_an_optimizer_state_from_before_the_digests_still_never_asks_twice() -> 
     state["asked_configurations"] = [config_key(t.params) for t in asked]  # the old form
     again = Optimizer.from_state(state, SMALL)
     assert all(t.params in again.engine.dedupe.registry for t in asked)
+
+
+def test_the_unseen_index_picks_what_listing_the_space_would_and_lists_it_once(monkeypatch) -> None:
+    # Near the end of a discrete space every ask listed the whole space (4 s an ask at
+    # 100,000 configurations left, issue 30.4). The index is built once and kept in step;
+    # its picks are those of the listing (the same order), so replay and dedupe hold.
+    import itertools
+
+    import evo_engine.search.dedupe as dedupe_module
+
+    products = []
+    real_product = itertools.product
+
+    def counting(*args):
+        products.append(1)
+        return real_product(*args)
+
+    monkeypatch.setattr(dedupe_module.itertools, "product", counting)
+    rng = np.random.default_rng(3)
+    reg = Registry()
+    for g in rng.random((40, 3)):
+        reg.add(SMALL.decode(g))
+    index = reg.unseen(SMALL)
+    for _ in range(60):
+        reference = unseen_configurations(SMALL, reg)
+        r = float(rng.random())
+        assert len(index) == len(reference)
+        picked = index.pick(r)
+        np.testing.assert_array_equal(picked, reference[int(r * len(reference)) % len(reference)])
+        reg.add(SMALL.decode(picked if rng.random() < 0.7 else rng.random(3)))
+    products.clear()
+    eng = Engine(SMALL, EngineConfig(max_evals=400, islands=2, population_size=4, operator="ga"))
+    tasks = drive(eng, workers=3)
+    assert len(tasks) == 192 == distinct(tasks) and "dedupe:remaining" in {t.operator for t in tasks}
+    assert len(products) == 1, "the space is listed once per run, not once per ask"
+    assert Registry().unseen(MIXED) is None, "continuous: nothing to list"

@@ -103,8 +103,10 @@ def test_restored_from_a_late_snapshot_issues_the_same_tasks() -> None:
     # rung values of finished evaluations.
     b.dedupe.registry.keys |= a.dedupe.registry.keys
     for rung_a, rung_b in zip(a.pruner.rungs, b.pruner.rungs):
-        rung_b.sorted.clear()
-        rung_b.sorted.update(rung_a.sorted)
+        rung_b.counts.clear()  # a's values, those in flight included (b keeps its by_uid)
+        rung_b.n, rung_b.cut, rung_b.below = 0, None, 0
+        for value in rung_a.sorted:
+            rung_b.add(value)
     # b re-issues what a had in flight; a is told those results in the same order.
     order = sorted(a.in_flight)
     for uid in order:

@@ -1,6 +1,6 @@
 """ASHA's rungs against a plain model: sorted lists rebuilt from scratch at every step.
 
-The rungs keep their values in ``SortedList``s and skip a re-record of an unchanged value
+The rungs count their values (``SortedDict``, a cut pointer) and skip a re-record of an unchanged value
 (``finish`` re-records every live curve); a wrong removal, a skipped replacement or a lost
 duplicate would show here as a different decision or a different multiset of values.
 """
@@ -114,3 +114,36 @@ def test_a_restarted_evaluation_replaces_its_values_and_a_finish_keeps_them() ->
     asha.finish(0, [(1, 0.9)])
     asha.finish(1, [(1, 0.4)])
     assert list(asha.rungs[0].sorted) == [0.4, 0.9] and not asha.rungs[0].by_uid
+
+
+def test_rungs_past_the_exact_bound_count_values_in_bins_and_stay_bounded(monkeypatch) -> None:
+    # The first rung kept a value of every evaluation of the run (issue 30.5). Past
+    # EXACT_VALUES a rung counts values in 0.1 % bins: its size stops growing, a decision
+    # differs from the exact rule only for a value in the cut's own bin (then it goes on),
+    # and the rung is the same whatever order its values came in (a resume rebuilds it).
+    from sortedcontainers import SortedList
+
+    from evo_engine.search import pruning
+
+    monkeypatch.setattr(pruning, "EXACT_VALUES", 300)
+    rng = np.random.default_rng(1)
+    values = (1.0 + rng.random(20_000)).tolist()  # one binary order of magnitude: ≤ 1,024 bins
+    asha, seen, differed = ASHA(CONFIG), SortedList(), 0
+    for uid, value in enumerate(values):
+        seen.add(value)
+        cut = seen[max(len(seen) // CONFIG.eta, 1) - 1]
+        stop = asha.decide(uid, 1, value)
+        if len(seen) <= 300 or pruning.value_bin(value) != pruning.value_bin(cut):
+            assert stop is not (value <= cut), uid
+        else:
+            assert stop is False
+            differed += value > cut
+        asha.finish(uid, [(1, value)])
+    rung = asha.rungs[0]
+    assert rung.binned and rung.n == 20_000 and len(rung.counts) <= 1024
+    assert 0 < differed < 200, "only values within a bin of the cut"
+    again = ASHA(CONFIG)
+    again.set_state({"config": CONFIG.describe(), "in_flight": [[], [], []]})
+    n = len(values)
+    again.rebuild(np.arange(n)[::-1], np.ones(n, dtype=int), np.array(values)[::-1])
+    assert again.rungs[0].counts == rung.counts and again.rungs[0].cut == rung.cut

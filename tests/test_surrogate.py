@@ -288,3 +288,29 @@ def test_pruned_results_do_not_count_toward_the_hand_over() -> None:
     op.observe(Individual(40, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
     op.observe(Individual(41, frozen_genome(rng.random(2)), 4.0, 0), accepted=False)
     assert op.propose(population_of(op)).operator == "es"
+
+
+def test_the_believer_takes_a_bounded_number_of_the_evaluations_in_flight(monkeypatch) -> None:
+    # Believing all of them made an ask O((archive + in flight)^3): the cost grew with the
+    # worker count (issue 30.4). The newest BELIEVED_IN_FLIGHT are believed; none is repeated.
+    from evo_engine.search.operators import surrogate as module
+
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    rng = np.random.default_rng(0)
+    g = rng.random((30, 2))
+    op = make(space)
+    feed(op, g, ((g - [0.3, 0.7]) ** 2).sum(axis=1))
+    flying = [rng.random(2) for _ in range(300)]
+    op.see_in_flight(flying)
+    believed: list[np.ndarray] = []
+    extended = module._GP.extended
+
+    def spy(self, Fp, zp):
+        believed.append(Fp)
+        return extended(self, Fp, zp)
+
+    monkeypatch.setattr(module._GP, "extended", spy)
+    prop = op.propose([])
+    assert [b.shape[0] for b in believed] == [Surrogate.BELIEVED_IN_FLIGHT]
+    np.testing.assert_allclose(believed[0], op.features(np.array(flying[-64:])))
+    assert not any(np.array_equal(prop.genome, f) for f in flying)

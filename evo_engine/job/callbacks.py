@@ -16,10 +16,14 @@ A scenario's ``callbacks`` field (or ``--callback NAME``, repeatable) names them
 * ``module:factory``: your own: ``factory(run_dir: Path, scenario: str)`` returns an object
   with ``log(record: EvaluationRecord)`` and ``close()``.
 
-Loggers run on a background thread behind an unbounded queue, so a slow one never makes the
+Loggers run on a background thread behind a queue, so a slow one never makes the
 coordinator wait for it (it still shares the coordinator's GIL while it runs Python); a logger that
 raises is reported once (stderr and ``log.jsonl`` event ``callback_failed``) and the run goes
-on. A logger that cannot be *created* (unknown name, package missing) is bad input: exit 2
+on. The queue holds at most ``QUEUE_LIMIT`` records: a logger that falls that far behind loses
+the *oldest* waiting records (dropping, not blocking: a slow MLflow server must not idle the
+workers, and the store keeps every evaluation anyway), with one warning when it starts and the
+count in ``log.jsonl`` (``callbacks_dropped``) and at the end of the run. Unbounded, a logger
+slower than the results held every record of the run in memory. A logger that cannot be *created* (unknown name, package missing) is bad input: exit 2
 before the run starts.
 """
 
@@ -27,14 +31,17 @@ from __future__ import annotations
 
 import importlib
 import math
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from evo_engine.errors import InputError
+
+QUEUE_LIMIT = 10_000
+"""Records waiting for the loggers at most (a few MB); beyond, the oldest are dropped."""
 
 BUILTIN = ("tensorboard", "mlflow", "wandb")
 NEEDS = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy", "alembic"),
@@ -236,12 +243,17 @@ class CallbackSet:
     """The run's loggers, fed from a queue on one background thread."""
 
     def __init__(self, loggers: dict[str, Any], warn: Callable[[str], None],
-                 log: Any = None) -> None:
+                 log: Any = None, limit: int = QUEUE_LIMIT) -> None:
         self.loggers = loggers
         self.warn = warn
         self.log = log
         self.failures: dict[str, int] = {}
-        self._queue: queue.Queue[EvaluationRecord | None] = queue.Queue()
+        self.limit = limit
+        self.dropped = 0
+        """Records dropped unlogged because the queue was full (the oldest first)."""
+        self._queue: deque[EvaluationRecord] = deque()
+        self._closing = False
+        self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="evo-callbacks", daemon=True)
         if loggers:
             self._thread.start()
@@ -261,12 +273,34 @@ class CallbackSet:
         return cls(loggers, warn, log)
 
     def __call__(self, record: EvaluationRecord) -> None:
-        if self.loggers:
-            self._queue.put(record)
+        if not self.loggers:
+            return
+        with self._ready:
+            full = len(self._queue) >= self.limit
+            if full:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append(record)
+            self._ready.notify()
+        if full:
+            self._dropping()
+
+    def _dropping(self) -> None:
+        if self.dropped == 1:
+            self.warn(f"callbacks fell {self.limit} evaluations behind; the oldest waiting "
+                      "records are dropped from now on (the run store keeps every evaluation)")
+        if self.log is not None and self.dropped % self.limit == 1:
+            self.log.warning("callbacks_dropped", dropped=self.dropped, limit=self.limit)
+
+    def _next(self) -> EvaluationRecord | None:
+        with self._ready:
+            while not self._queue and not self._closing:
+                self._ready.wait()
+            return self._queue.popleft() if self._queue else None
 
     def _loop(self) -> None:
         while True:
-            rec = self._queue.get()
+            rec = self._next()
             if rec is None:
                 return
             for name, logger in self.loggers.items():
@@ -289,8 +323,15 @@ class CallbackSet:
         """Deliver what is queued (waiting at most ``timeout`` s), then close every logger."""
         if not self.loggers:
             return
-        self._queue.put(None)
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
         self._thread.join(timeout)
+        if self.dropped:
+            self.warn(f"callbacks: {self.dropped} evaluation record(s) were dropped because "
+                      f"the loggers fell more than {self.limit} behind")
+            if self.log is not None:
+                self.log.warning("callbacks_dropped", dropped=self.dropped, limit=self.limit)
         if self._thread.is_alive():
             self.warn(f"callbacks still busy after {timeout:.0f} s at the end of the run; "
                       f"their last records may be missing")
@@ -299,5 +340,5 @@ class CallbackSet:
             self._safely(name, "close", logger.close)
 
 
-__all__ = ["BUILTIN", "CallbackError", "CallbackSet", "EvaluationRecord", "Logger",
+__all__ = ["BUILTIN", "QUEUE_LIMIT", "CallbackError", "CallbackSet", "EvaluationRecord", "Logger",
            "check_callbacks", "record_of"]

@@ -20,6 +20,7 @@ objective with SIGALRM (Python code only; a call stuck inside a C extension is n
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,59 @@ class WorkerInfo:
     host: str
     device: str
     pid: int
+
+
+class Deadlines:
+    """When each busy worker's time limit runs out, earliest first (``eval_timeout_s``).
+
+    A heap with lazy deletion: ``set`` and ``clear`` are O(log n) and O(1), ``earliest`` and
+    ``expired`` pop only what is due or stale. The transports scanned a dict of every busy
+    worker's deadline on every poll (285 µs a poll at 4,096 workers: the whole median cost
+    of a result, issue 30). Stale entries (a worker's deadline cleared or set anew) leave
+    when they reach the top, and the heap is rebuilt when they outnumber the live ones, so
+    it holds O(busy workers) entries whatever the timeout.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[int, float] = {}
+        self._heap: list[tuple[float, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, worker: int) -> bool:
+        return worker in self._at
+
+    def set(self, worker: int, at: float) -> None:
+        self._at[worker] = at
+        heapq.heappush(self._heap, (at, worker))
+        if len(self._heap) > 2 * len(self._at) + 64:
+            self._heap = [(t, w) for w, t in self._at.items()]
+            heapq.heapify(self._heap)
+
+    def clear(self, worker: int) -> None:
+        self._at.pop(worker, None)
+
+    def _drop_stale(self) -> None:
+        heap, at = self._heap, self._at
+        while heap and at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def earliest(self) -> float | None:
+        """The first deadline still set, or None."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
+    def expired(self, now: float) -> list[int]:
+        """The workers whose deadline is at or before ``now``, earliest first (cleared)."""
+        out: list[int] = []
+        while True:
+            self._drop_stale()
+            if not self._heap or self._heap[0][0] > now:
+                return out
+            _, w = heapq.heappop(self._heap)
+            del self._at[w]
+            out.append(w)
 
 
 ReportHandler = Callable[[int, int, float], bool]

@@ -6,6 +6,12 @@ pipes at once, so whichever worker finishes first gets its next task first. A wo
 dies (killed, segfault, ``os._exit`` in the objective) turns its task — every member of its
 batch — into a FAILED result "worker died while evaluating" and is started again; one that
 runs past ``eval_timeout_s`` is killed, its tasks FAILED "timed out after N s", and replaced.
+A replacement starts in the background: the FAILED result comes back at once, ``poll`` goes
+on serving the other workers' results and reports while it loads its objective (a data set
+onto a GPU may take minutes; the first version waited for it, up to ``start_timeout``,
+inside ``poll``), and a task sent to it meanwhile waits in the transport until it says ready.
+A replacement that cannot start raises ``WorkerStartError`` from ``poll``, as a first start
+does from ``start``.
 
 Messages on a pipe::
 
@@ -26,7 +32,13 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 from evo_engine.search.messages import EvalState, Result, Task
-from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
+from evo_engine.transports.base import (
+    Deadlines,
+    Transport,
+    WorkerInfo,
+    WorkerSpec,
+    WorkerStartError,
+)
 from evo_engine.transports.worker import WORKER_DIED, WorkerRuntime, select_device, timed_out_text
 
 STOP = None
@@ -120,8 +132,12 @@ class LocalTransport(Transport):
         self._conns: list[Connection | None] = [None] * n_workers
         self._tasks: dict[int, list[Task]] = {}
         self._batched: dict[int, bool] = {}
-        self._deadlines: dict[int, float] = {}
+        self._deadlines = Deadlines()
         """worker -> monotonic time its evaluation runs out (with ``eval_timeout_s`` only)."""
+        self._starting = Deadlines()
+        """Replacements not ready yet -> monotonic time they must be ready by."""
+        self._outbox: dict[int, object] = {}
+        """worker -> the message for a replacement still starting, sent when it is ready."""
         self._sent: dict[int, float] = {}
         """worker -> wall time its tasks were sent (the start of a FAILED result it never sent)."""
         self.restarts = 0
@@ -165,13 +181,19 @@ class LocalTransport(Transport):
         self._send(worker, list(tasks), ("batch", list(tasks)), batched=True)
 
     def _send(self, worker: int, tasks: list[Task], message: object, batched: bool) -> None:
-        conn = self._conns[worker]
-        assert conn is not None
         self._tasks[worker] = tasks
         self._batched[worker] = batched
+        if worker in self._starting:
+            self._outbox[worker] = message  # sent (and timed) once the replacement is ready
+            return
+        self._deliver(worker, message)
+
+    def _deliver(self, worker: int, message: object) -> None:
+        conn = self._conns[worker]
+        assert conn is not None
         self._sent[worker] = time.time()
         if self.spec.eval_timeout_s is not None:
-            self._deadlines[worker] = time.monotonic() + self.spec.eval_timeout_s
+            self._deadlines.set(worker, time.monotonic() + self.spec.eval_timeout_s)
         try:
             conn.send(message)
         except (BrokenPipeError, OSError):
@@ -183,31 +205,41 @@ class LocalTransport(Transport):
         out: list[Result] = []
         while True:
             live = {c: w for w, c in enumerate(self._conns) if c is not None}
-            until = min(deadline, *self._deadlines.values()) if self._deadlines else deadline
+            until = min(t for t in (deadline, self._deadlines.earliest(),
+                                    self._starting.earliest()) if t is not None)
             ready = wait(list(live), max(until - time.monotonic(), 0.0))
             for conn in ready:
                 w = live[conn]  # type: ignore[index]
                 try:
                     kind, payload = conn.recv()  # type: ignore[union-attr]
                 except (EOFError, OSError):
+                    if w in self._starting:
+                        raise WorkerStartError(f"worker {w} exited while starting again") from None
                     out.extend(self._replace(w, WORKER_DIED))
                     continue
                 if kind == "report":
                     self._answer(conn, payload)  # type: ignore[arg-type]
                 elif kind in ("result", "results"):
                     self._tasks.pop(w, None)
-                    self._deadlines.pop(w, None)
+                    self._deadlines.clear(w)
                     out.extend([payload] if kind == "result" else payload)
+                elif kind == "ready":
+                    self._started(w)
+                elif kind == "fatal":
+                    raise WorkerStartError(f"worker {w} could not load its objective when "
+                                           f"started again: {payload}")
+            late = self._starting.expired(time.monotonic())
+            if late:
+                raise WorkerStartError(f"worker {late[0]} did not start again within "
+                                       f"{self.start_timeout:.0f} s")
             out.extend(self._expire())
             if out or not ready or time.monotonic() >= deadline:
                 return out
 
     def _expire(self) -> list[Result]:
         """Kill and replace every worker whose evaluation ran past ``eval_timeout_s``."""
-        now = time.monotonic()
-        late = [w for w, t in self._deadlines.items() if t <= now]
         out: list[Result] = []
-        for w in late:
+        for w in self._deadlines.expired(time.monotonic()):
             proc = self._procs[w]
             if proc is not None and proc.is_alive():
                 proc.kill()
@@ -222,22 +254,30 @@ class LocalTransport(Transport):
         except (BrokenPipeError, OSError):
             pass  # the death is noticed (and the task failed) by the next poll
 
+    def _started(self, worker: int) -> None:
+        """A replacement said ready: what was sent to it meanwhile goes now."""
+        self._starting.clear(worker)
+        message = self._outbox.pop(worker, None)
+        if message is not None:
+            self._deliver(worker, message)
+
     def _replace(self, worker: int, error: str, died: bool = True) -> list[Result]:
-        """Start ``worker`` again; its tasks in hand become FAILED results with ``error``."""
+        """Start ``worker`` again, in the background; its tasks in hand become FAILED results
+        with ``error`` at once."""
         proc, conn = self._procs[worker], self._conns[worker]
         code = None
         if proc is not None:
-            proc.join(timeout=5)
+            proc.join(timeout=5)  # it has exited (EOF) or was killed: a moment at most
             code = proc.exitcode
         if conn is not None:
             conn.close()
         self._conns[worker] = None
         tasks = self._tasks.pop(worker, [])
         batched = self._batched.pop(worker, False)
-        self._deadlines.pop(worker, None)
+        self._deadlines.clear(worker)
         self.restarts += 1
         self._spawn(worker)
-        self._await_ready(worker)
+        self._starting.set(worker, time.monotonic() + self.start_timeout)
         if died:
             error = f"{error} (worker {worker}, pid {proc.pid if proc else '?'}, exit code {code})"
         t_start, t_end = self._sent.pop(worker, 0.0), time.time()

@@ -54,7 +54,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from evo_engine.errors import InputError
 from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
-from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec, WorkerStartError
+from evo_engine.transports.base import (
+    Deadlines,
+    Transport,
+    WorkerInfo,
+    WorkerSpec,
+    WorkerStartError,
+)
 from evo_engine.transports.launch import worker_rank
 from evo_engine.transports.worker import WorkerRuntime, select_device, timed_out_text
 
@@ -382,7 +388,7 @@ class MPITransport(Transport):
         self._backoff = Backoff()
         self._held: dict[int, tuple[list[Task], bool, float]] = {}
         """worker -> the tasks it holds, kept only when there is a time limit to enforce."""
-        self._deadlines: dict[int, float] = {}
+        self._deadlines = Deadlines()
         self._timeout = spec.eval_timeout_s
 
     def start(self) -> list[WorkerInfo]:
@@ -438,7 +444,7 @@ class MPITransport(Transport):
     def _watch(self, worker: int, tasks: list[Task], batched: bool) -> None:
         if self._timeout is not None:
             self._held[worker] = (list(tasks), batched, time.time())
-            self._deadlines[worker] = time.perf_counter() + self._timeout
+            self._deadlines.set(worker, time.perf_counter() + self._timeout)
 
     def poll(self, timeout: float) -> list[Result]:
         # The back-off carries over between calls: it is reset by a result, not by a call,
@@ -466,7 +472,7 @@ class MPITransport(Transport):
             payload = msg.recv()
             if self._deadlines:
                 worker = self._status.Get_source() - 1
-                self._deadlines.pop(worker, None)
+                self._deadlines.clear(worker)
                 self._held.pop(worker, None)
             if isinstance(payload, list):
                 out.extend(result_from_message(m) for m in payload)
@@ -475,11 +481,8 @@ class MPITransport(Transport):
 
     def _expired(self) -> list[Result]:
         """FAILED results for the tasks of every rank past its time limit; the job then ends."""
-        now = time.perf_counter()
-        late = [w for w, t in self._deadlines.items() if t <= now]
         out: list[Result] = []
-        for w in late:
-            del self._deadlines[w]
+        for w in self._deadlines.expired(time.perf_counter()):
             tasks, batched, sent = self._held.pop(w, ([], False, 0.0))
             limit = self._timeout or 0.0
             out.extend(Result(uid=t.uid, worker=w, fitness=None, state=EvalState.FAILED,

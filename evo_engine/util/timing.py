@@ -9,8 +9,14 @@
 * **busy**: the evaluations' durations added up (a batch's members share one stretch of their
   worker's time, counted once); live, the work in flight counts up to *now*.
 * **warm-up** (estimated): what each worker's *first* evaluation took beyond the median of
-  its later complete ones: one-time costs such as loading a data set onto a GPU, which would
-  otherwise count as useful work.
+  its next ``WARMUP_WINDOW`` (31) complete ones: one-time costs such as loading a data set
+  onto a GPU, which would otherwise count as useful work. The window is the *first* 31, not
+  all of them: a median over every duration of every worker, recomputed by the live line up
+  to 5 times a second, cost 0.8 s a call after a million results and kept every duration
+  (issue 30). 31 evaluations already say what a worker's usual evaluation takes, a fixed
+  window keeps each worker's warm-up fixed once it is full (so the live line recomputes only
+  the workers still filling theirs), and ``analyze`` (evaluations in start order) takes the
+  same 31.
 * **utilization** = (busy - warm-up) / (workers x evaluating).
 
 ``TimingMeter`` takes evaluations one at a time (the coordinator, live) and ``timing_of`` takes
@@ -23,6 +29,9 @@ import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+WARMUP_WINDOW = 31
+"""Complete evaluations after a worker's first whose median is its usual duration."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,11 @@ class TimingMeter:
     between_jobs_s: float = 0.0
     _first: dict[int, tuple[float, float]] = field(default_factory=dict)
     _later: dict[int, list[float]] = field(default_factory=dict)
+    """Per worker, its first ``WARMUP_WINDOW`` complete evaluations after the first."""
+    _warm: dict[int, float] = field(default_factory=dict)
+    """Per worker, its warm-up as last computed."""
+    _dirty: set[int] = field(default_factory=set)
+    """Workers whose warm-up changed since ``warmup_s`` last computed it."""
 
     def observe(self, worker: int, t_start: float, t_end: float, complete: bool = True) -> None:
         if not (math.isfinite(t_start) and math.isfinite(t_end)) or t_end < t_start or t_start <= 0:
@@ -68,18 +82,25 @@ class TimingMeter:
         first = self._first.get(worker)
         if first is None or t_start < first[0]:
             if first is not None and complete:
-                self._later.setdefault(worker, []).append(first[1])
+                self._keep(worker, first[1])
             self._first[worker] = (t_start, d)
+            self._dirty.add(worker)
         elif complete:
-            self._later.setdefault(worker, []).append(d)
+            self._keep(worker, d)
+
+    def _keep(self, worker: int, d: float) -> None:
+        later = self._later.setdefault(worker, [])
+        if len(later) < WARMUP_WINDOW:  # a full window is final: O(1) from then on
+            later.append(d)
+            self._dirty.add(worker)
 
     def warmup_s(self) -> float:
-        total = 0.0
-        for w, (_, d) in self._first.items():
+        for w in self._dirty:
             later = self._later.get(w)
-            if later:
-                total += max(d - statistics.median(later), 0.0)
-        return total
+            d = self._first[w][1]
+            self._warm[w] = max(d - statistics.median(later), 0.0) if later else 0.0
+        self._dirty.clear()
+        return sum(self._warm.values())
 
     def result(self, now: float | None = None, in_flight: Iterable[float] = ()) -> Timing:
         """The timing so far; ``now`` (live) extends the evaluating span to the present and
@@ -132,4 +153,4 @@ def describe(t: Timing) -> str:
             f"(busy {fmt_seconds(t.busy_s)}{warm})")
 
 
-__all__ = ["Timing", "TimingMeter", "describe", "fmt_seconds", "timing_of"]
+__all__ = ["WARMUP_WINDOW", "Timing", "TimingMeter", "describe", "fmt_seconds", "timing_of"]

@@ -30,12 +30,18 @@ from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, a
 is no longer fitted. The decision depends only on the results observed, so replay keeps it.
 
 Cost per ``propose``: a fixed-kernel GP fit on the archive and another on the archive plus
-the evaluations in flight (kriging believer), O((archive + in flight)³) with the archive
-capped (256 by default), and the prediction for the candidates; the kernel's
-hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS`` results, warm-started) only
-after ``REFIT_GROWTH`` (20 %) more results, at least ``REFIT_MIN``. So the cost per ask stops
-growing with the archive and grows with the workers in flight (``benchmarks/quality.py``
-prints it).
+the evaluations in flight (kriging believer), O((archive + believed)³) with the archive
+capped (256 by default) and the believed evaluations in flight capped at
+``BELIEVED_IN_FLIGHT`` (64: the island's most recently issued ones), and the prediction for
+the candidates; the kernel's hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS``
+results, warm-started) only after ``REFIT_GROWTH`` (20 %) more results, at least
+``REFIT_MIN``. So the cost per ask grows neither with the archive nor with the worker count
+(``benchmarks/quality.py`` prints it). Believing every evaluation in flight made an ask
+O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points per island
+tripled the matrix. The older ones in flight are still never proposed again (exact repeats
+are refused against all of them), they only stop pushing the model's uncertainty away; and
+with hundreds in flight on one island the 64 newest already cover where the model last sent
+workers.
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
 hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
@@ -230,6 +236,8 @@ class Surrogate(Operator):
     REFIT_MIN = 4
     REFIT_GROWTH = 0.2
     FIT_POINTS = 100
+    BELIEVED_IN_FLIGHT = 64
+    """Evaluations in flight the kriging believer adds to the model at most (the newest)."""
 
     def __init__(
         self,
@@ -480,8 +488,9 @@ class Surrogate(Operator):
         # sklearn's, a third of its cost: no validation, no likelihood, no copies).
         gp = _GP(np.exp(np.asarray(self.theta)), F, z)
         if pending.shape[0]:
-            # Kriging believer: in-flight points are observed at the model's own prediction.
-            Fp = self.features(pending)
+            # Kriging believer: in-flight points are observed at the model's own prediction;
+            # the newest BELIEVED_IN_FLIGHT only, so the matrix does not grow with the workers.
+            Fp = self.features(pending[-self.BELIEVED_IN_FLIGHT :])
             gp = gp.extended(Fp, gp.predict(Fp)[0])
         mu, sd = gp.predict(self.features(cands))
         # sd includes the learned white noise: a point next to the incumbent keeps some EI
