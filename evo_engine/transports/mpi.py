@@ -332,6 +332,9 @@ class _Crew:
         message alive until MPI is done with it; a request dropped while active would free
         the buffer under MPI's feet."""
         self._request = _mpi().Request
+        self.check_at = max(size, 1) + 16
+        """Requests are tested once this many are held, not on every poll: one ``Testall``
+        per ``check_at`` sends (any MPI call, a probe included, moves them along)."""
         self.bound = 4 * max(size, 1) + 64
         """More requests than this in flight and ``send`` first waits for some to complete:
         each worker holds at most a task, a decision and the stop, so this is never reached
@@ -349,7 +352,7 @@ class _Crew:
         wait on one rank while every other rank's result and report waited on it."""
         sends = self.sends
         sends.append(comm.isend(obj, dest=rank, tag=tag))
-        if len(sends) > self.bound:
+        if len(sends) >= self.check_at:
             self.progress()
             if len(sends) > self.bound:
                 _wait_sends(sends, time.monotonic() + 1e9, len(sends) - self.bound // 2)
@@ -532,7 +535,6 @@ class MPITransport(Transport):
             self._backoff.wait(left)
 
     def _received(self) -> list[Result]:
-        self._crew.progress()
         if self._reports:
             self._answer_reports()
         out: list[Result] = []
