@@ -230,3 +230,27 @@ def test_workers_stuck_in_long_evaluations_are_aborted_after_the_store_is_closed
     assert done.returncode == 3, done.stderr
     assert "still busy" in done.stderr and "aborting the MPI job" in done.stderr
     assert store_attrs(run_dir)["status"] == "stopped"
+
+
+@needs_mpiexec
+def test_a_worker_that_does_not_receive_never_holds_up_rank_0(tmp_path: Path) -> None:
+    # tests/mpi_stall.py: a 2 MiB batch (far above the eager limit) goes to a rank that does
+    # not receive until rank 0 has answered another worker's report and taken its result.
+    # A blocking send would keep rank 0 inside submit_batch until that rank gives up (20 s).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env["PATH"] = f"{MPIEXEC.parent}{os.pathsep}{env.get('PATH', '')}"
+    script = Path(__file__).resolve().parent / "mpi_stall.py"
+    proc = subprocess.Popen([str(MPIEXEC), "-n", "3", sys.executable, str(script),
+                             str(tmp_path / "flag")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    out = finish(proc)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    # The late rank gives up after 20 s; an answer within 10 s (a loaded machine included)
+    # can only come from a rank 0 that went on while the batch waited.
+    assert got["submit_batch_s"] < 10, got
+    assert got["quick_round_trip_s"] < 10, got
+    assert got["reports"] == [[1, 1, 0.5]]
+    assert got["uids"] == [1, 10, 11, 12, 13]
+    assert got["sizes"] == [0] + [(2 << 20) // 4] * 4  # the batch arrived whole

@@ -528,3 +528,25 @@ def test_a_stop_while_the_writer_starts_marks_the_run_stopped(
     assert _main(tmp_path / "r", "--workers", "0") == 3
     attrs = RunStore.open(tmp_path / "r").attrs
     assert attrs["status"] == "stopped" and attrs["stop_reason"] == "signal:SIGTERM"
+
+
+def test_the_writer_starts_with_vfork_and_exec_so_mpi_is_never_forked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under mpiexec the writer starts after MPI_Init. A fork() of an MPI process copies
+    # memory the network may have pinned (Open MPI warns, verbs can corrupt); CPython's
+    # subprocess uses vfork + exec instead, sharing no copied page, unless one of these
+    # arguments is given (a preexec_fn, a user or group change, a umask).
+    calls: list[dict] = []
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("evo_engine.store.writer_process.subprocess.Popen", spy)
+    rec = RecorderProcess(_store(tmp_path / "run"), SPACE, flush_interval=0.01)
+    rec.finish("finished", "budget")
+    assert len(calls) == 1
+    forking = {"preexec_fn", "user", "group", "extra_groups", "umask"}
+    assert not {k for k, v in calls[0].items() if k in forking and v not in (None, -1)}
+    assert getattr(subprocess, "_USE_VFORK", True)

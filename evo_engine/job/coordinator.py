@@ -363,9 +363,11 @@ class Coordinator:
                 self.log.info("worker_gpu", worker=ev.result.worker, uid=ev.task.uid,
                               batch=ev.result.batch, gpu_busy_percent=round(ev.result.gpu[0], 1),
                               gpu_memory_mib=round(ev.result.gpu[1], 1))
-        best = self.engine.best  # re-evaluations move it too: read it after every result
+        # Re-evaluations move it too: read it after every result (the estimate, not
+        # engine.best, which builds an Individual each time).
+        best = self.engine.best_estimate
         if best is not None:
-            p.best, p.best_n = best.fitness, int(best.info.get("evaluations", 1))
+            p.best, p.best_n = best.mean, int(best.n)
         if ev.state is EvalState.COMPLETE:
             p.complete += 1
         elif ev.state is EvalState.PRUNED:

@@ -576,10 +576,12 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         if journal is not None:
             journal.finished(ev.task.uid)
         recorder.record(ev)
-        recorder.record_migrations(engine.drain_migrations())
+        if engine.migrations:
+            recorder.record_migrations(engine.drain_migrations())
         reporter.observe(ev)
-        if callbacks is not None:
-            callbacks(record_of(ev, engine.n_finished, engine.best.fitness if engine.best else None))
+        if callbacks is not None and callbacks.loggers:  # (a record and the incumbent cost
+            best = engine.best_estimate                  # ~10 us a result: only for a logger)
+            callbacks(record_of(ev, engine.n_finished, best.mean if best is not None else None))
         if ev.state is not EvalState.PRUNED and ev.result.worker >= 0:
             # Any evaluation started may run to the end: a pruned one's time says nothing of
             # that, nor does a poison task failed without running (worker -1).

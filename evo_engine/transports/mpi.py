@@ -11,6 +11,11 @@ rank (see ``evo_engine.transports.launch``). The shape follows ``mpi4py.futures`
 * nothing spins while idle: MPICH's blocking receive busy-polls a core, so every wait here is
   a non-blocking probe, repeated for 0.5 ms (yielding the core when the node has more ranks
   than cores), then with a growing sleep (20 µs to 1 ms);
+* rank 0 never waits on one rank: everything it sends (START, tasks, batches, DECISION,
+  STOP) goes out with ``isend`` and the request, holding the pickled message, is kept until a
+  later poll sees it complete (``_Crew``); a blocking send above the eager limit returns only
+  when that rank has received, and meanwhile every other rank's result and report waited.
+  Workers send with blocking ``send``: they have nothing else to do;
 * shutdown is a handshake: rank 0 sends every worker the stop sentinel and waits for each
   one's goodbye, so every rank leaves ``MPI_Finalize`` with nothing in flight and exits 0.
   A worker that cannot say goodbye in time (stuck in a long evaluation after a walltime
@@ -33,7 +38,13 @@ its own exit code; the store stays consistent (it is crash-safe at any instant) 
 
 An intermediate report (``ctx.report`` when the spec asks for reports) is one round trip: the
 worker sends REPORT and waits for the DECISION (True = stop) that rank 0 sends from its poll
-loop as soon as it sees the report; a STOP in its place means the job is ending.
+loop, or right after handing out a task, as soon as it sees the report; a STOP in its place
+means the job is ending. One long ask (the surrogate's, 20-100 ms) still delays the reports
+that arrive during it: rank 0 runs one thread.
+
+The store's writer process starts after ``MPI_Init``, with ``subprocess.Popen``: ``vfork`` +
+``exec`` on Linux, so no page of rank 0 (none that the network pinned) is copied, and the
+child never initialises MPI (docs/mpi-slurm.md).
 
 Tasks and results travel as plain tuples: pickling the dataclasses (a numpy genome, an enum)
 costs ten times more, and at thousands of evaluations per second rank 0 feels it. A worker
@@ -313,7 +324,8 @@ def _leave_signals_to_the_coordinator() -> None:
 
 
 class _Crew:
-    """Rank 0's record of the worker ranks: told to stop, and gone (said goodbye)."""
+    """Rank 0's record of the worker ranks: told to stop, gone (said goodbye), and the sends
+    still in flight to them."""
 
     def __init__(self, size: int) -> None:
         self.ranks = range(1, size)
@@ -321,10 +333,64 @@ class _Crew:
         self.gone: set[int] = set()
         self.deadline: float | None = None
         """When waiting for goodbyes ends; set by the first stop, so later calls do not wait anew."""
+        self.sends: list[Any] = []
+        """Requests of the non-blocking sends not yet seen complete. Each keeps its pickled
+        message alive until MPI is done with it; a request dropped while active would free
+        the buffer under MPI's feet."""
+        self._request = _mpi().Request
+        self.check_at = max(size, 1) + 16
+        """Requests are tested once this many are held, not on every poll: one ``Testall``
+        per ``check_at`` sends (any MPI call, a probe included, moves them along)."""
+        self.bound = 4 * max(size, 1) + 64
+        """More requests than this in flight and ``send`` first waits for some to complete:
+        each worker holds at most a task, a decision and the stop, so this is never reached
+        unless a rank stopped receiving."""
 
     @property
     def missing(self) -> list[int]:
         return [r for r in self.ranks if r not in self.gone]
+
+    def send(self, comm: Comm, obj: Any, rank: int, tag: int) -> None:
+        """Send without waiting for ``rank`` to receive (``isend``, as mpi4py.futures does).
+
+        A standard-mode ``send`` above the eager limit (a large batch or spec; lower
+        limits under UCX or verbs) returns only once ``rank`` has received: rank 0 would
+        wait on one rank while every other rank's result and report waited on it."""
+        sends = self.sends
+        sends.append(comm.isend(obj, dest=rank, tag=tag))
+        if len(sends) >= self.check_at:
+            self.progress()
+            if len(sends) > self.bound:
+                _wait_sends(sends, time.monotonic() + 1e9, len(sends) - self.bound // 2)
+
+    def progress(self) -> None:
+        """Let go of the sends that completed (the usual case: all of them, in one call)."""
+        sends = self.sends
+        if not sends:
+            return
+        request = self._request
+        if request.Testall(sends):
+            sends.clear()
+        elif request.Testsome(sends):
+            sends[:] = [r for r in sends if r]
+
+
+def _wait_sends(sends: list[Any], deadline: float, keep: int = 0) -> bool:
+    """Wait until at most ``keep`` sends are in flight or ``deadline`` (monotonic) passes."""
+    request = _mpi().Request
+    backoff = Backoff()
+    while len(sends) > keep:
+        if request.Testall(sends):
+            sends.clear()
+            return True
+        if request.Testsome(sends):
+            sends[:] = [r for r in sends if r]
+            backoff.reset()
+            continue
+        if time.monotonic() >= deadline:
+            return False
+        backoff.wait(deadline - time.monotonic())
+    return True
 
 
 _crew: _Crew | None = None
@@ -342,13 +408,15 @@ def stop_workers(comm: Comm, timeout: float) -> list[int]:
     after the first call.
 
     Results still arriving are dropped: the run is over, and the engine keeps their tasks in
-    its in-flight table for ``--resume``. Returns the ranks that did not say goodbye.
+    its in-flight table for ``--resume``. Then waits, within the same time, for every send
+    still in flight (none may be left when MPI is finalized). Returns the ranks that did not
+    say goodbye.
     """
     MPI = _mpi()
     crew = _crew_of(comm)
     for r in crew.ranks:
         if r not in crew.stopped:
-            comm.send(STOP, dest=r, tag=TAG_STOP)
+            crew.send(comm, STOP, r, TAG_STOP)
             crew.stopped.add(r)
     if crew.deadline is None:
         crew.deadline = time.monotonic() + timeout
@@ -356,6 +424,7 @@ def stop_workers(comm: Comm, timeout: float) -> list[int]:
     status = MPI.Status()
     backoff = Backoff()
     while crew.missing and time.monotonic() < deadline:
+        crew.progress()
         msg = comm.improbe(MPI.ANY_SOURCE, MPI.ANY_TAG, status)
         if msg is None:
             backoff.wait(deadline - time.monotonic())
@@ -364,6 +433,9 @@ def stop_workers(comm: Comm, timeout: float) -> list[int]:
         if status.Get_tag() == TAG_BYE:
             crew.gone.add(status.Get_source())
         backoff.reset()
+    # A rank that said goodbye received everything sent to it before the stop; the sends to
+    # ranks still missing may never complete (the job is then aborted, which ends them).
+    _wait_sends(crew.sends, deadline)
     return crew.missing
 
 
@@ -385,7 +457,12 @@ class MPITransport(Transport):
         self.drain_timeout = drain_timeout
         self._status = MPI.Status()
         self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
-        self._backoff = Backoff()
+        self._crew = _crew_of(self.comm)
+        self._reports = spec.reports
+        # Oversubscribed (more ranks than cores), rank 0's quick polls yield the core: a
+        # coordinator spinning for its results took the core from the workers that make them
+        # (poll was 163 us of rank 0's 387 us CPU per evaluation, 4 workers on 2 cores).
+        self._backoff = Backoff(share=oversubscribed(_ranks_on_node))
         self._held: dict[int, tuple[list[Task], bool, float]] = {}
         """worker -> the tasks it holds, kept only when there is a time limit to enforce."""
         self._deadlines = Deadlines()
@@ -394,7 +471,7 @@ class MPITransport(Transport):
     def start(self) -> list[WorkerInfo]:
         """Send each worker rank the spec; wait until every one has loaded the scenario."""
         for r in range(1, self.n_workers + 1):
-            self.comm.send(self.spec, dest=r, tag=TAG_START)
+            self._crew.send(self.comm, self.spec, r, TAG_START)
         try:
             return self._await_ready()
         except BaseException:
@@ -414,6 +491,7 @@ class MPITransport(Transport):
                     f"{len(silent)} worker rank(s) did not start within "
                     f"{self.start_timeout:.0f} s (ranks {_ranks_text(silent)})"
                 )
+            self._crew.progress()
             msg = self.comm.improbe(self._any_source, self._any_tag, self._status)
             if msg is None:
                 backoff.wait()
@@ -432,14 +510,17 @@ class MPITransport(Transport):
         return [infos[w] for w in sorted(infos)]
 
     def submit(self, worker: int, task: Task) -> None:
-        # A standard-mode send of a task this small is buffered (eager) and returns at once.
         if self._timeout is not None:
             self._watch(worker, [task], False)
-        self.comm.send(task_message(task), dest=worker + 1, tag=TAG_TASK)
+        self._crew.send(self.comm, task_message(task), worker + 1, TAG_TASK)
+        if self._reports:  # between two asks (a surrogate's takes 20-100 ms): answer reports
+            self._answer_reports()
 
     def submit_batch(self, worker: int, tasks: list[Task]) -> None:
         self._watch(worker, tasks, True)
-        self.comm.send([task_message(t) for t in tasks], dest=worker + 1, tag=TAG_TASK)
+        self._crew.send(self.comm, [task_message(t) for t in tasks], worker + 1, TAG_TASK)
+        if self._reports:
+            self._answer_reports()
 
     def _watch(self, worker: int, tasks: list[Task], batched: bool) -> None:
         if self._timeout is not None:
@@ -463,7 +544,8 @@ class MPITransport(Transport):
             self._backoff.wait(left)
 
     def _received(self) -> list[Result]:
-        self._answer_reports()
+        if self._reports:
+            self._answer_reports()
         out: list[Result] = []
         while True:
             msg = self.comm.improbe(self._any_source, TAG_RESULT, self._status)
@@ -502,7 +584,8 @@ class MPITransport(Transport):
                 return
             source = self._status.Get_source()
             uid, step, value = msg.recv()
-            self.comm.send(self.decide_report(uid, step, value), dest=source, tag=TAG_DECISION)
+            self._crew.send(self.comm, self.decide_report(uid, step, value), source,
+                            TAG_DECISION)
 
     def close(self) -> None:
         """Stop every worker; ranks still busy after ``drain_timeout`` s are left to run_rank."""
@@ -517,6 +600,9 @@ def _ranks_text(ranks: list[int], shown: int = 8) -> str:
 # -- every rank ----------------------------------------------------------------------------
 
 _coordinating = False
+_ranks_on_node = 1
+"""Ranks sharing rank 0's node (set by ``run_rank``): more than its cores and rank 0's own
+waits yield the core too."""
 
 
 def coordinating() -> bool:
@@ -541,6 +627,8 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
     MPI = _mpi()
     comm = MPI.COMM_WORLD
     local_rank, local_size = node_local_rank(comm)
+    global _ranks_on_node
+    _ranks_on_node = local_size
     if comm.Get_rank() != COORDINATOR:
         return _guarded(comm, lambda: worker_main(comm, local_rank, local_size))
     global _coordinating
