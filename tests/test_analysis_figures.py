@@ -17,7 +17,13 @@ from evo_engine.analysis.figures import (
     plot_learning_curves,
     plot_parallel_coordinates,
 )
-from evo_engine.analysis.importance import importance
+from evo_engine.analysis.importance import (
+    MIN_EVALUATIONS,
+    MIN_R2,
+    Importance,
+    NoImportance,
+    importance,
+)
 from evo_engine.analysis.plots import PlotError, make_plots, plot_parameters, plot_workers
 from evo_engine.search.messages import EvalState
 from evo_engine.space import Categorical, Float, Int, Space
@@ -68,26 +74,36 @@ def build(run_dir: Path, n: int = 120, seed: int = 0, curves: bool = False) -> N
     store.close("finished", "finished", trim=True)
 
 
-def test_importance_finds_what_matters_with_intervals(tmp_path: Path) -> None:
+def test_importance_finds_what_matters_and_shares_add_up(tmp_path: Path) -> None:
     build(tmp_path / "r")
-    imp = importance(load_run(tmp_path / "r"), n_boot=8, n_trees=50)
+    imp = importance(load_run(tmp_path / "r"), n_trees=50, n_repeats=3)
+    assert isinstance(imp, Importance) and imp.cv_r2 > 0.5
     got = dict(zip(imp.names, imp.mean))
     assert set(got) == {"lr", "width", "act", "modes"}, "every parameter gets a score"
-    assert max(got, key=got.get) == "lr" and got["lr"] > 0.3
-    lo, hi = dict(zip(imp.names, imp.lo)), dict(zip(imp.names, imp.hi))
-    assert lo["lr"] > hi["width"], "lr's interval lies above an irrelevant parameter's"
-    assert all(lo[k] <= got[k] <= hi[k] for k in got)
-    assert imp.enough and imp.warning() is None and imp.oob_r2 > 0.5
+    assert max(got, key=got.get) == "lr" and got["lr"] > 0.5
+    assert got["width"] < 0.15 and got["modes"] < 0.15
+    assert abs(sum(got.values()) - 1.0) < 1e-9, "bars are shares of the summed drops"
 
 
-def test_importance_warns_below_the_minimum_count(tmp_path: Path) -> None:
-    build(tmp_path / "small", n=20)
-    run = load_run(tmp_path / "small")
-    imp = importance(run, n_boot=4, n_trees=20)
-    assert not imp.enough and "only 20 complete evaluations" in imp.warning()
-    fig = plot_importance(run)
-    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert any("only 20 complete" in t for t in texts)
+def test_importance_is_not_drawn_when_the_forest_explains_nothing(tmp_path: Path) -> None:
+    build(tmp_path / "noise", n=60)
+    run = load_run(tmp_path / "noise")
+    run.evaluations["fitness"][:] = np.random.default_rng(5).random(run.n)  # a random objective
+    imp = importance(run, n_trees=50, n_repeats=3)
+    assert isinstance(imp, NoImportance) and imp.cv_r2 < MIN_R2
+    assert "cross-validated R²" in imp.reason and plot_importance(run, imp) is None
+    skipped: dict[str, str] = {}
+    paths = make_plots(run, tmp_path / "out", on_skip=skipped.__setitem__)
+    assert {"importance", "influence"} <= set(skipped)
+    assert "explains none of the fitness ranks" in skipped["importance"]
+    assert "importance" not in {p.stem for p in paths}
+
+
+def test_importance_is_skipped_below_the_minimum_count(tmp_path: Path) -> None:
+    build(tmp_path / "small", n=MIN_EVALUATIONS - 1)
+    imp = importance(load_run(tmp_path / "small"))
+    assert isinstance(imp, NoImportance)
+    assert imp.reason.startswith(f"{MIN_EVALUATIONS - 1} complete evaluations, fewer than")
 
 
 def test_learning_curves_mark_pruned_and_rungs(tmp_path: Path) -> None:
