@@ -160,6 +160,7 @@ def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure:
         shown.append(name)
     names = shown
     f = np.where(ok, run.fitness, last)[drawn]
+    uids = run.evaluations["uid"][drawn]
     is_pruned = pruned[drawn]
     pct = np.full(f.size, np.nan)
     pct[~is_pruned] = fitness_percentile(f[~is_pruned])
@@ -177,7 +178,8 @@ def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure:
                  layout="constrained")
     ax = fig.subplots()
     for i in np.flatnonzero(is_pruned):
-        ax.plot(x, y[i], color="0.55", lw=0.6, ls=(0, (3, 2)), alpha=0.35, zorder=1)
+        ax.plot(x, y[i], color="0.55", lw=0.6, ls=(0, (3, 2)), alpha=0.35, zorder=1,
+                gid=f"pruned uid {int(uids[i])}")
     if is_pruned.any():
         ax.scatter(np.full(int(is_pruned.sum()), x[-1]), y[is_pruned, -1], marker="v", s=18,
                    facecolors="none", edgecolors="0.4", linewidths=0.7, zorder=2)

@@ -2,7 +2,7 @@
 
 The one importance measure ``analyze`` shows. Definition:
 
-- A random forest (scikit-learn, 200 trees, leaves of at least 2) learns the fitness *rank*
+- A random forest (scikit-learn, 100 trees, leaves of at least 2) learns the fitness *rank*
   (0 = best, 1 = worst) of the complete evaluations from their parameters (log parameters in
   log space, a categorical as its choice index, an inactive conditional parameter as a value
   below its range). Ranks keep a few huge fitness values from dominating.
@@ -11,7 +11,7 @@ The one importance measure ``analyze`` shows. Definition:
   **cross-validated R²**, how much of the rank variance the forest explains on evaluations
   it did not see.
 - A parameter's drop is ``sklearn.inspection.permutation_importance`` on each held-out fold
-  (scoring R², 10 shuffles): how much held-out R² the forest loses when that parameter's
+  (scoring R², 5 shuffles): how much held-out R² the forest loses when that parameter's
   column is shuffled, averaged over the folds. Drops do not add up to anything (shuffling
   makes predictions worse than the mean, so one drop can exceed the R² and even 1; parameters
   that act together each lose the shared part), so the bars show each parameter's **share**
@@ -36,8 +36,8 @@ MIN_EVALUATIONS = 20
 """Complete evaluations needed: 5 folds of at least 4."""
 MIN_R2 = 0.2
 """Cross-validated R² below which the forest is taken to explain nothing."""
-N_TREES = 200
-N_REPEATS = 10
+N_TREES = 100
+N_REPEATS = 5
 
 DEFINITION = ("share of the summed permutation importances (drop in held-out R² of a random "
               "forest on fitness ranks when the parameter is shuffled, 5-fold cross-validation)")

@@ -237,7 +237,7 @@ def _mark_breaks(ax: Axes, xs: list[tuple[float, JobBreak]], label: bool) -> Non
     """A dotted line where each resumed job began, with how long nothing ran before it."""
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     for x, b in xs:
-        ax.axvline(x, color="0.35", ls=(0, (1, 2)), lw=1.1, zorder=1,
+        ax.axvline(x, color="0.35", ls=(0, (1, 2)), lw=1.1, zorder=1, gid="job-boundary",
                    label="job boundary (resume; pause cut out)" if label else None)
         label = False
         ax.text(x, 0.02, f" job {b.job} after a {fmt_duration(b.seconds)} pause ",
