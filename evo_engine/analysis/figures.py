@@ -222,6 +222,9 @@ def plot_importance(run: Run, imp: object = None) -> Figure:
     imp = importance(run) if imp is None else imp
     if isinstance(imp, NoImportance):
         raise Skip(imp.reason)
+    if len(imp.names) == 1:
+        raise Skip(f"the run has one parameter ({imp.names[0]}): it has all the importance "
+                   f"there is (influence.png shows fitness against it)")
     order = np.argsort(imp.mean)
     fig = Figure(figsize=(8, 1.6 + 0.42 * len(imp.names)), dpi=DPI, layout="constrained")
     ax = fig.subplots()

@@ -35,6 +35,7 @@ from evo_engine.analysis.timeline import (
     evaluating_time,
     fitness_label,
     has_pruning,
+    job_pauses,
     last_reported,
     worker_seconds,
 )
@@ -497,7 +498,8 @@ def plot_workers(run: Run) -> Figure:
     div, unit = time_unit(hi)
     start = min(0.0, lo)
     workers = sorted(usage)
-    fig = Figure(figsize=(13, min(1.2 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
+    pauses = job_pauses(run)
+    fig = Figure(figsize=(13, min(1.6 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     failed = ev["state"] != int(EvalState.COMPLETE)
     pruned = ev["state"] == int(EvalState.PRUNED)
@@ -509,6 +511,10 @@ def plot_workers(run: Run) -> Figure:
             ax.broken_barh([(start / div, (lo - start) / div)], (row - 0.4, 0.8),
                            facecolor="0.97", edgecolor="0.75", hatch="///", linewidth=0, zorder=1)
         ax.broken_barh([(lo / div, (hi - lo) / div)], (row - 0.4, 0.8), color="0.9", zorder=1)
+        if pauses:  # between the jobs of a resumed run: no workers, so not idle either
+            ax.broken_barh([((a - run.t0) / div, (b - a) / div) for a, b in pauses],
+                           (row - 0.4, 0.8), facecolor="white", edgecolor="0.6",
+                           hatch="\\\\", linewidth=0, zorder=1.5)
         m = ok & (ev["worker"] == w)
         for k in range(n_isl):
             mk = m & (ev["island"] == k) & ~failed
@@ -530,6 +536,9 @@ def plot_workers(run: Run) -> Figure:
     if pruned.any():
         handles.append(Patch(color="0.55", label="pruned (stopped early)"))
     handles.append(Patch(color="0.9", label="idle"))
+    if pauses:
+        handles.append(Patch(facecolor="white", edgecolor="0.6", hatch="\\\\",
+                             label="between jobs (resume; not counted)"))
     if lo > start:
         handles.append(Patch(facecolor="0.97", edgecolor="0.75", hatch="///",
                              label=f"start-up ({lo - start:.3g} s: data, workers)"))
