@@ -41,6 +41,9 @@ class Scenario(BaseModel):
     objective: Callable[..., Any]
     """``objective(params, ctx) -> float | dict``; a dict carries ``fitness`` plus metrics.
     Lower fitness is better."""
+    fitness_name: str = Field("fitness", min_length=1)
+    """What fitness measures, with its unit if any (e.g. "validation nRMSE"): the name on the
+    plots' axes. Labels only; not part of the search or of the fingerprint."""
     prepare: Callable[[], Any] | None = None
     """Called once on the coordinator before any worker starts (e.g. generate a data set)."""
     finalize: Callable[..., dict[str, float]] | None = None

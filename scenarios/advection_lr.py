@@ -50,6 +50,7 @@ def make_scenario(preset: str) -> Scenario:
         name="advection_lr",
         space=Space(lr=Float(1e-5, 1e-1, log=True)),
         objective=functools.partial(train_advection, task=task),
+        fitness_name="validation fitness (mean of RMSE, nRMSE, bRMSE, cRMSE)",
         prepare=functools.partial(prepare_advection, task),
         finalize=functools.partial(advection_test_metrics, task=task),
         # 24 (cpu) or 256 (full) evaluations of a 1-D space: a GP surrogate places a learning

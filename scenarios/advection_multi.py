@@ -54,6 +54,7 @@ def make_scenario(preset: str) -> Scenario:
         name="advection_multi",
         space=space,
         objective=functools.partial(train_advection, task=task),
+        fitness_name="validation fitness (mean of RMSE, nRMSE, bRMSE, cRMSE)",
         prepare=functools.partial(prepare_advection, task),
         finalize=functools.partial(advection_test_metrics, task=task),
         # Budgets of 40-512 evaluations: the GP surrogate with a hypertiling design (handing

@@ -64,6 +64,7 @@ def make_scenario(preset: str) -> Scenario:
             activation=Categorical(tree=ACTIVATION_TREE),
         ),
         objective=functools.partial(train_pinn, task=task),
+        fitness_name="validation relative L2 error",
         finalize=functools.partial(pinn_test_metrics, task=task),
         # Budgets of 32-512 evaluations: the GP surrogate with a hypertiling design is best of
         # {TPE, CMA-ES, random, ES} on 4 of 5 reporting landscapes at 100 evaluations and 5 of

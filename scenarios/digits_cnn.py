@@ -35,6 +35,7 @@ def make_scenario(preset: str) -> Scenario:
             lr=Float(1e-4, 1e-1, log=True),
         ),
         objective=functools.partial(train_digits, task=task),
+        fitness_name="validation error rate",
         finalize=functools.partial(digits_test_metrics, task=task),
         # Budgets of 32-512 evaluations: the GP surrogate with a hypertiling design is best of
         # {TPE, CMA-ES, random, ES} on 4 of 5 reporting landscapes at 100 evaluations and 5 of

@@ -41,6 +41,7 @@ def make_scenario(preset: str) -> Scenario:
             }),
         ),
         objective=sphere,
+        fitness_name="sphere objective (dimensionless)",
         islands=2,
         population_size=8,
         operator="ga",

@@ -7,27 +7,33 @@ fitness rank as a percentile, yellow = best (``plots.FITNESS_CMAP``).
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from evo_engine.analysis.importance import importance
+from evo_engine.analysis.importance import DEFINITION, MIN_R2, NoImportance, importance
 from evo_engine.analysis.plots import (
     DPI,
     FITNESS_CMAP,
+    Skip,
     _fitness_axis,
+    _skippable,
     _title,
     fitness_colorbar,
     fitness_percentile,
     param_values,
 )
+from evo_engine.analysis.timeline import fitness_label, last_reported
 from evo_engine.search.messages import EvalState
 from evo_engine.store.reader import Run
 
 
-def plot_learning_curves(run: Run) -> Figure | None:
+@_skippable
+def plot_learning_curves(run: Run) -> Figure:
     """Every evaluation's intermediate reports against its steps (``ctx.report``).
 
     Complete evaluations are coloured by their final fitness rank; pruned ones are grey with
@@ -35,7 +41,7 @@ def plot_learning_curves(run: Run) -> Figure | None:
     """
     c = run.curves
     if not c or c.get("uid", np.zeros(0)).size == 0:
-        return None
+        raise Skip("the objective reported no intermediate values (ctx.report)")
     ev = run.evaluations
     state = dict(zip(ev["uid"].tolist(), ev["state"].tolist()))
     ok_uids = ev["uid"][run.complete].tolist()
@@ -71,8 +77,8 @@ def plot_learning_curves(run: Run) -> Figure | None:
             r *= int(pruner["eta"])
     for r in rungs:
         ax.axvline(r, color="0.3", ls=":", lw=0.9, zorder=0)
-    _fitness_axis(ax, value, "reported value (lower is better)")
-    ax.set_xlabel("step (as reported by the objective, e.g. epoch)")
+    _fitness_axis(ax, value, f"{fitness_label(run)}, as reported at each step")
+    ax.set_xlabel("step reported by the objective (ctx.report, e.g. epochs trained)")
     ax.grid(alpha=0.3)
     sm = colormaps[FITNESS_CMAP]
     fitness_colorbar(fig, _mappable(sm), ax, "final fitness rank (percentile, 0 = best)")
@@ -84,7 +90,7 @@ def plot_learning_curves(run: Run) -> Figure | None:
         handles.append(Line2D([], [], color="0.3", ls=":", label="ASHA rungs"))
     ax.legend(handles=handles, fontsize=8, loc="upper right")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    _title(fig, run, "Learning curves")
+    _title(fig, run, "Learning curves (lower is better)")
     return fig
 
 
@@ -120,20 +126,29 @@ INACTIVE_Y = -0.12
 """Where parallel coordinates draw an inactive conditional parameter (below the range)."""
 
 
-def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure | None:
+@_skippable
+def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure:
     """One vertical axis per parameter (its declared range; log where declared) and fitness;
     one line per complete evaluation, coloured by fitness rank, the ``highlight`` best bold.
-    An inactive conditional parameter is drawn at "inactive", below its axis's range, so
-    every line still reaches the fitness axis; a parameter inactive in every complete
-    evaluation gets no axis."""
+
+    A pruned evaluation is a thin grey dashed line that ends at its last reported value on
+    the fitness axis (a hollow triangle there: a value at an earlier step, not a final
+    fitness). An inactive conditional parameter is drawn at "inactive", below its axis's
+    range, so every line still reaches the fitness axis; a parameter inactive in every
+    evaluation drawn gets no axis."""
     names = [p for p in run.param_names if f"params/{p}" in run.evaluations]
     ok = run.complete
-    if ok.sum() < 2 or not names:
-        return None
+    last, _ = last_reported(run)
+    pruned = (run.evaluations["state"] == int(EvalState.PRUNED)) & np.isfinite(last)
+    if not names:
+        raise Skip("the run recorded no parameter values")
+    if ok.sum() < 2:
+        raise Skip(f"{int(ok.sum())} complete evaluation(s): fewer than 2 lines to compare")
+    drawn = ok | pruned
     cols, ticks, shown = [], [], []
     for name in names:
         u, labels, pos = _unit_column(run, name)
-        u = u[ok]
+        u = u[drawn]
         inactive = ~np.isfinite(u)
         if inactive.all():
             continue
@@ -144,22 +159,32 @@ def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure | None:
         ticks.append((labels, pos))
         shown.append(name)
     names = shown
-    f = run.fitness[ok]
-    pct = fitness_percentile(f)
-    fin = np.isfinite(f)
-    log = bool(fin.any() and f.min() > 0 and f.max() / f.min() > 30)
+    f = np.where(ok, run.fitness, last)[drawn]
+    uids = run.evaluations["uid"][drawn]
+    is_pruned = pruned[drawn]
+    pct = np.full(f.size, np.nan)
+    pct[~is_pruned] = fitness_percentile(f[~is_pruned])
+    log = bool(f.min() > 0 and f.max() / f.min() > 30)
     g = np.log10(f) if log else f
     span = (g.max() - g.min()) or 1.0
     cols.append((g - g.min()) / span)
     ticks.append(([f"{f.min():.3g}", f"{f.max():.3g}"], [0.0, 1.0]))
-    axes_names = [*names, "fitness" + (" (log)" if log else "")]
+    label = fitness_label(run)
+    axes_names = [*names, label + (" (log)" if log else "")]
     y = np.column_stack(cols)
     x = np.arange(len(axes_names))
     cmap = colormaps[FITNESS_CMAP]
     fig = Figure(figsize=(max(1.25 * len(axes_names) + 2.5, 7), 5.2), dpi=DPI,
                  layout="constrained")
     ax = fig.subplots()
-    order = np.argsort(-pct)  # worst first, best drawn on top
+    for i in np.flatnonzero(is_pruned):
+        ax.plot(x, y[i], color="0.55", lw=0.6, ls=(0, (3, 2)), alpha=0.35, zorder=1,
+                gid=f"pruned uid {int(uids[i])}")
+    if is_pruned.any():
+        ax.scatter(np.full(int(is_pruned.sum()), x[-1]), y[is_pruned, -1], marker="v", s=18,
+                   facecolors="none", edgecolors="0.4", linewidths=0.7, zorder=2)
+    complete = np.flatnonzero(~is_pruned)
+    order = complete[np.argsort(-pct[complete])]  # worst first, best drawn on top
     best = set(order[-highlight:].tolist())
     for i in order:
         bold = i in best
@@ -178,36 +203,44 @@ def plot_parallel_coordinates(run: Run, highlight: int = 10) -> Figure | None:
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fitness_colorbar(fig, _mappable(cmap), ax, "fitness rank (percentile, 0 = best)")
-    _title(fig, run, f"Parallel coordinates of {int(ok.sum())} complete evaluations "
-                     f"(the {min(highlight, int(ok.sum()))} best bold)")
+    n_ok, n_pr = int(ok.sum()), int(is_pruned.sum())
+    if n_pr:
+        ax.legend(handles=[Line2D([], [], color="0.55", ls=(0, (3, 2)), marker="v", mfc="none",
+                                  mec="0.4", label=f"pruned ({n_pr}): at its last reported "
+                                                   "value")],
+                  fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False)
+    _title(fig, run, f"Parallel coordinates of {n_ok} complete evaluations (the "
+                     f"{min(highlight, n_ok)} best bold)"
+                     + (f" and {n_pr} pruned ones (grey, dashed)" if n_pr else ""))
     return fig
 
 
-def plot_importance(run: Run) -> Figure | None:
-    """Permutation importance (random forest on fitness ranks) with bootstrap intervals."""
-    imp = importance(run)
-    if imp is None:
-        return None
+@_skippable
+def plot_importance(run: Run, imp: object = None) -> Figure:
+    """The one importance measure (``analysis.importance``), or a Skip saying why there is
+    none: a random forest that explains nothing on held-out evaluations gives no bars."""
+    imp = importance(run) if imp is None else imp
+    if isinstance(imp, NoImportance):
+        raise Skip(imp.reason)
+    if len(imp.names) == 1:
+        raise Skip(f"the run has one parameter ({imp.names[0]}): it has all the importance "
+                   f"there is (influence.png shows fitness against it)")
     order = np.argsort(imp.mean)
-    fig = Figure(figsize=(7.5, 1.2 + 0.42 * len(imp.names)), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(8, 1.6 + 0.42 * len(imp.names)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(order))
-    mean = imp.mean[order]
-    err = np.vstack([mean - imp.lo[order], imp.hi[order] - mean]).clip(min=0)
-    ax.barh(y, mean, xerr=err, color="tab:blue", edgecolor="0.2", linewidth=0.5,
-            error_kw={"ecolor": "0.2", "capsize": 3, "lw": 1}, alpha=0.85)
+    ax.barh(y, 100 * imp.mean[order], xerr=100 * imp.std[order], color="tab:blue",
+            edgecolor="0.2", linewidth=0.5, error_kw={"ecolor": "0.2", "capsize": 3, "lw": 1},
+            alpha=0.85)
     ax.set_yticks(y, [imp.names[i] for i in order])
     ax.axvline(0, color="0.3", lw=0.8)
-    ax.set_xlabel(f"drop in out-of-bag R² when the parameter is shuffled "
-                  f"(mean, {100 * imp.level:.0f}% bootstrap interval)")
+    ax.set_xlim(0, 105)
+    ax.set_xlabel(textwrap.fill("importance (%): " + DEFINITION + "; bars add up to 100 %, "
+                                "error bar ± 1 std over the folds", 95), fontsize=8.5)
     ax.grid(alpha=0.3, axis="x")
-    note = f"forest R² {imp.oob_r2:.2f} from {imp.n} complete evaluations"
-    warn = imp.warning()
-    if warn:
-        ax.text(0.99, 0.02, "⚠ " + warn, transform=ax.transAxes, ha="right", va="bottom",
-                fontsize=8, color="firebrick",
-                bbox={"facecolor": "white", "edgecolor": "firebrick", "alpha": 0.9})
-    _title(fig, run, f"Hyperparameter importance ({note})")
+    _title(fig, run, f"Hyperparameter importance for {fitness_label(run)}: a random forest "
+                     f"explains cross-validated R² = {imp.cv_r2:.2f} of its ranks ({imp.n} "
+                     f"complete evaluations; no bars below R² {MIN_R2})")
     return fig
 
 

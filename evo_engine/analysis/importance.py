@@ -1,17 +1,26 @@
-"""Hyperparameter importance with uncertainty: permutation importance of a random forest.
+"""Hyperparameter importance: permutation importance of a random forest, cross-validated.
 
-A random forest (scikit-learn) learns fitness *ranks* from the parameters of the complete
-evaluations (log parameters in log space, a categorical as its choice index, an inactive
-conditional parameter as -1, a value no active one takes). A parameter's importance is how
-much the forest's out-of-bag R² drops when that parameter's column is shuffled: the share of
-the explained rank variance that needs it. Each of ``n_boot`` bootstrap resamples of the
-evaluations fits its own forest and scores it on the rows it did not see, so the spread over
-resamples is an honest uncertainty (a 90 % interval by default). Unlike a per-parameter
-effect size, the forest sees interactions and is not fooled by one parameter's values
-tracking another's (which is what a search concentrating on a region does).
+The one importance measure ``analyze`` shows. Definition:
 
-Fewer than ``max(MIN_EVALUATIONS, 10 x parameters)`` complete evaluations draw a warning:
-the intervals are then wide and the ranking not to be trusted.
+- A random forest (scikit-learn, 100 trees, leaves of at least 2) learns the fitness *rank*
+  (0 = best, 1 = worst) of the complete evaluations from their parameters (log parameters in
+  log space, a categorical as its choice index, an inactive conditional parameter as a value
+  below its range). Ranks keep a few huge fitness values from dominating.
+- The evaluations are split into ``FOLDS`` (5) folds. For each fold, a forest fitted on the
+  other four predicts the held-out fold: the pooled held-out predictions give the
+  **cross-validated R²**, how much of the rank variance the forest explains on evaluations
+  it did not see.
+- A parameter's drop is ``sklearn.inspection.permutation_importance`` on each held-out fold
+  (scoring R², 5 shuffles): how much held-out R² the forest loses when that parameter's
+  column is shuffled, averaged over the folds. Drops do not add up to anything (shuffling
+  makes predictions worse than the mean, so one drop can exceed the R² and even 1; parameters
+  that act together each lose the shared part), so the bars show each parameter's **share**
+  of the summed drops (negative drops, which are noise, count as 0): shares add up to 100 %.
+  The error bar is the standard deviation of the share over the 5 folds.
+
+When the cross-validated R² is below ``MIN_R2`` (0.2) the forest explains (almost) nothing,
+so no importance can be read from it: ``importance`` then says why and draws nothing, and
+the same below ``MIN_EVALUATIONS`` complete evaluations (a 5-fold split needs 4 a fold).
 """
 
 from __future__ import annotations
@@ -22,40 +31,54 @@ import numpy as np
 
 from evo_engine.store.reader import Run
 
-MIN_EVALUATIONS = 30
+FOLDS = 5
+MIN_EVALUATIONS = 20
+"""Complete evaluations needed: 5 folds of at least 4."""
+MIN_R2 = 0.2
+"""Cross-validated R² below which the forest is taken to explain nothing."""
+N_TREES = 100
+N_REPEATS = 5
+
+DEFINITION = ("share of the summed permutation importances (drop in held-out R² of a random "
+              "forest on fitness ranks when the parameter is shuffled, 5-fold cross-validation)")
 
 
 @dataclass(frozen=True)
 class Importance:
-    """Per parameter: the mean importance and its interval over bootstrap resamples."""
+    """Per parameter: its share of the summed drops in held-out R² (mean over the folds)."""
 
     names: list[str]
-    mean: np.ndarray
-    lo: np.ndarray
-    hi: np.ndarray
+    drops: np.ndarray
+    """(folds, parameters): the drop in held-out R² per fold when the parameter is shuffled."""
     n: int
-    """Complete evaluations the forest learnt from."""
-    oob_r2: float
-    """Out-of-bag R² of the forests (mean): how much of the rank variance they explain."""
-    level: float
+    """Complete evaluations the forests learnt from."""
+    cv_r2: float
+    """Cross-validated R² (pooled held-out predictions): how much of the rank variance the
+    forest explains."""
 
     @property
-    def enough(self) -> bool:
-        return self.n >= minimum_count(len(self.names))
+    def shares(self) -> np.ndarray:
+        """(folds, parameters): each fold's drops clipped at 0, as fractions of their sum."""
+        d = np.clip(self.drops, 0.0, None)
+        total = d.sum(axis=1, keepdims=True)
+        return np.divide(d, total, out=np.zeros_like(d), where=total > 0)
 
-    def warning(self) -> str | None:
-        parts = []
-        if not self.enough:
-            parts.append(f"only {self.n} complete evaluations for {len(self.names)} parameters "
-                         f"(fewer than {minimum_count(len(self.names))}): importances are rough")
-        if self.oob_r2 < 0.1:
-            parts.append(f"the forest predicts fitness ranks no better than their mean (R² "
-                         f"{self.oob_r2:.2f}): no importance can be read from it")
-        return "\n".join(parts) or None
+    @property
+    def mean(self) -> np.ndarray:
+        """The share of each parameter (mean over folds); the bars of importance.png."""
+        return self.shares.mean(axis=0)
+
+    @property
+    def std(self) -> np.ndarray:
+        return self.shares.std(axis=0)
 
 
-def minimum_count(n_params: int) -> int:
-    return max(MIN_EVALUATIONS, 10 * n_params)
+@dataclass(frozen=True)
+class NoImportance:
+    """Why no importance is given (too few evaluations, or a forest that explains nothing)."""
+
+    reason: str
+    cv_r2: float | None = None
 
 
 def features(run: Run) -> tuple[np.ndarray, list[str]]:
@@ -82,40 +105,49 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 0.0
 
 
-def importance(run: Run, n_boot: int = 20, n_trees: int = 100, level: float = 0.9,
-               seed: int = 0) -> Importance | None:
-    """Permutation importance per parameter with bootstrap intervals; None below 8 rows."""
+def importance(run: Run, n_trees: int = N_TREES, n_repeats: int = N_REPEATS,
+               seed: int = 0) -> Importance | NoImportance:
+    """Permutation importance per parameter, or why there is none (see the module's text)."""
     from sklearn.ensemble import RandomForestRegressor
+    from sklearn.inspection import permutation_importance
+    from sklearn.model_selection import KFold
 
     x, names = features(run)
     f = run.fitness[run.complete]
     n = f.size
-    if n < 8 or not names:
-        return None
+    if not names:
+        return NoImportance("the run has no parameters")
+    if n < MIN_EVALUATIONS:
+        return NoImportance(f"{n} complete evaluations, fewer than the {MIN_EVALUATIONS} a "
+                            f"{FOLDS}-fold cross-validation needs")
     y = np.argsort(np.argsort(f, kind="stable")).astype(float) / max(n - 1, 1)
-    rng = np.random.default_rng(seed)
-    scores = np.zeros((n_boot, len(names)))
-    r2s = []
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        oob = np.setdiff1d(np.arange(n), idx)
-        if oob.size < 3:
-            oob = np.arange(n)
+    folds = KFold(FOLDS, shuffle=True, random_state=seed).split(x)
+    pred = np.zeros(n)
+    drops = np.zeros((FOLDS, len(names)))
+    for k, (train, test) in enumerate(folds):
         forest = RandomForestRegressor(n_estimators=n_trees, min_samples_leaf=2,
-                                       random_state=int(rng.integers(2**31)), n_jobs=1)
-        forest.fit(x[idx], y[idx])
-        base = _r2(y[oob], forest.predict(x[oob]))
-        r2s.append(base)
-        for j in range(len(names)):
-            shuffled = x[oob].copy()
-            drops = []
-            for _ in range(3):
-                shuffled[:, j] = rng.permutation(x[oob, j])
-                drops.append(base - _r2(y[oob], forest.predict(shuffled)))
-            scores[b, j] = float(np.mean(drops))
-    q = (1 - level) / 2
-    return Importance(names, scores.mean(axis=0), np.quantile(scores, q, axis=0),
-                      np.quantile(scores, 1 - q, axis=0), n, float(np.mean(r2s)), level)
+                                       random_state=seed + k, n_jobs=1)
+        forest.fit(x[train], y[train])
+        pred[test] = forest.predict(x[test])
+        result = permutation_importance(forest, x[test], y[test], scoring="r2",
+                                        n_repeats=n_repeats, random_state=seed + k, n_jobs=1)
+        drops[k] = result.importances_mean
+    cv_r2 = _r2(y, pred)
+    if cv_r2 < MIN_R2:
+        return NoImportance(
+            f"a random forest explains none of the fitness ranks on held-out evaluations "
+            f"(cross-validated R² {cv_r2:.2f}, below {MIN_R2}): no importance can be read "
+            f"from it", cv_r2)
+    return Importance(names, drops, n, cv_r2)
 
 
-__all__ = ["MIN_EVALUATIONS", "Importance", "features", "importance", "minimum_count"]
+def ranking(run: Run) -> list[str] | None:
+    """Parameter names, most important first, or None when there is no importance."""
+    imp = importance(run)
+    if isinstance(imp, NoImportance):
+        return None
+    return [imp.names[i] for i in np.argsort(-imp.mean, kind="stable")]
+
+
+__all__ = ["DEFINITION", "FOLDS", "MIN_EVALUATIONS", "MIN_R2", "Importance", "NoImportance",
+           "features", "importance", "ranking"]

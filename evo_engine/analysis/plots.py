@@ -26,7 +26,19 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from evo_engine.analysis.summary import active_span, first_of_batch, summarize
+from evo_engine.analysis.summary import active_span, first_of_batch, fmt_duration, summarize
+from evo_engine.analysis.timeline import (
+    COMPUTE_LABEL,
+    JobBreak,
+    compute_per_evaluation,
+    compute_unit,
+    evaluating_time,
+    fitness_label,
+    has_pruning,
+    job_pauses,
+    last_reported,
+    worker_seconds,
+)
 from evo_engine.errors import InputError
 from evo_engine.search.messages import EvalState
 from evo_engine.store.reader import Run
@@ -37,6 +49,30 @@ FORMATS = ("png", "svg", "pdf")
 
 class PlotError(InputError):
     """The plots cannot be written where the user asked."""
+
+
+class Skip(Exception):  # noqa: N818 - not an error: the run has nothing for this plot
+    """Raised inside a plot function: the plot is not drawn, for the reason given."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _skippable(fn: Callable[..., Figure]) -> Callable[..., Figure | None]:
+    """``plot_x(run)`` returns None when the run has nothing for it; ``plot_x.draw(run)``
+    raises ``Skip`` with the reason instead (``make_plots`` prints it)."""
+    import functools
+
+    @functools.wraps(fn)
+    def plot(*args: object, **kwargs: object) -> Figure | None:
+        try:
+            return fn(*args, **kwargs)
+        except Skip:
+            return None
+
+    plot.draw = fn  # type: ignore[attr-defined]
+    return plot
 
 
 # ---------------------------------------------------------------- helpers
@@ -58,12 +94,14 @@ def time_unit(span_seconds: float) -> tuple[float, str]:
     return 3600.0, "h"
 
 
-def _fitness_axis(ax: Axes, values: np.ndarray, label: str = "fitness (lower is better)") -> None:
+def _fitness_axis(ax: Axes, values: np.ndarray, label: str) -> None:
+    """Log scale when fitness is positive and spans more than a decade and a half; a long
+    label (a metric's full name) wrapped so it never runs off the figure."""
     v = values[np.isfinite(values)]
     if v.size and v.min() > 0 and v.max() / v.min() > 30:
         ax.set_yscale("log")
-        label += ", log scale"
-    ax.set_ylabel(label)
+        label += " (log scale)"
+    ax.set_ylabel(textwrap.fill(label, 42))
 
 
 def best_so_far(fitness: np.ndarray) -> np.ndarray:
@@ -196,15 +234,33 @@ def _legend(ax: Axes, **kw: object) -> None:
 # ---------------------------------------------------------------- plots
 
 
-def plot_best_so_far(run: Run, baseline: Run | None = None) -> Figure | None:
-    """Best fitness so far versus evaluations finished and versus wall time, per island."""
+def _mark_breaks(ax: Axes, xs: list[tuple[float, JobBreak]], label: bool) -> None:
+    """A dotted line where each resumed job began, with how long nothing ran before it."""
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for x, b in xs:
+        ax.axvline(x, color="0.35", ls=(0, (1, 2)), lw=1.1, zorder=1, gid="job-boundary",
+                   label="job boundary (resume; pause cut out)" if label else None)
+        label = False
+        ax.text(x, 0.02, f" job {b.job} after a {fmt_duration(b.seconds)} pause ",
+                transform=trans, fontsize=7, color="0.25", va="bottom", ha="right",
+                rotation=90, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8,
+                                   "pad": 0.5}, zorder=4)
+
+
+
+
+@_skippable
+def plot_best_so_far(run: Run, baseline: Run | None = None) -> Figure:
+    """Best fitness so far versus evaluations (compute when pruning) and evaluating time.
+
+    Both runs are aligned on their first evaluation's start (start-up excluded); the pauses
+    between the jobs of a resumed run are cut out and marked."""
     if not run.complete.any():
-        return None
+        raise Skip("no evaluation completed")
     ev = run.evaluations
     n_isl = _islands(run)
     fig = Figure(figsize=(13, 4.8), dpi=DPI, layout="constrained")
     ax_n, ax_t = fig.subplots(1, 2, sharey=True)
-    t_end = _rel_time(run, ev["t_end"])
     runs: list[tuple[Run, str, dict[str, object]]] = [
         (run, f"overall ({'sync' if run.attrs.get('sync') else 'async'})",
          {"color": "black", "lw": 2.2})]
@@ -212,8 +268,22 @@ def plot_best_so_far(run: Run, baseline: Run | None = None) -> Figure | None:
         mode = "sync" if baseline.attrs.get("sync") else "async"
         runs.append((baseline, f"baseline {baseline.path.name} ({mode})",
                      {"color": "0.45", "lw": 2.0, "ls": "--"}))
-    span = max(_latest(_rel_time(r, r.evaluations["t_end"])) for r, _, _ in runs)
-    div, unit = time_unit(span)
+    pruned = any(has_pruning(r) for r, _, _ in runs)
+    unit = compute_unit([r for r, _, _ in runs]) if pruned else None
+
+    unit_h = unit == "worker-seconds" and max(
+        float(worker_seconds(r).sum()) for r, _, _ in runs) > 3 * 3600
+
+    def x_count(r: Run) -> np.ndarray:
+        """Evaluations finished, or compute spent, after each row (rows in finish order)."""
+        if unit is None:
+            return np.arange(1, r.n + 1, dtype=float)
+        return np.cumsum(compute_per_evaluation(r, unit)) / (3600.0 if unit_h else 1.0)
+
+    timed = {id(r): evaluating_time(r) for r, _, _ in runs}
+    span = max(_latest(timed[id(r)][0]) for r, _, _ in runs)
+    div, tunit = time_unit(span)
+    xc, (t_end, breaks) = x_count(run), timed[id(run)]
     if _n_islands_seen(run) > 1:
         for k in range(n_isl):
             mask = ev["island"] == k
@@ -221,38 +291,56 @@ def plot_best_so_far(run: Run, baseline: Run | None = None) -> Figure | None:
                 continue
             c = island_colour(k, n_isl)
             f = run.fitness[mask]
-            ax_n.step(np.flatnonzero(mask) + 1, best_so_far(f), where="post", color=c, lw=1.2,
+            ax_n.step(xc[mask], best_so_far(f), where="post", color=c, lw=1.2,
                       alpha=0.9, zorder=3, label=f"island {k}")
             order = np.argsort(t_end[mask], kind="stable")
             ax_t.step(t_end[mask][order] / div, best_so_far(f[order]), where="post", color=c,
                       lw=1.2, alpha=0.9, zorder=3)
     for r, label, style in runs:
         f = r.fitness
-        ax_n.step(np.arange(1, r.n + 1), best_so_far(f), where="post", label=label, **style)
-        t = _rel_time(r, r.evaluations["t_end"])
+        ax_n.step(x_count(r), best_so_far(f), where="post", label=label, **style)
+        t = timed[id(r)][0]
         order = np.argsort(t, kind="stable")
         ax_t.step(t[order] / div, best_so_far(f[order]), where="post", **style)
     _fitness_axis(ax_n, np.concatenate([r.fitness for r, _, _ in runs]),
-                  "best fitness so far (lower is better)")
-    ax_n.set_xlabel("evaluations finished")
-    ax_n.set_title("versus evaluations")
-    ax_t.set_xlabel(f"wall time since run start ({unit})")
-    ax_t.set_title("versus wall time")
+                  f"best {fitness_label(run)} so far")
+    if breaks:
+        _mark_breaks(ax_n, [(float(xc[b.after_evaluations - 1]) if b.after_evaluations else
+                             0.0, b) for b in breaks], label=True)
+        _mark_breaks(ax_t, [(b.at / div, b) for b in breaks], label=False)
+    if unit is None:
+        ax_n.set_xlabel("evaluations finished (count)")
+        ax_n.set_title("versus evaluations")
+    else:
+        label = COMPUTE_LABEL[unit]
+        if unit_h:
+            label = label.replace("worker-seconds", "worker-hours")
+        ax_n.set_xlabel(label, fontsize=9)
+        ax_n.set_title("versus compute (pruning on: an evaluation's cost varies)")
+    ax_t.set_xlabel(f"evaluating time ({tunit}): from the first evaluation's start, "
+                    "start-up excluded", fontsize=9)
+    ax_t.set_title("versus evaluating time")
     ax_t.tick_params(labelleft=True)
     for ax in (ax_n, ax_t):
         ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)
     _legend(ax_n, loc="upper right")
-    _title(fig, run, "Best fitness so far")
+    _title(fig, run, "Best fitness so far (lower is better)")
     return fig
 
 
-def plot_fitness_over_time(run: Run) -> Figure | None:
-    """Every evaluation's fitness at the moment it finished, coloured by island."""
+@_skippable
+def plot_fitness_over_time(run: Run) -> Figure:
+    """Every evaluation's fitness at the moment it finished, coloured by island.
+
+    A pruned evaluation has no final fitness: it is drawn at its last reported value (at the
+    step where it was stopped) as a hollow grey triangle. A failed one has no value at all:
+    a red cross in a strip above the data."""
     if run.n == 0:
-        return None
+        raise Skip("no evaluation recorded")
     ev = run.evaluations
     n_isl = _islands(run)
-    t = _rel_time(run, ev["t_end"])
+    t, breaks = evaluating_time(run)
     div, unit = time_unit(_latest(t))
     fig = Figure(figsize=(11, 5), dpi=DPI, layout="constrained")
     ax = fig.subplots()
@@ -262,30 +350,49 @@ def plot_fitness_over_time(run: Run) -> Figure | None:
         if m.any():
             ax.scatter(t[m] / div, run.fitness[m], s=12, alpha=0.7, color=island_colour(k, n_isl),
                        label=f"island {k}", edgecolors="none")
+    pruned = ev["state"] == int(EvalState.PRUNED)
+    last, _ = last_reported(run)
+    shown = pruned & np.isfinite(last)
+    if shown.any():
+        ax.scatter(t[shown] / div, last[shown], s=20, marker="v", facecolors="none",
+                   edgecolors="0.4", linewidths=0.8, zorder=2,
+                   label=f"pruned ({int(shown.sum())}): last reported value")
     order = np.argsort(t, kind="stable")
     ax.step(t[order] / div, best_so_far(run.fitness[order]), where="post", color="black", lw=1.5,
-            label="best so far")
-    _fitness_axis(ax, run.fitness[ok])
-    pruned = ev["state"] == int(EvalState.PRUNED)
+            label="best so far (complete only)")
+    _fitness_axis(ax, np.concatenate([run.fitness[ok], last[shown]]),
+                  fitness_label(run))
     _failed_marks(ax, t[~ok & ~pruned] / div)
-    _failed_marks(ax, t[pruned] / div, pruned=True)
-    ax.set_xlabel(f"wall time since run start ({unit}), at the end of each evaluation")
+    _failed_marks(ax, t[pruned & ~shown] / div, pruned=True)
+    if breaks:
+        _mark_breaks(ax, [(b.at / div, b) for b in breaks], label=True)
+    ax.set_xlabel(f"evaluating time ({unit}) at the end of each evaluation: from the first "
+                  "evaluation's start, start-up excluded")
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     _legend(ax, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _title(fig, run, "Fitness of every evaluation")
+    _title(fig, run, "Fitness of every evaluation (lower is better)")
     return fig
 
 
-def plot_parameters(run: Run) -> Figure | None:
-    """Each hyperparameter's value over the run, coloured by island, with the best marked."""
+@_skippable
+def plot_parameters(run: Run) -> Figure:
+    """Each hyperparameter's value over the run, coloured by island, with the best marked.
+
+    The legend takes the grid's spare cell when the number of parameters is odd, else a row
+    below the panels: inside the figure, never over the data, never an empty panel."""
     names = [p for p in run.param_names if f"params/{p}" in run.evaluations]
-    if run.n == 0 or not names:
-        return None
+    if run.n == 0:
+        raise Skip("no evaluation recorded")
+    if not names:
+        raise Skip("the run recorded no parameter values")
     ev = run.evaluations
     n_isl = _islands(run)
     ncols = 1 if len(names) == 1 else 2
     nrows = -(-len(names) // ncols)
-    fig = Figure(figsize=(6.5 * ncols, 3.2 * nrows + 0.6), dpi=DPI, layout="constrained")
+    spare = nrows * ncols > len(names)
+    fig = Figure(figsize=(6.5 * ncols, 3.2 * nrows + (0.6 if spare else 1.1)), dpi=DPI,
+                 layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     x = np.arange(1, run.n + 1)
     ok = run.complete
@@ -311,20 +418,25 @@ def plot_parameters(run: Run) -> Figure | None:
             ax.scatter([x[best]], [y[best]], s=160, marker="*", color="gold", edgecolors="black",
                        zorder=5, label=f"best (uid {int(ev['uid'][best])})")
         _param_axis(ax, run, name, labels)
-        ax.set_xlabel("evaluations finished")
+        ax.set_xlabel("evaluations finished (count)")
         ax.grid(alpha=0.3)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    if spare:
+        for ax in axes[len(names):]:
+            ax.axis("off")
+        axes[len(names)].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+    else:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6),
+                   fontsize=8, frameon=False)
     _title(fig, run, "Hyperparameters over the run")
     return fig
 
 
-def plot_sigma(run: Run) -> Figure | None:
+@_skippable
+def plot_sigma(run: Run) -> Figure:
     """The ES step size σ of each parameter over the run, one panel per ES island."""
     if not run.has_sigma:
-        return None
+        raise Skip("no ES island recorded a step size σ (it applies to the ES operator)")
     ev = run.evaluations
     sigma = np.asarray(ev["sigma"], dtype=float)
     names = run.param_names if len(run.param_names) == sigma.shape[1] else [
@@ -372,11 +484,12 @@ def worker_usage(run: Run) -> dict[int, tuple[float, float]]:
     return out
 
 
-def plot_workers(run: Run) -> Figure | None:
+@_skippable
+def plot_workers(run: Run) -> Figure:
     """A Gantt chart: one row per worker, one bar per evaluation, idle gaps left grey."""
     usage = worker_usage(run)
     if not usage:
-        return None
+        raise Skip("no evaluation has a recorded worker and start and end times")
     ev = run.evaluations
     n_isl = _islands(run)
     t_start, t_end = _rel_time(run, ev["t_start"]), _rel_time(run, ev["t_end"])
@@ -385,7 +498,8 @@ def plot_workers(run: Run) -> Figure | None:
     div, unit = time_unit(hi)
     start = min(0.0, lo)
     workers = sorted(usage)
-    fig = Figure(figsize=(13, min(1.2 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
+    pauses = job_pauses(run)
+    fig = Figure(figsize=(13, min(1.6 + 0.38 * len(workers), 14)), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     failed = ev["state"] != int(EvalState.COMPLETE)
     pruned = ev["state"] == int(EvalState.PRUNED)
@@ -397,6 +511,10 @@ def plot_workers(run: Run) -> Figure | None:
             ax.broken_barh([(start / div, (lo - start) / div)], (row - 0.4, 0.8),
                            facecolor="0.97", edgecolor="0.75", hatch="///", linewidth=0, zorder=1)
         ax.broken_barh([(lo / div, (hi - lo) / div)], (row - 0.4, 0.8), color="0.9", zorder=1)
+        if pauses:  # between the jobs of a resumed run: no workers, so not idle either
+            ax.broken_barh([((a - run.t0) / div, (b - a) / div) for a, b in pauses],
+                           (row - 0.4, 0.8), facecolor="white", edgecolor="0.6",
+                           hatch="\\\\", linewidth=0, zorder=1.5)
         m = ok & (ev["worker"] == w)
         for k in range(n_isl):
             mk = m & (ev["island"] == k) & ~failed
@@ -418,6 +536,9 @@ def plot_workers(run: Run) -> Figure | None:
     if pruned.any():
         handles.append(Patch(color="0.55", label="pruned (stopped early)"))
     handles.append(Patch(color="0.9", label="idle"))
+    if pauses:
+        handles.append(Patch(facecolor="white", edgecolor="0.6", hatch="\\\\",
+                             label="between jobs (resume; not counted)"))
     if lo > start:
         handles.append(Patch(facecolor="0.97", edgecolor="0.75", hatch="///",
                              label=f"start-up ({lo - start:.3g} s: data, workers)"))
@@ -429,59 +550,6 @@ def plot_workers(run: Run) -> Figure | None:
     shown = "unknown" if util is None else f"{100 * util:.0f}%"
     _title(fig, run, f"Worker timeline: {shown} utilization{note}")
     return fig
-
-
-def influence(run: Run) -> dict[str, float]:
-    """How much each parameter explains fitness: ε² of fitness ranks grouped by the parameter.
-
-    For each parameter the complete evaluations are grouped (by choice for a categorical, by
-    value for an int with at most 10 levels, else into up to 10 equal-count bins) and the
-    fitness *ranks* are compared between groups as in a one-way ANOVA. ε² = (SS_between −
-    (k−1)·MS_within) / (SS_total + MS_within) is the share of rank variance the grouping
-    explains, corrected for the number of groups k (so a many-level parameter is not favoured
-    by chance). Ranks make it robust to a few huge fitness values; grouping makes it see
-    non-monotone effects (an optimum inside the range) that a correlation would miss. Values
-    near 0 mean no visible effect; 1 means the parameter alone orders the fitness.
-    """
-    ok = run.complete
-    n = int(ok.sum())
-    if n < 6:
-        return {}
-    ranks = np.argsort(np.argsort(run.fitness[ok], kind="stable")).astype(float)
-    out: dict[str, float] = {}
-    for name in run.param_names:
-        if f"params/{name}" not in run.evaluations:
-            continue
-        values, labels = _param_values(run, name)
-        active = np.isfinite(values[ok])
-        if active.sum() < 6:
-            out[name] = 0.0
-            continue
-        # A conditional parameter: only the evaluations where it was active say anything.
-        v = values[ok][active]
-        r = ranks[active]
-        r_sst = float(((r - r.mean()) ** 2).sum())
-        n_act = int(active.sum())
-        uniq = np.unique(v)
-        if uniq.size < 2:
-            out[name] = 0.0
-            continue
-        if labels is not None or uniq.size <= 10:
-            groups = np.searchsorted(uniq, v)
-        else:
-            k = min(10, max(2, n_act // 5))
-            edges = np.quantile(v, np.linspace(0, 1, k + 1)[1:-1])
-            groups = np.searchsorted(edges, v, side="right")
-        ids = np.unique(groups)
-        k = ids.size
-        if k < 2 or n_act - k < 1 or r_sst == 0:
-            out[name] = 0.0
-            continue
-        ssb = sum(float((groups == g).sum()) * (r[groups == g].mean() - r.mean()) ** 2
-                  for g in ids)
-        msw = (r_sst - ssb) / (n_act - k)
-        out[name] = max((ssb - (k - 1) * msw) / (r_sst + msw), 0.0)
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def fitness_percentile(f: np.ndarray) -> np.ndarray:
@@ -499,16 +567,22 @@ def fitness_colorbar(fig: Figure, mappable: object, ax: object, label: str) -> N
     cb.ax.invert_yaxis()
 
 
-def plot_influence(run: Run) -> Figure | None:
-    """Fitness against the most influential parameters, and the top two against each other.
+@_skippable
+def plot_influence(run: Run, imp: object = None) -> Figure:
+    """Fitness against the two most important parameters, and the two against each other.
 
-    Every panel colours points the same way: by fitness rank (percentile, yellow = best).
-    """
-    from evo_engine.analysis.importance import minimum_count
+    "Most important" is the one importance measure (``analysis.importance``: permutation
+    importance of a random forest); there is no second ranking. Not drawn when that measure
+    is not given (too few evaluations, or a forest that explains nothing). Every panel colours
+    points by fitness rank (percentile, yellow = best)."""
+    from evo_engine.analysis.importance import NoImportance, importance
 
-    scores = influence(run)
-    if not scores:
-        return None
+    imp = importance(run) if imp is None else imp
+    if isinstance(imp, NoImportance):
+        raise Skip(f"it shows the most important parameters, and there is no importance: "
+                   f"{imp.reason}")
+    order = np.argsort(-imp.mean, kind="stable")
+    scores = {imp.names[i]: float(imp.mean[i]) for i in order}
     top = list(scores)[:2]
     ok = run.complete
     # The pair panel needs evaluations where both are active (not two exclusive branches).
@@ -533,9 +607,9 @@ def plot_influence(run: Run) -> Figure | None:
             ax.scatter([x[best]], [f[best]], s=180, marker="*", color="gold",
                        edgecolors="black", zorder=5, label="best")
         _param_axis(ax, run, name, labels, axis="x")
-        _fitness_axis(ax, f)
+        _fitness_axis(ax, f, fitness_label(run))
         active = int(np.isfinite(x).sum())
-        ax.set_title(f"{name}: ε² = {scores[name]:.2f}"
+        ax.set_title(f"{name}: importance {100 * scores[name]:.0f} %"
                      + (f" ({active} where active)" if active < f.size else ""), fontsize=10)
         ax.grid(alpha=0.3)
         _legend(ax, loc="best")
@@ -552,20 +626,17 @@ def plot_influence(run: Run) -> Figure | None:
         ax.grid(alpha=0.3)
     if sc is not None:
         fitness_colorbar(fig, sc, list(axes), "fitness rank (percentile, 0 = best)")
-    others = ", ".join(f"{k} {v:.2f}" for k, v in list(scores.items())[2:])
-    n = int(ok.sum())
-    warn = (f" — only {n} complete evaluations, fewer than {minimum_count(len(scores))}: rough"
-            if n < minimum_count(len(scores)) else "")
-    _title(fig, run, "Fitness against the most influential parameters (ε² of fitness ranks"
-           + (f"; others: {others}" if others else "") + f"){warn}")
+    _title(fig, run, "Fitness against the two most important parameters (importance: share "
+           "of the permutation importance, as in importance.png)")
     return fig
 
 
-def plot_migrations(run: Run) -> Figure | None:
+@_skippable
+def plot_migrations(run: Run) -> Figure:
     """When each migrant arrived where, and whether its destination island accepted it."""
     mig = run.migrations
     if not mig or mig.get("uid", np.zeros(0)).size == 0:
-        return None
+        raise Skip("no migrant was sent (one island, or no migration interval reached)")
     n_isl = _islands(run)
     fig = Figure(figsize=(11, 1.6 + 0.45 * n_isl), dpi=DPI, layout="constrained")
     ax = fig.subplots()
@@ -604,16 +675,19 @@ PLOTS: dict[str, Callable[[Run], Figure | None]] = {
 
 
 def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
-               fmt: str = "png", dpi: int = DPI) -> list[Path]:
+               fmt: str = "png", dpi: int = DPI,
+               on_skip: Callable[[str, str], None] | None = None) -> list[Path]:
     """Write every plot that applies to ``run`` as ``out_dir/<name>.<fmt>``; returns the paths.
 
-    ``fmt`` is png (``dpi`` dots per inch), svg or pdf (vector: for a paper).
+    ``fmt`` is png (``dpi`` dots per inch), svg or pdf (vector: for a paper). Each plot not
+    drawn is passed to ``on_skip(name, reason)`` (``analyze`` prints it).
     """
     from evo_engine.analysis.figures import (
         plot_importance,
         plot_learning_curves,
         plot_parallel_coordinates,
     )
+    from evo_engine.analysis.importance import importance
 
     if fmt not in FORMATS:
         raise PlotError(f"unknown plot format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -622,14 +696,22 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PlotError(f"cannot create the plot directory {out}: {exc.strerror or exc}") from None
-    figures: list[tuple[str, Figure | None]] = [("best_so_far", plot_best_so_far(run, baseline))]
-    figures += [(name, fn(run)) for name, fn in PLOTS.items()]
-    figures += [("learning_curves", plot_learning_curves(run)),
-                ("parallel_coordinates", plot_parallel_coordinates(run)),
-                ("importance", plot_importance(run))]
+    imp = importance(run)  # once: importance.png and influence.png share it
+    draws: list[tuple[str, Callable[[], Figure]]] = [
+        ("best_so_far", lambda: plot_best_so_far.draw(run, baseline))]
+    draws += [(name, (lambda fn=fn: fn.draw(run))) for name, fn in PLOTS.items()
+              if name != "influence"]
+    draws += [("influence", lambda: plot_influence.draw(run, imp)),
+              ("learning_curves", lambda: plot_learning_curves.draw(run)),
+              ("parallel_coordinates", lambda: plot_parallel_coordinates.draw(run)),
+              ("importance", lambda: plot_importance.draw(run, imp))]
     written = []
-    for name, fig in figures:
-        if fig is None:
+    for name, draw in draws:
+        try:
+            fig = draw()
+        except Skip as skip:
+            if on_skip is not None:
+                on_skip(name, skip.reason)
             continue
         path = out / f"{name}.{fmt}"
         try:
@@ -640,4 +722,4 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
     return written
 
 
-__all__ = ["PLOTS", "PlotError", "best_so_far", "influence", "make_plots", "worker_usage"]
+__all__ = ["PLOTS", "PlotError", "Skip", "best_so_far", "make_plots", "worker_usage"]

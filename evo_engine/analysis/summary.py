@@ -344,13 +344,18 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
 
 
 def _reached(run: Run, target: float) -> tuple[int, float] | None:
-    """(evaluations, seconds since start) when ``run`` first had fitness <= target, or None."""
+    """(evaluations, seconds of evaluating time) when ``run`` first had fitness <= target.
+
+    Evaluating time is best_so_far.png's: from the first evaluation's start (start-up
+    excluded), the pauses between jobs cut out. None when ``run`` never reached it."""
+    from evo_engine.analysis.timeline import evaluating_time
+
     hit = np.flatnonzero(run.complete & (run.fitness <= target))
     if not hit.size:
         return None
-    t_end = run.evaluations["t_end"]
+    t_end, _ = evaluating_time(run)
     # Time to target is the earliest finish among the hits (rows are in arrival order).
-    return int(hit[0]) + 1, float(t_end[hit].min() - run.t0)
+    return int(hit[0]) + 1, float(np.nanmin(t_end[hit]))
 
 
 def compare_with_baseline(run: Run, baseline: Run, name: str) -> str:
@@ -366,7 +371,8 @@ def compare_with_baseline(run: Run, baseline: Run, name: str) -> str:
     mine = _reached(run, target)
     if mine is None:
         return text + "this run never reached it"
-    return text + f"this run reached it after {mine[0]} evaluations, {fmt_duration(mine[1])}"
+    return text + (f"this run reached it after {mine[0]} evaluations, {fmt_duration(mine[1])} "
+                   "(times from each run's first evaluation, start-up excluded)")
 
 
 __all__ = ["IslandBest", "Summary", "compare_with_baseline", "format_summary", "summarize",

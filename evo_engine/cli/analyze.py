@@ -24,14 +24,17 @@ examples:
   python -m evo_engine analyze runs/adv --csv best.csv --top 20
   python -m evo_engine analyze runs/adv --plots plots --baseline runs/adv_sync
 
-plots written with --plots (each only when the run has data for it; --format svg|pdf):
-  best_so_far.png        best fitness so far vs evaluations and vs wall time, per island
-  fitness_over_time.png  every evaluation's fitness when it finished, coloured by island
+plots written with --plots (each only when the run has data for it, else a line says why;
+--format svg|pdf):
+  best_so_far.png        best fitness so far vs evaluations (vs compute when pruning) and vs
+                         evaluating time (start-up excluded, resumes marked), per island
+  fitness_over_time.png  every evaluation's fitness when it finished, coloured by island;
+                         pruned ones at their last reported value
   parameters.png         each hyperparameter over the run, best marked, log axes for log params
-  influence.png          fitness vs the two most influential parameters (ε² of fitness ranks)
-  importance.png         every parameter's importance (random forest, permutation) with
-                         bootstrap intervals; warns when there are too few evaluations
-  parallel_coordinates.png  one line per complete evaluation across all parameters
+  importance.png         each parameter's drop in held-out R² when shuffled (random forest,
+                         5-fold); not drawn when the forest explains nothing (R² < 0.2)
+  influence.png          fitness vs the two most important parameters (as importance.png)
+  parallel_coordinates.png  one line per complete or pruned evaluation across all parameters
   learning_curves.png    intermediate reports per evaluation, pruned ones marked (ASHA rungs)
   sigma.png              ES step size σ per parameter over the run (ES islands only)
   workers.png            worker timeline (Gantt) with idle gaps and per-worker utilization
@@ -111,7 +114,8 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
     if args.plots is not None:
         from evo_engine.analysis.plots import make_plots
 
-        paths = make_plots(run, args.plots, baseline=baseline, fmt=args.fmt)
+        paths = make_plots(run, args.plots, baseline=baseline, fmt=args.fmt,
+                           on_skip=lambda name, why: say(f"not drawn: {name}.{args.fmt}: {why}"))
         for line in terminal.wrap_items(f"wrote {len(paths)} plots to {args.plots}:",
                                         [p.name for p in paths], cols):
             print_fn(line)

@@ -256,13 +256,17 @@ class AlreadyFinished(Exception):  # noqa: N818 - not an error: a chained job wi
 
 
 def _store_attrs(scenario: Scenario, opts: RunOptions, preset: str) -> dict[str, Any]:
+    now = time.time()
     return {
         "scenario": scenario.name, "scenario_path": str(opts.scenario), "preset": preset,
         "fingerprint": scenario.fingerprint(),
         "fingerprint_description": scenario.fingerprint_description(),
         "evo_engine_version": __version__, "max_evals": scenario.max_evals,
         "islands": scenario.islands, "space": scenario.space.describe(), "sync": scenario.sync,
-        "created": time.time(), "jobs": 1, "inputs": run_inputs(opts.scenario, preset),
+        "created": now, "jobs": 1, "inputs": run_inputs(opts.scenario, preset),
+        # For analysis: the axes' name of fitness, and when each job started (plots mark
+        # the resumes and cut out the pauses between jobs).
+        "fitness_name": scenario.fitness_name, "job_starts": [now],
     }
 
 
@@ -335,8 +339,11 @@ def open_for_resume(store: RunStore, scenario: Scenario, opts: RunOptions, prese
     engine, migrations = rebuild_engine(store, scenario.space,
                                         scenario.engine_config(), warn)
     engine.extend_budget(budget)
+    starts = attrs.get("job_starts")
     store.set_attrs(status="running", stop_reason="", max_evals=budget,
-                    jobs=int(attrs.get("jobs", 1)) + 1, inputs=run_inputs(opts.scenario, preset))
+                    jobs=int(attrs.get("jobs", 1)) + 1, inputs=run_inputs(opts.scenario, preset),
+                    fitness_name=scenario.fitness_name,
+                    job_starts=[*(starts if isinstance(starts, list) else []), time.time()])
     return store, engine, migrations
 
 

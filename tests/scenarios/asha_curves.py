@@ -37,6 +37,7 @@ def make_scenario(preset):
         name="asha_curves",
         space=Space(x=Float(0.0, 1.0)),
         objective=objective,
+        fitness_name="synthetic curve value",
         islands=2,
         population_size=4,
         operator="ga",
