@@ -75,10 +75,10 @@ class Scenario(BaseModel):
     """ASHA: no evaluation is stopped before this step (rungs below it are dropped; a
     non-finite report still stops). 0 = off; advection_multi_asha uses 4 on cpu."""
     smooth: int = Field(1, ge=1)
-    """ASHA: a rung compares the median (or mean, ``smooth_by``) of each evaluation's last
+    """ASHA: a rung compares the median (or mean or min, ``smooth_by``) of each evaluation's last
     ``smooth`` reports instead of its one report there, so one noisy epoch does not stop a
     training. 1 = off (the raw report); advection_multi_asha uses 3."""
-    smooth_by: Literal["median", "mean"] = "median"
+    smooth_by: Literal["median", "mean", "min"] = "median"
     """ASHA: how ``smooth`` reduces the window (see docs/scenarios.md, Early stopping)."""
     repeats: int = Field(0, ge=0)
     """For noisy objectives: evaluate each promising configuration this many more times, each

@@ -155,7 +155,7 @@ def test_smoothed_windows_restart_with_the_evaluation_and_match_rebuild_bit_for_
     # Off, the description (hence a run's fingerprint) is what it was before these settings.
     assert ASHAConfig(eta=2, max_steps=16).describe() == {
         "name": "asha", "eta": 2, "min_steps": 1, "max_steps": 16}
-    for by in ("median", "mean"):
+    for by in ("median", "mean", "min"):
         cfg = ASHAConfig(eta=2, min_steps=1, max_steps=16, grace_steps=2, smooth=3, smooth_by=by)
         live = ASHA(cfg)
         rng = np.random.default_rng(3)
@@ -375,6 +375,22 @@ def test_pruned_evaluations_keep_their_curves_in_the_store(tmp_path: Path, monke
     check_curves(run)
     assert engine.best is not None
     assert engine.best.fitness == np.nanmin(run["fitness"])
+    # analyze's check of the rungs: these curves rank as their final values do at every rung.
+    import argparse
+
+    from evo_engine.cli.analyze import analyze_main
+
+    # (the inline driver leaves out the attribute a real job writes with the settings)
+    RunStore.open(tmp_path / "run").set_attrs(
+        fingerprint_description=scenario.fingerprint_description())
+    out: list[str] = []
+    analyze_main(argparse.Namespace(run_dir=tmp_path / "run", plots=None, fmt="png", csv=None,
+                                    top=None, baseline=None), out.append)
+    text = "\n".join(out)
+    assert "ASHA rungs against final fitness" in text
+    n_complete = int((~pruned).sum())
+    for step in scenario.engine_config().pruning.rungs:  # type: ignore[union-attr]
+        assert f"step {step}: rho +1.00 (p 0), n {n_complete}" in text
 
 
 def rung_values(engine: Engine) -> list[tuple[list[float], dict[int, float]]]:

@@ -21,11 +21,12 @@ against that (both off by default, so a run without them decides exactly as befo
 * ``grace_steps`` G: no rung below step G, so nothing is stopped before it has trained G
   steps (the ladder keeps its ``min_steps · eta**k`` positions; only those ≥ G are rungs).
   A non-finite report still stops at once.
-* ``smooth`` k: the value recorded at a rung is the median (``smooth_by="median"``) or the
-  mean (``"mean"``) of the evaluation's last k reports (the report at or past the rung and
+* ``smooth`` k: the value recorded at a rung is the median (``smooth_by="median"``), the
+  mean (``"mean"``) or the minimum (``"min"``) of the evaluation's last k reports (the report at or past the rung and
   the k − 1 before it, fewer at the start of a curve), not that one report. The median of 3
   ignores one bad epoch (0.33, 0.61, 0.24 → 0.33), where the mean takes a third of the spike
-  (0.39). With k = 1 it is the report itself, bit for bit.
+  (0.39); the minimum ignores it too (0.24) and, on a falling curve, is the latest report,
+  where the median and the mean lag behind. With k = 1 it is the report itself, bit for bit.
 
 The smoothing window is an evaluation's progress, like the next rung it waits for: an
 evaluation that restarts reports from step 0 with an empty window, and ``finish`` and
@@ -52,7 +53,7 @@ from typing import Any
 import numpy as np
 from sortedcontainers import SortedList
 
-SMOOTHING = ("median", "mean")
+SMOOTHING = ("median", "mean", "min")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class ASHAConfig:
     smooth: int = 1
     """Rung values reduce the last ``smooth`` reports (1 = the report itself)."""
     smooth_by: str = "median"
-    """How: "median" (one bad epoch does not move it) or "mean" of the window."""
+    """How: "median" (one bad epoch does not move it), "mean", or "min" (the best of the
+    window: a bad epoch is ignored and a falling curve is not held back by older reports)."""
 
     def __post_init__(self) -> None:
         if self.eta < 2:
@@ -250,11 +252,13 @@ class ASHA:
 
 def smoothed(window: Iterable[float], how: str = "median") -> float:
     """A window of reports reduced as the pruner records it at a rung: their median (the
-    middle value, or the mean of the two middle ones) or their mean (a left-to-right sum
-    over the count). Every rung value, live, re-recorded or rebuilt, comes from here."""
+    middle value, or the mean of the two middle ones), their mean (a left-to-right sum over
+    the count) or their minimum. Every rung value, live, re-recorded or rebuilt, comes from here."""
     values = list(window)
     if how == "mean":
         return sum(values) / len(values)
+    if how == "min":
+        return min(values)
     values.sort()
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
