@@ -335,7 +335,8 @@ def test_advection_multi_asha_is_advection_multi_with_asha(preset: str) -> None:
     assert asha.max_evals > base.max_evals
     pruning = asha.engine_config().pruning
     assert pruning is not None and pruning.max_steps == asha.max_steps
-    assert pruning.rungs == ([20, 60, 180] if preset == "full" else [1, 2, 4, 8, 16])
+    assert pruning.rungs == ([20, 60, 180] if preset == "full" else [2, 4, 8, 16])
+    assert (pruning.smooth, pruning.smooth_by) == (3, "min")
     pickle.dumps((asha.objective, asha.finalize, asha.prepare))
 
 
