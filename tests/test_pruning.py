@@ -137,6 +137,11 @@ def test_a_noisy_curve_stopped_by_one_epoch_goes_on_with_grace_and_median() -> N
     assert cfg.rungs == [4]
     assert said == [(s, False) for s, _ in NOISY]
     assert list(new.rungs[0].sorted) == [0.33, 0.34]
+    # The best of the window (advection_multi_asha's rule): 0.24 against 0.29, kept.
+    low, said = _replay(ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=2, smooth=3,
+                                   smooth_by="min"))
+    assert said == [(s, False) for s, _ in NOISY]
+    assert [list(r.sorted) for r in low.rungs] == [[0.19, 0.29], [0.24, 0.29]]  # steps 2, 4
     # The mean of the window takes a third of the spike (0.3933 > 0.34): that rule stops it.
     mean, said = _replay(ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=4, smooth=3,
                                     smooth_by="mean"))
