@@ -74,6 +74,15 @@ class Scenario(BaseModel):
     """ASHA: the first rung, in the objective's steps (e.g. epochs completed)."""
     max_steps: int | None = Field(None, ge=2)
     """ASHA: the steps a complete evaluation reports up to (e.g. its epochs); required."""
+    grace_steps: int = Field(0, ge=0)
+    """ASHA: no evaluation is stopped before this step (rungs below it are dropped; a
+    non-finite report still stops). 0 = off; advection_multi_asha uses 4 on cpu."""
+    smooth: int = Field(1, ge=1)
+    """ASHA: a rung compares the median (or mean or min, ``smooth_by``) of each evaluation's last
+    ``smooth`` reports instead of its one report there, so one noisy epoch does not stop a
+    training. 1 = off (the raw report); advection_multi_asha uses 3."""
+    smooth_by: Literal["median", "mean", "min"] = "median"
+    """ASHA: how ``smooth`` reduces the window (see docs/scenarios.md, Early stopping)."""
     repeats: int = Field(0, ge=0)
     """For noisy objectives: evaluate each promising configuration this many more times, each
     with a fresh seed (its fitness becomes the mean). 0 = never evaluate a configuration twice."""
@@ -150,6 +159,13 @@ class Scenario(BaseModel):
                     f"max_steps ({self.max_steps}) must exceed min_steps ({self.min_steps}), "
                     "or there is no rung to stop at"
                 )
+            ladder = ASHAConfig(self.eta, self.min_steps, self.max_steps).rungs
+            if self.grace_steps > ladder[-1]:
+                raise ValueError(
+                    f"grace_steps ({self.grace_steps}) is past the last rung ({ladder[-1]} of "
+                    f"{', '.join(map(str, ladder))}): ASHA would never stop anything; lower it "
+                    "or set pruner='none'"
+                )
         return self
 
     def engine_config(self) -> EngineConfig:
@@ -162,7 +178,8 @@ class Scenario(BaseModel):
             sync=self.sync,
             repeats=self.repeats,
             intensify=self.intensify,
-            pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps)
+            pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps, self.grace_steps,
+                               self.smooth, self.smooth_by)
             if self.pruner == "asha" and self.max_steps is not None else None,
         )
 

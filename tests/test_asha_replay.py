@@ -1,11 +1,15 @@
 """ASHA's rungs after a crash: values reported live by evaluations in flight after the last
 snapshot (issue 30 item 8). The replay tells logged results with their curves, in log order;
 the rung values it rebuilds must be the ones the live engine held, so pruning continues
-exactly once the evaluations still in flight have re-reported."""
+exactly once the evaluations still in flight have re-reported. The same with a grace period
+and rung values smoothed over the last reports (issue 25 item 6): the smoothed values in the
+snapshot, the windows rebuilt from the curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.messages import EvalState, Result, Task
@@ -16,13 +20,19 @@ from evo_engine.store.runstore import RunStore
 from evo_engine.store.writer import Recorder
 
 SPACE = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
-CFG = EngineConfig(max_evals=40, population_size=4, seed=11,
-                   pruning=ASHAConfig(eta=2, min_steps=1, max_steps=8))
-STEPS = (1, 2, 4, 8)
+RULES = {
+    "raw": ASHAConfig(eta=2, min_steps=1, max_steps=8),
+    "grace+median": ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=2, smooth=3),
+    "grace+mean": ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=2, smooth=2,
+                             smooth_by="mean"),
+}
+STEPS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def value(task: Task, step: int) -> float:
-    return float(task.genome[0] + task.genome[1]) * (1 + 1 / step)
+    # A decreasing curve with a spike on one epoch in three (where depends on the task).
+    spike = 0.7 if (step + task.uid) % 3 == 0 else 0.0
+    return float(task.genome[0] + task.genome[1]) * (1 + 1 / step) + spike
 
 
 def rungs(engine: Engine) -> list[list[float]]:
@@ -30,14 +40,16 @@ def rungs(engine: Engine) -> list[list[float]]:
     return [list(r.sorted) for r in engine.pruner.rungs]
 
 
+@pytest.mark.parametrize("rule", list(RULES))
 def test_rungs_reported_by_evaluations_in_flight_after_the_snapshot_replay_exactly(
-        tmp_path: Path) -> None:
+        tmp_path: Path, rule: str) -> None:
+    CFG = EngineConfig(max_evals=40, population_size=4, seed=11, pruning=RULES[rule])
     store = RunStore.create(tmp_path, attrs={"max_evals": CFG.max_evals}, dim=SPACE.dim,
                             param_kinds={n: p.kind for n, p in SPACE.items()})
     rec = Recorder(store, SPACE, background=False)
     live = Engine(SPACE, CFG)
     reported: dict[int, list[tuple[int, float]]] = {}
-    decisions: list[bool] = []
+    decisions: dict[tuple[int, int], bool] = {}
 
     def issue() -> Task:
         t = live.ask()
@@ -53,7 +65,7 @@ def test_rungs_reported_by_evaluations_in_flight_after_the_snapshot_replay_exact
                 continue
             v = value(t, step)
             reported[t.uid].append((step, v))
-            decisions.append(live.report(t.uid, step, v))
+            decisions[t.uid, step] = live.report(t.uid, step, v)
 
     def finish(t: Task) -> None:
         report(t, STEPS[-1])
@@ -85,8 +97,11 @@ def test_rungs_reported_by_evaluations_in_flight_after_the_snapshot_replay_exact
     resumed, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, CFG, warnings.append)
     assert warnings == []
     assert [t.uid for t in resumed.pending] == [c.uid]
-    # c restarts from step 0 and reports again; its old values are replaced, not added.
+    # c restarts from step 0 and reports again; its old values are replaced, not added, and
+    # each report gets the answer the live engine gives c restarted at the same point.
     resumed.ask()
+    assert live.pruner is not None
+    live.pruner.restart(c.uid)
     for step, v in reported[c.uid]:
         assert resumed.report(c.uid, step, v) == live.report(c.uid, step, v)
     assert rungs(resumed) == held_live
@@ -97,3 +112,4 @@ def test_rungs_reported_by_evaluations_in_flight_after_the_snapshot_replay_exact
         v = value(e_live, step)
         assert resumed.report(e_resumed.uid, step, v) == live.report(e_live.uid, step, v)
     assert rungs(resumed) == rungs(live)
+    assert any(decisions.values())  # the rule did stop something on these curves

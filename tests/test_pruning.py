@@ -105,6 +105,90 @@ def test_pruner_state_round_trips_through_json() -> None:
         ASHA(ASHAConfig(eta=2, min_steps=1, max_steps=27)).set_state(a.get_state())
 
 
+# -- noise: grace period and smoothed rung values (issue 25 item 6) ---------------------------
+
+# A finished competitor that plateaus at ~0.34, then the noisy advection curve of issue 25
+# (0.19 → 0.33 → 0.61 → 0.24), which goes on to end best. eta 2, rungs at steps 1, 2 and 4.
+STEADY = [(1, 0.30), (2, 0.29), (3, 0.34), (4, 0.35), (5, 0.35), (6, 0.34)]
+NOISY = [(1, 0.19), (2, 0.33), (3, 0.61), (4, 0.24), (5, 0.22), (6, 0.21)]
+
+
+def _replay(cfg: ASHAConfig) -> tuple[ASHA, list[tuple[int, bool]]]:
+    asha = ASHA(cfg)
+    for step, v in STEADY:
+        assert asha.decide(0, step, v) is False
+    asha.finish(0, STEADY)
+    said = []
+    for step, v in NOISY:
+        said.append((step, asha.decide(1, step, v)))
+        if said[-1][1]:
+            break
+    return asha, said
+
+
+def test_a_noisy_curve_stopped_by_one_epoch_goes_on_with_grace_and_median() -> None:
+    # The raw rule stops it at the second rung (step 2: 0.33 against the competitor's 0.29).
+    old, said = _replay(ASHAConfig(eta=2, min_steps=1, max_steps=8))
+    assert said == [(1, False), (2, True)]
+    # Grace 4: no rung before step 4; there the median of the last 3 reports (0.33, 0.61,
+    # 0.24 → 0.33) beats the competitor's (0.29, 0.34, 0.35 → 0.34): it trains on to the end.
+    cfg = ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=4, smooth=3)
+    new, said = _replay(cfg)
+    assert cfg.rungs == [4]
+    assert said == [(s, False) for s, _ in NOISY]
+    assert list(new.rungs[0].sorted) == [0.33, 0.34]
+    # The best of the window (advection_multi_asha's rule): 0.24 against 0.29, kept.
+    low, said = _replay(ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=2, smooth=3,
+                                   smooth_by="min"))
+    assert said == [(s, False) for s, _ in NOISY]
+    assert [list(r.sorted) for r in low.rungs] == [[0.19, 0.29], [0.24, 0.29]]  # steps 2, 4
+    # The mean of the window takes a third of the spike (0.3933 > 0.34): that rule stops it.
+    mean, said = _replay(ASHAConfig(eta=2, min_steps=1, max_steps=8, grace_steps=4, smooth=3,
+                                    smooth_by="mean"))
+    assert said == [(1, False), (2, False), (3, False), (4, True)]
+    assert list(mean.rungs[0].sorted) == pytest.approx([(0.29 + 0.34 + 0.35) / 3,
+                                                         (0.33 + 0.61 + 0.24) / 3])
+    # A non-finite report stops at once, grace or not.
+    assert new.decide(2, 1, float("nan")) is True
+
+
+def test_smoothed_windows_restart_with_the_evaluation_and_match_rebuild_bit_for_bit() -> None:
+    cfg = ASHAConfig(eta=2, min_steps=1, max_steps=16, grace_steps=2, smooth=3)
+    assert cfg.rungs == [2, 4, 8]
+    assert cfg.describe() == {"name": "asha", "eta": 2, "min_steps": 1, "max_steps": 16,
+                              "grace_steps": 2, "smooth": 3, "smooth_by": "median"}
+    # Off, the description (hence a run's fingerprint) is what it was before these settings.
+    assert ASHAConfig(eta=2, max_steps=16).describe() == {
+        "name": "asha", "eta": 2, "min_steps": 1, "max_steps": 16}
+    for by in ("median", "mean", "min"):
+        cfg = ASHAConfig(eta=2, min_steps=1, max_steps=16, grace_steps=2, smooth=3, smooth_by=by)
+        live = ASHA(cfg)
+        rng = np.random.default_rng(3)
+        log = []
+        for uid in range(60):
+            curve = []
+            for step in range(1, 12):
+                v = float(rng.random() + 1 / step) if uid % 17 else float("inf")
+                curve.append((step, v))
+                if live.decide(uid, step, v):
+                    break
+            live.finish(uid, curve)
+            log += [(uid, s, v) for s, v in curve]
+        # An evaluation in flight restarted after a resume: its old window is gone.
+        live.decide(99, 1, 0.9)
+        live.decide(99, 2, 0.9)
+        live.restart(99)
+        assert live.decide(99, 1, 5.0) is False and list(live._window[99]) == [5.0]
+        back = ASHA(cfg)
+        back.set_state(json.loads(json.dumps(live.get_state())))
+        back.rebuild(*(np.array(c) for c in zip(*log)))
+        assert [list(r.sorted) for r in back.rungs] == [list(r.sorted) for r in live.rungs]
+    for bad, match in [(dict(smooth=0), "smooth"), (dict(smooth_by="ema"), "smooth_by"),
+                       (dict(grace_steps=9), "no rung")]:
+        with pytest.raises(ValueError, match=match):
+            ASHAConfig(**{"eta": 2, "min_steps": 1, "max_steps": 8, **bad})
+
+
 # -- the engine: honest selection --------------------------------------------------------------
 
 SPACE = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
@@ -234,6 +318,13 @@ def test_scenario_pruner_settings_are_validated_and_fingerprinted() -> None:
         "name": "asha", "eta": 2, "min_steps": 1, "max_steps": 8}
     assert on.fingerprint() != base.fingerprint()
     assert on.engine_config().pruning == ASHAConfig(eta=2, min_steps=1, max_steps=8)
+    noisy = override(base, pruner="asha", eta=2, max_steps=8, grace_steps=3, smooth=3)
+    assert noisy.engine_config().pruning == ASHAConfig(2, 1, 8, grace_steps=3, smooth=3)
+    assert noisy.fingerprint() != on.fingerprint()
+    with pytest.raises(ScenarioError, match=r"grace_steps \(5\) is past the last rung \(4 of 1, 2, 4\)"):
+        override(base, pruner="asha", eta=2, max_steps=8, grace_steps=5)
+    with pytest.raises(ScenarioError, match="smooth_by"):
+        override(base, pruner="asha", eta=2, max_steps=8, smooth_by="ema")
 
 
 @pytest.mark.parametrize("preset", ["cpu", "full"])
@@ -249,7 +340,8 @@ def test_advection_multi_asha_is_advection_multi_with_asha(preset: str) -> None:
     assert asha.max_evals > base.max_evals
     pruning = asha.engine_config().pruning
     assert pruning is not None and pruning.max_steps == asha.max_steps
-    assert pruning.rungs == ([20, 60, 180] if preset == "full" else [1, 2, 4, 8, 16])
+    assert pruning.rungs == ([20, 60, 180] if preset == "full" else [2, 4, 8, 16])
+    assert (pruning.smooth, pruning.smooth_by) == (3, "min")
     pickle.dumps((asha.objective, asha.finalize, asha.prepare))
 
 
@@ -289,6 +381,22 @@ def test_pruned_evaluations_keep_their_curves_in_the_store(tmp_path: Path, monke
     check_curves(run)
     assert engine.best is not None
     assert engine.best.fitness == np.nanmin(run["fitness"])
+    # analyze's check of the rungs: these curves rank as their final values do at every rung.
+    import argparse
+
+    from evo_engine.cli.analyze import analyze_main
+
+    # (the inline driver leaves out the attribute a real job writes with the settings)
+    RunStore.open(tmp_path / "run").set_attrs(
+        fingerprint_description=scenario.fingerprint_description())
+    out: list[str] = []
+    analyze_main(argparse.Namespace(run_dir=tmp_path / "run", plots=None, fmt="png", csv=None,
+                                    top=None, baseline=None), out.append)
+    text = "\n".join(out)
+    assert "ASHA rungs against final fitness" in text
+    n_complete = int((~pruned).sum())
+    for step in scenario.engine_config().pruning.rungs:  # type: ignore[union-attr]
+        assert f"step {step}: rho +1.00 (p 0), n {n_complete}" in text
 
 
 def rung_values(engine: Engine) -> list[tuple[list[float], dict[int, float]]]:

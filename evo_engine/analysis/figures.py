@@ -73,7 +73,8 @@ def plot_learning_curves(run: Run) -> Figure:
     if pruner.get("min_steps") and pruner.get("eta") and pruner.get("max_steps"):
         r = int(pruner["min_steps"])
         while r < int(pruner["max_steps"]):
-            rungs.append(r)
+            if r >= int(pruner.get("grace_steps", 0)):  # none below the grace period
+                rungs.append(r)
             r *= int(pruner["eta"])
     for r in rungs:
         ax.axvline(r, color="0.3", ls=":", lw=0.9, zorder=0)

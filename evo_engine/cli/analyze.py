@@ -95,6 +95,13 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
     repeats = format_repeats(run, top=args.top or 10)
     if repeats:
         print_fn("\n" + repeats)
+    from evo_engine.analysis.rungs import format_rung_checks
+
+    rungs = format_rung_checks(run)  # a pruned run: can its rungs be trusted?
+    if rungs:
+        print_fn("")
+        for line in rungs.splitlines():
+            say(line)
     wants = [flag for flag, v in (("--plots", args.plots), ("--csv", args.csv)) if v is not None]
     if wants and run.n == 0:
         raise AnalyzeError(f"{args.run_dir} has no recorded evaluations yet: nothing for "

@@ -14,6 +14,25 @@ top set is empty, so the evaluation goes on only if it is the best so far (as op
 ``SuccessiveHalvingPruner`` does). A report that jumps past several rungs is recorded at
 each of them; a non-finite value always stops.
 
+Validation curves are noisy (a cpu advection training went 0.19 → 0.33 → 0.61 → 0.24 on
+consecutive epochs), and the raw rule stops a training on one bad epoch. Two settings guard
+against that (both off by default, so a run without them decides exactly as before):
+
+* ``grace_steps`` G: no rung below step G, so nothing is stopped before it has trained G
+  steps (the ladder keeps its ``min_steps · eta**k`` positions; only those ≥ G are rungs).
+  A non-finite report still stops at once.
+* ``smooth`` k: the value recorded at a rung is the median (``smooth_by="median"``), the
+  mean (``"mean"``) or the minimum (``"min"``) of the evaluation's last k reports (the report at or past the rung and
+  the k − 1 before it, fewer at the start of a curve), not that one report. The median of 3
+  ignores one bad epoch (0.33, 0.61, 0.24 → 0.33), where the mean takes a third of the spike
+  (0.39); the minimum ignores it too (0.24) and, on a falling curve, is the latest report,
+  where the median and the mean lag behind. With k = 1 it is the report itself, bit for bit.
+
+The smoothing window is an evaluation's progress, like the next rung it waits for: an
+evaluation that restarts reports from step 0 with an empty window, and ``finish`` and
+``rebuild`` compute it again from the reported curve with the same function (``smoothed``),
+so a replayed rung value is the live one bit for bit.
+
 Rung values of evaluations in flight are kept per uid, so recording one twice (re-run from
 step 0 after a restart, or its curve recorded again when it finishes) replaces its value
 instead of counting it again; once an evaluation finishes only its values remain, counted
@@ -38,6 +57,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +81,8 @@ def value_bin(value: float) -> int:
     ordered = bits if bits >= 0 else -(bits & _MAGNITUDE)
     return ordered >> _SHIFT
 
+SMOOTHING = ("median", "mean", "min")
+
 
 @dataclass(frozen=True)
 class ASHAConfig:
@@ -69,6 +91,13 @@ class ASHAConfig:
     eta: int = 3
     min_steps: int = 1
     max_steps: int = 81
+    grace_steps: int = 0
+    """No rung below this step: nothing is stopped before it (0 = off)."""
+    smooth: int = 1
+    """Rung values reduce the last ``smooth`` reports (1 = the report itself)."""
+    smooth_by: str = "median"
+    """How: "median" (one bad epoch does not move it), "mean", or "min" (the best of the
+    window: a bad epoch is ignored and a falling curve is not held back by older reports)."""
 
     def __post_init__(self) -> None:
         if self.eta < 2:
@@ -79,18 +108,35 @@ class ASHAConfig:
             raise ValueError(
                 f"max_steps ({self.max_steps}) must exceed min_steps ({self.min_steps})"
             )
+        if self.smooth < 1:
+            raise ValueError(f"smooth must be >= 1 report, got {self.smooth}")
+        if self.smooth_by not in SMOOTHING:
+            raise ValueError(f"smooth_by must be one of {SMOOTHING}, got {self.smooth_by!r}")
+        if self.grace_steps < 0:
+            raise ValueError(f"grace_steps must be >= 0, got {self.grace_steps}")
+        if not self.rungs:
+            raise ValueError(
+                f"grace_steps ({self.grace_steps}) leaves no rung below max_steps "
+                f"({self.max_steps}) on the ladder {self.min_steps}·{self.eta}^k: nothing "
+                "would ever be stopped"
+            )
 
     @property
     def rungs(self) -> list[int]:
         out, step = [], self.min_steps
         while step < self.max_steps:
-            out.append(step)
+            if step >= self.grace_steps:
+                out.append(step)
             step *= self.eta
         return out
 
     def describe(self) -> dict[str, Any]:
+        # The new settings only when on, so runs without them keep their fingerprint.
         return {"name": "asha", "eta": self.eta, "min_steps": self.min_steps,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps,
+                **({"grace_steps": self.grace_steps} if self.grace_steps else {}),
+                **({"smooth": self.smooth, "smooth_by": self.smooth_by}
+                   if self.smooth != 1 else {})}
 
 
 class _Rung:
@@ -204,10 +250,15 @@ class ASHA:
         self.rungs = [_Rung(config.eta) for _ in self.steps]
         self._next: dict[int, int] = {}
         """Per evaluation in flight: the index of the next rung it has not reached yet."""
+        self._window: dict[int, deque[float]] = {}
+        """Per evaluation in flight: its last ``smooth`` reports (non-finite as inf)."""
 
-    def _record(self, uid: int, step: int, value: float, start: int) -> tuple[bool, int]:
-        """Record ``value`` at every rung from ``start`` up to ``step``; (stop?, next rung)."""
-        value = float(value) if math.isfinite(value) else math.inf
+    def _record(self, uid: int, step: int, value: float, start: int,
+                window: deque[float]) -> tuple[bool, int]:
+        """Push ``value`` into ``window``; record the window's mean at every rung from
+        ``start`` up to ``step``; (stop?, next rung)."""
+        window.append(float(value) if math.isfinite(value) else math.inf)
+        value = smoothed(window, self.config.smooth_by)
         stop, k = False, start
         while k < len(self.steps) and self.steps[k] <= step:
             self.rungs[k].record(uid, value)
@@ -217,7 +268,10 @@ class ASHA:
 
     def decide(self, uid: int, step: int, value: float) -> bool:
         """True when evaluation ``uid``, reporting ``value`` after ``step`` steps, should stop."""
-        stop, self._next[uid] = self._record(uid, step, value, self._next.get(uid, 0))
+        window = self._window.get(uid)
+        if window is None:
+            window = self._window[uid] = deque(maxlen=self.config.smooth)
+        stop, self._next[uid] = self._record(uid, step, value, self._next.get(uid, 0), window)
         return stop or not math.isfinite(value)
 
     def finish(self, uid: int, curve: Iterable[tuple[int, float]] = ()) -> None:
@@ -226,16 +280,18 @@ class ASHA:
         Recording the curve is a no-op for an evaluation whose reports were decided live; it
         restores the rung values of evaluations replayed from the store on ``--resume``.
         """
-        k = 0
+        k, window = 0, deque(maxlen=self.config.smooth)
         for step, value in curve:
-            _, k = self._record(uid, int(step), float(value), k)
+            _, k = self._record(uid, int(step), float(value), k, window)
         self._next.pop(uid, None)
+        self._window.pop(uid, None)
         for rung in self.rungs:
             rung.settle(uid)
 
     def restart(self, uid: int) -> None:
         """Evaluation ``uid`` is issued again and will report from step 0."""
         self._next.pop(uid, None)
+        self._window.pop(uid, None)
 
     def counts(self) -> list[tuple[int, int]]:
         """(rung step, values recorded there) for every rung."""
@@ -246,7 +302,9 @@ class ASHA:
 
         Finished evaluations' values are not here (they would make every snapshot grow with
         the run): ``rebuild`` restores them from the curves log. A restored engine issues
-        the evaluations in flight again; they report from step 0, replacing these values.
+        the evaluations in flight again; they report from step 0, replacing these values
+        (and starting their smoothing windows afresh, so the windows are not saved). The
+        config (rung ladder, grace period, smoothing) is, and must match on restore.
         """
         return {
             "config": self.config.describe(),
@@ -268,6 +326,7 @@ class ASHA:
             if not self.needs_rebuild:
                 rung.by_uid.clear()
         self._next.clear()
+        self._window.clear()
 
     needs_rebuild = False
     """Set by ``set_state``: the finished evaluations' values must come from ``rebuild``."""
@@ -275,13 +334,47 @@ class ASHA:
     def rebuild(self, uid: np.ndarray, step: np.ndarray, value: np.ndarray) -> None:
         """Add the rung values of finished evaluations from their reports (the curves log:
         one row per report, each evaluation's rows together and in order), as ``finish``
-        would have recorded them: at each rung the first report at or past it."""
+        would have recorded them: at each rung the mean of the ``smooth`` reports up to the
+        first report at or past it."""
         uid, step = np.asarray(uid), np.asarray(step)
-        value = np.asarray(value, dtype=np.float64)
-        value = np.where(np.isfinite(value), value, np.inf)
+        value = smoothed_column(uid, np.asarray(value, dtype=np.float64), self.config.smooth,
+                                self.config.smooth_by)
         for s, rung in zip(self.steps, self.rungs):
             at = step >= s
             _, first = np.unique(uid[at], return_index=True)
             for v in value[at][first].tolist():
                 rung.add(v)
         self.needs_rebuild = False
+
+
+
+def smoothed(window: Iterable[float], how: str = "median") -> float:
+    """A window of reports reduced as the pruner records it at a rung: their median (the
+    middle value, or the mean of the two middle ones), their mean (a left-to-right sum over
+    the count) or their minimum. Every rung value, live, re-recorded or rebuilt, comes from here."""
+    values = list(window)
+    if how == "mean":
+        return sum(values) / len(values)
+    if how == "min":
+        return min(values)
+    values.sort()
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def smoothed_column(uid: np.ndarray, value: np.ndarray, k: int, how: str = "median") -> np.ndarray:
+    """``smoothed`` of each row's last ``k`` reports of the same uid (itself included), for a
+    curves log whose rows of one evaluation are together and in order; non-finite as inf."""
+    value = np.where(np.isfinite(value), value, np.inf)
+    if k == 1:
+        return value
+    out = np.empty_like(value)
+    window: deque[float] = deque(maxlen=k)
+    last = None
+    for i, (u, v) in enumerate(zip(uid.tolist(), value.tolist())):
+        if u != last:
+            window.clear()
+            last = u
+        window.append(v)
+        out[i] = smoothed(window, how)
+    return out
