@@ -9,6 +9,23 @@ import numpy as np
 
 from evo_engine.search.messages import Individual
 from evo_engine.search.operators.base import Operator, Proposal, restore_rng, rng_state
+from evo_engine.search.pareto import pareto_order
+
+
+def pareto_survivors(pool: list[Individual], size: int) -> list[Individual]:
+    """The best ``size`` members of ``pool`` in Pareto order, best first (search/pareto.py).
+
+    Dropping one member at a time from the back re-ranks the rest, as SMS-EMOA does: the
+    shares (hypervolume, crowding) of the survivors change when a neighbour leaves.
+    """
+    pool = list(pool)
+    while True:
+        order = pareto_order(np.array([m.values for m in pool]),
+                             np.array([m.violation for m in pool]))
+        pool = [pool[int(i)] for i in order]
+        if len(pool) <= size:
+            return pool
+        pool.pop()
 
 
 class Island:
@@ -66,6 +83,9 @@ class Island:
         """
         if any(m.uid == ind.uid for m in self.population):
             return False
+        if ind.values:  # several objectives: Pareto replacement (search/pareto.py)
+            self.population = pareto_survivors(self.population + [ind], self.population_size)
+            return any(m.uid == ind.uid for m in self.population)
         if len(self.population) < self.population_size:
             self.population.append(ind)
         else:
@@ -91,8 +111,11 @@ class Island:
         pool = self.population + [
             o for o in offspring if all(o.uid != m.uid for m in self.population)
         ]
-        pool.sort(key=lambda m: m.fitness)
-        self.population = pool[: self.population_size]
+        if pool and pool[0].values:
+            self.population = pareto_survivors(pool, self.population_size)
+        else:
+            pool.sort(key=lambda m: m.fitness)
+            self.population = pool[: self.population_size]
         kept = {m.uid for m in self.population}
         return [o.uid in kept for o in offspring]
 
