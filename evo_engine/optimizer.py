@@ -34,7 +34,7 @@ import numpy as np
 from evo_engine.search.dedupe import SpaceExhausted
 from evo_engine.search.engine import Engine, EngineConfig, TellOutcome
 from evo_engine.search.messages import EvalState, Result, Task
-from evo_engine.search.pareto import front_mask, parse_objectives
+from evo_engine.search.pareto import parse_objectives
 from evo_engine.space import Space
 
 STATE_FORMAT = 1
@@ -186,15 +186,8 @@ class Optimizer:
     @property
     def front(self) -> list[Best]:
         """With several objectives: the feasible non-dominated members of the populations
-        (``fitness`` = the first objective, minimised), in Pareto order; else []."""
-        members = [m for isl in self.engine.islands for m in isl.population if m.values]
-        uniq = list({m.uid: m for m in members}.values())
-        if not uniq:
-            return []
-        mask = front_mask(np.array([m.values for m in uniq]),
-                          np.array([m.violation for m in uniq]))
-        return [b for m, keep in zip(uniq, mask) if keep
-                for b in [_best(self.space, m)] if b is not None]
+        (``fitness`` = the first objective, minimised), the knee first; else []."""
+        return [b for m in self.engine.front for b in [_best(self.space, m)] if b is not None]
 
     @property
     def luckiest(self) -> Best | None:

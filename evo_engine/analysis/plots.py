@@ -627,6 +627,9 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
     figures += [("learning_curves", plot_learning_curves(run)),
                 ("parallel_coordinates", plot_parallel_coordinates(run)),
                 ("importance", plot_importance(run))]
+    from evo_engine.analysis.front import plot_hypervolume, plot_pareto
+
+    figures += [("pareto", plot_pareto(run)), ("hypervolume", plot_hypervolume(run))]
     written = []
     for name, fig in figures:
         if fig is None:

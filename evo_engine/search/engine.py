@@ -41,7 +41,7 @@ from evo_engine.search.messages import (
 )
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.operators.base import OperatorSettings
-from evo_engine.search.pareto import VIOLATION, Objectives
+from evo_engine.search.pareto import VIOLATION, Objectives, front_members
 from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Space
 
@@ -396,6 +396,12 @@ class Engine:
         fitness is that mean and whose info holds its count and spread."""
         est = self.tracker.best()
         return None if est is None else self._as_individual(est)
+
+    @property
+    def front(self) -> list[Individual]:
+        """Several objectives: the feasible non-dominated members of the populations, the
+        knee first (``search.pareto.knee``); [] for one fitness."""
+        return front_members([m for isl in self.islands for m in isl.population])
 
     @property
     def best_estimate(self) -> Estimate | None:

@@ -309,6 +309,20 @@ def front_mask(F: np.ndarray, violation: np.ndarray | None = None) -> np.ndarray
     return (ranks == 0) & (cv <= 0)
 
 
+def front_members(members: Sequence[Any]) -> list[Any]:
+    """The feasible non-dominated ones among ``members`` (objects with ``uid``, ``values``,
+    ``violation``; one per uid), knee first, then in Pareto order."""
+    uniq = list({m.uid: m for m in members if m.values}.values())
+    if not uniq:
+        return []
+    F = np.array([m.values for m in uniq])
+    cv = np.array([m.violation for m in uniq])
+    keep = front_mask(F, cv)
+    order = [int(i) for i in pareto_order(F, cv) if keep[i]]
+    k = order[knee(F[order])]
+    return [uniq[k]] + [uniq[i] for i in order if i != k]
+
+
 __all__ = ["OPS", "RHO", "SENSES", "VIOLATION", "Objectives", "crowding_distance", "dominates",
-           "front_mask", "hv_contributions_2d", "hypervolume", "knee", "nondominated_ranks",
+           "front_mask", "front_members", "hv_contributions_2d", "hypervolume", "knee", "nondominated_ranks",
            "normalise", "parego_scalars", "parse_objectives", "pareto_order", "tchebycheff"]
