@@ -213,3 +213,83 @@ def test_multi_objective_replay_with_results_out_of_order_is_exact(tmp_path: Pat
         a, b = engine.ask(), rebuilt.ask()
         assert a is not None and b is not None
         assert np.array_equal(a.genome, b.genome) and a.seed == b.seed
+
+
+# -- scenarios, the CLI and analysis ----------------------------------------------------------
+
+SCENARIO = '''
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+
+def f(params, ctx):
+    return {{"a": params["x"], "b": 1 - params["x"] ** 0.5, "mem": params["x"] * 50}}
+
+def make_scenario(preset):
+    return Scenario(name="m", space=Space(x=Float(0, 1)), objective=f, {extra})
+'''
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ('objectives=[("a", "minimise")]', "is not a name or a (name, 'min'|'max') pair"),
+    ('objectives=["a", "a"]', "objective names repeat"),
+    ('constraints={"mem": ("<", 40)}', "constraints need objectives"),
+    ('objectives=["a"], constraints={"mem": ("<", 40)}', "is not ('<=' or '>=', a finite"),
+    ('objectives=["a"], constraints={"mem": ("<=", float("nan"))}', "a finite number"),
+    ('objectives=["a", "b"], repeats=2', "repeats and intensify estimate one noisy fitness"),
+])
+def test_bad_objectives_are_scenario_errors(tmp_path: Path, extra: str, needle: str) -> None:
+    from evo_engine.scenario import ScenarioError, load_scenario
+
+    p = tmp_path / "s.py"
+    p.write_text(SCENARIO.format(extra=extra))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(p)
+    assert needle in str(err.value)
+
+
+def test_a_scenario_objective_gets_the_first_objective_as_fitness(tmp_path: Path) -> None:
+    from evo_engine.scenario import load_scenario
+
+    p = tmp_path / "s.py"
+    p.write_text(SCENARIO.format(extra='objectives=[("b", "max"), "a"]'))
+    s = load_scenario(p)
+    out = s.objective({"x": 0.25}, None)
+    assert out["fitness"] == pytest.approx(-0.5) and out["a"] == 0.25
+    with pytest.raises(ValueError, match="'b' missing"):
+        s.objective.__class__(lambda p, c: {"a": 1.0}, s.objective.spec)({"x": 0.1}, None)
+
+
+@pytest.mark.slow
+def test_a_constrained_run_records_infeasible_rows_and_analyze_writes_the_front(
+        tmp_path: Path) -> None:
+    import csv
+    import subprocess
+    import sys
+
+    p = tmp_path / "s.py"
+    p.write_text(SCENARIO.format(extra='objectives=["a", "b"], constraints={"mem": ("<=", 30)}, '
+                                       'population_size=6, max_evals=40'))
+    run = subprocess.run([sys.executable, "-m", "evo_engine", str(p), "--workers", "0",
+                          "--run-dir", str(tmp_path / "r")], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "Pareto front:" in run.stdout and "knee" in run.stdout
+    out = subprocess.run([sys.executable, "-m", "evo_engine", "analyze", str(tmp_path / "r"),
+                          "--front", str(tmp_path / "front.csv")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Pareto front (a min, b min; subject to mem <= 30)" in out.stdout
+    with (tmp_path / "front.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    x = np.array([float(r["x"]) for r in rows])
+    # Feasible means x <= 0.6; on this problem every feasible point is on the front.
+    assert rows and np.all(x <= 0.6) and sum(int(r["knee"]) for r in rows) == 1
+    import zarr
+
+    z = zarr.open_group(str(tmp_path / "r" / "run.zarr"), mode="r")
+    n = z["evaluations"].attrs["committed"]
+    cv = z["evaluations/metrics/constraint_violation"][:n]
+    xs = z["evaluations/params/x"][:n]
+    assert np.all(z["evaluations/state"][:n] == int(EvalState.COMPLETE))
+    assert np.allclose(cv, np.maximum(0, xs * 50 - 30))
+    assert (cv > 0).any()
