@@ -195,7 +195,7 @@ def table(results: dict[str, dict[str, dict[str, list[float]]]], label: str) -> 
             line = f"{label:9s} {problem:11s} {b:>4s}  " + "  ".join(
                 f"{m} {s[1]:.4f} [{s[0]:.4f}, {s[2]:.4f}]" for m, s in stats.items())
             verdict = None
-            if ours and peers:
+            if len(ours) == 1 and peers:  # the tuning grid has several: no verdict there
                 us = stats[ours[0]][1]
                 best_peer = max(stats[m][1] for m in peers)
                 pairs += 1

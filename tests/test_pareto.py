@@ -293,3 +293,19 @@ def test_a_constrained_run_records_infeasible_rows_and_analyze_writes_the_front(
     assert np.all(z["evaluations/state"][:n] == int(EvalState.COMPLETE))
     assert np.allclose(cv, np.maximum(0, xs * 50 - 30))
     assert (cv > 0).any()
+
+
+@pytest.mark.parametrize("preset", ["cpu", "full"])
+def test_the_advection_two_objective_scenario_loads_and_pickles(preset: str) -> None:
+    import pickle
+
+    from evo_engine.scenario import NamedValues, load_scenario
+
+    s = load_scenario(Path(__file__).resolve().parent.parent / "scenarios"
+                      / "advection_multi_moo.py", preset)
+    spec = s.engine_config().objectives
+    assert spec is not None and spec.names == ("val_nrmse", "n_params")
+    assert spec.constraints == (("n_params", "<=", 2e6),) and s.intensify == 0
+    assert isinstance(s.objective, NamedValues) and isinstance(s.objective_batch, NamedValues)
+    again = pickle.loads(pickle.dumps((s.objective, s.objective_batch, s.finalize)))
+    assert again[0].spec == spec
