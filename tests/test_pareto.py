@@ -309,3 +309,26 @@ def test_the_advection_two_objective_scenario_loads_and_pickles(preset: str) -> 
     assert isinstance(s.objective, NamedValues) and isinstance(s.objective_batch, NamedValues)
     again = pickle.loads(pickle.dumps((s.objective, s.objective_batch, s.finalize)))
     assert again[0].spec == spec
+
+
+def test_asha_judges_rungs_by_the_reported_first_objective_and_pruned_never_join() -> None:
+    from evo_engine.search.pruning import ASHAConfig
+
+    eng = Engine(SPACE, EngineConfig(max_evals=6, population_size=2, objectives=SPEC,
+                                     operator="surrogate",
+                                     operator_settings={"min_points": 2, "candidates": 16},
+                                     pruning=ASHAConfig(eta=2, min_steps=1, max_steps=4)))
+    a, b = eng.ask(), eng.ask()
+    assert a is not None and b is not None
+    assert eng.report(a.uid, 1, 0.1) is False  # the best at its rung so far goes on
+    assert eng.report(b.uid, 1, 0.9) is True   # behind on the first objective: stop
+    _, ev = eng.tell(Result(uid=b.uid, worker=0, fitness=None, state=EvalState.PRUNED,
+                            curve=((1, 0.9),)))
+    assert ev is not None and ev.state is EvalState.PRUNED
+    eng.tell(Result(uid=a.uid, worker=0, fitness=0.0, metrics={"f1": 0.1, "f2": 1.0, "mem": 0}))
+    assert [m.uid for m in eng.islands[0].population] == [a.uid]
+    op = eng.islands[0].operator
+    assert op.V[0] is None and op.V[1] == [0.1, -1.0, 0.0]  # pruned: no objective vector
+    y = op._parego([])
+    assert y[0] > y[1]  # the pruned entry scores worst
+    assert eng.ask() is not None
