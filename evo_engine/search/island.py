@@ -34,7 +34,10 @@ class Island:
     The first ``population_size`` proposals come from the initial design; after that the
     operator proposes from the population. Replacement is steady state: an individual
     enters while there is room, else it replaces the worst member if it is better, so the
-    best individual is never lost (elitism).
+    best individual is never lost (elitism). With several objectives (members carry
+    ``values``) the population is kept in Pareto order instead and the pool's last member in
+    that order leaves (``pareto_survivors``), so operators that select by position select by
+    Pareto rank.
     """
 
     def __init__(
