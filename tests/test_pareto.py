@@ -293,6 +293,17 @@ def test_a_constrained_run_records_infeasible_rows_and_analyze_writes_the_front(
     assert np.all(z["evaluations/state"][:n] == int(EvalState.COMPLETE))
     assert np.allclose(cv, np.maximum(0, xs * 50 - 30))
     assert (cv > 0).any()
+    from evo_engine.analysis.front import hypervolume_curve
+    from evo_engine.store.reader import load_run
+
+    curve = hypervolume_curve(load_run(tmp_path / "r"))
+    assert curve is not None
+    a = z["evaluations/metrics/a"][:n][cv == 0]
+    b = z["evaluations/metrics/b"][:n][cv == 0]
+    F = np.column_stack([a, b])
+    ref = F.max(axis=0) + 0.1 * (F.max(axis=0) - F.min(axis=0))
+    assert curve[2][-1] == pytest.approx(hypervolume(F, ref))
+    assert np.all(np.diff(curve[2]) >= 0)
 
 
 @pytest.mark.parametrize("preset", ["cpu", "full"])

@@ -163,12 +163,13 @@ def hypervolume_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
     ev = run.evaluations
     secs = np.nan_to_num(np.asarray(ev["t_end"], float) - np.asarray(ev["t_start"], float))
     hv = np.zeros(run.n)
-    pts: list[np.ndarray] = []
-    last = 0.0
+    pts = np.zeros((0, spec.m))  # the non-dominated set so far: HV is recomputed only
+    last = 0.0  # when it changes, over it alone (not over every evaluation so far)
     for i in range(run.n):
-        if good[i]:
-            pts.append(F[i])
-            last = hypervolume(np.array(pts), ref)
+        if good[i] and not np.any(np.all(pts <= F[i], axis=1)):
+            keep = ~(np.all(F[i] <= pts, axis=1) & np.any(F[i] < pts, axis=1))
+            pts = np.vstack([pts[keep], F[i]])
+            last = hypervolume(pts, ref)
         hv[i] = last
     return np.arange(1, run.n + 1), np.cumsum(np.maximum(secs, 0.0)), hv
 
