@@ -97,8 +97,9 @@ def front_table(run: Run) -> dict[str, list[Any]]:
     return table
 
 
-def format_front(run: Run, limit: int = 20) -> str:
-    """The front as a terminal table (at most ``limit`` rows), or "" without objectives."""
+def format_front(run: Run, limit: int = 20, width: int = 10_000) -> str:
+    """The front as a terminal table (at most ``limit`` rows; parameter columns as many as
+    fit in ``width`` characters), or "" without objectives."""
     spec = objectives_of(run)
     if spec is None:
         return ""
@@ -118,15 +119,26 @@ def format_front(run: Run, limit: int = 20) -> str:
             + [_fmt(table.get(p, [""] * n)[r]) for p in run.param_names] for r in range(n)]
     shown = rows[:limit]
     widths = [max(len(c), *(len(r[i]) for r in shown)) for i, c in enumerate(cols)]
-    lines.append("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
-    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in shown]
+    fit, used = 0, -2
+    for w in widths:
+        if used + 2 + w > width and fit > spec.m:
+            break
+        used += 2 + w
+        fit += 1
+    lines.append("  ".join(c.rjust(w) for c, w in zip(cols[:fit], widths)))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r[:fit], widths)) for r in shown]
+    if fit < len(cols):
+        lines.append(f"({len(cols) - fit} parameter columns left out at {width} columns: "
+                     "--front FILE writes them all)")
     if n > limit:
         lines.append(f"... {n - limit} more (--front FILE writes them all)")
     return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.4g}"  # NaN: a conditional parameter, inactive
+    return str(v)
 
 
 def write_front_csv(run: Run, path: str | Path) -> int:

@@ -100,7 +100,7 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
         print_fn("\n" + repeats)
     from evo_engine.analysis.front import format_front, write_front_csv
 
-    front = format_front(run, limit=args.top or 20)
+    front = format_front(run, limit=args.top or 20, width=cols)
     if front:
         head, *rows = front.splitlines()
         print_fn("")
