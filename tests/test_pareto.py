@@ -343,3 +343,16 @@ def test_asha_judges_rungs_by_the_reported_first_objective_and_pruned_never_join
     y = op._parego([])
     assert y[0] > y[1]  # the pruned entry scores worst
     assert eng.ask() is not None
+
+
+def test_front_csv_of_a_single_objective_run_is_an_input_error(tmp_path: Path) -> None:
+    from evo_engine.analysis.front import format_front, write_front_csv
+    from evo_engine.errors import InputError
+    from evo_engine.store.reader import Run
+
+    run = Run(path=tmp_path, attrs={"fingerprint_description": {"operator": "ga"}},
+              evaluations={})
+    assert format_front(run) == ""
+    with pytest.raises(InputError, match="one objective"):
+        write_front_csv(run, tmp_path / "f.csv")
+    assert not (tmp_path / "f.csv").exists()
