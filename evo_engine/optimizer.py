@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 from evo_engine.search.dedupe import SpaceExhausted
 from evo_engine.search.engine import Engine, EngineConfig, TellOutcome
 from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pareto import parse_objectives
 from evo_engine.space import Space
 
 STATE_FORMAT = 1
@@ -97,6 +99,8 @@ class Optimizer:
         migrants: int = 1,
         repeats: int = 0,
         intensify: int = 0,
+        objectives: list[Any] | None = None,
+        constraints: dict[str, Any] | None = None,
     ) -> None:
         self.space = space
         self.config = EngineConfig(
@@ -111,6 +115,7 @@ class Optimizer:
             migrants=migrants,
             repeats=repeats,
             intensify=intensify,
+            objectives=parse_objectives(objectives or [], constraints or {}),
         )
         if intensify == 1:
             raise ValueError("intensify is a race length: 0 (off) or at least 2 evaluations")
@@ -137,14 +142,20 @@ class Optimizer:
         self._asked += 1
         return _candidate(task)
 
-    def tell(self, candidate: Candidate | int, fitness: float | None) -> bool:
+    def tell(self, candidate: Candidate | int, fitness: float | Mapping[str, float] | None) -> bool:
         """Report ``fitness`` for ``candidate`` (or its uid); True if it was recorded.
 
         ``None``, NaN or an infinity record a failed evaluation. A candidate told before, or
-        unknown, changes nothing and returns False.
+        unknown, changes nothing and returns False. With ``objectives``, tell a dict of named
+        values (the objectives and constrained values among them).
         """
         uid = candidate if isinstance(candidate, int) else candidate.uid
         self._claim_pending(uid)
+        if isinstance(fitness, Mapping):
+            named = {str(k): float(v) for k, v in fitness.items()}
+            outcome, _ = self.engine.tell(Result(uid=uid, worker=-1, fitness=0.0, metrics=named))
+            self.n_migrations += len(self.engine.drain_migrations())
+            return outcome is TellOutcome.RECORDED
         ok = fitness is not None and math.isfinite(float(fitness))
         result = Result(
             uid=uid,
@@ -171,6 +182,12 @@ class Optimizer:
     @property
     def best(self) -> Best | None:
         return _best(self.space, self.engine.best)
+
+    @property
+    def front(self) -> list[Best]:
+        """With several objectives: the feasible non-dominated members of the populations
+        (``fitness`` = the first objective, minimised), the knee first; else []."""
+        return [b for m in self.engine.front for b in [_best(self.space, m)] if b is not None]
 
     @property
     def luckiest(self) -> Best | None:
@@ -234,6 +251,8 @@ class Optimizer:
             migrants=c["migrants"],
             repeats=c.get("repeats", 0),
             intensify=c.get("intensify", 0),
+            objectives=[tuple(o) for o in c.get("objectives", [])],
+            constraints={n: (op, b) for n, op, b in c.get("constraints", [])},
         )
         opt.engine = Engine.from_state(space, opt.config, state["engine"])
         opt._asked = int(state["asked"])

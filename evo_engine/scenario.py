@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evo_engine.errors import InputError
 from evo_engine.search.engine import EngineConfig
 from evo_engine.search.operators import DESIGNS, OPERATORS
+from evo_engine.search.pareto import Objectives, parse_objectives
 from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Space
 
@@ -105,6 +106,14 @@ class Scenario(BaseModel):
     """Seconds one evaluation (one ``objective_batch`` call for a batch) may run before it is
     recorded FAILED "timed out after N s"; off by default. See the README for what each
     transport does then."""
+    objectives: list[Any] = Field(default_factory=list)
+    """Several objectives: ``[("val_nrmse", "min"), ("train_seconds", "min")]`` (a bare name
+    means "min"). The objective then returns a dict of named values (these and any others);
+    the search ranks by Pareto dominance (docs/multiobjective.md). Empty = one ``fitness``."""
+    constraints: dict[str, Any] = Field(default_factory=dict)
+    """Named values that must hold, e.g. ``{"gpu_mem_gb": ("<=", 40)}``. A violated one makes
+    the evaluation infeasible (recorded COMPLETE with ``constraint_violation`` > 0, ranked
+    behind every feasible one), not FAILED. Needs ``objectives``."""
     callbacks: list[str] = Field(default_factory=list)
     """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
     "module:factory" (``evo_engine.job.callbacks``); ``--callback`` adds more."""
@@ -148,6 +157,18 @@ class Scenario(BaseModel):
         if self.intensify and self.sync:
             raise ValueError("intensify needs the asynchronous engine: set sync=False or "
                              "intensify=0")
+        spec = self.objective_spec()
+        if spec is not None:
+            if self.repeats or self.intensify:
+                raise ValueError("repeats and intensify estimate one noisy fitness; with several "
+                                 "objectives set them to 0")
+            # The worker records a dict's "fitness": give it the first objective (minimised).
+            if not isinstance(self.objective, NamedValues):
+                self.__dict__["objective"] = NamedValues(self.objective, spec)
+            if self.objective_batch is not None and not isinstance(self.objective_batch,
+                                                                    NamedValues):
+                self.__dict__["objective_batch"] = NamedValues(self.objective_batch, spec,
+                                                               batch=True)
         if self.pruner == "asha":
             if self.max_steps is None:
                 raise ValueError(
@@ -168,6 +189,10 @@ class Scenario(BaseModel):
                 )
         return self
 
+    def objective_spec(self) -> Objectives | None:
+        """The validated objectives and constraints, or None for one fitness."""
+        return parse_objectives(self.objectives, self.constraints)
+
     def engine_config(self) -> EngineConfig:
         topo = self.topology if self.topology == "ring" else tuple(tuple(r) for r in self.topology)
         return EngineConfig(
@@ -178,6 +203,7 @@ class Scenario(BaseModel):
             sync=self.sync,
             repeats=self.repeats,
             intensify=self.intensify,
+            objectives=self.objective_spec(),
             pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps, self.grace_steps,
                                self.smooth, self.smooth_by)
             if self.pruner == "asha" and self.max_steps is not None else None,
@@ -191,6 +217,31 @@ class Scenario(BaseModel):
         # Workers load scenarios too: hashing here keeps zarr out of their imports.
         text = json.dumps(self.fingerprint_description(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class NamedValues:
+    """A multi-objective objective (or batch objective) whose dicts gain ``fitness``: the first
+    objective, minimised, so the worker records it like any fitness; the engine ranks by all
+    of them (search/engine.py). A result without the objective values is an error that names
+    them. Picklable when the wrapped function is."""
+
+    def __init__(self, fn: Callable[..., Any], spec: Objectives, batch: bool = False) -> None:
+        self.fn, self.spec, self.batch = fn, spec, batch
+
+    def __call__(self, params: Any, ctx: Any) -> Any:
+        out = self.fn(params, ctx)
+        if self.batch:
+            return [v if isinstance(v, BaseException) else self._with_fitness(v) for v in out]
+        return self._with_fitness(out)
+
+    def _with_fitness(self, value: Any) -> Any:
+        if not isinstance(value, dict) or "fitness" in value:
+            if not isinstance(value, dict):
+                raise ValueError(f"a multi-objective scenario's objective returns a dict with "
+                                 f"{list(self.spec.names)}, not {type(value).__name__}")
+            return value
+        raw = self.spec.raw(value)  # raises, naming what is missing
+        return {"fitness": self.spec.minimised(raw)[0], **value}
 
 
 def _format_errors(exc: ValidationError, prefix: str = "field ") -> str:

@@ -705,6 +705,9 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
               ("learning_curves", lambda: plot_learning_curves.draw(run)),
               ("parallel_coordinates", lambda: plot_parallel_coordinates.draw(run)),
               ("importance", lambda: plot_importance.draw(run, imp))]
+    from evo_engine.analysis.front import plot_hypervolume, plot_pareto
+
+    draws += [("pareto", lambda: plot_pareto(run)), ("hypervolume", lambda: plot_hypervolume(run))]
     written = []
     for name, draw in draws:
         try:
@@ -712,6 +715,8 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
         except Skip as skip:
             if on_skip is not None:
                 on_skip(name, skip.reason)
+            continue
+        if fig is None:  # a plot that does not apply to this run (the front of one objective)
             continue
         path = out / f"{name}.{fmt}"
         try:

@@ -23,6 +23,7 @@ examples:
   python -m evo_engine analyze runs/adv --plots runs/adv/plots
   python -m evo_engine analyze runs/adv --csv best.csv --top 20
   python -m evo_engine analyze runs/adv --plots plots --baseline runs/adv_sync
+  python -m evo_engine analyze runs/moo --front front.csv     # several objectives: the front
 
 plots written with --plots (each only when the run has data for it, else a line says why;
 --format svg|pdf):
@@ -39,6 +40,9 @@ plots written with --plots (each only when the run has data for it, else a line 
   sigma.png              ES step size σ per parameter over the run (ES islands only)
   workers.png            worker timeline (Gantt) with idle gaps and per-worker utilization
   migrations.png         migrants between islands, accepted or rejected
+  pareto.png             several objectives: every evaluation, the front, its knee
+                         (pairwise panels for 3 objectives)
+  hypervolume.png        several objectives: hypervolume so far vs evaluations and compute
 
 works on a run still in progress (shows what is committed) and on a copy of the run
 directory on a laptop: it reads RUN_DIR/run.zarr only and never writes to it.
@@ -68,6 +72,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="write the evaluations to FILE (all of them, or the --top N best)")
     p.add_argument("--top", type=positive_int, metavar="N",
                    help="show the N best individuals (default 10); with --csv, export only them")
+    p.add_argument("--front", type=Path, metavar="FILE",
+                   help="several objectives: write the Pareto front (knee marked) to FILE as CSV")
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR",
                    help="another run to compare with (e.g. the --sync baseline): its best "
                         "and when this run reached it; its curve in best_so_far.png")
@@ -102,6 +108,15 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
         print_fn("")
         for line in rungs.splitlines():
             say(line)
+    from evo_engine.analysis.front import format_front, write_front_csv
+
+    front = format_front(run, limit=args.top or 20, width=cols)
+    if front:
+        head, *rows = front.splitlines()
+        print_fn("")
+        say(head)
+        for line in rows:
+            print_fn(line)
     wants = [flag for flag, v in (("--plots", args.plots), ("--csv", args.csv)) if v is not None]
     if wants and run.n == 0:
         raise AnalyzeError(f"{args.run_dir} has no recorded evaluations yet: nothing for "
@@ -115,6 +130,9 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
                 f"{baseline.attrs.get('scenario')!r}, not {run.attrs.get('scenario')!r}")
         if run.n:
             say(compare_with_baseline(run, baseline, str(args.baseline)))
+    if args.front is not None:
+        rows = write_front_csv(run, args.front)
+        say(f"wrote the {rows} members of the Pareto front to {args.front}")
     if args.csv is not None:
         rows = write_csv(run, args.csv, top=args.top)
         say(f"wrote {rows} evaluations to {args.csv}")

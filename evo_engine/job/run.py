@@ -217,14 +217,17 @@ def run_finalize(transport: Transport, engine: Engine, top: int = 1,
 
     Each runs with its evaluation's own seed, so the metrics describe the model that was
     scored. The incumbent (the best estimated mean, ``Engine.best``) comes first; then the
-    populations. ``stopped()`` (polled while a worker runs it) names a stop request (a signal,
+    populations. With several objectives the knee of the front comes first, then the front. ``stopped()`` (polled while a worker runs it) names a stop request (a signal,
     the hard ``--max-time``/walltime limit): finalize is then abandoned and ``([], reason)``
     returned, so the run ends as stopped and ``--resume`` runs finalize again from its start
     (a retraining starts over; ``--max-time`` bounds each attempt). Inline, the signal
     interrupts the objective itself, which answers with a FAILED result.
     """
     best = sorted((m for isl in engine.islands for m in isl.population), key=lambda m: m.fitness)
-    if engine.best is not None:
+    if engine.front:
+        # Several objectives: the front's knee first, then the rest of the front (pareto.py).
+        best = engine.front + best
+    elif engine.best is not None:
         best.insert(0, engine.best)
     seen: set[int] = set()
     out = []
@@ -682,6 +685,15 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
                                      engine.config.intensify or None)):
             if text:
                 say(text)
+    if engine.front:
+        knee = engine.front[0]
+        say(f"Pareto front: {len(engine.front)} feasible non-dominated members in the "
+            f"populations; its knee (finalize's pick) is uid {knee.uid} with "
+            + ", ".join(f"{n} {v:.6g}" for n, v in zip(
+                engine.config.objectives.names if engine.config.objectives else (),
+                engine.config.objectives.minimised(knee.values)
+                if engine.config.objectives else ()))
+            + " (`analyze --front FILE` writes the whole front)")
     for f in final:
         if f["error"]:
             say(f"finalize of uid {f['uid']} failed: {f['error'].splitlines()[0]}")

@@ -41,6 +41,7 @@ from evo_engine.search.messages import (
 )
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.operators.base import OperatorSettings
+from evo_engine.search.pareto import VIOLATION, Objectives, front_members
 from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Space
 
@@ -69,6 +70,9 @@ class EngineConfig:
     intensify: int = 0
     """Race length: evaluations a would-be incumbent gets, on seeds common with the incumbent,
     before it is accepted (see intensify.py); 0 or 1 = off."""
+    objectives: Objectives | None = None
+    """Several named objectives (and constraints): Pareto ranking (search/pareto.py); None =
+    the one scalar fitness."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -89,6 +93,8 @@ class EngineConfig:
             raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
         if self.intensify < 0 or (self.intensify > 1 and self.sync):
             raise ValueError("intensify must be >= 0, and 0 with the synchronous baseline (sync)")
+        if self.objectives is not None and (self.repeats or self.intensify > 1):
+            raise ValueError("repeats and intensify need one fitness, not several objectives")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
@@ -116,6 +122,7 @@ class EngineConfig:
             **({"pruner": self.pruning.describe()} if self.pruning else {}),
             **({"repeats": self.repeats} if self.repeats else {}),
             **({"intensify": self.intensify} if self.intensify > 1 else {}),
+            **(self.objectives.describe() if self.objectives else {}),
         }
 
 
@@ -391,6 +398,12 @@ class Engine:
         return None if est is None else self._as_individual(est)
 
     @property
+    def front(self) -> list[Individual]:
+        """Several objectives: the feasible non-dominated members of the populations, the
+        knee first (``search.pareto.knee``); [] for one fitness."""
+        return front_members([m for isl in self.islands for m in isl.population])
+
+    @property
     def best_estimate(self) -> Estimate | None:
         return self.tracker.best()
 
@@ -435,6 +448,10 @@ class Engine:
             known = result.uid < self.next_uid
             return (TellOutcome.DUPLICATE if known else TellOutcome.UNKNOWN), None
         state, error = self._final_state(result)
+        values: tuple[float, ...] = ()
+        violation = 0.0
+        if self.config.objectives is not None and state is EvalState.COMPLETE:
+            state, error, values, violation, result = self._judge_objectives(result)
         check_transition(EvalState.RUNNING, state)
         del self.in_flight[result.uid]
         self._task_states.pop(result.uid, None)
@@ -467,8 +484,11 @@ class Engine:
             ind = Individual(
                 uid=task.uid, genome=task.genome, fitness=float(result.fitness),
                 island=task.island, info=task.info, origin_island=task.island,
+                values=values, violation=violation,
             )
-            if self.tracker.wants_key(ind.fitness):
+            # With several objectives the incumbent is the best feasible first objective (the
+            # progress line's "best"); the front itself is the analysis' business.
+            if violation <= 0 and self.tracker.wants_key(ind.fitness):
                 self.tracker.first_draw(config_key(task.params), task.uid, task.island,
                                         task.genome, ind.fitness)
             island.completed += 1
@@ -482,6 +502,30 @@ class Engine:
         if self.config.sync:
             self._maybe_close_generation(island)
         return TellOutcome.RECORDED, Evaluation(task, result, state, error, accepted)
+
+    def _judge_objectives(
+        self, result: Result
+    ) -> tuple[EvalState, str | None, tuple[float, ...], float, Result]:
+        """A complete result's objective vector (minimised) and violation, or why it FAILED.
+
+        The recorded result gets ``values`` (as returned) and, under constraints, the metric
+        ``constraint_violation`` (0 = feasible): an infeasible evaluation is COMPLETE, never
+        FAILED, and ranks behind every feasible one. Its fitness is the first objective.
+        """
+        spec = self.config.objectives
+        assert spec is not None
+        named = {**result.metrics, "fitness": float(result.fitness or 0.0)}
+        if result.values and len(result.values) == spec.m:
+            named.update(zip(spec.names, result.values))
+        try:
+            raw = spec.raw(named)
+            violation = spec.violation(named)
+        except ValueError as exc:
+            return EvalState.FAILED, str(exc), (), 0.0, replace(result, fitness=None)
+        values = spec.minimised(raw)
+        metrics = {**result.metrics, VIOLATION: violation} if spec.constraints else result.metrics
+        result = replace(result, values=raw, metrics=metrics, fitness=values[0])
+        return EvalState.COMPLETE, None, values, violation, result
 
     @staticmethod
     def _final_state(result: Result) -> tuple[EvalState, str | None]:

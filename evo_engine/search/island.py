@@ -9,6 +9,23 @@ import numpy as np
 
 from evo_engine.search.messages import Individual
 from evo_engine.search.operators.base import Operator, Proposal, restore_rng, rng_state
+from evo_engine.search.pareto import pareto_order
+
+
+def pareto_survivors(pool: list[Individual], size: int) -> list[Individual]:
+    """The best ``size`` members of ``pool`` in Pareto order, best first (search/pareto.py).
+
+    Dropping one member at a time from the back re-ranks the rest, as SMS-EMOA does: the
+    shares (hypervolume, crowding) of the survivors change when a neighbour leaves.
+    """
+    pool = list(pool)
+    while True:
+        order = pareto_order(np.array([m.values for m in pool]),
+                             np.array([m.violation for m in pool]))
+        pool = [pool[int(i)] for i in order]
+        if len(pool) <= size:
+            return pool
+        pool.pop()
 
 
 class Island:
@@ -17,7 +34,10 @@ class Island:
     The first ``population_size`` proposals come from the initial design; after that the
     operator proposes from the population. Replacement is steady state: an individual
     enters while there is room, else it replaces the worst member if it is better, so the
-    best individual is never lost (elitism).
+    best individual is never lost (elitism). With several objectives (members carry
+    ``values``) the population is kept in Pareto order instead and the pool's last member in
+    that order leaves (``pareto_survivors``), so operators that select by position select by
+    Pareto rank.
     """
 
     def __init__(
@@ -66,6 +86,9 @@ class Island:
         """
         if any(m.uid == ind.uid for m in self.population):
             return False
+        if ind.values:  # several objectives: Pareto replacement (search/pareto.py)
+            self.population = pareto_survivors(self.population + [ind], self.population_size)
+            return any(m.uid == ind.uid for m in self.population)
         if len(self.population) < self.population_size:
             self.population.append(ind)
         else:
@@ -91,8 +114,11 @@ class Island:
         pool = self.population + [
             o for o in offspring if all(o.uid != m.uid for m in self.population)
         ]
-        pool.sort(key=lambda m: m.fitness)
-        self.population = pool[: self.population_size]
+        if pool and pool[0].values:
+            self.population = pareto_survivors(pool, self.population_size)
+        else:
+            pool.sort(key=lambda m: m.fitness)
+            self.population = pool[: self.population_size]
         kept = {m.uid for m in self.population}
         return [o.uid in kept for o in offspring]
 

@@ -97,6 +97,9 @@ class Result:
     gpu: tuple[float, float] | None = None
     """(mean GPU busy %, peak GPU memory used in MiB) over the evaluation, sampled from NVML
     by the worker when ``nvidia-ml-py`` is installed and the worker has a GPU; else None."""
+    values: tuple[float, ...] = ()
+    """A multi-objective scenario's objective values in its order, as returned (not negated
+    for "max"); the engine fills them from the named values. Empty for one fitness."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +113,16 @@ class Individual:
     info: dict[str, Any] = field(default_factory=dict)
     origin_island: int = -1
     """Island the individual was evaluated on; differs from ``island`` for migrants."""
+    values: tuple[float, ...] = ()
+    """Objective values, all minimised (see search/pareto.py); empty for one fitness."""
+    violation: float = 0.0
+    """Total constraint violation; 0 = feasible."""
 
     def to_state(self) -> dict[str, Any]:
+        # The objective values only where there are several, so old snapshots stay as they were.
+        extra = {"values": list(self.values), "violation": self.violation} if self.values else {}
         return {
+            **extra,
             "uid": self.uid,
             "genome": self.genome.tolist(),
             "fitness": self.fitness,
@@ -131,6 +141,8 @@ class Individual:
             island=int(s["island"]),
             info=info,
             origin_island=int(s["origin_island"]),
+            values=tuple(float(v) for v in s.get("values", ())),
+            violation=float(s.get("violation", 0.0)),
         )
 
 

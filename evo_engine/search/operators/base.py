@@ -24,7 +24,10 @@ Who calls what, and when:
 * ``replacement()`` tells the island how to make room for an offspring once the population
   is full: replace the worst member, or the worst of a random subset (never the best one).
 
-Lower fitness is better everywhere.
+Lower fitness is better everywhere. With several objectives the population passed to
+``propose`` is in Pareto order (search/pareto.py), best first, and each individual carries its
+minimised objective ``values`` and constraint ``violation``: select by position, not by
+``fitness`` (there the first objective).
 """
 
 from __future__ import annotations

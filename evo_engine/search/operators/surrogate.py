@@ -62,6 +62,7 @@ from pydantic import Field
 from evo_engine.search.messages import Individual
 from evo_engine.search.operators.base import Operator, OperatorSettings, Proposal, reflect
 from evo_engine.search.operators.es import ES, ESSettings
+from evo_engine.search.pareto import nondominated_ranks, parego_scalars
 from evo_engine.space import Space
 
 
@@ -257,6 +258,9 @@ class Surrogate(Operator):
         self.X: list[list[float]] = []
         self.y: list[float] = []
         self.uids: list[int] = []
+        self.V: list[list[float] | None] = []
+        """Several objectives: each archive entry's minimised values plus its violation (None
+        for a pruned one), beside ``X``; ``y`` then holds the first objective (ParEGO)."""
         self.theta: list[float] | None = None
         self.n_observed = 0
         self.fitted_at = 0
@@ -277,6 +281,11 @@ class Surrogate(Operator):
         if self.es is not None:  # handed over: the model is not fitted again
             self.es.observe(individual, accepted)
             return
+        if individual.values:
+            # Several objectives: no incumbent to stall on, so the model never hands over.
+            self._add(individual.uid, individual.genome, individual.values[0],
+                      [*individual.values, individual.violation])
+            return
         told = self.n_observed
         self._add(individual.uid, individual.genome, individual.fitness)
         if self.n_observed > told:
@@ -294,17 +303,31 @@ class Surrogate(Operator):
         floor = float(np.median(self.y)) if self.y else individual.fitness
         self._add(individual.uid, individual.genome, max(individual.fitness, floor))
 
-    def _add(self, uid: int, genome: np.ndarray, fitness: float) -> None:
+    def _add(self, uid: int, genome: np.ndarray, fitness: float,
+             vec: list[float] | None = None) -> None:
         if not math.isfinite(fitness) or uid in self.uids:
             return
         self.n_observed += 1
         self.X.append([float(v) for v in np.asarray(genome, dtype=np.float64)])
         self.y.append(float(fitness))
         self.uids.append(int(uid))
+        self.V.append(None if vec is None else [float(v) for v in vec])
         if len(self.y) > self.settings.archive:
             drop = self._evictee()
-            for seq in (self.X, self.y, self.uids):
+            for seq in (self.X, self.y, self.uids, self.V):
                 del seq[drop]
+
+    @property
+    def _multi(self) -> bool:
+        return any(v is not None for v in self.V)
+
+    def _pareto_ranks(self) -> np.ndarray:
+        """Several objectives: each archive entry's front (pruned entries last)."""
+        m = next(len(v) for v in self.V if v is not None)
+        A = np.array([v if v is not None else [np.inf] * m for v in self.V])
+        cv = np.where(np.isfinite(A[:, -1]), A[:, -1], np.inf)
+        F = np.where(np.isfinite(A[:, :-1]), A[:, :-1], 0.0)
+        return nondominated_ranks(F, cv).astype(np.float64)
 
     def _evictee(self) -> int:
         """The archive entry to forget: from the worse half, the one nearest another entry.
@@ -316,7 +339,7 @@ class Surrogate(Operator):
         learnt that those corners are bad. Thinning the worse half where it is densest keeps
         those results as fences around the good region, and the best half exactly.
         """
-        y = np.asarray(self.y)
+        y = self._pareto_ranks() if self._multi else np.asarray(self.y)
         order = np.argsort(y, kind="stable")
         worse = order[y.size // 2 :]
         f = self.features(np.asarray(self.X))
@@ -398,7 +421,23 @@ class Surrogate(Operator):
         extra = [m for m in population if m.uid not in known]
         X = np.array(self.X + [list(np.asarray(m.genome, dtype=np.float64)) for m in extra])
         y = np.array(self.y + [m.fitness for m in extra])
+        if self._multi:
+            y = self._parego(extra)
         return X.reshape(-1, self.dim), y
+
+    def _parego(self, extra: Sequence[Individual]) -> np.ndarray:
+        """ParEGO's training values: the archive's objective vectors scalarised by augmented
+        Tchebycheff under one weight vector per ask, drawn uniformly from the simplex by this
+        island's generator (so a replay draws the same one). Pruned entries score worst."""
+        rows = self.V + [[*m.values, m.violation] if m.values else None for m in extra]
+        m = next(len(v) for v in rows if v is not None) - 1
+        weights = self.rng.dirichlet(np.ones(m))
+        done = [i for i, v in enumerate(rows) if v is not None]
+        A = np.array([rows[i] for i in done])
+        s = parego_scalars(A[:, :-1], A[:, -1], weights)
+        y = np.full(len(rows), float(s.max()) + 1.0)
+        y[done] = s
+        return y
 
     def _space_filling(self, X: np.ndarray, pending: np.ndarray) -> Proposal:
         """The uniform candidate farthest from everything evaluated or in flight (maximin)."""
@@ -505,6 +544,7 @@ class Surrogate(Operator):
             "X": [list(r) for r in self.X],
             "y": list(self.y),
             "uids": list(self.uids),
+            **({"V": list(self.V)} if self._multi else {}),
             "theta": self.theta,
             "n_observed": self.n_observed,
             "fitted_at": self.fitted_at,
@@ -520,6 +560,9 @@ class Surrogate(Operator):
         self.X = [[float(v) for v in r] for r in state["X"]]
         self.y = [float(v) for v in state["y"]]
         self.uids = [int(u) for u in state["uids"]]
+        saved = state.get("V")
+        self.V = ([None if v is None else [float(x) for x in v] for v in saved] if saved
+                  else [None] * len(self.uids))
         self.theta = None if state["theta"] is None else [float(t) for t in state["theta"]]
         self.n_observed = int(state["n_observed"])
         self.fitted_at = int(state["fitted_at"])
