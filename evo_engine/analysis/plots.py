@@ -624,9 +624,12 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
         raise PlotError(f"cannot create the plot directory {out}: {exc.strerror or exc}") from None
     figures: list[tuple[str, Figure | None]] = [("best_so_far", plot_best_so_far(run, baseline))]
     figures += [(name, fn(run)) for name, fn in PLOTS.items()]
+    from evo_engine.analysis.pbt import plot_pbt_schedule
+
     figures += [("learning_curves", plot_learning_curves(run)),
                 ("parallel_coordinates", plot_parallel_coordinates(run)),
-                ("importance", plot_importance(run))]
+                ("importance", plot_importance(run)),
+                ("pbt_schedule", plot_pbt_schedule(run))]
     written = []
     for name, fig in figures:
         if fig is None:
