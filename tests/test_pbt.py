@@ -99,7 +99,7 @@ def test_no_checkpoint_a_later_interval_loads_is_released_and_live_ones_stay_bou
                         float(np.sum(t.genome)) / (1 + t.step),
                         state=EvalState.FAILED if fail else EvalState.COMPLETE))
         released |= {u for u, _ in eng.pbt.drain_released()}
-        assert len(eng.pbt.live()) <= 6
+        assert len(eng.pbt.live()) <= 6 + 1  # a checkpoint per member and the best one
         assert not eng.pbt.live() & released
     assert {CONTINUE, EXPLOIT} <= ops
     assert eng.n_finished == 500
@@ -235,7 +235,8 @@ def test_a_local_pbt_run_stopped_and_resumed_finishes_with_one_checkpoint_per_me
     for parent, step in zip(ev["pbt_parent"].tolist(), ev["step"].tolist()):
         assert (parent, step) == (-1, 0) or step == step_of[parent] + 2
     left = sorted(p.name for p in (run_dir / "scratch" / "checkpoints").iterdir())
-    assert len(left) == 8, left  # one per member: the rest went once no exploit could need them
+    # One per member and the best one: the rest went once no exploit could need them.
+    assert 8 <= len(left) <= 9, left
 
 
 def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:

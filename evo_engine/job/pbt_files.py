@@ -6,10 +6,11 @@ before, a crash could bring back the interval that loads it (replay re-creates t
 only from what the store holds). Deletion runs on the recorder's thread, as snapshots land,
 never on the coordinator's loop.
 
-Disk bound: one checkpoint per member (the one it holds) plus one being written per interval
-in flight, plus those released since the last snapshot (at most two per result: the one a
-finished interval replaces and the one an exploit lets go), so at most
-``2 · islands · population_size + 2 · checkpoint_every`` files. A crash can leave released
+Disk bound: one checkpoint per member (the one it holds) and the best interval's, plus one
+being written per interval in flight, plus those released since the last snapshot (at most
+three per result: the one a finished interval replaces, the former best, and the one an
+exploit lets go), so at most ``2 · islands · population_size + 1 + 3 · checkpoint_every``
+files, whatever the run's length. A crash can leave released
 files behind; the next job deletes every file no member holds before it starts (``sweep``).
 """
 

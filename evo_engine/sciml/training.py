@@ -465,3 +465,32 @@ def advection_test_metrics(
         **_prefixed("test", metrics),
         "test_fitness": advection_fitness(metrics),
     }
+
+
+def advection_checkpoint_metrics(
+    params: Mapping[str, Any], ctx: Any, task: AdvectionTask
+) -> dict[str, float]:
+    """``finalize`` for population-based training: score the best interval's own weights.
+
+    A PBT result is a checkpoint trained under a schedule, not one setting to train again:
+    this loads the checkpoint the run kept for the best interval (``ctx.uid``) and scores it
+    on the validation and the test split, without training.
+    """
+    from evo_engine.context import checkpoint_file
+
+    p = {**task.defaults, **params}
+    model = build_model(p, task.initial_step).to(ctx.device)
+    state = load_checkpoint(checkpoint_file(ctx.scratch_root, ctx.uid))
+    model.load_state_dict(state["model"])
+    val = evaluate(model, load_split(task, "val", ctx)["u"], load_split(task, "val", ctx)["grid"],
+                   task)
+    test_split = load_split(task, "test", ctx)
+    test = evaluate(model, test_split["u"], test_split["grid"], task)
+    return {
+        "fitness": advection_fitness(val),
+        **_prefixed("val", val),
+        **_prefixed("test", test),
+        "test_fitness": advection_fitness(test),
+        "epochs_run": float(state["step"]),
+    }
+

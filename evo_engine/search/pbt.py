@@ -32,8 +32,9 @@ its neighbours' members at that step: an exploit of one of them brings its weigh
 Checkpoints: a member *holds* the checkpoint its weights live in (the parent of its interval
 in flight, or its last complete interval). A checkpoint no member holds can never be loaded
 again; ``drain_released`` hands such uids to the job, which deletes the files once the results
-that released them are durable. So at most one checkpoint per member is live, plus one being
-written per interval in flight: at most 2 x islands x population_size files.
+that released them are durable. The best interval's checkpoint is held as well (the run's
+result). So at most one checkpoint per member plus the best one is live, plus one being
+written per interval in flight: at most 2 x islands x population_size + 1 files.
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ class PBT:
         """Per island: step → {member index: score its checkpoint at that step got}."""
         self.rngs = [np.random.default_rng(np.random.SeedSequence([seed, 0x9B7, i]))
                      for i in range(islands)]
+        self.best: tuple[float, int] | None = None
+        """(score, uid) of the best interval so far: its checkpoint is held too (the run's
+        result, e.g. for ``finalize`` to score on the test split)."""
         self.held: Counter[int] = Counter()
         self.released: list[tuple[int, int]] = []
         """(checkpoint uid, results told when released) not handed out yet; not in snapshots."""
@@ -262,6 +266,12 @@ class PBT:
             self.ready.append((member, True))
             return
         self._hold(m, uid, told)
+        if self.best is None or fitness < self.best[0]:
+            old = self.best
+            self.best = (float(fitness), uid)
+            self.held[uid] += 1
+            if old is not None:
+                self._release(old[1], told)
         m.genome = [float(g) for g in genome]
         m.end_step = step + self.config.interval
         m.fitness = float(fitness)
@@ -284,10 +294,13 @@ class PBT:
         if uid >= 0:
             self.held[uid] += 1
         if old >= 0:
-            self.held[old] -= 1
-            if self.held[old] <= 0:
-                del self.held[old]
-                self.released.append((old, told))
+            self._release(old, told)
+
+    def _release(self, uid: int, told: int) -> None:
+        self.held[uid] -= 1
+        if self.held[uid] <= 0:
+            del self.held[uid]
+            self.released.append((uid, told))
 
     def drain_released(self) -> list[tuple[int, int]]:
         """(checkpoint uid, results told when it was released) no future interval can load;
@@ -311,6 +324,7 @@ class PBT:
             "scores": [{str(s): {str(k): v for k, v in by.items()} for s, by in isl.items()}
                        for isl in self.scores],
             "rngs": [rng_state(r) for r in self.rngs],
+            "best": list(self.best) if self.best is not None else None,
         }
 
     def set_state(self, s: dict[str, Any]) -> None:
@@ -321,4 +335,8 @@ class PBT:
         self.scores = [{int(st): {int(k): float(v) for k, v in by.items()} for st, by in isl.items()}
                        for isl in s["scores"]]
         self.rngs = [restore_rng(r) for r in s["rngs"]]
+        best = s.get("best")
+        self.best = (float(best[0]), int(best[1])) if best is not None else None
         self.held = Counter(m.ckpt for m in self.members if m.ckpt >= 0)
+        if self.best is not None:
+            self.held[self.best[1]] += 1
