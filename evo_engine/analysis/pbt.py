@@ -116,8 +116,14 @@ def plot_pbt_schedule(run: Run) -> Figure | None:
     chain = best_lineage(run)
     if not chain:
         return None
-    names = run.param_names
-    fig = Figure(figsize=(7.5, 1.9 * (len(names) + 1)), dpi=DPI, layout="constrained")
+    # Explored parameters active on the lineage get a panel; the fixed ones (architecture,
+    # copied with the weights) and inactive ones are named in the title instead.
+    fixed = set(run.attrs.get("fingerprint_description", {}).get("pbt", {}).get("fixed", []))
+    names = [n for n in run.param_names if n not in fixed
+             and any(_fmt(c.params[n]) != "" for c in chain)]
+    kept = [f"{n}={_fmt(chain[-1].params[n])}" for n in run.param_names
+            if n in fixed and _fmt(chain[-1].params[n]) != ""]
+    fig = Figure(figsize=(7.5, 1.6 * (len(names) + 1) + 0.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(len(names) + 1, 1, sharex=True, squeeze=False)[:, 0]
     exploits = [c.step for c in chain if c.operator == EXPLOIT]
     for ax, name in zip(axes, names):
@@ -155,7 +161,8 @@ def plot_pbt_schedule(run: Run) -> Figure | None:
     ax.set_ylabel("fitness")
     ax.set_xlabel("training step (dashed: exploits on the best lineage)")
     ax.legend(fontsize=7, loc="upper right")
-    _title(fig, run, f"PBT: schedule of the best member (uid {chain[-1].uid})")
+    _title(fig, run, f"PBT: schedule of the best member (uid {chain[-1].uid})"
+           + (f"; fixed: {', '.join(kept)}" if kept else ""))
     return fig
 
 
