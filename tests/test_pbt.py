@@ -261,3 +261,29 @@ def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:
     fig = plot_pbt_schedule(run)
     # A panel per explored parameter ("k" is fixed: named in the title) and the fitness.
     assert fig is not None and len(fig.axes) == 2 and "fixed: k=" in fig._suptitle.get_text()
+
+
+def test_released_checkpoints_go_only_once_a_snapshot_covers_their_release(tmp_path: Path) -> None:
+    from evo_engine.job.pbt_files import CheckpointSweeper
+
+    eng = pbt_engine()
+    starts = [eng.ask() for _ in range(4)]
+    for t in starts:
+        checkpoint_file(tmp_path, t.uid).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_file(tmp_path, t.uid).write_bytes(b"w")
+    for t, f in zip(starts, [0.1, 0.2, 0.3, 0.9]):
+        eng.tell(ok(t, f))
+    sweeper = CheckpointSweeper(eng, tmp_path)
+    [eng.ask() for _ in range(4)]  # member 3 exploits member 0: its own checkpoint is released
+    sweeper.collect()
+    sweeper.durable(3)  # a snapshot of 3 results: the release (after 4) is not durable yet
+    assert checkpoint_file(tmp_path, starts[3].uid).exists()
+    sweeper.durable(4)
+    assert not checkpoint_file(tmp_path, starts[3].uid).exists()
+    assert all(checkpoint_file(tmp_path, t.uid).exists() for t in starts[:3])
+    # A resumed job first deletes what no member holds: leftovers and interrupted saves.
+    (tmp_path / "checkpoints" / "uid-99.pt").write_bytes(b"w")
+    (tmp_path / "checkpoints" / ".uid-5.pt.123.tmp").write_bytes(b"w")
+    assert sweeper.sweep() == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(
+        f"uid-{t.uid}.pt" for t in starts[:3])

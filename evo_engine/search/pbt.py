@@ -152,14 +152,18 @@ class PBT:
         """(score, uid) of the best interval so far: its checkpoint is held too (the run's
         result, e.g. for ``finalize`` to score on the test split)."""
         self.held: Counter[int] = Counter()
+        self._told = 0
         self.released: list[tuple[int, int]] = []
         """(checkpoint uid, results told when released) not handed out yet; not in snapshots."""
 
     # -- deciding -------------------------------------------------------------------------
 
-    def next_pick(self, islands: list[Island], order: list[int]) -> PBTPick | None:
+    def next_pick(self, islands: list[Island], order: list[int], told: int) -> PBTPick | None:
         """A new member for the first island in ``order`` that lacks some, else the decision
-        for the member whose result came back first; None while every member is in flight."""
+        for the member whose result came back first; None while every member is in flight.
+        ``told``: results the engine has been told (a checkpoint this decision lets go may be
+        deleted once that many are durable: a replay then makes the same decision)."""
+        self._told = told
         for i in order:
             if self.started[i] < self.population_size:
                 return self._start(islands[i])
@@ -215,13 +219,13 @@ class PBT:
         return self._pick(m, START, -1, 0, np.asarray(m.genome), ())
 
     def _restart(self, m: Member, island: Island) -> PBTPick:
-        self._hold(m, -1)
+        self._hold(m, -1, self._told)
         m.end_step, m.fitness = 0, None
         m.genome = [float(g) for g in island.rng.random(self.space.dim)]
         return self._pick(m, RESTART, -1, 0, np.asarray(m.genome), ())
 
     def _exploit(self, m: Member, donor: Member) -> PBTPick:
-        self._hold(m, donor.ckpt)
+        self._hold(m, donor.ckpt, self._told)
         m.end_step, m.fitness = donor.end_step, donor.fitness
         m.genome = [float(g) for g in self.explore(np.asarray(donor.genome),
                                                    self.rngs[m.island])]
@@ -288,7 +292,7 @@ class PBT:
         for s in [s for s in self.scores[island] if s < low]:
             del self.scores[island][s]
 
-    def _hold(self, m: Member, uid: int, told: int = -1) -> None:
+    def _hold(self, m: Member, uid: int, told: int) -> None:
         old = m.ckpt
         m.ckpt = uid
         if uid >= 0:
