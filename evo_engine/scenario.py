@@ -24,12 +24,37 @@ from evo_engine.errors import InputError
 from evo_engine.search.engine import EngineConfig
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.pareto import Objectives, parse_objectives
+from evo_engine.search.pbt import PBTConfig
 from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Space
 
 
 class ScenarioError(InputError):
     """A scenario file or one of its fields is unusable; the message says which and why."""
+
+
+class PBTSettings(BaseModel):
+    """Population-based training (``Scenario.pbt``; docs/pbt.md, ``evo_engine.search.pbt``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval: int = Field(1, ge=1)
+    """Training steps (e.g. epochs) per interval: one task trains a member this much further."""
+    quantile: float = Field(0.25, gt=0.0, le=0.5)
+    """A member in the worst ``quantile`` at its step exploits one of the best ``quantile``."""
+    explore: Literal["perturb", "resample"] = "perturb"
+    """How an exploiting member changes the copied hyperparameters: "perturb" = a Gaussian
+    step of ``sigma`` in the (log-aware) unit cube; "resample" = also redraw each with
+    probability ``resample_probability``."""
+    sigma: float = Field(0.1, gt=0.0, le=1.0)
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0)
+    fixed: tuple[str, ...] = ()
+    """Parameters explore never changes (architecture: the weights fix them); an exploit copies
+    them with the weights."""
+
+    def config(self) -> PBTConfig:
+        return PBTConfig(self.interval, self.quantile, self.explore, self.sigma,
+                         self.resample_probability, tuple(self.fixed))
 
 
 class Scenario(BaseModel):
@@ -114,6 +139,10 @@ class Scenario(BaseModel):
     """Named values that must hold, e.g. ``{"gpu_mem_gb": ("<=", 40)}``. A violated one makes
     the evaluation infeasible (recorded COMPLETE with ``constraint_violation`` > 0, ranked
     behind every feasible one), not FAILED. Needs ``objectives``."""
+    pbt: PBTSettings | None = None
+    """Population-based training: each evaluation is one interval of a member's training,
+    warm-started from a checkpoint (``ctx.load_checkpoint``); e.g.
+    ``pbt=dict(interval=2, quantile=0.25, explore="perturb", fixed=("model",))``. None = off."""
     callbacks: list[str] = Field(default_factory=list)
     """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
     "module:factory" (``evo_engine.job.callbacks``); ``--callback`` adds more."""
@@ -169,6 +198,8 @@ class Scenario(BaseModel):
                                                                     NamedValues):
                 self.__dict__["objective_batch"] = NamedValues(self.objective_batch, spec,
                                                                batch=True)
+        if self.pbt is not None:
+            self._check_pbt(self.pbt)
         if self.pruner == "asha":
             if self.max_steps is None:
                 raise ValueError(
@@ -193,6 +224,29 @@ class Scenario(BaseModel):
         """The validated objectives and constraints, or None for one fitness."""
         return parse_objectives(self.objectives, self.constraints)
 
+    def _check_pbt(self, pbt: PBTSettings) -> None:
+        unknown = [n for n in pbt.fixed if n not in self.space.names]
+        if unknown:
+            raise ValueError(f"pbt.fixed names {unknown}, which the space does not have "
+                             f"(its parameters: {self.space.names})")
+        clashes = [
+            (self.pruner == "asha", "pruner 'asha' (PBT already stops the worse members: "
+             "they exploit better ones at every interval; set pruner='none')"),
+            (self.sync, "sync (PBT has no generation barrier; set sync=False)"),
+            (self.repeats > 0, "repeats (an interval continues a training, it cannot be "
+             "evaluated again from scratch; set repeats=0)"),
+            (self.intensify > 0, "intensify (races re-run a configuration from scratch; set "
+             "intensify=0)"),
+            (bool(self.objectives), "objectives (an exploit copies a better member, and "
+             "with several objectives there is no one better: search the front without pbt)"),
+            (self.batch > 1, f"batch {self.batch} (a batch of intervals would load and save "
+             "several checkpoints in one stacked training, which objective_batch does not do; "
+             "set batch=1)"),
+        ]
+        bad = [why for clash, why in clashes if clash]
+        if bad:
+            raise ValueError("pbt cannot be combined with " + "; nor with ".join(bad))
+
     def engine_config(self) -> EngineConfig:
         topo = self.topology if self.topology == "ring" else tuple(tuple(r) for r in self.topology)
         return EngineConfig(
@@ -207,6 +261,7 @@ class Scenario(BaseModel):
             pruning=ASHAConfig(self.eta, self.min_steps, self.max_steps, self.grace_steps,
                                self.smooth, self.smooth_by)
             if self.pruner == "asha" and self.max_steps is not None else None,
+            pbt=self.pbt.config() if self.pbt is not None else None,
         )
 
     def fingerprint_description(self) -> dict[str, Any]:

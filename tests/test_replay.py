@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 
 from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pbt import PBTConfig
 from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Categorical, Float, Int, Space
 from evo_engine.store.replay import POISON_ERROR, rebuild_engine
@@ -69,6 +70,11 @@ CONFIGS: dict[str, tuple[EngineConfig, int]] = {
     "es_intensify_islands_repeats": (EngineConfig(max_evals=BUDGET, islands=2, population_size=4,
                                                   operator="es", migration_interval=3, seed=10,
                                                   intensify=3, repeats=1), 4),
+    # PBT intervals finishing out of order: exploits (quantile 0.5), resampling, and every
+    # second decision ranking the other island's members too (migration of weights).
+    "pbt_islands": (EngineConfig(max_evals=BUDGET, islands=2, population_size=3, seed=11,
+                                 migration_interval=2,
+                                 pbt=PBTConfig(interval=2, quantile=0.5, explore="resample")), 4),
 }
 
 
@@ -85,7 +91,8 @@ def fitness_of(task: Task) -> float:
 def same_task(a: Task, b: Task) -> bool:
     return (a.uid == b.uid and a.island == b.island and a.seed == b.seed
             and a.operator == b.operator and tuple(a.parents) == tuple(b.parents)
-            and np.array_equal(a.genome, b.genome))
+            and np.array_equal(a.genome, b.genome)
+            and a.pbt_parent == b.pbt_parent and a.step == b.step)
 
 
 def comparable_state(engine: Engine) -> dict[str, Any]:

@@ -708,6 +708,9 @@ def make_plots(run: Run, out_dir: str | Path, baseline: Run | None = None,
     from evo_engine.analysis.front import plot_hypervolume, plot_pareto
 
     draws += [("pareto", lambda: plot_pareto(run)), ("hypervolume", lambda: plot_hypervolume(run))]
+    from evo_engine.analysis.pbt import plot_pbt_schedule
+
+    draws += [("pbt_schedule", lambda: plot_pbt_schedule(run))]
     written = []
     for name, draw in draws:
         try:

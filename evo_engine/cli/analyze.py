@@ -117,6 +117,11 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
         say(head)
         for line in rows:
             print_fn(line)
+    from evo_engine.analysis.pbt import format_pbt
+
+    pbt = format_pbt(run)
+    if pbt:
+        print_fn("\n" + pbt)
     wants = [flag for flag, v in (("--plots", args.plots), ("--csv", args.csv)) if v is not None]
     if wants and run.n == 0:
         raise AnalyzeError(f"{args.run_dir} has no recorded evaluations yet: nothing for "

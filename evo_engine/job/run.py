@@ -26,6 +26,7 @@ from evo_engine.job.callbacks import CallbackSet, check_callbacks, record_of
 from evo_engine.job.coordinator import Coordinator, StopRequest
 from evo_engine.job.log import configure
 from evo_engine.job.overrides import apply_sets
+from evo_engine.job.pbt_files import CheckpointSweeper
 from evo_engine.job.progress import ProgressReporter
 from evo_engine.job.walltime import Deadline
 from evo_engine.job.warmstart import warm_start_genomes
@@ -436,6 +437,10 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
         if warm:
             engine.add_warm_start(warm)
             log.info("warm_start", configurations=len(warm), source=str(opts.warm_start))
+    # PBT checkpoints no member holds: deleted as snapshots make their release durable.
+    sweeper = CheckpointSweeper(engine, run_dir / "scratch")
+    if engine.pbt is not None and sweeper.sweep():
+        log.info("pbt_checkpoints_swept", deleted=sweeper.deleted)
     # Written before each task goes out, so a crash is blamed even on unflushed tasks.
     journal = Journal(run_dir, int(store.attrs.get("jobs", 1)))
     if opts.warm_start and checked is not None:
@@ -461,7 +466,8 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             recorder = start_recorder(
                 store, scenario.space, warn, process=lock.unguarded is None, fsync=opts.fsync,
                 keep_fds=lock.fds(),
-                on_snapshot=lambda name, n: log.info("snapshot_written", name=name, results=n))
+                on_snapshot=lambda name, n: (log.info("snapshot_written", name=name, results=n),
+                                             sweeper.durable(n)))
         recorder.record_migrations(replayed)
         log.info("workers_starting", workers=workers)
         try:
@@ -480,7 +486,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
             log.info("worker_started", worker=info.worker, worker_rank=info.rank, host=info.host,
                      device=info.device, pid=info.pid)
         reason, coord, final = _drive(scenario, engine, transport, recorder, stop, opts, log,
-                                      callbacks, reporter, journal, suspects)
+                                      callbacks, reporter, journal, suspects, sweeper)
     except BaseException as exc:
         callbacks.close(timeout=5.0)
         why = (f"signal:{exc.signame}" if isinstance(exc, startup.StopBeforeStart)
@@ -562,7 +568,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
            stop: StopFlag, opts: RunOptions, log: Any,
            callbacks: CallbackSet | None = None, reporter: ProgressReporter | None = None,
            journal: Journal | None = None,
-           suspects: tuple[int, ...] = ()) -> tuple[str, Coordinator, list[Any]]:
+           suspects: tuple[int, ...] = (),
+           sweeper: CheckpointSweeper | None = None) -> tuple[str, Coordinator, list[Any]]:
     """The coordinator loop with checkpoints, time limits and signals wired in."""
     # --max-time counts from the job's start (data and worker start-up included), as --help says.
     job_start = reporter.meter.job_start if reporter is not None else None
@@ -596,6 +603,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
             # Any evaluation started may run to the end: a pruned one's time says nothing of
             # that, nor does a poison task failed without running (worker -1).
             deadline.observe(max(ev.result.t_end - ev.result.t_start, 0.0))
+        if sweeper is not None:
+            sweeper.collect()
         if snapshots.result():
             recorder.snapshot(engine.get_state())
 
@@ -625,6 +634,8 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
         log.warning("space_exhausted", message=engine.dedupe.exhausted, finished=engine.n_finished)
         print(f"evo_engine: warning: {engine.dedupe.exhausted}", file=sys.stderr)
     # The stop snapshot: tasks in flight are recorded as pending, to be issued again.
+    if sweeper is not None:
+        sweeper.collect()
     recorder.snapshot(engine.get_state())
     final: list[Any] = []
     if reason == "finished" and engine.best is not None and scenario.finalize is not None:

@@ -24,6 +24,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from evo_engine.sciml.checkpoint import (
+    apply_hyperparameters,
+    load_checkpoint,
+    pbt_interval,
+    restore,
+    save_checkpoint,
+)
 from evo_engine.sciml.models import CNN
 from evo_engine.sciml.runtime import EvaluationContext, cached, seed_everything
 
@@ -108,11 +115,17 @@ def _fit(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"])
     )
+    first_epoch, stop_epoch, pbt = pbt_interval(ctx, task.epochs)
+    if pbt:  # one interval of a population-based training (evo_engine.sciml.checkpoint)
+        if ctx.checkpoint_load is not None:
+            restore(load_checkpoint(ctx.checkpoint_load), model, optimizer, None)
+        apply_hyperparameters(optimizer, None, p, first_epoch)
     batch_size = max(1, int(p["batch_size"]))
     best: dict[str, Any] = {"error": math.inf, "epoch": 0, "state": None, "scores": None}
     start = time.perf_counter()
-    train_loss = math.nan
-    for epoch in range(task.epochs):
+    train_loss, epochs_run = math.nan, first_epoch
+    for epoch in range(first_epoch, stop_epoch):
+        epochs_run = epoch + 1
         model.train()
         order = torch.randperm(len(y_train), generator=generator).to(y_train.device)
         losses = []
@@ -125,11 +138,13 @@ def _fit(
         train_loss = float(np.mean(losses))
         scores = _score(model, *data["val"])
         ctx.report(epoch + 1, scores["error"])  # step = epochs completed
-        if scores["error"] < best["error"]:
+        if scores["error"] < best["error"] or pbt:  # PBT scores and keeps the final weights
             best.update(error=scores["error"], epoch=epoch + 1, scores=scores)  # 1-based, as reports
-            best["state"] = copy.deepcopy(model.state_dict())
+            best["state"] = None if pbt else copy.deepcopy(model.state_dict())
         if not math.isfinite(train_loss) or ctx.should_stop():
             break
+    if pbt:
+        save_checkpoint(ctx.checkpoint_save, model, optimizer, None, epochs_run, p)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     record = {

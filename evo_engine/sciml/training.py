@@ -47,6 +47,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from evo_engine.sciml.advection import AdvectionRecipe, ensure_dataset
+from evo_engine.sciml.checkpoint import (
+    apply_hyperparameters,
+    load_checkpoint,
+    pbt_interval,
+    restore,
+    save_checkpoint,
+)
 from evo_engine.sciml.data import inspect_advection_file, read_advection, strides_for
 from evo_engine.sciml.metrics import RecordedMetrics, advection_fitness
 from evo_engine.sciml.models import FNO1d, UNet1d
@@ -363,22 +370,31 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=max(1, int(p["scheduler_step"])), gamma=float(p["scheduler_gamma"])
     )
+    first_epoch, stop_epoch, pbt = pbt_interval(ctx, task.epochs)
+    if pbt:  # one interval of a population-based training (evo_engine.sciml.checkpoint)
+        if ctx.checkpoint_load is not None:
+            restore(load_checkpoint(ctx.checkpoint_load), model, optimizer, scheduler)
+        apply_hyperparameters(optimizer, scheduler, p, first_epoch)
     batch_size = max(1, int(p["batch_size"]))
     net = compile_step(model, task.compile_mode) if task.compile else model
-    keep_best = task.fitness_last is None
+    # PBT continues from the final weights, so it scores them: the mean of the interval's
+    # last fitness_last epochs (the last epoch when fitness_last is None).
+    fitness_last = task.fitness_last if task.fitness_last is not None or not pbt else 1
+    keep_best = fitness_last is None
     curve: list[float] = []
     best: dict[str, Any] = {"fitness": math.inf, "epoch": 0, "state": None, "metrics": None}
     last_metrics: dict[str, float] | None = None
     start = time.perf_counter()
     epochs_run, train_loss = 0, math.nan
     first_loss: list[float] = []
-    for epoch in range(task.epochs):
+    for epoch in range(first_epoch, stop_epoch):
         train_loss = train_epoch(
             net, optimizer, train["u"], train["grid"], batch_size, task, generator, first_loss
         )
         scheduler.step()
         epochs_run = epoch + 1
-        diverged = divergence(train_loss, first_loss[0] if first_loss else math.nan, epochs_run)
+        diverged = divergence(train_loss, first_loss[0] if first_loss else math.nan,
+                              epochs_run - first_epoch)
         if diverged is not None:
             # Scored on its final weights (fitness_last), a diverged training has nothing to
             # score; with a best-epoch checkpoint it keeps the best epoch so far, if any.
@@ -404,7 +420,9 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         metrics = evaluate(model, val["u"], val["grid"], task)  # the final weights, as they are
     else:
         metrics = last_metrics
-    fitness = reduce_curve(curve, task.fitness_last)
+    if pbt:
+        save_checkpoint(ctx.checkpoint_save, model, optimizer, scheduler, epochs_run, p)
+    fitness = reduce_curve(curve, fitness_last)
     if not math.isfinite(fitness):
         fitness = advection_fitness(metrics)
     record: dict[str, Any] = {
@@ -447,3 +465,32 @@ def advection_test_metrics(
         **_prefixed("test", metrics),
         "test_fitness": advection_fitness(metrics),
     }
+
+
+def advection_checkpoint_metrics(
+    params: Mapping[str, Any], ctx: Any, task: AdvectionTask
+) -> dict[str, float]:
+    """``finalize`` for population-based training: score the best interval's own weights.
+
+    A PBT result is a checkpoint trained under a schedule, not one setting to train again:
+    this loads the checkpoint the run kept for the best interval (``ctx.uid``) and scores it
+    on the validation and the test split, without training.
+    """
+    from evo_engine.context import checkpoint_file
+
+    p = {**task.defaults, **params}
+    model = build_model(p, task.initial_step).to(ctx.device)
+    state = load_checkpoint(checkpoint_file(ctx.scratch_root, ctx.uid))
+    model.load_state_dict(state["model"])
+    val = evaluate(model, load_split(task, "val", ctx)["u"], load_split(task, "val", ctx)["grid"],
+                   task)
+    test_split = load_split(task, "test", ctx)
+    test = evaluate(model, test_split["u"], test_split["grid"], task)
+    return {
+        "fitness": advection_fitness(val),
+        **_prefixed("val", val),
+        **_prefixed("test", test),
+        "test_fitness": advection_fitness(test),
+        "epochs_run": float(state["step"]),
+    }
+

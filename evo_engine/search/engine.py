@@ -42,6 +42,7 @@ from evo_engine.search.messages import (
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.operators.base import OperatorSettings
 from evo_engine.search.pareto import VIOLATION, Objectives, front_members
+from evo_engine.search.pbt import PBT, PBTConfig
 from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Space
 
@@ -73,6 +74,9 @@ class EngineConfig:
     objectives: Objectives | None = None
     """Several named objectives (and constraints): Pareto ranking (search/pareto.py); None =
     the one scalar fitness."""
+    pbt: PBTConfig | None = None
+    """Population-based training (see pbt.py): each task is one interval of a member's
+    training; None = off."""
 
     def __post_init__(self) -> None:
         if self.max_evals < 1:
@@ -95,6 +99,10 @@ class EngineConfig:
             raise ValueError("intensify must be >= 0, and 0 with the synchronous baseline (sync)")
         if self.objectives is not None and (self.repeats or self.intensify > 1):
             raise ValueError("repeats and intensify need one fitness, not several objectives")
+        if self.pbt is not None and (self.sync or self.pruning or self.repeats
+                                     or self.intensify > 1 or self.objectives is not None):
+            raise ValueError("pbt is not combined with sync, pruning, repeats, intensify or "
+                             "several objectives")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
@@ -123,6 +131,7 @@ class EngineConfig:
             **({"repeats": self.repeats} if self.repeats else {}),
             **({"intensify": self.intensify} if self.intensify > 1 else {}),
             **(self.objectives.describe() if self.objectives else {}),
+            **({"pbt": self.pbt.describe()} if self.pbt else {}),
         }
 
 
@@ -218,6 +227,10 @@ class Engine:
         reached the task log). Set by the resume from store attributes, never in snapshots."""
         self.poisoned_issued: list[Evaluation] = []
         """Evaluations ``ask`` failed that way; the coordinator records them (``drain_poisoned``)."""
+        self.pbt = (PBT(space, config.pbt, config.islands, config.population_size, config.seed,
+                        self._neighbours, config.migration_interval)
+                    if config.pbt is not None else None)
+        """Population-based training's members and decisions (pbt.py), or None."""
 
     # -- asking -----------------------------------------------------------------------
 
@@ -296,10 +309,28 @@ class Engine:
         decides a new task (island choice, designs, operators, queues) must live behind this
         method and depend only on engine state: then a replay re-creates it exactly.
         """
+        if self.pbt is not None:
+            return self._pbt_task()
         island = self._island_for()
         if island is None:
             return None
         return self._new_task(island)
+
+    def _pbt_task(self) -> Task | None:
+        """The next PBT interval (pbt.py), on the islands in ``_island_for``'s order."""
+        assert self.pbt is not None
+        load, islands = self._island_load, self.islands
+        order = sorted(range(len(islands)), key=lambda i: (load[i], islands[i].issued, i))
+        pick = self.pbt.next_pick(islands, order, self.n_finished)
+        if pick is None:
+            return None
+        uid = self.next_uid
+        self.next_uid += 1
+        self.islands[pick.island].issued += 1
+        return Task(uid=uid, island=pick.island, genome=pick.genome,
+                    params=self.space.decode(pick.genome), seed=task_seed(self.config.seed, uid),
+                    operator=pick.operator, parents=pick.parents, info=pick.info,
+                    told_before=self.n_finished, pbt_parent=pick.pbt_parent, step=pick.step)
 
     def _start(self, task: Task) -> None:
         self.in_flight[task.uid] = task
@@ -462,6 +493,22 @@ class Engine:
         accepted = False
         if self.pruner is not None:
             self.pruner.finish(task.uid, result.curve)
+        if self.pbt is not None and task.step >= 0:
+            # A PBT interval: its member decides its next interval at the next _issue.
+            value = result.fitness if state is EvalState.COMPLETE else None
+            self.pbt.told(int(task.info["member"]), task.uid, task.genome, task.step, value,
+                          self.n_finished)
+            origin = task.info.get("migrant_from")
+            if origin is not None:  # it trained on weights from another island: a migration
+                self.migrations.append(Migration(task.pbt_parent, int(origin), task.island,
+                                                 value is not None, self.n_finished))
+            if value is not None:
+                island.completed += 1
+                # Each interval is its own candidate (a configuration with its weights).
+                if self.tracker.wants_key(value):
+                    self.tracker.first_draw(f"{config_key(task.params)}@{task.uid}", task.uid,
+                                            task.island, task.genome, value)
+            return TellOutcome.RECORDED, Evaluation(task, result, state, error, value is not None)
         if task.reevaluation_of >= 0:
             # A deliberate repeat: its fitness goes into the individual's mean, not a population.
             value = result.fitness if state is EvalState.COMPLETE else None
@@ -663,6 +710,7 @@ class Engine:
             "pruner": self.pruner.get_state() if self.pruner else None,
             "dedupe": self.dedupe.get_state(),
             "warm_start": [g.tolist() for g in self.warm_start],
+            **({"pbt": self.pbt.get_state()} if self.pbt is not None else {}),
         }
 
     @classmethod
@@ -700,6 +748,8 @@ class Engine:
                                    b.genome, b.fitness)
         eng.dedupe.set_state(state.get("dedupe"))
         eng.warm_start = deque(np.asarray(g, dtype=np.float64) for g in state.get("warm_start", []))
+        if eng.pbt is not None and state.get("pbt") is not None:
+            eng.pbt.set_state(state["pbt"])
         saved = state.get("pruner")
         # A run continued with --force under other rung settings starts its rungs afresh.
         if eng.pruner is not None and saved and saved["config"] == eng.pruner.config.describe():
@@ -726,6 +776,9 @@ def _task_difference(made: Task, logged: Task) -> str | None:
                 f"{logged.operator} from {list(logged.parents)}")
     if not np.array_equal(made.genome, logged.genome):
         return "a different genome"
+    if made.pbt_parent != logged.pbt_parent or made.step != logged.step:
+        return (f"PBT interval from uid {made.pbt_parent} at step {made.step} instead of "
+                f"from uid {logged.pbt_parent} at step {logged.step}")
     return None
 
 
@@ -738,6 +791,7 @@ def _task_state(t: Task) -> dict[str, Any]:
         "uid": t.uid, "island": t.island, "genome": t.genome.tolist(), "seed": t.seed,
         "operator": t.operator, "parents": list(t.parents), "info": jsonable(t.info),
         "reevaluation_of": t.reevaluation_of, "told_before": t.told_before,
+        **({"pbt_parent": t.pbt_parent, "step": t.step} if t.step >= 0 else {}),
     }
 
 
@@ -748,4 +802,5 @@ def _task_from_state(space: Space, s: dict[str, Any]) -> Task:
         uid=int(s["uid"]), island=int(s["island"]), genome=genome, params=space.decode(genome),
         seed=int(s["seed"]), operator=s["operator"], parents=tuple(s["parents"]), info=info,
         reevaluation_of=int(s["reevaluation_of"]), told_before=int(s.get("told_before", -1)),
+        pbt_parent=int(s.get("pbt_parent", -1)), step=int(s.get("step", -1)),
     )

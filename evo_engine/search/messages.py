@@ -76,6 +76,12 @@ class Task:
     """Results the engine had recorded (``Engine.n_finished``) when it issued this task, or -1
     when unknown (a task logged by an older version). Replay on ``--resume`` tells exactly
     that many results before asking again, so the re-created task equals this one."""
+    pbt_parent: int = -1
+    """Population-based training (``search/pbt.py``): uid of the interval whose checkpoint
+    this interval starts from, or -1 (fresh weights)."""
+    step: int = -1
+    """Population-based training: the training step (e.g. epochs done) this interval starts
+    at; -1 for a task that is not a PBT interval."""
 
 
 @dataclass(frozen=True, eq=False)

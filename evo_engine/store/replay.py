@@ -67,13 +67,14 @@ POISON_ERROR = "worker died while evaluating (in flight at {n} crashes)"
 
 def _task_from_row(space: Space, uid: int, island: int, seed: int, operator: str,
                    parents: np.ndarray, genome: np.ndarray, info: str, reeval: int,
-                   told_before: int) -> Task:
+                   told_before: int, pbt_parent: int = -1, step: int = -1) -> Task:
     g = frozen_genome(genome)
     info_d = {k: np.asarray(v) if isinstance(v, list) else v
               for k, v in (json.loads(info) if info else {}).items()}
     return Task(uid=uid, island=island, genome=g, params=space.decode(g), seed=seed,
                 operator=operator, parents=tuple(int(p) for p in parents if p >= 0),
-                info=info_d, reevaluation_of=reeval, told_before=told_before)
+                info=info_d, reevaluation_of=reeval, told_before=told_before,
+                pbt_parent=pbt_parent, step=step)
 
 
 _TASK_COLUMNS = ("uid", "island", "seed", "operator", "parents", "genome", "info",
@@ -87,11 +88,15 @@ def _task_rows_since(store: RunStore, space: Space, start: int) -> list[Task]:
     if n <= start:
         return []
     cols = {c: t.column(c, start, n) for c in _TASK_COLUMNS}
+    # PBT intervals (search/pbt.py): columns made with the first one; absent = not PBT.
+    pbt = {c: t.column(c, start, n) if c in t.columns else np.full(n - start, -1)
+           for c in ("pbt_parent", "step")}
     return [
         _task_from_row(
             space, int(cols["uid"][i]), int(cols["island"][i]), int(cols["seed"][i]),
             str(cols["operator"][i]), cols["parents"][i], cols["genome"][i], str(cols["info"][i]),
             int(cols["reevaluation_of"][i]), int(cols["told_before"][i]),
+            int(pbt["pbt_parent"][i]), int(pbt["step"][i]),
         )
         for i in range(n - start)
     ]

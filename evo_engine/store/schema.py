@@ -97,6 +97,10 @@ class Schema:
     optional: dict[str, Spec]
 
 
+PBT_COLUMNS: dict[str, Spec] = {"pbt_parent": Spec(("i8",)), "step": Spec(("i8",))}
+"""Optional task and evaluation columns of population-based training (``search/pbt.py``)."""
+
+
 def expected(attrs: Mapping[str, Any]) -> tuple[dict[str, Schema], list[str]]:
     """Each table's schema as the run's attributes define it, and what is wrong with those
     attributes themselves (then the columns they define are not checked)."""
@@ -113,7 +117,7 @@ def expected(attrs: Mapping[str, Any]) -> tuple[dict[str, Schema], list[str]]:
     space = space if isinstance(space, Mapping) else {}
     ev: dict[str, Spec] = {}
     tasks: dict[str, Spec] = {}
-    optional_ev: dict[str, Spec] = {"batch": Spec(("i8",))}
+    optional_ev: dict[str, Spec] = {"batch": Spec(("i8",)), **PBT_COLUMNS}
     if names is not None:
         dim = len(names)
         ev = _specs(evaluation_columns({}, dim))
@@ -124,6 +128,7 @@ def expected(attrs: Mapping[str, Any]) -> tuple[dict[str, Schema], list[str]]:
     ev.update({f"metrics/{m}": Spec(("f8",)) for m in metrics})
     # Stores written before exact replay have no told_before; the writer adds it.
     optional_tasks = {"told_before": tasks.pop("told_before")} if tasks else {}
+    optional_tasks.update(PBT_COLUMNS)
     return {
         "evaluations": Schema(ev, optional_ev),
         "migrations": Schema(_specs(MIGRATION_COLUMNS), {}),
@@ -143,5 +148,5 @@ def _param_spec(described: Any) -> Spec:
     return Spec(("f8", "i8", STR))
 
 
-__all__ = ["CHUNK", "CURVE_COLUMNS", "MIGRATION_COLUMNS", "STR", "Schema", "Spec",
+__all__ = ["CHUNK", "CURVE_COLUMNS", "MIGRATION_COLUMNS", "PBT_COLUMNS", "STR", "Schema", "Spec",
            "evaluation_columns", "expected", "params_dtype", "task_columns"]

@@ -439,7 +439,18 @@ class Recorder(HandOver):
             "info": [json.dumps(jsonable(t.info)) if t.info else "" for t in tasks],
             "reevaluation_of": [t.reevaluation_of for t in tasks],
             "told_before": [t.told_before for t in tasks],
+            **self._pbt_columns(self.store.tasks, tasks),
         }, len(tasks))
+
+    @staticmethod
+    def _pbt_columns(table: Any, tasks: Sequence[Task]) -> dict[str, list[int]]:
+        """PBT intervals' parent checkpoint and start step (``search/pbt.py``); created with the
+        first PBT row, so runs without PBT keep their columns."""
+        if "step" not in table.columns and all(t.step < 0 for t in tasks):
+            return {}
+        table.add_column("pbt_parent", "i8")
+        table.add_column("step", "i8")
+        return {"pbt_parent": [t.pbt_parent for t in tasks], "step": [t.step for t in tasks]}
 
     def _write_evaluations(self, evals: list[Evaluation]) -> None:
         n = len(evals)
@@ -484,6 +495,7 @@ class Recorder(HandOver):
                 np.full(self.space.dim, np.nan) if s is None else np.asarray(s, dtype=np.float64)
                 for s in sigmas
             ])
+        rows.update(self._pbt_columns(self.store.evaluations, [ev.task for ev in evals]))
         self.store.evaluations.append(rows, n)
 
     def _write_curves(self, evals: list[Evaluation]) -> None:

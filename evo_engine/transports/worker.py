@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from evo_engine.context import Context, StopEvaluation
+from evo_engine.context import Context, StopEvaluation, checkpoint_file
 from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.transports.gpu import GpuSampler, gpu_sampler
 
@@ -126,7 +126,15 @@ class WorkerRuntime:
         self.gpu = gpu_sampler(device) if gpu is True else (gpu or None)
 
     def _context(self, task: Task) -> Context:
+        pbt: dict[str, Any] = {}
+        if task.step >= 0:  # a PBT interval (search/pbt.py)
+            pbt = {"start_step": task.step,
+                   "stop_step": task.step + int(task.info.get("interval", 1)),
+                   "checkpoint_load": checkpoint_file(self.scratch_root, task.pbt_parent)
+                   if task.pbt_parent >= 0 else None,
+                   "checkpoint_save": checkpoint_file(self.scratch_root, task.uid)}
         return Context(
+            **pbt,
             device=self.device, seed=task.seed, uid=task.uid, island=task.island,
             worker=self.worker, cache=self.cache, scratch_root=self.scratch_root,
             rank=self.rank, host=self.host, preset=self.preset,
@@ -182,6 +190,13 @@ class WorkerRuntime:
             return self._result(
                 task, ctx, t0, None, metrics, f"objective returned non-finite fitness {fitness!r}",
                 EvalState.FAILED, batch, t_end, gpu,
+            )
+        if ctx.checkpoint_save is not None and not ctx.checkpoint_save.exists():
+            return self._result(
+                task, ctx, t0, None, metrics,
+                f"PBT interval uid {task.uid} returned without saving its checkpoint to "
+                f"{ctx.checkpoint_save} (a PBT objective must write ctx.checkpoint_save; "
+                "docs/pbt.md)", EvalState.FAILED, batch, t_end, gpu,
             )
         return self._result(task, ctx, t0, fitness, metrics, None, EvalState.COMPLETE, batch,
                             t_end, gpu)

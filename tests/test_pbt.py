@@ -1,0 +1,289 @@
+"""Population-based training: decisions, checkpoints, the trainers, transports and resume.
+
+Replay of PBT decisions with results finishing in any order, kills and resumes is covered by
+the ``pbt_islands`` configuration of tests/test_replay.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_resume import _wait_for_rows, evo_cmd
+
+from evo_engine.context import CheckpointMissing, Context, checkpoint_file
+from evo_engine.scenario import ScenarioError, load_scenario, override
+from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.pbt import CONTINUE, EXPLOIT, PBT, RESTART, PBTConfig
+from evo_engine.space import Categorical, Float, Int, Space
+from evo_engine.transports.worker import WorkerRuntime
+
+REPO = Path(__file__).resolve().parent.parent
+TOY = REPO / "tests" / "scenarios" / "pbt_toy.py"
+SPACE = Space(lr=Float(1e-4, 1e-1, log=True), layers=Int(1, 4), act=Categorical(["a", "b", "c"]))
+
+
+def pbt_engine(population: int = 4, quantile: float = 0.25, **pbt) -> Engine:
+    cfg = PBTConfig(interval=2, quantile=quantile, fixed=("layers",), **pbt)
+    return Engine(SPACE, EngineConfig(max_evals=500, population_size=population, seed=1, pbt=cfg))
+
+
+def ok(task: Task, fitness: float) -> Result:
+    return Result(uid=task.uid, worker=0, fitness=fitness)
+
+
+def test_the_worst_member_at_a_step_takes_a_top_members_checkpoint_and_explores() -> None:
+    eng = pbt_engine()
+    starts = [eng.ask() for _ in range(4)]
+    assert eng.ask() is None  # every member is in flight: nothing to issue, no barrier either
+    assert all(t.step == 0 and t.pbt_parent == -1 for t in starts)
+    for t, f in zip(starts, [0.1, 0.2, 0.3, 0.9]):
+        eng.tell(ok(t, f))
+    nxt = {int(t.info["member"]): t for t in (eng.ask() for _ in range(4))}
+    for m in (0, 1, 2):  # the better three continue from their own checkpoint
+        assert nxt[m].operator == CONTINUE and nxt[m].pbt_parent == starts[m].uid
+        assert nxt[m].step == 2 and np.array_equal(nxt[m].genome, starts[m].genome)
+    worst = nxt[3]
+    assert worst.operator == EXPLOIT and worst.pbt_parent == starts[0].uid and worst.step == 2
+    assert worst.info["donor"] == 0 and worst.parents == (starts[0].uid,)
+    # Explored from the donor's hyperparameters, log-aware; the fixed architecture copied.
+    assert worst.params["layers"] == starts[0].params["layers"]
+    ratio = worst.params["lr"] / starts[0].params["lr"]
+    assert ratio != 1.0 and abs(math.log10(ratio)) < 3 * 0.1 * 3  # sigma 0.1 of 3 decades
+    # Member 3 let its own checkpoint go; member 0's is held twice (its own and member 3's).
+    assert eng.pbt is not None
+    assert [u for u, _ in eng.pbt.drain_released()] == [starts[3].uid]
+    assert eng.pbt.live() == {starts[0].uid, starts[1].uid, starts[2].uid}
+
+
+def test_a_failed_interval_exploits_the_best_member_or_starts_again() -> None:
+    eng = pbt_engine()
+    starts = [eng.ask() for _ in range(4)]
+    eng.tell(Result(uid=starts[0].uid, worker=0, fitness=None, state=EvalState.FAILED,
+                    error="CheckpointMissing"))
+    again = eng.ask()  # nobody has a checkpoint yet: fresh weights and a fresh point
+    assert again.operator == RESTART and again.pbt_parent == -1 and again.step == 0
+    eng.tell(ok(starts[1], 0.5))
+    eng.tell(ok(starts[2], 0.2))
+    eng.tell(Result(uid=starts[3].uid, worker=0, fitness=None, state=EvalState.FAILED))
+    asked = [eng.ask() for _ in range(3)]
+    failed = next(t for t in asked if t.info["member"] == 3)
+    assert failed.operator == EXPLOIT and failed.pbt_parent == starts[2].uid and failed.step == 2
+
+
+def test_no_checkpoint_a_later_interval_loads_is_released_and_live_ones_stay_bounded() -> None:
+    eng = pbt_engine(population=6, quantile=0.5, explore="resample")
+    assert eng.pbt is not None
+    rng = np.random.default_rng(4)
+    in_flight: list[Task] = []
+    released: set[int] = set()
+    ops: set[str] = set()
+    while not eng.done:
+        while len(in_flight) < 4 and (t := eng.ask()) is not None:
+            assert t.pbt_parent not in released, f"uid {t.uid} loads released {t.pbt_parent}"
+            in_flight.append(t)
+            ops.add(t.operator)
+        t = in_flight.pop(int(rng.integers(len(in_flight))))
+        fail = rng.random() < 0.1
+        eng.tell(Result(uid=t.uid, worker=0, fitness=None if fail else
+                        float(np.sum(t.genome)) / (1 + t.step),
+                        state=EvalState.FAILED if fail else EvalState.COMPLETE))
+        released |= {u for u, _ in eng.pbt.drain_released()}
+        assert len(eng.pbt.live()) <= 6 + 1  # a checkpoint per member and the best one
+        assert not eng.pbt.live() & released
+    assert {CONTINUE, EXPLOIT} <= ops
+    assert eng.n_finished == 500
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["perturb", "resample"]))
+def test_explore_stays_in_the_cube_and_never_touches_fixed_genes(seed: int, rule: str) -> None:
+    pbt = PBT(SPACE, PBTConfig(explore=rule, fixed=("layers",)), 1, 4, 0, [[]], 0)
+    genome = np.random.default_rng(seed).random(SPACE.dim)
+    out = pbt.explore(genome, np.random.default_rng(seed))
+    assert np.all((out >= 0) & (out <= 1))
+    assert out[1] == genome[1]  # "layers" is fixed
+    assert SPACE.decode(out)["act"] in ("a", "b", "c")
+
+
+def test_pbt_state_survives_a_snapshot() -> None:
+    eng = pbt_engine()
+    tasks = [eng.ask() for _ in range(4)]
+    for t, f in zip(tasks, [0.4, 0.1, 0.3, 0.2]):
+        eng.tell(ok(t, f))
+    copy = Engine.from_state(SPACE, eng.config, json.loads(json.dumps(eng.get_state())))
+    for _ in range(4):
+        a, b = eng.ask(), copy.ask()
+        assert (a.uid, a.operator, a.pbt_parent, a.step) == (b.uid, b.operator, b.pbt_parent,
+                                                              b.step)
+        assert np.array_equal(a.genome, b.genome)
+
+
+@pytest.mark.parametrize(("changes", "needle"), [
+    ({"pruner": "asha", "max_steps": 8}, "pbt cannot be combined with pruner 'asha'"),
+    ({"batch": 2}, "batch 2 (a batch of intervals"),
+    ({"intensify": 3}, "intensify"),
+])
+def test_pbt_refuses_what_it_cannot_combine_with(changes: dict, needle: str) -> None:
+    scenario = load_scenario(TOY)
+    with pytest.raises(ScenarioError, match="pbt cannot be combined with") as err:
+        override(scenario, **changes)
+    assert needle in str(err.value)
+
+
+@pytest.mark.slow
+def test_asha_with_pbt_exits_2_from_the_command_line(tmp_path: Path) -> None:
+    r = subprocess.run(evo_cmd(TOY, "--run-dir", tmp_path / "run", "--set", "pruner=asha",
+                               "--set", "max_steps=8"),
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "pbt cannot be combined with pruner 'asha'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "run.zarr").exists()
+
+
+def _interval(uid: int, parent: int, step: int) -> Task:
+    genome = SPACE.encode({"lr": 1e-2, "layers": 2, "act": "a"})
+    return Task(uid=uid, island=0, genome=genome, params={"lr": 0.05, "k": 1}, seed=uid,
+                info={"member": 0, "interval": 2}, pbt_parent=parent, step=step)
+
+
+def test_a_missing_or_unsaved_checkpoint_fails_the_interval_with_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    objective = load_scenario(TOY).objective
+    worker = WorkerRuntime(objective, 0, "cpu", tmp_path, gpu=False)
+    first = worker.run(_interval(0, -1, 0))
+    assert first.state is EvalState.COMPLETE and checkpoint_file(tmp_path, 0).exists()
+    second = worker.run(_interval(1, 0, 2))  # loads uid 0's checkpoint at step 2
+    assert second.state is EvalState.COMPLETE and second.metrics["w"] > first.metrics["w"]
+    missing = worker.run(_interval(2, 7, 2))
+    assert missing.state is EvalState.FAILED
+    assert "CheckpointMissing" in missing.error and "uid-7.pt does not exist" in missing.error
+    monkeypatch.setenv("PBT_NO_SAVE", "1")
+    unsaved = worker.run(_interval(3, 0, 2))
+    assert unsaved.state is EvalState.FAILED and "without saving its checkpoint" in unsaved.error
+
+
+@pytest.mark.slow
+def test_the_unet_trainer_continues_from_its_checkpoint(tmp_path: Path,
+                                                        sciml_isolated: None) -> None:
+    from fakes import tiny_advection_task
+
+    from evo_engine.sciml.checkpoint import load_checkpoint
+    from evo_engine.sciml.training import train_advection
+
+    task = tiny_advection_task(epochs=2)
+    params = {"model": "unet", "lr": 1e-2, "scheduler_step": 1, "scheduler_gamma": 0.5}
+    cache: dict = {}
+
+    def ctx(uid: int, parent: int | None, start: int) -> Context:
+        c = Context.standalone(seed=uid, cache=cache)
+        c.start_step, c.stop_step = start, start + 1
+        c.checkpoint_load = None if parent is None else checkpoint_file(tmp_path, parent)
+        c.checkpoint_save = checkpoint_file(tmp_path, uid)
+        return c
+
+    first = ctx(0, None, 0)
+    train_advection(params, first, task)
+    saved = load_checkpoint(first.checkpoint_save)
+    assert saved["step"] == 1 and not list(first.checkpoint_save.parent.glob("*.tmp"))
+    # The next interval: explored learning rate, the StepLR schedule at step 1 applied to it.
+    second = ctx(1, 0, 1)
+    record = train_advection({**params, "lr": 4e-3}, second, task)
+    assert [s for s, _ in second.curve] == [2] and record["epochs_run"] == 2.0
+    state = load_checkpoint(second.checkpoint_save)
+    assert state["step"] == 2
+    # lr 4e-3 · 0.5^1 during epoch 2, then one more StepLR step for the next interval.
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(4e-3 * 0.25)
+    with pytest.raises(CheckpointMissing, match="does not exist"):
+        train_advection(params, ctx(2, 9, 1), task)
+
+
+@pytest.mark.slow
+def test_a_local_pbt_run_stopped_and_resumed_finishes_with_one_checkpoint_per_member(
+        tmp_path: Path) -> None:
+    """Local worker processes, a walltime signal mid-run, --resume: every interval starts
+    from a complete earlier interval's checkpoint at its step, none is lost, and only the
+    members' checkpoints are left. (Exact replay itself: tests/test_replay.py.)"""
+    env = {**os.environ, "PBT_EVALS": "24", "PBT_SLEEP": "0.1"}
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(evo_cmd(TOY, "--workers", 2, "--run-dir", run_dir, "--quiet"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run_dir, 10, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, err
+    r = subprocess.run(evo_cmd(TOY, "--workers", 2, "--run-dir", run_dir, "--resume", "--quiet"),
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "replay re-created" not in r.stderr
+    z = zarr.open(str(run_dir / "run.zarr"), mode="r")
+    n = z["evaluations"].attrs["committed"]
+    ev = {k: z[f"evaluations/{k}"][:n] for k in ("uid", "state", "pbt_parent", "step")}
+    assert sorted(ev["uid"].tolist()) == list(range(24))
+    assert np.all(ev["state"] == EvalState.COMPLETE)
+    step_of = dict(zip(ev["uid"].tolist(), ev["step"].tolist()))
+    for parent, step in zip(ev["pbt_parent"].tolist(), ev["step"].tolist()):
+        assert (parent, step) == (-1, 0) or step == step_of[parent] + 2
+    left = sorted(p.name for p in (run_dir / "scratch" / "checkpoints").iterdir())
+    # One per member and the best one: the rest went once no exploit could need them.
+    assert 8 <= len(left) <= 9, left
+
+
+def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:
+    from inline_run import drive_inline
+
+    from evo_engine.analysis.pbt import best_lineage, format_pbt, plot_pbt_schedule
+    from evo_engine.store.reader import load_run
+
+    scenario = override(load_scenario(TOY), max_evals=64)
+    engine = Engine(scenario.space, scenario.engine_config())
+    assert drive_inline(scenario, tmp_path / "run", engine, None) == "finished"
+    run = load_run(tmp_path / "run")
+    run.attrs["fingerprint_description"] = scenario.fingerprint_description()
+    chain = best_lineage(run)
+    best = int(run.evaluations["uid"][np.nanargmin(run.fitness)])
+    assert chain[-1].uid == best or chain[-1].fitness == np.nanmin(run.fitness)
+    assert chain[0].step == 0 and chain[0].operator == "pbt:start"
+    for before, after in zip(chain, chain[1:]):  # each interval starts where its parent ended
+        assert after.step == before.stop == before.step + 2
+    text = format_pbt(run)
+    assert f"best member: uid {chain[-1].uid} after {chain[-1].stop} steps" in text
+    fig = plot_pbt_schedule(run)
+    # A panel per explored parameter ("k" is fixed: named in the title) and the fitness.
+    assert fig is not None and len(fig.axes) == 2 and "fixed: k=" in fig._suptitle.get_text()
+
+
+def test_released_checkpoints_go_only_once_a_snapshot_covers_their_release(tmp_path: Path) -> None:
+    from evo_engine.job.pbt_files import CheckpointSweeper
+
+    eng = pbt_engine()
+    starts = [eng.ask() for _ in range(4)]
+    for t in starts:
+        checkpoint_file(tmp_path, t.uid).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint_file(tmp_path, t.uid).write_bytes(b"w")
+    for t, f in zip(starts, [0.1, 0.2, 0.3, 0.9]):
+        eng.tell(ok(t, f))
+    sweeper = CheckpointSweeper(eng, tmp_path)
+    [eng.ask() for _ in range(4)]  # member 3 exploits member 0: its own checkpoint is released
+    sweeper.collect()
+    sweeper.durable(3)  # a snapshot of 3 results: the release (after 4) is not durable yet
+    assert checkpoint_file(tmp_path, starts[3].uid).exists()
+    sweeper.durable(4)
+    assert not checkpoint_file(tmp_path, starts[3].uid).exists()
+    assert all(checkpoint_file(tmp_path, t.uid).exists() for t in starts[:3])
+    # A resumed job first deletes what no member holds: leftovers and interrupted saves.
+    (tmp_path / "checkpoints" / "uid-99.pt").write_bytes(b"w")
+    (tmp_path / "checkpoints" / ".uid-5.pt.123.tmp").write_bytes(b"w")
+    assert sweeper.sweep() == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(
+        f"uid-{t.uid}.pt" for t in starts[:3])
