@@ -102,6 +102,7 @@ class ScriptedEngine:
     """Hands out tasks whose ``arch`` follows a script; records what it is told."""
 
     best = None  # the coordinator reads the incumbent after every result; there is none here
+    best_estimate = None
 
     def __init__(self, archs: list[str]) -> None:
         self.archs = archs

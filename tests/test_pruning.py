@@ -391,7 +391,7 @@ def test_pruned_evaluations_keep_their_curves_in_the_store(tmp_path: Path, monke
         fingerprint_description=scenario.fingerprint_description())
     out: list[str] = []
     analyze_main(argparse.Namespace(run_dir=tmp_path / "run", plots=None, fmt="png", csv=None,
-                                    top=None, baseline=None), out.append)
+                                    top=None, baseline=None, front=None), out.append)
     text = "\n".join(out)
     assert "ASHA rungs against final fitness" in text
     n_complete = int((~pruned).sum())
