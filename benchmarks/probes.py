@@ -288,6 +288,13 @@ def row(probe: str, command: str, observed: str, ok: bool | None) -> None:
     print(f"[{verdict}] {probe}: {observed}\n    $ {command}", file=sys.stderr, flush=True)
 
 
+def checked_row(probe: str, command: str, notes: list[str], problems: list[str],
+                passed: str | None = None) -> None:
+    """A row whose observation is its notes, then its problems (FAIL) or ``passed`` (pass)."""
+    tail = ["PROBLEMS: " + "; ".join(problems)] if problems else ([passed] if passed else [])
+    row(probe, command, "; ".join(notes + tail), not problems)
+
+
 def first_line(text: str, limit: int = 160) -> str:
     for line in text.splitlines():
         if line.strip():
@@ -416,11 +423,9 @@ def probe_coordinator_kill() -> None:
         why = schedule_check(run_dir, QUICK, knobs)
         if why:
             problems.append(f"task list: {why}")
-    row("kill -9 of the coordinator alone, then --resume at once",
-        shown(argv(QUICK, *base), knobs) + "; kill -9 PID; same + --resume",
-        "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else
-                           ["60/60, no uid twice, task list = schedule-replayed engine"])),
-        not problems)
+    checked_row("kill -9 of the coordinator alone, then --resume at once",
+                shown(argv(QUICK, *base), knobs) + "; kill -9 PID; same + --resume", notes,
+                problems, "60/60, no uid twice, task list = schedule-replayed engine")
 
 
 def stop_probe(label: str, sig: int, at: float | None, ranks: int | None, group: bool,
@@ -469,12 +474,11 @@ def stop_probe(label: str, sig: int, at: float | None, ranks: int | None, group:
         else:
             notes.append("40/40, task list = schedule-replayed engine")
     where = "mpiexec" if ranks else ("the process group" if group else "the coordinator")
-    row(f"{signal.Signals(sig).name} at {at:.2f} s to {where}" + (" (MPI -n 4)" if ranks else
+    checked_row(f"{signal.Signals(sig).name} at {at:.2f} s to {where}" + (" (MPI -n 4)" if ranks else
                                                                   f" (--workers {workers})"),
         shown(argv(QUICK, *base, ranks=ranks), knobs) + f"; kill -{signal.Signals(sig).name[3:]}"
         f" after {at:.2f} s; then --resume",
-        "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else [])),
-        not problems)
+        notes, problems)
 
 
 def probe_signals(quick: bool) -> None:
@@ -527,12 +531,11 @@ def finalize_probe(label: str, sig: int, ranks: int | None, workers: int) -> Non
         problems.append(f"resume: {first_line(text2)}")
     problems += [p for p in final_problems(run_dir, 8, text2) if "status" not in p]
     notes[0] = f"{signal.Signals(sig).name} during finalize: exit {rc} {took:.1f} s later, status {status}"
-    row(f"{signal.Signals(sig).name} during finalize" + (f" (MPI -n {ranks})" if ranks else
+    checked_row(f"{signal.Signals(sig).name} during finalize" + (f" (MPI -n {ranks})" if ranks else
                                                         f" (--workers {workers})"),
         shown(argv(SLOW_FINALIZE, *base, ranks=ranks), knobs) + "; signal once finalize started;"
         " then --resume with FINALIZE_SLEEP=0",
-        "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else [])),
-        not problems)
+        notes, problems)
 
 
 def probe_hang() -> None:
@@ -558,10 +561,9 @@ def probe_hang() -> None:
             notes.append(f"timed out: uids {timed}; {len(errs)}/10 recorded")
             if 3 not in timed:
                 problems.append("uid 3 not marked timed out")
-        row(f"hanging objective, eval_timeout_s=1.5 ({label.split('-')[1]})",
+        checked_row(f"hanging objective, eval_timeout_s=1.5 ({label.split('-')[1]})",
             shown(argv(BATCHED, *base, ranks=ranks), knobs),
-            "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else [])),
-            not problems)
+            notes, problems)
 
 
 def _chunk(store: Path, table: str, column: str) -> Path:
@@ -669,10 +671,9 @@ def probe_damage() -> None:
             else:
                 notes.append(f"{name}: exit {rc}: {msg}")
                 problems.append(f"{name}: exit {rc}")
-        row(f"damage: {label}", "cp base; damage; python -m evo_engine quick.py --run-dir D "
+        checked_row(f"damage: {label}", "cp base; damage; python -m evo_engine quick.py --run-dir D "
             "--resume --max-evals 40 | (plain start) | analyze D; sha256 of D before/after",
-            "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else [])),
-            not problems)
+            notes, problems)
 
 
 def probe_two_runs() -> None:
@@ -695,10 +696,9 @@ def probe_two_runs() -> None:
     text = job.text
     notes.append(f"first job: exit {rc}")
     problems += [f"first job exit {rc}"] if rc != 0 else final_problems(run_dir, 40, text)
-    row("two runs on one directory", shown(argv(QUICK, *base), knobs) +
+    checked_row("two runs on one directory", shown(argv(QUICK, *base), knobs) +
         "; while it runs: the same, then + --resume, then + --force",
-        "; ".join(notes + (["PROBLEMS: " + "; ".join(problems)] if problems else [])),
-        not problems)
+        notes, problems)
 
 
 def probe_analyze_while_writing() -> None:
