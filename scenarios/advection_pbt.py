@@ -18,9 +18,9 @@ test split (``finalize``: no retraining). Data as in ``advection_lr.py``.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
-from evo_engine import Categorical, Float, Int, Space
-from evo_engine.scenario import Scenario
+from evo_engine.scenario import Scenario, load_scenario
 from evo_engine.sciml.presets import advection_task
 from evo_engine.sciml.training import (
     advection_checkpoint_metrics,
@@ -35,19 +35,9 @@ def make_scenario(preset: str) -> Scenario:
     """PBT over the training hyperparameters for ``preset`` ("cpu" or "full")."""
     task = advection_task(preset)
     full = preset == "full"
-    space = Space(
-        model=Categorical(["unet", "fno"]),
-        lr=Float(1e-4, 1e-1, log=True),
-        weight_decay=Float(1e-7, 1e-2, log=True),
-        scheduler_step=Int(10, 500, log=True) if full else Int(1, task.epochs),
-        scheduler_gamma=Float(0.1, 1.0),
-        batch_size=Int(10, 200, log=True) if full else Int(8, 64, log=True),
-        init_features=Int(8, 64, log=True, when=("model", "unet")) if full
-        else Int(4, 16, log=True, when=("model", "unet")),
-        width=Int(8, 128, log=True, when=("model", "fno")) if full
-        else Int(8, 48, log=True, when=("model", "fno")),
-        modes=Int(4, 32, when=("model", "fno")),
-    )
+    # advection_multi.py's space, one source: the architecture (ARCHITECTURE) is drawn once
+    # per member and fixed, the rest explored.
+    space = load_scenario(Path(__file__).with_name("advection_multi.py"), preset).space
     members, interval = (32, 25) if full else (8, 3)
     return Scenario(
         name="advection_pbt",
