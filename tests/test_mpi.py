@@ -107,6 +107,13 @@ def test_tasks_and_results_survive_the_wire_format() -> None:
                 operator="ga", parents=(1, 2))
     got = task_from_message(pickle.loads(pickle.dumps(task_message(task))))
     assert (got.uid, got.island, got.params, got.seed, got.operator) == (7, 1, {"x": 0.2}, 99, "ga")
+    assert (got.step, got.pbt_parent) == (-1, -1)  # not a PBT interval
+    # A PBT interval: the worker builds its checkpoint paths and steps from these.
+    interval = Task(uid=9, island=0, genome=frozen_genome([0.1]), params={"x": 0.1}, seed=5,
+                    operator="pbt:exploit", info={"member": 2, "interval": 3, "donor": 1},
+                    pbt_parent=4, step=6)
+    got = task_from_message(pickle.loads(pickle.dumps(task_message(interval))))
+    assert (got.uid, got.pbt_parent, got.step, got.info) == (9, 4, 6, {"interval": 3})
     result = Result(uid=7, worker=3, fitness=None, metrics={"m": 1.0}, error="boom",
                     t_start=1.0, t_end=2.0, state=EvalState.FAILED, curve=((1, 0.5),))
     back = result_from_message(pickle.loads(pickle.dumps(result_message(result))))

@@ -33,6 +33,86 @@ TOY = REPO / "tests" / "scenarios" / "pbt_toy.py"
 SPACE = Space(lr=Float(1e-4, 1e-1, log=True), layers=Int(1, 4), act=Categorical(["a", "b", "c"]))
 
 
+MIGRATING = {"population_size": 2, "migration_interval": 1,
+             "pbt": {"interval": 2, "quantile": 0.5, "fixed": ["k"]}}
+"""pbt_toy.py changed so that exploits across its two islands are frequent: two members per
+island, the worse half exploits, and every decision also ranks the other island's members."""
+
+
+def toy_w(w: float, params: dict, steps: int = 2) -> float:
+    """pbt_toy.py's "weights" after ``steps`` steps from ``w`` with these parameters."""
+    rate = min(params["lr"] * 10 * params["k"], 1.9)
+    for _ in range(steps):
+        w += rate * (1.0 - w)
+    return w
+
+
+def check_pbt_store(run_dir: Path, scenario, migrations: bool = True) -> dict[str, np.ndarray]:
+    """What every finished pbt_toy run must show, whichever transport ran it:
+
+    * the budget exact: uids 0..max_evals-1 once each, all COMPLETE;
+    * each interval loaded its ``pbt_parent``'s checkpoint (the toy's metric ``loaded`` is
+      the uid in the file it read) at its parent's end step, and its "weights" are the
+      parent's trained on by its own parameters (so the file held the parent's state);
+    * a migrant (an exploit of another island's member) loaded a checkpoint written on that
+      island, and the migrations table says so (``migrations``: the job recorded it);
+    * every task is the decision a fresh engine makes when told the logged results in log
+      order up to that task's ``told_before`` (exact replay, exploits included).
+    Returns the evaluation columns, by uid."""
+    z = zarr.open_group(str(run_dir / "run.zarr"), mode="r")
+    ev_t, tk_t = z["evaluations"], z["tasks"]
+    n, nt = int(ev_t.attrs["committed"]), int(tk_t.attrs["committed"])
+    state, error = np.asarray(ev_t["state"][:n]), np.asarray(ev_t["error"][:n])
+    assert np.all(state == EvalState.COMPLETE), sorted(set(error[state != EvalState.COMPLETE]))
+    names = ("uid", "island", "fitness", "step", "pbt_parent", "metrics/w", "metrics/loaded",
+             "params/lr", "params/k")
+    log = {c: np.asarray(ev_t[c][:n]) for c in names}  # log order
+    assert sorted(log["uid"].tolist()) == list(range(scenario.max_evals))
+    ev = {c: a[np.argsort(log["uid"])] for c, a in log.items()}  # by uid
+    interval = scenario.pbt.interval
+    for u in range(scenario.max_evals):
+        parent, params = int(ev["pbt_parent"][u]), {"lr": ev["params/lr"][u], "k": ev["params/k"][u]}
+        assert ev["metrics/loaded"][u] == parent, f"uid {u} loaded {ev['metrics/loaded'][u]}"
+        w0 = 0.0 if parent < 0 else ev["metrics/w"][parent]
+        assert ev["step"][u] == (0 if parent < 0 else ev["step"][parent] + interval)
+        assert ev["metrics/w"][u] == pytest.approx(toy_w(w0, params, interval), rel=1e-12)
+    tasks: dict[int, Task] = {}
+    cols = {c: np.asarray(tk_t[c][:nt]) for c in ("uid", "island", "seed", "operator", "genome",
+                                                 "info", "told_before", "pbt_parent", "step")}
+    for i in range(nt):  # a task re-issued after a stop appears again: the first row counts
+        tasks.setdefault(int(cols["uid"][i]), Task(
+            uid=int(cols["uid"][i]), island=int(cols["island"][i]), genome=cols["genome"][i],
+            params={}, seed=int(cols["seed"][i]), operator=str(cols["operator"][i]),
+            info=json.loads(str(cols["info"][i])), told_before=int(cols["told_before"][i]),
+            pbt_parent=int(cols["pbt_parent"][i]), step=int(cols["step"][i])))
+    migrants = [t for t in tasks.values() if "migrant_from" in t.info]
+    for t in migrants:
+        assert ev["island"][t.pbt_parent] == t.info["migrant_from"] != t.island
+    if migrations:
+        m = z["migrations"]
+        k = int(m.attrs["committed"])
+        recorded = sorted(zip(m["uid"][:k].tolist(), m["origin"][:k].tolist(),
+                              m["destination"][:k].tolist()))
+        assert recorded == sorted((t.pbt_parent, t.info["migrant_from"], t.island)
+                                  for t in migrants)
+    engine = Engine(scenario.space, scenario.engine_config())
+    told = 0
+    for u in range(scenario.max_evals):
+        logged = tasks[u]
+        while told < logged.told_before:
+            r = int(log["uid"][told])
+            engine.tell(Result(uid=r, worker=0, fitness=float(log["fitness"][told])))
+            told += 1
+        again = engine.ask()
+        assert again is not None, f"the engine issues nothing where uid {u} was issued"
+        got = (again.uid, again.island, again.seed, again.operator, again.pbt_parent, again.step,
+               again.info)
+        assert got == (u, logged.island, logged.seed, logged.operator, logged.pbt_parent,
+                       logged.step, logged.info), u
+        assert np.array_equal(again.genome, logged.genome), u
+    return ev
+
+
 def pbt_engine(population: int = 4, quantile: float = 0.25, **pbt) -> Engine:
     cfg = PBTConfig(interval=2, quantile=quantile, fixed=("layers",), **pbt)
     return Engine(SPACE, EngineConfig(max_evals=500, population_size=population, seed=1, pbt=cfg))
@@ -212,8 +292,9 @@ def test_the_unet_trainer_continues_from_its_checkpoint(tmp_path: Path,
 def test_a_local_pbt_run_stopped_and_resumed_finishes_with_one_checkpoint_per_member(
         tmp_path: Path) -> None:
     """Local worker processes, a walltime signal mid-run, --resume: every interval starts
-    from a complete earlier interval's checkpoint at its step, none is lost, and only the
-    members' checkpoints are left. (Exact replay itself: tests/test_replay.py.)"""
+    from its parent's checkpoint at its step, none is lost, every task is the engine's
+    decision, and only the members' checkpoints are left. (Exact replay with kills at any
+    instant: tests/test_replay.py; the same under mpiexec: tests/test_mpi_pbt.py.)"""
     env = {**os.environ, "PBT_EVALS": "24", "PBT_SLEEP": "0.1"}
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(evo_cmd(TOY, "--workers", 2, "--run-dir", run_dir, "--quiet"),
@@ -234,9 +315,25 @@ def test_a_local_pbt_run_stopped_and_resumed_finishes_with_one_checkpoint_per_me
     step_of = dict(zip(ev["uid"].tolist(), ev["step"].tolist()))
     for parent, step in zip(ev["pbt_parent"].tolist(), ev["step"].tolist()):
         assert (parent, step) == (-1, 0) or step == step_of[parent] + 2
+    check_pbt_store(run_dir, override(load_scenario(TOY), max_evals=24))
     left = sorted(p.name for p in (run_dir / "scratch" / "checkpoints").iterdir())
     # One per member and the best one: the rest went once no exploit could need them.
     assert 8 <= len(left) <= 9, left
+
+
+def test_a_migrant_trains_on_the_weights_of_the_island_it_came_from(tmp_path: Path) -> None:
+    """An exploit across islands loads the donor island's checkpoint, not its own island's:
+    the interval's weights continue the donor's (values checked by check_pbt_store)."""
+    from inline_run import drive_inline
+
+    scenario = override(load_scenario(TOY), max_evals=24, **MIGRATING)
+    engine = Engine(scenario.space, scenario.engine_config())
+    assert drive_inline(scenario, tmp_path / "run", engine, None) == "finished"
+    ev = check_pbt_store(tmp_path / "run", scenario, migrations=False)
+    moved = engine.drain_migrations()  # drive_inline records no migrations table
+    assert len(moved) >= 2 and all(m.origin != m.destination for m in moved)
+    for m in moved:  # the donor's checkpoint was written on the island the weights came from
+        assert ev["island"][m.uid] == m.origin
 
 
 def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:

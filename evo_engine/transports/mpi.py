@@ -137,14 +137,24 @@ _STATES = {int(s): s for s in EvalState}
 
 
 def task_message(task: Task) -> tuple[Any, ...]:
-    """What a worker needs of a task: uid, island, params, seed, operator."""
-    return (task.uid, task.island, task.params, task.seed, task.operator)
+    """What a worker needs of a task: uid, island, params, seed, operator; for a PBT interval
+    also the checkpoint it starts from, its start step and its length in steps (the worker
+    makes the context's checkpoint paths and steps from them, ``worker.WorkerRuntime``)."""
+    msg = (task.uid, task.island, task.params, task.seed, task.operator)
+    if task.step < 0:
+        return msg
+    return (*msg, task.pbt_parent, task.step, int(task.info.get("interval", 1)))
 
 
 def task_from_message(msg: tuple[Any, ...]) -> Task:
-    uid, island, params, seed, operator = msg
+    uid, island, params, seed, operator = msg[:5]
+    if len(msg) == 5:
+        return Task(uid=uid, island=island, genome=_NO_GENOME, params=params, seed=seed,
+                    operator=operator)
+    pbt_parent, step, interval = msg[5:]
     return Task(uid=uid, island=island, genome=_NO_GENOME, params=params, seed=seed,
-                operator=operator)
+                operator=operator, info={"interval": interval}, pbt_parent=pbt_parent,
+                step=step)
 
 
 def result_message(r: Result) -> tuple[Any, ...]:
