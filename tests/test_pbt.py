@@ -360,6 +360,42 @@ def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:
     assert fig is not None and len(fig.axes) == 2 and "fixed: k=" in fig._suptitle.get_text()
 
 
+
+def test_analyze_ranks_each_interval_on_its_own_not_a_members_intervals_as_repeats(
+        tmp_path: Path) -> None:
+    """A member that continues with unchanged hyperparameters is not re-evaluating one
+    configuration: each interval trains on from other weights. The general tables rank
+    intervals (as the engine does), so the best is the best interval, not a member's mean."""
+    from inline_run import drive_inline
+
+    from evo_engine.analysis.pbt import best_lineage
+    from evo_engine.analysis.repeats import format_repeats
+    from evo_engine.analysis.summary import format_summary, summarize
+    from evo_engine.store.reader import load_run
+
+    scenario = override(load_scenario(TOY), max_evals=40)
+    engine = Engine(scenario.space, scenario.engine_config())
+    assert drive_inline(scenario, tmp_path / "run", engine, None) == "finished"
+    run = load_run(tmp_path / "run")
+    best = int(run.evaluations["uid"][np.nanargmin(run.fitness)])
+    assert best_lineage(run)[-1].uid == best
+    s = summarize(run, top=5)
+    assert s.best is not None and s.best.uid == best and s.best.fitness == np.nanmin(run.fitness)
+    assert s.best_estimate is not None and s.best_estimate.n == 1
+    order = np.argsort(run.fitness)[:5]
+    assert [t["uid"] for t in s.top] == run.evaluations["uid"][order].tolist()
+    assert s.noise is None and s.luckiest is None and format_repeats(run) is None
+    text = format_summary(s, "run", width=100)
+    assert "intervals: 40/40 recorded" in text and "top 5 (intervals" in text
+    assert "20 intervals)" in text and "evaluations" not in text, text
+    # A warm start from it takes the best intervals' hyperparameters, each set once.
+    from evo_engine.job.warmstart import load_configs
+
+    configs = load_configs(f"{tmp_path / 'run'}:4", scenario.space, 4)
+    assert len(configs) == 4 and all(configs.count(c) == 1 for c in configs)
+    assert configs[0]["lr"] == s.top[0]["params"]["lr"]
+
+
 def test_released_checkpoints_go_only_once_a_snapshot_covers_their_release(tmp_path: Path) -> None:
     from evo_engine.job.pbt_files import CheckpointSweeper
 

@@ -16,15 +16,9 @@ from matplotlib.figure import Figure
 
 from evo_engine.analysis.plots import DPI, _title
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import Run
+from evo_engine.store.reader import Run, is_pbt
 
 EXPLOIT = "pbt:exploit"
-
-
-def is_pbt(run: Run) -> bool:
-    """Whether ``run`` is a population-based training (its log has PBT intervals)."""
-    step = run.evaluations.get("step")
-    return step is not None and bool(np.any(step >= 0))
 
 
 def interval_length(run: Run) -> int:
@@ -83,8 +77,8 @@ def format_pbt(run: Run, limit: int = 20) -> str:
     failed = int(np.sum(state == int(EvalState.FAILED)))
     lines = [f"population-based training: {run.n} intervals of {interval_length(run)} steps, "
              f"{exploits} exploits, {failed} failed",
-             "(the tables above count intervals: a configuration's \"evaluations\" are the "
-             "intervals trained with it)"]
+             "(the tables above rank each interval on its own: one that continues a member "
+             "with the same hyperparameters trains on from other weights, so it is no repeat)"]
     chain = best_lineage(run)
     if not chain:
         return "\n".join(lines)

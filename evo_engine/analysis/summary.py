@@ -20,7 +20,7 @@ from evo_engine.search.estimate import (
     resolution_note,
 )
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import STATE_NAMES, Run, race_length, run_estimates
+from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, race_length, run_estimates
 from evo_engine.util import terminal
 from evo_engine.util.timing import Timing, timing_of
 from evo_engine.util.timing import describe as describe_timing
@@ -71,6 +71,8 @@ class Summary:
     """The luckiest single draw, labelled as such (None when it is the incumbent's only one)."""
     noise: str | None = None
     """The seed noise beside the top configurations' spread (None without repeats)."""
+    pbt: bool = False
+    """A population-based training: its evaluations are intervals, each ranked on its own."""
 
     @property
     def status_line(self) -> str:
@@ -232,6 +234,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         best_estimate=est,
         luckiest=describe_luckiest(est, lucky) if est and lucky else None,
         noise=resolution_note(ranked, 10, race_length(run)),
+        pbt=is_pbt(run),
     )
 
 
@@ -269,8 +272,9 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
     c = s.counts
     others = ", ".join(f"{c[k]} {k.lower()}" for k in ("PRUNED",) if c.get(k))
     in_flight = "unknown" if s.in_flight is None else str(s.in_flight)
+    unit = "intervals" if s.pbt else "evaluations"  # a PBT run's tasks (docs/pbt.md)
     lines += terminal.wrap(
-        f"evaluations: {s.recorded}{budget} recorded: {c.get('COMPLETE', 0)} complete, "
+        f"{unit}: {s.recorded}{budget} recorded: {c.get('COMPLETE', 0)} complete, "
         f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}",
         cols)
     if s.recorded == 0:
@@ -293,7 +297,7 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
         if len(s.best_per_island) > 1 or s.islands > 1:
             for b in s.best_per_island:
                 lines += terminal.wrap(f"  island {b.island}: best {b.fitness:.6g} (uid "
-                                       f"{b.uid}, {b.evaluations} evaluations)", cols)
+                                       f"{b.uid}, {b.evaluations} {unit})", cols)
     if s.top:
         params = list(s.top[0]["params"])
         metrics = list(s.top[0]["metrics"])
@@ -308,6 +312,7 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
                  *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
         lines.append("")
         what = ("configurations by mean fitness over their evaluations" if spread
+                else "intervals, each ranked on its own; lower fitness is better" if s.pbt
                 else "lower fitness is better")
         lines += terminal.wrap(f"top {len(s.top)} ({what}):", cols)
         keep = 4 + len(extra) + len(params)

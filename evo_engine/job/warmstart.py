@@ -83,11 +83,13 @@ def _from_run(path: Path, space: Space, top: int) -> list[dict[str, Any]]:
     if idx.size == 0:
         raise WarmStartError(f"--warm-start {path}: the earlier run has no complete evaluation")
     # The best estimated means (search.estimate, as the run itself ranked them), not the
-    # luckiest single draws: one row per configuration.
+    # luckiest single draws: one row per configuration (a PBT run ranks intervals, several
+    # of which may share their hyperparameters: each configuration is taken once).
     ranked, first_row = run_estimates(run)
-    best = [first_row[e.key] for e in ranked[:top]]
-    configs = []
-    for i in best:
+    configs: list[dict[str, Any]] = []
+    for i in (first_row[e.key] for e in ranked):
+        if len(configs) == top:
+            break
         params: dict[str, Any] = {}
         for n in space.names:
             v = run.evaluations[f"params/{n}"][i]
@@ -101,7 +103,9 @@ def _from_run(path: Path, space: Space, top: int) -> list[dict[str, Any]]:
                 # The store keeps choices as text: map back to the choice itself (1, True, ...).
                 v = next((c for c in space[n].choices if str(c) == str(v)), v)
             params[n] = v
-        configs.append({n: params[n] for n in space.active(params) if n in params})
+        config = {n: params[n] for n in space.active(params) if n in params}
+        if config not in configs:
+            configs.append(config)
     return configs
 
 

@@ -171,13 +171,26 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 
+def is_pbt(run: Run) -> bool:
+    """Whether ``run`` is a population-based training (its log has PBT intervals)."""
+    step = run.evaluations.get("step")
+    return step is not None and bool(np.any(step >= 0))
+
+
 def configuration_rows(run: Run) -> dict[str, list[int]]:
-    """Row indices of the evaluation log per configuration (``config_key``), in log order."""
+    """Row indices of the evaluation log per configuration (``config_key``), in log order.
+
+    In a population-based training every interval is a configuration of its own, keyed
+    ``config_key@uid`` as the engine keys it (``search/engine.py``): an interval that continues
+    a member with unchanged hyperparameters trains on from other weights, so it is no repeat
+    of the member's earlier intervals, and a mean over them would describe no model."""
     ev = run.evaluations
     cols = [(p, ev[f"params/{p}"]) for p in run.param_names if f"params/{p}" in ev]
+    uid = ev.get("uid") if is_pbt(run) else None
     groups: dict[str, list[int]] = {}
     for i in range(run.n):
-        groups.setdefault(config_key({p: c[i] for p, c in cols}), []).append(i)
+        key = config_key({p: c[i] for p, c in cols})
+        groups.setdefault(key if uid is None else f"{key}@{int(uid[i])}", []).append(i)
     return groups
 
 
@@ -201,5 +214,5 @@ def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
     return rank_estimates(summarize_groups(rows).values(), race_length(run)), first
 
 
-__all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "configuration_rows", "load_run", "race_length",
-           "run_estimates"]
+__all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "configuration_rows", "is_pbt", "load_run",
+           "race_length", "run_estimates"]
