@@ -420,3 +420,34 @@ def test_released_checkpoints_go_only_once_a_snapshot_covers_their_release(tmp_p
     assert sweeper.sweep() == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(
         f"uid-{t.uid}.pt" for t in starts[:3])
+
+
+def test_resuming_a_pbt_run_with_another_population_is_refused_even_with_force(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A member is a place in the population: 3 islands or 5 members an island (or no PBT)
+    cannot take over the snapshot's members and checkpoints. Before, --force went on: another
+    island count crashed in the decisions (exit 1), another population size went on silently."""
+    from evo_engine.cli.main import main
+
+    run_dir = tmp_path / "run"
+    base = [str(TOY), "--workers", "0", "--run-dir", str(run_dir), "--quiet"]
+    assert main([*base, "--max-evals", "12"]) == 0
+    capsys.readouterr()
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+                if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    for change, said in [("islands=3", "islands: run has 2, scenario has 3"),
+                         ("population_size=5", "population_size: run has 4, scenario has 5"),
+                         ("pbt=null", "the run uses pbt, the scenario does not")]:
+        for force in ([], ["--force"]):
+            assert main([*base, "--resume", *force, "--max-evals", "16", "--set", change]) == 2
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+            assert f"({said})" in err and "refused even with --force" in err, err
+    assert files() == before
+    # Its own population resumes (another interval length is allowed, as other settings are).
+    assert main([*base, "--resume", "--force", "--max-evals", "16",
+                 "--set", 'pbt={"interval": 3, "fixed": ["k"]}']) == 0

@@ -285,6 +285,16 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
     attrs = store.attrs
     diff = fingerprint_diff(attrs.get("fingerprint_description", {}),
                             scenario.fingerprint_description())
+    pbt_change = _pbt_population_change(attrs.get("fingerprint_description", {}),
+                                        scenario.fingerprint_description())
+    if pbt_change:
+        raise UsageError(
+            f"--resume: the run in {run_dir} cannot continue with this scenario "
+            f"({pbt_change}): a population-based training's members, their checkpoints and "
+            "the decisions still to come belong to the population it started with, so another "
+            "population is refused even with --force. Resume it with its own islands, "
+            "population_size and pbt setting, or start the new one in another --run-dir"
+        )
     stored_inputs = attrs.get("inputs")
     if isinstance(stored_inputs, dict):
         diff += inputs_diff(stored_inputs, run_inputs(opts.scenario, preset))
@@ -327,6 +337,20 @@ def check_resume(run_dir: Path, scenario: Scenario, opts: RunOptions, preset: st
             f"resume (pass a larger --max-evals to extend it)"
         )
     return store
+
+
+def _pbt_population_change(stored: Any, current: dict[str, Any]) -> str | None:
+    """What makes a PBT run's population another one (islands, members per island, PBT on or
+    off), said for the error; None when the run and the scenario agree or neither uses PBT.
+    Other settings may change under --force (search/pbt.py keeps one state per member)."""
+    if not isinstance(stored, dict) or (not stored.get("pbt") and not current.get("pbt")):
+        return None
+    if bool(stored.get("pbt")) != bool(current.get("pbt")):
+        return ("the run uses pbt, the scenario does not" if stored.get("pbt")
+                else "the scenario uses pbt, the run did not")
+    changed = [f"{k}: run has {stored.get(k)!r}, scenario has {current.get(k)!r}"
+               for k in ("islands", "population_size") if stored.get(k) != current.get(k)]
+    return "; ".join(changed) or None
 
 
 def _first(diff: list[str], shown: int = 6) -> str:
