@@ -422,6 +422,7 @@ def test_released_checkpoints_go_only_once_a_snapshot_covers_their_release(tmp_p
         f"uid-{t.uid}.pt" for t in starts[:3])
 
 
+@pytest.mark.slow
 def test_resuming_a_pbt_run_with_another_population_is_refused_even_with_force(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A member is a place in the population: 3 islands or 5 members an island (or no PBT)
