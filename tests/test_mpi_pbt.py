@@ -67,7 +67,7 @@ def test_a_signalled_pbt_run_resumed_under_mpiexec_issues_the_uninterrupted_runs
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     done = finish(start_mpirun(2, *toy_args(whole), cwd=tmp_path))
     assert done.returncode == 0, done.stderr
-    proc = start_mpirun(2, *toy_args(cut), cwd=tmp_path, PBT_SLEEP="0.1")
+    proc = start_mpirun(2, *toy_args(cut), cwd=tmp_path, PBT_SLEEP="0.2")
     wait_for_rows(cut, 7, proc)
     proc.send_signal(signal.SIGUSR1)  # Slurm's --signal=USR1@... through mpiexec
     stopped = finish(proc)
