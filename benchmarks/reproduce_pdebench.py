@@ -26,8 +26,10 @@ conventions: clean (predicted frames only, exact mean over samples) and PDEBench
 
 Published numbers (``PUBLISHED``; source, version and table in ``docs/pdebench.md``): only FNO
 nRMSE for β = 4 could be cited, as transcribed from arXiv 2210.07182v7 Table 6 (6.7e-3) and from
-the NeurIPS 2022 supplement (1.0e-2) by pdebench-fno-audit/artifact; the U-Net and PINN rows and
-the other metrics of the table could not be retrieved and are not quoted. Differences from
+the NeurIPS 2022 supplement (1.0e-2) by pdebench-fno-audit/artifact (verbatim lines in
+``docs/benchmarks/pdebench-published-fno-audit-transcription.txt``); the U-Net and PINN rows and
+the other metrics of the table could not be found as text (searched 2026-12-06, where is listed in
+``docs/pdebench.md``) and are not quoted. Differences from
 PDEBench's run that remain are listed in ``docs/pdebench.md`` (splits 80/10/10 with validation
 apart from test, BatchNorm in eval mode during validation, seeded, our own draws of the
 initial-condition recipe); expect agreement in order of magnitude, not in the digits.
@@ -62,16 +64,22 @@ from evo_engine.sciml.training import (
 
 FULL_EPOCHS, FULL_SAMPLES = 500, 10_000
 MODELS = ("unet", "fno")
-# Published test metrics for β = 4, per source; each source names the data it was computed on.
-# Only what could be cited is here (docs/pdebench.md, "Published numbers"): FNO nRMSE, from
-# pdebench-fno-audit/artifact's transcription of the paper. No U-Net or PINN number could be.
+# Published test metrics for β = 4, per source; each source names the data it was computed on
+# and whose text the number was read from. Only what could be cited is here (docs/pdebench.md,
+# "Published numbers", with where the rest was searched for): FNO nRMSE, from
+# pdebench-fno-audit/artifact's transcription of the paper, quoted verbatim in
+# docs/benchmarks/pdebench-published-fno-audit-transcription.txt. No U-Net or PINN number, and no
+# other metric column, could be found as text.
+_AUDIT = "pdebench-fno-audit/artifact@e45d1550 standalone/evaluate_predictions.py"
 PUBLISHED: dict[str, dict[str, Any]] = {
     "NeurIPS 2022 supplement": {
         "data": "legacy",  # computed before the flux fix (2023-08) and the new files (2023-10)
+        "via": f"{_AUDIT} NEURIPS_SUPPLEMENT['9']",
         "fno": {"nrmse": 1.0e-2},
     },
     "arXiv 2210.07182v7, Table 6": {
         "data": "current?",  # posted 2024-08, after the new files; which data is not stated
+        "via": f"{_AUDIT} TEST_CATALOG['9']",
         "fno": {"nrmse": 6.7e-3},
     },
 }

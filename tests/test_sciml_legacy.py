@@ -190,3 +190,35 @@ def test_reproduce_refuses_a_file_of_the_other_version(tmp_path) -> None:
     assert "holds legacy data" in done.stderr and "Traceback" not in done.stderr
     missing = _reproduce("--data", "legacy", "--data-file", str(tmp_path / "none.h5"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_published_numbers_are_the_quoted_source_lines() -> None:
+    """Every published number ``reproduce_pdebench.py`` compares with is the one its source line
+    says (``via``: file and entry of the transcription quoted verbatim in docs/benchmarks/), and a
+    source holds no number beside it (the third-party U-Net plot markers crept in that way)."""
+    import importlib.util
+    import re
+
+    from evo_engine.sciml.advection import VERSIONS
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_pdebench", root / "benchmarks" / "reproduce_pdebench.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    excerpt = (
+        root / "docs" / "benchmarks" / "pdebench-published-fno-audit-transcription.txt"
+    ).read_text(encoding="utf-8")
+    catalog, supplement = excerpt.split("NEURIPS_SUPPLEMENT = {", 1)
+    quoted = {
+        "TEST_CATALOG['9']": re.search(r'"9": \("Advection", "β=4\.0", ([0-9.e-]+),', catalog),
+        "NEURIPS_SUPPLEMENT['9']": re.search(r'"9": ([0-9.e-]+),', supplement),
+    }
+    for name, source in module.PUBLISHED.items():
+        assert source["data"].rstrip("?") in VERSIONS, name
+        entry = source["via"].rsplit(" ", 1)[-1]
+        numbers = [
+            value for model in ("unet", "fno", "pinn") for value in source.get(model, {}).values()
+        ]
+        assert numbers == [float(quoted[entry].group(1))], name
