@@ -13,7 +13,12 @@ invocation a plain mpi4py ping-pong between rank 0 and the same number of worker
 * store_closed_after_last_result_s = the store closed − the last result's end;
 * raw_roundtrips_per_s = ping-pong round trips per second;
 * ratio = evals_per_s / raw_roundtrips_per_s (how much of the bare MPI rate survives the
-  engine, the recording and the idle back-off).
+  engine, the recording and the idle back-off); ``--roundtrips 0`` skips the ping-pong;
+* rank0_cpu_us_per_eval = rank 0's CPU (user + system, all its threads) in the coordinator
+  loop per evaluation, and rank0_wall_us_per_eval its wall time there (rank 0 runs under
+  ``benchmarks/_rank0_cpu.py``): on a shared machine the CPU figure moves far less with the
+  load than evals_per_s;
+* load = /proc/loadavg's 1-minute figure before the run and after it.
 
 Prints one JSON line at the end. A benchmark, not a test: numbers depend on the machine.
 """
@@ -29,9 +34,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SCENARIOS, mpi_env, mpiexec, read_evaluations, run_evo  # noqa: E402
+from _common import SCENARIOS, mpi_env, mpiexec, read_evaluations  # noqa: E402
 
 SCENARIO = SCENARIOS / "trivial.py"
+RANK0 = Path(__file__).resolve().parent / "_rank0_cpu.py"
 PINGPONG_FLAG = "--pingpong"
 
 
@@ -39,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ranks", type=int, default=5, help="MPI ranks (workers + 1 coordinator)")
     p.add_argument("--evals", type=int, default=20000, help="evaluations in the engine run")
-    p.add_argument("--roundtrips", type=int, default=50000, help="ping-pong round trips")
+    p.add_argument("--roundtrips", type=int, default=50000,
+                   help="ping-pong round trips (0: no ping-pong)")
     p.add_argument("--operator", default="ga",
                    help="the search operator (ga, the default; random isolates the plumbing)")
     p.add_argument("--keep", type=Path, help="keep the run directory here")
@@ -79,17 +86,37 @@ def raw_roundtrips(ranks: int, roundtrips: int) -> float:
 
 
 def evals_per_second(ranks: int, evals: int, run_dir: Path, operator: str = "ga"
-                     ) -> tuple[float, float]:
+                     ) -> tuple[float, float, dict[str, float]]:
     """(evaluations per second until the store was closed, seconds from the last result to
-    the store being closed): a run is done when its results are on disk, not before."""
+    the store being closed, rank 0's loop timing): a run is done when its results are on
+    disk, not before."""
     import zarr
 
-    run_evo(ranks, SCENARIO, run_dir, evals, env=mpi_env(EVO_BENCH_OPERATOR=operator))
+    timing_file = run_dir.parent / "rank0.json"
+    env = mpi_env(EVO_BENCH_OPERATOR=operator, EVO_BENCH_RANK0_OUT=str(timing_file))
+    args = [str(SCENARIO), "--max-evals", str(evals), "--run-dir", str(run_dir), "--force",
+            "--quiet"]
+    cmd = [mpiexec(), "-n", "1", sys.executable, str(RANK0), *args,
+           ":", "-n", str(ranks - 1), sys.executable, "-m", "evo_engine", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600,
+                          check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        sys.exit(f"benchmark: {' '.join(cmd)} exited with code {proc.returncode}")
     ev = read_evaluations(run_dir, ["t_start", "t_end"])
     if ev["uid"].size != evals:
         sys.exit(f"benchmark: the store holds {ev['uid'].size} evaluations, not {evals}")
     closed = float(zarr.open_group(str(run_dir / "run.zarr"), mode="r").attrs["closed_at"])
-    return float(evals / (closed - ev["t_start"].min())), closed - float(ev["t_end"].max())
+    rank0 = json.loads(timing_file.read_text())
+    return (float(evals / (closed - ev["t_start"].min())), closed - float(ev["t_end"].max()),
+            rank0)
+
+
+def load_1min() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:  # not Linux
+        return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,15 +124,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.pingpong:
         pingpong(args.pingpong)
         return
+    load_before = load_1min()
     with tempfile.TemporaryDirectory(prefix="evo-throughput-") as tmp:
         run_dir = (args.keep or Path(tmp)) / "run"
-        evals, close_lag = evals_per_second(args.ranks, args.evals, run_dir, args.operator)
-    raw = raw_roundtrips(args.ranks, args.roundtrips)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        evals, close_lag, rank0 = evals_per_second(args.ranks, args.evals, run_dir,
+                                                   args.operator)
+    load_after = load_1min()
+    raw = raw_roundtrips(args.ranks, args.roundtrips) if args.roundtrips > 0 else None
+    per_eval = 1e6 / max(rank0["evaluations"], 1)
     print(json.dumps({
         "benchmark": "throughput", "ranks": args.ranks, "workers": args.ranks - 1,
         "evaluations": args.evals, "operator": args.operator, "evals_per_s": round(evals, 1),
-        "raw_roundtrips_per_s": round(raw, 1), "ratio": round(evals / raw, 4),
+        "raw_roundtrips_per_s": None if raw is None else round(raw, 1),
+        "ratio": None if raw is None else round(evals / raw, 4),
         "store_closed_after_last_result_s": round(close_lag, 3),
+        "rank0_cpu_us_per_eval": round(rank0["cpu_s"] * per_eval, 1),
+        "rank0_wall_us_per_eval": round(rank0["wall_s"] * per_eval, 1),
+        "load": [load_before, load_after],
     }), flush=True)
 
 

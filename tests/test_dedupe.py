@@ -392,6 +392,22 @@ def test_the_registry_keeps_16_byte_digests_that_agree_with_config_key(rows: lis
     assert restored.keys == bulk.keys
 
 
+def test_the_registry_digest_memo_never_hands_one_key_another_keys_digest() -> None:
+    """has_key then add of the same key digests once (a memo of the last key); a different
+    key, or an equal key built anew, must still get its own digest."""
+    a, b = {"x": 0.25, "n": 1, "act": "a"}, {"x": 0.5, "n": 2, "act": "b"}
+    ka, kb = config_key(a), config_key(b)
+    reg = Registry()
+    assert not reg.has_key(ka)
+    reg.add(b, kb)  # the memo holds ka: kb must not be registered under ka's digest
+    assert reg.keys == {key_digest(kb)}
+    assert not reg.has_key(ka) and reg.has_key(kb)
+    assert reg.has_key("".join(list(kb)))  # equal text, another object
+    reg.add(a)  # no key given: computed, and digested as ka
+    assert reg.keys == {key_digest(ka), key_digest(kb)}
+    assert a in reg and b in reg and {"x": 0.75, "n": 1, "act": "a"} not in reg
+
+
 def test_an_optimizer_state_from_before_the_digests_still_never_asks_twice() -> None:
     opt = Optimizer(SMALL, operator="ga", seed=1, population_size=4)
     asked = [opt.ask() for _ in range(5)]

@@ -132,6 +132,9 @@ class Registry:
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
         self.keys: set[bytes] = {key_digest(k) for k in keys}
+        self._last: tuple[str, bytes] = ("", b"")
+        """The last key digested and its digest: ``Dedupe._fresh`` asks ``has_key`` and the
+        engine then ``add``s the same key (one BLAKE2b per new task, not two)."""
         self._unseen: UnseenIndex | None = None
         self._unseen_checked = False
         """Whether the space was found too large or continuous to index (then None)."""
@@ -157,14 +160,21 @@ class Registry:
     def __contains__(self, params: Mapping[str, Any]) -> bool:
         return key_digest(config_key(params)) in self.keys
 
+    def _digest(self, key: str) -> bytes:
+        last_key, digest = self._last
+        if key != last_key:  # (the same string object: compared by identity first)
+            digest = key_digest(key)
+            self._last = (key, digest)
+        return digest
+
     def has_key(self, key: str) -> bool:
         """Whether the configuration whose ``config_key`` is ``key`` was issued."""
-        return key_digest(key) in self.keys
+        return self._digest(key) in self.keys
 
     def add(self, params: Mapping[str, Any], key: str | None = None) -> str:
         """Register ``params`` (``key``: its ``config_key`` when the caller has it already)."""
         key = config_key(params) if key is None else key
-        self._added(key_digest(key))
+        self._added(self._digest(key))
         return key
 
     def add_keys(self, keys: Iterable[str]) -> None:
