@@ -288,3 +288,43 @@ def test_a_real_error_after_a_stop_signal_is_still_an_internal_error() -> None:
     finally:
         startup.restore(previous)
         startup.started()
+
+
+def test_rank_0_of_an_mpi_job_keeps_a_stop_until_its_mpi_is_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under mpiexec rank 0 only records a stop signal until ``mpi_started`` (a rank leaving
+    before MPI starts leaves the others waiting in MPI_Init), raises it there, and a real
+    error meanwhile stays an error: nothing was interrupted, so an ImportError is no stop."""
+    from evo_engine.job import startup
+
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setenv("PMI_RANK", "0")
+    previous = startup.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # the handler ran (and raised nothing)
+        startup.install()  # the CLI installs again after its imports: the stop is kept
+        assert startup.interruption(ImportError("no module named torch")) is None
+        with pytest.raises(startup.StopBeforeStart) as stop:
+            startup.mpi_started()
+        assert stop.value.signame == "SIGUSR1"
+        assert not startup.stopped_early()  # raised at a clean point: an ordinary exit 3
+        os.kill(os.getpid(), signal.SIGTERM)  # a second signal while stopping the workers
+        time.sleep(0.05)  # is only recorded: nothing raised here
+    finally:
+        startup.restore(previous)
+        startup.started()
+
+
+def test_a_worker_rank_ignores_stop_signals_from_its_first_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from evo_engine.job import startup
+
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setenv("PMI_RANK", "2")
+    previous = startup.install()
+    try:
+        assert all(signal.getsignal(s) == signal.SIG_IGN
+                   for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
+    finally:
+        startup.restore(previous)

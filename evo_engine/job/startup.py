@@ -32,7 +32,7 @@ from typing import Any
 from evo_engine.util.signals import SIGNALS
 
 _state = {"raising": False, "stopped": False, "command_line": False, "deferred": False,
-          "clean": False}
+          "clean": False, "raised": False}
 
 
 class StopBeforeStart(KeyboardInterrupt):  # noqa: N818 - an interruption, like its base
@@ -49,6 +49,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
             _state["stopped"] = _state["stopped"] or signal.Signals(signum).name
             return
         _state["stopped"] = signal.Signals(signum).name
+        _state["raised"] = True  # inside whatever code ran: it may come out as another error
         if _state.get("command_line"):
             _quiet_aftermath()
         raise StopBeforeStart(signal.Signals(signum).name)
@@ -62,8 +63,10 @@ returned an error without setting one. Other errors after a stop are bugs, repor
 
 def interruption(exc: BaseException) -> StopBeforeStart | None:
     """The stop behind ``exc``: itself, one in its chain, or, once a stop signal has been
-    raised, an error of a kind the signal itself can cause (``SIGNAL_SHAPED``), anywhere
-    in the chain. Any other error is not turned into a stop (exit 3 would hide a bug)."""
+    raised inside running code, an error of a kind the signal itself can cause
+    (``SIGNAL_SHAPED``), anywhere in the chain. Any other error is not turned into a stop
+    (exit 3 would hide a bug), nor is any error after a stop that was only recorded (rank 0
+    of an MPI job before its MPI started: nothing was interrupted)."""
     seen: set[int] = set()
     shaped = False
     cur: BaseException | None = exc
@@ -73,7 +76,7 @@ def interruption(exc: BaseException) -> StopBeforeStart | None:
         shaped = shaped or isinstance(cur, SIGNAL_SHAPED)
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
-    if _state["stopped"] and shaped:
+    if _state["raised"] and shaped:
         return StopBeforeStart(str(_state["stopped"]))
     return None
 
@@ -137,6 +140,7 @@ def install(command_line: bool = False) -> dict[int, Any]:
         # CLI installs again, after its imports, what __main__ installed first).
         _state["stopped"] = False
         _state["clean"] = False
+        _state["raised"] = False
         _state["deferred"] = _several_ranks()
     _state["raising"] = True
     if command_line:
