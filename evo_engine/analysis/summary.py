@@ -71,6 +71,8 @@ class Summary:
     """The luckiest single draw, labelled as such (None when it is the incumbent's only one)."""
     noise: str | None = None
     """The seed noise beside the top configurations' spread (None without repeats)."""
+    damaged: bool = False
+    """The store is damaged: the numbers cover only the rows before the damage."""
 
     @property
     def status_line(self) -> str:
@@ -227,6 +229,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
         first_error=first_error,
+        damaged=bool(run.damage),
         finalize_seconds=float(finalize_s) if isinstance(finalize_s, (int, float)) else None,
         timing=timing,
         best_estimate=est,
@@ -274,7 +277,8 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
         f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}",
         cols)
     if s.recorded == 0:
-        lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
+        lines.append("nothing before the damage can be read: nothing to rank" if s.damaged else
+                     "no evaluations recorded yet: nothing to rank (the run may still be starting)")
         return "\n".join(lines)
     jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
     if s.timing is not None:
