@@ -296,9 +296,11 @@ def test_rank_0_of_an_mpi_job_keeps_a_stop_until_its_mpi_is_up(
     before MPI starts leaves the others waiting in MPI_Init), raises it there, and a real
     error meanwhile stays an error: nothing was interrupted, so an ImportError is no stop."""
     from evo_engine.job import startup
+    from evo_engine.transports import launch
 
     monkeypatch.setenv("PMI_SIZE", "3")
     monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setitem(launch._early, "stop", False)
     previous = startup.install()
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -318,13 +320,30 @@ def test_rank_0_of_an_mpi_job_keeps_a_stop_until_its_mpi_is_up(
 
 def test_a_worker_rank_ignores_stop_signals_from_its_first_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker rank leaves the stop to rank 0 (nothing raised, no exit), but notes it: then
+    it does not wait in MPI_Init for more than EARLY_STOP_TIMEOUT s (a rank the signal
+    killed in Python's own start-up would never come)."""
     from evo_engine.job import startup
+    from evo_engine.transports import launch
 
     monkeypatch.setenv("PMI_SIZE", "3")
     monkeypatch.setenv("PMI_RANK", "2")
+    monkeypatch.setitem(launch._early, "stop", False)
     previous = startup.install()
     try:
-        assert all(signal.getsignal(s) == signal.SIG_IGN
-                   for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            os.kill(os.getpid(), sig)
+        time.sleep(0.05)  # the handlers ran and raised nothing
+        assert launch._early["stop"]
     finally:
         startup.restore(previous)
+    import faulthandler
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(faulthandler, "dump_traceback_later",
+                        lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(faulthandler, "cancel_dump_traceback_later",
+                        lambda: calls.append(("cancel",)))
+    with launch.mpi_init_guard(7.0):
+        pass
+    assert calls[0][0] == (7.0,) and calls[0][1]["exit"] is True and calls[1] == ("cancel",)

@@ -47,6 +47,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     if _state["raising"]:
         if _state["deferred"]:  # rank 0 of an MPI job before its MPI started: mpi_started raises
             _state["stopped"] = _state["stopped"] or signal.Signals(signum).name
+            _noted(signum, frame)
             return
         _state["stopped"] = signal.Signals(signum).name
         _state["raised"] = True  # inside whatever code ran: it may come out as another error
@@ -118,12 +119,22 @@ def _several_ranks() -> bool:
     return launched_with_several_ranks()
 
 
+def _noted(signum: int, frame: FrameType | None) -> None:
+    """A worker rank before it serves: the stop is rank 0's to act on; noted only so that this
+    rank does not wait in MPI_Init for a rank the signal killed (``mpi_init_guard``)."""
+    from evo_engine.transports.launch import note_early_stop
+
+    note_early_stop()
+
+
 def install(command_line: bool = False) -> dict[int, Any]:
     """Make stop signals raise ``StopBeforeStart`` (idempotent; the first thing the CLI does).
 
     Under ``mpiexec`` (module docstring): a worker rank ignores them until it serves and from
     then on (``evo_engine.transports.mpi.worker_main``): rank 0 stops it. Rank 0 records a stop
-    until ``mpi_started`` and raises it there. A Python handler on a worker rank would be of no
+    until ``mpi_started`` and raises it there. After a stop, no rank waits in ``MPI_Init`` for
+    more than ``EARLY_STOP_TIMEOUT`` s (a rank that died of the signal before this line ran;
+    ``evo_engine.transports.launch.mpi_init_guard``). A Python handler on a worker rank would be of no
     use: it runs only once the rank returns from C, which a rank waiting in ``MPI_Init`` does
     only when rank 0 is there too; and leaving (or dying) before rank 0 has stopped the others
     is what made the job exit 15 or 10, or hang.
@@ -133,7 +144,7 @@ def install(command_line: bool = False) -> dict[int, Any]:
         for name in SIGNALS:
             sig = getattr(signal, name, None)
             if sig is not None:
-                previous[sig] = signal.signal(sig, signal.SIG_IGN)
+                previous[sig] = signal.signal(sig, _noted)
         return previous
     if not (_state["raising"] and _state["deferred"]):
         # A new start forgets an old stop; a stop recorded before MPI started is kept (the

@@ -72,6 +72,7 @@ from evo_engine.transports.base import (
     WorkerSpec,
     WorkerStartError,
 )
+from evo_engine.transports.launch import mpi_init_guard
 from evo_engine.transports.worker import WorkerRuntime, select_device, timed_out_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -625,9 +626,10 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
     # A worker rank ignores stop signals from its first line on (evo_engine.job.startup):
     # rank 0, which gets them too, stops it once MPI is up, so no rank leaves (or dies of the
     # signal) while the others wait for it in MPI_Init.
-    MPI = _mpi()
-    comm = MPI.COMM_WORLD
-    local_rank, local_size = node_local_rank(comm)
+    with mpi_init_guard():  # after an early stop: never wait there for a rank it killed
+        MPI = _mpi()
+        comm = MPI.COMM_WORLD
+        local_rank, local_size = node_local_rank(comm)
     global _ranks_on_node
     _ranks_on_node = local_size
     if comm.Get_rank() != COORDINATOR:
