@@ -681,17 +681,29 @@ def leave_last(timeout: float = LEAVE_TIMEOUT) -> None:
     elsewhere = len(crew.processes) > len(pids)
     end = time.monotonic() + timeout
     while pids and time.monotonic() < end:
-        for pid in list(pids):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                pids.discard(pid)
-            except OSError:  # not ours to signal: it exists; wait on
-                pass
+        pids = {pid for pid in pids if _running(pid)}
         if pids:
             time.sleep(0.01)
     if elsewhere:
         time.sleep(LEAVE_GRACE)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs. An exited worker stays a zombie until the launcher's
+    proxy reaps it (Hydra's does so only at the end), and its exit status is fixed by then."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def _finish(comm: Comm, timeout: float, abort_code: int, message: str | None) -> None:
