@@ -18,6 +18,11 @@ except BaseException as exc:
     sys.exit(3)
 
 code = main()
+mpi = sys.modules.get("evo_engine.transports.mpi")
+if code != 0 and mpi is not None and mpi.coordinating():
+    # Rank 0 of an MPI job leaves after its workers: MPICH's launcher kills the ranks still
+    # running when one exits non-zero, and the job's code would then be that kill's, not ours.
+    mpi.leave_last()
 if code == 3 and startup.stopped_early():
     # Every finally has run and the log is line-buffered: nothing is left to clean up, and
     # the exit handlers of a zarr call the signal interrupted would only print noise.

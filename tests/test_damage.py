@@ -144,13 +144,43 @@ def test_damage_is_refused_and_nothing_is_written(finished_run: Path, tmp_path: 
     r = evo(QUICK, "--workers", 0, "--run-dir", run)
     assert r.returncode == 2 and needle in r.stderr and "--force" in r.stderr, r.stderr
     assert tree_hash(run) == before, "a plain start wrote to a damaged run"
-    # analyze: the intact rows, then one line naming the damage, exit 2.
+    # analyze: the damage first, then the intact rows, then the refusal (exit 2).
     a = evo("analyze", run)
     assert a.returncode == 2, a.stderr
     assert f"covers only the {intact_rows} evaluations before the damage" in a.stderr
     assert needle in a.stderr and "Traceback" not in a.stderr
     flat = "".join(a.stdout.split())  # wrapped to the terminal: a long path is cut anywhere
-    assert flat.startswith(f"run{run}") and f"evaluations:{intact_rows}/40recorded" in flat
+    assert flat.startswith(f"therunstorein{run}isdamaged:"), a.stdout
+    assert "".join(needle.split()) in flat[:flat.index(f"run{run}(scenario")], a.stdout
+    assert f"evaluations:{intact_rows}/40recorded" in flat
+    assert "maystillbestarting" not in flat, a.stdout
+    assert tree_hash(run) == before
+
+
+def test_analyze_of_a_store_whose_state_chunk_is_gone_says_so_first(
+        finished_run: Path, tmp_path: Path) -> None:
+    """The damage is the first thing said, and a store that lost its first rows is not taken
+    for a run that is still starting (before: "0/40 recorded ... no evaluations recorded yet:
+    nothing to rank (the run may still be starting)", the damage only in the last line)."""
+    import argparse
+
+    from evo_engine.cli.analyze import AnalyzeError, analyze_main
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "run.zarr/evaluations/state/c/0").unlink()
+    before = tree_hash(run)
+    lines: list[str] = []
+    args = argparse.Namespace(run_dir=run, plots=None, fmt="png", csv=None, top=None,
+                              front=None, baseline=None)
+    with pytest.raises(AnalyzeError, match="covers only the 0 evaluations before the damage"):
+        analyze_main(args, print_fn=lines.append)
+    text = " ".join(" ".join(lines).split())
+    assert text.startswith(f"the run store in {run} is damaged: "), text
+    assert "evaluations/state: the chunk file evaluations/state/c/0 holding rows 0-39 is " \
+           "missing" in text.split(f"run {run} (scenario")[0], text
+    assert "may still be starting" not in text and "no evaluations recorded yet" not in text
+    assert "nothing before the damage can be read: nothing to rank" in text, text
     assert tree_hash(run) == before
 
 

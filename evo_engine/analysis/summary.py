@@ -73,6 +73,8 @@ class Summary:
     """The seed noise beside the top configurations' spread (None without repeats)."""
     pbt: bool = False
     """A population-based training: its evaluations are intervals, each ranked on its own."""
+    damaged: bool = False
+    """The store is damaged: the numbers cover only the rows before the damage."""
 
     @property
     def status_line(self) -> str:
@@ -229,6 +231,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
         first_error=first_error,
+        damaged=bool(run.damage),
         finalize_seconds=float(finalize_s) if isinstance(finalize_s, (int, float)) else None,
         timing=timing,
         best_estimate=est,
@@ -278,7 +281,8 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
         f"{c.get('FAILED', 0)} failed{', ' + others if others else ''}; in flight: {in_flight}",
         cols)
     if s.recorded == 0:
-        lines.append("no evaluations recorded yet: nothing to rank (the run may still be starting)")
+        lines.append("nothing before the damage can be read: nothing to rank" if s.damaged else
+                     "no evaluations recorded yet: nothing to rank (the run may still be starting)")
         return "\n".join(lines)
     jobs = f" in {s.jobs} jobs" if s.jobs > 1 else ""
     if s.timing is not None:

@@ -47,8 +47,8 @@ plots written with --plots (each only when the run has data for it, else a line 
 works on a run still in progress (shows what is committed) and on a copy of the run
 directory on a laptop: it reads RUN_DIR/run.zarr only and never writes to it.
 exit codes: 0 done, 2 bad input (not a run directory, newer store format, nothing to plot)
-or a damaged store: then the summary (and plots, CSV) show the rows before the damage and the
-last line says what is damaged
+or a damaged store: then the first line says what is damaged, the summary (and plots, CSV)
+show the rows before the damage, and the last line refuses the store
 """
 
 
@@ -95,6 +95,10 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
 
     run = load_run(args.run_dir)
     baseline = load_run(args.baseline) if args.baseline is not None else None
+    if run.damage:  # said first: everything below covers only the rows before it
+        say(f"the run store in {args.run_dir} is damaged: {'; '.join(run.damage)}; what follows "
+            f"covers only the {run.n} evaluations before the damage")
+        print_fn("")
     print_fn(format_summary(summarize(run, top=args.top or 10), str(args.run_dir)))
     from evo_engine.analysis.repeats import format_repeats
 

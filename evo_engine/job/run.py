@@ -384,6 +384,9 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
             # Every rank of an MPI job starts here: ranks >= 1 become worker actors until
             # rank 0 stops them, and rank 0 comes back into execute as the coordinator.
             return mpi.run_rank(lambda: execute(opts, print_fn))
+    # Rank 0 of an MPI job kept a stop signal that came before its MPI started: raised now,
+    # it stops the worker ranks (run_rank) and the job exits 3.
+    startup.mpi_started()
     preset = resolve_preset(opts.preset)
     scenario = load_with_overrides(opts, preset)
     run_dir = opts.run_dir or Path("runs") / scenario.name

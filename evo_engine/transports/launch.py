@@ -8,8 +8,10 @@ when there really are several ranks.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 # World-size variables, launcher by launcher: MPICH's Hydra, Intel MPI and srun with PMI-1/2
 # set PMI_SIZE; Open MPI sets OMPI_COMM_WORLD_SIZE; MVAPICH2 sets MV2_COMM_WORLD_SIZE.
@@ -63,5 +65,47 @@ def _as_int(text: str | None) -> int | None:
     return value if value >= 1 else None
 
 
-__all__ = ["RANK_VARIABLES", "SIZE_VARIABLES", "launched_with_several_ranks", "mpi_world_size",
+EARLY_STOP_TIMEOUT = 20.0
+"""Seconds ``MPI_Init`` may take on a rank that got a stop signal before it (``mpi_init_guard``)."""
+
+_early = {"stop": False}
+_sink: list[Any] = []
+
+
+def note_early_stop() -> None:
+    """A stop signal came before MPI started (evo_engine.job.startup's handlers say so)."""
+    _early["stop"] = True
+
+
+@contextlib.contextmanager
+def mpi_init_guard(timeout: float = EARLY_STOP_TIMEOUT) -> Iterator[None]:
+    """Around ``MPI_Init`` on every rank: after a stop signal that came before it, the rank
+    does not wait in it for more than ``timeout`` s.
+
+    Under mpiexec a stop is acted on by rank 0 once MPI is up (worker ranks only note it). But
+    a signal in a job's first ~0.1 s can kill a rank still in Python's own start-up, before
+    evo_engine's first line, while another rank has already noted it and goes on into
+    ``MPI_Init``, where it would wait for the dead one forever (the launcher does not end the
+    job then). No Python code runs there (mpi4py holds the GIL in ``MPI_Init``); faulthandler's
+    watchdog is a C thread: it ends the process (exit 1) and the launcher ends the job.
+    """
+    armed = False
+    if _early["stop"]:
+        import faulthandler
+
+        if not _sink:
+            _sink.append(open(os.devnull, "w"))  # noqa: SIM115 - kept open for the C thread
+        faulthandler.dump_traceback_later(timeout, exit=True, file=_sink[0])
+        armed = True
+    try:
+        yield
+    finally:
+        if armed:
+            import faulthandler
+
+            faulthandler.cancel_dump_traceback_later()
+
+
+__all__ = ["EARLY_STOP_TIMEOUT", "RANK_VARIABLES", "SIZE_VARIABLES",
+           "launched_with_several_ranks", "mpi_init_guard", "mpi_world_size", "note_early_stop",
            "worker_rank"]

@@ -72,7 +72,7 @@ from evo_engine.transports.base import (
     WorkerSpec,
     WorkerStartError,
 )
-from evo_engine.transports.launch import worker_rank
+from evo_engine.transports.launch import mpi_init_guard
 from evo_engine.transports.worker import WorkerRuntime, select_device, timed_out_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,7 +82,7 @@ COORDINATOR = 0
 TAG_START, TAG_TASK, TAG_STOP, TAG_DECISION = 1, 2, 3, 4
 TAG_READY, TAG_FATAL, TAG_RESULT, TAG_BYE, TAG_REPORT = 11, 12, 13, 14, 15
 STOP = None
-EXIT_INTERNAL, EXIT_BAD_INPUT = 1, 2
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_STOPPED = 1, 2, 3
 
 
 def _mpi() -> Any:
@@ -258,7 +258,8 @@ def worker_main(comm: Comm, local_rank: int, local_size: int) -> int:
             comm.send(result_message(result), dest=COORDINATOR, tag=TAG_RESULT)
             if reports.closing:  # the STOP came while the evaluation waited for a decision
                 break
-    comm.send(rank, dest=COORDINATOR, tag=TAG_BYE)
+    # Where this process runs: rank 0 leaves after it (leave_last).
+    comm.send((rank, socket.gethostname(), os.getpid()), dest=COORDINATOR, tag=TAG_BYE)
     return 0
 
 
@@ -341,6 +342,8 @@ class _Crew:
         self.ranks = range(1, size)
         self.stopped: set[int] = set()
         self.gone: set[int] = set()
+        self.processes: dict[int, tuple[str, int]] = {}
+        """rank -> (host, pid) of the workers that said goodbye with them (``leave_last``)."""
         self.deadline: float | None = None
         """When waiting for goodbyes ends; set by the first stop, so later calls do not wait anew."""
         self.sends: list[Any] = []
@@ -439,9 +442,11 @@ def stop_workers(comm: Comm, timeout: float) -> list[int]:
         if msg is None:
             backoff.wait(deadline - time.monotonic())
             continue
-        msg.recv()
+        payload = msg.recv()
         if status.Get_tag() == TAG_BYE:
             crew.gone.add(status.Get_source())
+            if isinstance(payload, tuple) and len(payload) == 3:
+                crew.processes[status.Get_source()] = (str(payload[1]), int(payload[2]))
         backoff.reset()
     # A rank that said goodbye received everything sent to it before the stop; the sends to
     # ranks still missing may never complete (the job is then aborted, which ends them).
@@ -628,15 +633,13 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
     other exception prints its traceback and aborts the whole job with code 1, because a
     coordinator that is gone would otherwise leave every worker waiting forever.
     """
-    if worker_rank():
-        # MPI_Init and the first collectives wait in C, where no Python handler runs: a
-        # worker rank stopped there would wait for a rank 0 that has left, forever. The
-        # system's default action ends it at once (the launcher then ends the job) until it
-        # serves and leaves the signals to rank 0 (_leave_signals_to_the_coordinator).
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-    MPI = _mpi()
-    comm = MPI.COMM_WORLD
-    local_rank, local_size = node_local_rank(comm)
+    # A worker rank ignores stop signals from its first line on (evo_engine.job.startup):
+    # rank 0, which gets them too, stops it once MPI is up, so no rank leaves (or dies of the
+    # signal) while the others wait for it in MPI_Init.
+    with mpi_init_guard():  # after an early stop: never wait there for a rank it killed
+        MPI = _mpi()
+        comm = MPI.COMM_WORLD
+        local_rank, local_size = node_local_rank(comm)
     global _ranks_on_node
     _ranks_on_node = local_size
     if comm.Get_rank() != COORDINATOR:
@@ -647,7 +650,10 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
         code = coordinate()
     except (InputError, KeyboardInterrupt, SystemExit) as exc:
         bad_input = isinstance(exc, InputError)
-        _finish(comm, drain_timeout, EXIT_BAD_INPUT if bad_input else EXIT_INTERNAL,
+        # A stop (a signal before the run loop: KeyboardInterrupt) that cannot stop every
+        # worker in time still ends the job as stopped, resumable.
+        _finish(comm, drain_timeout, EXIT_BAD_INPUT if bad_input else
+                EXIT_STOPPED if isinstance(exc, KeyboardInterrupt) else EXIT_INTERNAL,
                 f"evo_engine: error: {exc}" if bad_input else None)
         raise
     except BaseException:
@@ -657,6 +663,57 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
         _abort(comm, EXIT_INTERNAL)
     _finish(comm, drain_timeout, code or EXIT_INTERNAL, None)
     return code
+
+
+LEAVE_GRACE = 0.5
+"""Seconds rank 0 waits after ``MPI_Finalize`` for worker ranks it cannot see (on another
+node) to exit before it exits non-zero itself."""
+LEAVE_TIMEOUT = 5.0
+"""At most this long for the worker processes on rank 0's node to be gone."""
+
+
+def leave_last(timeout: float = LEAVE_TIMEOUT) -> None:
+    """On rank 0, about to exit non-zero (3 or 2) after its workers said goodbye: finalize MPI,
+    then wait until the worker processes have exited. MPICH's launcher kills every rank still
+    running when one exits non-zero, and the job's exit code is then that kill's (9, with a
+    "BAD TERMINATION" banner), not rank 0's: a race the ordinary exit usually won by its
+    slower clean-up and an ``os._exit`` after a stop lost about one time in three. Workers
+    on this node are waited for by pid (bounded by ``timeout``), others for ``LEAVE_GRACE``."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    crew = _crew
+    MPI.Finalize()
+    if crew is None:
+        return
+    host = socket.gethostname()
+    pids = {pid for h, pid in crew.processes.values() if h == host}
+    elsewhere = len(crew.processes) > len(pids)
+    end = time.monotonic() + timeout
+    while pids and time.monotonic() < end:
+        pids = {pid for pid in pids if _running(pid)}
+        if pids:
+            time.sleep(0.01)
+    if elsewhere:
+        time.sleep(LEAVE_GRACE)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs. An exited worker stays a zombie until the launcher's
+    proxy reaps it (Hydra's does so only at the end), and its exit status is fixed by then."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def _finish(comm: Comm, timeout: float, abort_code: int, message: str | None) -> None:
@@ -692,6 +749,6 @@ def _guarded(comm: Comm, body: Callable[[], int]) -> int:
         _abort(comm, EXIT_INTERNAL)
 
 
-__all__ = ["Backoff", "MPITransport", "bind_device", "coordinating", "node_local_rank",
+__all__ = ["Backoff", "MPITransport", "bind_device", "coordinating", "leave_last", "node_local_rank",
            "result_from_message", "result_message", "run_rank", "share_cores", "stop_workers",
            "task_from_message", "task_message", "worker_main"]
