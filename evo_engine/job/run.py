@@ -21,10 +21,10 @@ from typing import Any
 
 from evo_engine import __version__
 from evo_engine.errors import InputError
+from evo_engine.job import log as run_log
 from evo_engine.job import startup
 from evo_engine.job.callbacks import CallbackSet, check_callbacks, record_of
 from evo_engine.job.coordinator import Coordinator, StopRequest
-from evo_engine.job.log import configure
 from evo_engine.job.overrides import apply_sets
 from evo_engine.job.pbt_files import CheckpointSweeper
 from evo_engine.job.progress import ProgressReporter
@@ -406,6 +406,9 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
         print_fn(str(done))
         return EXIT_OK
     finally:
+        # However the run ended (finished, stopped, refused, failed), its last events are
+        # written: a process running many keeps no handle on this run's log.
+        run_log.close()
         lock.release(tidy=not writing)
 
 
@@ -436,7 +439,7 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
     if plan.note:
         print(f"evo_engine: note: {plan.note}", file=sys.stderr)
     rundir.clear(run_dir, plan.clear)
-    log = configure(run_dir / "log.jsonl", rank=0, role="coordinator")
+    log = run_log.configure(run_dir / "log.jsonl", rank=0, role="coordinator")
     if "prepare" in reporter.stages:  # the log did not exist yet when it started
         log.info("data_prepared", seconds=round(reporter.stages["prepare"], 3))
     for message in [plan.note, *notes]:
