@@ -75,3 +75,15 @@ def test_runs_in_one_process_close_their_files_whichever_way_they_end(
     # No run wrote into another's log, and nothing was left open by any of them.
     assert events(tmp_path / "done") == done
     assert len(open_files()) == len(base), (base, open_files())
+
+
+def test_an_event_after_the_run_closed_its_log_is_dropped_not_raised(tmp_path: Path) -> None:
+    """A logger bound during the run (a thread winding down) outlives the closed file."""
+    from evo_engine.job import log
+
+    path = tmp_path / "log.jsonl"
+    bound = log.configure(path, rank=0)
+    bound.info("run_finished", reason="finished")
+    log.close()
+    bound.info("late_event")  # before: ValueError (I/O operation on closed file)
+    assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == ["run_finished"]
