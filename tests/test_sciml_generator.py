@@ -120,6 +120,31 @@ def test_write_layout_matches_pdebench(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("version", ["", "legacy"])
+def test_processes_write_the_file_a_single_process_writes_bit_for_bit(tmp_path, version) -> None:
+    # 7 samples in blocks of 3 over 2 processes: uneven blocks, written out of a pool; a block
+    # written at the wrong rows, or a solve that depended on its block's other samples,
+    # changes bytes. Both solvers: the current FV and PDEBench's pre-fix (legacy) one.
+    recipe = AdvectionRecipe(samples=7, nx=64, nt=11, final_time=0.5, solver="fv",
+                             **({"version": version} if version else {}))
+    one = write_advection(recipe, tmp_path / "one.h5", device="cpu", block=3, processes=1)
+    two = write_advection(recipe, tmp_path / "two.h5", device="cpu", block=3, processes=2)
+    with h5py.File(one) as a, h5py.File(two) as b:
+        assert a["tensor"].shape == (7, 11, 64)
+        assert np.array_equal(a["tensor"][...], b["tensor"][...])
+        assert len({a["tensor"][i, -1].tobytes() for i in range(7)}) == 7  # 7 distinct samples
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_default_spreads_only_a_solve_worth_the_processes() -> None:
+    from evo_engine.sciml.advection import PARALLEL_CELL_STEPS, _cell_steps
+    from evo_engine.sciml.presets import advection_task
+
+    # the cpu preset's data (about 2.5 minutes serially) is spread; a test's 3 x 64 is not
+    assert _cell_steps(advection_task("cpu").recipe) > 5 * PARALLEL_CELL_STEPS
+    assert _cell_steps(AdvectionRecipe(samples=3, nx=64, nt=21, final_time=0.2)) < 1e-3 * PARALLEL_CELL_STEPS
+
+
 def test_ensure_dataset_caches_in_the_data_dir(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path))
     recipe = AdvectionRecipe(samples=3, nx=16, nt=5)
