@@ -136,6 +136,33 @@ def test_processes_write_the_file_a_single_process_writes_bit_for_bit(tmp_path, 
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_stop_while_processes_solve_kills_them_and_leaves_no_file(tmp_path) -> None:
+    import multiprocessing
+    import signal
+    import time
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop
+
+    # ~20 s of solving per helper here (idle): the stop must not wait for their blocks
+    recipe = AdvectionRecipe(samples=100, nx=1024, nt=11, final_time=2.0, solver="fv")
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 4.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(Stop):
+            write_advection(recipe, tmp_path / "big.h5", device="cpu", processes=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - start < 10  # not the helpers' whole blocks
+    assert not multiprocessing.active_children()  # killed, not left solving
+    assert not list(tmp_path.iterdir())  # neither the file nor its temporary
+
+
 def test_the_default_spreads_only_a_solve_worth_the_processes() -> None:
     from evo_engine.sciml.advection import PARALLEL_CELL_STEPS, _cell_steps
     from evo_engine.sciml.presets import advection_task

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -151,6 +153,42 @@ def _solve_block(
         torch.set_num_threads(threads)
 
 
+def _ignore_stop_signals() -> None:
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _solve_in_processes(recipe: AdvectionRecipe, blocks: list[tuple[int, int]],
+                        initial: InitialConditions, device: str, procs: int, out: Any) -> None:
+    """Solve ``blocks`` in ``procs`` spawned processes, writing each into ``out`` in order.
+
+    Spawn, not fork: the caller may hold threads (torch, a writer, MPI). The helpers ignore
+    stop signals (a Ctrl-C or a scheduler's signal reaches every process of the job), so a
+    stop is the caller's alone: whatever the caller raises (a stop, a failed block), the
+    helpers are killed at once instead of finishing their blocks.
+    """
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=procs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_ignore_stop_signals)
+    helpers: set = set()
+    try:
+        futures = [pool.submit(_solve_block, recipe, a, b, initial, device) for a, b in blocks]
+        helpers = set(multiprocessing.active_children()) - before
+        for (a, b), future in zip(blocks, futures, strict=True):
+            out[a:b] = future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        helpers = helpers or set(multiprocessing.active_children()) - before
+        for child in helpers:
+            child.kill()
+        for child in helpers:
+            child.join(5)  # reaped: no zombie, and gone when this raises
+        pool.shutdown(wait=True)  # quick with the helpers gone; frees the pool's semaphores
+        raise
+    pool.shutdown()
+
+
 def default_device() -> str:
     """Where the FV solver runs by default: the first GPU when torch sees one, else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -222,13 +260,7 @@ def write_advection(
                 "tensor", shape=(recipe.samples, recipe.nt, recipe.nx), dtype="float32"
             )
             if procs > 1:
-                # spawn, not fork: the caller may hold threads (torch, a writer, MPI).
-                ctx = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
-                    futures = [pool.submit(_solve_block, recipe, a, b, initial, device)
-                               for a, b in blocks]
-                    for (a, b), future in zip(blocks, futures, strict=True):
-                        tensor[a:b] = future.result()
+                _solve_in_processes(recipe, blocks, initial, device, procs, tensor)
             else:
                 for a, b in blocks:
                     tensor[a:b] = _solve_block(recipe, a, b, initial, device)
