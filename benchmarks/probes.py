@@ -378,18 +378,23 @@ def kill_series(name: str, scenario: Path, knobs: dict, args: list, budget: int,
 
 
 def probe_kills(quick: bool) -> None:
-    q = {"QUICK_EVALS": 60, "QUICK_SLEEP": 0.03, "QUICK_CHECKPOINT": 7}
+    # Long enough that every planned kill lands before the run finishes (60 evaluations ended
+    # before the third kill on an idle machine: 2 of 5 landed, a FAIL of the probe, not of the
+    # code); quick.py's space holds 120 configurations.
+    evals = 100
+    q = {"QUICK_EVALS": evals, "QUICK_SLEEP": 0.05, "QUICK_CHECKPOINT": 7}
     n = 2 if quick else 1
-    kill_series("kill-ga-inline", QUICK, q, ["--workers", 0], 60, 5 // n, 11,
+    kill_series("kill-ga-inline", QUICK, q, ["--workers", 0], evals, 5 // n, 11,
                 reference=True)
-    kill_series("kill-es-inline", QUICK, {**q, "QUICK_OPERATOR": "es"}, ["--workers", 0], 60,
+    kill_series("kill-es-inline", QUICK, {**q, "QUICK_OPERATOR": "es"}, ["--workers", 0], evals,
                 4 // n, 12, reference=True)
-    kill_series("kill-ga-local2", QUICK, {**q, "QUICK_SLEEP": 0.05}, ["--workers", 2], 60,
+    kill_series("kill-ga-local2", QUICK, {**q, "QUICK_SLEEP": 0.05}, ["--workers", 2], evals,
                 4 // n, 13)
-    kill_series("kill-sphere-local2", SPHERE, {}, ["--workers", 2, "--max-evals", 60, "--seed", 4],
-                60, 3 // n, 14, check_seed=4)
+    kill_series("kill-sphere-local2", SPHERE, {},
+                ["--workers", 2, "--max-evals", evals, "--seed", 4], evals, 3 // n, 14,
+                check_seed=4)
     if MPIEXEC.exists():
-        kill_series("kill-ga-mpi4", QUICK, {**q, "QUICK_SLEEP": 0.05}, [], 60, 5 // n, 15,
+        kill_series("kill-ga-mpi4", QUICK, {**q, "QUICK_SLEEP": 0.1}, [], evals, 5 // n, 15,
                     ranks=4)
 
 
