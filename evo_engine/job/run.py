@@ -49,6 +49,7 @@ from evo_engine.transports.launch import launched_with_several_ranks
 from evo_engine.transports.local import LocalTransport
 from evo_engine.transports.worker import FINALIZE, cuda_available
 from evo_engine.util import terminal
+from evo_engine.util.signals import SIGNALS
 from evo_engine.util.timing import describe as describe_timing
 from evo_engine.util.timing import fmt_seconds
 
@@ -170,7 +171,7 @@ def _nothing_to_resume(run_dir: Path, kind: str) -> str:
 class StopFlag:
     """Turns SIGTERM, SIGINT and SIGUSR1 into a stop request the coordinator polls."""
 
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+    SIGNALS = SIGNALS
 
     def __init__(self) -> None:
         self.reason: str | None = None

@@ -154,6 +154,8 @@ def _solve_block(
 
 
 def _ignore_stop_signals() -> None:
+    # sciml imports neither util nor transports (tests/test_layout.py): the local workers' and
+    # the writer's versions of this loop cannot be shared from here.
     for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
@@ -178,13 +180,13 @@ def _solve_in_processes(recipe: AdvectionRecipe, blocks: list[tuple[int, int]],
         for (a, b), future in zip(blocks, futures, strict=True):
             out[a:b] = future.result()
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
         helpers = helpers or set(multiprocessing.active_children()) - before
         for child in helpers:
             child.kill()
         for child in helpers:
             child.join(5)  # reaped: no zombie, and gone when this raises
-        pool.shutdown(wait=True)  # quick with the helpers gone; frees the pool's semaphores
+        # quick with the helpers gone; frees the pool's semaphores
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
 
@@ -238,8 +240,7 @@ def write_advection(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     initial = sample_initial_conditions(recipe.samples, recipe.nx, seed=recipe.seed)
-    on_cpu = torch.device(device).type == "cpu" and recipe.solver != "exact"
-    if not on_cpu:
+    if torch.device(device).type != "cpu" or recipe.solver == "exact":
         procs = 1
     elif processes is None:  # worth a process only where the solve outlasts its start (~3 s)
         procs = cpu_count() if _cell_steps(recipe) > PARALLEL_CELL_STEPS else 1
