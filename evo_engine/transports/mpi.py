@@ -147,14 +147,13 @@ def task_message(task: Task) -> tuple[Any, ...]:
 
 
 def task_from_message(msg: tuple[Any, ...]) -> Task:
-    uid, island, params, seed, operator = msg[:5]
-    if len(msg) == 5:
-        return Task(uid=uid, island=island, genome=_NO_GENOME, params=params, seed=seed,
-                    operator=operator)
-    pbt_parent, step, interval = msg[5:]
+    uid, island, params, seed, operator, *pbt = msg
+    interval: dict[str, Any] = {}
+    if pbt:  # a PBT interval (task_message)
+        pbt_parent, step, length = pbt
+        interval = {"info": {"interval": length}, "pbt_parent": pbt_parent, "step": step}
     return Task(uid=uid, island=island, genome=_NO_GENOME, params=params, seed=seed,
-                operator=operator, info={"interval": interval}, pbt_parent=pbt_parent,
-                step=step)
+                operator=operator, **interval)
 
 
 def result_message(r: Result) -> tuple[Any, ...]:
