@@ -29,7 +29,7 @@ from evo_engine.search.dedupe import Dedupe, Pick
 from evo_engine.search.estimate import Estimate
 from evo_engine.search.intensify import RACE, Tracker, race_seed
 from evo_engine.search.island import Island
-from evo_engine.search.keys import config_key, genome_digest
+from evo_engine.search.keys import config_key, genome_digest, interval_key
 from evo_engine.search.messages import (
     EvalState,
     Individual,
@@ -506,7 +506,7 @@ class Engine:
                 island.completed += 1
                 # Each interval is its own candidate (a configuration with its weights).
                 if self.tracker.wants_key(value):
-                    self.tracker.first_draw(f"{config_key(task.params)}@{task.uid}", task.uid,
+                    self.tracker.first_draw(interval_key(config_key(task.params), task.uid), task.uid,
                                             task.island, task.genome, value)
             return TellOutcome.RECORDED, Evaluation(task, result, state, error, value is not None)
         if task.reevaluation_of >= 0:

@@ -33,6 +33,13 @@ def config_key(params: Mapping[str, Any]) -> str:
     return repr(tuple(parts))
 
 
+def interval_key(key: str, uid: int) -> str:
+    """The identity of a PBT interval: its configuration's ``key`` and its uid. An interval
+    that continues a member with unchanged hyperparameters trains on from other weights, so it
+    is a candidate of its own, not a repeat (the engine's incumbent and analyze's tables)."""
+    return f"{key}@{uid}"
+
+
 def plain_value(v: Any) -> Any:
     """A value as ``config_key`` sees it (numpy scalars as Python values, -0.0 as 0.0)."""
     if isinstance(v, np.generic):

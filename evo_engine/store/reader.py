@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from evo_engine.search.estimate import Estimate, rank_estimates, summarize_groups
-from evo_engine.search.keys import config_key
+from evo_engine.search.keys import config_key, interval_key
 from evo_engine.search.messages import EvalState
 from evo_engine.store.runstore import RunStore, Table
 
@@ -180,17 +180,17 @@ def is_pbt(run: Run) -> bool:
 def configuration_rows(run: Run) -> dict[str, list[int]]:
     """Row indices of the evaluation log per configuration (``config_key``), in log order.
 
-    In a population-based training every interval is a configuration of its own, keyed
-    ``config_key@uid`` as the engine keys it (``search/engine.py``): an interval that continues
-    a member with unchanged hyperparameters trains on from other weights, so it is no repeat
-    of the member's earlier intervals, and a mean over them would describe no model."""
+    In a population-based training every interval is a configuration of its own, keyed by
+    ``interval_key`` as the engine keys it: an interval that continues a member with unchanged
+    hyperparameters trains on from other weights, so it is no repeat of the member's earlier
+    intervals, and a mean over them would describe no model."""
     ev = run.evaluations
     cols = [(p, ev[f"params/{p}"]) for p in run.param_names if f"params/{p}" in ev]
     uid = ev.get("uid") if is_pbt(run) else None
     groups: dict[str, list[int]] = {}
     for i in range(run.n):
         key = config_key({p: c[i] for p, c in cols})
-        groups.setdefault(key if uid is None else f"{key}@{int(uid[i])}", []).append(i)
+        groups.setdefault(key if uid is None else interval_key(key, int(uid[i])), []).append(i)
     return groups
 
 
