@@ -6,7 +6,8 @@ Arms (per scenario, ``advection_lr`` and/or ``advection_multi``):
 - ``engine``: the scenario's own operator, population, design and settings, intensification
   included (what ``python -m evo_engine run`` does), through ``Optimizer``; its pick is its
   incumbent (the best estimated mean, docs/noise.md);
-- ``random``: random search in the same space and budget; its pick is its best observed;
+- ``random``: random search in the same space and budget, uniform from its first evaluation
+  (not the engine's design); its pick is its best observed;
 - ``tpe``: Optuna's TPE as a user running it in parallel would configure it (multivariate,
   constant liar), its version recorded; its pick is ``study.best_trial``;
 - ``default``: PDEBench's default configuration (no search).
@@ -51,6 +52,7 @@ import numpy as np
 from evo_engine.context import Context
 from evo_engine.optimizer import Optimizer
 from evo_engine.scenario import Scenario, load_scenario
+from evo_engine.sciml.batched import train_advection_batch
 from evo_engine.sciml.presets import advection_task
 from evo_engine.sciml.training import (
     AdvectionTask,
@@ -74,10 +76,29 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _search_eval(params: dict, seed: int, task: AdvectionTask) -> tuple[float, float]:
+def _search_eval(params_list: list[dict], seeds: list[int],
+                 task: AdvectionTask) -> list[tuple[float, float]]:
+    """Train a batch of parameter sets (one at a time, or as one stack when there are several:
+    ``train_advection_batch``, what ``--batch K`` makes a worker do); per member its fitness (NaN
+    for a failed training) and its share of the CPU seconds."""
     t0 = time.process_time()
-    fitness = float(train_advection(params, Context.standalone(seed, _CACHE), task)["fitness"])
-    return fitness, time.process_time() - t0
+    ctxs = [Context.standalone(seed, _CACHE) for seed in seeds]
+    if len(params_list) == 1:
+        try:
+            records: list[Any] = [train_advection(params_list[0], ctxs[0], task)]
+        except Exception as exc:  # noqa: BLE001 - a failed training is a failed evaluation
+            records = [exc]
+    else:
+        records = train_advection_batch(params_list, ctxs, task)
+    share = (time.process_time() - t0) / len(params_list)
+    out = []
+    for rec in records:
+        if isinstance(rec, BaseException):
+            print(f"  a training failed: {rec!r}", file=sys.stderr)
+            out.append((math.nan, share))
+        else:
+            out.append((float(rec["fitness"]), share))
+    return out
 
 
 def _final_eval(params: dict, seed: int, task: AdvectionTask) -> dict[str, float]:
@@ -104,7 +125,9 @@ class EngineSearch:
         self.opt = Optimizer(
             scenario.space, operator=operator, seed=seed,
             population_size=scenario.population_size, islands=scenario.islands,
-            initial_design=scenario.initial_design,
+            # random search samples uniformly from the first evaluation, as its users run it
+            # (not the engine's space-filling design: that would share the engine's first points)
+            initial_design=scenario.initial_design if own else "random",
             operator_settings=dict(scenario.operator_settings) if own else {},
             migration_interval=scenario.migration_interval, migrants=scenario.migrants,
             repeats=scenario.repeats if own else 0, intensify=scenario.intensify if own else 0,
@@ -199,28 +222,39 @@ def _optuna_distributions(space: Space) -> dict[str, Any]:
 
 
 def run_search(method: Any, evals: int, search: int, pool: ProcessPoolExecutor, jobs: int,
-               task: AdvectionTask, label: str, log: Path) -> dict[str, Any]:
-    """Run (or continue) one search to ``evals`` evaluations; its pick and its CPU cost."""
-    running: dict[Future, Any] = {}
+               batch: int, task: AdvectionTask, label: str, log: Path) -> dict[str, Any]:
+    """Run (or continue) one search to ``evals`` evaluations; its pick and its CPU cost.
+
+    ``jobs`` batches at a time, each of up to ``batch`` candidates asked one after another
+    (the engine and TPE's constant liar see the others pending), as ``jobs`` workers with
+    ``--batch`` run them."""
+    running: dict[Future, list[tuple[Any, dict, int]]] = {}
     cpu = 0.0
-    while method.told + len(running) < evals or running:
-        while method.told + len(running) < evals and len(running) < jobs:
-            handle, params, seed = method.ask(search)
-            running[pool.submit(_search_eval, params, seed, task)] = (handle, params, seed)
+
+    def pending() -> int:
+        return sum(len(b) for b in running.values())
+
+    while method.told + pending() < evals or running:
+        while method.told + pending() < evals and len(running) < jobs:
+            n = min(batch, evals - method.told - pending())
+            asked = [method.ask(search) for _ in range(n)]
+            fut = pool.submit(_search_eval, [a[1] for a in asked], [a[2] for a in asked], task)
+            running[fut] = asked
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for fut in finished:
-            handle, params, seed = running.pop(fut)
+            asked = running.pop(fut)
             try:
-                fitness, seconds = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a failed training is a failed evaluation
+                values = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a failed worker fails its batch
                 print(f"  {label}: a training failed: {exc}", file=sys.stderr)
-                fitness, seconds = math.nan, 0.0
-            cpu += seconds
-            method.tell(handle, fitness)
-            with log.open("a") as f:
-                f.write(json.dumps({"params": params, "seed": seed, "fitness": fitness,
-                                    "cpu_s": round(seconds, 2)}) + "\n")
-            print(f"  {label} {method.told}/{evals}: {fitness:.4f}", file=sys.stderr)
+                values = [(math.nan, 0.0)] * len(asked)
+            for (handle, params, seed), (fitness, seconds) in zip(asked, values, strict=True):
+                cpu += seconds
+                method.tell(handle, fitness)
+                with log.open("a") as f:
+                    f.write(json.dumps({"params": params, "seed": seed, "fitness": fitness,
+                                        "cpu_s": round(seconds, 2)}) + "\n")
+                print(f"  {label} {method.told}/{evals}: {fitness:.4f}", file=sys.stderr)
     pick = method.pick()
     if pick is None:
         raise RuntimeError(f"every evaluation of {label} failed")
@@ -301,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--searches", type=int, default=5, help="independent searches per arm")
     parser.add_argument("--evals", type=int, help="evaluations per search (default: the scenario's)")
     parser.add_argument("--seeds", type=int, default=3, help="retraining seeds per pick (>= 2)")
-    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
+    parser.add_argument("--jobs", type=int, default=2, help="trainings (or batches) at a time")
+    parser.add_argument("--batch", type=int,
+                        help="candidates a job trains as one stack (default: the scenario's "
+                             "batch, as make run's workers do; 1 = one at a time)")
     parser.add_argument("--epochs", type=int, help="override the preset's epochs (smoke runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "advection_bench",
                         help="one directory per search under it; rerun to continue")
@@ -313,10 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     if not arms or any(a not in ARMS for a in arms):
         parser.error(f"--arms takes a comma list of {', '.join(ARMS)}, got {args.arms!r}")
     if args.seeds < 2 or args.searches < 1 or args.jobs < 1 or (
+            args.batch is not None and args.batch < 1) or (
             args.evals is not None and args.evals < 1) or (args.epochs is not None
                                                           and args.epochs < 1):
-        parser.error("need --seeds >= 2, --searches >= 1, --jobs >= 1, --evals >= 1, "
-                     "--epochs >= 1")
+        parser.error("need --seeds >= 2, --searches >= 1, --jobs >= 1, --batch >= 1, "
+                     "--evals >= 1, --epochs >= 1")
     start = time.perf_counter()
     task = advection_task(args.preset)
     if args.epochs is not None:
@@ -326,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                                    defaults={**task.defaults, "scheduler_step": step})
     # A directory belongs to one setting: refuse to mix runs of another preset or length.
     setting = {"preset": args.preset, "epochs": task.epochs, "seeds": args.seeds,
-               "evals": args.evals}
+               "evals": args.evals, "batch": args.batch}
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = args.out / "setting.json"
     if stamp.exists() and json.loads(stamp.read_text()) != setting:
@@ -347,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             scenario = load_scenario(SCENARIOS / f"advection_{name}.py", args.preset)
             evals = args.evals or scenario.max_evals
+            batch = args.batch or scenario.batch
             per_arm: dict[str, list[dict[str, Any]]] = {}
             for k in range(args.searches):
                 for arm in arms:
@@ -356,17 +395,18 @@ def main(argv: list[str] | None = None) -> int:
 
                     def one(arm: str = arm, folder: Path = folder, k: int = k,
                             label: str = label, scenario: Scenario = scenario,
-                            evals: int = evals) -> dict[str, Any]:
+                            evals: int = evals, batch: int = batch) -> dict[str, Any]:
                         t1 = time.perf_counter()
                         if arm == "tpe":
                             method: Any = TPESearch(scenario.space, k + 1, folder)
                         else:
                             op = scenario.operator if arm == "engine" else "random"
                             method = EngineSearch(scenario, op, k + 1, folder)
-                        found = run_search(method, evals, k, pool, args.jobs, task, label,
-                                           folder / "evaluations.jsonl")
+                        found = run_search(method, evals, k, pool, args.jobs, batch, task,
+                                           label, folder / "evaluations.jsonl")
                         scored = score_on_test(found["params"], seeds, pool, task)
-                        return {**found, **scored, "evals": evals, "search_seed": k + 1,
+                        return {**found, **scored, "evals": evals, "batch": batch,
+                                "search_seed": k + 1,
                                 "wall_s": round(time.perf_counter() - t1, 1)}
 
                     rec = _cached(folder / "final.json", one)
