@@ -314,3 +314,50 @@ def test_the_believer_takes_a_bounded_number_of_the_evaluations_in_flight(monkey
     assert [b.shape[0] for b in believed] == [Surrogate.BELIEVED_IN_FLIGHT]
     np.testing.assert_allclose(believed[0], op.features(np.array(flying[-64:])))
     assert not any(np.array_equal(prop.genome, f) for f in flying)
+
+
+# -- failed evaluations ------------------------------------------------------------------------
+
+
+def _cliff_search(seed: int, evals: int = 24) -> tuple[int, float]:
+    """A learning-rate search as advection_lr's: the loss falls toward a cliff (lr > 0.02
+    diverges, the training FAILS) — its failures after the design, and its best loss."""
+    space = Space(lr=Float(1e-5, 1e-1, log=True))
+    opt = Optimizer(space, operator="surrogate", seed=seed, population_size=8,
+                    initial_design="hypertiling")
+    failures, best = 0, np.inf
+    for i in range(evals):
+        c = opt.ask()
+        lr = c.params["lr"]
+        loss = np.nan if lr > 0.02 else 0.05 + 0.2 * (np.log10(0.02) - np.log10(lr)) ** 2
+        failures += int(i >= 8 and np.isnan(loss))
+        best = min(best, loss) if np.isfinite(loss) else best
+        opt.tell(c, float(loss))
+    return failures, best
+
+
+def test_failed_evaluations_teach_the_model_where_configurations_fail() -> None:
+    # Ignoring failures, the model saw only the falling side and sent most of the 16 proposals
+    # after the design past the cliff, where every one failed (the advection benchmark: 14 of
+    # 24 at lr ≈ 0.1). Told the failures, it learns the cliff and works along its good side.
+    runs = [_cliff_search(seed) for seed in range(3)]
+    assert max(f for f, _ in runs) <= 4, runs
+    assert np.median([b for _, b in runs]) < 0.0505, runs  # lr within ~7 % of the cliff
+
+
+def test_a_failure_is_archived_as_worse_than_every_result_and_survives_the_state() -> None:
+    space = Space(x=Float(0.0, 1.0))
+    op = make(space)
+    feed(op, np.array([[0.1], [0.5]]), np.array([3.0, 1.0]))
+    op.observe_failed(Individual(7, frozen_genome(np.array([0.9])), np.inf, 0))
+    X, y = op._training_set([])  # noqa: SLF001
+    assert y.tolist() == [3.0, 1.0, np.inf] and X[2, 0] == 0.9
+    assert normal_scores(y).argmax() == 2  # ranked last by the model's transform
+    state = json.loads(json.dumps(op.get_state(), allow_nan=False))
+    assert state["y"] == [3.0, 1.0, None]
+    clone = make(space, seed=5)
+    clone.set_state(state)
+    assert clone.y == op.y and clone.uids == [0, 1, 7]
+    # A pruned result's floor is the median of the results, not of a failure's inf.
+    op.observe_pruned(Individual(8, frozen_genome(np.array([0.3])), 0.5, 0), step=1)
+    assert op.y[-1] == 2.0

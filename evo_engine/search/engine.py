@@ -526,6 +526,13 @@ class Engine:
                            island=task.island, info=task.info, origin_island=task.island),
                 int(step),
             )
+        if state is EvalState.FAILED:
+            # A configuration that fails (a learning rate that diverges, a model too large) is
+            # information: a model-based operator that never heard of it proposed the same
+            # failing region again and again (benchmarks/advection.py: 14 of 24).
+            island.operator.observe_failed(
+                Individual(uid=task.uid, genome=task.genome, fitness=math.inf,
+                           island=task.island, info=task.info, origin_island=task.island))
         if state is EvalState.COMPLETE:
             assert result.fitness is not None
             ind = Individual(

@@ -114,6 +114,10 @@ class Operator(ABC):
     def observe_pruned(self, individual: Individual, step: int) -> None:  # noqa: B027
         """An offspring of this island was stopped early; default: ignore its partial fitness."""
 
+    def observe_failed(self, individual: Individual) -> None:  # noqa: B027
+        """An offspring of this island FAILED (it raised, diverged, returned a non-finite
+        fitness, timed out or was in flight at crashes; ``fitness`` is inf); default: ignore."""
+
     def replacement(self) -> tuple[str, int]:
         """``("worst", 0)``, or ``("subset", k)``: replace the worst of k random members."""
         return ("worst", 0)
