@@ -66,7 +66,7 @@ def drive(seed: int, workers: int, noise: float, fail_every: int, order: np.rand
         engine.drain_migrations()
         # One source of truth: the engine's best is the estimate over everything told.
         rows = [(k, u, v) for k, vs in values.items() for u, v in vs]
-        want = incumbent(summarize_groups(rows).values(), RACE_LENGTH)
+        want = incumbent(summarize_groups(rows).values())
         if want is None:
             assert engine.best is None
         else:
@@ -177,13 +177,17 @@ def test_optimizer_reports_the_estimate_and_the_noise() -> None:
     assert opt.noise is not None and opt.noise > 0
 
 
-def test_the_incumbent_needs_as_many_evaluations_as_the_race() -> None:
-    # Hand-made: A = three draws around 1.0; B = one draw of 0.5 (lucky), then 1.5 and 1.6.
+@pytest.mark.parametrize(("c", "want"), [(0.9, "A"), (0.4, "C")])
+def test_one_draw_ousts_a_raced_mean_only_by_more_than_its_extra_uncertainty(c, want) -> None:
+    # A = three draws around 1.0; B = one lucky draw of 0.5, then 1.5 and 1.6 (never best:
+    # its mean is 1.2); C = one draw. Pooled noise 0.436: A ranks at 1.0 + 0.436/sqrt(3) =
+    # 1.252, C at c + 0.436. C = 0.9 leads A's mean by 0.1, less than the 0.184 between a
+    # one-draw and a three-draw standard error: A stays. C = 0.4 leads by 0.6: C. (A count
+    # gate keeps A in both cases; ranking by the mean alone picks C in both.)
     rows = [("A", 0, 1.0), ("A", 3, 1.1), ("A", 4, 0.9), ("B", 1, 0.5), ("B", 5, 1.5),
-            ("B", 6, 1.6), ("C", 2, 0.4)]
-    est = summarize_groups(rows)
-    best = incumbent(est.values(), 3)
-    assert best is not None and best.key == "A"  # not B (its best draw 0.5) nor C (one draw)
+            ("B", 6, 1.6), ("C", 2, c)]
+    best = incumbent(summarize_groups(rows).values())
+    assert best is not None and best.key == want
 
 
 @pytest.mark.parametrize("intensify", [0, 3])

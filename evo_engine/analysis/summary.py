@@ -20,7 +20,7 @@ from evo_engine.search.estimate import (
     resolution_note,
 )
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, race_length, run_estimates
+from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, run_estimates
 from evo_engine.util import terminal
 from evo_engine.util.timing import Timing, timing_of
 from evo_engine.util.timing import describe as describe_timing
@@ -236,7 +236,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         timing=timing,
         best_estimate=est,
         luckiest=describe_luckiest(est, lucky) if est and lucky else None,
-        noise=resolution_note(ranked, 10, race_length(run)),
+        noise=resolution_note(ranked, 10),
         pbt=is_pbt(run),
     )
 

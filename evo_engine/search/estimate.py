@@ -10,16 +10,16 @@ engine and the analysis of its store cannot disagree:
   count, mean, sample std and best single draw;
 - ``pooled_noise``: the objective's noise, the pooled within-configuration std over every
   configuration evaluated more than once (None when nothing was evaluated twice);
-- ``eligible_count``: how many evaluations a configuration needs before it may be the
-  incumbent: 1 while nothing was repeated or the repeats showed no noise at all (a
-  deterministic objective: the plain minimum, as always), else as many as the most
-  evaluated configuration has, up to ``race_length`` (a one-draw configuration cannot oust
-  one whose mean stood the race);
-- ``decisive``: a configuration with fewer evaluations is eligible all the same when its
-  lead is decisive: its mean plus ``DECISIVE`` standard errors (noise / sqrt(n)) is still
-  below the best eligible mean (no race would change that verdict, so none is run);
-- ``rank_estimates``: eligible configurations by mean (ties: the earlier first uid), then
-  the others by mean; ``incumbent`` is the first eligible one.
+- ``rank_estimates``: configurations by their *pessimistic estimate*, the mean plus
+  ``PESSIMISM`` standard errors (noise / sqrt(n)), once repeats measured a noise above 0;
+  by mean otherwise (nothing repeated, or repeats that came out identical: a deterministic
+  objective, the plain minimum as always). Ties: the earlier first uid. ``incumbent`` is the
+  first. A configuration seen once pays the most for its uncertainty, one that stood a race
+  the least, so one lucky draw ousts a mean over three only when it leads by more than the
+  difference of their standard errors; and a configuration whose race the budget cut short
+  still competes on what it has (a count gate kept it out, issue 24).
+- ``decisive``: a lead so large at the measured noise (``DECISIVE`` standard errors) that
+  no race could overturn it: the race module starts none for it.
 
 Pure functions of plain values: no engine, no store.
 """
@@ -33,6 +33,10 @@ from dataclasses import dataclass
 DECISIVE = 3.0
 """Standard errors by which a lead is decisive: set a priori (the 3-sigma convention), not
 tuned on any landscape."""
+
+PESSIMISM = 1.0
+"""Standard errors added to a mean to rank it: chosen on the tuning landscapes with noise
+(docs/noise.md: 0.5, 1 and 1.5 scored alike there; 1 is the one-standard-error bound)."""
 
 
 @dataclass(frozen=True)
@@ -83,38 +87,27 @@ def pooled_noise(estimates: Iterable[Estimate]) -> tuple[float, int] | None:
     return math.sqrt(ss / dof), dof
 
 
-def eligible_count(estimates: Iterable[Estimate], race_length: int | None = None) -> int:
-    """Evaluations a configuration needs to be the incumbent (see the module docstring)."""
-    es = list(estimates)
-    noise = pooled_noise(es)
-    if noise is None or noise[0] == 0.0:
-        return 1
-    most = max(e.n for e in es)
-    return most if race_length is None else max(1, min(race_length, most))
-
-
 def decisive(mean: float, n: int, reference: float, noise: float) -> bool:
     """Whether a mean over ``n`` draws beats ``reference`` beyond doubt at this ``noise``."""
     return mean + DECISIVE * noise / math.sqrt(n) < reference
 
 
-def rank_estimates(estimates: Iterable[Estimate],
-                   race_length: int | None = None) -> list[Estimate]:
-    """Configurations best first: eligible ones by mean, then the rest by mean."""
+def pessimistic(e: Estimate, noise: float) -> float:
+    """The mean plus ``PESSIMISM`` standard errors at this noise: what ranks ``e``."""
+    return e.mean + PESSIMISM * noise / math.sqrt(e.n)
+
+
+def rank_estimates(estimates: Iterable[Estimate]) -> list[Estimate]:
+    """Configurations best first (see the module docstring)."""
     es = list(estimates)
-    need = eligible_count(es, race_length)
-    if need > 1:
-        noise = pooled_noise(es)
-        sigma = noise[0] if noise else 0.0
-        ref = min((e.mean for e in es if e.n >= need), default=math.inf)
-        ok = {e.key for e in es if e.n >= need or decisive(e.mean, e.n, ref, sigma)}
-        return sorted(es, key=lambda e: (e.key not in ok, e.mean, e.uid))
-    return sorted(es, key=lambda e: (e.n < need, e.mean, e.uid))
+    noise = pooled_noise(es)
+    sigma = 0.0 if noise is None else noise[0]
+    return sorted(es, key=lambda e: (pessimistic(e, sigma), e.mean, e.uid))
 
 
-def incumbent(estimates: Iterable[Estimate], race_length: int | None = None) -> Estimate | None:
-    """The configuration with the best estimated mean among the eligible ones, or None."""
-    ranked = rank_estimates(estimates, race_length)
+def incumbent(estimates: Iterable[Estimate]) -> Estimate | None:
+    """The configuration with the best pessimistic estimate, or None."""
+    ranked = rank_estimates(estimates)
     return ranked[0] if ranked else None
 
 
@@ -146,7 +139,6 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10,
                     race_length: int | None = None) -> str | None:
     """One sentence: the seed noise beside the spread of the ``top`` best means (all
     configurations, by mean: the ones a user would read as the leaders)."""
-    del race_length  # the spread is over means whatever their count
     es = sorted(estimates, key=lambda e: e.mean)
     noise = pooled_noise(es)
     if noise is None:
@@ -163,5 +155,6 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10,
             f"{spread:.3g}: {verdict}")
 
 
-__all__ = ["DECISIVE", "Estimate", "decisive", "describe_best", "describe_luckiest", "eligible_count", "incumbent", "luckiest", "make_estimate",
-           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]
+__all__ = ["DECISIVE", "PESSIMISM", "Estimate", "decisive", "describe_best", "describe_luckiest",
+           "incumbent", "luckiest", "make_estimate", "pessimistic", "pooled_noise",
+           "rank_estimates", "resolution_note", "summarize_groups"]

@@ -2,8 +2,8 @@
 
 The engine keeps a ``Tracker`` of configurations and their complete evaluations (first draws
 and re-evaluations alike), and asks ``search.estimate`` which one is the incumbent: the best
-mean among the configurations evaluated enough times. With ``race_length`` R ≥ 2
-(``EngineConfig.intensify``), a configuration whose first draw beats the incumbent's mean is a
+pessimistic estimate (its mean plus one standard error at the measured noise). With
+``race_length`` R ≥ 2 (``EngineConfig.intensify``), a configuration whose first draw beats the incumbent's mean is a
 *challenger*: it is evaluated again on the *race seeds* 0, 1, ... (``race_seed``: the same
 seeds for every configuration), and the incumbent is evaluated on any race seed the
 challenger reaches that it lacks, so a comparison between them is paired: the seeds' effect
@@ -11,7 +11,7 @@ cancels. After each of its race results the challenger
 
 - drops out when its estimated mean is no longer below the incumbent's (no more budget for
   a configuration that only looked good once);
-- stops racing once it has R evaluations: ``estimate.incumbent`` then decides on the means;
+- stops racing once it has R evaluations: ``estimate.incumbent`` then decides;
 - else is queued for its next race seed (with the incumbent, if it lacks that seed).
 
 All but one evaluation of each side of a race are on the same seeds, so most of the seeds'
@@ -135,7 +135,7 @@ class Tracker:
 
     def best(self) -> Estimate | None:
         if self._dirty:
-            self._best = incumbent(self._estimates.values(), self.race_length or None)
+            self._best = incumbent(self._estimates.values())
             self._dirty = False
         return self._best
 

@@ -194,13 +194,6 @@ def configuration_rows(run: Run) -> dict[str, list[int]]:
     return groups
 
 
-def race_length(run: Run) -> int | None:
-    """The run's ``intensify`` race length (None when off or unknown)."""
-    desc = run.attrs.get("fingerprint_description")
-    value = desc.get("intensify") if isinstance(desc, dict) else None
-    return int(value) if isinstance(value, int) and value > 1 else None
-
-
 def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
     """Every configuration with a complete evaluation, ranked as the engine ranks them
     (``search.estimate.rank_estimates``: the incumbent first), and each one's first log row."""
@@ -211,8 +204,8 @@ def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
     rows = [(k, int(uid[i]), float(fitness[i])) for k, idx in groups.items() for i in idx
             if complete[i]]
     first = {k: min(idx, key=lambda i: int(uid[i])) for k, idx in groups.items()}
-    return rank_estimates(summarize_groups(rows).values(), race_length(run)), first
+    return rank_estimates(summarize_groups(rows).values()), first
 
 
 __all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "configuration_rows", "is_pbt", "load_run",
-           "race_length", "run_estimates"]
+           "run_estimates"]
