@@ -521,25 +521,15 @@ class Engine:
             # A pruned evaluation never joins a population (its partial fitness is not
             # comparable with complete ones); an operator may still learn from it.
             step, value = result.curve[-1]
-            island.operator.observe_pruned(
-                Individual(uid=task.uid, genome=task.genome, fitness=float(value),
-                           island=task.island, info=task.info, origin_island=task.island),
-                int(step),
-            )
+            island.operator.observe_pruned(_offspring(task, float(value)), int(step))
         if state is EvalState.FAILED:
             # A configuration that fails (a learning rate that diverges, a model too large) is
             # information: a model-based operator that never heard of it proposed the same
             # failing region again and again (benchmarks/advection.py: 14 of 24).
-            island.operator.observe_failed(
-                Individual(uid=task.uid, genome=task.genome, fitness=math.inf,
-                           island=task.island, info=task.info, origin_island=task.island))
+            island.operator.observe_failed(_offspring(task, math.inf))
         if state is EvalState.COMPLETE:
             assert result.fitness is not None
-            ind = Individual(
-                uid=task.uid, genome=task.genome, fitness=float(result.fitness),
-                island=task.island, info=task.info, origin_island=task.island,
-                values=values, violation=violation,
-            )
+            ind = _offspring(task, float(result.fitness), values, violation)
             # With several objectives the incumbent is the best feasible first objective (the
             # progress line's "best"); the front itself is the analysis' business.
             if violation <= 0 and self.tracker.wants_key(ind.fitness):
@@ -787,6 +777,15 @@ def _task_difference(made: Task, logged: Task) -> str | None:
         return (f"PBT interval from uid {made.pbt_parent} at step {made.step} instead of "
                 f"from uid {logged.pbt_parent} at step {logged.step}")
     return None
+
+
+def _offspring(task: Task, fitness: float, values: tuple[float, ...] = (),
+               violation: float = 0.0) -> Individual:
+    """The individual a told task becomes (a population member, or what an operator learns
+    from a pruned or failed one)."""
+    return Individual(uid=task.uid, genome=task.genome, fitness=fitness, island=task.island,
+                      info=task.info, origin_island=task.island, values=values,
+                      violation=violation)
 
 
 def _uid(t: Task) -> int:
