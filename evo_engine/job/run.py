@@ -723,8 +723,7 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
             say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
         lucky = engine.tracker.luckiest()
         for text in (describe_luckiest(est, lucky) if lucky else None,
-                     resolution_note(engine.tracker.estimates().values(), 10,
-                                     engine.config.intensify or None)):
+                     resolution_note(engine.tracker.estimates().values(), 10)):
             if text:
                 say(text)
     if engine.front:

@@ -135,8 +135,7 @@ def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
             f"mean {lucky.mean:.6g} over {lucky.n}): not the best estimate")
 
 
-def resolution_note(estimates: Iterable[Estimate], top: int = 10,
-                    race_length: int | None = None) -> str | None:
+def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
     """One sentence: the seed noise beside the spread of the ``top`` best means (all
     configurations, by mean: the ones a user would read as the leaders)."""
     es = sorted(estimates, key=lambda e: e.mean)

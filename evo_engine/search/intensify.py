@@ -3,11 +3,11 @@
 The engine keeps a ``Tracker`` of configurations and their complete evaluations (first draws
 and re-evaluations alike), and asks ``search.estimate`` which one is the incumbent: the best
 pessimistic estimate (its mean plus one standard error at the measured noise). With
-``race_length`` R ≥ 2 (``EngineConfig.intensify``), a configuration whose first draw beats the incumbent's mean is a
-*challenger*: it is evaluated again on the *race seeds* 0, 1, ... (``race_seed``: the same
-seeds for every configuration), and the incumbent is evaluated on any race seed the
-challenger reaches that it lacks, so a comparison between them is paired: the seeds' effect
-cancels. After each of its race results the challenger
+``race_length`` R ≥ 2 (``EngineConfig.intensify``), a configuration whose first draw beats
+the incumbent's mean is a *challenger*: it is evaluated again on the *race seeds* 0, 1, ...
+(``race_seed``: the same seeds for every configuration), and the incumbent is evaluated on
+any race seed the challenger reaches that it lacks, so a comparison between them is paired:
+the seeds' effect cancels. After each of its race results the challenger
 
 - drops out when its estimated mean is no longer below the incumbent's (no more budget for
   a configuration that only looked good once);
