@@ -164,7 +164,7 @@ def test_unseen_configurations_lists_what_is_left() -> None:
     reg.add({"n": 2, "act": "b"})
     left = unseen_configurations(TINY, reg)
     assert len(left) == 5
-    assert {key_digest(config_key(TINY.decode(g))) for g in left} | reg.keys == {
+    assert {key_digest(config_key(TINY.decode(g))) for g in left} | set(reg.keys) == {
         key_digest(config_key({"n": n, "act": c})) for n in (1, 2, 3) for c in "ab"}
 
 

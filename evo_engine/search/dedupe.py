@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from evo_engine.search.digests import DigestSet
 from evo_engine.search.keys import config_key, plain_value
 from evo_engine.search.messages import Individual, Task, frozen_genome
 from evo_engine.space import Space
@@ -91,7 +92,7 @@ class UnseenIndex:
     ``pick`` draws what a pick from ``unseen_configurations`` would, so replay is exact.
     """
 
-    def __init__(self, space: Space, issued: set[bytes]) -> None:
+    def __init__(self, space: Space, issued: DigestSet) -> None:
         from sortedcontainers import SortedList
 
         levels = []
@@ -126,12 +127,12 @@ class Registry:
     """Every configuration issued so far (evaluated or in flight), as digests of its key.
 
     The keys are ``repr`` strings of the decoded parameters: 475 bytes for 12 parameters,
-    ~450 MB at a million evaluations. ``keys`` holds a 16-byte digest of each instead (a
-    bytes object of 49 bytes plus the set's slot). Every change goes through the methods
-    below, which keep the ``UnseenIndex`` (once built) in step."""
+    ~450 MB at a million evaluations. ``keys`` holds a 16-byte digest of each instead, in a
+    ``DigestSet`` (16 bytes an entry; a Python set of them took 91). Every change goes
+    through the methods below, which keep the ``UnseenIndex`` (once built) in step."""
 
     def __init__(self, keys: Iterable[str] = ()) -> None:
-        self.keys: set[bytes] = {key_digest(k) for k in keys}
+        self.keys = DigestSet(map(key_digest, keys))
         self._last: tuple[str, bytes] = ("", b"")
         """The last key digested and its digest: ``Dedupe._fresh`` asks ``has_key`` and the
         engine then ``add``s the same key (one BLAKE2b per new task, not two)."""
