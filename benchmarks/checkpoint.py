@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -278,7 +279,13 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     queued = [0]  # the most items ever waiting for the writer
     last_charge = [0.0, 0.0]
 
+    by_operator: Counter[str] = Counter()
+    model_until = [0]  # results until the last one whose task the surrogate proposed
+
     def on_evaluation(ev: Any) -> None:
+        by_operator[ev.task.operator] += 1
+        if ev.task.operator == "surrogate":
+            model_until[0] = engine.n_finished
         if reporter is not None:
             reporter.observe(ev)
         if callbacks is not None:
@@ -369,6 +376,8 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
     n_of = a[:, 3].astype(int)
     per_result = np.repeat(a[:, 0] / a[:, 3], n_of)
     per_result_cpu = np.repeat(a[:, 1] / a[:, 3], n_of)
+    # The surrogate's phase: until its islands handed over to the ES (the tail is the ES's).
+    modelled = per_result[: model_until[0]]
     rungs = engine.pruner.rungs if engine.pruner else []
     return {
         "evals": evals, "workers": workers, "mean_seconds": mean, "fsync": fsync,
@@ -379,7 +388,11 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         "per_result_cpu_median_s": float(np.median(per_result_cpu)),
         "per_result_cpu_p99_s": float(np.quantile(per_result_cpu, 0.99)),
         "p99_made_of": p99_made_of(a),
-        "operator": operator, "eval_timeout_s": timeout, "progress_and_callbacks": extras,
+        "operator": operator, "by_operator": dict(by_operator),
+        "last_surrogate_result": model_until[0],
+        "per_result_median_s_surrogate_phase": float(np.median(modelled)) if modelled.size else None,
+        "per_result_p99_s_surrogate_phase": float(np.quantile(modelled, 0.99)) if modelled.size else None,
+        "eval_timeout_s": timeout, "progress_and_callbacks": extras,
         "callback_records": logger.n, "callbacks_dropped": callbacks.dropped if callbacks else 0,
         "timed_out": expired[0] if timeout is not None else 0,
         "coordinator_peak_rss_mb": round(peak_rss, 1),
@@ -556,7 +569,7 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
                     timeout=None if plain else args.scale_timeout, extras=not plain)
     m = out["marks"]
     print(f"{'evaluations':>30} {out['evals']} on {out['workers']} simulated workers, "
-          f"ES on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}, "
+          f"{out['operator']} on 8 islands, ASHA ({out['pruned']} pruned), fsync={out['fsync']}, "
           f"writer={out['writer']}")
     print(f"{'with':>30} operator {out['operator']}, eval_timeout_s {out['eval_timeout_s']}, "
           f"progress line and callbacks {out['progress_and_callbacks']} "
@@ -566,6 +579,12 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
           f"{out['coordinator_rss_mb_at']}; ASHA rung entries {out['asha_rung_entries']}")
     print(f"{'coordinator s/result':>30} median {out['per_result_median_s'] * 1e3:.3f} ms, "
           f"p99 {out['per_result_p99_s'] * 1e3:.3f} ms (wall)")
+    if out["per_result_p99_s_surrogate_phase"] is not None:
+        print(f"{'surrogate phase':>30} the first {out['last_surrogate_result']} results (until "
+              f"the last the surrogate proposed): median "
+              f"{out['per_result_median_s_surrogate_phase'] * 1e3:.3f} ms, p99 "
+              f"{out['per_result_p99_s_surrogate_phase'] * 1e3:.3f} ms (wall); results by "
+              f"operator {out['by_operator']}")
     print(f"{'coordinator CPU s/result':>30} median {out['per_result_cpu_median_s'] * 1e3:.3f} ms, "
           f"p99 {out['per_result_cpu_p99_s'] * 1e3:.3f} ms (its thread's time.thread_time)")
     b = out["p99_made_of"]
