@@ -223,6 +223,39 @@ def test_hands_over_to_the_es_after_patience_results_without_a_new_best() -> Non
     assert never.propose(pop).operator == "surrogate" and never.es is None
 
 
+def test_after_the_hand_over_the_engine_stops_listing_evaluations_in_flight(monkeypatch) -> None:
+    # Listing them is a pass over every evaluation in flight per ask: at 4,096 workers most
+    # of an ask's cost once the ES proposes, and the ES never looks at them (issue 30.4).
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    eng = Engine(space, EngineConfig(max_evals=400, population_size=4, operator="surrogate",
+                                     seed=1, operator_settings={"handover": 6}))
+    op = eng.islands[0].operator
+    assert isinstance(op, Surrogate)
+    listed: list[int] = []
+    see = Surrogate.see_in_flight
+
+    def spy(self, genomes):
+        listed.append(len(genomes))
+        see(self, genomes)
+
+    monkeypatch.setattr(Surrogate, "see_in_flight", spy)
+    flying = [eng.ask(0) for _ in range(3)]
+    asks = 3
+    while op.es is None:
+        task = flying.pop(0)
+        eng.tell(Result(uid=task.uid, worker=0, fitness=float(task.uid), state=EvalState.COMPLETE))
+        flying.append(eng.ask(0))
+        asks += 1
+        assert asks < 300, "never handed over"
+    assert len(listed) == asks  # every ask up to the one that handed over listed them
+    assert op.in_flight == [] and op.get_state()["in_flight"] == []
+    for _ in range(5):
+        task = flying.pop(0)
+        eng.tell(Result(uid=task.uid, worker=0, fitness=float(task.uid), state=EvalState.COMPLETE))
+        flying.append(eng.ask(0))
+    assert len(listed) == asks and op.wants_in_flight is False
+
+
 def test_the_es_starts_from_the_population_s_spread_not_its_default_step() -> None:
     space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
     rng = np.random.default_rng(0)

@@ -20,7 +20,9 @@ Who calls what, and when:
   island's evaluations in flight (design points included), only for an operator whose
   ``wants_in_flight`` is True (a model-based one that must not send a worker next to a point
   already being evaluated). The list is the engine's in-flight table at that moment, so a
-  replay that re-asks from the same engine state passes the same list.
+  replay that re-asks from the same engine state passes the same list. ``wants_in_flight``
+  may be a property of the operator's state (the surrogate's is False once it has handed
+  its island to the ES); it must then be a function of that state, so replay asks it alike.
 * ``replacement()`` tells the island how to make room for an offspring once the population
   is full: replace the worst member, or the worst of a random subset (never the best one).
 
