@@ -336,6 +336,40 @@ def test_a_migrant_trains_on_the_weights_of_the_island_it_came_from(tmp_path: Pa
         assert ev["island"][m.uid] == m.origin
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_migrant_is_named_after_the_island_its_weights_were_written_on(seed: int) -> None:
+    """Results out of order, as from busy workers: a member that has just taken another
+    island's checkpoint holds it until its own interval ends, and whoever exploits it
+    meanwhile takes weights written on that other island (under MPI on a loaded machine a
+    task said ``migrant_from`` its donor member's island while its parent was written on its
+    own: the fresh-clone suite's test_mpi_pbt failed so, 2026-12-07)."""
+    cfg = PBTConfig(interval=2, quantile=0.5, fixed=("layers",))
+    eng = Engine(SPACE, EngineConfig(max_evals=200, population_size=2, islands=2,
+                                     migration_interval=1, seed=seed, pbt=cfg))
+    rng = np.random.default_rng(seed)
+    tasks: dict[int, Task] = {}
+    flying: list[Task] = []
+    while True:
+        while (t := eng.ask()) is not None:
+            tasks[t.uid] = t
+            flying.append(t)
+        if not flying:
+            break
+        done = flying.pop(int(rng.integers(len(flying))))
+        eng.tell(ok(done, float(rng.random())))
+    moved = [t for t in tasks.values() if t.pbt_parent >= 0
+             and tasks[t.pbt_parent].island != t.island]
+    assert moved, "no interval trained on another island's weights: the test proves nothing"
+    for t in tasks.values():
+        if t.pbt_parent < 0:
+            continue
+        written_on = tasks[t.pbt_parent].island
+        if written_on == t.island:
+            assert "migrant_from" not in t.info, (t.uid, t.info)
+        else:
+            assert t.info.get("migrant_from") == written_on, (t.uid, t.info, written_on)
+
+
 def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:
     from inline_run import drive_inline
 

@@ -99,14 +99,23 @@ class Member:
     """Training steps behind the held checkpoint."""
     fitness: float | None = None
     """The held checkpoint's score (None: none yet)."""
+    ckpt_island: int = -1
+    """The island whose interval wrote the held checkpoint (-1: fresh weights). Not always
+    this member's: after an exploit across islands it holds the donor island's checkpoint
+    until its own interval finishes, and a member that exploits it then takes weights from
+    that island, not from this member's."""
 
     def to_state(self) -> list[Any]:
-        return [self.index, self.island, self.ckpt, list(self.genome), self.end_step, self.fitness]
+        return [self.index, self.island, self.ckpt, list(self.genome), self.end_step, self.fitness,
+                self.ckpt_island]
 
     @classmethod
     def from_state(cls, s: list[Any]) -> Member:
-        return cls(int(s[0]), int(s[1]), int(s[2]), [float(g) for g in s[3]], int(s[4]),
-                   None if s[5] is None else float(s[5]))
+        ckpt = int(s[2])
+        # A state from before ckpt_island: the member's own island, as it was then assumed.
+        where = int(s[6]) if len(s) > 6 else (int(s[1]) if ckpt >= 0 else -1)
+        return cls(int(s[0]), int(s[1]), ckpt, [float(g) for g in s[3]], int(s[4]),
+                   None if s[5] is None else float(s[5]), where)
 
 
 @dataclass(frozen=True)
@@ -220,13 +229,13 @@ class PBT:
 
     def _restart(self, m: Member, island: Island) -> PBTPick:
         self._hold(m, -1, self._told)
-        m.end_step, m.fitness = 0, None
+        m.end_step, m.fitness, m.ckpt_island = 0, None, -1
         m.genome = [float(g) for g in island.rng.random(self.space.dim)]
         return self._pick(m, RESTART, -1, 0, np.asarray(m.genome), ())
 
     def _exploit(self, m: Member, donor: Member) -> PBTPick:
         self._hold(m, donor.ckpt, self._told)
-        m.end_step, m.fitness = donor.end_step, donor.fitness
+        m.end_step, m.fitness, m.ckpt_island = donor.end_step, donor.fitness, donor.ckpt_island
         m.genome = [float(g) for g in self.explore(np.asarray(donor.genome),
                                                    self.rngs[m.island])]
         return self._pick(m, EXPLOIT, donor.ckpt, donor.end_step, np.asarray(m.genome),
@@ -237,8 +246,8 @@ class PBT:
         info: dict[str, Any] = {"member": m.index, "interval": self.config.interval}
         if donor is not None:
             info["donor"] = donor.index
-            if donor.island != m.island:
-                info["migrant_from"] = donor.island
+            if donor.ckpt_island != m.island:  # the weights come from another island
+                info["migrant_from"] = donor.ckpt_island
         return PBTPick(m.island, frozen_genome(genome), operator,
                        tuple(p for p in parents if p >= 0), info, parent, step)
 
@@ -270,6 +279,7 @@ class PBT:
             self.ready.append((member, True))
             return
         self._hold(m, uid, told)
+        m.ckpt_island = m.island
         if self.best is None or fitness < self.best[0]:
             old = self.best
             self.best = (float(fitness), uid)
