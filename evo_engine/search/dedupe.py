@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evo_engine.search.digests import DigestSet
+from evo_engine.search.digests import WIDTH, DigestSet
 from evo_engine.search.keys import config_key, plain_value
 from evo_engine.search.messages import Individual, Task, frozen_genome
 from evo_engine.space import Space
@@ -71,7 +71,7 @@ class SpaceExhausted(RuntimeError):
     """Every configuration of the search space has been issued: nothing new is left."""
 
 
-DIGEST_BYTES = 16
+DIGEST_BYTES = WIDTH
 
 
 def key_digest(key: str) -> bytes:

@@ -228,14 +228,14 @@ class PBT:
         return self._pick(m, START, -1, 0, np.asarray(m.genome), ())
 
     def _restart(self, m: Member, island: Island) -> PBTPick:
-        self._hold(m, -1, self._told)
-        m.end_step, m.fitness, m.ckpt_island = 0, None, -1
+        self._hold(m, -1, -1, self._told)
+        m.end_step, m.fitness = 0, None
         m.genome = [float(g) for g in island.rng.random(self.space.dim)]
         return self._pick(m, RESTART, -1, 0, np.asarray(m.genome), ())
 
     def _exploit(self, m: Member, donor: Member) -> PBTPick:
-        self._hold(m, donor.ckpt, self._told)
-        m.end_step, m.fitness, m.ckpt_island = donor.end_step, donor.fitness, donor.ckpt_island
+        self._hold(m, donor.ckpt, donor.ckpt_island, self._told)
+        m.end_step, m.fitness = donor.end_step, donor.fitness
         m.genome = [float(g) for g in self.explore(np.asarray(donor.genome),
                                                    self.rngs[m.island])]
         return self._pick(m, EXPLOIT, donor.ckpt, donor.end_step, np.asarray(m.genome),
@@ -278,8 +278,7 @@ class PBT:
             self.released.append((uid, told))  # whatever it may have written is never loaded
             self.ready.append((member, True))
             return
-        self._hold(m, uid, told)
-        m.ckpt_island = m.island
+        self._hold(m, uid, m.island, told)
         if self.best is None or fitness < self.best[0]:
             old = self.best
             self.best = (float(fitness), uid)
@@ -302,9 +301,10 @@ class PBT:
         for s in [s for s in self.scores[island] if s < low]:
             del self.scores[island][s]
 
-    def _hold(self, m: Member, uid: int, told: int) -> None:
+    def _hold(self, m: Member, uid: int, island: int, told: int) -> None:
+        """``m`` now holds checkpoint ``uid``, written on ``island``; its old one is let go."""
         old = m.ckpt
-        m.ckpt = uid
+        m.ckpt, m.ckpt_island = uid, island
         if uid >= 0:
             self.held[uid] += 1
         if old >= 0:
