@@ -88,7 +88,9 @@ class Record:
         return self.requested - self.settled
 
     def to_state(self) -> list[Any]:
-        return [self.uid, self.island, self.genome, self.values,
+        # Copies, never the live lists: the writer thread serialises a snapshot after the
+        # engine has gone on, and a value appended meanwhile would be replayed a second time.
+        return [self.uid, self.island, list(self.genome), list(self.values),
                 sorted([j, v] for j, v in self.by_seed.items()),
                 sorted(self.requested), sorted(self.settled)]
 
