@@ -13,7 +13,9 @@ Arms (per scenario, ``advection_lr`` and/or ``advection_multi``):
 - ``default``: PDEBench's default configuration (no search).
 
 Search k of every arm has the search seed k + 1: its initial design, its sampler and its
-trainings' seeds differ from search k' of the same arm (``--searches N`` runs k = 0..N-1).
+trainings' seeds differ from search k' of the same arm (``--searches N`` runs k = 0..N-1;
+``--first-seed F`` runs search seeds F..F+N-1, new searches for a verdict on seeds no tuning
+has seen, in the same folders ``search{k}``).
 Each search's pick is retrained with ``--seeds`` fresh seeds (never a search's) and scored on
 the TEST split, which no search sees. Reported per arm: median and quartiles of the mean test
 fitness over searches, and paired wins of the engine against each arm (search k vs search k;
@@ -333,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default="lr,multi", help="comma list of lr, multi")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma list of engine, random, tpe")
     parser.add_argument("--searches", type=int, default=5, help="independent searches per arm")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="the first search seed (seeds FIRST..FIRST+searches-1): new "
+                             "seeds for a verdict on searches no tuning has seen")
     parser.add_argument("--evals", type=int, help="evaluations per search (default: the scenario's)")
     parser.add_argument("--seeds", type=int, default=3, help="retraining seeds per pick (>= 2)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings (or batches) at a time")
@@ -352,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 2 or args.searches < 1 or args.jobs < 1 or (
             args.batch is not None and args.batch < 1) or (
             args.evals is not None and args.evals < 1) or (args.epochs is not None
-                                                          and args.epochs < 1):
+                                                          and args.epochs < 1) or (
+            args.first_seed < 1):
         parser.error("need --seeds >= 2, --searches >= 1, --jobs >= 1, --batch >= 1, "
-                     "--evals >= 1, --epochs >= 1")
+                     "--evals >= 1, --epochs >= 1, --first-seed >= 1")
     start = time.perf_counter()
     task = advection_task(args.preset)
     if args.epochs is not None:
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             evals = args.evals or scenario.max_evals
             batch = args.batch or scenario.batch
             per_arm: dict[str, list[dict[str, Any]]] = {}
-            for k in range(args.searches):
+            for k in range(args.first_seed - 1, args.first_seed - 1 + args.searches):
                 for arm in arms:
                     folder = args.out / name / arm / f"search{k}"
                     folder.mkdir(parents=True, exist_ok=True)
@@ -428,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "benchmark": "advection", "preset": args.preset, "epochs": task.epochs,
         "split_scored": "test", "retrain_seeds": args.seeds, "searches": args.searches,
+        "first_search_seed": args.first_seed,
         "results": results, "seconds_this_job": round(time.perf_counter() - start, 1),
         **provenance(argv),
     }
