@@ -183,8 +183,9 @@ _member_mse = torch.vmap(F.mse_loss)
 
 
 def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any],
-            task: AdvectionTask, device: str, start: float) -> dict[str, float]:
-    """The record ``train_advection`` returns, for a member leaving the stack at ``row``."""
+            task: AdvectionTask, device: str, start: float, test: bool) -> dict[str, float]:
+    """The record ``train_advection`` returns, for a member leaving the stack at ``row``; with
+    ``test`` also the TEST metrics ``advection_test_metrics`` adds, of the same kept weights."""
     keep_best = task.fitness_last is None
     # A diverged member gets here only with a best epoch kept (``_leave``), as in fit().
     if keep_best and member.best_state is not None:
@@ -198,7 +199,7 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
     fitness = reduce_curve(member.curve, task.fitness_last)
     if not math.isfinite(fitness):
         fitness = advection_fitness(metrics)
-    return {
+    record = {
         "fitness": float(fitness),
         **{f"val_{name}": value for name, value in metrics.items()},
         "val_fitness": float(fitness),
@@ -209,10 +210,19 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
         "n_params": float(stack.n_params),
         "train_seconds": time.perf_counter() - start,
     }
+    if test:
+        # the weights fit() keeps: the best epoch's where one is kept, else the final ones
+        kept = member.best_state if keep_best else None
+        model = stack.member_model(row, kept, device)
+        split = load_split(task, "test", member.ctx)
+        scored = evaluate(model, split["u"], split["grid"], task)
+        record.update({f"test_{name}": value for name, value in scored.items()},
+                      test_fitness=advection_fitness(scored))
+    return record
 
 
 def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any],
-                 key: Hashable) -> None:
+                 key: Hashable, test: bool) -> None:
     """Train one group of same-shaped members together; write each result at its index."""
     start = time.perf_counter()
     ctx = members[0].ctx
@@ -244,7 +254,7 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
             if why is not None:
                 # as fit(): no report; the best epoch so far is kept, or the member FAILED
                 m.outcome, m.diverged = "diverged", why
-        active = _leave(active, stack, results, val, task, device, start)
+        active = _leave(active, stack, results, val, task, device, start, test)
         if not active:
             break
         for row, metrics in enumerate(_evaluate_stack(step, stack, val, task)):
@@ -261,13 +271,14 @@ def _train_group(members: list[_Member], task: AdvectionTask, results: list[Any]
                 m.outcome = "pruned"
             elif epoch + 1 == task.epochs:
                 m.outcome = "done"
-        active = _leave(active, stack, results, val, task, device, start)
+        active = _leave(active, stack, results, val, task, device, start, test)
         if not active:
             break
 
 
 def _leave(active: list[_Member], stack: StackedModels, results: list[Any],
-           val: dict[str, Any], task: AdvectionTask, device: str, start: float) -> list[_Member]:
+           val: dict[str, Any], task: AdvectionTask, device: str, start: float,
+           test: bool) -> list[_Member]:
     """Write the results of members that are over and drop them from the stack; the rest."""
     keep = [row for row, m in enumerate(active) if not m.outcome]
     if len(keep) == len(active):
@@ -278,7 +289,7 @@ def _leave(active: list[_Member], stack: StackedModels, results: list[Any],
         elif m.diverged and m.best_state is None:
             results[m.index] = training.TrainingDiverged(m.diverged)
         elif m.outcome:
-            results[m.index] = _finish(m, stack, row, val, task, device, start)
+            results[m.index] = _finish(m, stack, row, val, task, device, start, test)
     if keep:
         stack.keep(keep)
     return [active[row] for row in keep]
@@ -320,11 +331,15 @@ def train_advection_batch(
     params_list: Sequence[Mapping[str, Any]],
     ctxs: Sequence[EvaluationContext],
     task: AdvectionTask,
+    test: bool = False,
 ) -> list[Any]:
     """Batch objective: train every member, return its record or its exception, in order.
 
     Use as ``functools.partial(train_advection_batch, task=AdvectionTask(...))``. Members are
     grouped by :func:`advection_batch_key`; see the module doc for what each member gets.
+    ``test=True`` adds each member's TEST metrics, as
+    :func:`~evo_engine.sciml.training.advection_test_metrics` does for one training (the
+    recorded table of ``benchmarks/scenarios/advection_lr_table.py``).
     """
     if len(params_list) != len(ctxs):
         raise ValueError(f"got {len(params_list)} parameter sets for {len(ctxs)} contexts")
@@ -340,7 +355,7 @@ def train_advection_batch(
         groups.setdefault(key, []).append(_Member(i, p, ctx))
     for key, members in groups.items():
         try:
-            _train_group(members, task, results, key)
+            _train_group(members, task, results, key, test)
         except Exception as exc:  # noqa: BLE001 - the group fails, other groups still train
             for m in members:
                 if results[m.index] is None:
