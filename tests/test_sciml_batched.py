@@ -224,3 +224,36 @@ def test_divergence_rule() -> None:
     assert divergence(float("inf"), 1.0, 3) == "training diverged in epoch 3: the training loss is inf"
     assert divergence(2e6, 1.0, 2) is not None and divergence(0.5e6, 1.0, 2) is None
     assert divergence(5.0, float("nan"), 1) is None
+
+
+@pytest.mark.parametrize("fitness_last", [None, 2])
+def test_test_scores_are_those_of_the_kept_weights(fitness_last: int | None) -> None:
+    # test=True must score what advection_test_metrics scores for one training: the best
+    # epoch's weights with a best-epoch checkpoint (member 4 diverges in epoch 2 and keeps
+    # epoch 1's), the final weights otherwise; the recorded table rests on it.
+    from evo_engine.sciml.training import advection_test_metrics
+
+    task = tiny_task(fitness_last=fitness_last)
+    picked = [MEMBERS[i] for i in (0, 3, 4)]
+    results = train_advection_batch([p for p, _, _ in picked],
+                                    [FakeContext(seed=s) for _, s, _ in picked], task, test=True)
+    plain = train_advection_batch([p for p, _, _ in picked],
+                                  [FakeContext(seed=s) for _, s, _ in picked], task)
+    for (params, seed, _), result, without in zip(picked, results, plain, strict=True):
+        try:
+            single = advection_test_metrics(params, FakeContext(seed=seed), task)
+        except TrainingDiverged:
+            assert isinstance(result, TrainingDiverged) and fitness_last == 2
+            continue
+        assert isinstance(result, dict)
+        tests = {k for k in single if k.startswith("test_")}
+        assert tests and tests <= set(result) and not tests & set(without)
+        for name in tests:
+            # the fitness and its parts as tight as the validation record; the tiny
+            # high-frequency errors (~1e-3) move by ~1e-3 relative with the stack's rounding
+            close = _close if name in ("test_fitness", "test_rmse", "test_nrmse") else (
+                lambda a, b: math.isclose(a, b, rel_tol=1e-2))
+            assert close(result[name], single[name]), (params, name, result[name], single[name])
+    # the epoch-1 weights, not the diverged epoch-2 ones, are what member 4 is scored on
+    if fitness_last is None:
+        assert results[2]["best_epoch"] == 1 and math.isfinite(results[2]["test_fitness"])

@@ -101,7 +101,7 @@ class StackedModels:
         complex_ = {slot.name for slot in self.slots if slot.complex_}
         with torch.no_grad():
             state = {
-                name: torch.view_as_complex(t[k].contiguous()) if name in complex_ else t[k].clone()
+                name: torch.view_as_complex(t[k].clone()) if name in complex_ else t[k].clone()
                 for name, t in self.parameters().items()
             }
         state.update({name: t[k].clone() for name, t in self.buffers.items()})
