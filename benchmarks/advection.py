@@ -116,11 +116,13 @@ def _training_seed(search: int, n: int) -> int:
 
 
 class EngineSearch:
-    """evo_engine's Optimizer with the scenario's settings; state in ``opt.json``."""
+    """evo_engine's Optimizer with the scenario's settings; state in ``opt.json`` (none kept
+    with ``folder=None``: the recorded-table replay, ``advection_table.py``)."""
 
-    def __init__(self, scenario: Scenario, operator: str, seed: int, folder: Path) -> None:
-        self.path = folder / "opt.json"
-        if self.path.exists():
+    def __init__(self, scenario: Scenario, operator: str, seed: int,
+                 folder: Path | None) -> None:
+        self.path = None if folder is None else folder / "opt.json"
+        if self.path is not None and self.path.exists():
             self.opt = Optimizer.load(self.path, space=scenario.space)
             return
         own = operator == scenario.operator
@@ -146,7 +148,8 @@ class EngineSearch:
 
     def tell(self, handle: Any, value: float) -> None:
         self.opt.tell(handle, value)
-        self.opt.save(self.path)
+        if self.path is not None:
+            self.opt.save(self.path)
 
     def pick(self) -> dict | None:
         best = self.opt.best
@@ -154,16 +157,22 @@ class EngineSearch:
 
 
 class TPESearch:
-    """Optuna TPE, multivariate with the constant liar; an Optuna journal file per search."""
+    """Optuna TPE, multivariate with the constant liar; an Optuna journal file per search (in
+    memory with ``folder=None``)."""
 
-    def __init__(self, space: Space, seed: int, folder: Path) -> None:
+    def __init__(self, space: Space, seed: int, folder: Path | None) -> None:
         import optuna
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        self.dists = _optuna_distributions(space)
+        if folder is None:
+            self.abandoned_file = None
+            self.study = optuna.create_study(sampler=sampler)
+            return
+        storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
         self.study = optuna.create_study(study_name="search", storage=storage, sampler=sampler,
                                          load_if_exists=True)
         # Trials running when the benchmark stopped never finished: fail them, and do not
@@ -175,7 +184,6 @@ class TPESearch:
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 abandoned.append(t.number)
         self.abandoned_file.write_text(json.dumps(abandoned))
-        self.dists = _optuna_distributions(space)
 
     @property
     def told(self) -> int:
@@ -188,7 +196,7 @@ class TPESearch:
 
     def _abandoned(self) -> list[int]:
         f = self.abandoned_file
-        return [int(n) for n in json.loads(f.read_text())] if f.exists() else []
+        return [int(n) for n in json.loads(f.read_text())] if f is not None and f.exists() else []
 
     def ask(self, search: int) -> tuple[Any, dict, int]:
         trial = self.study.ask(self.dists)

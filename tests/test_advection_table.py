@@ -1,0 +1,153 @@
+"""The recorded table of the cpu advection task and the searches replayed against it (issue 24).
+
+``benchmarks/scenarios/advection_lr_table.py`` turns one evaluation's replicate trainings into
+a record; ``benchmarks/advection_table.py`` reads the exported table, hands each search's
+evaluations recorded trainings and scores picks on the neighbours' TEST values. The numbers
+below are chosen so that a wrong neighbour count, a replicate read twice or the own entry's
+values instead of the neighbours' give other answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import advection_table as bench  # noqa: E402
+
+
+def _scenario_module():
+    spec = importlib.util.spec_from_file_location(
+        "advection_lr_table", ROOT / "benchmarks" / "scenarios" / "advection_lr_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# 7 entries, lr 10^-4 .. 10^-1 in steps of 0.5 decades; test values 10 * entry + replicate
+LR = 10.0 ** np.arange(-4.0, -0.5, 0.5)
+VAL = np.array([[i + 0.1 * j for j in range(3)] for i in range(7)])
+TEST = np.array([[10.0 * i + j for j in range(3)] for i in range(7)])
+
+
+def table() -> bench.Table:
+    test = TEST.copy()
+    test[6, 0] = math.nan  # a diverged replicate is left out of the means
+    return bench.Table(LR[::-1].copy(), VAL[::-1].copy(), test[::-1].copy())  # any row order
+
+
+def test_true_value_is_the_mean_of_the_nearest_entries_test_trainings() -> None:
+    t = table()
+    assert np.allclose(t.lr, LR)  # sorted
+    # entry 0: entries 0..4 (15 trainings), mean 10 * 2 + 1 = 21; entry 3: 1..5, mean 31
+    assert t.true[0] == pytest.approx(21.0) and t.true[3] == pytest.approx(31.0)
+    # entry 6: entries 2..6, its NaN replicate left out (14 trainings)
+    values = [10 * i + j for i in range(2, 7) for j in range(3) if (i, j) != (6, 0)]
+    assert t.true[6] == pytest.approx(np.mean(values))
+    assert t.own[6] == pytest.approx(61.5) and t.own[2] == pytest.approx(21.0)
+    assert t.best_true == pytest.approx(21.0)
+    assert bench.score(t, {"lr": 1.2e-4}) == {"true": pytest.approx(21.0), "own": 1.0,
+                                              "regret": 0.0, "lr": 1.2e-4}
+    assert bench.score(t, {"lr": 10 ** -2.4})["regret"] == pytest.approx(31.0 - 21.0)
+
+
+def test_a_search_never_reads_one_training_twice() -> None:
+    t = table()
+    replay = bench.Replay(t, search_seed=7)
+    reads = [replay({"lr": 10 ** -2.1}) for _ in range(6)]  # nearest entry 4 (10^-2), then 3, 5
+    # entry 4's three replicates, each once, in the rotation j0, j0+1, j0+2
+    assert sorted(reads[:3]) == pytest.approx([4.0, 4.1, 4.2])
+    j0 = int(np.random.default_rng([7, 4]).integers(3))
+    assert reads[:3] == pytest.approx([4 + 0.1 * ((j0 + m) % 3) for m in range(3)])
+    # then the next nearest entry (10^-2.5 is 0.4 decades away, 10^-1.5 0.6): entry 3
+    assert sorted(reads[3:6]) == pytest.approx([3.0, 3.1, 3.2])
+    assert replay.distances[:3] == pytest.approx([0.1] * 3)
+    assert replay.distances[3:6] == pytest.approx([0.4] * 3)
+    other = bench.Replay(t, search_seed=8)  # another search starts afresh
+    assert sorted(other({"lr": 1e-2}) for _ in range(3)) == pytest.approx([4.0, 4.1, 4.2])
+
+
+def test_jobs_are_told_oldest_first_and_picks_taken_at_each_budget() -> None:
+    events: list[tuple[str, int]] = []
+
+    class Counting:
+        told, asked = 0, 0
+
+        def ask(self, search: int):
+            self.asked += 1
+            events.append(("ask", self.asked))
+            return self.asked, {"lr": 1e-3}, 0
+
+        def tell(self, handle, value) -> None:
+            self.told += 1
+            events.append(("tell", handle))
+
+        def pick(self):
+            return {"lr": 1e-3, "at": self.told}
+
+    picks = bench.run_search(Counting(), lambda p: 0.0, 0, evals=10, budgets=(4, 10))
+    assert picks == {4: {"lr": 1e-3, "at": 4}, 10: {"lr": 1e-3, "at": 10}}
+    asks = [("ask", k) for k in range(1, 11)]
+    tells = [("tell", k) for k in range(1, 11)]
+    # two jobs of 4 asked; the first told; the third job (2 left) asked; then the rest in order
+    assert events == asks[:8] + tells[:4] + asks[8:] + tells[4:]
+
+
+def test_paired_comparison_counts_and_tests() -> None:
+    c = bench.compare([1.0, 2.0, 3.0, 4.0, math.nan], [2.0, 2.0, 5.0, 3.0, 1.0])
+    assert (c["wins"], c["losses"], c["ties"]) == (2, 1, 1)
+    assert c["median_difference"] == pytest.approx(-0.5)
+    assert c["sign_p"] == pytest.approx(1.0)
+
+
+def _write(path: Path, rows: int) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "state", "lr", "fitness", *(f"val_fitness_r{j}" for j in range(3)),
+                    *(f"test_fitness_r{j}" for j in range(3))])
+        for u in range(rows):
+            w.writerow([u, "finished", 10 ** (-5 + 4 * u / rows), 0.1, 0.1, 0.1, 0.1,
+                        0.1, 0.1, 0.1])
+
+
+def test_bad_tables_are_refused_with_exit_2(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "advection_table.py"),
+                               *args], capture_output=True, text=True, timeout=120)
+
+    partial = tmp_path / "partial.csv"
+    _write(partial, 20)
+    r = run("--table", str(partial))
+    assert r.returncode == 2 and "holds 20 learning rates" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    other = tmp_path / "other.csv"
+    other.write_text("uid,state,x\n0,finished,1\n")
+    r = run("--table", str(other))
+    assert r.returncode == 2 and "not a table" in r.stderr and "Traceback" not in r.stderr
+    r = run("--table", str(tmp_path / "missing.csv"))
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_a_table_row_holds_every_replicate_and_the_mean_of_those_that_trained() -> None:
+    mod = _scenario_module()
+    from evo_engine.sciml.training import TrainingDiverged
+
+    recs = [{"fitness": 0.05, "test_fitness": 0.06, "test_nrmse": 0.5},
+            TrainingDiverged("diverged"),
+            {"fitness": 0.07, "test_fitness": 0.10, "test_nrmse": 0.7}]
+    row = mod._row(recs, [11, 12, 13])
+    assert row["fitness"] == pytest.approx(0.06) and row["test_fitness"] == pytest.approx(0.08)
+    assert row["replicates_ok"] == 2 and math.isnan(row["val_fitness_r1"])
+    assert (row["seed_r0"], row["val_fitness_r2"], row["test_fitness_r2"]) == (11, 0.07, 0.10)
+    with pytest.raises(TrainingDiverged):
+        mod._row([TrainingDiverged("a"), TrainingDiverged("b"), TrainingDiverged("c")], [1, 2, 3])
+    seeds = {mod.replicate_seed(s, j) for s in range(50) for j in range(3)}
+    assert len(seeds) == 150  # no two evaluations or replicates share a training seed
