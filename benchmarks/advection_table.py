@@ -54,7 +54,8 @@ from advection import ARMS, SCENARIOS, EngineSearch, TPESearch, provenance  # no
 
 from evo_engine.scenario import load_scenario  # noqa: E402
 
-BUDGETS = (10, 20, 40)
+BUDGETS = (10, 20, 24, 40)
+"""Evaluations at which picks are scored: the issue's 10 / 20 / 40 and the scenario's 24."""
 NEIGHBOURS = 5
 """Table entries whose test trainings make a pick's true value (about ±0.04 decades)."""
 JOBS, BATCH = 2, 4
@@ -98,6 +99,24 @@ class Table:
         values = self.test[near].ravel()
         values = values[np.isfinite(values)]
         return float(values.mean()) if values.size else math.nan
+
+    def noise(self) -> dict[str, float]:
+        """The seed noise the table holds: pooled within-entry std of the validation and the
+        test fitness, and the within-entry correlation of their deviations (one training's
+        luck on validation carried to test: what scoring on a pick's own replicates would
+        reward)."""
+        ok = np.isfinite(self.val).all(axis=1) & np.isfinite(self.test).all(axis=1)
+        dv = self.val[ok] - self.val[ok].mean(axis=1, keepdims=True)
+        dt = self.test[ok] - self.test[ok].mean(axis=1, keepdims=True)
+        dof = ok.sum() * (self.replicates - 1)
+        return {
+            "entries_all_replicates": int(ok.sum()),
+            "val_seed_std": float(np.sqrt((dv ** 2).sum() / dof)),
+            "test_seed_std": float(np.sqrt((dt ** 2).sum() / dof)),
+            "val_test_within_corr": float((dv * dt).sum() / np.sqrt((dv ** 2).sum()
+                                                                   * (dt ** 2).sum())),
+            "entries_with_a_diverged_replicate": int((~np.isfinite(self.val)).any(axis=1).sum()),
+        }
 
     def nearest(self, lr: float) -> int:
         return int(np.argmin(np.abs(self.log_lr - math.log10(lr))))
@@ -253,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                   f" Wilcoxon p {c['wilcoxon_p']:.3g}, sign p {c['sign_p']:.3g}", file=sys.stderr)
     out = {
         "benchmark": "advection_table", "table": str(args.table), "entries": len(table.lr),
-        "replicates": table.replicates, "best_true": table.best_true,
+        "replicates": table.replicates, "noise": table.noise(), "best_true": table.best_true,
+        "default_lr_1e-3_true": float(table.true[table.nearest(1e-3)]),
         "best_true_lr": float(table.lr[int(np.nanargmin(table.true))]),
         "neighbours": NEIGHBOURS, "jobs": JOBS, "batch": BATCH, "budgets": list(BUDGETS),
         "searches": args.searches, "first_search_seed": args.first_seed,

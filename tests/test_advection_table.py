@@ -151,3 +151,16 @@ def test_a_table_row_holds_every_replicate_and_the_mean_of_those_that_trained() 
         mod._row([TrainingDiverged("a"), TrainingDiverged("b"), TrainingDiverged("c")], [1, 2, 3])
     seeds = {mod.replicate_seed(s, j) for s in range(50) for j in range(3)}
     assert len(seeds) == 150  # no two evaluations or replicates share a training seed
+
+
+def test_the_tables_seed_noise_is_pooled_within_entries() -> None:
+    lr = np.array([1e-4, 1e-3, 1e-2])
+    val = np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 8.0], [1.0, math.nan, 1.0]])
+    test = np.array([[2.0, 4.0, 6.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    n = bench.Table(lr, val, test).noise()
+    # entries 0 and 1: squared deviations 2 and 6 over 4 degrees of freedom
+    assert n["val_seed_std"] == pytest.approx(math.sqrt(8 / 4))
+    assert n["test_seed_std"] == pytest.approx(math.sqrt(8 / 4))
+    # deviations (-1,0,1)*(-2,0,2) -> 4; (-1,-1,2)*0 -> 0; norms sqrt(8) * sqrt(8)
+    assert n["val_test_within_corr"] == pytest.approx(4 / 8)
+    assert n["entries_all_replicates"] == 2 and n["entries_with_a_diverged_replicate"] == 1
