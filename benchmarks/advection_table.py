@@ -21,10 +21,11 @@ no training is read twice by one search; the output gives how far reads moved, i
 lr). A replicate that diverged is a failed evaluation (NaN).
 
 Scored on TEST, which no search reads: a pick's ``true`` value is the mean test fitness of the
-trainings at the 5 table learning rates nearest it (15 trainings, about ±0.04 decades), so
-that the replicates a search happened to see (whose test values move with their validation
-values: same weights) do not score their own luck; its ``own`` value (the mean test fitness
-of its table entry's 3 replicates) is reported beside it. Regret = true − the smallest true
+trainings at the 5 table learning rates nearest its table entry, the entry itself left out
+(15 trainings, about ±0.05 decades), so that the replicates a search picked it for (whose
+test values move with their validation values: same weights, a within-entry correlation
+near 1, printed) do not score their own luck; its ``own`` value (the mean test fitness of its
+entry's 3 replicates) is reported beside it. Regret = true − the smallest true
 value in the table. Reported at 10, 20 and 40 evaluations: per arm the median and quartiles
 of regret over searches, and the engine against each arm paired by search seed (wins, losses,
 ties; Wilcoxon signed-rank and sign test p, two-sided).
@@ -57,7 +58,10 @@ from evo_engine.scenario import load_scenario  # noqa: E402
 BUDGETS = (10, 20, 24, 40)
 """Evaluations at which picks are scored: the issue's 10 / 20 / 40 and the scenario's 24."""
 NEIGHBOURS = 5
-"""Table entries whose test trainings make a pick's true value (about ±0.04 decades)."""
+"""Table entries nearest a pick (itself not among them) whose test trainings make its true
+value (15 trainings, about ±0.05 decades)."""
+GOOD_REGION = 1.2
+"""Entries whose true value is within 20 % of the best: where the seed noise decides picks."""
 JOBS, BATCH = 2, 4
 """What make run's workers do: 2 jobs of 4 candidates trained as one stack."""
 
@@ -95,7 +99,10 @@ class Table:
         return cls(lr, val, test)
 
     def _true_at(self, i: int) -> float:
-        near = np.argsort(np.abs(self.log_lr - self.log_lr[i]), kind="stable")[:NEIGHBOURS]
+        distance = np.abs(self.log_lr - self.log_lr[i])
+        distance[i] = np.inf  # not the entry's own trainings: a pick was picked for those
+        near = np.argsort(distance, kind="stable")[:NEIGHBOURS]
+        near = near[near != i]  # a table of fewer than NEIGHBOURS + 1 entries
         values = self.test[near].ravel()
         values = values[np.isfinite(values)]
         return float(values.mean()) if values.size else math.nan
@@ -104,19 +111,25 @@ class Table:
         """The seed noise the table holds: pooled within-entry std of the validation and the
         test fitness, and the within-entry correlation of their deviations (one training's
         luck on validation carried to test: what scoring on a pick's own replicates would
-        reward)."""
+        reward); over every fully trained entry and over the good region (``GOOD_REGION``)."""
         ok = np.isfinite(self.val).all(axis=1) & np.isfinite(self.test).all(axis=1)
-        dv = self.val[ok] - self.val[ok].mean(axis=1, keepdims=True)
-        dt = self.test[ok] - self.test[ok].mean(axis=1, keepdims=True)
-        dof = ok.sum() * (self.replicates - 1)
-        return {
+        good = ok & (self.true <= GOOD_REGION * self.best_true)
+        out: dict[str, float] = {
             "entries_all_replicates": int(ok.sum()),
-            "val_seed_std": float(np.sqrt((dv ** 2).sum() / dof)),
-            "test_seed_std": float(np.sqrt((dt ** 2).sum() / dof)),
-            "val_test_within_corr": float((dv * dt).sum() / np.sqrt((dv ** 2).sum()
-                                                                   * (dt ** 2).sum())),
             "entries_with_a_diverged_replicate": int((~np.isfinite(self.val)).any(axis=1).sum()),
+            "good_region_entries": int(good.sum()),
         }
+        for name, rows in (("", ok), ("good_region_", good)):
+            dv = self.val[rows] - self.val[rows].mean(axis=1, keepdims=True)
+            dt = self.test[rows] - self.test[rows].mean(axis=1, keepdims=True)
+            dof = max(int(rows.sum()) * (self.replicates - 1), 1)
+            norm = math.sqrt(float((dv ** 2).sum() * (dt ** 2).sum()))
+            out.update({
+                f"{name}val_seed_std": float(np.sqrt((dv ** 2).sum() / dof)),
+                f"{name}test_seed_std": float(np.sqrt((dt ** 2).sum() / dof)),
+                f"{name}val_test_within_corr": float((dv * dt).sum() / norm) if norm else math.nan,
+            })
+        return out
 
     def nearest(self, lr: float) -> int:
         return int(np.argmin(np.abs(self.log_lr - math.log10(lr))))
@@ -173,6 +186,34 @@ def run_search(method: Any, objective: Replay, search: int, evals: int,
     return picks
 
 
+def plot_table(table: Table, path: Path) -> None:
+    """Every recorded training (validation and test fitness against lr), the true value
+    (the neighbours' mean test fitness) and PDEBench's default lr."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    reps = table.replicates
+    x = np.repeat(table.lr, reps)
+    ax.scatter(x, table.val.ravel(), s=9, marker="o", alpha=0.5, label="validation (searches see)")
+    ax.scatter(x, table.test.ravel(), s=9, marker="x", alpha=0.5, label="test (scores)")
+    ax.plot(table.lr, table.true, color="k", lw=1.2,
+            label=f"true value: mean test of the {NEIGHBOURS} nearest other entries")
+    ax.axvline(1e-3, color="grey", ls=":", lw=1, label="PDEBench default lr 1e-3")
+    ax.axhline(table.best_true, color="k", ls="--", lw=0.6)
+    ax.set_xscale("log")
+    finite = np.concatenate([table.val[np.isfinite(table.val)], table.test[np.isfinite(table.test)]])
+    low = float(finite.min()) if finite.size else 0.0
+    ax.set_ylim(low * 0.95, max(low * 3.0, table.best_true * 1.5))  # the good region
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("fitness (lower is better)")
+    diverged = int((~np.isfinite(table.val)).sum())
+    ax.set_title(f"advection_lr, cpu preset: {len(table.lr)} learning rates x {reps} seeds "
+                 f"({diverged} trainings diverged; points above the frame not shown)", fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.savefig(path, dpi=120)
+
+
 def make_method(arm: str, scenario: Any, search_seed: int) -> Any:
     if arm == "tpe":
         return TPESearch(scenario.space, search_seed, None)
@@ -210,17 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=Path, required=True,
                         help="the table's CSV (analyze RUN --csv of advection_lr_table.py's run)")
-    parser.add_argument("--searches", type=int, default=50, help="searches per arm")
+    parser.add_argument("--searches", type=int, default=50,
+                        help="searches per arm (0: only describe the table)")
     parser.add_argument("--first-seed", type=int, default=1, help="the first search seed")
     parser.add_argument("--arms", default=",".join(ARMS), help="comma list of engine, random, tpe")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="also draw every recorded training and the true value into PNG")
     parser.add_argument("--min-entries", type=int, default=200,
                         help="refuse a table with fewer learning rates (a partial build)")
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ARMS for a in arms):
         parser.error(f"--arms takes a comma list of {', '.join(ARMS)}, got {args.arms!r}")
-    if args.searches < 1 or args.first_seed < 1 or args.min_entries < NEIGHBOURS:
-        parser.error(f"need --searches >= 1, --first-seed >= 1, --min-entries >= {NEIGHBOURS}")
+    if args.searches < 0 or args.first_seed < 1 or args.min_entries < NEIGHBOURS + 1:
+        parser.error("need --searches >= 0, --first-seed >= 1, "
+                     f"--min-entries >= {NEIGHBOURS + 1}")
     if not args.table.is_file():
         parser.error(f"--table {args.table}: no such file")
     try:
@@ -230,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(table.lr) < args.min_entries:
         parser.error(f"--table {args.table} holds {len(table.lr)} learning rates, fewer than "
                      f"--min-entries {args.min_entries} (a partial build?)")
+    if args.plot is not None:
+        plot_table(table, args.plot)
     start = time.perf_counter()
     scenario = load_scenario(SCENARIOS / "advection_lr.py", "cpu")
     seeds = list(range(args.first_seed, args.first_seed + args.searches))
@@ -245,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 per_arm[arm][b].append(score(table, picks[b]))
         print(f"search seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     results: dict[str, Any] = {}
-    for b in BUDGETS:
+    for b in BUDGETS if seeds else ():
         row: dict[str, Any] = {}
         for arm in arms:
             regret = np.array([s["regret"] for s in per_arm[arm][b]])
@@ -260,9 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             row["paired_engine_vs"] = {a: compare(eng, [s["regret"] for s in per_arm[a][b]])
                                        for a in arms if a != "engine"}
         results[str(b)] = row
-    print(f"{'evals':>5} {'arm':>7} {'median regret':>14} {'quartiles':>19} {'true':>7}",
-          file=sys.stderr)
-    for b in BUDGETS:
+    if seeds:
+        print(f"{'evals':>5} {'arm':>7} {'median regret':>14} {'quartiles':>19} {'true':>7}",
+              file=sys.stderr)
+    for b in BUDGETS if seeds else ():
         for arm in arms:
             r = results[str(b)][arm]
             print(f"{b:>5} {arm:>7} {r['median_regret']:>14.5f} "
@@ -279,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "searches": args.searches, "first_search_seed": args.first_seed,
         "read_distance_decades": {
             a: {"median": float(np.median(d)), "p95": float(np.percentile(d, 95)),
-                "max": float(np.max(d))} for a, d in moved.items()},
+                "max": float(np.max(d))} for a, d in moved.items() if d},
         "results": results,
         "per_search": {a: {str(b): per_arm[a][b] for b in BUDGETS} for a in arms},
         "seconds": round(time.perf_counter() - start, 1), **provenance(argv),

@@ -32,8 +32,9 @@ def _scenario_module():
     return mod
 
 
-# 7 entries, lr 10^-4 .. 10^-1 in steps of 0.5 decades; test values 10 * entry + replicate
-LR = 10.0 ** np.arange(-4.0, -0.5, 0.5)
+# 7 entries at uneven log10 lr (so no two neighbours tie); test values 10 * entry + replicate
+LOG_LR = np.array([-4.0, -3.6, -3.1, -2.5, -2.0, -1.6, -0.9])
+LR = 10.0 ** LOG_LR
 VAL = np.array([[i + 0.1 * j for j in range(3)] for i in range(7)])
 TEST = np.array([[10.0 * i + j for j in range(3)] for i in range(7)])
 
@@ -44,19 +45,23 @@ def table() -> bench.Table:
     return bench.Table(LR[::-1].copy(), VAL[::-1].copy(), test[::-1].copy())  # any row order
 
 
-def test_true_value_is_the_mean_of_the_nearest_entries_test_trainings() -> None:
+def _mean(entries: list[int]) -> float:
+    return float(np.mean([10 * i + j for i in entries for j in range(3) if (i, j) != (6, 0)]))
+
+
+def test_true_value_is_the_mean_of_the_nearest_other_entries_test_trainings() -> None:
     t = table()
     assert np.allclose(t.lr, LR)  # sorted
-    # entry 0: entries 0..4 (15 trainings), mean 10 * 2 + 1 = 21; entry 3: 1..5, mean 31
-    assert t.true[0] == pytest.approx(21.0) and t.true[3] == pytest.approx(31.0)
-    # entry 6: entries 2..6, its NaN replicate left out (14 trainings)
-    values = [10 * i + j for i in range(2, 7) for j in range(3) if (i, j) != (6, 0)]
-    assert t.true[6] == pytest.approx(np.mean(values))
+    # the 5 nearest entries, the entry itself left out (its own trainings picked it)
+    assert t.true[0] == pytest.approx(_mean([1, 2, 3, 4, 5])) == pytest.approx(31.0)
+    assert t.true[3] == pytest.approx(_mean([0, 1, 2, 4, 5])) == pytest.approx(25.0)
+    assert t.true[4] == pytest.approx(_mean([1, 2, 3, 5, 6]))  # 6's NaN left out: 14 values
+    assert t.true[6] == pytest.approx(31.0)
     assert t.own[6] == pytest.approx(61.5) and t.own[2] == pytest.approx(21.0)
-    assert t.best_true == pytest.approx(21.0)
-    assert bench.score(t, {"lr": 1.2e-4}) == {"true": pytest.approx(21.0), "own": 1.0,
-                                              "regret": 0.0, "lr": 1.2e-4}
-    assert bench.score(t, {"lr": 10 ** -2.4})["regret"] == pytest.approx(31.0 - 21.0)
+    assert t.best_true == pytest.approx(25.0)
+    assert bench.score(t, {"lr": 1.2e-4}) == {"true": pytest.approx(31.0), "own": 1.0,
+                                              "regret": pytest.approx(6.0), "lr": 1.2e-4}
+    assert bench.score(t, {"lr": 10 ** -2.4})["regret"] == pytest.approx(0.0)
 
 
 def test_a_search_never_reads_one_training_twice() -> None:
@@ -67,7 +72,7 @@ def test_a_search_never_reads_one_training_twice() -> None:
     assert sorted(reads[:3]) == pytest.approx([4.0, 4.1, 4.2])
     j0 = int(np.random.default_rng([7, 4]).integers(3))
     assert reads[:3] == pytest.approx([4 + 0.1 * ((j0 + m) % 3) for m in range(3)])
-    # then the next nearest entry (10^-2.5 is 0.4 decades away, 10^-1.5 0.6): entry 3
+    # then the next nearest entry (10^-2.5 is 0.4 decades away, 10^-1.6 0.5): entry 3
     assert sorted(reads[3:6]) == pytest.approx([3.0, 3.1, 3.2])
     assert replay.distances[:3] == pytest.approx([0.1] * 3)
     assert replay.distances[3:6] == pytest.approx([0.4] * 3)
