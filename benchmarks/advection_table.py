@@ -5,30 +5,36 @@ against real trainings recorded once by ``benchmarks/scenarios/advection_lr_tabl
 learning rates × 3 training seeds, each with its validation fitness and the TEST fitness of
 the same weights), as FCNet/HPOBench tables are used.
 
-Arms, exactly as ``advection.py`` runs them (its classes): the engine with ``advection_lr``'s
+Arms, as ``advection.py`` runs them (its classes): the engine with ``advection_lr``'s
 settings (surrogate, hypertiling design, population 8, ``intensify`` 3; its pick is the
 incumbent), random search (its best observed) and Optuna TPE, multivariate with the constant
 liar (``study.best_trial``). Every search runs as ``make run``'s workers do: 2 jobs of 4
 candidates in flight, a job's 4 results told together, the oldest job first.
 
-An evaluation at learning rate ``lr`` with seed ``s`` reads the table's nearest learning rate
-(in log lr; the table's spacing is about 0.02 decades, 5 % in lr) and returns the validation
-fitness of one of its recorded replicates: a search's m-th evaluation of that table entry gets
-replicate ``(j0 + m) mod 3``, with ``j0`` drawn from the search seed and the entry, so up to
-three evaluations of one entry see three different trainings; once a search has read all
-three, its next evaluation there reads the nearest entry with a replicate it has not read (so
-no training is read twice by one search; the output gives how far reads moved, in decades of
-lr). A replicate that diverged is a failed evaluation (NaN).
+An evaluation at learning rate ``lr`` reads the table's nearest learning rate (in log lr; the
+table's spacing is about 0.02 decades, 5 % in lr) and returns the validation fitness of one of
+its recorded replicates: a search's m-th evaluation of that table entry gets replicate
+``(j0 + m) mod 3``, with ``j0`` drawn from the search seed and the entry, so up to three
+evaluations of one entry see three different trainings; once a search has read all three,
+its next evaluation there reads the nearest entry with a replicate it has not read (so no
+training is read twice by one search; the output gives how far reads moved, in decades of
+lr). A replicate that diverged is a failed evaluation (NaN). One difference from a live run:
+the table's trainings all have seeds of their own, so the engine's races, which a live run
+trains on common seeds (the seeds' effect cancels from a comparison), are unpaired here; the
+replay does not credit the engine with that.
 
 Scored on TEST, which no search reads: a pick's ``true`` value is the mean test fitness of the
-trainings at the 5 table learning rates nearest its table entry, the entry itself left out
-(15 trainings, about ±0.05 decades), so that the replicates a search picked it for (whose
-test values move with their validation values: same weights, a within-entry correlation
-near 1, printed) do not score their own luck; its ``own`` value (the mean test fitness of its
-entry's 3 replicates) is reported beside it. Regret = true − the smallest true
-value in the table. Reported at 10, 20 and 40 evaluations: per arm the median and quartiles
-of regret over searches, and the engine against each arm paired by search seed (wins, losses,
-ties; Wilcoxon signed-rank and sign test p, two-sided).
+15 recorded trainings nearest it that its search never read (its own entry's unread
+replicates first: fresh seeds of the pick, as the live verdict's retraining; then its
+neighbours', about ±0.05 decades). A training the search read is never used: its test value
+moves with the validation value the search picked it for (validation and test of one
+training's weights correlate near 1 within an entry, printed; validation is the mean of the
+last 3 epochs, test the final weights). A diverged training is left out of the mean and
+counted (``diverged``). Regret = true − the best true value of a search that read nothing,
+over the entries none of whose 15 trainings diverged. Reported at 10, 20, 24 and 40
+evaluations: per arm the median and quartiles of regret over searches, and the engine against
+each arm paired by search seed (wins, losses, ties; Wilcoxon signed-rank and sign test p,
+two-sided, uncorrected for the 4 budgets × arms: read the pattern, not one p value).
 
     python benchmarks/advection_table.py --table benchmarks/data/advection_lr_table.csv
 
@@ -57,9 +63,9 @@ from evo_engine.scenario import load_scenario  # noqa: E402
 
 BUDGETS = (10, 20, 24, 40)
 """Evaluations at which picks are scored: the issue's 10 / 20 / 40 and the scenario's 24."""
-NEIGHBOURS = 5
-"""Table entries nearest a pick (itself not among them) whose test trainings make its true
-value (15 trainings, about ±0.05 decades)."""
+SCORE_TRAININGS = 15
+"""Recorded trainings that make a pick's true value: the nearest ones (in log lr) that its
+search never read; a pick's own unread replicates come first (about ±0.05 decades)."""
 GOOD_REGION = 1.2
 """Entries whose true value is within 20 % of the best: where the seed noise decides picks."""
 JOBS, BATCH = 2, 4
@@ -73,21 +79,38 @@ class Table:
         order = np.argsort(lr)
         self.lr, self.val, self.test = lr[order], val[order], test[order]
         self.log_lr = np.log10(self.lr)
-        self.true = np.array([self._true_at(i) for i in range(len(self.lr))])
+        scored = [self.truth(i) for i in range(len(self.lr))]
+        self.true = np.array([t for t, _ in scored])
+        """Each entry's true value for a search that read none of its neighbours' trainings."""
+        self.diverged = np.array([d for _, d in scored])
         self.own = np.array([np.nanmean(t) if np.isfinite(t).any() else math.nan
                              for t in self.test])
-        self.best_true = float(np.nanmin(self.true))
+        clean = self.true[self.diverged == 0]
+        if not np.isfinite(clean).any():
+            raise ValueError("no table entry has a neighbourhood of trainings that all trained")
+        self.best_true = float(np.nanmin(clean))
+        """The reference of regret: the best true value whose trainings all trained (a pick
+        where some diverge would fail some users' trainings; it is no reference)."""
 
     @classmethod
     def read(cls, path: Path) -> Table:
         """The CSV ``python -m evo_engine analyze RUN --csv`` writes of the table's run."""
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
-        reps = sorted({int(k[len("val_fitness_r"):]) for k in (rows[0] if rows else {})
-                       if k.startswith("val_fitness_r")})
-        if not rows or not reps or "lr" not in rows[0]:
-            raise ValueError(f"{path} is not a table of advection_lr_table.py's run (no lr / "
-                             "val_fitness_r* columns)")
+        names = rows[0].keys() if rows else ()
+        reps = sorted(int(k[len("val_fitness_r"):]) for k in names
+                      if k.startswith("val_fitness_r") and k[len("val_fitness_r"):].isdigit())
+        if not rows or not reps or "lr" not in names or any(
+                f"test_fitness_r{j}" not in names for j in reps):
+            raise ValueError(f"{path} is not a table of advection_lr_table.py's run (no lr, "
+                             "val_fitness_r* and test_fitness_r* columns)")
+        # A FAILED row must be a learning rate whose every training diverged: anything else (a
+        # crash, a timeout, a killed stack) would be replayed as a property of the lr.
+        broken = [r.get("uid", "?") for r in rows if r.get("state") == "FAILED"
+                  and "TrainingDiverged" not in (r.get("error") or "")]
+        if broken:
+            raise ValueError(f"{path}: evaluations {', '.join(broken[:8])} failed for another "
+                             "reason than diverged trainings; rebuild or resume the table")
 
         def num(cell: str) -> float:
             return float(cell) if cell not in ("", None) else math.nan
@@ -98,14 +121,20 @@ class Table:
         test = np.array([[num(r.get(f"test_fitness_r{j}", "")) for j in reps] for r in rows])
         return cls(lr, val, test)
 
-    def _true_at(self, i: int) -> float:
-        distance = np.abs(self.log_lr - self.log_lr[i])
-        distance[i] = np.inf  # not the entry's own trainings: a pick was picked for those
-        near = np.argsort(distance, kind="stable")[:NEIGHBOURS]
-        near = near[near != i]  # a table of fewer than NEIGHBOURS + 1 entries
-        values = self.test[near].ravel()
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if values.size else math.nan
+    def truth(self, i: int, read: set[tuple[int, int]] | frozenset = frozenset()
+              ) -> tuple[float, int]:
+        """(mean TEST fitness of the ``SCORE_TRAININGS`` trainings nearest entry ``i`` that are
+        not in ``read``, how many of them diverged). Nearest by |log lr| distance, ties by
+        entry and replicate; a diverged training is left out of the mean and counted."""
+        reps = self.replicates
+        distance = np.repeat(np.abs(self.log_lr - self.log_lr[i]), reps)
+        for e, j in read:
+            distance[e * reps + j] = np.inf
+        near = np.argsort(distance, kind="stable")
+        near = near[np.isfinite(distance[near])][:SCORE_TRAININGS]
+        values = self.test.ravel()[near]
+        ok = np.isfinite(values)
+        return (float(values[ok].mean()) if ok.any() else math.nan), int((~ok).sum())
 
     def noise(self) -> dict[str, float]:
         """The seed noise the table holds: pooled within-entry std of the validation and the
@@ -147,6 +176,8 @@ class Replay:
     def __init__(self, table: Table, search_seed: int) -> None:
         self.table, self.seed = table, search_seed
         self.used: dict[int, int] = {}
+        self.read: set[tuple[int, int]] = set()
+        """(entry, replicate) of every training this search read."""
         self.distances: list[float] = []
         """|log10 lr asked - log10 lr read| of every read, in decades."""
 
@@ -163,15 +194,17 @@ class Replay:
         self.used[i] = m + 1
         self.distances.append(abs(float(t.log_lr[i]) - x))
         j0 = int(np.random.default_rng([self.seed, i]).integers(reps))
-        return float(t.val[i, (j0 + m) % reps])
+        j = (j0 + m) % reps
+        self.read.add((i, j))
+        return float(t.val[i, j])
 
 
 def run_search(method: Any, objective: Replay, search: int, evals: int,
-               budgets: tuple[int, ...]) -> dict[int, dict]:
-    """``JOBS`` jobs of ``BATCH`` candidates in flight, the oldest job told first; the pick
-    after each budget's last tell."""
+               budgets: tuple[int, ...]) -> dict[int, tuple[dict, frozenset]]:
+    """``JOBS`` jobs of ``BATCH`` candidates in flight, the oldest job told first; after each
+    budget's last tell, the pick and the trainings read so far (what may not score it)."""
     jobs: deque[list[tuple[Any, dict, int]]] = deque()
-    picks: dict[int, dict] = {}
+    picks: dict[int, tuple[dict, frozenset]] = {}
     asked = 0
     while len(picks) < len(budgets) and (jobs or asked < evals):
         while asked < evals and len(jobs) < JOBS:
@@ -182,7 +215,8 @@ def run_search(method: Any, objective: Replay, search: int, evals: int,
             method.tell(handle, objective(params))
             if method.told in budgets:
                 pick = method.pick()
-                picks[method.told] = {} if pick is None else pick
+                picks[method.told] = ({} if pick is None else pick,
+                                      frozenset(getattr(objective, "read", ())))
     return picks
 
 
@@ -198,7 +232,7 @@ def plot_table(table: Table, path: Path) -> None:
     ax.scatter(x, table.val.ravel(), s=9, marker="o", alpha=0.5, label="validation (searches see)")
     ax.scatter(x, table.test.ravel(), s=9, marker="x", alpha=0.5, label="test (scores)")
     ax.plot(table.lr, table.true, color="k", lw=1.2,
-            label=f"true value: mean test of the {NEIGHBOURS} nearest other entries")
+            label=f"true value: mean test of the {SCORE_TRAININGS} nearest trainings")
     ax.axvline(1e-3, color="grey", ls=":", lw=1, label="PDEBench default lr 1e-3")
     ax.axhline(table.best_true, color="k", ls="--", lw=0.6)
     ax.set_xscale("log")
@@ -221,12 +255,15 @@ def make_method(arm: str, scenario: Any, search_seed: int) -> Any:
                         search_seed, None)
 
 
-def score(table: Table, pick: dict) -> dict[str, float]:
+def score(table: Table, pick: dict, read: set[tuple[int, int]]) -> dict[str, float]:
+    """A pick's true value (the nearest trainings its search never read), regret, own value."""
     if "lr" not in pick:  # every evaluation so far failed: no pick
-        return {"true": math.nan, "own": math.nan, "regret": math.nan, "lr": math.nan}
+        return {"true": math.nan, "own": math.nan, "regret": math.nan, "lr": math.nan,
+                "diverged": 0}
     i = table.nearest(float(pick["lr"]))
-    return {"true": float(table.true[i]), "own": float(table.own[i]),
-            "regret": float(table.true[i] - table.best_true), "lr": float(pick["lr"])}
+    true, diverged = table.truth(i, read)
+    return {"true": true, "own": float(table.own[i]), "regret": true - table.best_true,
+            "lr": float(pick["lr"]), "diverged": diverged}
 
 
 def compare(engine: list[float], other: list[float]) -> dict[str, Any]:
@@ -261,16 +298,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="refuse a table with fewer learning rates (a partial build)")
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if not arms or any(a not in ARMS for a in arms):
-        parser.error(f"--arms takes a comma list of {', '.join(ARMS)}, got {args.arms!r}")
-    if args.searches < 0 or args.first_seed < 1 or args.min_entries < NEIGHBOURS + 1:
+    if not arms or any(a not in ARMS for a in arms) or len(set(arms)) != len(arms):
+        parser.error(f"--arms takes a comma list of {', '.join(ARMS)}, each once, got "
+                     f"{args.arms!r}")
+    if args.plot is not None and (args.plot.suffix.lower() not in (".png", ".svg", ".pdf")
+                                  or not args.plot.parent.is_dir()):
+        parser.error(f"--plot {args.plot}: needs an existing folder and a .png, .svg or .pdf "
+                     "name")
+    if args.searches < 0 or args.first_seed < 1 or args.min_entries < 2:
         parser.error("need --searches >= 0, --first-seed >= 1, "
-                     f"--min-entries >= {NEIGHBOURS + 1}")
+                     "--min-entries >= 2")
     if not args.table.is_file():
         parser.error(f"--table {args.table}: no such file")
     try:
         table = Table.read(args.table)
-    except (ValueError, KeyError, csv.Error, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, csv.Error, UnicodeDecodeError, OSError) as exc:
         parser.error(f"--table: {exc}")
     if len(table.lr) < args.min_entries:
         parser.error(f"--table {args.table} holds {len(table.lr)} learning rates, fewer than "
@@ -289,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                                max(BUDGETS), BUDGETS)
             moved[arm] += objective.distances
             for b in BUDGETS:
-                per_arm[arm][b].append(score(table, picks[b]))
+                per_arm[arm][b].append(score(table, *picks[b]))
         print(f"search seed {seed} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     results: dict[str, Any] = {}
     for b in BUDGETS if seeds else ():
@@ -301,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                         "mean_regret": float(np.nanmean(regret)),
                         "median_true": float(np.nanmedian([s["true"] for s in per_arm[arm][b]])),
                         "median_own": float(np.nanmedian([s["own"] for s in per_arm[arm][b]])),
-                        "no_pick": int(np.isnan(regret).sum())}
+                        "no_pick": int(np.isnan(regret).sum()),
+                        "picks_scored_with_diverged_trainings": int(sum(
+                            s["diverged"] > 0 for s in per_arm[arm][b]))}
         if "engine" in arms:
             eng = [s["regret"] for s in per_arm["engine"][b]]
             row["paired_engine_vs"] = {a: compare(eng, [s["regret"] for s in per_arm[a][b]])
@@ -323,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         "replicates": table.replicates, "noise": table.noise(), "best_true": table.best_true,
         "default_lr_1e-3_true": float(table.true[table.nearest(1e-3)]),
         "best_true_lr": float(table.lr[int(np.nanargmin(table.true))]),
-        "neighbours": NEIGHBOURS, "jobs": JOBS, "batch": BATCH, "budgets": list(BUDGETS),
+        "score_trainings": SCORE_TRAININGS, "jobs": JOBS, "batch": BATCH, "budgets": list(BUDGETS),
         "searches": args.searches, "first_search_seed": args.first_seed,
         "read_distance_decades": {
             a: {"median": float(np.median(d)), "p95": float(np.percentile(d, 95)),

@@ -45,23 +45,37 @@ def table() -> bench.Table:
     return bench.Table(LR[::-1].copy(), VAL[::-1].copy(), test[::-1].copy())  # any row order
 
 
-def _mean(entries: list[int]) -> float:
-    return float(np.mean([10 * i + j for i in entries for j in range(3) if (i, j) != (6, 0)]))
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values))
 
 
-def test_true_value_is_the_mean_of_the_nearest_other_entries_test_trainings() -> None:
+def _entries(entries: list[int]) -> list[float]:
+    return [10.0 * i + j for i in entries for j in range(3) if (i, j) != (6, 0)]
+
+
+def test_true_value_is_the_mean_test_of_the_nearest_unread_trainings() -> None:
     t = table()
     assert np.allclose(t.lr, LR)  # sorted
-    # the 5 nearest entries, the entry itself left out (its own trainings picked it)
-    assert t.true[0] == pytest.approx(_mean([1, 2, 3, 4, 5])) == pytest.approx(31.0)
-    assert t.true[3] == pytest.approx(_mean([0, 1, 2, 4, 5])) == pytest.approx(25.0)
-    assert t.true[4] == pytest.approx(_mean([1, 2, 3, 5, 6]))  # 6's NaN left out: 14 values
-    assert t.true[6] == pytest.approx(31.0)
+    # nothing read: the 15 nearest trainings are those of the 5 nearest entries, itself included
+    assert t.true[0] == pytest.approx(_mean(_entries([0, 1, 2, 3, 4]))) == pytest.approx(21.0)
+    assert t.true[3] == pytest.approx(_mean(_entries([1, 2, 3, 4, 5]))) == pytest.approx(31.0)
+    # entry 4: 5 (0.4 decades), 3 (0.5), then 2 and 6 both at 1.1: 15 trainings, one diverged
+    assert t.true[4] == pytest.approx(_mean(_entries([2, 3, 4, 5, 6])))
+    assert (t.diverged[4], t.diverged[0], t.diverged[6]) == (1, 0, 1)
     assert t.own[6] == pytest.approx(61.5) and t.own[2] == pytest.approx(21.0)
-    assert t.best_true == pytest.approx(25.0)
-    assert bench.score(t, {"lr": 1.2e-4}) == {"true": pytest.approx(31.0), "own": 1.0,
-                                              "regret": pytest.approx(6.0), "lr": 1.2e-4}
-    assert bench.score(t, {"lr": 10 ** -2.4})["regret"] == pytest.approx(0.0)
+    assert t.best_true == pytest.approx(21.0)
+    # what the search read is never used: entry 4's pick after reading all of entries 4 and 3
+    read = {(4, j) for j in range(3)} | {(3, j) for j in range(3)}
+    true, diverged = t.truth(4, read)
+    assert true == pytest.approx(_mean(_entries([0, 1, 2, 5, 6])))  # 375 / 14
+    assert diverged == 1
+    scored = bench.score(t, {"lr": 1e-2}, read)
+    assert scored["true"] == pytest.approx(375 / 14) and scored["diverged"] == 1
+    assert scored["regret"] == pytest.approx(375 / 14 - 21.0) and scored["own"] == 41.0
+    # one replicate read: the pick's two unread replicates still come first
+    true, _ = t.truth(0, {(0, 1)})
+    assert true == pytest.approx(_mean([0.0, 2.0] + _entries([1, 2, 3, 4]) + [50.0]))
+    assert math.isnan(bench.score(t, {}, set())["regret"])  # no pick yet (all failed)
 
 
 def test_a_search_never_reads_one_training_twice() -> None:
@@ -76,6 +90,7 @@ def test_a_search_never_reads_one_training_twice() -> None:
     assert sorted(reads[3:6]) == pytest.approx([3.0, 3.1, 3.2])
     assert replay.distances[:3] == pytest.approx([0.1] * 3)
     assert replay.distances[3:6] == pytest.approx([0.4] * 3)
+    assert replay.read == {(4, 0), (4, 1), (4, 2), (3, 0), (3, 1), (3, 2)}
     other = bench.Replay(t, search_seed=8)  # another search starts afresh
     assert sorted(other({"lr": 1e-2}) for _ in range(3)) == pytest.approx([4.0, 4.1, 4.2])
 
@@ -99,7 +114,8 @@ def test_jobs_are_told_oldest_first_and_picks_taken_at_each_budget() -> None:
             return {"lr": 1e-3, "at": self.told}
 
     picks = bench.run_search(Counting(), lambda p: 0.0, 0, evals=10, budgets=(4, 10))
-    assert picks == {4: {"lr": 1e-3, "at": 4}, 10: {"lr": 1e-3, "at": 10}}
+    assert picks == {4: ({"lr": 1e-3, "at": 4}, frozenset()),
+                     10: ({"lr": 1e-3, "at": 10}, frozenset())}
     asks = [("ask", k) for k in range(1, 11)]
     tells = [("tell", k) for k in range(1, 11)]
     # two jobs of 4 asked; the first told; the third job (2 left) asked; then the rest in order
@@ -139,6 +155,25 @@ def test_bad_tables_are_refused_with_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not a table" in r.stderr and "Traceback" not in r.stderr
     r = run("--table", str(tmp_path / "missing.csv"))
     assert r.returncode == 2 and "no such file" in r.stderr
+    full = tmp_path / "full.csv"
+    _write(full, 200)
+    for args, says in ((["--arms", "engine,random,random"], "each once"),
+                       (["--plot", str(tmp_path / "no" / "t.png")], "existing folder"),
+                       (["--plot", str(tmp_path / "t.gif")], ".png")):
+        r = run("--table", str(full), "--searches", "0", *args)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # a FAILED row whose error is not a diverged training (a crash) must not become data
+    rows = full.read_text().splitlines()
+    body = [r.replace("finished", "FAILED") + ",RuntimeError: worker died" if r.startswith("3,")
+            else r + "," for r in rows[1:]]
+    crashed = tmp_path / "crashed.csv"
+    crashed.write_text("\n".join([rows[0] + ",error", *body]) + "\n")
+    r = run("--table", str(crashed), "--searches", "0")
+    assert r.returncode == 2 and "failed for another reason" in r.stderr, r.stderr
+    no_test = tmp_path / "no_test.csv"
+    no_test.write_text("uid,state,lr,val_fitness_r0\n0,finished,0.001,0.1\n")
+    r = run("--table", str(no_test), "--min-entries", "2")
+    assert r.returncode == 2 and "not a table" in r.stderr
 
 
 def test_a_table_row_holds_every_replicate_and_the_mean_of_those_that_trained() -> None:

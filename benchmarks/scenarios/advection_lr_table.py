@@ -8,14 +8,16 @@ Built by the engine itself, as an ordinary resumable run: one island whose initi
 Latin hypercube of 200 learning rates over ``advection_lr``'s space (log 1e-5 .. 1e-1), and a
 budget of exactly those 200 evaluations (no operator step follows). One evaluation trains its
 learning rate with 3 seeds (``REPLICATES``) as one stack and records, per replicate, the
-validation fitness a search sees and the TEST fitness of the same kept weights, which no search
-sees; the evaluation's fitness is the mean of the validation fitnesses. Each worker trains the
+validation fitness a search sees (the cpu preset's: the mean of the last 3 epochs) and the TEST
+fitness of the weights a training keeps (the final ones), which no search sees; the
+evaluation's fitness is the mean of the validation fitnesses. Every training has a seed of
+its own (``replicate_seed``): no common seeds across learning rates. Each worker trains the
 replicates of 4 learning rates (``batch`` 4) as one stack of 12, about 1.3x the trainings per
 CPU-second of stacks of 4 (1.07 against 1.39 CPU-s per member and epoch, measured 2026-12-07 on
 one core of the 2-core VM, 3 epochs).
 
-    EVO_ENGINE_DATA_DIR=/work/data python -m evo_engine benchmarks/scenarios/advection_lr_table.py \\
-        --out runs/advection_lr_table            # about 2.8 h on 2 cores; --resume continues
+    python -m evo_engine benchmarks/scenarios/advection_lr_table.py \\
+        --run-dir runs/advection_lr_table     # hours on 2 cores; add --resume to continue
     python -m evo_engine analyze runs/advection_lr_table --csv table.csv
 
 A replicate whose training diverged is recorded as NaN; an evaluation all of whose replicates
