@@ -36,7 +36,7 @@ evaluations: per arm the median and quartiles of regret over searches, and the e
 each arm paired by search seed (wins, losses, ties; Wilcoxon signed-rank and sign test p,
 two-sided, uncorrected for the 4 budgets × arms: read the pattern, not one p value).
 
-    python benchmarks/advection_table.py --table benchmarks/data/advection_lr_table.csv
+    python benchmarks/advection_table.py --table benchmarks/tables/advection_lr_table.csv
 
 Prints a table to stderr and one final JSON line to stdout (commit, versions, command). Not a
 test.
