@@ -85,12 +85,13 @@ class Table:
         self.diverged = np.array([d for _, d in scored])
         self.own = np.array([np.nanmean(t) if np.isfinite(t).any() else math.nan
                              for t in self.test])
-        clean = self.true[self.diverged == 0]
+        clean = np.where(self.diverged == 0, self.true, np.nan)
         if not np.isfinite(clean).any():
             raise ValueError("no table entry has a neighbourhood of trainings that all trained")
-        self.best_true = float(np.nanmin(clean))
-        """The reference of regret: the best true value whose trainings all trained (a pick
-        where some diverge would fail some users' trainings; it is no reference)."""
+        self.best = int(np.nanargmin(clean))
+        """The reference entry of regret: the best true value whose trainings all trained (a
+        pick where some diverge would fail some users' trainings; it is no reference)."""
+        self.best_true = float(self.true[self.best])
 
     @classmethod
     def read(cls, path: Path) -> Table:
@@ -175,7 +176,6 @@ class Replay:
 
     def __init__(self, table: Table, search_seed: int) -> None:
         self.table, self.seed = table, search_seed
-        self.used: dict[int, int] = {}
         self.read: set[tuple[int, int]] = set()
         """(entry, replicate) of every training this search read."""
         self.distances: list[float] = []
@@ -184,14 +184,12 @@ class Replay:
     def __call__(self, params: dict) -> float:
         t, reps = self.table, self.table.replicates
         x = math.log10(float(params["lr"]))
-        for i in np.argsort(np.abs(t.log_lr - x), kind="stable"):
-            m = self.used.get(int(i), 0)
+        for i in map(int, np.argsort(np.abs(t.log_lr - x), kind="stable")):
+            m = sum((i, j) in self.read for j in range(reps))  # its replicates read so far
             if m < reps:
                 break
         else:
             raise RuntimeError("the search read every training of the table")
-        i = int(i)
-        self.used[i] = m + 1
         self.distances.append(abs(float(t.log_lr[i]) - x))
         j0 = int(np.random.default_rng([self.seed, i]).integers(reps))
         j = (j0 + m) % reps
@@ -366,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "advection_table", "table": str(args.table), "entries": len(table.lr),
         "replicates": table.replicates, "noise": table.noise(), "best_true": table.best_true,
         "default_lr_1e-3_true": float(table.true[table.nearest(1e-3)]),
-        "best_true_lr": float(table.lr[int(np.nanargmin(table.true))]),
+        "best_true_lr": float(table.lr[table.best]),
         "score_trainings": SCORE_TRAININGS, "jobs": JOBS, "batch": BATCH, "budgets": list(BUDGETS),
         "searches": args.searches, "first_search_seed": args.first_seed,
         "read_distance_decades": {

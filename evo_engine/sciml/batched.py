@@ -213,11 +213,8 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
     if test:
         # the weights fit() keeps: the best epoch's where one is kept, else the final ones
         kept = member.best_state if keep_best else None
-        model = stack.member_model(row, kept, device)
-        split = load_split(task, "test", member.ctx)
-        scored = evaluate(model, split["u"], split["grid"], task)
-        record.update({f"test_{name}": value for name, value in scored.items()},
-                      test_fitness=advection_fitness(scored))
+        record.update(training.score_test(stack.member_model(row, kept, device), task,
+                                          member.ctx))
     return record
 
 

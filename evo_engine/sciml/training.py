@@ -458,13 +458,15 @@ def advection_test_metrics(
     meant for the best individuals at the end of a run (the optimiser never sees these).
     """
     result = fit(params, ctx, task)
-    test = load_split(task, "test", ctx)
-    metrics = evaluate(result["model"], test["u"], test["grid"], task)
-    return {
-        **result["record"],
-        **_prefixed("test", metrics),
-        "test_fitness": advection_fitness(metrics),
-    }
+    return {**result["record"], **score_test(result["model"], task, ctx)}
+
+
+def score_test(model: nn.Module, task: AdvectionTask, ctx: EvaluationContext) -> dict[str, float]:
+    """``model``'s TEST metrics (``test_rmse``, ``test_nrmse``, ...) and ``test_fitness``: what
+    every end-of-run scorer adds to a record, single or batched training alike."""
+    split = load_split(task, "test", ctx)
+    metrics = evaluate(model, split["u"], split["grid"], task)
+    return {**_prefixed("test", metrics), "test_fitness": advection_fitness(metrics)}
 
 
 def advection_checkpoint_metrics(
@@ -482,15 +484,12 @@ def advection_checkpoint_metrics(
     model = build_model(p, task.initial_step).to(ctx.device)
     state = load_checkpoint(checkpoint_file(ctx.scratch_root, ctx.uid))
     model.load_state_dict(state["model"])
-    val = evaluate(model, load_split(task, "val", ctx)["u"], load_split(task, "val", ctx)["grid"],
-                   task)
-    test_split = load_split(task, "test", ctx)
-    test = evaluate(model, test_split["u"], test_split["grid"], task)
+    val_split = load_split(task, "val", ctx)
+    val = evaluate(model, val_split["u"], val_split["grid"], task)
     return {
         "fitness": advection_fitness(val),
         **_prefixed("val", val),
-        **_prefixed("test", test),
-        "test_fitness": advection_fitness(test),
+        **score_test(model, task, ctx),
         "epochs_run": float(state["step"]),
     }
 
