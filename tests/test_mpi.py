@@ -12,6 +12,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +24,12 @@ import zarr
 from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
 from evo_engine.transports.launch import mpi_world_size
 from evo_engine.transports.mpi import (
+    let_the_launcher_read,
     result_from_message,
     result_message,
     task_from_message,
     task_message,
+    unread_bytes,
 )
 
 pytestmark = pytest.mark.mpi
@@ -261,3 +264,36 @@ def test_a_worker_that_does_not_receive_never_holds_up_rank_0(tmp_path: Path) ->
     assert got["reports"] == [[1, 1, 0.5]]
     assert got["uids"] == [1, 10, 11, 12, 13]
     assert got["sizes"] == [0] + [(2 << 20) // 4] * 4  # the batch arrived whole
+
+
+def test_an_abort_waits_until_the_launcher_has_read_the_report(tmp_path: Path) -> None:
+    """The launcher's proxy drops a rank's unread output when the abort kills the job: the
+    report must be read before MPI_Abort; a pipe nobody reads bounds the wait, and a file
+    (where nothing is lost) is not waited for."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, b"Traceback: coordinator crashed\n")
+        assert unread_bytes(write_fd) == 31
+        reader = threading.Timer(0.3, lambda: os.read(read_fd, 100))
+        reader.start()
+        started = time.monotonic()
+        let_the_launcher_read(timeout=5.0, fds=(write_fd,))
+        waited = time.monotonic() - started
+        reader.join()
+        assert 0.25 < waited < 4.0
+        assert unread_bytes(write_fd) == 0
+        os.write(write_fd, b"x")
+        started = time.monotonic()
+        let_the_launcher_read(timeout=0.2, fds=(write_fd,))
+        assert time.monotonic() - started >= 0.19
+        assert unread_bytes(write_fd) == 1
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    with open(tmp_path / "log", "wb") as fh:
+        fh.write(b"unread?")
+        fh.flush()
+        started = time.monotonic()
+        let_the_launcher_read(timeout=2.0, fds=(fh.fileno(),))
+        assert time.monotonic() - started < 0.5
+        assert unread_bytes(fh.fileno()) == 0
