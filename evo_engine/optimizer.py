@@ -173,11 +173,7 @@ class Optimizer:
     def _claim_pending(self, uid: int) -> None:
         # After a restore, candidates that were out with the user are queued for re-issue;
         # a user who still has one may tell it directly, which takes it off the queue.
-        for task in self.engine.pending:
-            if task.uid == uid:
-                self.engine.pending.remove(task)
-                self.engine.in_flight[uid] = task
-                return
+        self.engine.claim_pending(uid)
 
     @property
     def best(self) -> Best | None:

@@ -127,6 +127,22 @@ def test_candidates_in_flight_survive_a_restore() -> None:
     assert clone.ask().uid == out[2].uid + 1
 
 
+def test_a_candidate_told_after_a_restore_leaves_the_island_loads_true() -> None:
+    # Telling a candidate the restored optimizer had queued takes it off the queue: its
+    # island's load (what picks the island of the next ask) must count it while it is out,
+    # not go one below the truth when it is told (which steered asks to that island).
+    opt = Optimizer(SPACE, seed=3, islands=3)
+    _drive(opt, 30, lag=3)
+    out = [opt.ask() for _ in range(4)]
+    clone = Optimizer.from_state(json.loads(json.dumps(opt.get_state())), space=SPACE)
+    assert clone.tell(out[0], 1.0)
+    eng = clone.engine
+    asked = [clone.ask() for _ in range(3)]
+    flying = [sum(t.island == i for t in eng.in_flight.values()) for i in range(3)]
+    assert eng._island_load == flying
+    assert sorted(c.uid for c in asked) == [c.uid for c in out[1:]]
+
+
 def test_sigma_is_visible_on_es_candidates() -> None:
     opt = Optimizer(SPACE, operator="es", seed=0, population_size=4)
     _drive(opt, 20, lag=3)

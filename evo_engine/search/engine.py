@@ -332,6 +332,17 @@ class Engine:
                     operator=pick.operator, parents=pick.parents, info=pick.info,
                     told_before=self.n_finished, pbt_parent=pick.pbt_parent, step=pick.step)
 
+    def claim_pending(self, uid: int) -> bool:
+        """Put the queued task ``uid`` (``pending``: in flight when the state was saved) back
+        in flight as it is, for a result that arrives without its re-issue (an ask/tell user
+        who still holds it). False if no such task is queued."""
+        for task in self.pending:
+            if task.uid == uid:
+                self.pending.remove(task)
+                self._start(task)
+                return True
+        return False
+
     def _start(self, task: Task) -> None:
         self.in_flight[task.uid] = task
         self._island_load[task.island] += 1
