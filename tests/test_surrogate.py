@@ -74,10 +74,15 @@ def test_kriging_believer_spreads_workers_away_from_points_in_flight() -> None:
     feed(op, g, (g[:, 0] - 0.52) ** 2)
     X, y = np.array(op.X), np.array(op.y)
     grid = np.linspace(0.0, 1.0, 201)[:, None]
-    free = op._score(X, y, np.zeros((0, 1)), grid)
+
+    def ei(pending: np.ndarray) -> np.ndarray:
+        gp, best = op._model(X, y, pending)
+        return expected_improvement(*gp.predict(op.features(grid)), best)
+
+    free = ei(np.zeros((0, 1)))
     best = grid[int(np.argmax(free))]
     assert abs(best[0] - 0.52) < 0.08
-    busy = op._score(X, y, best[None, :], grid)
+    busy = ei(best[None, :])
     # With that point in flight, its expected improvement drops (to the part the learned
     # observation noise leaves), and the most promising point for the next worker moves.
     assert busy[int(np.argmax(free))] < 0.6 * free.max()
@@ -326,7 +331,7 @@ def test_pruned_results_do_not_count_toward_the_hand_over() -> None:
 def test_the_believer_takes_a_bounded_number_of_the_evaluations_in_flight(monkeypatch) -> None:
     # Believing all of them made an ask O((archive + in flight)^3): the cost grew with the
     # worker count (issue 30.4). The newest BELIEVED_IN_FLIGHT are believed; none is repeated.
-    from evo_engine.search.operators import surrogate as module
+    from evo_engine.search.operators import gp as module
 
     space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
     rng = np.random.default_rng(0)
@@ -336,13 +341,13 @@ def test_the_believer_takes_a_bounded_number_of_the_evaluations_in_flight(monkey
     flying = [rng.random(2) for _ in range(300)]
     op.see_in_flight(flying)
     believed: list[np.ndarray] = []
-    extended = module._GP.extended
+    believing = module.GP.believing
 
-    def spy(self, Fp, zp):
+    def spy(self, Fp):
         believed.append(Fp)
-        return extended(self, Fp, zp)
+        return believing(self, Fp)
 
-    monkeypatch.setattr(module._GP, "extended", spy)
+    monkeypatch.setattr(module.GP, "believing", spy)
     prop = op.propose([])
     assert [b.shape[0] for b in believed] == [Surrogate.BELIEVED_IN_FLIGHT]
     np.testing.assert_allclose(believed[0], op.features(np.array(flying[-64:])))

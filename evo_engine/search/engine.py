@@ -213,6 +213,10 @@ class Engine:
         self._sync_buffer: list[list[Individual]] = [[] for _ in range(config.islands)]
         self._island_load = [0] * config.islands
         """Tasks in flight per island (derived from ``in_flight``; not stored in snapshots)."""
+        self._flying: list[dict[int, np.ndarray]] = [{} for _ in range(config.islands)]
+        """uid → genome of each island's tasks in flight, in ``in_flight``'s order (derived;
+        not stored): a model's ask lists its island's without a pass over every island's
+        (0.47 ms an ask at 4,096 workers)."""
         self._neighbours = self._make_neighbours()
         self.tracker = Tracker(config.intensify, keep_all=config.repeats > 0)
         """Configurations and their estimates; the incumbent and the races (intensify.py)."""
@@ -346,6 +350,7 @@ class Engine:
     def _start(self, task: Task) -> None:
         self.in_flight[task.uid] = task
         self._island_load[task.island] += 1
+        self._flying[task.island][task.uid] = task.genome
         cached = self._task_states.get(task.uid)
         if cached is None or cached[0] is not task:
             self._task_states[task.uid] = (task, _task_state(task))
@@ -356,8 +361,7 @@ class Engine:
         None when the search space is exhausted (``dedupe``): nothing new may be issued.
         """
         if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
-            busy = [t.genome for t in self.in_flight.values() if t.island == island.index]
-            island.operator.see_in_flight(busy)
+            island.operator.see_in_flight(list(self._flying[island.index].values()))
         pick = (self._warm_pick(island) or self._race_pick()
                 or self.dedupe.next_pick(island, self.islands))
         if pick is None:
@@ -498,6 +502,7 @@ class Engine:
         del self.in_flight[result.uid]
         self._task_states.pop(result.uid, None)
         self._island_load[task.island] -= 1
+        del self._flying[task.island][result.uid]
         self.n_finished += 1
         self.counts[state] += 1
         island = self.islands[task.island]
@@ -670,6 +675,7 @@ class Engine:
         for uid in sorted(self.in_flight):
             task = self.in_flight.pop(uid)
             self._island_load[task.island] -= 1
+            del self._flying[task.island][uid]
             self.pending.append(task)
             if self.pruner is not None:
                 self.pruner.restart(uid)

@@ -31,19 +31,23 @@ of the population's better half;
 from then on ``propose`` is the ES's (offspring say ``operator="es"``), cheap, and the model
 is no longer fitted. The decision depends only on the results observed, so replay keeps it.
 
-Cost per ``propose``: a fixed-kernel GP fit on the archive and another on the archive plus
-the evaluations in flight (kriging believer), O((archive + believed)³) with the archive
-capped (256 by default) and the believed evaluations in flight capped at
-``BELIEVED_IN_FLIGHT`` (64: the island's most recently issued ones), and the prediction for
-the candidates; the kernel's hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS``
+Cost per ``propose`` (the model is ``gp.py``'s): a fixed-kernel GP fit on the archive, one
+Cholesky, O(archive³) with the archive capped (256 by default); its extension by the
+evaluations in flight (kriging believer) as a block of that Cholesky, the believed ones
+capped at ``BELIEVED_IN_FLIGHT`` (64: the island's most recently issued ones); the
+candidates' means, and exact standard deviations only for the few candidates whose bound on
+expected improvement can still beat the best (``gp.best_candidate``, the same pick as
+scoring all). The kernel's hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS``
 results, warm-started) only after ``REFIT_GROWTH`` (20 %) more results, at least
-``REFIT_MIN``. So the cost per ask grows neither with the archive nor with the worker count
-(``benchmarks/quality.py`` prints it). Believing every evaluation in flight made an ask
-O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points per island
-tripled the matrix. The older ones in flight are still never proposed again (exact repeats
-are refused against all of them), they only stop pushing the model's uncertainty away; and
-with hundreds in flight on one island the 64 newest already cover where the model last sent
-workers.
+``REFIT_MIN``. So the cost per ask grows neither with the archive nor with the worker count.
+Measured on 4,096 simulated workers, 8 islands, 10 dimensions, no hand-over (tell and ask
+together, the shared 2-core VM): median 10.5 ms and p99 38.7 ms before ``gp.py``, 4.3 and
+10.2 ms with it; the p99 is the refits (~10 ms each). Believing every evaluation in flight
+made an ask O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points
+per island tripled the matrix. The older ones in flight are still never proposed again
+(exact repeats are refused against all of them), they only stop pushing the model's
+uncertainty away; and with hundreds in flight on one island the 64 newest already cover
+where the model last sent workers.
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
 hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
@@ -54,7 +58,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +67,7 @@ from pydantic import Field
 from evo_engine.search.messages import Individual
 from evo_engine.search.operators.base import Operator, OperatorSettings, Proposal, reflect
 from evo_engine.search.operators.es import ES, ESSettings
+from evo_engine.search.operators.gp import GP, best_candidate, fit_theta
 from evo_engine.search.pareto import nondominated_ranks, parego_scalars
 from evo_engine.space import Space
 
@@ -141,6 +145,14 @@ def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndar
     return sd * (z * ndtr(z) + np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi))
 
 
+def _theta_bounds(features: int) -> np.ndarray:
+    """log-space bounds of (c, ℓ_1..ℓ_F, noise): c in [1e-2, 1e2], ℓ in [1e-2, 20] (the
+    features span [0, 1]), noise in [1e-6, 0.5] (of the normalised targets' variance)."""
+    lo = np.r_[1e-2, np.full(features, 1e-2), 1e-6]
+    hi = np.r_[1e2, np.full(features, 2e1), 5e-1]
+    return np.log(np.column_stack([lo, hi]))
+
+
 def _fit_subset(z: np.ndarray, n: int) -> np.ndarray:
     """Indices of at most n results: the best n/2 and an even spread over the others."""
     if z.size <= n:
@@ -152,81 +164,18 @@ def _fit_subset(z: np.ndarray, n: int) -> np.ndarray:
     )
 
 
-def _lbfgs(
-    obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """sklearn's default hyperparameter optimiser with fewer iterations (a warm start)."""
-    from scipy.optimize import minimize
-
-    res = minimize(
-        obj_func,
-        initial_theta,
-        method="L-BFGS-B",
-        jac=True,
-        bounds=bounds,
-        options={"maxiter": 50},
-    )
-    return res.x, float(res.fun)
-
-
 @functools.cache
 def _blas() -> Any:
     """One threadpool controller per process (finding the BLAS libraries costs ~50 ms).
 
-    scipy.linalg and sklearn are imported first: scipy's wheels bring a BLAS of their own,
-    which a controller made before it is loaded would not limit (and a BLAS running on a
-    varying number of threads rounds differently, which breaks exact replay).
+    scipy.linalg is imported first: scipy's wheels bring a BLAS of their own, which a
+    controller made before it is loaded would not limit (and a BLAS running on a varying
+    number of threads rounds differently, which breaks exact replay).
     """
     import scipy.linalg  # noqa: F401
-    import sklearn.gaussian_process  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-class _GP:
-    """GP regression with sklearn's kernel ``c · Matern52(ℓ) + noise`` at fixed hyperparameters
-    (``params`` = exp(theta): c, ℓ_1..ℓ_F, noise), targets normalised as ``normalize_y`` does."""
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        F: np.ndarray,
-        z: np.ndarray,
-        scale: tuple[float, float] | None = None,
-    ) -> None:
-        from scipy.linalg import cho_factor, cho_solve
-
-        self.params, self.F, self.z = params, F, z
-        self.amp, self.ls, self.noise = float(params[0]), params[1:-1], float(params[-1])
-        self.mean, self.std = scale or (float(z.mean()), float(z.std()) or 1.0)
-        K = self._k(F, F) + (self.noise + 1e-10) * np.eye(F.shape[0])
-        self.chol = cho_factor(K, lower=True)
-        self.alpha = cho_solve(self.chol, (z - self.mean) / self.std)
-
-    def _k(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-        a, b = A / self.ls, B / self.ls
-        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-        r = np.sqrt(5.0 * np.maximum(d2, 0.0))
-        return self.amp * (1.0 + r + r * r / 3.0) * np.exp(-r)
-
-    def predict(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        from scipy.linalg import solve_triangular
-
-        ks = self._k(C, self.F)
-        mu = ks @ self.alpha
-        v = solve_triangular(self.chol[0], ks.T, lower=True)
-        var = np.maximum(self.amp + self.noise - (v * v).sum(0), 1e-12)
-        return mu * self.std + self.mean, np.sqrt(var) * self.std
-
-    def extended(self, Fp: np.ndarray, zp: np.ndarray) -> _GP:
-        """The same model with more (believed) observations, on the same target scale."""
-        return _GP(
-            self.params,
-            np.vstack([self.F, Fp]),
-            np.concatenate([self.z, zp]),
-            scale=(self.mean, self.std),
-        )
 
 
 class Surrogate(Operator):
@@ -283,7 +232,9 @@ class Surrogate(Operator):
         return self.es is None
 
     def see_in_flight(self, genomes: Sequence[np.ndarray]) -> None:
-        self.in_flight = [np.asarray(g, dtype=np.float64) for g in genomes]
+        # Kept as given (the engine's genomes are float64 arrays): a conversion each was
+        # 0.28 ms an ask with 512 in flight per island; ``propose`` stacks them once.
+        self.in_flight = list(genomes)
 
     def observe(self, individual: Individual, accepted: bool) -> None:
         if self.es is not None:  # handed over: the model is not fitted again
@@ -361,8 +312,10 @@ class Surrogate(Operator):
         y = self._pareto_ranks() if self._multi else np.asarray(self.y)
         order = np.argsort(y, kind="stable")
         worse = order[y.size // 2 :]
+        from scipy.spatial.distance import cdist  # differences, not a Gram matrix: a repeat is 0
+
         f = self.features(np.asarray(self.X))
-        d2 = ((f[worse, None, :] - f[None, :, :]) ** 2).sum(-1)
+        d2 = cdist(f[worse], f, "sqeuclidean")
         d2[np.arange(worse.size), worse] = np.inf
         nearest = d2.min(axis=1)
         # The most crowded; among equally crowded (exact repeats), the worse result.
@@ -377,29 +330,25 @@ class Surrogate(Operator):
         if self.es is not None:
             return self.es.propose(population)
         X, y = self._training_set(population)
-        pending = np.array(self.in_flight).reshape(-1, self.dim)
+        pending = np.array(self.in_flight, dtype=np.float64).reshape(-1, self.dim)
         if np.isfinite(y).sum() < self.min_points:
             # Too few results to model (failures, loss inf, do not count): keep away from
             # everything tried, failures included.
             return self._space_filling(X, pending)
         cands, parents = self._candidates(X, y, population)
-        try:
-            scores = self._score(X, y, pending, cands)
-        except (np.linalg.LinAlgError, ValueError):
-            return self._space_filling(X, pending)
         # The best-scoring candidate that is not a configuration already evaluated or in
         # flight (ints and categoricals make exact repeats likely near the incumbent).
         seen = {row.tobytes() for row in self.features(np.vstack([X, pending])).round(9)}
         keys = self.features(cands).round(9)
-        for i in np.argsort(-scores, kind="stable"):
-            if keys[i].tobytes() not in seen:
-                return Proposal(
-                    cands[i],
-                    parents=parents[i],
-                    info={"ei": float(scores[i])},
-                    operator=self.name,
-                )
-        return self._space_filling(X, pending)
+        fresh = np.array([k.tobytes() not in seen for k in keys], dtype=bool)
+        try:
+            found = self._score(X, y, pending, cands, fresh)
+        except (np.linalg.LinAlgError, ValueError):
+            return self._space_filling(X, pending)
+        if found is None:
+            return self._space_filling(X, pending)
+        i, ei = found
+        return Proposal(cands[i], parents=parents[i], info={"ei": ei}, operator=self.name)
 
     def _stalled(self) -> bool:
         patience = self.settings.handover
@@ -508,55 +457,43 @@ class Surrogate(Operator):
         return cands, parents
 
     def _score(
-        self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray
-    ) -> np.ndarray:
+        self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray,
+        fresh: np.ndarray,
+    ) -> tuple[int, float] | None:
         # Matrices of a few hundred rows: BLAS threads cost more than they save (10x on a
         # loaded node), and the coordinator must leave the cores to the workers.
         with _blas().limit(limits=1):
-            return self._score_inner(X, y, pending, cands)
+            gp, best = self._model(X, y, pending)
+            # sd includes the learned white noise: a point next to the incumbent keeps some
+            # EI (re-measuring it is worth something under noise); exact repeats are not
+            # eligible.
+            return best_candidate(gp, self.features(cands), best, fresh, expected_improvement)
 
-    def _score_inner(
-        self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray
-    ) -> np.ndarray:
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-
+    def _model(self, X: np.ndarray, y: np.ndarray, pending: np.ndarray) -> tuple[GP, float]:
+        """The GP of the normal scores (the believer's observations included) and the best
+        normal score."""
         F = self.features(X)
         z = normal_scores(y)
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
-            length_scale=np.full(F.shape[1], 0.5), length_scale_bounds=(1e-2, 2e1), nu=2.5
-        ) + WhiteKernel(1e-2, (1e-6, 5e-1))
-        warm = self.theta is not None and len(self.theta) == kernel.theta.size
-        if warm:
-            kernel = kernel.clone_with_theta(np.asarray(self.theta))
+        width = F.shape[1] + 2
+        warm = self.theta is not None and len(self.theta) == width
+        theta = (np.asarray(self.theta) if warm else
+                 np.log(np.r_[1.0, np.full(F.shape[1], 0.5), 1e-2]))
         # Hyperparameters are re-fitted after every REFIT_GROWTH more results (at least
         # REFIT_MIN); in between only the fixed-kernel GP is refitted (one Cholesky).
         due = self.fitted_at + max(self.REFIT_MIN, int(self.REFIT_GROWTH * self.fitted_at))
-        refit = not warm or self.n_observed >= due
-        with warnings.catch_warnings():
-            # A hyperparameter at its bound is not an error here; the fit is still usable.
-            warnings.simplefilter("ignore")
-            if refit:
-                # Hyperparameters from at most FIT_POINTS results (the best half of them and
-                # an even spread of the rest): the gradient costs O(n² · features).
-                sub = _fit_subset(z, self.FIT_POINTS)
-                gp = GaussianProcessRegressor(kernel, normalize_y=True, optimizer=_lbfgs)
-                gp.fit(F[sub], z[sub])
-                kernel = gp.kernel_
-                self.fitted_at = self.n_observed
-        self.theta = [float(t) for t in kernel.theta]
-        # The fixed-kernel fits and predictions are done here in numpy (the same model as
-        # sklearn's, a third of its cost: no validation, no likelihood, no copies).
-        gp = _GP(np.exp(np.asarray(self.theta)), F, z)
+        if not warm or self.n_observed >= due:
+            # Hyperparameters from at most FIT_POINTS results (the best half of them and an
+            # even spread of the rest): the gradient costs O(n² · features).
+            sub = _fit_subset(z, self.FIT_POINTS)
+            theta = fit_theta(theta, _theta_bounds(F.shape[1]), F[sub], z[sub])
+            self.fitted_at = self.n_observed
+        self.theta = [float(t) for t in theta]
+        gp = GP(np.exp(theta), F, z)
         if pending.shape[0]:
             # Kriging believer: in-flight points are observed at the model's own prediction;
             # the newest BELIEVED_IN_FLIGHT only, so the matrix does not grow with the workers.
-            Fp = self.features(pending[-self.BELIEVED_IN_FLIGHT :])
-            gp = gp.extended(Fp, gp.predict(Fp)[0])
-        mu, sd = gp.predict(self.features(cands))
-        # sd includes the learned white noise: a point next to the incumbent keeps some EI
-        # (re-measuring it is worth something under noise); exact repeats are refused above.
-        return expected_improvement(mu, sd, float(z.min()))
+            gp = gp.believing(self.features(pending[-self.BELIEVED_IN_FLIGHT :]))
+        return gp, float(z.min())
 
     # -- state -------------------------------------------------------------------------------
 
@@ -570,7 +507,7 @@ class Surrogate(Operator):
             "theta": self.theta,
             "n_observed": self.n_observed,
             "fitted_at": self.fitted_at,
-            "in_flight": [g.tolist() for g in self.in_flight],
+            "in_flight": [np.asarray(g, dtype=np.float64).tolist() for g in self.in_flight],
             "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
             "since_best": self.since_best,
             "handed_over_at": self.handed_over_at,

@@ -1,0 +1,244 @@
+"""The surrogate's Gaussian process: sklearn's model ``c · Matern52(ℓ) + noise``, in numpy.
+
+One model, two jobs, both on the coordinator's critical path (every ask of a model island):
+
+* ``GP``: the fit at fixed hyperparameters (one Cholesky), the kriging believer's extension
+  by observations in flight (a block update of that Cholesky, not a second factorisation),
+  and the prediction of candidates (one kernel matrix and one triangular solve).
+* ``fit_theta``: the hyperparameters by maximum marginal likelihood (L-BFGS-B, warm-started),
+  with the likelihood's gradient in closed form: O(n² · features) per evaluation, where
+  sklearn's ``GaussianProcessRegressor`` builds an n × n × features tensor and pays its
+  kernel objects' overhead (36 ms a refit on 100 points in 10 dimensions against ~5 ms).
+
+The parametrisation is sklearn's: ``theta`` = log of (c, ℓ_1..ℓ_F, noise), targets
+normalised by their mean and standard deviation (``normalize_y``), 1e-10 added to the
+diagonal. ``tests/test_gp.py`` checks predictions, likelihood and gradient against sklearn.
+Everything here is deterministic (no random restarts), which exact replay needs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+JITTER = 1e-10
+"""Added to the kernel's diagonal, as sklearn's ``alpha`` default."""
+MAXITER = 50
+"""L-BFGS-B iterations of a refit (it starts from the last fit's hyperparameters)."""
+
+
+def matern52(a: np.ndarray, b: np.ndarray, amp: float) -> np.ndarray:
+    """``amp · Matern52`` between the rows of ``a`` and ``b``, already divided by ℓ."""
+    d2 = a @ b.T
+    d2 *= -2.0
+    d2 += (a * a).sum(1)[:, None]
+    d2 += (b * b).sum(1)[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    d2 *= 5.0
+    r = np.sqrt(d2, out=d2)
+    e = np.exp(-r)
+    # (1 + r + r²/3) · e^(-r) · amp, in place on r
+    poly = r * (1.0 / 3.0)
+    poly += 1.0
+    poly *= r
+    poly += 1.0
+    poly *= e
+    poly *= amp
+    return poly
+
+
+def _cholesky(K: np.ndarray) -> np.ndarray:
+    from scipy.linalg import cholesky
+
+    return cholesky(K, lower=True, check_finite=False)
+
+
+def _solve(L: np.ndarray, B: np.ndarray, trans: str = "N") -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(L, B, trans=trans, lower=True, check_finite=False)
+
+
+class GP:
+    """GP regression at fixed hyperparameters (``params`` = exp(theta): c, ℓ_1..ℓ_F, noise).
+
+    Holds the Cholesky factor ``L`` of the training kernel and ``w = L⁻¹ z`` (z the
+    normalised targets). The mean at C is ``k(C, F) L⁻ᵀ w``, cheap; the variance,
+    ``c + noise − |v|²`` with ``v = L⁻¹ k(F, C)``, costs a triangular solve with a column a
+    candidate, so ``sd_bound`` bounds it cheaply and ``sd_at`` is paid where the bound says it
+    matters (``best_candidate``).
+    """
+
+    def __init__(
+        self,
+        params: np.ndarray,
+        F: np.ndarray,
+        z: np.ndarray,
+        scale: tuple[float, float] | None = None,
+    ) -> None:
+        self.params = params
+        self.amp, self.ls, self.noise = float(params[0]), params[1:-1], float(params[-1])
+        self.mean, self.std = scale or (float(z.mean()), float(z.std()) or 1.0)
+        self.A = F / self.ls
+        K = matern52(self.A, self.A, self.amp)
+        K.flat[:: K.shape[0] + 1] += self.noise + JITTER
+        self.L = _cholesky(K)
+        self.w = _solve(self.L, (z - self.mean) / self.std)
+        self._alpha: np.ndarray | None = None
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """``K⁻¹ z = L⁻ᵀ w``: the mean at C is ``k(C, F) · alpha``."""
+        if self._alpha is None:
+            self._alpha = _solve(self.L, self.w, trans="T")
+        return self._alpha
+
+    def cross(self, C: np.ndarray) -> np.ndarray:
+        """``k(C, F)``, the kernel between candidates and training points (len(C) × n)."""
+        return matern52(C / self.ls, self.A, self.amp)
+
+    def mean_at(self, Kc: np.ndarray) -> np.ndarray:
+        """Posterior means at the candidates whose ``cross`` rows are ``Kc``."""
+        return (Kc @ self.alpha) * self.std + self.mean
+
+    def sd_at(self, Kc: np.ndarray) -> np.ndarray:
+        """Posterior standard deviations (the noise included) at the candidates whose
+        ``cross`` rows are ``Kc``: one triangular solve, O(n² · len(Kc))."""
+        v = _solve(self.L, Kc.T)
+        var = np.maximum(self.amp + self.noise - np.einsum("ij,ij->j", v, v), 1e-12)
+        return np.sqrt(var) * self.std
+
+    def sd_bound(self, Kc: np.ndarray) -> np.ndarray:
+        """An upper bound of ``sd_at`` in O(n) a candidate: the variance given the one most
+        correlated training point alone (more observations never raise a GP's variance),
+        ``c + noise − max_j k(x, x_j)² / (c + noise)``, widened by 1e-9 against rounding."""
+        prior = self.amp + self.noise
+        var = prior - np.square(Kc).max(axis=1, initial=0.0) / (prior + JITTER)
+        return np.sqrt(np.maximum(var, 1e-12)) * self.std * (1.0 + 1e-9)
+
+    def predict(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation (the noise included) at the rows of C."""
+        Kc = self.cross(C)
+        return self.mean_at(Kc), self.sd_at(Kc)
+
+    def believing(self, Fp: np.ndarray) -> GP:
+        """The kriging believer: the model with ``Fp`` observed at its own posterior mean.
+
+        Such observations leave the mean where it was and shrink the variance near them.
+        The Cholesky factor grows by a block, ``[[L, 0], [Bᵀ, L₂]]`` with ``B = L⁻¹ k(F, Fp)``
+        and ``L₂ L₂ᵀ = k(Fp, Fp) + noise − BᵀB``, and ``w`` by zeros (each believed value
+        minus its own prediction)."""
+        Ap = Fp / self.ls
+        B = _solve(self.L, matern52(self.A, Ap, self.amp))
+        S = matern52(Ap, Ap, self.amp)
+        S -= B.T @ B
+        S.flat[:: S.shape[0] + 1] += self.noise + JITTER
+        n, p = self.L.shape[0], Ap.shape[0]
+        L = np.zeros((n + p, n + p))
+        L[:n, :n] = self.L
+        L[n:, :n] = B.T
+        L[n:, n:] = _cholesky(S)
+        out = GP.__new__(GP)
+        out.params, out.amp, out.ls, out.noise = self.params, self.amp, self.ls, self.noise
+        out.mean, out.std = self.mean, self.std
+        out.A, out.L = np.vstack([self.A, Ap]), L
+        out.w = np.concatenate([self.w, np.zeros(p)])
+        out._alpha = None
+        return out
+
+
+CHUNK = 16
+"""Candidates whose exact standard deviation ``best_candidate`` computes at a time."""
+
+
+def best_candidate(
+    gp: GP, C: np.ndarray, best: float, eligible: np.ndarray, score: Callable[..., np.ndarray]
+) -> tuple[int, float] | None:
+    """Index and score of the eligible row of C with the highest ``score(mean, sd, best)``
+    (expected improvement: increasing in sd), lowest index among equals; None if none is
+    eligible. Exact, without the exact sd of most candidates: they are visited by decreasing
+    score at ``sd_bound``, and the search stops once that bound cannot beat the best found
+    (measured at 4,096 workers: a median of 8 of 384 candidates needed their exact sd)."""
+    Kc = gp.cross(C)
+    mu = gp.mean_at(Kc)
+    bound = score(mu, gp.sd_bound(Kc), best)
+    order = np.argsort(-bound, kind="stable")
+    order = order[eligible[order]]
+    pick, top = -1, -math.inf
+    for start in range(0, order.size, CHUNK):
+        rows = order[start : start + CHUNK]
+        if bound[rows[0]] < top:
+            break
+        exact = score(mu[rows], gp.sd_at(Kc[rows]), best)
+        for i, v in zip(rows.tolist(), exact.tolist(), strict=True):
+            if v > top or (v == top and i < pick):
+                pick, top = i, v
+    return None if pick < 0 else (pick, top)
+
+
+def neg_log_marginal_likelihood(
+    theta: np.ndarray, F: np.ndarray, y: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """−log p(y | F, theta) and its gradient in theta, for already normalised targets y.
+
+    The gradient is ½ tr((ααᵀ − K⁻¹) ∂K/∂θ) as sklearn computes it, with the length scales'
+    terms contracted without the n × n × F tensor: for ``G = (ααᵀ − K⁻¹) ∘ c·5/3·(1+r)e^(−r)``
+    and ``a = F/ℓ``, ``½ Σ_ij G_ij (a_id − a_jd)² = Σ_i (Σ_j G_ij) a_id² − Σ_i a_id (G a)_id``.
+    A kernel that is not positive definite gives (inf, 0), sklearn's (−inf, 0)."""
+    p = np.exp(theta)
+    amp, ls, noise = float(p[0]), p[1:-1], float(p[-1])
+    a = F / ls
+    n = F.shape[0]
+    d2 = a @ a.T
+    d2 *= -2.0
+    sq = (a * a).sum(1)
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    r = np.sqrt(5.0 * d2)
+    e = np.exp(-r)
+    M = (1.0 + r + r * r / 3.0) * e  # the Matern, amplitude 1
+    K = amp * M
+    K.flat[:: n + 1] += noise + JITTER
+    try:
+        L = _cholesky(K)
+    except np.linalg.LinAlgError:
+        return math.inf, np.zeros_like(theta)
+    from scipy.linalg import cho_solve
+
+    alpha = cho_solve((L, True), y, check_finite=False)
+    nll = 0.5 * float(y @ alpha) + float(np.log(np.diag(L)).sum()) + 0.5 * n * math.log(2 * math.pi)
+    inner = np.outer(alpha, alpha)
+    inner -= cho_solve((L, True), np.eye(n), check_finite=False)
+    grad = np.empty_like(theta)
+    grad[0] = 0.5 * float((inner * M).sum()) * amp
+    grad[-1] = 0.5 * float(np.trace(inner)) * noise
+    G = inner * (amp * 5.0 / 3.0) * (1.0 + r) * e
+    grad[1:-1] = G.sum(1) @ (a * a) - np.einsum("id,id->d", a, G @ a)
+    return nll, -grad
+
+
+def fit_theta(
+    theta0: np.ndarray, bounds: np.ndarray, F: np.ndarray, z: np.ndarray
+) -> np.ndarray:
+    """Hyperparameters maximising the marginal likelihood of ``z`` (normalised as
+    ``normalize_y`` does) at F, by L-BFGS-B from ``theta0`` within ``bounds`` (log space)."""
+    from scipy.optimize import minimize
+
+    std = float(z.std()) or 1.0
+    y = (z - float(z.mean())) / std
+    res = minimize(
+        neg_log_marginal_likelihood,
+        np.asarray(theta0, dtype=np.float64),
+        args=(F, y),
+        method="L-BFGS-B",
+        jac=True,
+        bounds=bounds,
+        options={"maxiter": MAXITER},
+    )
+    return np.asarray(res.x, dtype=np.float64)
+
+
+__all__ = ["GP", "best_candidate", "fit_theta", "matern52", "neg_log_marginal_likelihood"]
