@@ -40,9 +40,8 @@ expected improvement can still beat the best (``gp.best_candidate``, the same pi
 scoring all). The kernel's hyperparameters are re-fitted (L-BFGS on at most ``FIT_POINTS``
 results, warm-started) only after ``REFIT_GROWTH`` (20 %) more results, at least
 ``REFIT_MIN``. So the cost per ask grows neither with the archive nor with the worker count.
-Measured on 4,096 simulated workers, 8 islands, 10 dimensions, no hand-over (tell and ask
-together, the shared 2-core VM): median 10.5 ms and p99 38.7 ms before ``gp.py``, 4.3 and
-10.2 ms with it; the p99 is the refits (~10 ms each). Believing every evaluation in flight
+``benchmarks/operator_ask.py`` times tell + ask at 4,096 workers (docs/benchmarks.md: median
+~10 ms and p99 ~38 ms before ``gp.py``, ~4.3 and ~10 ms with it; the p99 is the refits). Believing every evaluation in flight
 made an ask O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points
 per island tripled the matrix. The older ones in flight are still never proposed again
 (exact repeats are refused against all of them), they only stop pushing the model's
