@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -484,7 +485,12 @@ class Surrogate(Operator):
             # Hyperparameters from at most FIT_POINTS results (the best half of them and an
             # even spread of the rest): the gradient costs O(n² · features).
             sub = _fit_subset(z, self.FIT_POINTS)
-            theta = fit_theta(theta, _theta_bounds(F.shape[1]), F[sub], z[sub])
+            with warnings.catch_warnings():
+                # A line search through a kernel that is not positive definite (the
+                # likelihood's inf) may warn; the fit is still usable, and under -W error a
+                # warning must not end the run.
+                warnings.simplefilter("ignore")
+                theta = fit_theta(theta, _theta_bounds(F.shape[1]), F[sub], z[sub])
             self.fitted_at = self.n_observed
         self.theta = [float(t) for t in theta]
         gp = GP(np.exp(theta), F, z)
