@@ -58,6 +58,7 @@ from evo_engine.sciml.batched import train_advection_batch
 from evo_engine.sciml.presets import advection_task
 from evo_engine.sciml.training import (
     AdvectionTask,
+    TrainingDiverged,
     advection_test_metrics,
     prepare_advection,
     train_advection,
@@ -103,8 +104,12 @@ def _search_eval(params_list: list[dict], seeds: list[int],
     return out
 
 
-def _final_eval(params: dict, seed: int, task: AdvectionTask) -> dict[str, float]:
-    return advection_test_metrics(params, Context.standalone(seed, _CACHE), task)
+def _final_eval(params: dict, seed: int, task: AdvectionTask) -> dict[str, Any]:
+    """One retraining of a pick, scored on TEST; ``{"diverged": why}`` if it diverged."""
+    try:
+        return advection_test_metrics(params, Context.standalone(seed, _CACHE), task)
+    except TrainingDiverged as exc:
+        return {"diverged": str(exc)}
 
 
 def _training_seed(search: int, n: int) -> int:
@@ -271,17 +276,25 @@ def run_search(method: Any, evals: int, search: int, pool: ProcessPoolExecutor, 
     return {"params": pick, "search_cpu_s_this_job": round(cpu, 1)}
 
 
-def score_on_test(params: dict, seeds: list[int], pool: ProcessPoolExecutor,
+def score_on_test(params: dict, seeds: list[int], pool: Any,
                   task: AdvectionTask) -> dict[str, Any]:
-    """Retrain ``params`` with each seed; test fitness mean ± std and test nRMSE."""
+    """Retrain ``params`` with each seed; test fitness mean ± std and test nRMSE.
+
+    A retraining that diverges is left out of the mean and counted (``retrainings_diverged``,
+    as ``advection_table.py`` counts a pick's diverged trainings); a pick whose every
+    retraining diverged scores inf, worse than any (its user has no model). A pick near the
+    cliff (lr ≈ 0.02) can train with one seed and diverge with another: TPE's search 12 did."""
     records = list(pool.map(_final_eval, [params] * len(seeds), seeds, [task] * len(seeds)))
-    fitness = [r["test_fitness"] for r in records]
+    ok = [r for r in records if "diverged" not in r]
+    fitness = [r["test_fitness"] for r in ok]
     return {
-        "test_fitness": float(np.mean(fitness)),
+        "test_fitness": float(np.mean(fitness)) if fitness else math.inf,
         "test_fitness_std": float(np.std(fitness, ddof=1)) if len(fitness) > 1 else math.nan,
-        "test_fitness_per_seed": [round(f, 6) for f in fitness],
-        "test_nrmse": float(np.mean([r["test_nrmse"] for r in records])),
-        "val_fitness": float(np.mean([r["fitness"] for r in records])),
+        "test_fitness_per_seed": [None if "diverged" in r else round(r["test_fitness"], 6)
+                                  for r in records],
+        "retrainings_diverged": len(records) - len(ok),
+        "test_nrmse": float(np.mean([r["test_nrmse"] for r in ok])) if ok else math.inf,
+        "val_fitness": float(np.mean([r["fitness"] for r in ok])) if ok else math.inf,
     }
 
 

@@ -204,3 +204,37 @@ def test_the_tables_seed_noise_is_pooled_within_entries() -> None:
     # deviations (-1,0,1)*(-2,0,2) -> 4; (-1,-1,2)*0 -> 0; norms sqrt(8) * sqrt(8)
     assert n["val_test_within_corr"] == pytest.approx(4 / 8)
     assert n["entries_all_replicates"] == 2 and n["entries_with_a_diverged_replicate"] == 1
+
+
+def test_a_retraining_that_diverges_is_left_out_of_the_live_score_and_counted(monkeypatch) -> None:
+    # benchmarks/advection.py crashed when one of a pick's three retrainings diverged (TPE's
+    # search 12 picked lr near the cliff); it must score the others and say how many diverged,
+    # and a pick none of whose retrainings trains scores inf (a loss to any arm).
+    spec = importlib.util.spec_from_file_location("advection_bench", ROOT / "benchmarks" / "advection.py")
+    live = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live)
+    from evo_engine.sciml.training import TrainingDiverged
+
+    outcomes = {1: 0.050, 2: None, 3: 0.054}
+
+    def fake(params, ctx, task):
+        value = outcomes[ctx.seed]
+        if value is None:
+            raise TrainingDiverged("training diverged in epoch 4")
+        return {"test_fitness": value, "test_nrmse": 2 * value, "fitness": value - 0.001}
+
+    monkeypatch.setattr(live, "advection_test_metrics", fake)
+
+    class Pool:
+        def map(self, fn, *args):
+            return map(fn, *args)
+
+    got = live.score_on_test({"lr": 0.02}, [1, 2, 3], Pool(), task=None)
+    assert got["test_fitness"] == pytest.approx(0.052)
+    assert got["test_fitness_per_seed"] == [0.05, None, 0.054]
+    assert got["retrainings_diverged"] == 1
+    assert got["test_nrmse"] == pytest.approx(0.104)
+    outcomes.update({1: None, 3: None})
+    none = live.score_on_test({"lr": 0.03}, [1, 2, 3], Pool(), task=None)
+    assert none["test_fitness"] == math.inf and none["retrainings_diverged"] == 3
+    assert live.paired([got], [none]) == {"wins": 1, "losses": 0, "ties": 0, "pairs": 1}
