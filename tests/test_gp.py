@@ -122,8 +122,10 @@ def test_the_pruned_search_picks_what_scoring_every_candidate_picks(
             assert found is None
             continue
         want = int(np.flatnonzero(eligible)[np.argmax(ei[eligible])])
-        assert found is not None
-        assert found[0] == want
+        assert found is not None and eligible[found[0]]
+        # The same pick; or, between two candidates whose EIs agree to 1e-7 (sd_at rounds
+        # to ~1e-8 at c/noise 1e8), either.
+        assert found[0] == want or ei[found[0]] >= ei[want] * (1 - 1e-7)
         assert found[1] == pytest.approx(ei[want], rel=1e-6, abs=1e-300)  # rounding: c/noise 1e8
 
 
