@@ -211,12 +211,10 @@ class Engine:
         self.migrations: list[Migration] = []
         self._sync_issued = [0] * config.islands
         self._sync_buffer: list[list[Individual]] = [[] for _ in range(config.islands)]
-        self._island_load = [0] * config.islands
-        """Tasks in flight per island (derived from ``in_flight``; not stored in snapshots)."""
         self._flying: list[dict[int, np.ndarray]] = [{} for _ in range(config.islands)]
         """uid → genome of each island's tasks in flight, in ``in_flight``'s order (derived;
-        not stored): a model's ask lists its island's without a pass over every island's
-        (0.47 ms an ask at 4,096 workers)."""
+        not stored): its sizes are the islands' loads, and a model's ask lists its island's
+        without a pass over every island's (0.47 ms an ask at 4,096 workers)."""
         self._neighbours = self._make_neighbours()
         self.tracker = Tracker(config.intensify, keep_all=config.repeats > 0)
         """Configurations and their estimates; the incumbent and the races (intensify.py)."""
@@ -336,6 +334,11 @@ class Engine:
                     operator=pick.operator, parents=pick.parents, info=pick.info,
                     told_before=self.n_finished, pbt_parent=pick.pbt_parent, step=pick.step)
 
+    @property
+    def _island_load(self) -> list[int]:
+        """Tasks in flight per island."""
+        return [len(flying) for flying in self._flying]
+
     def claim_pending(self, uid: int) -> bool:
         """Put the queued task ``uid`` (``pending``: in flight when the state was saved) back
         in flight as it is, for a result that arrives without its re-issue (an ask/tell user
@@ -349,7 +352,6 @@ class Engine:
 
     def _start(self, task: Task) -> None:
         self.in_flight[task.uid] = task
-        self._island_load[task.island] += 1
         self._flying[task.island][task.uid] = task.genome
         cached = self._task_states.get(task.uid)
         if cached is None or cached[0] is not task:
@@ -501,7 +503,6 @@ class Engine:
         check_transition(EvalState.RUNNING, state)
         del self.in_flight[result.uid]
         self._task_states.pop(result.uid, None)
-        self._island_load[task.island] -= 1
         del self._flying[task.island][result.uid]
         self.n_finished += 1
         self.counts[state] += 1
@@ -602,7 +603,7 @@ class Engine:
         if self._sync_issued[i] < self.config.population_size:
             return
         # Tasks queued for re-issue after a resume belong to the generation as well.
-        if self._island_load[i] or any(t.island == i for t in self.pending):
+        if self._flying[i] or any(t.island == i for t in self.pending):
             return
         offspring = self._sync_buffer[i]
         for ind, kept in zip(offspring, island.replace_generation(offspring)):
@@ -674,7 +675,6 @@ class Engine:
         """Queue every task still in flight (in uid order) to be issued again first."""
         for uid in sorted(self.in_flight):
             task = self.in_flight.pop(uid)
-            self._island_load[task.island] -= 1
             del self._flying[task.island][uid]
             self.pending.append(task)
             if self.pruner is not None:

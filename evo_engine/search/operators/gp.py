@@ -29,15 +29,21 @@ MAXITER = 50
 """L-BFGS-B iterations of a refit (it starts from the last fit's hyperparameters)."""
 
 
-def matern52(a: np.ndarray, b: np.ndarray, amp: float) -> np.ndarray:
-    """``amp · Matern52`` between the rows of ``a`` and ``b``, already divided by ℓ."""
+def scaled_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The Matern-5/2's ``r``: √5 · the distances between the rows of ``a`` and ``b``,
+    already divided by ℓ (through the Gram matrix, clipped at 0)."""
     d2 = a @ b.T
     d2 *= -2.0
     d2 += (a * a).sum(1)[:, None]
     d2 += (b * b).sum(1)[None, :]
     np.maximum(d2, 0.0, out=d2)
     d2 *= 5.0
-    r = np.sqrt(d2, out=d2)
+    return np.sqrt(d2, out=d2)
+
+
+def matern52(a: np.ndarray, b: np.ndarray, amp: float) -> np.ndarray:
+    """``amp · Matern52`` between the rows of ``a`` and ``b``, already divided by ℓ."""
+    r = scaled_distance(a, b)
     e = np.exp(-r)
     # (1 + r + r²/3) · e^(-r) · amp, in place on r
     poly = r * (1.0 / 3.0)
@@ -194,13 +200,7 @@ def neg_log_marginal_likelihood(
     amp, ls, noise = float(p[0]), p[1:-1], float(p[-1])
     a = F / ls
     n = F.shape[0]
-    d2 = a @ a.T
-    d2 *= -2.0
-    sq = (a * a).sum(1)
-    d2 += sq[:, None]
-    d2 += sq[None, :]
-    np.maximum(d2, 0.0, out=d2)
-    r = np.sqrt(5.0 * d2)
+    r = scaled_distance(a, a)
     e = np.exp(-r)
     M = (1.0 + r + r * r / 3.0) * e  # the Matern, amplitude 1
     K = amp * M
