@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evo_engine.optimizer import Optimizer
 from evo_engine.search.engine import Engine, EngineConfig
@@ -14,6 +16,7 @@ from evo_engine.search.operators.surrogate import (
     Surrogate,
     SurrogateSettings,
     _Features,
+    _rows_among,
     expected_improvement,
     normal_scores,
 )
@@ -399,3 +402,34 @@ def test_a_failure_is_archived_as_worse_than_every_result_and_survives_the_state
     # A pruned result's floor is the median of the results, not of a failure's inf.
     op.observe_pruned(Individual(8, frozen_genome(np.array([0.3])), 0.5, 0), step=1)
     assert op.y[-1] == 2.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_rows_among_agrees_with_comparing_row_by_row(data) -> None:
+    # Values from a small set, so that rows repeat; the candidates may be a strided view.
+    width = data.draw(st.integers(1, 4))
+    row = st.lists(st.sampled_from([0.0, 0.25, 1.0, 1e-9]), min_size=width, max_size=width)
+    a = np.array(data.draw(st.lists(row, min_size=1, max_size=12)))
+    b = np.array(data.draw(st.lists(row, min_size=1, max_size=12)))
+    if data.draw(st.booleans()):
+        a = np.asfortranarray(a)
+    taken = {tuple(r) for r in b.tolist()}
+    expected = [tuple(r) in taken for r in a.tolist()]
+    assert _rows_among(a, b).tolist() == expected
+
+
+def test_the_training_set_follows_the_archive_through_evictions_and_a_restore() -> None:
+    # The archive's array is cached between asks: it must change whenever the archive does.
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0))
+    op = make(space, archive=8)
+    rng = np.random.default_rng(3)
+    for i in range(20):
+        op.observe(Individual(i, frozen_genome(rng.random(2)), float(rng.random()), 0), True)
+        X, y = op._training_set([])
+        np.testing.assert_array_equal(X, np.array(op.X))
+        np.testing.assert_array_equal(y, np.array(op.y))
+    other = make(space, archive=8)
+    feed(other, rng.random((5, 2)), rng.random(5))
+    op.set_state(json.loads(json.dumps(other.get_state())))
+    np.testing.assert_array_equal(op._training_set([])[0], np.array(other.X))

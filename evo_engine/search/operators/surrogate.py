@@ -153,6 +153,14 @@ def _theta_bounds(features: int) -> np.ndarray:
     return np.log(np.column_stack([lo, hi]))
 
 
+def _rows_among(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether each row of ``a`` equals, byte for byte, some row of ``b`` (same width)."""
+    row = np.dtype((np.void, a.dtype.itemsize * a.shape[1]))
+    taken = set(np.ascontiguousarray(b).view(row).ravel().tolist())
+    return np.fromiter((k in taken for k in np.ascontiguousarray(a).view(row).ravel().tolist()),
+                       dtype=bool, count=a.shape[0])
+
+
 def _fit_subset(z: np.ndarray, n: int) -> np.ndarray:
     """Indices of at most n results: the best n/2 and an even spread over the others."""
     if z.size <= n:
@@ -209,6 +217,8 @@ class Surrogate(Operator):
         self.y: list[float] = []
         self.uids: list[int] = []
         self.V: list[list[float] | None] = []
+        self._X_array: np.ndarray | None = None
+        """``X`` as an array, made again only after ``X`` changes (not state)."""
         """Several objectives: each archive entry's minimised values plus its violation (None
         for a pruned one), beside ``X``; ``y`` then holds the first objective (ParEGO)."""
         self.theta: list[float] | None = None
@@ -278,6 +288,7 @@ class Surrogate(Operator):
         if not (failed or math.isfinite(fitness)) or uid in self.uids:
             return
         self.n_observed += 1
+        self._X_array = None
         self.X.append([float(v) for v in np.asarray(genome, dtype=np.float64)])
         self.y.append(float(fitness))
         self.uids.append(int(uid))
@@ -338,9 +349,8 @@ class Surrogate(Operator):
         cands, parents = self._candidates(X, y, population)
         # The best-scoring candidate that is not a configuration already evaluated or in
         # flight (ints and categoricals make exact repeats likely near the incumbent).
-        seen = {row.tobytes() for row in self.features(np.vstack([X, pending])).round(9)}
-        keys = self.features(cands).round(9)
-        fresh = np.array([k.tobytes() not in seen for k in keys], dtype=bool)
+        fresh = ~_rows_among(self.features(cands).round(9),
+                             self.features(np.vstack([X, pending])).round(9))
         try:
             found = self._score(X, y, pending, cands, fresh)
         except (np.linalg.LinAlgError, ValueError):
@@ -390,7 +400,12 @@ class Surrogate(Operator):
         # Migrants and members the operator was not told about (a restored population) count too.
         known = set(self.uids)
         extra = [m for m in population if m.uid not in known]
-        X = np.array(self.X + [list(np.asarray(m.genome, dtype=np.float64)) for m in extra])
+        if self._X_array is None:
+            self._X_array = np.array(self.X, dtype=np.float64).reshape(-1, self.dim)
+            self._X_array.flags.writeable = False
+        X = self._X_array
+        if extra:
+            X = np.vstack([X, [np.asarray(m.genome, dtype=np.float64) for m in extra]])
         y = np.array(self.y + [m.fitness for m in extra])
         if self._multi:
             y = self._parego(extra)
@@ -452,7 +467,8 @@ class Surrogate(Operator):
             jump = (self.rng.random((n_local, int(c.sum()))) < p_jump) & move[:, c]
             local[:, c] = np.where(jump, self.rng.random((n_local, int(c.sum()))), base[:, c])
         cands = np.vstack([local, self.rng.random((n_global, self.dim))])
-        uid_of = self.uids + [m.uid for m in population if m.uid not in set(self.uids)]
+        known = set(self.uids)
+        uid_of = self.uids + [m.uid for m in population if m.uid not in known]
         parents = [(uid_of[int(i)],) for i in pick] + [()] * n_global
         return cands, parents
 
@@ -522,6 +538,7 @@ class Surrogate(Operator):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         self.X = [[float(v) for v in r] for r in state["X"]]
+        self._X_array = None
         self.y = [math.inf if v is None else float(v) for v in state["y"]]
         self.uids = [int(u) for u in state["uids"]]
         saved = state.get("V")
