@@ -392,6 +392,10 @@ def scale_run(root: Path, evals: int, workers: int, mean: float, fsync: str,
         "last_surrogate_result": model_until[0],
         "per_result_median_s_surrogate_phase": float(np.median(modelled)) if modelled.size else None,
         "per_result_p99_s_surrogate_phase": float(np.quantile(modelled, 0.99)) if modelled.size else None,
+        # The rest of the run, the ES's alone: what the p99 would be without the model.
+        "per_result_p99_s_after_surrogate_phase": (
+            float(np.quantile(per_result[model_until[0]:], 0.99))
+            if modelled.size and per_result.size > model_until[0] else None),
         "eval_timeout_s": timeout, "progress_and_callbacks": extras,
         "callback_records": logger.n, "callbacks_dropped": callbacks.dropped if callbacks else 0,
         "timed_out": expired[0] if timeout is not None else 0,
@@ -585,6 +589,10 @@ def scale_main(args: argparse.Namespace, tmp: Path) -> None:
               f"{out['per_result_median_s_surrogate_phase'] * 1e3:.3f} ms, p99 "
               f"{out['per_result_p99_s_surrogate_phase'] * 1e3:.3f} ms (wall); results by "
               f"operator {out['by_operator']}")
+        if out["per_result_p99_s_after_surrogate_phase"] is not None:
+            print(f"{'after the surrogate phase':>30} p99 "
+                  f"{out['per_result_p99_s_after_surrogate_phase'] * 1e3:.3f} ms (wall; the "
+                  f"ES's results alone)")
     print(f"{'coordinator CPU s/result':>30} median {out['per_result_cpu_median_s'] * 1e3:.3f} ms, "
           f"p99 {out['per_result_cpu_p99_s'] * 1e3:.3f} ms (its thread's time.thread_time)")
     b = out["p99_made_of"]
