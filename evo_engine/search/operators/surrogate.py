@@ -157,6 +157,8 @@ def _theta_bounds(features: int) -> np.ndarray:
 
 def _rows_among(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Whether each row of ``a`` equals, byte for byte, some row of ``b`` (same width)."""
+    if a.dtype != b.dtype or a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"rows of {a.dtype} × {a.shape[1]} against {b.dtype} × {b.shape[1]}")
     row = np.dtype((np.void, a.dtype.itemsize * a.shape[1]))
     taken = set(np.ascontiguousarray(b).view(row).ravel().tolist())
     return np.fromiter((k in taken for k in np.ascontiguousarray(a).view(row).ravel().tolist()),
@@ -224,10 +226,10 @@ class Surrogate(Operator):
         self.y: list[float] = []
         self.uids: list[int] = []
         self.V: list[list[float] | None] = []
-        self._X_array: np.ndarray | None = None
-        """``X`` as an array, made again only after ``X`` changes (not state)."""
         """Several objectives: each archive entry's minimised values plus its violation (None
         for a pruned one), beside ``X``; ``y`` then holds the first objective (ParEGO)."""
+        self._X_array: np.ndarray | None = None
+        """``X`` as a read-only array, kept in step with ``X`` (``_archive_X``; not state)."""
         self.theta: list[float] | None = None
         self.n_observed = 0
         self.fitted_at = 0
