@@ -41,8 +41,9 @@ scoring all). The kernel's hyperparameters are re-fitted (L-BFGS on at most ``FI
 results, warm-started) only after ``REFIT_GROWTH`` (20 %) more results, at least
 ``REFIT_MIN``. So the cost per ask grows neither with the archive nor with the worker count.
 ``benchmarks/operator_ask.py`` times tell + ask at 4,096 workers (docs/benchmarks.md: median
-~11.5 ms and p99 ~41 ms before ``gp.py``, ~4.8 and ~11 ms with it on one VM; ~2.4 and ~6.7 ms
-since its Cholesky and distances were made cheaper, on another; the p99 is the refits).
+~11.5 ms and p99 ~41 ms before ``gp.py``, ~4.8 and ~11 ms with it on one VM; on another,
+~3.0 and ~7 ms, then ~2.5 and ~7 ms once the archive was kept as an array; the p99 is the
+refits).
 Believing every evaluation in flight
 made an ask O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points
 per island tripled the matrix. The older ones in flight are still never proposed again
