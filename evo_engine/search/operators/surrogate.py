@@ -416,10 +416,14 @@ class Surrogate(Operator):
             self._X_array = _read_only(np.array(self.X, dtype=np.float64).reshape(-1, self.dim))
         return self._X_array
 
-    def _training_set(self, population: Sequence[Individual]) -> tuple[np.ndarray, np.ndarray]:
-        # Migrants and members the operator was not told about (a restored population) count too.
+    def _newcomers(self, population: Sequence[Individual]) -> list[Individual]:
+        """Members not in the archive (migrants, a restored population): they join the
+        training set after the archive, in this order."""
         known = set(self.uids)
-        extra = [m for m in population if m.uid not in known]
+        return [m for m in population if m.uid not in known]
+
+    def _training_set(self, population: Sequence[Individual]) -> tuple[np.ndarray, np.ndarray]:
+        extra = self._newcomers(population)
         X = self._archive_X()
         if extra:
             X = np.vstack([X, [np.asarray(m.genome, dtype=np.float64) for m in extra]])
@@ -484,8 +488,7 @@ class Surrogate(Operator):
             jump = (self.rng.random((n_local, int(c.sum()))) < p_jump) & move[:, c]
             local[:, c] = np.where(jump, self.rng.random((n_local, int(c.sum()))), base[:, c])
         cands = np.vstack([local, self.rng.random((n_global, self.dim))])
-        known = set(self.uids)
-        uid_of = self.uids + [m.uid for m in population if m.uid not in known]
+        uid_of = self.uids + [m.uid for m in self._newcomers(population)]
         parents = [(uid_of[int(i)],) for i in pick] + [()] * n_global
         return cands, parents
 
