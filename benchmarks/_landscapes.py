@@ -33,8 +33,13 @@ class Landscape:
     """Standard deviation of the additive noise on each observed loss."""
     cost: Callable[[Params], float] = field(default=lambda p: 1.0)
     description: str = ""
+    draw: Callable[[Params, np.random.Generator], float] | None = None
+    """An observation other than loss + Gaussian noise (a recorded seed of a table); used
+    while ``noise`` is not 0, so ``noise=0`` still observes the noise-free loss."""
 
     def observe(self, params: Params, rng: np.random.Generator) -> float:
+        if self.noise and self.draw is not None:
+            return self.draw(params, rng)
         value = self.loss(params)
         return value + self.noise * float(rng.normal()) if self.noise else value
 
@@ -403,14 +408,58 @@ TWO_BASINS = Landscape(
 )
 
 
+def _table(name: str) -> Landscape | None:
+    """A recorded table of ``tabular.py`` as a landscape (None until its CSV is built).
+
+    Ordered levels are an ``Int`` index, unordered ones a ``Categorical``; an observation is
+    one recorded seed drawn at random, the loss the mean over the seeds; ``noise`` is the
+    pooled seed-to-seed std (only its being non-zero matters to ``observe``).
+    """
+    from tabular import TABLES, load, table_path
+
+    spec = TABLES[name]
+    if not table_path(name).exists():
+        return None
+    configs, values = load(name)
+    levels = {k: list(v) for k, v in spec.grid.items()}
+    space = Space(**{
+        k: Int(0, len(v) - 1) if k in spec.ordered else Categorical(list(v))
+        for k, v in levels.items()
+    })
+    index = {tuple(c.values()): i for i, c in enumerate(configs)}
+
+    def row(p: Params) -> int:
+        return index[tuple(levels[k][p[k]] if k in spec.ordered else p[k] for k in levels)]
+
+    means = values.mean(axis=1)
+    return Landscape(
+        name,
+        space,
+        lambda p: float(means[row(p)]),
+        floor=float(means.min()),
+        noise=float(np.sqrt(values.var(axis=1, ddof=1).mean())),
+        description=spec.description,
+        draw=lambda p, rng: float(values[row(p), int(rng.integers(values.shape[1]))]),
+    )
+
+
+TABLE_LANDSCAPES: dict[str, Landscape] = {
+    ls.name: ls for ls in (_table("mlp_digits"), _table("hgb_diabetes")) if ls is not None
+}
+
 TUNING: dict[str, Landscape] = dict(LANDSCAPES)
 """The landscapes the ES's and the surrogate's constants were chosen on."""
+if "mlp_digits" in TABLE_LANDSCAPES:
+    TUNING["mlp_digits"] = TABLE_LANDSCAPES["mlp_digits"]
 
 REPORTING: dict[str, Landscape] = {
     ls.name: ls for ls in (CONDITIONAL, BOOSTING, RUGGED, SPARSE, TWO_BASINS)
 }
+if "hgb_diabetes" in TABLE_LANDSCAPES:
+    REPORTING["hgb_diabetes"] = TABLE_LANDSCAPES["hgb_diabetes"]
 """Landscapes the verdict is reported on; no operator constant was tuned on them, but the
 surrogate's ``hypertiling`` initial design was chosen after the designs had been measured on
 them (docs/benchmarks.md)."""
 
+LANDSCAPES.update(TUNING)
 LANDSCAPES.update(REPORTING)
