@@ -1,0 +1,79 @@
+"""The recorded tabular problems of ``benchmarks/quality.py`` and runs on finite spaces.
+
+``benchmarks/tabular.py`` records every configuration of a grid with 3 seeds; ``_landscapes``
+turns a table into a landscape whose observation is one recorded seed and whose loss (what
+regret is measured on) is the mean of the three. The checks read the committed CSV on their
+own, so a wrong level for an index, a wrong row or a seed's value instead of the mean gives
+another number.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _landscapes  # noqa: E402
+import quality  # noqa: E402
+import tabular  # noqa: E402
+
+from evo_engine.space import Categorical, Int, Space  # noqa: E402
+
+
+def _recorded(name: str, **levels: str) -> list[float]:
+    """The three seeds' losses of one configuration, read straight from the CSV."""
+    with tabular.table_path(name).open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if all(r[k] == v for k, v in levels.items())]
+    assert sorted(int(r["seed"]) for r in rows) == [0, 1, 2]
+    return [float(r["loss"]) for r in rows]
+
+
+def test_a_table_landscape_reads_the_configuration_its_indices_name():
+    land = _landscapes.TABLE_LANDSCAPES["mlp_digits"]
+    # Indices into the grids: units 64, layers 2, alpha 0.1, lr 1e-4, batch 128.
+    p = {"units": 2, "layers": 1, "activation": "tanh", "alpha": 3, "lr": 0, "batch": 1}
+    seeds = _recorded("mlp_digits", units="64", layers="2", activation="tanh", alpha="0.1",
+                      lr="0.0001", batch="128")
+    assert land.loss(p) == pytest.approx(np.mean(seeds), rel=1e-12)
+    assert len(set(seeds)) == 3  # the seeds differ, so a seed's value is not the mean
+    rng = np.random.default_rng(5)
+    draws = {land.observe(p, rng) for _ in range(60)}
+    assert draws == set(seeds)  # one recorded seed per observation, each of them in turn
+    quiet = replace(land, noise=0.0)  # quality.py --noise-free
+    assert quiet.observe(p, rng) == land.loss(p)
+
+
+def test_a_table_landscapes_floor_is_its_best_mean_and_its_space_the_grid():
+    land = _landscapes.TABLE_LANDSCAPES["hgb_diabetes"]
+    configs, values = tabular.load("hgb_diabetes")
+    assert values.shape == (len(configs), 3) == (1152, 3)
+    assert land.floor == pytest.approx(values.mean(axis=1).min(), rel=1e-12)
+    grid = tabular.TABLES["hgb_diabetes"].grid
+    assert {k: (p.lo, p.hi) for k, p in land.space.items()} == {
+        k: (0, len(v) - 1) for k, v in grid.items()
+    }
+    best = configs[int(np.argmin(values.mean(axis=1)))]
+    p = {k: grid[k].index(v) for k, v in best.items()}
+    assert land.loss(p) == land.floor
+    assert "hgb_diabetes" in _landscapes.REPORTING and "mlp_digits" in _landscapes.TUNING
+
+
+@pytest.mark.parametrize("method", ["surrogate", "random"])
+def test_a_run_that_exhausts_a_finite_space_keeps_its_pick_for_later_checkpoints(method):
+    # 8 configurations, a budget of 100: the engine refuses to evaluate one twice by
+    # accident (SpaceExhausted); the run ends and reports its best at 32 and 100.
+    values = {(a, b): 0.3 + 0.1 * a + (0.05 if b == "y" else 0.0) for a in range(4)
+              for b in "xy"}
+    values[(2, "y")] = 0.1  # the optimum, not at a corner
+    land = _landscapes.Landscape(
+        "tiny", Space(a=Int(0, 3), b=Categorical(["x", "y"])),
+        lambda p: values[(p["a"], p["b"])], floor=0.1,
+    )
+    res = quality.simulate(land, method, seed=0, evals=100, workers=4)
+    assert res.loss_at == {32: 0.1, 100: 0.1}
