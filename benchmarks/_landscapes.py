@@ -408,12 +408,14 @@ TWO_BASINS = Landscape(
 )
 
 
-def _table(name: str) -> Landscape | None:
+def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
     """A recorded table of ``tabular.py`` as a landscape (None until its CSV is built).
 
-    Ordered levels are an ``Int`` index, unordered ones a ``Categorical``; an observation is
-    one recorded seed drawn at random, the loss the mean over the seeds; ``noise`` is the
-    pooled seed-to-seed std (only its being non-zero matters to ``observe``).
+    Ordered levels are an ``Int`` index, unordered ones a ``Categorical`` (with
+    ``ordered_as_categorical`` every parameter is a ``Categorical`` of its levels, as a user
+    may write a grid: "<name>_categorical"); an observation is one recorded seed drawn at
+    random, the loss the mean over the seeds; ``noise`` is the pooled seed-to-seed std (only
+    its being non-zero matters to ``observe``).
     """
     from tabular import TABLES, load, table_path
 
@@ -422,41 +424,42 @@ def _table(name: str) -> Landscape | None:
         return None
     configs, values = load(name)
     levels = {k: list(v) for k, v in spec.grid.items()}
+    ints = set() if ordered_as_categorical else spec.ordered
     space = Space(**{
-        k: Int(0, len(v) - 1) if k in spec.ordered else Categorical(list(v))
-        for k, v in levels.items()
+        k: Int(0, len(v) - 1) if k in ints else Categorical(list(v)) for k, v in levels.items()
     })
     index = {tuple(c.values()): i for i, c in enumerate(configs)}
 
     def row(p: Params) -> int:
-        return index[tuple(levels[k][p[k]] if k in spec.ordered else p[k] for k in levels)]
+        return index[tuple(levels[k][p[k]] if k in ints else p[k] for k in levels)]
 
     means = values.mean(axis=1)
     return Landscape(
-        name,
+        name + ("_categorical" if ordered_as_categorical else ""),
         space,
         lambda p: float(means[row(p)]),
         floor=float(means.min()),
         noise=float(np.sqrt(values.var(axis=1, ddof=1).mean())),
-        description=spec.description,
+        description=spec.description + (", all categorical" if ordered_as_categorical else ""),
         draw=lambda p, rng: float(values[row(p), int(rng.integers(values.shape[1]))]),
     )
 
 
 TABLE_LANDSCAPES: dict[str, Landscape] = {
-    ls.name: ls for ls in (_table("mlp_digits"), _table("hgb_diabetes")) if ls is not None
+    ls.name: ls
+    for ls in (_table("mlp_digits"), _table("mlp_digits", ordered_as_categorical=True),
+               _table("hgb_diabetes"), _table("hgb_diabetes", ordered_as_categorical=True))
+    if ls is not None
 }
 
 TUNING: dict[str, Landscape] = dict(LANDSCAPES)
 """The landscapes the ES's and the surrogate's constants were chosen on."""
-if "mlp_digits" in TABLE_LANDSCAPES:
-    TUNING["mlp_digits"] = TABLE_LANDSCAPES["mlp_digits"]
+TUNING.update({k: v for k, v in TABLE_LANDSCAPES.items() if k.startswith("mlp_digits")})
 
 REPORTING: dict[str, Landscape] = {
     ls.name: ls for ls in (CONDITIONAL, BOOSTING, RUGGED, SPARSE, TWO_BASINS)
 }
-if "hgb_diabetes" in TABLE_LANDSCAPES:
-    REPORTING["hgb_diabetes"] = TABLE_LANDSCAPES["hgb_diabetes"]
+REPORTING.update({k: v for k, v in TABLE_LANDSCAPES.items() if k.startswith("hgb_diabetes")})
 """Landscapes the verdict is reported on; no operator constant was tuned on them, but the
 surrogate's ``hypertiling`` initial design was chosen after the designs had been measured on
 them (docs/benchmarks.md)."""

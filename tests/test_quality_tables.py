@@ -47,6 +47,13 @@ def test_a_table_landscape_reads_the_configuration_its_indices_name():
     assert draws == set(seeds)  # one recorded seed per observation, each of them in turn
     quiet = replace(land, noise=0.0)  # quality.py --noise-free
     assert quiet.observe(p, rng) == land.loss(p)
+    # The same table with every parameter a Categorical of its levels (how a user may write
+    # an ordinal grid): the same configuration, by value.
+    cat = _landscapes.TABLE_LANDSCAPES["mlp_digits_categorical"]
+    assert all(q.kind == "categorical" for _, q in cat.space.items())
+    by_value = {"units": 64, "layers": 2, "activation": "tanh", "alpha": 0.1, "lr": 1e-4,
+                "batch": 128}
+    assert cat.loss(by_value) == land.loss(p) and cat.floor == land.floor
 
 
 def test_a_table_landscapes_floor_is_its_best_mean_and_its_space_the_grid():
