@@ -10,15 +10,22 @@ Reported per landscape and method: the regret (noise-free loss of the configurat
 method *reports* as best, minus the landscape's floor) after 100, 300 and 1000 evaluations,
 median and quartiles over the seeds. evo_engine reports its incumbent (the best estimated
 mean, ``Optimizer.best``); every peer reports its best observed value, as its user would read
-it. On a noisy landscape the two differ: the best observed is the luckiest draw. Landscapes come in two groups (``_landscapes.py``): ``tuning``, the
-five the operators' constants were chosen on, and ``reporting``, written afterwards and used
-for nothing but the verdict. The verdict, at each checkpoint: the default operator
-(``surrogate``) is best of {Optuna TPE, Optuna CMA-ES, random search, the previous default ES}
-(all with their defaults) and Optuna's multivariate TPE with the constant liar (what Optuna
-advises for parallel workers), on at least two thirds of the reporting landscapes, and never
-worse than 1.25 × the best; a tie is not a win. Prints a table, the verdict, then one JSON
-line (with Optuna's version). ``--noise-free`` runs the landscapes without their noise: the
-check that noise handling costs the deterministic case nothing.
+it. On a noisy landscape the two differ: the best observed is the luckiest draw. Landscapes
+come in two groups (``_landscapes.py``): ``tuning``, the ones the operators' constants were
+chosen on, and ``reporting``, written afterwards and used for nothing but the verdict. Each
+group holds one real table (``tabular.py``: every configuration of a grid trained with 3
+seeds, an observation is one recorded seed), in two encodings: ordered levels as ``Int``
+indices, and every parameter ``Categorical``. A method that has evaluated every configuration
+of such a finite space ends its run there (the engine never evaluates one twice by
+accident) and keeps what it reports for the later checkpoints. The verdict, at each
+checkpoint: the default operator (``surrogate``) is best of the baselines (``BASELINES``:
+Optuna's TPE with its defaults, which since Optuna 5 are multivariate with the constant
+liar, as Optuna advises for parallel workers, so ``tpe`` and ``tpe-mv`` coincide there; the
+classic independent TPE; Optuna's CMA-ES; random search; the previous default ES) on at
+least two thirds of the reporting landscapes, and never worse than 1.25 × the best; a tie
+is not a win. Prints a table, the verdict, then one JSON line (with Optuna's version).
+``--noise-free`` runs the landscapes without their noise (a table: the mean of its seeds):
+the check that noise handling costs the deterministic case nothing.
 
 ``surrogate-race`` is the default with intensification (``intensify=3``, docs/noise.md); the
 race length 3 was set before any landscape was run (SMAC-like) and not tuned.
@@ -455,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(
         benchmark="quality",
         optuna=_optuna_version(),
+        python=sys.version.split()[0],
+        numpy=np.__version__,
         noise_free=args.noise_free,
         command=" ".join(sys.argv),
         seeds=args.seeds,
