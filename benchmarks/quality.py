@@ -338,6 +338,18 @@ def _regrets(runs: list[RunResult], n: int, floor: float) -> np.ndarray:
     return np.array([r.loss_at[n] - floor for r in runs if n in r.loss_at])
 
 
+def _paired(ours: list[RunResult], theirs: list[RunResult], n: int) -> dict[str, int]:
+    """Seed by seed (the runs of a method are in seed order): how often ``ours`` reported a
+    better, a worse or an equal configuration at ``n`` evaluations than ``theirs``."""
+    pairs = [(a.loss_at[n], b.loss_at[n]) for a, b in zip(ours, theirs, strict=True)
+             if n in a.loss_at and n in b.loss_at]
+    return {
+        "wins": sum(a < b for a, b in pairs),
+        "losses": sum(a > b for a, b in pairs),
+        "ties": sum(a == b for a, b in pairs),
+    }
+
+
 def summarise(
     results: dict[str, dict[str, list[RunResult]]], evals: int, operator: str
 ) -> dict[str, Any]:
@@ -346,7 +358,8 @@ def summarise(
     Regret is the noise-free loss of the best-observed configuration minus the landscape's
     floor. The verdict is checked on the reporting landscapes only, at every checkpoint:
     ``operator``'s median regret must be the best of the baselines on at least two thirds
-    of them and never above 1.25 × the best baseline's.
+    of them and never above 1.25 × the best baseline's. Beside each verdict, the seed-by-seed
+    count against that best baseline (``paired``): a median is one number of a few seeds.
     """
     checkpoints = [n for n in CHECKPOINTS if n <= evals]
     table: dict[str, dict[str, dict[str, Any]]] = {}
@@ -386,6 +399,7 @@ def summarise(
                 "best": ours < base[best],  # a tie is not a win
                 "tie": ours == base[best],
                 "within_125": ratio <= 1.25,
+                "paired": _paired(results[name][operator], results[name][best], n),
             }
         if rows:
             wins = sum(r["best"] for r in rows.values())
@@ -416,13 +430,15 @@ def print_table(summary: dict[str, Any], evals: int) -> None:
             print(f"  {m:<10}{cells}{v['cpu_s']:>8.1f}")
     op = summary["verdict"]["operator"]
     for n, v in summary["verdict"]["at"].items():
-        print(f"\nverdict at {n} evaluations ({op} vs the best of {', '.join(BASELINES)}):")
+        print(f"\nverdict at {n} evaluations ({op} vs the best of {', '.join(BASELINES)};")
+        print("  last column: seeds on which it reported a better/worse/equal configuration)")
         for name, r in v["landscapes"].items():
             tag = "best" if r["best"] else ("tie" if r.get("tie") else (
                 "within 1.25x" if r["within_125"] else "MISSED"))
+            pr = r["paired"]
             print(
                 f"  {name:<16}{r['ours']:.4f} vs {r['best_baseline']} {r['baseline']:.4f}"
-                f"  ratio {r['ratio']:.2f}  {tag}"
+                f"  ratio {r['ratio']:.2f}  {tag:<12} {pr['wins']}/{pr['losses']}/{pr['ties']}"
             )
         print(f"  best on {v['best_on']}/{v['of']}; target met: {v['met']}")
 

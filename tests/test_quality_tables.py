@@ -84,3 +84,19 @@ def test_a_run_that_exhausts_a_finite_space_keeps_its_pick_for_later_checkpoints
     )
     res = quality.simulate(land, method, seed=0, evals=100, workers=4)
     assert res.loss_at == {32: 0.1, 100: 0.1}
+
+
+def test_the_verdict_counts_seed_by_seed_against_the_best_baseline():
+    # Medians say the surrogate is best (0.255 vs 0.30); seed by seed it is better on two,
+    # worse on one (a long tail), equal on one: the count must say so, pairing seed i with i.
+    def runs(values):
+        return [quality.RunResult({100: v}, {100: 0.0}, 0.0) for v in values]
+
+    results = {"two_basins": {
+        "surrogate": runs([0.20, 0.25, 0.90, 0.26]),
+        "random": runs([0.30, 0.30, 0.30, 0.26]),
+        "es": runs([0.95, 0.95, 0.95, 0.95]),
+    }}
+    row = quality.summarise(results, 100, "surrogate")["verdict"]["at"]["100"]["landscapes"]
+    assert row["two_basins"]["best_baseline"] == "random" and row["two_basins"]["best"]
+    assert row["two_basins"]["paired"] == {"wins": 2, "losses": 1, "ties": 1}
