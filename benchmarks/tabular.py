@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import os
 
-# One core per process (the pool has --jobs of them): BLAS and OpenMP read these at import.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if __name__ == "__main__":
+    # One core per process (the pool has --jobs of them): BLAS and OpenMP read these at
+    # import, so before numpy's; not when quality.py imports this module to read a table.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
