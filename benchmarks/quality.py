@@ -432,12 +432,13 @@ def print_table(summary: dict[str, Any], evals: int) -> None:
     for n, v in summary["verdict"]["at"].items():
         print(f"\nverdict at {n} evaluations ({op} vs the best of {', '.join(BASELINES)};")
         print("  last column: seeds on which it reported a better/worse/equal configuration)")
+        width = max(16, *(len(name) + 1 for name in v["landscapes"]))
         for name, r in v["landscapes"].items():
             tag = "best" if r["best"] else ("tie" if r.get("tie") else (
                 "within 1.25x" if r["within_125"] else "MISSED"))
             pr = r["paired"]
             print(
-                f"  {name:<16}{r['ours']:.4f} vs {r['best_baseline']} {r['baseline']:.4f}"
+                f"  {name:<{width}}{r['ours']:.4f} vs {r['best_baseline']} {r['baseline']:.4f}"
                 f"  ratio {r['ratio']:.2f}  {tag:<12} {pr['wins']}/{pr['losses']}/{pr['ties']}"
             )
         print(f"  best on {v['best_on']}/{v['of']}; target met: {v['met']}")
