@@ -471,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[RunResult]]] = {n: {m: [] for m in methods} for n in names}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for name, method, _, res in pool.map(_job, jobs):
-            results[name][method].append(res)
+        done = sorted(pool.map(_job, jobs), key=lambda r: r[2])
+    # Each method's runs in seed order: the verdict's seed-by-seed count pairs them by index.
+    for name, method, _, res in done:
+        results[name][method].append(res)
     summary = summarise(results, args.evals, args.operator)
     print_table(summary, args.evals)
     print(f"\n{len(jobs)} runs in {time.perf_counter() - t0:.0f} s; optuna {_optuna_version()}")
