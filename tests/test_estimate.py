@@ -117,6 +117,17 @@ def test_the_resolution_note_names_the_noise_and_the_spread() -> None:
     assert len(note) < 200
 
 
+def test_without_repeats_the_note_says_the_noise_is_unmeasured() -> None:
+    # Three configurations seen once: the best is one draw, and the note must say so rather
+    # than nothing (a user read the luckiest draw as the best estimate).
+    est = summarize_groups([("a", 0, 1.0), ("b", 1, 0.9), ("c", 2, 1.2)])
+    note = resolution_note(est.values())
+    assert note is not None and "not measured" in note and "intensify=3" in note
+    assert resolution_note(summarize_groups([("a", 0, 1.0)]).values()) is None
+    assert "not measured" not in resolution_note(
+        summarize_groups([("a", 0, 1.0), ("a", 1, 1.1), ("b", 2, 0.9)]).values())
+
+
 def test_with_repeats_best_is_the_mean_not_the_luckiest_draw() -> None:
     """``repeats`` re-evaluates promising configurations; a lucky first draw whose repeats
     come out poor must not stay best (it did: best was the minimum single draw)."""

@@ -70,7 +70,8 @@ class Summary:
     luckiest: str | None = None
     """The luckiest single draw, labelled as such (None when it is the incumbent's only one)."""
     noise: str | None = None
-    """The seed noise beside the top configurations' spread (None without repeats)."""
+    """The seed noise beside the top configurations' spread, or that it was not measured
+    (nothing evaluated twice); None for a single configuration."""
     pbt: bool = False
     """A population-based training: its evaluations are intervals, each ranked on its own."""
     damaged: bool = False

@@ -32,7 +32,12 @@ from evo_engine.job.walltime import Deadline
 from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
-from evo_engine.search.estimate import describe_best, describe_luckiest, resolution_note
+from evo_engine.search.estimate import (
+    UNMEASURED,
+    describe_best,
+    describe_luckiest,
+    resolution_note,
+)
 from evo_engine.search.messages import EvalState, Task
 from evo_engine.store import rundir
 from evo_engine.store.journal import NAME as JOURNAL_NAME
@@ -722,8 +727,12 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
         for name, value in engine.space.decode(best.genome).items():
             say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
         lucky = engine.tracker.luckiest()
-        for text in (describe_luckiest(est, lucky) if lucky else None,
-                     resolution_note(engine.tracker.estimates().values(), 10)):
+        note = resolution_note(engine.tracker.estimates().values(), 10)
+        if note is None and engine.counts[EvalState.COMPLETE] >= 2:
+            # Without races or repeats the tracker keeps only the incumbent (intensify.py),
+            # so it cannot count configurations; nothing was repeated, as `analyze` says.
+            note = UNMEASURED
+        for text in (describe_luckiest(est, lucky) if lucky else None, note):
             if text:
                 say(text)
     if engine.front:

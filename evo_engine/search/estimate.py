@@ -135,13 +135,22 @@ def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
             f"mean {lucky.mean:.6g} over {lucky.n}): not the best estimate")
 
 
+UNMEASURED = ("seed noise not measured (no configuration evaluated twice): the best is one "
+              "draw; if the objective is noisy, set intensify=3 (docs/noise.md)")
+"""What ``resolution_note`` says when nothing was repeated."""
+
+
 def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
     """One sentence: the seed noise beside the spread of the ``top`` best means (all
-    configurations, by mean: the ones a user would read as the leaders)."""
+    configurations, by mean: the ones a user would read as the leaders), or, when nothing
+    was evaluated twice, that the noise is unmeasured (None for a single configuration)."""
     es = sorted(estimates, key=lambda e: e.mean)
     noise = pooled_noise(es)
     if noise is None:
-        return None
+        # Nothing repeated: on a noisy objective the best is then the luckiest of many single
+        # draws (on real tables it named a configuration 2-4x worse than the best one the
+        # search had evaluated: docs/noise.md), and nothing in the run can tell.
+        return UNMEASURED if len(es) >= 2 else None
     sigma, dof = noise
     head = es[:top]
     spread = head[-1].mean - head[0].mean
@@ -154,6 +163,6 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
             f"{spread:.3g}: {verdict}")
 
 
-__all__ = ["DECISIVE", "PESSIMISM", "Estimate", "decisive", "describe_best", "describe_luckiest",
-           "incumbent", "luckiest", "make_estimate", "pessimistic", "pooled_noise",
-           "rank_estimates", "resolution_note", "summarize_groups"]
+__all__ = ["DECISIVE", "PESSIMISM", "UNMEASURED", "Estimate", "decisive", "describe_best",
+           "describe_luckiest", "incumbent", "luckiest", "make_estimate", "pessimistic",
+           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]
