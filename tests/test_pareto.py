@@ -279,6 +279,8 @@ def test_a_constrained_run_records_infeasible_rows_and_analyze_writes_the_front(
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "Pareto front (a min, b min; subject to mem <= 30)" in out.stdout
+    # Races cannot run with several objectives: no advice to set intensify, run or analyze.
+    assert "intensify" not in run.stdout and "intensify" not in out.stdout
     with (tmp_path / "front.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     x = np.array([float(r["x"]) for r in rows])

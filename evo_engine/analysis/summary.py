@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from evo_engine.search.estimate import (
+    UNMEASURED,
     Estimate,
     describe_best,
     describe_luckiest,
@@ -237,9 +238,22 @@ def summarize(run: Run, top: int = 10) -> Summary:
         timing=timing,
         best_estimate=est,
         luckiest=describe_luckiest(est, lucky) if est and lucky else None,
-        noise=resolution_note(ranked, 10),
+        noise=_noise_note(run, ranked),
         pbt=is_pbt(run),
     )
+
+
+def _noise_note(run: Run, ranked: list[Estimate]) -> str | None:
+    """``resolution_note``, without its advice to race where races cannot run (a PBT,
+    synchronous or multi-objective run: its intervals or objectives are not one noisy
+    fitness)."""
+    from evo_engine.analysis.front import objectives_of
+
+    note = resolution_note(ranked, 10)
+    if note == UNMEASURED and (is_pbt(run) or bool(run.attrs.get("sync", False))
+                               or objectives_of(run) is not None):
+        return None
+    return note
 
 
 def fmt_value(v: Any) -> str:

@@ -728,9 +728,12 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
             say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
         lucky = engine.tracker.luckiest()
         note = resolution_note(engine.tracker.estimates().values(), 10)
-        if note is None and engine.counts[EvalState.COMPLETE] >= 2:
+        cfg = engine.config
+        if (note is None and engine.counts[EvalState.COMPLETE] >= 2
+                and not (cfg.pbt or cfg.sync or cfg.objectives)):
             # Without races or repeats the tracker keeps only the incumbent (intensify.py),
-            # so it cannot count configurations; nothing was repeated, as `analyze` says.
+            # so it cannot count configurations; nothing was repeated, as `analyze` says
+            # (which also leaves the advice out where races cannot run).
             note = UNMEASURED
         for text in (describe_luckiest(est, lucky) if lucky else None, note):
             if text:
