@@ -25,7 +25,7 @@ def test_local_run_records_exactly_the_budget(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "best fitness" in r.stdout and "finished: 60/60" in r.stdout
     # No races, no repeats: the best is one draw, and the end of the run says so.
-    assert "seed noise not measured" in r.stdout
+    assert "seed noise not measured" in r.stdout and "set intensify=3" in r.stdout
     z = zarr.open(str(tmp_path / "runs/r1/run.zarr"), mode="r")
     assert z.attrs["status"] == "finished"
     n = z["evaluations"].attrs["committed"]

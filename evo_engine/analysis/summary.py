@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from evo_engine.search.estimate import (
+    RACE_ADVICE,
     UNMEASURED,
     Estimate,
     describe_best,
@@ -244,16 +245,18 @@ def summarize(run: Run, top: int = 10) -> Summary:
 
 
 def _noise_note(run: Run, ranked: list[Estimate]) -> str | None:
-    """``resolution_note``, without its advice to race where races cannot run (a PBT,
-    synchronous or multi-objective run: its intervals or objectives are not one noisy
-    fitness)."""
+    """``resolution_note``; where nothing was repeated, with the advice to race where races
+    could run but were off, and no line at all where they cannot run (a PBT, synchronous
+    or multi-objective run: its intervals or objectives are not one noisy fitness)."""
     from evo_engine.analysis.front import objectives_of
 
     note = resolution_note(ranked, 10)
-    if note == UNMEASURED and (is_pbt(run) or bool(run.attrs.get("sync", False))
-                               or objectives_of(run) is not None):
+    if note != UNMEASURED:
+        return note
+    if is_pbt(run) or bool(run.attrs.get("sync", False)) or objectives_of(run) is not None:
         return None
-    return note
+    desc = run.attrs.get("fingerprint_description") or {}
+    return note if desc.get("intensify") or desc.get("repeats") else note + RACE_ADVICE
 
 
 def fmt_value(v: Any) -> str:

@@ -33,6 +33,7 @@ from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
 from evo_engine.search.estimate import (
+    RACE_ADVICE,
     UNMEASURED,
     describe_best,
     describe_luckiest,
@@ -729,12 +730,11 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
         lucky = engine.tracker.luckiest()
         note = resolution_note(engine.tracker.estimates().values(), 10)
         cfg = engine.config
-        if (note is None and engine.counts[EvalState.COMPLETE] >= 2
-                and not (cfg.pbt or cfg.sync or cfg.objectives)):
+        if (note is None and engine.counts[EvalState.COMPLETE] >= 2 and cfg.intensify <= 1
+                and not (cfg.repeats or cfg.pbt or cfg.sync or cfg.objectives)):
             # Without races or repeats the tracker keeps only the incumbent (intensify.py),
-            # so it cannot count configurations; nothing was repeated, as `analyze` says
-            # (which also leaves the advice out where races cannot run).
-            note = UNMEASURED
+            # so it cannot count configurations: nothing was repeated, and races could run.
+            note = UNMEASURED + RACE_ADVICE
         for text in (describe_luckiest(est, lucky) if lucky else None, note):
             if text:
                 say(text)

@@ -135,9 +135,11 @@ def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
             f"mean {lucky.mean:.6g} over {lucky.n}): not the best estimate")
 
 
-UNMEASURED = ("seed noise not measured (no configuration evaluated twice): the best is one "
-              "draw; if the objective is noisy, set intensify=3 (docs/noise.md)")
+UNMEASURED = "seed noise not measured (no configuration evaluated twice): the best is one draw"
 """What ``resolution_note`` says when nothing was repeated."""
+RACE_ADVICE = "; if the objective is noisy, set intensify=3 (docs/noise.md)"
+"""Appended to ``UNMEASURED`` by the run's summary and ``analyze`` where races could run but
+were off (no ``intensify``, no ``repeats``; not PBT, synchronous or multi-objective)."""
 
 
 def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
@@ -163,6 +165,6 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
             f"{spread:.3g}: {verdict}")
 
 
-__all__ = ["DECISIVE", "PESSIMISM", "UNMEASURED", "Estimate", "decisive", "describe_best",
+__all__ = ["DECISIVE", "PESSIMISM", "RACE_ADVICE", "UNMEASURED", "Estimate", "decisive", "describe_best",
            "describe_luckiest", "incumbent", "luckiest", "make_estimate", "pessimistic",
            "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]
