@@ -293,6 +293,12 @@ def simulate(
             seq += 1
             issued += 1
 
+    def score(n: int) -> None:
+        """Record, as at ``n`` evaluations, the noise-free loss of what the method reports."""
+        mine = reported() if reported is not None else None
+        loss_at[n] = best_true if mine is None else landscape.loss(mine)
+        wall_at[n] = now
+
     dispatch()
     while events:
         now, _, worker, handle, params = heapq.heappop(events)
@@ -302,18 +308,14 @@ def simulate(
         if observed < best_seen:
             best_seen, best_true = observed, landscape.loss(params)
         if done in CHECKPOINTS:
-            mine = reported() if reported is not None else None
-            loss_at[done] = best_true if mine is None else landscape.loss(mine)
-            wall_at[done] = now
+            score(done)
         idle.append(worker)
         dispatch()
     # A run that ended below its budget (every configuration of a finite space evaluated)
     # keeps what it reports at the end, as its user would.
     for n in CHECKPOINTS:
         if done < n <= evals:
-            mine = reported() if reported is not None else None
-            loss_at[n] = best_true if mine is None else landscape.loss(mine)
-            wall_at[n] = now
+            score(n)
     return RunResult(loss_at, wall_at, time.perf_counter() - t0)
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from evo_engine.search.estimate import (
-    RACE_ADVICE,
     UNMEASURED,
     Estimate,
     describe_best,
     describe_luckiest,
     luckiest,
     resolution_note,
+    unmeasured_note,
 )
 from evo_engine.search.messages import EvalState
 from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, run_estimates
@@ -245,18 +245,16 @@ def summarize(run: Run, top: int = 10) -> Summary:
 
 
 def _noise_note(run: Run, ranked: list[Estimate]) -> str | None:
-    """``resolution_note``; where nothing was repeated, with the advice to race where races
-    could run but were off, and no line at all where they cannot run (a PBT, synchronous
-    or multi-objective run: its intervals or objectives are not one noisy fitness)."""
-    from evo_engine.analysis.front import objectives_of
-
+    """``resolution_note``; where nothing was repeated, what ``unmeasured_note`` says for the
+    run's stored search settings (the same words as the end of the run)."""
     note = resolution_note(ranked, 10)
     if note != UNMEASURED:
         return note
-    if is_pbt(run) or bool(run.attrs.get("sync", False)) or objectives_of(run) is not None:
-        return None
-    desc = run.attrs.get("fingerprint_description") or {}
-    return note if desc.get("intensify") or desc.get("repeats") else note + RACE_ADVICE
+    settings = dict(run.attrs.get("fingerprint_description") or {})
+    # What the log and the attributes show, for a store written without the description.
+    settings["pbt"] = settings.get("pbt") or is_pbt(run)
+    settings["sync"] = settings.get("sync") or bool(run.attrs.get("sync", False))
+    return unmeasured_note(settings)
 
 
 def fmt_value(v: Any) -> str:

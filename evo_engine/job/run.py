@@ -33,11 +33,11 @@ from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
 from evo_engine.search.estimate import (
-    RACE_ADVICE,
     UNMEASURED,
     describe_best,
     describe_luckiest,
     resolution_note,
+    unmeasured_note,
 )
 from evo_engine.search.messages import EvalState, Task
 from evo_engine.store import rundir
@@ -729,12 +729,10 @@ def _print_summary(print_fn: Callable[[str], None], scenario: Scenario, engine: 
             say(f"  {name} = {value!r}" if isinstance(value, str) else f"  {name} = {value:.6g}")
         lucky = engine.tracker.luckiest()
         note = resolution_note(engine.tracker.estimates().values(), 10)
-        cfg = engine.config
-        if (note is None and engine.counts[EvalState.COMPLETE] >= 2 and cfg.intensify <= 1
-                and not (cfg.repeats or cfg.pbt or cfg.sync or cfg.objectives)):
+        if note in (None, UNMEASURED) and engine.counts[EvalState.COMPLETE] >= 2:
             # Without races or repeats the tracker keeps only the incumbent (intensify.py),
-            # so it cannot count configurations: nothing was repeated, and races could run.
-            note = UNMEASURED + RACE_ADVICE
+            # so it cannot count configurations; either way nothing was repeated.
+            note = unmeasured_note(engine.config.describe())
         for text in (describe_luckiest(est, lucky) if lucky else None, note):
             if text:
                 say(text)

@@ -27,8 +27,9 @@ Pure functions of plain values: no engine, no store.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 DECISIVE = 3.0
 """Standard errors by which a lead is decisive: set a priori (the 3-sigma convention), not
@@ -137,9 +138,19 @@ def describe_luckiest(best: Estimate, lucky: Estimate) -> str | None:
 
 UNMEASURED = "seed noise not measured (no configuration evaluated twice): the best is one draw"
 """What ``resolution_note`` says when nothing was repeated."""
-RACE_ADVICE = "; if the objective is noisy, set intensify=3 (docs/noise.md)"
-"""Appended to ``UNMEASURED`` by the run's summary and ``analyze`` where races could run but
-were off (no ``intensify``, no ``repeats``; not PBT, synchronous or multi-objective)."""
+
+
+def unmeasured_note(settings: Mapping[str, Any]) -> str | None:
+    """What the end of a run and ``analyze`` say when nothing was repeated, for a run of these
+    search settings (``EngineConfig.describe()``, as the store keeps them): nothing where races
+    cannot run (PBT, synchronous, several objectives: not one noisy fitness); ``UNMEASURED``
+    where races or repeats were on; with the advice to race where they could run but were
+    off."""
+    if settings.get("pbt") or settings.get("sync") or settings.get("objectives"):
+        return None
+    if settings.get("intensify") or settings.get("repeats"):
+        return UNMEASURED
+    return UNMEASURED + "; if the objective is noisy, set intensify=3 (docs/noise.md)"
 
 
 def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
@@ -165,6 +176,7 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
             f"{spread:.3g}: {verdict}")
 
 
-__all__ = ["DECISIVE", "PESSIMISM", "RACE_ADVICE", "UNMEASURED", "Estimate", "decisive", "describe_best",
+__all__ = ["DECISIVE", "PESSIMISM", "UNMEASURED", "Estimate", "decisive", "describe_best",
            "describe_luckiest", "incumbent", "luckiest", "make_estimate", "pessimistic",
-           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups"]
+           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups",
+           "unmeasured_note"]
