@@ -33,6 +33,7 @@ from evo_engine.search.dedupe import (
     unseen_configurations,
 )
 from evo_engine.search.engine import Engine, EngineConfig
+from evo_engine.search.intensify import RACE
 from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.space import Categorical, Float, Int, Space
 from evo_engine.store.replay import rebuild_engine
@@ -172,8 +173,15 @@ def test_unseen_configurations_lists_what_is_left() -> None:
 def test_an_exhausted_space_stops_issuing_and_the_run_finishes(operator: str) -> None:
     eng = Engine(TINY, EngineConfig(max_evals=20, islands=2, population_size=3, operator=operator))
     tasks = drive(eng, workers=2)
-    assert len(tasks) == 6 == distinct(tasks), "every configuration once, then nothing"
-    assert eng.n_finished == 6 and eng.budget_left == 14
+    fresh = [t for t in tasks if t.reevaluation_of < 0]
+    assert len(fresh) == 6 == distinct(tasks), "every configuration once"
+    # then one re-evaluation of the incumbent measures the noise: 0, so nothing more
+    (probe,) = [t for t in tasks if t.reevaluation_of >= 0]
+    # (the incumbent when the sixth was issued: told before it, with a draw equal to its first)
+    assert probe.operator == RACE and probe.told_before == 5
+    assert probe.reevaluation_of in {t.uid for t in fresh[:5]}
+    assert eng.tracker.noise() == (0.0, 1)
+    assert eng.n_finished == 7 and eng.budget_left == 13
     assert eng.done and eng.ask(0) is None
     assert "search space exhausted: all 6 distinct configurations" in eng.dedupe.exhausted
 
@@ -185,7 +193,11 @@ def test_exhaustion_waits_for_the_evaluations_in_flight() -> None:
     assert not eng.done, "six evaluations are still running"
     for t in tasks:
         eng.tell(Result(uid=t.uid, worker=0, fitness=1.0))
-    assert eng.done
+    assert not eng.done, "the probe of the noise is still to run"
+    probe = eng.ask(0)
+    assert probe.reevaluation_of == 0 and eng.ask(0) is None
+    eng.tell(Result(uid=probe.uid, worker=0, fitness=1.0))
+    assert eng.done and eng.ask(0) is None
 
 
 def test_exhausted_run_ends_finished_with_a_logged_warning(tmp_path: Path) -> None:
@@ -202,11 +214,11 @@ def test_exhausted_run_ends_finished_with_a_logged_warning(tmp_path: Path) -> No
                        timeout=180)
     assert r.returncode == 0, r.stderr
     assert "warning: search space exhausted: all 6 distinct configurations" in r.stderr
-    assert "finished: 6/20 evaluations" in r.stdout
+    assert "finished: 7/20 evaluations" in r.stdout  # 6 and the probe that found no noise
     events = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
-    assert [e["finished"] for e in events if e["event"] == "space_exhausted"] == [6]
+    assert [e["finished"] for e in events if e["event"] == "space_exhausted"] == [7]
     h = load_history(tmp_path / "run")
-    assert len(h["uid"]) == 6 and load_run(tmp_path / "run").attrs["status"] == "finished"
+    assert len(h["uid"]) == 7 and load_run(tmp_path / "run").attrs["status"] == "finished"
 
 
 # -- resume and the ask/tell API -----------------------------------------------------------------
@@ -271,6 +283,9 @@ def test_optimizer_says_when_the_space_is_exhausted() -> None:
     for _ in range(6):
         c = opt.ask()
         opt.tell(c, 1.0)
+    probe = opt.ask()  # the incumbent again: is the objective noisy?
+    assert probe.operator == RACE and probe.params == opt.best.params
+    opt.tell(probe, 1.0)  # no: nothing more
     with pytest.raises(SpaceExhausted, match="all 6 distinct configurations"):
         opt.ask()
 
@@ -449,6 +464,7 @@ def test_the_unseen_index_picks_what_listing_the_space_would_and_lists_it_once(m
     products.clear()
     eng = Engine(SMALL, EngineConfig(max_evals=400, islands=2, population_size=4, operator="ga"))
     tasks = drive(eng, workers=3)
-    assert len(tasks) == 192 == distinct(tasks) and "dedupe:remaining" in {t.operator for t in tasks}
+    fresh = [t for t in tasks if t.reevaluation_of < 0]  # (and the probe of the noise)
+    assert len(fresh) == 192 == distinct(tasks) and "dedupe:remaining" in {t.operator for t in tasks}
     assert len(products) == 1, "the space is listed once per run, not once per ask"
     assert Registry().unseen(MIXED) is None, "continuous: nothing to list"

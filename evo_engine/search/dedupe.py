@@ -15,10 +15,10 @@ complete, failed, pruned or still in flight — and issues none of them again by
    needed and keeps up to date with every configuration registered after (listing the whole
    space again on each ask cost 4 s an ask at 100,000 configurations left);
 4. when nothing is left the space is *exhausted*: no new configuration is issued (deliberate
-   re-evaluations still are), the evaluations in flight finish, and the run ends as finished
-   with fewer evaluations than its budget; ``Dedupe.exhausted`` holds the message the run logs
-   as a warning. Spending the rest of the budget on repeats would buy nothing on a
-   deterministic objective, and a noisy one has the ``repeats`` switch for that.
+   re-evaluations still are: in a space small enough, ``Tracker.leftover_pick`` spends the
+   budget left on the leaders of a noisy objective, after one probe found it noisy), the
+   evaluations in flight finish, and the run ends as finished with fewer evaluations than
+   its budget; ``Dedupe.exhausted`` holds the message the run logs as a warning.
 
 Every draw comes from the island's own generators, so ``Engine.ask`` stays a deterministic
 function of the engine's state and a replay re-creates the same tasks. The registry is not in

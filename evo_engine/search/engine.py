@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evo_engine.search.dedupe import Dedupe, Pick
+from evo_engine.search.dedupe import Dedupe, Pick, space_size
 from evo_engine.search.estimate import Estimate
-from evo_engine.search.intensify import RACE, Tracker, race_seed
+from evo_engine.search.intensify import LEFTOVER_LIMIT, RACE, RacePick, Tracker, race_seed
 from evo_engine.search.island import Island
 from evo_engine.search.keys import config_key, genome_digest, interval_key
 from evo_engine.search.messages import (
@@ -216,7 +216,11 @@ class Engine:
         not stored): its sizes are the islands' loads, and a model's ask lists its island's
         without a pass over every island's (0.47 ms an ask at 4,096 workers)."""
         self._neighbours = self._make_neighbours()
-        self.tracker = Tracker(config.intensify, keep_all=config.repeats > 0)
+        self._leftover = (not config.sync and config.pbt is None and config.objectives is None
+                          and (space_size(space) or LEFTOVER_LIMIT + 1) <= LEFTOVER_LIMIT)
+        """A finite space small enough to keep every configuration: once it is exhausted,
+        the budget left re-evaluates the leaders if the objective is noisy (intensify.py)."""
+        self.tracker = Tracker(config.intensify, keep_all=config.repeats > 0 or self._leftover)
         """Configurations and their estimates; the incumbent and the races (intensify.py)."""
         self.pruner = ASHA(config.pruning) if config.pruning else None
         self.dedupe = Dedupe(space, config.repeats, config.population_size)
@@ -254,7 +258,8 @@ class Engine:
         """Nothing is in flight and nothing more will be issued."""
         if self.in_flight:
             return False
-        exhausted = self.dedupe.nothing_to_issue and not self.pending and not self.tracker.queue
+        exhausted = (self.dedupe.nothing_to_issue and not self.pending and not self.tracker.queue
+                     and not self._leftover_wanted())
         return self.stopping or self.n_finished >= self.max_evals or exhausted
 
     def stop_issuing(self) -> None:
@@ -365,7 +370,7 @@ class Engine:
         if island.operator.wants_in_flight:  # a model-based operator (see operators/base.py)
             island.operator.see_in_flight(list(self._flying[island.index].values()))
         pick = (self._warm_pick(island) or self._race_pick()
-                or self.dedupe.next_pick(island, self.islands))
+                or self.dedupe.next_pick(island, self.islands) or self._leftover_pick())
         if pick is None:
             return None
         uid = self.next_uid
@@ -430,13 +435,30 @@ class Engine:
     def _race_pick(self) -> Pick | None:
         """A queued race task: a configuration on a race seed common to the race (intensify.py)."""
         race = self.tracker.next_pick()
-        if race is None:
-            return None
+        return None if race is None else self._as_race_pick(race)
+
+    def _as_race_pick(self, race: RacePick) -> Pick:
         rec = race.record
         genome = frozen_genome(rec.genome)
         return Pick(rec.island % self.config.islands, genome, self.space.decode(genome), RACE,
                     (rec.uid,), {"race": race.j}, reevaluation_of=rec.uid, key=race.key,
                     seed=race_seed(self.config.seed, race.j))
+
+    def _leftover_pick(self) -> Pick | None:
+        """Once the space is exhausted, a re-evaluation of a leader on a race seed
+        (``Tracker.leftover_pick``: none on a deterministic objective)."""
+        if not self._leftover or not self.dedupe.exhausted:
+            return None
+        race = self.tracker.leftover_pick()
+        return None if race is None else self._as_race_pick(race)
+
+    def _leftover_wanted(self) -> bool:
+        """Whether an exhausted space still has re-evaluations to issue (nothing in flight):
+        the probe while the noise is unmeasured, else any while it is above 0."""
+        if not self._leftover or self.budget_left <= 0:
+            return False
+        noise = self.tracker.noise()
+        return bool(self.tracker.records) and (noise is None or noise[0] > 0.0)
 
     @property
     def best(self) -> Individual | None:

@@ -78,14 +78,20 @@ def make_estimate(key: str, uid: int, values: list[float]) -> Estimate:
 
 def pooled_noise(estimates: Iterable[Estimate]) -> tuple[float, int] | None:
     """(pooled within-configuration std, its degrees of freedom), or None without repeats."""
-    ss, dof = 0.0, 0
+    parts, dof = [], 0
     for e in estimates:
         if e.n > 1:
-            ss += e.sum_sq
+            parts.append(e.sum_sq)
             dof += e.n - 1
+    return noise_from(parts, dof)
+
+
+def noise_from(sums_sq: Iterable[float], dof: int) -> tuple[float, int] | None:
+    """``pooled_noise`` from its parts: the configurations' sums of squares (summed exactly,
+    so in any order the same float) and their degrees of freedom."""
     if dof == 0:
         return None
-    return math.sqrt(ss / dof), dof
+    return math.sqrt(math.fsum(sums_sq) / dof), dof
 
 
 def decisive(mean: float, n: int, reference: float, noise: float) -> bool:
@@ -98,12 +104,17 @@ def pessimistic(e: Estimate, noise: float) -> float:
     return e.mean + PESSIMISM * noise / math.sqrt(e.n)
 
 
+def rank_key(e: Estimate, sigma: float) -> tuple[float, float, int]:
+    """What orders configurations at the pooled noise ``sigma`` (0 when unmeasured)."""
+    return pessimistic(e, sigma), e.mean, e.uid
+
+
 def rank_estimates(estimates: Iterable[Estimate]) -> list[Estimate]:
     """Configurations best first (see the module docstring)."""
     es = list(estimates)
     noise = pooled_noise(es)
     sigma = 0.0 if noise is None else noise[0]
-    return sorted(es, key=lambda e: (pessimistic(e, sigma), e.mean, e.uid))
+    return sorted(es, key=lambda e: rank_key(e, sigma))
 
 
 def incumbent(estimates: Iterable[Estimate]) -> Estimate | None:
@@ -177,6 +188,6 @@ def resolution_note(estimates: Iterable[Estimate], top: int = 10) -> str | None:
 
 
 __all__ = ["DECISIVE", "PESSIMISM", "UNMEASURED", "Estimate", "decisive", "describe_best",
-           "describe_luckiest", "incumbent", "luckiest", "make_estimate", "pessimistic",
-           "pooled_noise", "rank_estimates", "resolution_note", "summarize_groups",
+           "describe_luckiest", "incumbent", "luckiest", "make_estimate", "noise_from",
+           "pessimistic", "pooled_noise", "rank_key", "rank_estimates", "resolution_note", "summarize_groups",
            "unmeasured_note"]

@@ -29,12 +29,21 @@ races is zero. With intensification off (R ≤ 1) nothing here issues a
 task, and the tracker keeps only what the plain minimum needs (one configuration), so a
 deterministic run issues exactly the tasks it always did.
 
+Once a finite space is exhausted below its budget (every configuration evaluated, at most
+``LEFTOVER_LIMIT`` of them: the tracker then keeps them all, with or without races),
+``leftover_pick`` spends the rest on re-evaluations on race seeds: a probe of the incumbent
+while the noise is unmeasured, nothing on a deterministic objective, else the configuration
+with the lowest optimistic bound. On the tuning table (``mlp_digits``, 960 configurations) at
+1,000 evaluations it named a better configuration than the luckiest draw on 17 of 40
+seeds, a worse one on 9 (docs/noise.md).
+
 Every race task is queued when a result is told and issued through ``Engine._issue``, and all
 of this state is in the engine's snapshots: a replay re-creates the same tasks.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,11 +57,15 @@ from evo_engine.search.estimate import (
     incumbent,
     luckiest,
     make_estimate,
-    pooled_noise,
+    noise_from,
+    rank_key,
 )
 
 RACE = "race"
 """The operator name of a race task (a re-evaluation on a common seed)."""
+LEFTOVER_LIMIT = 10_000
+"""Largest finite space whose every configuration the tracker keeps, so that once the space
+is exhausted the budget left can re-evaluate its leaders (``Tracker.leftover_pick``)."""
 _MASK64 = (1 << 64) - 1
 
 
@@ -125,6 +138,10 @@ class Tracker:
         self._estimates: dict[str, Estimate] = {}
         self._best: Estimate | None = None
         self._dirty = False
+        self._sum_sq: dict[str, float] = {}
+        """Sum of squared deviations of each configuration evaluated more than once."""
+        self._dof = 0
+        """Their degrees of freedom together: with ``_sum_sq``, the pooled noise in O(repeated)."""
 
     @property
     def intensify(self) -> bool:
@@ -145,7 +162,8 @@ class Tracker:
         return luckiest(self._estimates.values())
 
     def noise(self) -> tuple[float, int] | None:
-        return pooled_noise(self._estimates.values())
+        """``pooled_noise`` of the estimates (the same float: its sum is exact)."""
+        return noise_from(self._sum_sq.values(), self._dof)
 
     def wants_key(self, fitness: float) -> bool:
         """Whether a first draw of ``fitness`` needs its configuration key (cheap check)."""
@@ -155,7 +173,28 @@ class Tracker:
         return best is None or fitness < best.mean
 
     def _update(self, key: str, rec: Record) -> None:
-        self._estimates[key] = make_estimate(key, rec.uid, rec.values)
+        old = self._estimates.get(key)
+        est = self._estimates[key] = make_estimate(key, rec.uid, rec.values)
+        self._dof += (est.n - 1) - (0 if old is None else old.n - 1)
+        if est.n > 1:
+            self._sum_sq[key] = est.sum_sq
+        if old is None and est.n == 1 and not self._dirty and self._best is not None:
+            # A new configuration's first value leaves the noise, and so every other
+            # configuration's rank, as it was: compare it with the incumbent alone (O(1) a
+            # first draw, where ranking them all again cost O(n log n) with every one kept).
+            noise = self.noise()
+            sigma = 0.0 if noise is None else noise[0]
+            if rank_key(est, sigma) < rank_key(self._best, sigma):
+                self._best = est
+        else:
+            self._dirty = True
+
+    def _forget(self) -> None:
+        self.records.clear()
+        self._estimates.clear()
+        self._sum_sq.clear()
+        self._dof = 0
+        self._best = None
         self._dirty = True
 
     # -- telling --------------------------------------------------------------------------
@@ -167,8 +206,7 @@ class Tracker:
         if not self.keep_all:
             if before is not None and not fitness < before.mean:
                 return
-            self.records.clear()
-            self._estimates.clear()
+            self._forget()
         rec = self.records.get(key)
         if rec is None:
             rec = self.records[key] = Record(uid, island, [float(g) for g in genome])
@@ -246,6 +284,49 @@ class Tracker:
     def _end(self, key: str) -> None:
         self.races.pop(key, None)
 
+    # -- after a finite space is exhausted ------------------------------------------------
+
+    def leftover_pick(self) -> RacePick | None:
+        """A re-evaluation for budget left once every configuration was evaluated, or None.
+
+        Only with every configuration kept (``keep_all``). While nothing measured the noise,
+        the probe: the incumbent on its next race seed, one at a time (None while it is out).
+        Repeats that measured no noise at all (a deterministic objective): None, the run
+        ends. Else the configuration with the lowest optimistic bound, its mean minus one
+        standard error at the measured noise over the evaluations it has or has out (a
+        lucky single draw first, then whichever could still be the best), on its next race
+        seed: so configurations compared later share seeds, and workers spread over
+        contenders instead of all re-evaluating one.
+        """
+        if not self.keep_all or not self.records:
+            return None
+        noise = self.noise()
+        if noise is None:
+            if any(r.outstanding for r in self.records.values()):
+                return None  # the probe is out
+            best = self.best()
+            if best is None:
+                return None
+            key = best.key
+        elif noise[0] == 0.0:
+            return None
+        else:
+            sigma = noise[0]
+
+            def bound(item: tuple[str, Record]) -> tuple[float, float, int]:
+                k, r = item
+                est = self._estimates[k]
+                tried = est.n + len(r.requested - r.by_seed.keys())
+                return est.mean - sigma / math.sqrt(tried), est.mean, r.uid
+
+            key = min(self.records.items(), key=bound)[0]
+        rec = self.records[key]
+        j = 0
+        while j in rec.requested:
+            j += 1
+        rec.requested.add(j)
+        return RacePick(key, rec, j)
+
     def next_pick(self) -> RacePick | None:
         """The next race task (queued on purpose: each is issued, none dropped)."""
         if not self.queue:
@@ -264,8 +345,7 @@ class Tracker:
 
     def set_state(self, state: Mapping[str, Any] | None, islands: int) -> None:
         state = state or {}
-        self.records = {}
-        self._estimates = {}
+        self._forget()
         for k, s in state.get("records", []):
             rec = Record.from_state(s)
             rec.island %= islands  # islands removed by --force map to k mod n
@@ -277,4 +357,4 @@ class Tracker:
         self.queue = deque((str(k), int(j)) for k, j in state.get("queue", []))
 
 
-__all__ = ["RACE", "RacePick", "Record", "Tracker", "race_seed"]
+__all__ = ["LEFTOVER_LIMIT", "RACE", "RacePick", "Record", "Tracker", "race_seed"]
