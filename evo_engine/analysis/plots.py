@@ -41,7 +41,7 @@ from evo_engine.analysis.timeline import (
 )
 from evo_engine.errors import InputError
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import Run
+from evo_engine.store.reader import Run, ranked_rows
 
 DPI = 150
 FORMATS = ("png", "svg", "pdf")
@@ -182,6 +182,17 @@ def _param_axis(ax: Axes, run: Run, name: str, labels: list[str] | None, axis: s
         # The whole declared range, so "stuck at a bound" is visible.
         (ax.set_ylim if axis == "y" else ax.set_xlim)(*_padded(spec["lo"], spec["hi"],
                                                              run.is_log(name)))
+
+
+def incumbent_row(run: Run) -> tuple[int, int, float] | None:
+    """(log row of its first complete evaluation, uid, estimated fitness) of the configuration
+    the engine ranks best (``ranked_rows``: the summary's "best", a mean where it was
+    evaluated several times), or None when nothing completed. The plots' star marks it."""
+    ranked = ranked_rows(run)
+    if not ranked:
+        return None
+    e, rows = ranked[0]
+    return rows[0], e.uid, e.mean
 
 
 def _latest(t: np.ndarray) -> float:
@@ -396,7 +407,8 @@ def plot_parameters(run: Run) -> Figure:
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     x = np.arange(1, run.n + 1)
     ok = run.complete
-    best = int(np.flatnonzero(ok)[np.argmin(run.fitness[ok])]) if ok.any() else None
+    inc = incumbent_row(run)
+    best = None if inc is None else inc[0]
     for ax, name in zip(axes, names):
         y, labels = _param_values(run, name)
         jitter = 0.0
@@ -416,7 +428,7 @@ def plot_parameters(run: Run) -> Figure:
         if best is not None:
             ax.axhline(y[best], color="black", lw=0.8, ls=":")
             ax.scatter([x[best]], [y[best]], s=160, marker="*", color="gold", edgecolors="black",
-                       zorder=5, label=f"best (uid {int(ev['uid'][best])})")
+                       zorder=5, label=f"best (uid {inc[1]})")
         _param_axis(ax, run, name, labels)
         ax.set_xlabel("evaluations finished (count)")
         ax.grid(alpha=0.3)
@@ -595,7 +607,10 @@ def plot_influence(run: Run, imp: object = None) -> Figure:
     f = run.fitness[ok]
     pct = fitness_percentile(f)
     plotted: dict[str, np.ndarray] = {}
-    best = int(np.argmin(f))
+    # The incumbent (the summary's best), at its estimated fitness: a mean where raced.
+    inc = incumbent_row(run)
+    assert inc is not None  # importance needs complete evaluations
+    best, best_f = int(np.flatnonzero(np.flatnonzero(ok) == inc[0])[0]), inc[2]
     sc = None
     for ax, name in zip(axes, top):
         x, labels = param_values(run, name)
@@ -604,7 +619,7 @@ def plot_influence(run: Run, imp: object = None) -> Figure:
         sc = ax.scatter(x, f, c=pct, cmap=FITNESS_CMAP, vmin=0, vmax=100, s=14, alpha=0.8,
                         edgecolors="none")
         if np.isfinite(x[best]):  # the best may have this parameter inactive
-            ax.scatter([x[best]], [f[best]], s=180, marker="*", color="gold",
+            ax.scatter([x[best]], [best_f], s=180, marker="*", color="gold",
                        edgecolors="black", zorder=5, label="best")
         _param_axis(ax, run, name, labels, axis="x")
         _fitness_axis(ax, f, fitness_label(run))

@@ -22,7 +22,7 @@ from evo_engine.search.estimate import (
     unmeasured_note,
 )
 from evo_engine.search.messages import EvalState
-from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, run_estimates
+from evo_engine.store.reader import STATE_NAMES, Run, is_pbt, ranked_rows, run_estimates
 from evo_engine.util import terminal
 from evo_engine.util.timing import Timing, timing_of
 from evo_engine.util.timing import describe as describe_timing
@@ -36,6 +36,9 @@ class IslandBest:
     uid: int
     fitness: float
     evaluations: int
+    """Evaluations recorded on the island (the run's best: its configuration's complete ones)."""
+    n: int = 1
+    """Complete evaluations of the configuration behind ``fitness`` (its mean when > 1)."""
 
 
 @dataclass
@@ -127,14 +130,14 @@ def _row(run: Run, i: int, e: Estimate) -> dict[str, Any]:
     }
 
 
-def _best(run: Run, mask: np.ndarray, island: int | None) -> IslandBest | None:
-    ok = mask & run.complete
-    if not ok.any():
-        return None
-    idx = np.flatnonzero(ok)
-    i = idx[np.argmin(run.fitness[idx])]
-    return IslandBest(island, int(run.evaluations["uid"][i]), float(run.fitness[i]),
-                      int(mask.sum()))
+def _best(ranked: list[tuple[Estimate, list[int]]], island_col: np.ndarray,
+          k: int) -> IslandBest | None:
+    """Island ``k``'s best: the best-ranked configuration (``ranked_rows``, the engine's
+    ranking) with a complete evaluation on it; its estimate, not its luckiest draw."""
+    for e, rows in ranked:
+        if any(island_col[i] == k for i in rows):
+            return IslandBest(k, e.uid, e.mean, int((island_col == k).sum()), e.n)
+    return None
 
 
 def active_span(t_start: np.ndarray, t_end: np.ndarray, jobs: int = 1) -> tuple[float, float]:
@@ -194,9 +197,10 @@ def summarize(run: Run, top: int = 10) -> Summary:
     island_col = ev.get("island", np.zeros(0, dtype=int))
     n_islands = int(islands_attr) if isinstance(islands_attr, int) else (
         int(island_col.max()) + 1 if n else 0)
+    ranked_configs = ranked_rows(run)
     per_island = []
     for k in range(n_islands):
-        b = _best(run, island_col == k, k)
+        b = _best(ranked_configs, island_col, k)
         if b is not None:
             per_island.append(b)
     budget = run.attrs.get("max_evals")
@@ -209,7 +213,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         why = lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
         first_error = (int(ev["uid"][i]), why or "(no error text recorded)")
     finalize_s = run.attrs.get("finalize_s")
-    ranked, _ = run_estimates(run) if n else ([], {})
+    ranked = [e for e, _ in ranked_configs]
     est = ranked[0] if ranked else None
     lucky = luckiest(ranked)
     return Summary(
@@ -228,8 +232,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         utilization=util,
         islands=n_islands,
         sync=bool(run.attrs.get("sync", False)),
-        best=(IslandBest(None, est.uid, est.mean, est.n) if est is not None
-              else _best(run, np.ones(n, dtype=bool), None)),
+        best=IslandBest(None, est.uid, est.mean, est.n, est.n) if est is not None else None,
         best_per_island=per_island,
         top=top_rows(run, top),
         final=list(run.attrs.get("final") or []),
@@ -316,7 +319,8 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
                 lines += terminal.wrap(text, cols)
         if len(s.best_per_island) > 1 or s.islands > 1:
             for b in s.best_per_island:
-                lines += terminal.wrap(f"  island {b.island}: best {b.fitness:.6g} (uid "
+                mean = f"mean of {b.n}; " if b.n > 1 else ""
+                lines += terminal.wrap(f"  island {b.island}: best {b.fitness:.6g} ({mean}uid "
                                        f"{b.uid}, {b.evaluations} {unit})", cols)
     if s.top:
         params = list(s.top[0]["params"])

@@ -207,5 +207,18 @@ def run_estimates(run: Run) -> tuple[list[Estimate], dict[str, int]]:
     return rank_estimates(summarize_groups(rows).values()), first
 
 
+def ranked_rows(run: Run) -> list[tuple[Estimate, list[int]]]:
+    """``run_estimates``' configurations in their rank, each with the log rows of its complete
+    evaluations (uid order): the rows behind its estimate. Whatever analysis calls "best"
+    (the top table, each island's best, the star in the plots, ``--csv --top``) reads it."""
+    if run.n == 0:
+        return []
+    uid, complete = run.evaluations["uid"], run.complete
+    groups = configuration_rows(run)
+    ranked, _ = run_estimates(run)
+    return [(e, sorted((i for i in groups[e.key] if complete[i]), key=lambda i: int(uid[i])))
+            for e in ranked]
+
+
 __all__ = ["FIRST_COLUMNS", "STATE_NAMES", "Run", "configuration_rows", "is_pbt", "load_run",
-           "run_estimates"]
+           "ranked_rows", "run_estimates"]
