@@ -3,12 +3,14 @@ repeats): the engine's estimate (``search.estimate``), never the luckiest single
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from evo_engine.analysis.export import write_csv
 from evo_engine.analysis.plots import plot_parameters
 from evo_engine.analysis.summary import format_summary, summarize
 from evo_engine.search.messages import EvalState
@@ -60,6 +62,20 @@ def test_island_best_is_the_estimate_not_the_luckiest_draw(raced: Path) -> None:
     text = format_summary(s, "raced", width=100)
     assert "island 0: best 1.2 (mean of 3; uid 0, 6 evaluations)" in text, text
     assert "island 1: best 2 (uid 6, 2 evaluations)" in text, text
+
+
+def test_csv_top_n_exports_the_n_best_configurations_shown(raced: Path, tmp_path: Path) -> None:
+    """``--top N`` with ``--csv`` exports the N configurations the terminal's table ranks
+    first (all their complete evaluations), not the N luckiest single draws."""
+    run = load_run(raced)
+    top = [t["uid"] for t in summarize(run, top=2).top]
+    assert top == [0, 1]
+    path = tmp_path / "top.csv"
+    rows = write_csv(run, path, top=2)
+    with open(path, newline="") as f:
+        got = [(int(r["uid"]), float(r["fitness"])) for r in csv.DictReader(f)]
+    assert got == [(0, 1.0), (2, 1.2), (4, 1.4), (1, 0.9), (3, 1.6), (5, 1.7)], got
+    assert rows == 6
 
 
 def test_parameters_plot_marks_the_estimated_best(raced: Path) -> None:

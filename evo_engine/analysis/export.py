@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evo_engine.errors import InputError
-from evo_engine.store.reader import STATE_NAMES, Run
+from evo_engine.store.reader import STATE_NAMES, Run, ranked_rows
 
 BASE_COLUMNS = ("uid", "island", "state", "fitness", "worker", "t_start", "t_end", "duration_s",
                 "seed", "operator", "accepted", "parent1", "parent2")
@@ -61,11 +61,13 @@ def csv_columns(run: Run) -> list[str]:
 
 
 def row_order(run: Run, top: int | None) -> np.ndarray:
-    """All rows in log order, or the ``top`` best complete evaluations, best first."""
+    """All rows in log order, or the complete evaluations of the ``top`` best configurations
+    (the ones ``analyze``'s table shows: the engine's ranking, ``ranked_rows``), best
+    configuration first, each one's evaluations in uid order. Without repeats that is the
+    ``top`` best evaluations, best first."""
     if top is None:
         return np.arange(run.n)
-    idx = np.flatnonzero(run.complete)
-    return idx[np.argsort(run.fitness[idx], kind="stable")][:top]
+    return np.array([i for _, rows in ranked_rows(run)[:top] for i in rows], dtype=np.int64)
 
 
 def table(run: Run, top: int | None = None) -> dict[str, np.ndarray]:
@@ -110,7 +112,8 @@ def table(run: Run, top: int | None = None) -> dict[str, np.ndarray]:
 def write_csv(run: Run, path: str | Path, top: int | None = None) -> int:
     """Write the evaluation log of ``run`` to ``path``; returns the number of data rows.
 
-    With ``top`` only the ``top`` best complete evaluations are written, best first.
+    With ``top`` only the complete evaluations of the ``top`` best configurations are
+    written, best first (``row_order``).
     """
     path = Path(path)
     data = table(run, top)

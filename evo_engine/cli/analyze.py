@@ -69,9 +69,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", choices=("png", "svg", "pdf"), default="png",
                    help="file format of the plots (default png at 150 dpi; svg/pdf for a paper)")
     p.add_argument("--csv", type=Path, metavar="FILE",
-                   help="write the evaluations to FILE (all of them, or the --top N best)")
+                   help="write the evaluations to FILE (all of them, or with --top N those "
+                        "of the N best configurations)")
     p.add_argument("--top", type=positive_int, metavar="N",
-                   help="show the N best individuals (default 10); with --csv, export only them")
+                   help="show the N best configurations (default 10); with --csv, export "
+                        "only their complete evaluations")
     p.add_argument("--front", type=Path, metavar="FILE",
                    help="several objectives: write the Pareto front (knee marked) to FILE as CSV")
     p.add_argument("--baseline", type=Path, metavar="RUN_DIR",
