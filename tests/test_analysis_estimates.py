@@ -29,7 +29,12 @@ ORDER = [1, 0, 3, 2, 6, 5, 4, 7]
 
 @pytest.fixture(scope="module")
 def raced(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "raced"
+    return build(tmp_path_factory.mktemp("runs") / "raced", ROWS, ORDER)
+
+
+def build(run_dir: Path, rows: dict[int, tuple[int, float, float]], order: list[int]) -> Path:
+    ROWS = rows  # noqa: N806 - the table above, or another one
+    ORDER = order  # noqa: N806
     store = RunStore.create(run_dir, attrs={
         "scenario": "raced", "fingerprint": "f", "max_evals": 8, "islands": 2,
         "space": SPACE.describe(), "created": 1000.0, "param_names": ["x"],
@@ -83,3 +88,17 @@ def test_parameters_plot_marks_the_estimated_best(raced: Path) -> None:
     labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else \
         fig.axes[0].get_legend_handles_labels()[1]
     assert "best (uid 0)" in labels, labels
+
+
+def test_the_top_table_says_how_it_ranks(tmp_path: Path) -> None:
+    """The engine ranks by mean + 1 standard error: a configuration seen once (E, 1.3) ranks
+    after one raced three times with a worse mean (B, 1.4). The table's heading said "by
+    mean fitness" over a fitness column that was then out of order."""
+    rows = {**ROWS, 8: (1, 0.5, 1.3)}
+    run = load_run(build(tmp_path / "r", rows, [*ORDER, 8]))
+    s = summarize(run, top=3)
+    assert [t["uid"] for t in s.top] == [0, 1, 8]
+    text = format_summary(s, "r", width=100)
+    heading = next(line for line in text.splitlines() if line.startswith("top 3"))
+    assert "by mean fitness over" not in heading, heading
+    assert "standard error" in heading, heading

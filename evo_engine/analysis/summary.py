@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from evo_engine.search.estimate import (
+    PESSIMISM,
     UNMEASURED,
     Estimate,
     describe_best,
     describe_luckiest,
     luckiest,
+    pooled_noise,
     resolution_note,
     unmeasured_note,
 )
@@ -77,6 +79,9 @@ class Summary:
     noise: str | None = None
     """The seed noise beside the top configurations' spread, or that it was not measured
     (nothing evaluated twice); None for a single configuration."""
+    pessimistic: bool = False
+    """The ranking adds a standard error to each mean (``search.estimate.rank_estimates``:
+    repeats measured a seed noise above 0), so the top table's means need not be in order."""
     pbt: bool = False
     """A population-based training: its evaluations are intervals, each ranked on its own."""
     damaged: bool = False
@@ -243,6 +248,7 @@ def summarize(run: Run, top: int = 10) -> Summary:
         best_estimate=est,
         luckiest=describe_luckiest(est, lucky) if est and lucky else None,
         noise=_noise_note(run, ranked),
+        pessimistic=(pooled_noise(ranked) or (0.0, 0))[0] > 0,
         pbt=is_pbt(run),
     )
 
@@ -335,7 +341,10 @@ def format_summary(s: Summary, run_dir: str = "", width: int | None = None) -> s
                  *(fmt_value(t["params"][p]) for p in params),
                  *(fmt_value(t["metrics"][m]) for m in metrics)] for r, t in enumerate(s.top)]
         lines.append("")
-        what = ("configurations by mean fitness over their evaluations" if spread
+        what = (f"configurations by mean fitness + {PESSIMISM:g} standard error (seed noise / "
+                "sqrt(evals)), as the engine ranks them; fitness = their mean"
+                if spread and s.pessimistic
+                else "configurations by mean fitness over their evaluations" if spread
                 else "intervals, each ranked on its own; lower fitness is better" if s.pbt
                 else "lower fitness is better")
         lines += terminal.wrap(f"top {len(s.top)} ({what}):", cols)
