@@ -241,3 +241,16 @@ def test_warmup_reference_is_a_bounded_window_of_each_workers_first_evaluations(
     meter.observe(1, 1.0, 4.0)
     meter.observe(1, 4.0, 5.0)
     assert meter.warmup_s() == 8.0 + 2.0
+
+
+def test_a_json_line_says_how_many_evaluations_its_best_is_the_mean_of() -> None:
+    """With races the live best is a mean (the line says "(mean of 3)"); a batch log's JSON
+    line gave the bare number, read as one draw."""
+    out = io.StringIO()
+    reporter = ProgressReporter(2, stream=out, period=0.0, done_before=0, mode="json")
+    p = progress()
+    p.best, p.best_n = 0.25, 3
+    reporter(p)
+    event = json.loads(out.getvalue().splitlines()[-1])
+    assert event["best"] == 0.25 and event.get("best_evaluations") == 3, event
+    assert "(mean of 3)" in format_line(p, workers=2, now=108.0)

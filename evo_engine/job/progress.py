@@ -304,6 +304,8 @@ class ProgressReporter:
         self._emit({
             "event": "progress", "finished": p.finished, "budget": p.budget,
             "running": p.running, "failed": p.failed, "pruned": p.pruned, "best": p.best,
+            # The line's "(mean of N)": with races the best is a mean, not one draw.
+            "best_evaluations": None if p.best is None else p.best_n,
             "utilization": None if util is None else round(util, 4),
             "elapsed_s": round(t.wall_s, 1), "startup_s": round(t.startup_s, 1),
             "eta_s": None if left is None else round(left, 1),
