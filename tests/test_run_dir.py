@@ -187,3 +187,21 @@ def test_resume_in_an_empty_directory_says_it_starts_a_new_run(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert "holds no run store, only what a start stopped or killed" in r.stderr
     assert "(log.jsonl, scratch)" in r.stderr and committed(leftovers) == 4
+
+
+def test_a_bad_walltime_margin_is_refused_before_the_run_is_touched(tmp_path: Path) -> None:
+    """EVO_ENGINE_WALLTIME_MARGIN is input too: a typo must not crash a resumed run (exit 1
+    after the store was reopened) nor be taken silently (NaN or a negative margin would let
+    SLURM kill the job at its end instead of a clean exit 3)."""
+    import time
+
+    run = tmp_path / "run"
+    assert evo(QUICK, "--workers", 0, "--run-dir", run, "--quiet").returncode == 0
+    before = tree_hash(run)
+    for margin in ("two minutes", "nan", "-5", "inf"):
+        r = evo(QUICK, "--workers", 0, "--run-dir", run, "--resume", "--max-evals", 20,
+                "--quiet", env={"SLURM_JOB_END_TIME": str(time.time() + 3600),
+                                "EVO_ENGINE_WALLTIME_MARGIN": margin})
+        assert r.returncode == 2, (margin, r.stderr)
+        assert f"EVO_ENGINE_WALLTIME_MARGIN={margin!r}" in r.stderr and "Traceback" not in r.stderr
+        assert tree_hash(run) == before, margin

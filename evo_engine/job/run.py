@@ -28,7 +28,7 @@ from evo_engine.job.coordinator import Coordinator, StopRequest
 from evo_engine.job.overrides import apply_sets
 from evo_engine.job.pbt_files import CheckpointSweeper
 from evo_engine.job.progress import ProgressReporter
-from evo_engine.job.walltime import Deadline
+from evo_engine.job.walltime import Deadline, walltime_margin
 from evo_engine.job.warmstart import warm_start_genomes
 from evo_engine.scenario import Scenario, ScenarioError, load_scenario, override
 from evo_engine.search.engine import Engine, task_seed
@@ -401,6 +401,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     warm = (warm_start_genomes(opts.warm_start, scenario.space, scenario.population_size)
             if opts.warm_start and not opts.resume else [])
     check_callbacks([*scenario.callbacks, *opts.callbacks])
+    walltime_margin()  # read only inside SLURM, and only once the run is going
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
     # Lock first: --force must never clear a run that another job is still writing.

@@ -7,6 +7,7 @@ margin itself, whatever is still running is abandoned to the next job (``--resum
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -16,7 +17,11 @@ from datetime import datetime
 
 import numpy as np
 
+from evo_engine.errors import InputError
 from evo_engine.job.coordinator import StopRequest
+
+MARGIN_ENV = "EVO_ENGINE_WALLTIME_MARGIN"
+DEFAULT_MARGIN = 120.0
 
 
 def slurm_end_time(env: Mapping[str, str] = os.environ) -> float | None:
@@ -35,6 +40,25 @@ def slurm_end_time(env: Mapping[str, str] = os.environ) -> float | None:
         return datetime.fromisoformat(out).timestamp()
     except (subprocess.SubprocessError, OSError, ValueError):
         return None
+
+
+def walltime_margin(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds before the SLURM job's end at which the run stops (``EVO_ENGINE_WALLTIME_MARGIN``).
+
+    Checked when a run starts, before its directory is touched: NaN or a negative margin
+    would let SLURM kill the job at its end instead of the clean exit 3.
+    """
+    text = env.get(MARGIN_ENV)
+    if text is None:
+        return DEFAULT_MARGIN
+    try:
+        margin = float(text)
+    except ValueError:
+        margin = math.nan
+    if not 0.0 <= margin < math.inf:
+        raise InputError(f"{MARGIN_ENV}={text!r}: expected a number of seconds >= 0 (how long "
+                         f"before the SLURM job's end the run stops; default {DEFAULT_MARGIN:g})")
+    return margin
 
 
 WINDOW = 1000
@@ -63,7 +87,7 @@ class Deadline:
             candidates.append((start + max_time, min(5.0, 0.05 * max_time), "max_time"))
         slurm = slurm_end_time(env)
         if slurm is not None:
-            margin = float(env.get("EVO_ENGINE_WALLTIME_MARGIN", "120"))
+            margin = walltime_margin(env)
             candidates.append((slurm, margin, "walltime"))
         if not candidates:
             return cls(None, 0.0, "")
