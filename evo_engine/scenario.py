@@ -353,6 +353,13 @@ def load_scenario(path: Path | str, preset: str = "cpu") -> Scenario:
         raise
     except ValidationError as exc:
         raise ScenarioError(f"scenario {path}: {_format_errors(exc)}") from None
+    except SystemExit as exc:  # e.g. a training script's argparse, run at import
+        line = _where_in(exc, path).strip(" ()")
+        raise ScenarioError(
+            f"scenario file {path} exited while loading ({line + ': ' if line else ''}"
+            f"SystemExit({exc.code!r})): a scenario file is imported, not run as a script; "
+            "put its argument parsing and sys.exit under `if __name__ == \"__main__\":`"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a user's file may raise anything
         where = _where_in(exc, path)
         raise ScenarioError(f"scenario file {path} failed to load{where}: {type(exc).__name__}: {exc}") from None

@@ -79,6 +79,17 @@ def test_file_problems(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, text=GOOD.replace("Float(-1, 1)", "Float(1, 1)").replace("{extra}", "")))
 
 
+@pytest.mark.parametrize("code", ["sys.exit(0)", "sys.exit(5)", "sys.exit('usage: train.py')",
+                                  "argparse.ArgumentParser().parse_args(['--epochs'])"])
+def test_a_file_that_exits_while_loading_is_a_scenario_error(tmp_path: Path, code: str) -> None:
+    """A training script turned scenario may still parse its arguments or call sys.exit at
+    import: that is a bad scenario file (exit 2 with its line), not the end of the command
+    (exit 0 with no run, or the script's own exit code)."""
+    text = f"import argparse\nimport sys\n\n\ndef make_scenario(preset):\n    {code}\n"
+    with pytest.raises(ScenarioError, match=r"exited while loading \(line 6: SystemExit"):
+        load_scenario(write(tmp_path, text=text))
+
+
 def test_overrides_are_validated(tmp_path: Path) -> None:
     s = load_scenario(write(tmp_path), "cpu")
     assert override(s, max_evals=7, seed=None).max_evals == 7
