@@ -106,7 +106,10 @@ class Float:
         return math.log(v) if self.log else v
 
     def encode(self, value: Any) -> float:
-        v = float(value)
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise SpaceError(f"value {value!r} is not a number") from None
         if not (self.lo <= v <= self.hi):
             raise SpaceError(f"value {value!r} is outside [{self.lo}, {self.hi}]")
         a, b = self._fwd(self.lo), self._fwd(self.hi)
@@ -130,6 +133,14 @@ class Float:
 
     def describe(self) -> dict[str, Any]:
         return _with_when({"type": "float", "lo": self.lo, "hi": self.hi, "log": self.log}, self.when)
+
+
+def _whole(value: Any) -> bool:
+    """Whether ``value`` is a whole number (None, text, NaN and infinities are not)."""
+    try:
+        return int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -169,7 +180,7 @@ class Int:
         return self.lo - 0.5, self.hi + 0.5
 
     def encode(self, value: Any) -> float:
-        if isinstance(value, bool) or int(value) != value:
+        if isinstance(value, bool) or not _whole(value):
             raise SpaceError(f"value {value!r} is not an integer")
         v = int(value)
         if not (self.lo <= v <= self.hi):

@@ -70,6 +70,23 @@ def test_file_and_run_dir_sources(tmp_path: Path) -> None:
         warm_start_genomes(tmp_path / "nope.json", s, 4)
 
 
+@pytest.mark.parametrize(("data", "match"), [
+    (b"\xff\xfe[\x00]\x00", "not a UTF-8 text file"),
+    (b'[{"lr": 0.01, "n": 1e400, "act": "gelu"}]', "configuration 1 .*parameter 'n': value inf is not an integer"),
+    (b'[{"lr": 0.01, "n": NaN, "act": "gelu"}]', "configuration 1 .*parameter 'n': value nan is not an integer"),
+    (b'[{"lr": 0.01, "n": null, "act": "gelu"}]', "configuration 1 .*parameter 'n': value None is not an integer"),
+    (b'[{"lr": "fast", "n": 2, "act": "gelu"}]', "configuration 1 .*parameter 'lr': value 'fast' is not a number"),
+])
+def test_a_file_that_is_not_text_or_a_value_of_the_wrong_kind_names_the_problem(
+        tmp_path: Path, data: bytes, match: str) -> None:
+    """A UTF-16 export and an infinite integer (JSON's 1e400) were internal errors; a value
+    of the wrong kind did not say which parameter it was given for."""
+    f = tmp_path / "w.json"
+    f.write_bytes(data)
+    with pytest.raises(WarmStartError, match=match):
+        warm_start_genomes(f, space(), 4)
+
+
 def evo(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "evo_engine", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)

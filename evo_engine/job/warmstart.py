@@ -48,7 +48,14 @@ def _split_count(source: str) -> tuple[Path, int | None]:
 
 
 def _read_file(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WarmStartError(f"--warm-start {path} is not a UTF-8 text file; give a list of "
+                             f"parameter dicts as JSON or YAML, saved as UTF-8") from None
+    except OSError as exc:
+        raise WarmStartError(f"--warm-start {path} cannot be read: "
+                             f"{exc.strerror or exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
