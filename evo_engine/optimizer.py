@@ -106,7 +106,8 @@ class Optimizer:
         self.config = EngineConfig(
             max_evals=UNBOUNDED,
             islands=islands,
-            population_size=population_size or default_population_size(space),
+            population_size=(default_population_size(space) if population_size is None
+                             else population_size),
             operator=operator,
             operator_settings=dict(operator_settings or {}),
             initial_design=initial_design,

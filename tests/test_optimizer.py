@@ -159,6 +159,9 @@ def test_bad_settings_are_refused_up_front() -> None:
         Optimizer(SPACE, operator="cmaes")
     with pytest.raises(ValueError, match="initial_design"):
         Optimizer(SPACE, initial_design="halton")
+    # 0 is a value, not "the default": it is refused like 1 (it was replaced by the default).
+    with pytest.raises(ValueError, match="population_size must be >= 2, got 0"):
+        Optimizer(SPACE, population_size=0)
 
 
 def test_restore_refuses_a_different_space() -> None:
