@@ -205,3 +205,35 @@ def test_a_bad_walltime_margin_is_refused_before_the_run_is_touched(tmp_path: Pa
         assert r.returncode == 2, (margin, r.stderr)
         assert f"EVO_ENGINE_WALLTIME_MARGIN={margin!r}" in r.stderr and "Traceback" not in r.stderr
         assert tree_hash(run) == before, margin
+
+
+def test_more_workers_than_can_start_is_exit_2_and_leaves_the_run_alone(tmp_path: Path) -> None:
+    """A worker count the process can never start (a typo, an extra digit) is refused before
+    the run directory is touched; it was an internal error after the store was reopened."""
+    run = tmp_path / "run"
+    assert evo(QUICK, "--workers", 0, "--run-dir", run, "--quiet").returncode == 0
+    before = tree_hash(run)
+    for workers in ("99999999999999999999", "10000000"):
+        r = evo(QUICK, "--workers", workers, "--run-dir", run, "--resume", "--max-evals", 20)
+        assert r.returncode == 2 and f"--workers {workers}: " in r.stderr, r.stderr
+        assert "ulimit -n" in r.stderr and "Traceback" not in r.stderr
+        assert tree_hash(run) == before
+    r = evo(QUICK, "--workers", "10000000", "--run-dir", tmp_path / "new")
+    assert r.returncode == 2 and not (tmp_path / "new").exists()
+
+
+def test_workers_the_system_refuses_while_starting_are_exit_2(tmp_path: Path) -> None:
+    """Below the up-front bound the operating system may still refuse (the coordinator's own
+    open files, a process limit): that is the same bad input, said as such."""
+    import resource
+
+    def few_files() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48 if hard == resource.RLIM_INFINITY else min(48, hard), hard))
+
+    r = subprocess.run([sys.executable, "-m", "evo_engine", str(QUICK), "--workers", "20",
+                        "--run-dir", str(tmp_path / "r"), "--quiet"], preexec_fn=few_files,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "could not start 20 local worker processes: Too many open files" in r.stderr
+    assert "Traceback" not in r.stderr

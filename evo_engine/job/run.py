@@ -9,6 +9,7 @@ evaluation and prints the best individual at the end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -208,6 +209,36 @@ def default_workers(scenario: Scenario, requested: int | None) -> int:
     return max(os.cpu_count() or 1, 1)
 
 
+def check_workers(workers: int, flag: bool) -> None:
+    """Refuse a local worker count this process can never start, before anything is written.
+
+    Each local worker process holds two open files here (its pipe and its process handle),
+    so more than half the open-file limit cannot start (a huge count was an internal error
+    after the store was written). Under mpiexec the ranks are the workers: nothing to check.
+    """
+    if workers <= 1 or launched_with_several_ranks():
+        return
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # no such limit on this platform
+        return
+    if limit != resource.RLIM_INFINITY and workers > limit // 2:
+        asked = f"--workers {workers}" if flag else f"the scenario's workers={workers}"
+        raise UsageError(
+            f"{asked}: this process may open {limit} files (ulimit -n) and each local worker "
+            f"holds 2, so fewer than {limit // 2} workers can start here; use fewer workers, "
+            "raise the limit (ulimit -n), or run under mpiexec")
+
+
+def _cannot_start(exc: OSError, workers: int) -> UsageError:
+    """A worker count the operating system refused while starting (open files, processes)."""
+    return UsageError(
+        f"could not start {workers} local worker processes: {exc.strerror or exc}; use fewer "
+        "--workers, or raise the limit (ulimit -n for open files, ulimit -u for processes)")
+
+
 def make_transport(spec: WorkerSpec, workers: int) -> Transport:
     if launched_with_several_ranks():
         from evo_engine.transports.mpi import MPITransport
@@ -401,6 +432,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     warm = (warm_start_genomes(opts.warm_start, scenario.space, scenario.population_size)
             if opts.warm_start and not opts.resume else [])
     check_callbacks([*scenario.callbacks, *opts.callbacks])
+    check_workers(default_workers(scenario, opts.workers), flag=opts.workers is not None)
     walltime_margin()  # read only inside SLURM, and only once the run is going
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
@@ -514,6 +546,10 @@ def _execute_locked(opts: RunOptions, scenario: Scenario, preset: str, run_dir: 
                 infos = transport.start()
         except WorkerStartError as exc:
             raise UsageError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM):
+                raise
+            raise _cannot_start(exc, workers) from None
         log.info("workers_ready", workers=transport.n_workers,
                  seconds=round(reporter.stages.get("workers", 0.0), 3))
         # Up to here a stop signal raised StopBeforeStart; from now on the loop polls for it.
