@@ -28,6 +28,9 @@ from evo_engine.search.pbt import PBTConfig
 from evo_engine.search.pruning import ASHAConfig
 from evo_engine.space import Space
 
+MAX_EVAL_TIMEOUT_S = 1e9
+"""The longest ``eval_timeout_s``: the inline transport's timer (setitimer) holds no more."""
+
 
 class ScenarioError(InputError):
     """A scenario file or one of its fields is unusable; the message says which and why."""
@@ -129,8 +132,8 @@ class Scenario(BaseModel):
     """Tasks a worker evaluates at once through ``objective_batch`` (CLI ``--batch K``)."""
     eval_timeout_s: float | None = Field(None, gt=0)
     """Seconds one evaluation (one ``objective_batch`` call for a batch) may run before it is
-    recorded FAILED "timed out after N s"; off by default. See the README for what each
-    transport does then."""
+    recorded FAILED "timed out after N s"; off by default (None), at most
+    ``MAX_EVAL_TIMEOUT_S``. See the README for what each transport does then."""
     objectives: list[Any] = Field(default_factory=list)
     """Several objectives: ``[("val_nrmse", "min"), ("train_seconds", "min")]`` (a bare name
     means "min"). The objective then returns a dict of named values (these and any others);
@@ -146,6 +149,15 @@ class Scenario(BaseModel):
     callbacks: list[str] = Field(default_factory=list)
     """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
     "module:factory" (``evo_engine.job.callbacks``); ``--callback`` adds more."""
+
+    @field_validator("eval_timeout_s")
+    @classmethod
+    def _timer_can_hold(cls, v: float | None) -> float | None:
+        # --workers 0 arms an OS interval timer, which overflows past ~9e9 s (and on inf).
+        if v is not None and not v <= MAX_EVAL_TIMEOUT_S:
+            raise ValueError(f"must be at most {MAX_EVAL_TIMEOUT_S:g} seconds (about 30 "
+                             "years; None, or --set eval_timeout_s=null, is no limit)")
+        return v
 
     @field_validator("operator")
     @classmethod

@@ -51,6 +51,10 @@ def test_preset_reaches_make_scenario(tmp_path: Path) -> None:
         ("migrants=20, population_size=4", "migrants (20) cannot exceed population_size (4)"),
         ("islands=2, topology=[[0, 1]]", "2x2 matrix"),
         ("max_time=-5", "'max_time'"),
+        # inf ("no limit") was an internal error in the inline transport's timer after the run
+        # started; None is no limit.
+        ("eval_timeout_s=float('inf')", "'eval_timeout_s': must be at most 1e+09 seconds"),
+        ("eval_timeout_s=1e12", "'eval_timeout_s': must be at most 1e+09 seconds"),
     ],
 )
 def test_bad_fields_are_named(tmp_path: Path, extra: str, needle: str) -> None:
