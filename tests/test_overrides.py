@@ -47,6 +47,11 @@ def test_values_are_typed_by_the_field(sphere) -> None:
      "'sigma0' is a setting of 'es'.*--set operator=es"),
     ("objective_batch=x", "defined by the scenario file's code"),
     ("batch_key=x", "defined by the scenario file's code"),
+    # A JSON value is judged as JSON: the message names what is wrong inside it (it said
+    # "Input should be a valid dictionary" of a dict, "should be 'ring'" of a matrix).
+    ('pbt={"intervl": 2}', "--set pbt=.*: intervl: Extra inputs are not permitted"),
+    ('pbt={"interval": 0}', "--set pbt=.*: interval: Input should be greater than or equal to 1"),
+    ('topology=[[0, "a"], [1, 0]]', "--set topology=.*0.1: Input should be a valid integer"),
 ])
 def test_bad_values_name_the_field(sphere, item: str, match: str) -> None:
     with pytest.raises(OverrideError, match=match):

@@ -50,13 +50,14 @@ def _typed(name: str, text: str) -> Any:
             raise OverrideError(_message(name, text, first)) from None
         try:
             return adapter.validate_python(candidate)
-        except ValidationError:
-            raise OverrideError(_message(name, text, first)) from None
+        except ValidationError as second:  # the value was JSON: say what is wrong inside it
+            raise OverrideError(_message(name, text, second)) from None
 
 
 def _message(name: str, text: str, exc: ValidationError) -> str:
-    why = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-    return f"--set {name}={text}: {why}"
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+             for e in exc.errors()]
+    return f"--set {name}={text}: {'; '.join(parts) or exc}"
 
 
 def _field_name(name: str) -> str:
