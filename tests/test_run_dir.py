@@ -237,3 +237,17 @@ def test_workers_the_system_refuses_while_starting_are_exit_2(tmp_path: Path) ->
     assert r.returncode == 2, r.stderr
     assert "could not start 20 local worker processes: Too many open files" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_run_directory_inside_a_run_store_is_refused_even_with_force(tmp_path: Path) -> None:
+    """`--run-dir RUN/run.zarr` (the store where the run directory was meant) with --force
+    wrote a new run into the old run's store, which then read as damaged."""
+    run = tmp_path / "run"
+    assert evo(QUICK, "--workers", 0, "--run-dir", run, "--quiet").returncode == 0
+    before = tree_hash(run)
+    for inside in (run / "run.zarr", run / "run.zarr" / "evaluations", run / "run.zarr" / "new"):
+        r = evo(QUICK, "--workers", 0, "--run-dir", inside, "--force", "--quiet")
+        assert r.returncode == 2, r.stderr
+        assert f"the run store {run / 'run.zarr'}: a run directory holds" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+        assert tree_hash(run) == before, inside

@@ -209,6 +209,19 @@ def default_workers(scenario: Scenario, requested: int | None) -> int:
     return max(os.cpu_count() or 1, 1)
 
 
+def check_not_in_a_store(run_dir: Path) -> None:
+    """Refuse a run directory in a zarr store, e.g. ``--run-dir RUN/run.zarr`` for ``RUN``:
+    with --force the new run would be written into the old run's store, damaging it."""
+    path = run_dir.resolve()
+    for d in [*reversed(path.parents), path]:  # from the root: the outermost store
+        if (d / "zarr.json").is_file():
+            what = "run store" if d.name == "run.zarr" else "zarr store"
+            raise UsageError(
+                f"run directory {run_dir} is {'' if d == path else 'inside '}the {what} {d}: "
+                "a run directory holds a run.zarr, it is not one nor inside one (the run of "
+                f"that store is in {d.parent}); choose another --run-dir")
+
+
 def check_workers(workers: int, flag: bool) -> None:
     """Refuse a local worker count this process can never start, before anything is written.
 
@@ -436,6 +449,7 @@ def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     walltime_margin()  # read only inside SLURM, and only once the run is going
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} exists and is not a directory")
+    check_not_in_a_store(run_dir)
     # Lock first: --force must never clear a run that another job is still writing.
     lock = RunLock(run_dir)
     lock.acquire()
