@@ -382,3 +382,35 @@ def test_the_sync_baseline_keeps_the_pareto_best_of_each_generation() -> None:
     # truncating by fitness (the first objective) keeps others.
     assert sorted(m.uid for m in eng.islands[0].population) == sorted(want)
     assert sorted(want) != sorted(uids[i] for i in np.argsort(F[:, 0])[:4])
+
+
+def _front_run(tmp_path: Path, points: list[tuple[int, float, float]], final_uid=None):
+    from evo_engine.store.reader import Run
+
+    uid = np.array([u for u, _, _ in points])
+    return Run(path=tmp_path, attrs={
+        "fingerprint_description": {"objectives": [["a", "min"], ["b", "min"]]},
+        **({"final": [{"uid": final_uid}]} if final_uid is not None else {})},
+        evaluations={"uid": uid, "state": np.full(len(uid), int(EvalState.COMPLETE)),
+                     "fitness": np.array([a for _, a, _ in points]),
+                     "metrics/a": np.array([a for _, a, _ in points]),
+                     "metrics/b": np.array([b for _, _, b in points])})
+
+
+def test_the_front_names_the_uid_finalize_ran_not_another_with_the_same_point(tmp_path):
+    from evo_engine.analysis.front import format_front, front_table
+
+    # uids 28 and 34 share the knee's point (0.5, 0.5); finalize ran 34 (the populations'
+    # knee). Merging identical points kept the first row, so the table starred 28 as
+    # "finalize's pick" while the run had named 34.
+    pts = [(0, 0.0, 1.0), (28, 0.5, 0.5), (30, 1.0, 0.0), (34, 0.5, 0.5), (40, 0.9, 0.9)]
+    table = front_table(_front_run(tmp_path, pts, final_uid=34))
+    assert table["uid"] == [0, 34, 30] and table["knee"] == [0, 1, 0]
+    assert "*34" in format_front(_front_run(tmp_path, pts, final_uid=34))
+    # Without a recorded pick, the first row of the point stays (as before).
+    assert front_table(_front_run(tmp_path, pts))["uid"] == [0, 28, 30]
+    # A pick that is not the knee of the history's front (it left the populations' front
+    # to a point that left the populations): the star is the knee, and the line says so.
+    text = format_front(_front_run(tmp_path, pts, final_uid=30))
+    assert "*28" in text and "finalize ran uid 30 first" in text
+    assert "finalize's pick" not in text

@@ -4,7 +4,10 @@ A run with ``objectives`` stores each objective as a metric column (``metrics/<n
 the objective returned it) and, with constraints, ``metrics/constraint_violation`` (0 =
 feasible). The front is the set of complete, feasible evaluations that no other complete,
 feasible evaluation dominates; its knee (``search.pareto.knee``: nearest the ideal point once
-each objective is scaled to [0, 1] over the front) is the one ``finalize`` retrains first.
+each objective is scaled to [0, 1] over the front) is starred. ``finalize`` retrains the knee
+of the *populations'* front first, which a run's history can outgrow (a point that left the
+populations, a tie): the store records what it ran (``final``), and the table names it
+where it is not the knee shown.
 Hypervolume is measured in the objectives' own units (maximised ones negated) against a
 reference point 10 % of each objective's range beyond the worst feasible value of the run,
 so the curve over evaluations ends at the run's final hypervolume.
@@ -71,12 +74,23 @@ def front_rows(run: Run) -> tuple[Objectives, np.ndarray, int] | None:
         return None
     F = _minimised(spec, raw[rows])
     on = rows[front_mask(F)]
-    Fon = _minimised(spec, raw[on])
-    # One row per distinct point (a configuration evaluated twice keeps its first row).
-    _, first = np.unique(Fon, axis=0, return_index=True)
-    on = on[np.sort(first)]
+    # One row per distinct point (a configuration evaluated twice keeps its first row), but
+    # finalize's pick for its point where it shares one: the uid the run named stays shown.
+    picked = finalized_uid(run)
+    uids = np.asarray(run.evaluations["uid"])
+    on = on[np.argsort(uids[on] != picked, kind="stable")] if picked is not None else on
+    _, first = np.unique(_minimised(spec, raw[on]), axis=0, return_index=True)
+    on = np.sort(on[first])
     on = on[np.argsort(raw[on, 0], kind="stable")]
     return spec, on, int(on[knee(_minimised(spec, raw[on]))])
+
+
+def finalized_uid(run: Run) -> int | None:
+    """The uid ``finalize`` ran first (the knee of the populations' front at the end), if
+    the run recorded one."""
+    final = run.attrs.get("final") or []
+    first = final[0] if final and isinstance(final[0], dict) else {}
+    return int(first["uid"]) if "uid" in first else None
 
 
 def front_table(run: Run) -> dict[str, list[Any]]:
@@ -111,8 +125,12 @@ def format_front(run: Run, limit: int = 20, width: int = 10_000) -> str:
         return head + ": no complete feasible evaluation yet"
     raw, cv, ok = _matrix(run, spec)
     n = len(table["uid"])
+    knee_uid = table["uid"][table["knee"].index(1)]
+    picked = finalized_uid(run)
+    said = ("* = knee (finalize's pick)" if picked in (None, knee_uid) else
+            f"* = knee; finalize ran uid {picked} first (the knee of the populations' front)")
     lines = [f"{head}: {n} of {int(ok.sum())} complete evaluations "
-             f"({int((ok & (cv > 0)).sum())} infeasible); * = knee (finalize's pick)"]
+             f"({int((ok & (cv > 0)).sum())} infeasible); {said}"]
     cols = ["uid", *spec.names, *run.param_names]
     rows = [[("*" if table["knee"][r] else "") + str(table["uid"][r])]
             + [f"{table[c][r]:.4g}" for c in spec.names]
@@ -194,6 +212,7 @@ def plot_pareto(run: Run) -> Figure | None:
         return None
     spec, on, k = found
     raw, cv, ok = _matrix(run, spec)
+    uids = [int(u) for u in run.evaluations["uid"]]
     pairs = [(0, 1)] if spec.m == 2 else [(i, j) for i in range(spec.m)
                                           for j in range(i + 1, spec.m)][:6]
     fig = Figure(figsize=(5.2 * len(pairs) if len(pairs) < 4 else 15.6,
@@ -212,7 +231,8 @@ def plot_pareto(run: Run) -> Figure | None:
             ax.step(raw[order, i], raw[order, j], where="post", c="tab:blue", lw=1.2)
         ax.scatter(raw[on, i], raw[on, j], s=22, c="tab:blue", label="front", zorder=3)
         ax.scatter([raw[k, i]], [raw[k, j]], s=180, marker="*", c="gold", edgecolors="k",
-                   label="knee (finalize)", zorder=4)
+                   label="knee" if finalized_uid(run) not in (None, uids[k]) else
+                   "knee (finalize)", zorder=4)
         ax.set_xlabel(f"{spec.names[i]} ({spec.senses[i]})")
         ax.set_ylabel(f"{spec.names[j]} ({spec.senses[j]})")
         for name, axis in ((spec.names[i], "x"), (spec.names[j], "y")):
@@ -250,5 +270,5 @@ def plot_hypervolume(run: Run) -> Figure | None:
     return fig
 
 
-__all__ = ["format_front", "front_rows", "front_table", "hypervolume_curve", "objectives_of",
+__all__ = ["finalized_uid", "format_front", "front_rows", "front_table", "hypervolume_curve", "objectives_of",
            "plot_hypervolume", "plot_pareto", "write_front_csv"]
