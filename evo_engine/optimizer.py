@@ -137,7 +137,7 @@ class Optimizer:
         """
         task = self.engine.ask(self._asked % self.config.islands)
         if task is None and self.engine.dedupe.exhausted:
-            raise SpaceExhausted(self.engine.dedupe.exhausted)
+            raise SpaceExhausted(self.engine.exhausted_message)
         if task is None:  # only if the engine was told to stop: a usage error here
             raise RuntimeError("the optimizer's engine issues no more tasks")
         self._asked += 1

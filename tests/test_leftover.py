@@ -212,3 +212,33 @@ def test_re_evaluations_out_count_so_workers_spread_over_contenders() -> None:
     picks = [tr.leftover_pick() for _ in range(3)]
     assert [(p.key, p.j) for p in picks] == [("B", 0), ("C", 0), ("B", 1)]
     assert tr.leftover_pick().key == "C"  # -0.0080, ahead of B's -0.0072 (3 tried)
+
+
+def test_a_noisy_grid_run_spends_its_budget_and_says_so(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from evo_engine.analysis import load_history
+
+    scenario = tmp_path / "grid.py"
+    scenario.write_text(
+        "import random\n"
+        "from evo_engine import Categorical, Int, Space\n"
+        "from evo_engine.scenario import Scenario\n"
+        "def f(params, ctx):\n"
+        "    return params['n'] * 0.1 + random.Random(ctx.seed).gauss(0, 0.05)\n"
+        "scenario = Scenario(name='grid', space=Space(n=Int(1, 3), act=Categorical(['a', 'b'])),\n"
+        "                    objective=f, population_size=2, max_evals=20)\n")
+    r = subprocess.run([sys.executable, "-m", "evo_engine", str(scenario), "--workers", "2",
+                        "--run-dir", str(tmp_path / "run"), "--progress", "none"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "finished: 20/20 evaluations" in r.stdout
+    assert ("note: search space exhausted: all 6 distinct configurations have been evaluated "
+            "or are in flight; the budget left went to re-evaluating the leaders") in r.stderr
+    assert "warning" not in r.stderr
+    h = load_history(tmp_path / "run")
+    assert len(h["uid"]) == 20 and sum(op == RACE for op in h["operator"]) == 14
+    events = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [e["finished"] for e in events if e["event"] == "space_exhausted"] == [20]

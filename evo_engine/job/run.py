@@ -718,9 +718,12 @@ def _drive(scenario: Scenario, engine: Engine, transport: Transport,
                         job=job, budget=engine.max_evals, finished_before=engine.n_finished):
         reason = coord.run()
         reporter.finish(coord.progress)
-    if engine.dedupe.exhausted:
-        log.warning("space_exhausted", message=engine.dedupe.exhausted, finished=engine.n_finished)
-        print(f"evo_engine: warning: {engine.dedupe.exhausted}", file=sys.stderr)
+    exhausted = engine.exhausted_message
+    if exhausted:
+        log.warning("space_exhausted", message=exhausted, finished=engine.n_finished)
+        # A warning where it cut the run short; a note where the budget was spent anyway.
+        kind = "warning" if engine.n_finished < engine.max_evals else "note"
+        print(f"evo_engine: {kind}: {exhausted}", file=sys.stderr)
     # The stop snapshot: tasks in flight are recorded as pending, to be issued again.
     if sweeper is not None:
         sweeper.collect()

@@ -197,6 +197,11 @@ class Registry:
             self._added(key_digest(item) if item.startswith("(") else bytes.fromhex(item))
 
 
+def exhausted_head(n: int) -> str:
+    """How every message about an exhausted space of ``n`` configurations begins."""
+    return f"search space exhausted: all {n} distinct configurations have been evaluated or are in flight"
+
+
 def space_size(space: Space) -> int | None:
     """Configurations of an all-discrete space (an upper bound with conditional parameters);
     None when a float parameter makes it infinite."""
@@ -317,8 +322,7 @@ class Dedupe:
             )
         else:
             self.exhausted = (
-                f"search space exhausted: all {n} distinct configurations have been evaluated "
-                "or are in flight, so no new evaluation starts and the run ends below its "
+                f"{exhausted_head(n)}, so no new evaluation starts and the run ends below its "
                 "budget (a configuration is never evaluated twice by accident; set repeats to "
                 "re-evaluate promising ones with fresh seeds)"
             )
@@ -422,6 +426,7 @@ __all__ = [
     "REEVALUATE",
     "Dedupe",
     "Pick",
+    "exhausted_head",
     "Registry",
     "SpaceExhausted",
     "UnseenIndex",

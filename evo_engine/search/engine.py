@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evo_engine.search.dedupe import Dedupe, Pick, space_size
+from evo_engine.search.dedupe import Dedupe, Pick, exhausted_head, space_size
 from evo_engine.search.estimate import Estimate
 from evo_engine.search.intensify import LEFTOVER_LIMIT, RACE, RacePick, Tracker, race_seed
 from evo_engine.search.island import Island
@@ -451,6 +451,27 @@ class Engine:
             return None
         race = self.tracker.leftover_pick()
         return None if race is None else self._as_race_pick(race)
+
+    @property
+    def exhausted_message(self) -> str | None:
+        """Why no new configuration starts, and what the budget left does, or None."""
+        why = self.dedupe.exhausted
+        if why is None or not self._leftover:
+            return why
+        head = exhausted_head(len(self.dedupe.registry))
+        noise = self.tracker.noise()
+        if noise is None and self.budget_left <= 0:
+            return head + ", and the budget is spent"
+        if noise is None:
+            return head + ("; the re-evaluation of the best now out will tell whether the "
+                           "objective is noisy (tell it, then ask again): if so, the budget "
+                           "left re-evaluates the leaders")
+        if noise[0] == 0.0:
+            return head + ("; a re-evaluation of the best came out the same (a deterministic "
+                           "objective), so the run ends below its budget")
+        does = "went to re-evaluating" if self.budget_left <= 0 else "re-evaluates"
+        return head + (f"; the budget left {does} the leaders on shared seeds (seed noise ~ "
+                       f"{noise[0]:.3g}; docs/noise.md)")
 
     def _leftover_wanted(self) -> bool:
         """Whether an exhausted space still has re-evaluations to issue (nothing in flight):
