@@ -116,7 +116,8 @@ class Optimizer:
             migrants=migrants,
             repeats=repeats,
             intensify=intensify,
-            objectives=parse_objectives(objectives or [], constraints or {}),
+            objectives=parse_objectives([] if objectives is None else objectives,
+                                        {} if constraints is None else constraints),
         )
         if intensify == 1:
             raise ValueError("intensify is a race length: 0 (off) or at least 2 evaluations")

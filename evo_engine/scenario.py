@@ -150,6 +150,14 @@ class Scenario(BaseModel):
     """Loggers that receive every finished evaluation: "tensorboard", "mlflow", "wandb" or
     "module:factory" (``evo_engine.job.callbacks``); ``--callback`` adds more."""
 
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives_are_a_list(cls, v: Any) -> Any:
+        # The one rule (search/pareto.py), shared with the Optimizer: a bare string or a bare
+        # (name, sense) pair is refused there, before pydantic's list[Any] takes it apart.
+        parse_objectives(v, {})
+        return v
+
     @field_validator("eval_timeout_s")
     @classmethod
     def _timer_can_hold(cls, v: float | None) -> float | None:

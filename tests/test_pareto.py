@@ -236,6 +236,9 @@ def make_scenario(preset):
     ('objectives=["a"], constraints={"mem": ("<", 40)}', "is not ('<=' or '>=', a finite"),
     ('objectives=["a"], constraints={"mem": ("<=", float("nan"))}', "a finite number"),
     ('objectives=["a", "b"], repeats=2', "repeats and intensify estimate one noisy fitness"),
+    # One objective and its sense, not wrapped in a list: not the objectives "a" and "min".
+    ('objectives=("a", "min")', "objectives: 'min' is a sense, not an objective name"),
+    ('objectives="a"', "objectives: 'a' is one string"),
 ])
 def test_bad_objectives_are_scenario_errors(tmp_path: Path, extra: str, needle: str) -> None:
     from evo_engine.scenario import ScenarioError, load_scenario
@@ -245,6 +248,36 @@ def test_bad_objectives_are_scenario_errors(tmp_path: Path, extra: str, needle: 
     with pytest.raises(ScenarioError) as err:
         load_scenario(p)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(("objectives", "needle"), [
+    ("val", "objectives: 'val' is one string"),  # not the objectives 'v', 'a', 'l'
+    ("loss", "objectives: 'loss' is one string"),  # not "objective names repeat"
+    ("", "objectives: '' is one string"),
+    (("lr_term", "min"), "objectives: 'min' is a sense, not an objective name"),
+    (["f1", ("max", "max")], "objectives: 'max' is a sense, not an objective name"),
+    (7, "objectives: 7 is not a list"),
+])
+def test_the_optimizer_refuses_objectives_that_are_not_a_list(objectives: object,
+                                                               needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Optimizer(SPACE, objectives=objectives)  # type: ignore[arg-type]
+    assert needle in str(err.value)
+    assert "[('" in str(err.value)  # and it shows the shape that is meant
+
+
+def test_the_cli_exits_2_on_objectives_that_are_one_pair(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = tmp_path / "s.py"
+    p.write_text(SCENARIO.format(extra='objectives=("a", "min"), max_evals=4'))
+    run = subprocess.run([sys.executable, "-m", "evo_engine", str(p), "--workers", "0",
+                          "--run-dir", str(tmp_path / "r")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
+    assert "objectives: 'min' is a sense, not an objective name" in run.stderr
+    assert not (tmp_path / "r" / "run.zarr").exists()
 
 
 def test_a_scenario_objective_gets_the_first_objective_as_fitness(tmp_path: Path) -> None:

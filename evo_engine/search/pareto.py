@@ -89,7 +89,20 @@ class Objectives:
 
 def parse_objectives(objectives: Sequence[Any], constraints: Mapping[str, Any]) -> Objectives | None:
     """``[("loss", "min"), "seconds"]`` and ``{"gpu_mem_gb": ("<=", 40)}`` as Objectives, or
-    None when there are no objectives; a ValueError names what is malformed."""
+    None when there are no objectives; a ValueError names what is malformed.
+
+    ``objectives`` is a list (or tuple) of names and (name, "min"|"max") pairs, even for one
+    objective: a bare string would be read character by character ("val" as v, a, l), and a
+    bare pair as two objectives ("loss" and "min"), so both are refused, as is "min" or "max"
+    as an objective's name. The Scenario and the Optimizer both parse here.
+    """
+    if isinstance(objectives, (str, bytes)):
+        raise ValueError(f"objectives: {objectives!r} is one string, not a list of names; pass "
+                         f"[{objectives!r}] or [({objectives!r}, 'min')] (a list of names or of "
+                         "(name, 'min'|'max') pairs)")
+    if not isinstance(objectives, (list, tuple)):
+        raise ValueError(f"objectives: {objectives!r} is not a list of names or of (name, "
+                         "'min'|'max') pairs, e.g. [('val_nrmse', 'min')]")
     if not objectives:
         if constraints:
             raise ValueError("constraints need objectives: name the values to optimise, "
@@ -102,8 +115,17 @@ def parse_objectives(objectives: Sequence[Any], constraints: Mapping[str, Any]) 
         if (not isinstance(item, (tuple, list)) or len(item) != 2
                 or not isinstance(item[0], str) or item[1] not in SENSES):
             raise ValueError(f"objectives: {item!r} is not a name or a (name, 'min'|'max') pair")
+        if item[0] in SENSES:
+            bare_pair = (len(objectives) == 2 and isinstance(objectives[0], str)
+                         and objectives[0] not in SENSES and objectives[1] == item[0])
+            pair = (objectives[0] if bare_pair else "val_nrmse", item[0])
+            raise ValueError(f"objectives: {item[0]!r} is a sense, not an objective name; one "
+                             f"objective with its sense is a pair inside a list: [{pair!r}]")
         names.append(item[0])
         senses.append(item[1])
+    if not isinstance(constraints, Mapping):
+        raise ValueError(f"constraints: {constraints!r} is not a dict of name: ('<=' or '>=', "
+                         "bound), e.g. {'gpu_mem_gb': ('<=', 40)}")
     cons = []
     for name, rule in constraints.items():
         ok = (isinstance(rule, (tuple, list)) and len(rule) == 2 and rule[0] in OPS
