@@ -189,10 +189,6 @@ class Scenario(BaseModel):
             raise ValueError(
                 f"operator_settings for {self.operator!r}: {_format_errors(exc, prefix='')}"
             ) from None
-        if self.migrants > self.population_size:
-            raise ValueError(
-                f"migrants ({self.migrants}) cannot exceed population_size ({self.population_size})"
-            )
         if self.topology != "ring":
             n = self.islands
             if len(self.topology) != n or any(len(r) != n for r in self.topology):
@@ -238,6 +234,8 @@ class Scenario(BaseModel):
                     f"{', '.join(map(str, ladder))}): ASHA would never stop anything; lower it "
                     "or set pruner='none'"
                 )
+        # The engine's own checks (migrants <= population_size, ...), held in one place.
+        self.engine_config()
         return self
 
     def objective_spec(self) -> Objectives | None:

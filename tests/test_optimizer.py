@@ -164,6 +164,36 @@ def test_bad_settings_are_refused_up_front() -> None:
         Optimizer(SPACE, population_size=0)
 
 
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    # Each message names the parameter and the value (not "'<' not supported ...").
+    ({"islands": "2"}, "islands must be a whole number, got '2'"),
+    ({"population_size": 2.5}, "population_size must be a whole number, got 2.5"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+    ({"seed": True}, "seed must be a whole number, got True"),
+    ({"seed": 1.0}, "seed must be a whole number, got 1.0"),
+    ({"migration_interval": 2.5}, "migration_interval must be a whole number, got 2.5"),
+    ({"migration_interval": -1}, "migration_interval must be >= 0, got -1"),
+    ({"migrants": "1"}, "migrants must be a whole number, got '1'"),
+    ({"migrants": -1}, "migrants must be >= 0, got -1"),
+    ({"repeats": 1.5}, "repeats must be a whole number, got 1.5"),
+    ({"intensify": None}, "intensify must be a whole number, got None"),
+    # The Scenario's rule, now the engine's: the Optimizer took 9 migrants from 4 members.
+    ({"migrants": 9, "population_size": 4, "islands": 2},
+     "migrants (9) cannot exceed population_size (4)"),
+])
+def test_wrong_counts_are_refused_by_name(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Optimizer(SPACE, **kwargs)
+    assert needle in str(err.value)
+
+
+def test_numpy_integers_are_counts() -> None:
+    opt = Optimizer(SPACE, seed=np.int64(3), population_size=np.int32(6), islands=np.int64(2))
+    assert opt.config.seed == 3 and type(opt.config.seed) is int
+    json.dumps(opt.config.describe())
+    assert opt.ask().genome.shape == (SPACE.dim,)
+
+
 def test_restore_refuses_a_different_space() -> None:
     state = Optimizer(SPACE, seed=0).get_state()
     with pytest.raises(ValueError, match="space"):

@@ -18,6 +18,7 @@ should stop early; a pruned one counts toward the budget but never joins a popul
 from __future__ import annotations
 
 import math
+import numbers
 from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -47,6 +48,11 @@ from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Space
 
 STATE_FORMAT = 1
+
+
+COUNTS = {"max_evals": 1, "islands": 1, "population_size": 2, "seed": 0,
+          "migration_interval": 0, "migrants": 0, "repeats": 0, "intensify": 0}
+"""EngineConfig's whole-number fields and the least value each takes."""
 
 
 @dataclass(frozen=True)
@@ -79,24 +85,29 @@ class EngineConfig:
     training; None = off."""
 
     def __post_init__(self) -> None:
-        if self.max_evals < 1:
-            raise ValueError(f"max_evals must be >= 1, got {self.max_evals}")
-        if self.islands < 1:
-            raise ValueError(f"islands must be >= 1, got {self.islands}")
-        if self.population_size < 2:
-            raise ValueError(f"population_size must be >= 2, got {self.population_size}")
+        # Counts are whole numbers (an int or a numpy integer, stored as an int; not a bool,
+        # not 2.5, not "2") at or above a least value; each message names the field and value.
+        for name, least in COUNTS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            if value < least:
+                raise ValueError(f"{name} must be >= {least}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if self.migrants > self.population_size:
+            # The one copy of this rule: the Scenario validates by building its EngineConfig.
+            raise ValueError(f"migrants ({self.migrants}) cannot exceed population_size "
+                             f"({self.population_size})")
         if self.operator not in OPERATORS:
             raise ValueError(f"unknown operator {self.operator!r}; choose from {sorted(OPERATORS)}")
         if self.initial_design not in DESIGNS:
             raise ValueError(
                 f"unknown initial_design {self.initial_design!r}; choose from {sorted(DESIGNS)}"
             )
-        if self.migrants < 0 or self.migration_interval < 0:
-            raise ValueError("migrants and migration_interval must be >= 0")
-        if self.repeats < 0 or (self.repeats and self.sync):
-            raise ValueError("repeats must be >= 0, and 0 with the synchronous baseline (sync)")
-        if self.intensify < 0 or (self.intensify > 1 and self.sync):
-            raise ValueError("intensify must be >= 0, and 0 with the synchronous baseline (sync)")
+        if self.repeats and self.sync:
+            raise ValueError("repeats must be 0 with the synchronous baseline (sync)")
+        if self.intensify > 1 and self.sync:
+            raise ValueError("intensify must be 0 with the synchronous baseline (sync)")
         if self.objectives is not None and (self.repeats or self.intensify > 1):
             raise ValueError("repeats and intensify need one fitness, not several objectives")
         if self.pbt is not None and (self.sync or self.pruning or self.repeats
