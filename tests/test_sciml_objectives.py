@@ -158,6 +158,19 @@ def test_pinn_objective_and_test_metrics() -> None:
     assert {"test_rel_l2", "test_rmse", "test_max_error", "val_rel_l2"} <= set(test)
 
 
+def test_a_stopped_pinn_evaluation_trains_no_further_trajectory() -> None:
+    # One PINN per trajectory: once the coordinator stops the evaluation (a pruner's answer to
+    # the first report), the trajectories still to come must not train. They used to, each
+    # up to its own first report (or its whole seconds budget), after the stop.
+    task = PinnTask(beta=1.0, nx=16, nt=5, iterations=40, report_every=10, num_domain=64,
+                    num_boundary=16, trajectories=3)
+    ctx = FakeContext(stop_after=1)
+    out = train_pinn({"width": 8, "depth": 2}, ctx, task)
+    assert [step for step, _ in ctx.reports] == [10]
+    assert out["val_iterations"] == 10 and math.isfinite(out["fitness"])
+    assert out["fitness"] == pytest.approx(ctx.reports[0][1])  # the one trajectory trained
+
+
 def test_digits_objective_and_test_metrics() -> None:
     task = DigitsTask(epochs=2)
     ctx = FakeContext()

@@ -291,6 +291,8 @@ def _evaluate_split(
             params, ctx, task, data["u0"][k], data["x"], score if split == "val" else None
         )
         results.append({**_relative_l2(model, points, exact), **stats})
+        if ctx.should_stop():  # stopped (pruned): the trajectories still to come do not train
+            break
     return {f"{split}_{name}": float(np.mean([r[name] for r in results])) for name in results[0]}
 
 
