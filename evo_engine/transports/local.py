@@ -116,6 +116,16 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
             return
 
 
+def _exit_fd(proc: mp.process.BaseProcess) -> int:
+    """A descriptor that becomes readable when ``proc`` exits: a pidfd where the system has
+    them. The process's sentinel is a pipe its children inherit, so it stays open as long as
+    a helper the objective forked lives; it is used only where there are no pidfds."""
+    try:
+        return os.pidfd_open(proc.pid)  # type: ignore[arg-type]
+    except (AttributeError, OSError):
+        return proc.sentinel
+
+
 class LocalTransport(Transport):
     """``n_workers`` spawned processes, one pipe each."""
 
@@ -130,6 +140,8 @@ class LocalTransport(Transport):
         self._ctx = mp.get_context("spawn")
         self._procs: list[mp.process.BaseProcess | None] = [None] * n_workers
         self._conns: list[Connection | None] = [None] * n_workers
+        self._exits: list[int | None] = [None] * n_workers
+        """worker -> a descriptor readable once its process has exited (``_exit_fd``)."""
         self._tasks: dict[int, list[Task]] = {}
         self._batched: dict[int, bool] = {}
         self._deadlines = Deadlines()
@@ -150,14 +162,25 @@ class LocalTransport(Transport):
         )
         proc.start()
         child.close()
+        self._close_exit_fd(worker)
         self._procs[worker], self._conns[worker] = proc, parent
+        self._exits[worker] = _exit_fd(proc)
+
+    def _close_exit_fd(self, worker: int) -> None:
+        fd, proc = self._exits[worker], self._procs[worker]
+        self._exits[worker] = None
+        if fd is not None and (proc is None or fd != proc.sentinel):
+            os.close(fd)
 
     def _await_ready(self, worker: int) -> WorkerInfo:
-        conn = self._conns[worker]
-        assert conn is not None
-        if not conn.poll(self.start_timeout):
+        conn, exited = self._conns[worker], self._exits[worker]
+        assert conn is not None and exited is not None
+        # Its exit too: a helper it forked may hold its pipe open after it died.
+        if not wait([conn, exited], self.start_timeout):
             raise WorkerStartError(f"worker {worker} did not start within {self.start_timeout:.0f} s")
         try:
+            if not conn.poll(0):
+                raise EOFError
             kind, payload = conn.recv()
         except EOFError as exc:
             raise WorkerStartError(f"worker {worker} exited while starting") from exc
@@ -205,10 +228,16 @@ class LocalTransport(Transport):
         out: list[Result] = []
         while True:
             live = {c: w for w, c in enumerate(self._conns) if c is not None}
+            # Each process's exit too: a helper the objective forked (a data loader, a pool)
+            # inherits the pipe and keeps it open after the worker died, so its end of file
+            # came only when the helper exited (never, for one that waits on its parent).
+            procs = {fd: (w, self._procs[w]) for w, fd in enumerate(self._exits) if fd is not None}
             until = min(t for t in (deadline, self._deadlines.earliest(),
                                     self._starting.earliest()) if t is not None)
-            ready = wait(list(live), max(until - time.monotonic(), 0.0))
+            ready = wait([*live, *procs], max(until - time.monotonic(), 0.0))
             for conn in ready:
+                if isinstance(conn, int):  # an exit: handled after every message
+                    continue
                 w = live[conn]  # type: ignore[index]
                 try:
                     kind, payload = conn.recv()  # type: ignore[union-attr]
@@ -228,6 +257,16 @@ class LocalTransport(Transport):
                 elif kind == "fatal":
                     raise WorkerStartError(f"worker {w} could not load its objective when "
                                            f"started again: {payload}")
+            for exited in ready:
+                if not isinstance(exited, int):
+                    continue
+                w, proc = procs[exited]
+                conn = self._conns[w]
+                if self._procs[w] is not proc or conn is None or conn.poll(0):
+                    continue  # replaced already, or a last message (or EOF) to read first
+                if w in self._starting:
+                    raise WorkerStartError(f"worker {w} exited while starting again")
+                out.extend(self._replace(w, WORKER_DIED))
             late = self._starting.expired(time.monotonic())
             if late:
                 raise WorkerStartError(f"worker {late[0]} did not start again within "
@@ -306,5 +345,7 @@ class LocalTransport(Transport):
         for conn in self._conns:
             if conn is not None:
                 conn.close()
+        for w in range(self.n_workers):
+            self._close_exit_fd(w)
         self._procs = [None] * self.n_workers
         self._conns = [None] * self.n_workers
