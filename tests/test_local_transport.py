@@ -93,3 +93,23 @@ def test_a_worker_that_dies_while_loading_leaving_a_helper_fails_the_start_at_on
         if helper.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(helper.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_task_sent_to_a_worker_that_died_idle_is_run_by_its_replacement() -> None:
+    # The worker died between tasks (the out-of-memory killer picks the process with the
+    # largest cache, busy or not). The task sent to it never started, so it is not the
+    # task's fault: it used to come back FAILED "worker died while evaluating".
+    tr = LocalTransport(WorkerSpec(objective=objective), 1)
+    try:
+        [info] = tr.start()
+        os.kill(info.pid, signal.SIGKILL)
+        proc = tr._procs[0]  # noqa: SLF001
+        assert proc is not None
+        proc.join(5)
+        tr.submit(0, _task(7, x=4.0))
+        [r] = _results(tr, 1, within=30)
+        assert (r.uid, r.state, r.fitness) == (7, EvalState.COMPLETE, 4.0), r.error
+        assert tr.restarts == 1
+    finally:
+        tr.close()

@@ -150,6 +150,8 @@ class LocalTransport(Transport):
         """Replacements not ready yet -> monotonic time they must be ready by."""
         self._outbox: dict[int, object] = {}
         """worker -> the message for a replacement still starting, sent when it is ready."""
+        self._undelivered: dict[int, object] = {}
+        """worker -> the message it died before receiving (sent again to its replacement)."""
         self._sent: dict[int, float] = {}
         """worker -> wall time its tasks were sent (the start of a FAILED result it never sent)."""
         self.restarts = 0
@@ -217,10 +219,15 @@ class LocalTransport(Transport):
         self._sent[worker] = time.time()
         if self.spec.eval_timeout_s is not None:
             self._deadlines.set(worker, time.monotonic() + self.spec.eval_timeout_s)
+        proc = self._procs[worker]
         try:
+            if proc is not None and not proc.is_alive():
+                raise BrokenPipeError
             conn.send(message)
         except (BrokenPipeError, OSError):
-            pass  # the death is noticed (and the task failed) by the next poll
+            # It died before this was sent (idle: the out-of-memory killer picks a big cache
+            # busy or not): the tasks never started, so its replacement gets them, unfailed.
+            self._undelivered[worker] = message
 
     def poll(self, timeout: float) -> list[Result]:
         # Reports are answered as they come and do not end the wait: only results do.
@@ -311,12 +318,17 @@ class LocalTransport(Transport):
         if conn is not None:
             conn.close()
         self._conns[worker] = None
-        tasks = self._tasks.pop(worker, [])
-        batched = self._batched.pop(worker, False)
         self._deadlines.clear(worker)
         self.restarts += 1
         self._spawn(worker)
         self._starting.set(worker, time.monotonic() + self.start_timeout)
+        unsent = self._undelivered.pop(worker, None)
+        if unsent is not None:  # it died before it got them: they wait for the replacement
+            self._outbox[worker] = unsent
+            self._sent.pop(worker, None)
+            return []
+        tasks = self._tasks.pop(worker, [])
+        batched = self._batched.pop(worker, False)
         if died:
             error = f"{error} (worker {worker}, pid {proc.pid if proc else '?'}, exit code {code})"
         t_start, t_end = self._sent.pop(worker, 0.0), time.time()
