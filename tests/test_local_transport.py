@@ -113,3 +113,31 @@ def test_a_task_sent_to_a_worker_that_died_idle_is_run_by_its_replacement() -> N
         assert tr.restarts == 1
     finally:
         tr.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_while_a_worker_process_boots_does_not_kill_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str) -> None:
+    # Ctrl-C reaches the whole process group, a batch system's SIGTERM every process of the
+    # job. A worker ignores both (the coordinator stops it), but only from its first line:
+    # before that, in Python's start-up and while its objective's module loads, the signal
+    # killed it (a KeyboardInterrupt traceback on the terminal, or a replacement worker that
+    # "exited while starting again").
+    (tmp_path / "slow_import_objective.py").write_text(
+        "import time\ntime.sleep(3)\n\ndef objective(params, ctx):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import slow_import_objective  # noqa: PLC0415 - a module made for this test
+
+    tr = LocalTransport(WorkerSpec(objective=slow_import_objective.objective), 1,
+                        start_timeout=30)
+    try:
+        tr._spawn(0)  # noqa: SLF001 - start one process, then signal it while it boots
+        proc = tr._procs[0]  # noqa: SLF001
+        assert proc is not None and proc.pid is not None
+        time.sleep(1.0)
+        os.kill(proc.pid, getattr(signal, signame))
+        info = tr._await_ready(0)  # noqa: SLF001
+        assert info.pid == proc.pid
+    finally:
+        tr.close()

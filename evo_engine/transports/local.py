@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 
 from evo_engine.search.messages import EvalState, Result, Task
@@ -42,6 +43,8 @@ from evo_engine.transports.base import (
 from evo_engine.transports.worker import WORKER_DIED, WorkerRuntime, select_device, timed_out_text
 
 STOP = None
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+"""Signals a worker ignores: the coordinator owns the run's lifetime and stops its workers."""
 
 
 class _PipeReports:
@@ -76,9 +79,11 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
     """Worker loop: receive a task, run it, send the result; stop on STOP or a closed pipe."""
     # The coordinator owns the worker's lifetime: Ctrl-C and walltime signals go to it, and it
     # stops (or kills) its workers after writing its snapshot.
-    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in _stop_signals():
+        signal.signal(sig, signal.SIG_IGN)
+    # They were blocked from the fork on (``_spawn``); one that came meanwhile is dropped now.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _stop_signals())
     try:
         # Each worker owns one core's worth of intra-op threads unless the user says otherwise.
         if "OMP_NUM_THREADS" not in os.environ:
@@ -114,6 +119,10 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
             return
         if reports.closing:
             return
+
+
+def _stop_signals() -> set[signal.Signals]:
+    return {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
 
 
 def _exit_fd(proc: mp.process.BaseProcess) -> int:
@@ -162,11 +171,26 @@ class LocalTransport(Transport):
             target=_worker_main, args=(child, worker, self.spec), name=f"evo-worker-{worker}",
             daemon=True,
         )
-        proc.start()
-        child.close()
-        self._close_exit_fd(worker)
-        self._procs[worker], self._conns[worker] = proc, parent
-        self._exits[worker] = _exit_fd(proc)
+        # A worker ignores stop signals from its first line on, but Python's start-up and the
+        # objective's module come first: a Ctrl-C (sent to the whole process group) or a batch
+        # system's SIGTERM killed it there. The child inherits the blocked mask across exec.
+        block = getattr(signal, "pthread_sigmask", None)
+        if block is not None:
+            # (The start of multiprocessing's resource tracker unblocks SIGINT and SIGTERM:
+            # it goes first, as the spawn would start it anyway.)
+            resource_tracker.ensure_running()
+        old = block(signal.SIG_BLOCK, _stop_signals()) if block is not None else None
+        try:
+            proc.start()
+            child.close()
+            self._close_exit_fd(worker)
+            self._procs[worker], self._conns[worker] = proc, parent
+            self._exits[worker] = _exit_fd(proc)
+        finally:
+            # A stop that came meanwhile raises here (before the run loop), with the process
+            # already in the tables that ``close`` stops.
+            if block is not None and old is not None:
+                block(signal.SIG_SETMASK, old)
 
     def _close_exit_fd(self, worker: int) -> None:
         fd, proc = self._exits[worker], self._procs[worker]
@@ -191,9 +215,9 @@ class LocalTransport(Transport):
         return payload
 
     def start(self) -> list[WorkerInfo]:
-        for w in range(self.n_workers):
-            self._spawn(w)
         try:
+            for w in range(self.n_workers):
+                self._spawn(w)
             return [self._await_ready(w) for w in range(self.n_workers)]
         except BaseException:
             self.close()
