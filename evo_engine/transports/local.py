@@ -121,6 +121,17 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
             return
 
 
+def _reap(proc: mp.process.BaseProcess, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``proc`` to exit; whether it did. ``join`` waits on the
+    process's sentinel, a pipe that a helper it forked keeps open after it exited."""
+    end = time.monotonic() + timeout
+    while proc.is_alive():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.002)
+    return True
+
+
 def _stop_signals() -> set[signal.Signals]:
     return {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
 
@@ -337,7 +348,7 @@ class LocalTransport(Transport):
         proc, conn = self._procs[worker], self._conns[worker]
         code = None
         if proc is not None:
-            proc.join(timeout=5)  # it has exited (EOF) or was killed: a moment at most
+            _reap(proc, 5.0)  # it has exited (EOF) or was killed: a moment at most
             code = proc.exitcode
         if conn is not None:
             conn.close()
@@ -373,11 +384,9 @@ class LocalTransport(Transport):
         # killed after a short grace: its task is pending in the snapshot and runs again.
         deadline = time.monotonic() + self.stop_grace
         for proc in self._procs:
-            if proc is not None:
-                proc.join(timeout=max(deadline - time.monotonic(), 0.0))
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join(timeout=5)
+            if proc is not None and not _reap(proc, max(deadline - time.monotonic(), 0.0)):
+                proc.kill()
+                _reap(proc, 5.0)
         for conn in self._conns:
             if conn is not None:
                 conn.close()
