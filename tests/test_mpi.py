@@ -297,3 +297,24 @@ def test_an_abort_waits_until_the_launcher_has_read_the_report(tmp_path: Path) -
         let_the_launcher_read(timeout=2.0, fds=(fh.fileno(),))
         assert time.monotonic() - started < 0.5
         assert unread_bytes(fh.fileno()) == 0
+
+
+@needs_mpiexec
+def test_a_stop_read_by_a_batch_member_report_ends_that_rank_at_once(tmp_path: Path) -> None:
+    # A worker rank evaluating a batch whose members report (ASHA) reads the STOP in place of
+    # a DECISION. It must then say goodbye after sending the batch's results, as it does after
+    # a single task; waiting for another STOP left rank 0 to abort it after the 10 s drain.
+    run_dir = tmp_path / "run"
+    proc = start_mpirun(3, str(SCENARIOS / "batched.py"), "--run-dir", str(run_dir),
+                        "--progress", "none", cwd=tmp_path, BATCHED_ASHA="1",
+                        BATCHED_SLEEP="0.3", BATCHED_EVALS="40")
+    wait_for_event(run_dir, "run_started", proc)
+    time.sleep(1.0)  # every worker rank is inside a batch, between two reports
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    done = finish(proc)
+    took = time.monotonic() - signalled
+    assert done.returncode == 3, done.stderr
+    assert "still busy" not in done.stderr, done.stderr
+    assert took < 8, took
+    assert store_attrs(run_dir)["status"] == "stopped"

@@ -254,6 +254,8 @@ def worker_main(comm: Comm, local_rank: int, local_size: int) -> int:
             results = (runtime.run_batch(tasks) if runtime is not None
                        else [_not_started(t, rank) for t in tasks])
             comm.send([result_message(r) for r in results], dest=COORDINATOR, tag=TAG_RESULT)
+            if reports.closing:  # a member's report read the STOP: no other one will come
+                break
         else:
             task = task_from_message(payload)
             result = runtime.run(task) if runtime is not None else _not_started(task, rank)
