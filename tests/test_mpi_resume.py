@@ -174,3 +174,42 @@ def test_a_stop_signal_while_an_mpi_job_starts_exits_3_in_one_line(
     assert r.returncode == 0, r.stderr
     uids = sorted(evaluations(run_dir)["uid"].tolist())
     assert uids == list(range(60)), uids
+
+
+FINALIZE_PAST_ITS_LIMIT = '''
+import time
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+
+
+def objective(params, ctx):
+    return (params["x"] - 0.3) ** 2
+
+
+def finalize(params, ctx):
+    time.sleep(60)
+    return {"test_loss": 0.0}
+
+
+def make_scenario(preset):
+    return Scenario(name="finalize_timeout", space=Space(x=Float(0, 1)), objective=objective,
+                    finalize=finalize, population_size=4, max_evals=6, seed=3,
+                    eval_timeout_s=1.0)
+'''
+
+
+@needs_mpiexec
+def test_a_finalize_past_eval_timeout_ends_a_finished_mpi_run_with_0(tmp_path: Path) -> None:
+    """A finalize that runs past eval_timeout_s is FAILED and the run finishes (as with local
+    workers); the rank still in it is aborted, but with the run's code, not 1 (an internal
+    error), and the error does not send the user to a --resume that has nothing to do."""
+    scenario = tmp_path / "finalize_timeout.py"
+    scenario.write_text(FINALIZE_PAST_ITS_LIMIT)
+    run_dir = tmp_path / "run"
+    done = finish(start_mpirun(2, str(scenario), "--run-dir", str(run_dir), "--quiet",
+                               cwd=tmp_path))
+    attrs = store_attrs(run_dir)
+    assert attrs["status"] == "finished"
+    assert "timed out after 1 s" in attrs["final"][0]["error"]
+    assert "--resume" not in attrs["final"][0]["error"]
+    assert done.returncode == 0, done.stderr

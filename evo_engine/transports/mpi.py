@@ -76,7 +76,12 @@ from evo_engine.transports.base import (
     WorkerStartError,
 )
 from evo_engine.transports.launch import mpi_init_guard
-from evo_engine.transports.worker import WorkerRuntime, select_device, timed_out_text
+from evo_engine.transports.worker import (
+    FINALIZE,
+    WorkerRuntime,
+    select_device,
+    timed_out_text,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mpi4py.MPI import Comm
@@ -347,6 +352,9 @@ class _Crew:
         self.stopped: set[int] = set()
         self.gone: set[int] = set()
         self.processes: dict[int, tuple[str, int]] = {}
+        self.stuck: set[int] = set()
+        """Ranks whose evaluation ran past ``eval_timeout_s``: not saying goodbye is expected of
+        them, and aborting them is no error of the run's (``_finish``)."""
         """rank -> (host, pid) of the workers that said goodbye with them (``leave_last``)."""
         self.deadline: float | None = None
         """When waiting for goodbyes ends; set by the first stop, so later calls do not wait anew."""
@@ -586,9 +594,12 @@ class MPITransport(Transport):
         for w in self._deadlines.expired(time.perf_counter()):
             tasks, batched, sent = self._held.pop(w, ([], False, 0.0))
             limit = self._timeout or 0.0
+            self._crew.stuck.add(w + 1)
+            # A finalize past its limit ends a finished run: no --resume has anything to do.
+            why = ("" if tasks and tasks[0].operator == FINALIZE else "; the job ends so that "
+                   "the rank can be replaced: continue with --resume")
             out.extend(Result(uid=t.uid, worker=w, fitness=None, state=EvalState.FAILED,
-                              error=f"{timed_out_text(limit)} (rank {w + 1}; the job ends "
-                                    "so that the rank can be replaced: continue with --resume)",
+                              error=f"{timed_out_text(limit)} (rank {w + 1}{why})",
                               batch=tasks[0].uid if batched else -1, t_start=sent,
                               t_end=time.time())
                        for t in tasks)
@@ -665,7 +676,7 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
         print("evo_engine: internal error (a bug in evo_engine); please report it with the "
               "traceback above; aborting the MPI job", file=sys.stderr, flush=True)
         _abort(comm, EXIT_INTERNAL)
-    _finish(comm, drain_timeout, code or EXIT_INTERNAL, None)
+    _finish(comm, drain_timeout, code or EXIT_INTERNAL, None, finished=code == 0)
     return code
 
 
@@ -720,11 +731,18 @@ def _running(pid: int) -> bool:
         return True
 
 
-def _finish(comm: Comm, timeout: float, abort_code: int, message: str | None) -> None:
-    """Stop the workers; if some never say goodbye, abort the job rather than hang in Finalize."""
+def _finish(comm: Comm, timeout: float, abort_code: int, message: str | None,
+            finished: bool = False) -> None:
+    """Stop the workers; if some never say goodbye, abort the job rather than hang in Finalize.
+
+    A run that ``finished`` (code 0) while the only ranks missing are stuck past
+    ``eval_timeout_s`` (a finalize that timed out: FAILED and recorded, as with local workers)
+    is aborted with code 0: those ranks are expected to be missing, no internal error."""
     missing = stop_workers(comm, timeout)
     if not missing:
         return
+    if finished and set(missing) <= _crew_of(comm).stuck:
+        abort_code = 0
     if message:
         print(message, file=sys.stderr)
     print(f"evo_engine: {len(missing)} worker rank(s) still busy after {timeout:.0f} s "
