@@ -213,3 +213,43 @@ def test_a_finalize_past_eval_timeout_ends_a_finished_mpi_run_with_0(tmp_path: P
     assert "timed out after 1 s" in attrs["final"][0]["error"]
     assert "--resume" not in attrs["final"][0]["error"]
     assert done.returncode == 0, done.stderr
+
+
+ONE_SLOW_WORKER = '''
+import time
+from evo_engine import Float, Space
+from evo_engine.scenario import Scenario
+
+
+def objective(params, ctx):
+    time.sleep(4.0 if ctx.worker == 1 else 0.02)
+    return (params["x"] - 0.3) ** 2
+
+
+def make_scenario(preset):
+    return Scenario(name="one_slow_worker", space=Space(x=Float(0, 1)), objective=objective,
+                    population_size=4, max_evals=400, seed=3)
+'''
+
+
+@needs_mpiexec
+def test_a_second_stop_signal_while_ranks_finalize_mpi_still_exits_3(tmp_path: Path) -> None:
+    """A walltime signal twice (Slurm's TERM, then the KILL warning's, or a second scancel):
+    worker rank 1 said goodbye after the first and waits in MPI_Finalize while rank 2
+    finishes its evaluation. Python resets its handlers to the default at exit, so the
+    second signal killed that rank (exit 15, the store left "running") instead of it
+    staying ignored until the job ended with 3."""
+    import time
+
+    scenario = tmp_path / "one_slow_worker.py"
+    scenario.write_text(ONE_SLOW_WORKER)
+    run_dir = tmp_path / "run"
+    proc = start_mpirun(3, str(scenario), "--run-dir", str(run_dir), "--quiet", cwd=tmp_path)
+    wait_for_rows(run_dir, 4, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)  # rank 1 is in MPI_Finalize, rank 2 still in its 4 s evaluation
+    proc.send_signal(signal.SIGTERM)
+    done = finish(proc)
+    assert done.returncode == 3, done.stderr
+    assert "BAD TERMINATION" not in done.stdout + done.stderr
+    assert store_attrs(run_dir)["status"] == "stopped"

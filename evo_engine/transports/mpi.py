@@ -53,6 +53,7 @@ gets only what the objective's ``ctx`` needs; the genome and lineage stay on ran
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import signal
@@ -334,6 +335,10 @@ def _leave_signals_to_the_coordinator() -> None:
     # mpiexec forwards Ctrl-C and the batch system's SIGTERM to every rank. Rank 0 turns them
     # into a stop and then stops the workers; a worker that died of the signal mid-task would
     # instead make the launcher tear the job down before rank 0 has closed the run store.
+    _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
     for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
         sig = getattr(signal, name, None)
         if sig is not None:
@@ -657,6 +662,12 @@ def run_rank(coordinate: Callable[[], int], drain_timeout: float = 10.0) -> int:
         local_rank, local_size = node_local_rank(comm)
     global _ranks_on_node
     _ranks_on_node = local_size
+    # At exit CPython puts the default action back for every signal with a Python handler
+    # (the CLI's, restored after the run), and mpi4py's MPI_Finalize runs after that: a rank
+    # waiting there for the others (a worker that said goodbye while another still drains)
+    # died of a second stop signal (exit 15, the store left "running"). The run's stop is
+    # already being acted on by then; from the exit handlers on, a stop signal is ignored.
+    atexit.register(_ignore_stop_signals)
     if comm.Get_rank() != COORDINATOR:
         return _guarded(comm, lambda: worker_main(comm, local_rank, local_size))
     global _coordinating
