@@ -346,3 +346,32 @@ def test_a_drain_does_not_start_held_back_suspects(tmp_path: Path) -> None:
     assert sorted(t.uid for t in transport.out) == []  # everything sent has answered
     assert transport.suspects_out and max(transport.suspects_out) == 1
     assert eng.n_finished >= 1 and {1, 2} <= set(eng.in_flight)  # held back, still pending
+
+
+def test_a_resume_killed_before_its_job_began_does_not_count_the_crash_twice(
+        tmp_path: Path) -> None:
+    """A kill between the resume's crash count and the next job's number (open_for_resume
+    raises ``jobs`` after rebuild_engine wrote the counts) is not a second crash of the
+    tasks the crashed job had in flight: they were never sent again."""
+    store = RunStore.create(tmp_path, attrs={"max_evals": CFG.max_evals}, dim=SPACE.dim,
+                            param_kinds={n: p.kind for n, p in SPACE.items()})
+    eng = Engine(SPACE, CFG)
+    rec = Recorder(store, SPACE, background=False)
+    journal = Journal(tmp_path, 1)
+    tasks = [eng.ask() for _ in range(3)]
+    for t in tasks:
+        journal.dispatched(t.uid, t.genome)
+        rec.record_task(t)
+    _, ev = eng.tell(done(tasks[0]))
+    journal.finished(0)
+    rec.record(ev)
+    rec.close()
+    journal.close()  # job 1 is killed with uids 1 and 2 in flight
+
+    rebuild_engine(RunStore.open(tmp_path), SPACE, CFG, lambda m: None)
+    assert RunStore.open(tmp_path).attrs["crash_counts"] == {"1": 1, "2": 1}
+    # Killed here: before open_for_resume raised `jobs` and before a journal was opened.
+    eng, _ = rebuild_engine(RunStore.open(tmp_path), SPACE, CFG, lambda m: None)
+    assert RunStore.open(tmp_path).attrs["crash_counts"] == {"1": 1, "2": 1}
+    assert sorted(t.uid for t in eng.pending) == [1, 2]
+    assert RunStore.open(tmp_path).evaluations.committed == 1  # nothing recorded FAILED

@@ -336,7 +336,8 @@ class ReplayMachine(RuleBasedStateMachine):
             assert err == POISON_ERROR.format(n=2)
         self.rec = Recorder(self.store, SPACE, background=False)
         self.rec.record_migrations(migrations)
-        self.store.set_attrs(status="running")
+        # As open_for_resume: the run is running again, as the next job.
+        self.store.set_attrs(status="running", jobs=int(self.store.attrs.get("jobs", 1)) + 1)
         self.job_rows_start = self.store.tasks.committed
         self.job_handed = []
         self._next_uid_before_job = self.shadow.next_uid

@@ -238,9 +238,14 @@ def rebuild_engine(
             rec.record(ev)
         rec.close()
     # Counts after the FAILED rows: a kill before them leaves the old counts and job start,
-    # so the next resume counts this crash again and fails the same tasks.
+    # so the next resume counts this crash again and fails the same tasks. In the same write,
+    # which job's crash they count: a kill after it and before open_for_resume raises `jobs`
+    # leaves the same job's journal behind, which must not count a second time (its tasks
+    # were never sent again). Rows from here on were issued by the job about to start (the
+    # next resume's crash count).
     store.set_attrs(crash_counts={str(u): c for u, c in sorted(counts.items())},
-                    crash_digests={str(u): d for u, d in sorted(digests.items())})
+                    crash_digests={str(u): d for u, d in sorted(digests.items())},
+                    crash_counted_job=job, job_tasks_start=store.tasks.committed)
     if poisoned:
         warn(f"{len(poisoned)} task(s) were in flight at {poison_after} crashes and are recorded "
              f"FAILED instead of issued again: uid " + ", ".join(str(e.task.uid) for e in poisoned))
@@ -248,8 +253,6 @@ def rebuild_engine(
         warn(f"{len(engine.poisoned)} task(s) not in the task log had been dispatched at "
              f"{poison_after} crashes: they are recorded FAILED when the run issues them again: "
              "uid " + ", ".join(str(u) for u in sorted(engine.poisoned)))
-    # Rows from here on were issued by the job about to start (the next resume's crash count).
-    store.set_attrs(job_tasks_start=store.tasks.committed)
     return engine, engine.drain_migrations()
 
 
@@ -276,7 +279,8 @@ def _poison(store: RunStore, engine: Engine, crashed: bool, poison_after: int,
     digests = {int(k): str(v) for k, v in store.attrs.get("crash_digests", {}).items()}
     counts = {u: c for u, c in counts.items()
               if u in engine.in_flight or (unlogged(u) and u in digests)}
-    if crashed:
+    if crashed and store.attrs.get("crash_counted_job") != job:
+        # (Not when this job's crash was counted already: a resume killed before its job began.)
         # The journal knows more than the task log (tasks not flushed yet, results that
         # came back but were not flushed); the log is for runs from before the journal.
         journaled = unfinished(store.path.parent, job)
