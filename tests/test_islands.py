@@ -161,6 +161,8 @@ def _crash_with(tmp_path: Path, issue_again: int) -> tuple[RunStore, Engine]:
     cfg = EngineConfig(max_evals=20, population_size=3)
     store = RunStore.open(tmp_path)
     eng, _ = rebuild_engine(store, SPACE, cfg, lambda m: None)
+    # As open_for_resume: the run is running again, as the next job (whose crash counts anew).
+    store.set_attrs(status="running", jobs=int(store.attrs.get("jobs", 1)) + 1)
     rec = Recorder(store, SPACE, background=False)
     for _ in range(issue_again):
         rec.record_task(eng.ask())
