@@ -158,6 +158,15 @@ class Scenario(BaseModel):
         parse_objectives(v, {})
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_part(cls, v: str) -> str:
+        # The default run directory is runs/<name>: "../x" or "a/b" would put it elsewhere.
+        if "/" in v or "\\" in v or "\0" in v or v.strip() in (".", ".."):
+            raise ValueError(f"{v!r} cannot name a run directory (runs/<name> by default): "
+                             "use a name without '/', '\\' or a bare '.' or '..'")
+        return v
+
     @field_validator("eval_timeout_s")
     @classmethod
     def _timer_can_hold(cls, v: float | None) -> float | None:

@@ -106,3 +106,15 @@ def test_fingerprint_tracks_space_and_search_settings(tmp_path: Path) -> None:
     assert s.fingerprint() == override(s, max_evals=1000).fingerprint(), "budget may change on resume"
     assert s.fingerprint() != override(s, population_size=4).fingerprint()
     assert s.fingerprint() != override(s, seed=9).fingerprint()
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "/abs", "..", ".", "a\\b"])
+def test_a_name_that_is_not_one_path_part_is_refused(tmp_path: Path, name: str) -> None:
+    # The default run directory is runs/<name>: "../x" put it outside runs/, "/abs" at the
+    # root of the file system (Path("runs") / "/abs" is "/abs").
+    text = GOOD.replace("{extra}", "").replace('name="t"', f"name={name!r}")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(write(tmp_path, text=text), "cpu")
+    assert "'name'" in str(err.value) and "cannot name a run directory" in str(err.value)
+    ok = GOOD.replace("{extra}", "").replace('name="t"', 'name="adv.lr-2 (β=0.1)"')
+    assert load_scenario(write(tmp_path, text=ok), "cpu").name == "adv.lr-2 (β=0.1)"
