@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from checked_drive import drive_checked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from evo_engine.search.engine import Engine, EngineConfig
 from evo_engine.search.estimate import incumbent, summarize_groups
 from evo_engine.search.intensify import RACE, race_seed
 from evo_engine.search.keys import config_key
-from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.messages import Result, Task
 from evo_engine.space import Categorical, Float, Space
 
 SPACE = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0), act=Categorical(["relu", "tanh"]))
@@ -40,43 +41,8 @@ def drive(seed: int, workers: int, noise: float, fail_every: int, order: np.rand
           restore_every: int = 0, budget: int = 60) -> tuple[Engine, list[Task]]:
     cfg = EngineConfig(max_evals=budget, population_size=4, intensify=RACE_LENGTH, seed=seed,
                        islands=2, migration_interval=4)
-    engine = Engine(SPACE, cfg)
-    flight: list[Task] = []
-    issued: list[Task] = []
-    values: dict[str, list[tuple[int, float]]] = {}
-    first_uid: dict[str, int] = {}
-    told = 0
-    while not engine.done:
-        while len(flight) < workers and (t := engine.ask(0)) is not None:
-            flight.append(t)
-            if all(t.uid != u.uid for u in issued):
-                issued.append(t)
-        if not flight:
-            break
-        task = flight.pop(int(order.integers(len(flight))))
-        told += 1
-        if fail_every and told % fail_every == 0:
-            engine.tell(Result(uid=task.uid, worker=0, fitness=None, state=EvalState.FAILED))
-        else:
-            f = noisy(task, noise)
-            engine.tell(Result(uid=task.uid, worker=0, fitness=f))
-            key = config_key(task.params)
-            values.setdefault(key, []).append((task.uid, f))
-            first_uid[key] = min(first_uid.get(key, task.uid), task.uid)
-        engine.drain_migrations()
-        # One source of truth: the engine's best is the estimate over everything told.
-        rows = [(k, u, v) for k, vs in values.items() for u, v in vs]
-        want = incumbent(summarize_groups(rows).values())
-        if want is None:
-            assert engine.best is None
-        else:
-            assert engine.best is not None and engine.best.uid == want.uid == first_uid[want.key]
-            assert math.isclose(engine.best.fitness, want.mean, rel_tol=1e-12, abs_tol=1e-15)
-            assert engine.best.info["evaluations"] == want.n
-        if restore_every and told % restore_every == 0:
-            engine = Engine.from_state(SPACE, cfg, engine.get_state())
-            flight = []  # in flight again as pending: the engine re-issues them first
-    return engine, issued
+    return drive_checked(SPACE, cfg, workers, lambda t: noisy(t, noise), order,
+                         fail_every=fail_every, restore_every=restore_every)
 
 
 def check_races(issued: list[Task], run_seed: int) -> None:

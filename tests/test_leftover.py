@@ -6,20 +6,18 @@ random order by several workers, failures, and restores from snapshots.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+from checked_drive import drive_checked, restore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evo_engine.optimizer import Optimizer
 from evo_engine.search.dedupe import SpaceExhausted
 from evo_engine.search.engine import Engine, EngineConfig
-from evo_engine.search.estimate import incumbent, summarize_groups
 from evo_engine.search.intensify import LEFTOVER_LIMIT, RACE, race_seed
 from evo_engine.search.keys import config_key
-from evo_engine.search.messages import EvalState, Result, Task
+from evo_engine.search.messages import Result, Task
 from evo_engine.space import Categorical, Float, Int, Space
 
 FINITE = Space(a=Int(0, 4), act=Categorical(["relu", "tanh", "gelu"]))
@@ -35,47 +33,12 @@ def observe(task: Task, noise: float) -> float:
     return true_value(task.params) + noise * float(np.random.default_rng(task.seed).normal())
 
 
-def restore(engine: Engine, cfg: EngineConfig, issued) -> Engine:
-    """The engine from its snapshot, its registry from the task log (as a resume does)."""
-    back = Engine.from_state(FINITE, cfg, engine.get_state())
-    for t in issued:
-        back.dedupe.registry.add(t.params)
-    return back
-
-
 def drive(seed: int, workers: int, noise: float, order: np.random.Generator, *,
           intensify: int = 0, fail_every: int = 0, restore_every: int = 0,
           budget: int = 40) -> tuple[Engine, list[Task]]:
     cfg = EngineConfig(max_evals=budget, population_size=4, seed=seed, intensify=intensify)
-    engine = Engine(FINITE, cfg)
-    flight: list[Task] = []
-    issued: dict[int, Task] = {}
-    rows: list[tuple[str, int, float]] = []
-    told = 0
-    while not engine.done:
-        while len(flight) < workers and (t := engine.ask(0)) is not None:
-            flight.append(t)
-            issued.setdefault(t.uid, t)
-        if not flight:
-            break
-        task = flight.pop(int(order.integers(len(flight))))
-        told += 1
-        if fail_every and told % fail_every == 0:
-            engine.tell(Result(uid=task.uid, worker=0, fitness=None, state=EvalState.FAILED))
-        else:
-            f = observe(task, noise)
-            engine.tell(Result(uid=task.uid, worker=0, fitness=f))
-            rows.append((config_key(task.params), task.uid, f))
-        # One source of truth: the engine's best is the estimate over everything told.
-        want = incumbent(summarize_groups(rows).values())
-        assert (engine.best is None) == (want is None)
-        if want is not None:
-            assert math.isclose(engine.best.fitness, want.mean, rel_tol=1e-12, abs_tol=1e-15)
-            assert engine.best.info["evaluations"] == want.n
-        if restore_every and told % restore_every == 0:
-            engine = restore(engine, cfg, issued.values())
-            flight = []  # in flight again as pending: the engine re-issues them first
-    return engine, sorted(issued.values(), key=lambda t: t.uid)
+    return drive_checked(FINITE, cfg, workers, lambda t: observe(t, noise), order,
+                         fail_every=fail_every, restore_every=restore_every)
 
 
 @settings(max_examples=40, deadline=None)
@@ -147,7 +110,7 @@ def test_a_restored_engine_issues_what_the_original_would_in_the_leftover_phase(
             eng.tell(Result(uid=task.uid, worker=0, fitness=observe(task, 0.02)))
             told += 1
             if told == restore_at:
-                eng = restore(eng, cfg, tasks)
+                eng = restore(eng, FINITE, cfg, tasks)
                 # what was in flight is re-issued first, in its order, with its uids
                 again = [eng.ask(0) for _ in flight]
                 assert [t.uid for t in again] == [t.uid for t in flight]

@@ -35,6 +35,13 @@ def objective(params: dict, ctx: object) -> float:
     return float(params["x"])
 
 
+def _kill_helper(pid_file: Path) -> None:
+    """Kill the helper process a test objective forked (its pid in ``pid_file``), if any."""
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 def _results(tr: LocalTransport, n: int, within: float) -> list[Result]:
     out: list[Result] = []
     end = time.monotonic() + within
@@ -67,9 +74,7 @@ def test_a_dead_worker_is_noticed_while_a_helper_it_forked_holds_its_pipe(
         assert (after.uid, after.worker, after.fitness) == (2, 0, 3.0)
     finally:
         tr.close()
-        if helper.exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(helper.read_text()), signal.SIGKILL)
+        _kill_helper(helper)
 
 
 @pytest.mark.slow
@@ -93,9 +98,7 @@ def test_a_worker_that_dies_while_loading_leaving_a_helper_fails_the_start_at_on
         assert time.monotonic() - t0 < 20, "the start waited for the helper, not the worker"
     finally:
         tr.close()
-        if helper.exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(helper.read_text()), signal.SIGKILL)
+        _kill_helper(helper)
 
 
 @pytest.mark.slow
