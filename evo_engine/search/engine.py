@@ -487,10 +487,7 @@ class Engine:
     def _leftover_wanted(self) -> bool:
         """Whether an exhausted space still has re-evaluations to issue (nothing in flight):
         the probe while the noise is unmeasured, else any while it is above 0."""
-        if not self._leftover or self.budget_left <= 0:
-            return False
-        noise = self.tracker.noise()
-        return bool(self.tracker.records) and (noise is None or noise[0] > 0.0)
+        return self._leftover and self.budget_left > 0 and self.tracker.leftover_open()
 
     @property
     def best(self) -> Individual | None:

@@ -286,6 +286,14 @@ class Tracker:
 
     # -- after a finite space is exhausted ------------------------------------------------
 
+    def leftover_open(self) -> bool:
+        """Whether re-evaluations may follow an exhausted space: every configuration kept (at
+        least one), and the noise unmeasured (the probe is still to come) or above 0."""
+        if not self.keep_all or not self.records:
+            return False
+        noise = self.noise()
+        return noise is None or noise[0] > 0.0
+
     def leftover_pick(self) -> RacePick | None:
         """A re-evaluation for budget left once every configuration was evaluated, or None.
 
@@ -298,7 +306,7 @@ class Tracker:
         seed: so configurations compared later share seeds, and workers spread over
         contenders instead of all re-evaluating one.
         """
-        if not self.keep_all or not self.records:
+        if not self.leftover_open():
             return None
         noise = self.noise()
         if noise is None:
@@ -308,8 +316,6 @@ class Tracker:
             if best is None:
                 return None
             key = best.key
-        elif noise[0] == 0.0:
-            return None
         else:
             sigma = noise[0]
 
