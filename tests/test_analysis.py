@@ -332,3 +332,40 @@ def test_utilization_leaves_out_the_pause_between_jobs_of_a_resumed_run() -> Non
     t_end = np.array([5.0, 10.0, 10.0, 120.0, 120.0])
     assert active_span(t_start, t_end, jobs=2) == (120.0, 100.0)
     assert active_span(t_start, t_end, jobs=1) == (120.0, 0.0)
+
+
+def _tree_digest(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("where", [
+    ("--csv", "log.jsonl"), ("--csv", "run.zarr/zarr.json"), ("--front", "log.jsonl"),
+    ("--csv", "scratch/x.csv"), ("--plots", "run.zarr"), ("--plots", "run.zarr/evaluations"),
+    ("--csv", "baseline:log.jsonl"),
+])
+def test_analyze_never_writes_over_a_runs_own_files(tmp_path: Path, capsys, where) -> None:
+    """``--csv RUN/log.jsonl`` replaced the run's log with a CSV; ``--plots RUN/run.zarr``
+    wrote PNGs into the store. Both are refused (exit 2) before anything is written, for the
+    run analyzed and for a --baseline run alike."""
+    run_dir, base_dir = tmp_path / "run", tmp_path / "base"
+    build_run(run_dir, n=20)
+    build_run(base_dir, n=20, seed=1)
+    for d in (run_dir, base_dir):
+        (d / "log.jsonl").write_text('{"event": "start"}\n')
+        (d / "scratch").mkdir()
+    flag, rel = where
+    target = base_dir / rel.split(":", 1)[1] if rel.startswith("baseline:") else run_dir / rel
+    before = {d: _tree_digest(d) for d in (run_dir, base_dir)}
+    assert main(["analyze", str(run_dir), "--baseline", str(base_dir), flag, str(target)]) == 2
+    err = _error(capsys)
+    assert str(target) in "".join(err.split()) or str(target) in err
+    assert "belongs to the run" in err
+    assert {d: _tree_digest(d) for d in (run_dir, base_dir)} == before
+    if where != ("--csv", "log.jsonl"):
+        return
+    # The run directory itself is a fine place for an export beside the run's own files.
+    assert main(["analyze", str(run_dir), "--csv", str(run_dir / "all.csv"),
+                 "--plots", str(run_dir / "plots")]) == 0
+    assert (run_dir / "all.csv").exists() and (run_dir / "log.jsonl").read_text() == \
+        '{"event": "start"}\n'

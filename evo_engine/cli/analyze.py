@@ -82,6 +82,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_writing_into_a_run(args: argparse.Namespace) -> None:
+    """An output path that is (or lies in) a run's own file: refused before anything is read
+    or written, so ``--csv RUN/log.jsonl`` cannot replace the run's log."""
+    from evo_engine.store.rundir import owned_by
+
+    runs = [d for d in (args.run_dir, args.baseline) if d is not None]
+    for flag, path in (("--csv", args.csv), ("--front", args.front), ("--plots", args.plots)):
+        for run_dir in runs if path is not None else ():
+            entry = owned_by(run_dir, path)
+            if entry is not None:
+                raise AnalyzeError(f"{flag} {path}: {entry} belongs to the run; analyze never "
+                                   f"writes there (give a path outside it, e.g. "
+                                   f"{run_dir / ('plots' if flag == '--plots' else 'best.csv')})")
+
+
 def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = print) -> int:
     """Run ``analyze`` for parsed ``args``; returns the exit code (InputError on bad input)."""
     from evo_engine.analysis.export import write_csv
@@ -95,6 +110,7 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
         for line in terminal.wrap(text, cols):
             print_fn(line)
 
+    _refuse_writing_into_a_run(args)
     run = load_run(args.run_dir)
     baseline = load_run(args.baseline) if args.baseline is not None else None
     if run.damage:  # said first: everything below covers only the rows before it

@@ -64,6 +64,21 @@ def _is_ours(name: str) -> bool:
     return name in OURS or name.startswith(GARBAGE_PREFIXES)
 
 
+def owned_by(run_dir: Path, path: Path) -> Path | None:
+    """The entry of ``run_dir`` that ``path`` is or lies inside, when it is one of the run's
+    own (``OURS``, or what a killed job left half-made); None for any other path.
+
+    Paths are compared resolved, so a relative, ``..`` or symlinked spelling of the run's log
+    is still the run's log."""
+    try:
+        inside = path.resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return None
+    if not inside.parts or not _is_ours(inside.parts[0]):
+        return None
+    return run_dir / inside.parts[0]
+
+
 def inspect(run_dir: Path) -> RunDir:
     """Classify ``run_dir`` (read-only: opens the store, if any, for reading)."""
     from evo_engine.store.runstore import RunStore, StoreError
@@ -299,4 +314,4 @@ class RunLock:
 
 
 __all__ = ["GARBAGE_PREFIXES", "OURS", "RunDir", "RunDirError", "RunLock", "check_writable",
-           "clear", "inspect"]
+           "clear", "inspect", "owned_by"]
