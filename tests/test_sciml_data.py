@@ -74,6 +74,13 @@ def test_beta_from_filename(name: str, beta) -> None:
     assert beta_from_filename(name) == beta
 
 
+@pytest.mark.parametrize("beta", [4.0, 0.4, -1.0, -0.25, 1e-5])
+def test_beta_from_filename_reads_the_generators_own_names(beta: float) -> None:
+    """A file of ours that lost its ``beta`` attribute is still read with its β's sign: the
+    parser took the ``-`` of ``advection_beta-1_...`` for a separator and read β = +1."""
+    assert beta_from_filename(AdvectionRecipe(beta=beta).filename()) == beta
+
+
 def test_splits_are_test_first_then_val_then_train(tmp_path) -> None:
     path = tmp_path / "adv.h5"
     u = pdebench_file(path, samples=30)

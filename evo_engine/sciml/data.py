@@ -27,7 +27,9 @@ import numpy as np
 from evo_engine.errors import DataError
 
 SPLITS = ("train", "val", "test", "all")
-_BETA_IN_NAME = re.compile(r"beta[_=-]?([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")
+# ``beta4.0`` (PDEBench), ``beta_0.4``, ``beta=1``; a sign is β's own (``advection_beta-1_...``
+# is what ``AdvectionRecipe.filename`` writes for β = -1), never a separator.
+_BETA_IN_NAME = re.compile(r"beta[_=]?([-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)")
 
 
 class DataFileError(DataError):
