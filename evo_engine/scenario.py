@@ -14,11 +14,13 @@ import importlib.util
 import json
 import sys
 import traceback
+from types import UnionType
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from evo_engine.errors import InputError
 from evo_engine.search.engine import EngineConfig
@@ -36,7 +38,31 @@ class ScenarioError(InputError):
     """A scenario file or one of its fields is unusable; the message says which and why."""
 
 
-class PBTSettings(BaseModel):
+def flag_for_a_number(annotation: Any, value: Any) -> str | None:
+    """What is wrong with ``value`` for a field typed ``annotation``, when it is a bool given
+    for an int or float field (optional or not); None otherwise. pydantic's lax mode reads
+    ``True`` as 1, so ``seed=True`` or ``--set max_evals=true`` ran as 1."""
+    kinds = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) \
+        else {annotation}
+    if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+        return f"must be a number, not {value}"
+    return None
+
+
+class _NoFlagsForNumbers(BaseModel):
+    """A bool given for a number field is refused (``flag_for_a_number``)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, v: Any, info: ValidationInfo) -> Any:
+        problem = info.field_name and flag_for_a_number(
+            cls.model_fields[info.field_name].annotation, v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+class PBTSettings(_NoFlagsForNumbers):
     """Population-based training (``Scenario.pbt``; docs/pbt.md, ``evo_engine.search.pbt``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,7 +86,7 @@ class PBTSettings(BaseModel):
                          self.resample_probability, tuple(self.fixed))
 
 
-class Scenario(BaseModel):
+class Scenario(_NoFlagsForNumbers):
     """Everything a run needs: the space, the objective, the search settings and the budget."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)

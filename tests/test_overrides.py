@@ -52,6 +52,11 @@ def test_values_are_typed_by_the_field(sphere) -> None:
     ('pbt={"intervl": 2}', "--set pbt=.*: intervl: Extra inputs are not permitted"),
     ('pbt={"interval": 0}', "--set pbt=.*: interval: Input should be greater than or equal to 1"),
     ('topology=[[0, "a"], [1, 0]]', "--set topology=.*0.1: Input should be a valid integer"),
+    # pydantic's lax mode read true as 1: seed=true ran seed 1, max_evals=true one evaluation
+    ("seed=true", "--set seed=true: .*must be a number, not True"),
+    ("max_evals=true", "must be a number, not True"),
+    ("max_time=false", "must be a number, not False"),
+    ('pbt={"interval": true}', "interval: .*must be a number, not True"),
 ])
 def test_bad_values_name_the_field(sphere, item: str, match: str) -> None:
     with pytest.raises(OverrideError, match=match):

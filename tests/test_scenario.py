@@ -118,3 +118,12 @@ def test_a_name_that_is_not_one_path_part_is_refused(tmp_path: Path, name: str) 
     assert "'name'" in str(err.value) and "cannot name a run directory" in str(err.value)
     ok = GOOD.replace("{extra}", "").replace('name="t"', 'name="adv.lr-2 (β=0.1)"')
     assert load_scenario(write(tmp_path, text=ok), "cpu").name == "adv.lr-2 (β=0.1)"
+
+
+@pytest.mark.parametrize("extra", ["seed=True", "max_evals=True", "eval_timeout_s=False",
+                                   "pbt={'interval': True}"])
+def test_a_flag_given_for_a_number_is_refused(tmp_path: Path, extra: str) -> None:
+    # pydantic's lax mode took True for 1: seed=True ran seed 1, max_evals=True one evaluation.
+    with pytest.raises(ScenarioError, match="must be a number, not (True|False)"):
+        load_scenario(write(tmp_path, extra=extra), "cpu")
+    assert load_scenario(write(tmp_path, extra="seed=3, max_time=2, sync=True"), "cpu").seed == 3

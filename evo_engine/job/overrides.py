@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from evo_engine.errors import InputError
-from evo_engine.scenario import Scenario, validate_scenario
+from evo_engine.scenario import Scenario, flag_for_a_number, validate_scenario
 
 NOT_SETTABLE = ("space", "objective", "prepare", "finalize", "objective_batch", "batch_key")
 """Fields that hold Python objects: a scenario file's business, not a command line's."""
@@ -41,13 +41,17 @@ def _json_or_text(text: str) -> Any:
 
 
 def _typed(name: str, text: str) -> Any:
-    adapter = TypeAdapter(Scenario.model_fields[name].annotation)
+    annotation = Scenario.model_fields[name].annotation
+    adapter = TypeAdapter(annotation)
     try:
         return adapter.validate_python(text)
     except ValidationError as first:
         candidate = _json_or_text(text)
         if candidate is text:
             raise OverrideError(_message(name, text, first)) from None
+        problem = flag_for_a_number(annotation, candidate)
+        if problem:  # the adapter alone would read true as 1
+            raise OverrideError(f"--set {name}={text}: {problem}") from None
         try:
             return adapter.validate_python(candidate)
         except ValidationError as second:  # the value was JSON: say what is wrong inside it
