@@ -217,3 +217,20 @@ def test_pinn_task_refuses_unknown_layouts() -> None:
         PinnTask(points="sobol")
     with pytest.raises(ValueError, match="score_frames"):
         PinnTask(nt=5, score_frames=5)
+
+
+def test_pinn_reports_count_on_across_trajectories_and_end_at_the_fitness() -> None:
+    # One PINN per trajectory: each trajectory's reports started again at step 10, so a
+    # pruner saw steps 10, 20, 10, 20, ... (a rung reached three times) and the last report
+    # was the third trajectory's error, not the fitness (the mean over the three).
+    task = PinnTask(beta=1.0, nx=16, nt=5, iterations=20, report_every=10, num_domain=64,
+                    num_boundary=16, trajectories=3)
+    ctx = FakeContext()
+    out = train_pinn({"width": 8, "depth": 2, "lr": 1e-2}, ctx, task)
+    assert [step for step, _ in ctx.reports] == [10, 20, 30, 40, 50, 60]
+    values = [v for _, v in ctx.reports]
+    assert values[-1] == pytest.approx(out["fitness"])
+    # Within a trajectory the value is the mean of the finished ones and the current one:
+    # the three trajectories' own errors, recovered from the reports at their ends, differ.
+    own = [values[1], 2 * values[3] - values[1], 3 * values[5] - 2 * values[3]]
+    assert min(own) > 0 and max(own) - min(own) > 1e-6

@@ -237,13 +237,14 @@ def fit_trajectory(
     u0: np.ndarray,
     x: np.ndarray,
     score: Any = None,
+    step_offset: int = 0,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Fit a PINN to the trajectory starting from ``u0`` (values at ``x``).
 
     Returns the model and the training statistics of :func:`evo_engine.sciml.engd.train`.
-    ``score()`` (optional) returns the current validation error; it is reported every
-    ``task.report_every`` iterations and at the end, and training ends early when
-    ``ctx.should_stop()``.
+    ``score()`` (optional) returns the value to report; it is reported every
+    ``task.report_every`` iterations and at the end, at step ``step_offset + iteration``, and
+    training ends early when ``ctx.should_stop()``.
     """
     p = check_settings({**task.defaults, **params})
     device = str(ctx.device)
@@ -264,7 +265,7 @@ def fit_trajectory(
 
     def on_report(iteration: int) -> bool:
         if score is not None:
-            ctx.report(iteration, score(model))
+            ctx.report(step_offset + iteration, score(model))
         return ctx.should_stop()
 
     budget = Budget(task.iterations, task.seconds, task.report_every, task.clock)
@@ -280,16 +281,24 @@ def _evaluate_split(
     data = cached(ctx, (*key, split), lambda: _trajectories(task, split))
     frames = scored_frames(task)
     points = _grid_points(data["x"], data["t"][frames], str(ctx.device))
-    results = []
+    results: list[dict[str, float]] = []
+    done_iterations = 0
     for k in range(len(data["u0"])):
         exact = data["u"][k][frames]
+        finished = [r["rel_l2"] for r in results]
 
-        def score(model: torch.nn.Module, exact: np.ndarray = exact) -> float:
-            return _relative_l2(model, points, exact)["rel_l2"]
+        # What a pruner sees: steps that count on over the trajectories (one PINN each), and
+        # the fitness so far, the mean over the finished trajectories and this one's current
+        # error, so the last report is the fitness.
+        def score(model: torch.nn.Module, exact: np.ndarray = exact,
+                  finished: list[float] = finished) -> float:
+            return float(np.mean([*finished, _relative_l2(model, points, exact)["rel_l2"]]))
 
         model, stats = fit_trajectory(
-            params, ctx, task, data["u0"][k], data["x"], score if split == "val" else None
+            params, ctx, task, data["u0"][k], data["x"], score if split == "val" else None,
+            step_offset=done_iterations,
         )
+        done_iterations += int(stats["iterations"])
         results.append({**_relative_l2(model, points, exact), **stats})
         if ctx.should_stop():  # stopped (pruned): the trajectories still to come do not train
             break
