@@ -14,13 +14,20 @@ import importlib.util
 import json
 import sys
 import traceback
-from types import UnionType
 from collections.abc import Callable
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from evo_engine.errors import InputError
 from evo_engine.search.engine import EngineConfig
