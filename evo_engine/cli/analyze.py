@@ -83,8 +83,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _refuse_writing_into_a_run(args: argparse.Namespace) -> None:
-    """An output path that is (or lies in) a run's own file: refused before anything is read
-    or written, so ``--csv RUN/log.jsonl`` cannot replace the run's log."""
+    """An output path that is (or lies in) a run's own file: refused before anything is
+    written, so ``--csv RUN/log.jsonl`` cannot replace the run's log."""
     from evo_engine.store.rundir import owned_by
 
     runs = [d for d in (args.run_dir, args.baseline) if d is not None]
@@ -110,9 +110,9 @@ def analyze_main(args: argparse.Namespace, print_fn: Callable[[str], None] = pri
         for line in terminal.wrap(text, cols):
             print_fn(line)
 
-    _refuse_writing_into_a_run(args)
     run = load_run(args.run_dir)
     baseline = load_run(args.baseline) if args.baseline is not None else None
+    _refuse_writing_into_a_run(args)  # after the loads: a path that is no run says so first
     if run.damage:  # said first: everything below covers only the rows before it
         say(f"the run store in {args.run_dir} is damaged: {'; '.join(run.damage)}; what follows "
             f"covers only the {run.n} evaluations before the damage")
