@@ -201,3 +201,29 @@ def test_cli_bad_flags_exit_2(argv, capsys) -> None:
         main(argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:99"])
+def test_cli_a_device_torch_cannot_use_exits_2(device, tmp_path, capsys) -> None:
+    # "gpu0" is no torch device; "cuda:99" is no GPU of this machine (none at all without
+    # CUDA): both tracebacked out of the solver with exit 1 before.
+    out = tmp_path / "adv.h5"
+    with pytest.raises(SystemExit) as exc:
+        main(["--samples", "2", "--nx", "16", "--nt", "3", "--solver", "fv",
+              "--device", device, "--out", str(out)])
+    assert exc.value.code == 2
+    assert f"--device {device!r}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_an_output_it_cannot_write_exits_2(tmp_path, capsys) -> None:
+    # a folder as --out (its temporary file could not be renamed over it), and a path under
+    # a plain file (no folder can be made there): tracebacks with exit 1 before
+    plain = tmp_path / "notes.txt"
+    plain.write_text("")
+    for out, says in ((tmp_path, "is a directory"), (plain / "adv.h5", "cannot write")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--samples", "2", "--nx", "16", "--nt", "3", "--out", str(out)])
+        assert exc.value.code == 2
+        assert says in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

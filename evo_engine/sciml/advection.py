@@ -196,6 +196,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_problem(device: str) -> str | None:
+    """Why torch cannot put a tensor on ``device`` here (no such device type, no such GPU), or
+    None when it can."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:  # torch without CUDA asserts
+        return f"--device {device!r} cannot be used here: {exc}"
+    return None
+
+
 def cpu_count() -> int:
     """The CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
     try:
@@ -349,7 +359,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))  # exits with status 2
     out = args.out if args.out is not None else data_dir() / recipe.filename()
+    if out.is_dir():
+        parser.error(f"--out {out} is a directory; name the file to write, e.g. "
+                     f"{out / recipe.filename()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"cannot write --out {out}: {exc}")
     device = args.device or default_device()
+    problem = device_problem(device)
+    if problem is not None:
+        parser.error(problem)
     wall, cpu = time.perf_counter(), time.process_time()
     path = write_advection(recipe, out, device=device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
