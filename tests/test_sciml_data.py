@@ -123,6 +123,23 @@ def test_strides_for_targets(tmp_path) -> None:
         strides_for(info, nx=48, nt=5)
 
 
+
+def test_a_file_too_small_for_the_task_is_refused_before_any_training(tmp_path) -> None:
+    # Both passed the check that stops a run before its workers start, then failed every
+    # evaluation (ValueError in read_advection) while the run exited 0.
+    from evo_engine.sciml.training import AdvectionTask, prepare_advection
+
+    one_frame = tmp_path / "one_frame.h5"
+    pdebench_file(one_frame, samples=20, nt=1, nx=64)  # nt 1: "0 frames apart" is a multiple
+    with pytest.raises(DataFileError, match="cannot be strided"):
+        strides_for(inspect_advection_file(one_frame), nx=16, nt=5)
+    two = tmp_path / "two.h5"
+    pdebench_file(two, samples=2, nt=21, nx=64)  # no test, validation and training split
+    with pytest.raises(DataFileError, match="2 samples"):
+        strides_for(inspect_advection_file(two), nx=16, nt=5)
+    with pytest.raises(DataFileError, match="2 samples"):
+        prepare_advection(AdvectionTask(data_file=str(two), nx=16, nt=21, epochs=1))
+
 def write(path, **datasets) -> None:
     with h5py.File(path, "w") as f:
         for key, value in datasets.items():

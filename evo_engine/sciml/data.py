@@ -108,10 +108,16 @@ def inspect_advection_file(path: str | os.PathLike) -> AdvectionFileInfo:
     return AdvectionFileInfo(path, samples, nt, nx, beta)
 
 
+MIN_SAMPLES = 3
+"""The fewest samples that split into test, validation and training (one each at least)."""
+
+
 def split_bounds(samples: int) -> dict[str, tuple[int, int]]:
     """Index ranges ``[start, stop)`` of each split for ``samples`` samples (test, val, train)."""
-    if samples < 3:
-        raise ValueError(f"need at least 3 samples to split into test/val/train, got {samples}")
+    if samples < MIN_SAMPLES:
+        raise ValueError(
+            f"need at least {MIN_SAMPLES} samples to split into test/val/train, got {samples}"
+        )
     tenth = max(1, samples // 10)
     return {
         "test": (0, tenth),
@@ -141,8 +147,7 @@ def read_advection(
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     info = inspect_advection_file(path)
-    reduced_samples = len(range(0, info.samples, reduced_batch))
-    start, stop = split_bounds(reduced_samples)[split]
+    start, stop = split_bounds(thinned_samples(info.samples, reduced_batch))[split]
     with h5py.File(info.path, "r") as f:
         tensor = f["tensor"]
         parts = []
@@ -161,6 +166,11 @@ def read_advection(
     return AdvectionData(u=u, x=x, t=t, beta=info.beta, path=info.path, split=split)
 
 
+def thinned_samples(samples: int, reduced_batch: int) -> int:
+    """How many of ``samples`` samples every ``reduced_batch``-th one keeps."""
+    return len(range(0, samples, reduced_batch))
+
+
 def strides_for(
     info: AdvectionFileInfo, nx: int, nt: int, samples: int | None = None
 ) -> dict[str, int]:
@@ -169,17 +179,26 @@ def strides_for(
     Lets a scenario ask for "nx 256, nt 41" and read both a native 256 × 41 file (strides 1, 1)
     and a PDEBench 1024 × 201 file (strides 4, 5). ``samples`` (optional) thins the samples with
     ``reduced_batch`` to at least that many. Raises :class:`DataFileError` when the file's grid
-    is not a multiple of the wanted one.
+    is not a multiple of the wanted one, or when too few samples remain to split
+    (:data:`MIN_SAMPLES`), so a scenario's ``prepare`` stops a run that no training could use.
     """
     if nx < 1 or nt < 2:
         raise ValueError(f"need nx >= 1 and nt >= 2, got nx={nx}, nt={nt}")
-    if info.nx % nx or (info.nt - 1) % (nt - 1):
+    if info.nx % nx or info.nt < nt or (info.nt - 1) % (nt - 1):
         raise _bad(
             info.path,
             f"its grid nx={info.nx}, nt={info.nt} cannot be strided to nx={nx}, nt={nt} "
             "(need nx_file a multiple of nx and nt_file − 1 a multiple of nt − 1)",
         )
     reduced_batch = max(1, info.samples // samples) if samples else 1
+    kept = thinned_samples(info.samples, reduced_batch)
+    if kept < MIN_SAMPLES:
+        thinned = f" (every {reduced_batch}th kept: {kept})" if reduced_batch > 1 else ""
+        raise _bad(
+            info.path,
+            f"it holds {info.samples} samples{thinned}, fewer than the {MIN_SAMPLES} that a "
+            "test, a validation and a training split need",
+        )
     return {
         "reduced_resolution": info.nx // nx,
         "reduced_resolution_t": (info.nt - 1) // (nt - 1),
