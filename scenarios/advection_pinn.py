@@ -23,7 +23,7 @@ in the store, and become active again if a later mutation switches the optimizer
     python -m evo_engine scenarios/advection_pinn.py [--preset full]
 
 Presets (``evo_engine.sciml.presets``): "cpu" = β 1, smooth two-mode initial conditions, exact
-targets on the whole grid, 10 s per evaluation, 40 evaluations; "full" = PDEBench's β 4, full
+targets on the whole grid after t = 0, 10 s per evaluation, 40 evaluations; "full" = PDEBench's β 4, full
 recipe and protocol, three trajectories.
 Needs no data file.
 """

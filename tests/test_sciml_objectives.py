@@ -234,3 +234,29 @@ def test_pinn_reports_count_on_across_trajectories_and_end_at_the_fitness() -> N
     # the three trajectories' own errors, recovered from the reports at their ends, differ.
     own = [values[1], 2 * values[3] - values[1], 3 * values[5] - 2 * values[3]]
     assert min(own) > 0 and max(own) - min(own) > 1e-6
+
+
+def test_a_non_finite_epoch_among_the_last_ones_fails_the_evaluation(monkeypatch) -> None:
+    # The fitness is the mean of the last fitness_last epochs; one of them non-finite (a
+    # validation rollout that overflowed) made that mean NaN, and the evaluation was then
+    # scored by its final epoch alone, a finite number no documented rule gives.
+    from evo_engine.sciml import training
+
+    real, calls = training.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        calls.append(1)
+        return {k: math.nan for k in metrics} if len(calls) == 2 else metrics
+
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    ctx = FakeContext(seed=3)
+    out = train_advection({"model": "fno", "lr": 3e-3}, ctx, tiny_task(epochs=4, fitness_last=3))
+    curve = [v for _, v in ctx.reports]
+    assert math.isnan(curve[1]) and all(math.isfinite(v) for v in curve[2:])
+    assert math.isnan(out["fitness"]), out["fitness"]
+    calls.clear()  # the same with the NaN epoch before the last three: the mean of those
+    ctx = FakeContext(seed=3)
+    out = train_advection({"model": "fno", "lr": 3e-3}, ctx, tiny_task(epochs=4, fitness_last=2))
+    curve = [v for _, v in ctx.reports]
+    assert out["fitness"] == pytest.approx(sum(curve[-2:]) / 2)

@@ -46,8 +46,8 @@ from evo_engine.sciml.training import (
     evaluate,
     load_split,
     precision_context,
-    reduce_curve,
     step_boundary,
+    training_fitness,
 )
 
 ARCHITECTURE_KEYS = {
@@ -196,9 +196,7 @@ def _finish(member: _Member, stack: StackedModels, row: int, val: dict[str, Any]
         metrics = evaluate(model, val["u"], val["grid"], task)
     else:
         metrics = member.last_metrics
-    fitness = reduce_curve(member.curve, task.fitness_last)
-    if not math.isfinite(fitness):
-        fitness = advection_fitness(metrics)
+    fitness = training_fitness(member.curve, task.fitness_last, metrics)
     record = {
         "fitness": float(fitness),
         **{f"val_{name}": value for name, value in metrics.items()},

@@ -45,7 +45,7 @@ Differences from PDEBench beyond (1)–(3): 50× fewer trajectories, half the sp
 best checkpoint, and the FNO rather than the U-Net as the default model.
 
 pinn, cpu: β = 1, initial conditions from the recipe's two lowest modes, exact-shift targets,
-500 random collocation points and 200 boundary times, scored on the whole 128 × 41 grid, 1,000
+500 random collocation points and 200 boundary times, scored on the 128 × 40 grid after t = 0, 1,000
 iterations (``advection_pinn`` replaces the cap by 10 s of training per trajectory, so Adam,
 L-BFGS and ENGD are compared at equal time). pinn, full: PDEBench's protocol (see
 :mod:`evo_engine.sciml.pinn`): β = 4, the full recipe, FV targets at 1024 × 201, residual on

@@ -353,6 +353,16 @@ def reduce_curve(curve: Sequence[float], fitness_last: int | None) -> float:
     return sum(tail) / len(tail) if all(math.isfinite(v) for v in tail) else math.nan
 
 
+def training_fitness(curve: Sequence[float], fitness_last: int | None,
+                     kept: Mapping[str, float]) -> float:
+    """An evaluation's fitness: ``reduce_curve`` of its per-epoch validation curve, or the
+    ``kept`` weights' own score when no epoch ran (a PBT interval that trained nothing).
+
+    A non-finite epoch among the last ``fitness_last`` leaves it NaN, so the evaluation fails
+    (docs/sciml-task.md); it is not scored by its final epoch alone."""
+    return reduce_curve(curve, fitness_last) if curve else advection_fitness(kept)
+
+
 def _prefixed(prefix: str, metrics: Mapping[str, float]) -> dict[str, float]:
     return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
@@ -422,9 +432,7 @@ def fit(params: Mapping[str, Any], ctx: EvaluationContext, task: AdvectionTask) 
         metrics = last_metrics
     if pbt:
         save_checkpoint(ctx.checkpoint_save, model, optimizer, scheduler, epochs_run, p)
-    fitness = reduce_curve(curve, fitness_last)
-    if not math.isfinite(fitness):
-        fitness = advection_fitness(metrics)
+    fitness = training_fitness(curve, fitness_last, metrics)
     record: dict[str, Any] = {
         "fitness": float(fitness),
         **_prefixed("val", metrics),
