@@ -161,6 +161,26 @@ def test_a_failed_interval_exploits_the_best_member_or_starts_again() -> None:
     assert failed.operator == EXPLOIT and failed.pbt_parent == starts[2].uid and failed.step == 2
 
 
+def test_a_member_that_started_again_from_fresh_weights_is_no_donor() -> None:
+    """Member 1 scored at step 2, then failed with nobody else scored: it started again from
+    fresh weights. Its old score still ranks member 0 worst at step 2, but it holds no
+    checkpoint to copy: member 0 continues on its own weights instead of throwing them away
+    for fresh ones (recorded, before, as a migration from island -1)."""
+    cfg = PBTConfig(interval=2, quantile=0.5)
+    eng = Engine(SPACE, EngineConfig(max_evals=50, population_size=2, seed=1, pbt=cfg))
+    a, d = eng.ask(), eng.ask()
+    eng.tell(ok(d, 0.1))
+    d2 = eng.ask()
+    eng.tell(Result(uid=d2.uid, worker=0, fitness=None, state=EvalState.FAILED))
+    assert eng.ask().operator == RESTART
+    eng.tell(ok(a, 0.5))
+    a2 = eng.ask()
+    assert (a2.operator, a2.pbt_parent, a2.step) == (CONTINUE, a.uid, 2)
+    assert "migrant_from" not in a2.info
+    eng.tell(ok(a2, 0.4))
+    assert eng.drain_migrations() == []
+
+
 def test_no_checkpoint_a_later_interval_loads_is_released_and_live_ones_stay_bounded() -> None:
     eng = pbt_engine(population=6, quantile=0.5, explore="resample")
     assert eng.pbt is not None

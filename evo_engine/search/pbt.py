@@ -11,8 +11,10 @@ from the engine's state alone (so a replay on ``--resume`` decides the same):
   training step, plus the latest scores of members one interval behind (which can only rank
   it better: no member is sent to exploit because others trained longer); with at least
   ``ceil(1/quantile)`` scores there, a member in the worst ``quantile`` *exploits* one of the
-  best ``quantile`` members drawn at random: it takes that member's current checkpoint (its
-  weights, optimizer and scheduler state), step and hyperparameters, and *explores* them;
+  best ``quantile`` members drawn at random (among those holding a checkpoint: one that
+  started again from fresh weights has none to give): it takes that member's current
+  checkpoint (its weights, optimizer and scheduler state), step and hyperparameters, and
+  *explores* them;
 * otherwise it *continues* from its own checkpoint with its own hyperparameters;
 * a failed interval (a diverged training, a missing checkpoint file) exploits the island's
   best member, or, with none, starts the member again from fresh weights and a new point.
@@ -190,8 +192,10 @@ class PBT:
         k = int(math.floor(len(peers) * self.config.quantile + 1e-9))
         if len(peers) >= self.config.need and k >= 1:
             ranked = sorted(peers, key=lambda p: (peers[p], p))
-            if index in ranked[-k:]:
-                top = [p for p in ranked[:k] if p != index]
+            # A score stays at its step after its member let those weights go; one that
+            # started again from fresh weights has no checkpoint left to give.
+            top = [p for p in ranked[:k] if p != index and self.members[p].ckpt >= 0]
+            if index in ranked[-k:] and top:
                 donor = self.members[top[int(self.rngs[m.island].integers(len(top)))]]
                 return self._exploit(m, donor)
         return self._pick(m, CONTINUE, m.ckpt, m.end_step, np.asarray(m.genome), (m.ckpt,))
