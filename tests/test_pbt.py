@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,22 @@ def test_pbt_state_survives_a_snapshot() -> None:
         assert (a.uid, a.operator, a.pbt_parent, a.step) == (b.uid, b.operator, b.pbt_parent,
                                                               b.step)
         assert np.array_equal(a.genome, b.genome)
+
+
+def test_an_interval_ends_at_its_own_length_after_a_forced_change_of_interval() -> None:
+    """--resume --force may change pbt.interval: an interval issued before (in flight at the
+    stop, re-issued as it was) trains its own 2 steps, so its member's next interval starts
+    at step 2, not at 3 (the new length)."""
+    eng = pbt_engine(population=2, quantile=0.5)
+    first = [eng.ask() for _ in range(2)]
+    assert all(t.info["interval"] == 2 for t in first)
+    cfg = replace(eng.config, pbt=replace(eng.config.pbt, interval=3))
+    resumed = Engine.from_state(SPACE, cfg, json.loads(json.dumps(eng.get_state())))
+    again = [resumed.ask() for _ in range(2)]
+    assert [t.info["interval"] for t in again] == [2, 2]  # re-issued as logged
+    resumed.tell(ok(again[0], 0.1))
+    nxt = resumed.ask()
+    assert (nxt.pbt_parent, nxt.step, nxt.info["interval"]) == (again[0].uid, 2, 3)
 
 
 @pytest.mark.parametrize(("changes", "needle"), [

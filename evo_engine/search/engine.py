@@ -43,7 +43,7 @@ from evo_engine.search.messages import (
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.operators.base import OperatorSettings
 from evo_engine.search.pareto import VIOLATION, Objectives, front_members
-from evo_engine.search.pbt import PBT, PBTConfig
+from evo_engine.search.pbt import PBT, PBTConfig, interval_stop
 from evo_engine.search.pruning import ASHA, ASHAConfig
 from evo_engine.space import Space
 
@@ -564,8 +564,8 @@ class Engine:
         if self.pbt is not None and task.step >= 0:
             # A PBT interval: its member decides its next interval at the next _issue.
             value = result.fitness if state is EvalState.COMPLETE else None
-            self.pbt.told(int(task.info["member"]), task.uid, task.genome, task.step, value,
-                          self.n_finished)
+            self.pbt.told(int(task.info["member"]), task.uid, task.genome,
+                          interval_stop(task.step, task.info), value, self.n_finished)
             origin = task.info.get("migrant_from")
             if origin is not None:  # it trained on weights from another island: a migration
                 self.migrations.append(Migration(task.pbt_parent, int(origin), task.island,

@@ -87,6 +87,12 @@ class PBTConfig:
         return max(2, math.ceil(1.0 / self.quantile - 1e-9))
 
 
+def interval_stop(step: int, info: dict[str, Any]) -> int:
+    """The step an interval starting at ``step`` trains to: by its own length, as its worker
+    trains it (``info["interval"]``), which a resume under --force may have changed since."""
+    return step + int(info["interval"])
+
+
 @dataclass
 class Member:
     """One PBT member: where its weights are and with which hyperparameters they were trained."""
@@ -274,9 +280,10 @@ class PBT:
 
     # -- telling --------------------------------------------------------------------------
 
-    def told(self, member: int, uid: int, genome: np.ndarray, step: int,
+    def told(self, member: int, uid: int, genome: np.ndarray, stop: int,
              fitness: float | None, told: int) -> None:
-        """Interval ``uid`` of ``member`` ended (``fitness`` None: it failed)."""
+        """Interval ``uid`` of ``member`` ended at step ``stop`` (``interval_stop``;
+        ``fitness`` None: it failed)."""
         m = self.members[member]
         if fitness is None:
             self.released.append((uid, told))  # whatever it may have written is never loaded
@@ -290,7 +297,7 @@ class PBT:
             if old is not None:
                 self._release(old[1], told)
         m.genome = [float(g) for g in genome]
-        m.end_step = step + self.config.interval
+        m.end_step = stop
         m.fitness = float(fitness)
         self.scores[m.island].setdefault(m.end_step, {})[member] = float(fitness)
         self._forget_old_scores(m.island)
