@@ -393,6 +393,25 @@ def test_front_csv_of_a_single_objective_run_is_an_input_error(tmp_path: Path) -
     assert not (tmp_path / "f.csv").exists()
 
 
+def test_one_objective_with_a_constraint_has_a_front_but_no_pareto_plot(tmp_path: Path) -> None:
+    """objectives=["err"] is how a constraint comes with one objective: the front is the best
+    feasible point, and ``analyze --plots`` leaves pareto.png out (there is no plane to draw)
+    instead of failing with a ZeroDivisionError (exit 1)."""
+    from evo_engine.analysis.front import front_table, plot_hypervolume, plot_pareto
+    from evo_engine.store.reader import Run
+
+    err, mem = np.array([0.3, 0.1, 0.2, 0.4]), np.array([1.0, 9.0, 2.0, 0.5])
+    run = Run(path=tmp_path, attrs={"fingerprint_description": {
+        "objectives": [["err", "min"]], "constraints": [["mem", "<=", 4.0]]}},
+        evaluations={"uid": np.arange(4), "state": np.full(4, int(EvalState.COMPLETE)),
+                     "fitness": err, "metrics/err": err, "metrics/mem": mem,
+                     f"metrics/{VIOLATION}": np.maximum(mem - 4.0, 0.0),
+                     "t_start": np.zeros(4), "t_end": np.ones(4)})
+    assert front_table(run)["uid"] == [2]  # uid 1 is better but infeasible
+    assert plot_pareto(run) is None
+    assert plot_hypervolume(run) is not None
+
+
 def test_the_sync_baseline_keeps_the_pareto_best_of_each_generation() -> None:
     eng = Engine(SPACE, EngineConfig(max_evals=12, population_size=4, sync=True,
                                      objectives=Objectives(("f1", "f2"), ("min", "min"))))

@@ -206,9 +206,10 @@ def hypervolume_curve(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray] | N
 
 def plot_pareto(run: Run) -> Figure | None:
     """Every complete evaluation in objective space, the front joined, the knee starred;
-    three objectives as three pairwise panels."""
+    three objectives as three pairwise panels. None with one objective (a constraint needs
+    ``objectives=["name"]``): there is no plane to draw, and the front is its best point."""
     found = front_rows(run)
-    if found is None:
+    if found is None or found[0].m < 2:
         return None
     spec, on, k = found
     raw, cv, ok = _matrix(run, spec)
