@@ -217,6 +217,22 @@ def test_explore_stays_in_the_cube_and_never_touches_fixed_genes(seed: int, rule
     assert SPACE.decode(out)["act"] in ("a", "b", "c")
 
 
+def test_members_start_from_the_warm_start_configurations_first() -> None:
+    """--warm-start on a PBT run: the first members train the known configurations (they were
+    queued and never issued: every member started from the initial design)."""
+    eng = pbt_engine()
+    known = [SPACE.encode({"lr": 1e-3, "layers": 2, "act": "b"}),
+             SPACE.encode({"lr": 3e-2, "layers": 4, "act": "c"})]
+    eng.add_warm_start(known)
+    starts = [eng.ask() for _ in range(4)]
+    assert [t.params for t in starts[:2]] == [{"lr": pytest.approx(1e-3), "layers": 2, "act": "b"},
+                                              {"lr": pytest.approx(3e-2), "layers": 4, "act": "c"}]
+    assert all(t.operator == "pbt:start" for t in starts) and not eng.warm_start
+    assert not any(np.array_equal(t.genome, g) for t in starts[2:] for g in known)
+    eng.tell(ok(starts[0], 0.1))
+    assert np.array_equal(eng.ask().genome, starts[0].genome)  # it continues as a member
+
+
 def test_pbt_state_survives_a_snapshot() -> None:
     eng = pbt_engine()
     tasks = [eng.ask() for _ in range(4)]

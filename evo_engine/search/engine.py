@@ -339,7 +339,7 @@ class Engine:
         assert self.pbt is not None
         load, islands = self._island_load, self.islands
         order = sorted(range(len(islands)), key=lambda i: (load[i], islands[i].issued, i))
-        pick = self.pbt.next_pick(islands, order, self.n_finished)
+        pick = self.pbt.next_pick(islands, order, self.n_finished, self.warm_start)
         if pick is None:
             return None
         uid = self.next_uid

@@ -175,15 +175,17 @@ class PBT:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def next_pick(self, islands: list[Island], order: list[int], told: int) -> PBTPick | None:
+    def next_pick(self, islands: list[Island], order: list[int], told: int,
+                  warm: deque[np.ndarray] | None = None) -> PBTPick | None:
         """A new member for the first island in ``order`` that lacks some, else the decision
         for the member whose result came back first; None while every member is in flight.
         ``told``: results the engine has been told (a checkpoint this decision lets go may be
-        deleted once that many are durable: a replay then makes the same decision)."""
+        deleted once that many are durable: a replay then makes the same decision).
+        ``warm``: known genomes (``--warm-start``) the next new members start from, taken."""
         self._told = told
         for i in order:
             if self.started[i] < self.population_size:
-                return self._start(islands[i])
+                return self._start(islands[i], warm.popleft() if warm else None)
         if not self.ready:
             return None
         index, failed = self.ready.popleft()
@@ -228,13 +230,15 @@ class PBT:
                   if o.island == m.island and o.index != m.index and o.fitness is not None]
         return min(scored, key=lambda o: (o.fitness, o.index)) if scored else None
 
-    def _start(self, island: Island) -> PBTPick:
+    def _start(self, island: Island, genome: np.ndarray | None = None) -> PBTPick:
+        """A new member on ``island``, from ``genome`` or else the island's next proposal."""
         i = island.index
         m = Member(len(self.members), i)
         self.members.append(m)
         self.started[i] += 1
-        proposal = island.propose()
-        m.genome = [float(g) for g in proposal.genome]
+        if genome is None:
+            genome = island.propose().genome
+        m.genome = [float(g) for g in genome]
         return self._pick(m, START, -1, 0, np.asarray(m.genome), ())
 
     def _restart(self, m: Member, island: Island) -> PBTPick:
