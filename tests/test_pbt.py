@@ -274,6 +274,20 @@ def test_pbt_refuses_what_it_cannot_combine_with(changes: dict, needle: str) -> 
     assert needle in str(err.value)
 
 
+def test_a_population_too_small_for_its_quantile_is_refused() -> None:
+    """quantile 0.25 ranks a member among 4 scores at its step: with 3 members on one island
+    nobody would ever exploit (the run was independent trainings, silently)."""
+    scenario = load_scenario(TOY)
+    with pytest.raises(ScenarioError, match="no member would ever exploit") as err:
+        override(scenario, islands=1, population_size=3)
+    assert "population_size to 4" in str(err.value) and "quantile to 0.334" in str(err.value)
+    override(scenario, islands=1, population_size=4)  # enough
+    override(scenario, population_size=3)  # two islands that migrate: neighbours rank too
+    with pytest.raises(ValueError, match="no member would ever exploit"):
+        EngineConfig(max_evals=9, population_size=3, islands=2, migration_interval=0,
+                     pbt=PBTConfig(quantile=0.25))
+
+
 @pytest.mark.slow
 def test_asha_with_pbt_exits_2_from_the_command_line(tmp_path: Path) -> None:
     r = subprocess.run(evo_cmd(TOY, "--run-dir", tmp_path / "run", "--set", "pruner=asha",

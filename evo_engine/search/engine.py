@@ -114,6 +114,15 @@ class EngineConfig:
                                      or self.intensify > 1 or self.objectives is not None):
             raise ValueError("pbt is not combined with sync, pruning, repeats, intensify or "
                              "several objectives")
+        if (self.pbt is not None and self.population_size < self.pbt.need
+                and (self.islands == 1 or self.migration_interval == 0)):
+            # The one copy of this rule, as for migrants: the Scenario builds its EngineConfig.
+            raise ValueError(
+                f"pbt quantile {self.pbt.quantile:g} ranks a member among at least "
+                f"{self.pbt.need} scores at its step, but an island has {self.population_size} "
+                "members and no migration brings its neighbours': no member would ever exploit "
+                f"another; raise population_size to {self.pbt.need} or quantile to "
+                f"{math.ceil(1000 / self.population_size) / 1000:g} or more")
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
