@@ -149,9 +149,14 @@ class Optimizer:
 
         ``None``, NaN or an infinity record a failed evaluation. A candidate told before, or
         unknown, changes nothing and returns False. With ``objectives``, tell a dict of named
-        values (the objectives and constrained values among them).
+        values (the objectives and constrained values among them); without, a dict is a
+        ``TypeError``.
         """
         uid = candidate if isinstance(candidate, int) else candidate.uid
+        if isinstance(fitness, Mapping) and self.config.objectives is None:
+            # The engine would score it 0.0, the best possible: a silent wrong incumbent.
+            raise TypeError(f"tell got named values {dict(fitness)!r}, but this optimizer has "
+                            f"one fitness: tell a number, or create it with objectives=[...]")
         self._claim_pending(uid)
         if isinstance(fitness, Mapping):
             named = {str(k): float(v) for k, v in fitness.items()}

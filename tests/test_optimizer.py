@@ -208,3 +208,16 @@ def test_migrations_are_counted_not_kept() -> None:
         opt.tell(cand, loss(cand.params))
     assert opt.n_migrations > 0
     assert opt.engine.migrations == []
+
+
+def test_named_values_without_objectives_are_refused_not_scored_zero() -> None:
+    # A dict is for an optimizer made with objectives=: without them, {"loss": 7.0} was
+    # recorded with fitness 0.0 and became the best, ahead of the real 5.0.
+    opt = Optimizer(SPACE, seed=0)
+    a, b = opt.ask(), opt.ask()
+    assert opt.tell(a, 5.0)
+    with pytest.raises(TypeError, match="objectives"):
+        opt.tell(b, {"loss": 7.0})
+    assert opt.best is not None and opt.best.fitness == 5.0 and opt.best.uid == a.uid
+    assert opt.in_flight == [b.uid] and opt.n_told == 1
+    assert opt.tell(b, 7.0)  # the candidate is still out and can be told a number
