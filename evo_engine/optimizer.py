@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import sys
 from collections.abc import Mapping
@@ -152,7 +153,7 @@ class Optimizer:
         values (the objectives and constrained values among them); without, a dict is a
         ``TypeError``.
         """
-        uid = candidate if isinstance(candidate, int) else candidate.uid
+        uid = _uid(candidate)
         if isinstance(fitness, Mapping) and self.config.objectives is None:
             # The engine would score it 0.0, the best possible: a silent wrong incumbent.
             raise TypeError(f"tell got named values {dict(fitness)!r}, but this optimizer has "
@@ -272,6 +273,15 @@ class Optimizer:
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: Space | None = None) -> Optimizer:
         return cls.from_state(json.loads(Path(path).read_text()), space=space)
+
+
+def _uid(candidate: Any) -> int:
+    """The uid a tell is about: a candidate's, or a whole number (an int or a numpy integer,
+    as a loop that keeps its uids in an array or a CSV has them; not a bool)."""
+    uid = getattr(candidate, "uid", candidate)
+    if isinstance(uid, bool) or not isinstance(uid, numbers.Integral):
+        raise TypeError(f"tell needs a Candidate or its uid (a whole number), got {candidate!r}")
+    return int(uid)
 
 
 def _candidate(task: Task) -> Candidate:

@@ -221,3 +221,16 @@ def test_named_values_without_objectives_are_refused_not_scored_zero() -> None:
     assert opt.best is not None and opt.best.fitness == 5.0 and opt.best.uid == a.uid
     assert opt.in_flight == [b.uid] and opt.n_told == 1
     assert opt.tell(b, 7.0)  # the candidate is still out and can be told a number
+
+
+def test_a_uid_may_be_a_numpy_integer_and_anything_else_is_a_clear_type_error() -> None:
+    # A SLURM-array loop reads its uids back from numpy arrays or a CSV.
+    opt = Optimizer(SPACE, seed=0)
+    a, b = opt.ask(), opt.ask()
+    assert opt.tell(np.int64(a.uid), 3.0) is True
+    assert opt.tell(np.int32(a.uid), 1.0) is False  # told before: a no-op
+    assert opt.best is not None and opt.best.uid == a.uid and opt.best.fitness == 3.0
+    for bad in ("1", 1.0, None, True):
+        with pytest.raises(TypeError, match="Candidate or its uid"):
+            opt.tell(bad, 1.0)  # type: ignore[arg-type]
+    assert opt.in_flight == [b.uid]
