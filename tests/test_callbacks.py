@@ -168,3 +168,23 @@ def test_the_queue_is_bounded_and_drops_the_oldest_with_a_count() -> None:
     cbs.close(timeout=10)
     assert seen == [0, 16, 17, 18, 19, 20], "the newest survive, in order"
     assert "15 evaluation record(s) were dropped" in warnings[-1]
+
+
+def test_a_callback_module_that_fails_to_import_is_bad_input_exit_2(tmp_path: Path) -> None:
+    # The user's own module: a syntax error or an exception at import is their input, not
+    # evo_engine's bug (it was a traceback, "internal error" and exit 1).
+    (tmp_path / "my_syntax_logger.py").write_text("def make(run_dir, scenario)\n    pass\n")
+    (tmp_path / "my_raising_logger.py").write_text("import os\nraise RuntimeError('no token')\n")
+    r = evo(SPHERE, "--workers", 0, "--run-dir", "r", "--callback", "my_syntax_logger:make",
+            cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "callback 'my_syntax_logger:make' cannot be imported" in r.stderr
+    assert "SyntaxError" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(CallbackError, match=r"'my_raising_logger:make' cannot be imported: "
+                                                r"RuntimeError: no token"):
+            check_callbacks(["my_raising_logger:make"])
+    finally:
+        sys.path.remove(str(tmp_path))

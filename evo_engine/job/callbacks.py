@@ -23,8 +23,8 @@ on. The queue holds at most ``QUEUE_LIMIT`` records: a logger that falls that fa
 the *oldest* waiting records (dropping, not blocking: a slow MLflow server must not idle the
 workers, and the store keeps every evaluation anyway), with one warning when it starts and the
 count in ``log.jsonl`` (``callbacks_dropped``) and at the end of the run. Unbounded, a logger
-slower than the results held every record of the run in memory. A logger that cannot be *created* (unknown name, package missing) is bad input: exit 2
-before the run starts.
+slower than the results held every record of the run in memory. A logger that cannot be *created* (unknown name, package missing, a ``module:factory`` whose
+module fails to import) is bad input: exit 2 before the run starts.
 """
 
 from __future__ import annotations
@@ -227,8 +227,9 @@ def _factory(name: str) -> Callable[[Path, str], Any]:
                             f"your own as 'module:factory'")
     try:
         return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CallbackError(f"callback {name!r} cannot be imported: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module may raise anything at import
+        raise CallbackError(f"callback {name!r} cannot be imported: "
+                            f"{type(exc).__name__}: {exc}") from None
 
 
 def check_callbacks(names: Iterable[str]) -> None:
