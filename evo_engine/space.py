@@ -117,6 +117,8 @@ class Float:
 
     def decode(self, u: float) -> float:
         u = _clip01(u)
+        if u in (0.0, 1.0):  # the bounds themselves: exp(log(lo)) may miss lo in the last bit
+            return float(self.hi if u else self.lo)
         a, b = self._fwd(self.lo), self._fwd(self.hi)
         x = a + u * (b - a)
         v = math.exp(x) if self.log else x
