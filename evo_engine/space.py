@@ -242,7 +242,9 @@ class Categorical:
     choices: tuple[Any, ...]
     tree: Any = None
     when: Condition | None = None
-    _paths: dict[Any, tuple[str, ...]] = field(default=None, init=False, repr=False, compare=False)
+    _paths: tuple[tuple[str, ...], ...] = field(default=(), init=False, repr=False, compare=False)
+    """Each choice's path of group names in the tree, by index (True == 1 in Python: a dict
+    keyed by the choices merged a bool choice with an int one)."""
 
     kind = "categorical"
 
@@ -260,14 +262,15 @@ class Categorical:
             raise SpaceError("Categorical needs at least one choice, got none")
         if len(set(map(repr, choices))) != len(choices):
             raise SpaceError(f"Categorical choices must be distinct, got {list(choices)}")
-        paths: dict[Any, tuple[str, ...]] = {c: () for c in choices}
+        paths: tuple[tuple[str, ...], ...] = tuple(() for _ in choices)
         if leaves is not None:
             leaf_values = [leaf for leaf, _ in leaves]
             if sorted(map(repr, leaf_values)) != sorted(map(repr, choices)):
                 raise SpaceError(
                     f"Categorical tree leaves {leaf_values} must be exactly the choices {list(choices)}"
                 )
-            paths = {leaf: path for leaf, path in leaves}
+            by_repr = {repr(leaf): path for leaf, path in leaves}
+            paths = tuple(by_repr[repr(c)] for c in choices)
         object.__setattr__(self, "choices", choices)
         object.__setattr__(self, "tree", tree)
         object.__setattr__(self, "_paths", paths)
@@ -302,9 +305,13 @@ class Categorical:
 
     def hops(self, a: Any, b: Any) -> int:
         """Edges on the tree path between choices ``a`` and ``b`` (0 when equal)."""
-        if a == b:
+        return self.hops_between(self.index(a), self.index(b))
+
+    def hops_between(self, i: int, j: int) -> int:
+        """``hops`` between the choices at indices ``i`` and ``j``."""
+        if i == j:
             return 0
-        pa, pb = self._paths[a], self._paths[b]
+        pa, pb = self._paths[i], self._paths[j]
         common = 0
         for x, y in zip(pa, pb):
             if x != y:

@@ -121,6 +121,24 @@ def test_bool_and_int_choices_do_not_collide() -> None:
     assert type(p.decode(p.encode(1))) is int
 
 
+def test_bool_and_int_choices_are_apart_in_the_tree_and_the_operators_build() -> None:
+    # True == 1 in Python: hops(True, 1) was 0 and the mutation table divided by it, so
+    # Optimizer(space) with Categorical([True, 1, "1"]) died with ZeroDivisionError.
+    flat = Categorical([True, 1, "1"])
+    assert flat.hops(True, 1) == 2 and flat.hops(1, True) == 2 and flat.hops(1, 1) == 0
+    tree = Categorical(tree={"flags": [True, False], "counts": [1, 0]})
+    assert tree.hops(True, False) == 2 and tree.hops(True, 1) == 4 and tree.hops(False, 0) == 4
+    from evo_engine.optimizer import Optimizer
+
+    for operator in ("es", "ga", "surrogate"):
+        opt = Optimizer(Space(x=Float(0, 1), c=flat, t=tree), operator=operator, seed=0,
+                        population_size=4)
+        for _ in range(12):
+            cand = opt.ask()
+            opt.tell(cand, cand.params["x"] + (cand.params["c"] is True))
+        assert opt.best is not None and opt.best.params["c"] is not True
+
+
 def test_tree_hops() -> None:
     p = Categorical(tree={"rect": ["relu", "elu"], "smooth": {"a": ["gelu"], "b": ["silu"]}})
     assert p.choices == ("relu", "elu", "gelu", "silu")

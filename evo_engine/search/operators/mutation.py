@@ -30,10 +30,10 @@ def tree_move_probabilities(param: Categorical, base: float) -> np.ndarray:
         return np.ones((1, 1))
     probs = np.zeros((k, k))
     exponent = math.log(2.0) / math.log(base)  # 2^(−log_b h) == h^(−log 2 / log b)
-    for c, a in enumerate(param.choices):
-        for l_, b in enumerate(param.choices):
+    for c in range(k):
+        for l_ in range(k):
             if l_ != c:
-                probs[c, l_] = float(param.hops(a, b)) ** (-exponent)
+                probs[c, l_] = float(param.hops_between(c, l_)) ** (-exponent)
         probs[c] /= probs[c].sum()
     return probs
 
