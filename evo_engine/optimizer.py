@@ -134,8 +134,10 @@ class Optimizer:
     def ask(self) -> Candidate:
         """The next configuration to evaluate (a re-issue first, after a restore).
 
-        Never one asked before (see ``evo_engine.search.dedupe``); raises ``SpaceExhausted`` when a
-        small discrete space has no configuration left.
+        A new candidate is never a configuration asked before (see ``evo_engine.search.dedupe``).
+        When a small discrete space has none left, the leaders are re-evaluated (operator
+        "race", on a fresh shared seed); ``SpaceExhausted`` is raised once a probe re-evaluation
+        shows the objective deterministic, and while that probe is out (docs/running.md).
         """
         task = self.engine.ask(self._asked % self.config.islands)
         if task is None and self.engine.dedupe.exhausted:
