@@ -36,7 +36,7 @@ from evo_engine.search.dedupe import SpaceExhausted
 from evo_engine.search.engine import Engine, EngineConfig, TellOutcome
 from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.search.pareto import parse_objectives
-from evo_engine.space import Space
+from evo_engine.space import Space, SpaceError
 
 STATE_FORMAT = 1
 UNBOUNDED = sys.maxsize // 4
@@ -241,7 +241,12 @@ class Optimizer:
             raise ValueError(
                 f"optimizer state format {state.get('format')!r} is not {STATE_FORMAT}"
             )
-        space = space if space is not None else Space.from_description(state["space"])
+        if space is None:
+            try:
+                space = Space.from_description(state["space"])
+            except SpaceError as exc:
+                raise ValueError(f"{exc}: pass the original space, e.g. "
+                                 f"Optimizer.load(path, space=space)") from None
         if space.describe() != state["space"]:
             raise ValueError("the space given does not match the one in the optimizer state")
         c = state["config"]

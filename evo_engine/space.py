@@ -479,6 +479,11 @@ class Space:
             elif t == "int":
                 params[n] = Int(p["lo"], p["hi"], log=p["log"], when=when)
             elif t == "categorical":
+                for c in p["choices"]:
+                    if not isinstance(c, (str, int, float, bool)) and c is not None:
+                        # A tuple's description is a list: rebuilt, it would be another value.
+                        raise SpaceError(f"parameter {n!r}: choice {c!r} is not a plain JSON "
+                                         f"value, so its description cannot rebuild it")
                 params[n] = Categorical(p["choices"], tree=p.get("tree"), when=when)
             else:
                 raise SpaceError(f"unknown parameter type {t!r} for {n!r}")

@@ -234,3 +234,18 @@ def test_a_uid_may_be_a_numpy_integer_and_anything_else_is_a_clear_type_error() 
         with pytest.raises(TypeError, match="Candidate or its uid"):
             opt.tell(bad, 1.0)  # type: ignore[arg-type]
     assert opt.in_flight == [b.uid]
+
+
+def test_a_state_whose_choices_are_not_json_values_asks_for_the_space(tmp_path: Path) -> None:
+    # Tuple choices are stored as lists: rebuilt from the file alone, the optimizer handed out
+    # [64, 64] for (64, 64) and asked a configuration asked before (its key differs).
+    space = Space(a=Int(0, 1), kernel=Categorical([(32, 32), (64, 64)]))
+    opt = Optimizer(space, seed=0, population_size=4)
+    for cand in [opt.ask() for _ in range(3)]:
+        opt.tell(cand, 1.0)
+    opt.save(tmp_path / "o.json")
+    with pytest.raises(ValueError, match=r"\[32, 32\].*space="):
+        Optimizer.load(tmp_path / "o.json")
+    again = Optimizer.load(tmp_path / "o.json", space=space)
+    nxt = again.ask()
+    assert nxt.params == opt.ask().params and nxt.params["kernel"] in space["kernel"].choices
