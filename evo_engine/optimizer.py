@@ -103,6 +103,9 @@ class Optimizer:
         objectives: list[Any] | None = None,
         constraints: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(space, Space):
+            raise TypeError(f"the optimizer's space must be an evo_engine.Space, got a "
+                            f"{type(space).__name__}: wrap the parameters as Space(...)")
         self.space = space
         self.config = EngineConfig(
             max_evals=UNBOUNDED,

@@ -249,3 +249,9 @@ def test_a_state_whose_choices_are_not_json_values_asks_for_the_space(tmp_path: 
     again = Optimizer.load(tmp_path / "o.json", space=space)
     nxt = again.ask()
     assert nxt.params == opt.ask().params and nxt.params["kernel"] in space["kernel"].choices
+
+
+def test_a_space_that_is_not_a_space_is_a_clear_type_error() -> None:
+    # A dict of parameters failed deep inside: AttributeError: 'dict' object has no 'dim'.
+    with pytest.raises(TypeError, match=r"evo_engine\.Space.*dict"):
+        Optimizer({"lr": Float(1e-5, 1e-1, log=True)})  # type: ignore[arg-type]
