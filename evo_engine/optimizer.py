@@ -163,6 +163,9 @@ class Optimizer:
             # The engine would score it 0.0, the best possible: a silent wrong incumbent.
             raise TypeError(f"tell got named values {dict(fitness)!r}, but this optimizer has "
                             f"one fitness: tell a number, or create it with objectives=[...]")
+        for name, value in (fitness.items() if isinstance(fitness, Mapping)
+                            else [("fitness", fitness)]):
+            _check_told_value(str(name), value)
         self._claim_pending(uid)
         if isinstance(fitness, Mapping):
             named = {str(k): float(v) for k, v in fitness.items()}
@@ -292,6 +295,20 @@ def _uid(candidate: Any) -> int:
     if isinstance(uid, bool) or not isinstance(uid, numbers.Integral):
         raise TypeError(f"tell needs a Candidate or its uid (a whole number), got {candidate!r}")
     return int(uid)
+
+
+def _check_told_value(name: str, value: Any) -> None:
+    """A told value must be a number (a numpy scalar or a 0-d tensor will do; None is a
+    failure): a bool would be scored as 0 or 1, and a string failed deep inside without
+    naming the value."""
+    if value is None and name == "fitness":
+        return
+    try:
+        if isinstance(value, (bool, str, bytes)):
+            raise TypeError
+        float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"tell: {name} must be a number, got {value!r}") from None
 
 
 def _candidate(task: Task) -> Candidate:

@@ -188,3 +188,34 @@ def test_a_callback_module_that_fails_to_import_is_bad_input_exit_2(tmp_path: Pa
             check_callbacks(["my_raising_logger:make"])
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_a_logger_that_calls_sys_exit_is_a_failing_logger_not_a_dead_thread() -> None:
+    # A logger library that gives up with sys.exit() (SystemExit is no Exception) ended the
+    # logger thread silently: every later record waited in the queue and was dropped, with a
+    # warning that blamed slowness, and the other loggers got nothing more either.
+    seen: list[int] = []
+
+    class Quitter:
+        def log(self, rec: EvaluationRecord) -> None:
+            if rec.uid == 1:
+                sys.exit(1)
+
+        def close(self) -> None:
+            sys.exit(1)
+
+    class Keeper:
+        def log(self, rec: EvaluationRecord) -> None:
+            seen.append(rec.uid)
+
+        def close(self) -> None:
+            seen.append(-1)
+
+    warnings: list[str] = []
+    cbs = CallbackSet({"quitter": Quitter(), "keeper": Keeper()}, warnings.append, limit=100)
+    for uid in range(5):
+        cbs(record(uid))
+    cbs.close(timeout=10)
+    assert seen == [0, 1, 2, 3, 4, -1]
+    assert cbs.failures == {"quitter": 2}
+    assert sum("callback 'quitter' failed (SystemExit: 1)" in w for w in warnings) == 1

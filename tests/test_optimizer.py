@@ -255,3 +255,22 @@ def test_a_space_that_is_not_a_space_is_a_clear_type_error() -> None:
     # A dict of parameters failed deep inside: AttributeError: 'dict' object has no 'dim'.
     with pytest.raises(TypeError, match=r"evo_engine\.Space.*dict"):
         Optimizer({"lr": Float(1e-5, 1e-1, log=True)})  # type: ignore[arg-type]
+
+
+def test_a_told_value_that_is_no_number_is_a_type_error_naming_it() -> None:
+    # tell(c, True) was recorded as fitness 1.0 (and False as 0.0, the best possible); a
+    # string among named values failed with "could not convert string to float" naming
+    # nothing. Both are now a TypeError, and the candidate stays out to be told properly.
+    opt = Optimizer(SPACE, seed=0)
+    a, b = opt.ask(), opt.ask()
+    assert opt.tell(a, 5.0)
+    for bad in (False, True, "0.1", b"1"):
+        with pytest.raises(TypeError, match=r"tell: fitness must be a number, got "):
+            opt.tell(b, bad)  # type: ignore[arg-type]
+    assert opt.best is not None and opt.best.fitness == 5.0 and opt.in_flight == [b.uid]
+    assert opt.tell(b, np.float32(4.0)) and opt.best.fitness == 4.0  # numpy scalars are numbers
+    moo = Optimizer(SPACE, seed=0, objectives=["loss", "size"])
+    c = moo.ask()
+    with pytest.raises(TypeError, match=r"tell: size must be a number, got 'big'"):
+        moo.tell(c, {"loss": 1.0, "size": "big"})
+    assert moo.tell(c, {"loss": 1.0, "size": 3.0})

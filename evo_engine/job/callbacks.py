@@ -310,7 +310,9 @@ class CallbackSet:
     def _safely(self, name: str, what: str, call: Callable[[], Any]) -> None:
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - a logger never stops the run
+        # A logger never stops the run; SystemExit too (a library that gives up with
+        # sys.exit() would end the logger thread, and every later record would be lost).
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             n = self.failures.get(name, 0) + 1
             self.failures[name] = n
             if self.log is not None:
