@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from evo_engine.errors import InputError
-from evo_engine.search.engine import EngineConfig
+from evo_engine.search.engine import EngineConfig, pbt_clashes
 from evo_engine.search.operators import DESIGNS, OPERATORS
 from evo_engine.search.pareto import Objectives, parse_objectives
 from evo_engine.search.pbt import PBTConfig
@@ -231,24 +231,10 @@ class Scenario(_NoFlagsForNumbers):
             raise ValueError(
                 f"operator_settings for {self.operator!r}: {_format_errors(exc, prefix='')}"
             ) from None
-        if self.topology != "ring":
-            n = self.islands
-            if len(self.topology) != n or any(len(r) != n for r in self.topology):
-                raise ValueError(f"topology must be a {n}x{n} matrix (one row per island)")
-            if any(self.topology[i][i] for i in range(n)):
-                raise ValueError("topology must not connect an island to itself")
-        if self.repeats and self.sync:
-            raise ValueError("repeats needs the asynchronous engine: set sync=False or repeats=0")
         if self.intensify == 1:
             raise ValueError("intensify is a race length: 0 (off) or at least 2 evaluations")
-        if self.intensify and self.sync:
-            raise ValueError("intensify needs the asynchronous engine: set sync=False or "
-                             "intensify=0")
         spec = self.objective_spec()
         if spec is not None:
-            if self.repeats or self.intensify:
-                raise ValueError("repeats and intensify estimate one noisy fitness; with several "
-                                 "objectives set them to 0")
             # The worker records a dict's "fitness": give it the first objective (minimised).
             if not isinstance(self.objective, NamedValues):
                 self.__dict__["objective"] = NamedValues(self.objective, spec)
@@ -289,21 +275,13 @@ class Scenario(_NoFlagsForNumbers):
         if unknown:
             raise ValueError(f"pbt.fixed names {unknown}, which the space does not have "
                              f"(its parameters: {self.space.names})")
-        clashes = [
-            (self.pruner == "asha", "pruner 'asha' (PBT already stops the worse members: "
-             "they exploit better ones at every interval; set pruner='none')"),
-            (self.sync, "sync (PBT has no generation barrier; set sync=False)"),
-            (self.repeats > 0, "repeats (an interval continues a training, it cannot be "
-             "evaluated again from scratch; set repeats=0)"),
-            (self.intensify > 0, "intensify (races re-run a configuration from scratch; set "
-             "intensify=0)"),
-            (bool(self.objectives), "objectives (an exploit copies a better member, and "
-             "with several objectives there is no one better: search the front without pbt)"),
-            (self.batch > 1, f"batch {self.batch} (a batch of intervals would load and save "
-             "several checkpoints in one stacked training, which objective_batch does not do; "
-             "set batch=1)"),
-        ]
-        bad = [why for clash, why in clashes if clash]
+        # The engine's clashes (one copy: search/engine.py), then the worker's batch.
+        bad = pbt_clashes(pruning=self.pruner == "asha", sync=self.sync, repeats=self.repeats,
+                          intensify=self.intensify, objectives=bool(self.objectives))
+        if self.batch > 1:
+            bad.append(f"batch {self.batch} (a batch of intervals would load and save several "
+                       "checkpoints in one stacked training, which objective_batch does not do; "
+                       "set batch=1)")
         if bad:
             raise ValueError("pbt cannot be combined with " + "; nor with ".join(bad))
 

@@ -55,6 +55,24 @@ COUNTS = {"max_evals": 1, "islands": 1, "population_size": 2, "seed": 0,
 """EngineConfig's whole-number fields and the least value each takes."""
 
 
+def pbt_clashes(*, pruning: bool, sync: bool, repeats: int, intensify: int,
+                objectives: bool) -> list[str]:
+    """The engine settings PBT cannot run with, each with why and what to set instead: the
+    one copy of this rule (``EngineConfig`` and ``Scenario`` both ask it)."""
+    clashes = [
+        (pruning, "pruner 'asha' (PBT already stops the worse members: they exploit better "
+         "ones at every interval; set pruner='none')"),
+        (sync, "sync (PBT has no generation barrier; set sync=False)"),
+        (repeats > 0, "repeats (an interval continues a training, it cannot be evaluated "
+         "again from scratch; set repeats=0)"),
+        (intensify > 0, "intensify (races re-run a configuration from scratch; set "
+         "intensify=0)"),
+        (objectives, "objectives (an exploit copies a better member, and with several "
+         "objectives there is no one better: search the front without pbt)"),
+    ]
+    return [why for clash, why in clashes if clash]
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything that shapes the search (and therefore the run's fingerprint)."""
@@ -104,16 +122,22 @@ class EngineConfig:
             raise ValueError(
                 f"unknown initial_design {self.initial_design!r}; choose from {sorted(DESIGNS)}"
             )
+        # The one copy of these rules: a Scenario checks them by building its EngineConfig.
         if self.repeats and self.sync:
-            raise ValueError("repeats must be 0 with the synchronous baseline (sync)")
+            raise ValueError("repeats needs the asynchronous engine: set sync=False or repeats=0")
         if self.intensify > 1 and self.sync:
-            raise ValueError("intensify must be 0 with the synchronous baseline (sync)")
+            raise ValueError("intensify needs the asynchronous engine: set sync=False or "
+                             "intensify=0")
         if self.objectives is not None and (self.repeats or self.intensify > 1):
-            raise ValueError("repeats and intensify need one fitness, not several objectives")
-        if self.pbt is not None and (self.sync or self.pruning or self.repeats
-                                     or self.intensify > 1 or self.objectives is not None):
-            raise ValueError("pbt is not combined with sync, pruning, repeats, intensify or "
-                             "several objectives")
+            raise ValueError("repeats and intensify estimate one noisy fitness; with several "
+                             "objectives set them to 0")
+        if self.pbt is not None:
+            bad = pbt_clashes(pruning=self.pruning is not None, sync=self.sync,
+                              repeats=self.repeats,
+                              intensify=self.intensify if self.intensify > 1 else 0,  # 1: off
+                              objectives=self.objectives is not None)
+            if bad:
+                raise ValueError("pbt cannot be combined with " + "; nor with ".join(bad))
         if (self.pbt is not None and self.population_size < self.pbt.need
                 and (self.islands == 1 or self.migration_interval == 0)):
             # The one copy of this rule, as for migrants: the Scenario builds its EngineConfig.
@@ -126,7 +150,8 @@ class EngineConfig:
         if self.topology != "ring":
             m = self.topology
             if len(m) != self.islands or any(len(row) != self.islands for row in m):
-                raise ValueError(f"topology must be an {self.islands}x{self.islands} matrix")
+                raise ValueError(f"topology must be a {self.islands}x{self.islands} matrix (one "
+                                 "row per island)")
             if any(m[i][i] for i in range(self.islands)):
                 raise ValueError("topology must not connect an island to itself")
 
