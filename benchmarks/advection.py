@@ -312,9 +312,23 @@ def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 # -- the verdict -------------------------------------------------------------------------------
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """25th, 50th and 75th percentiles (numpy's linear rule) where a search scored inf.
+
+    ``np.percentile`` gives NaN where a quartile falls exactly on the value below an inf
+    (x + 0 * inf): an inf is ranked as the largest finite float instead, and a quartile that
+    interpolates towards it is inf."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    top = float(finite.max()) if finite.size else -math.inf
+    q = np.percentile(np.where(np.isposinf(v), np.finfo(float).max, v), [25, 50, 75])
+    q1, med, q3 = (math.inf if x > top else float(x) for x in q)
+    return q1, med, q3
+
+
 def summarize(arm: list[dict[str, Any]]) -> dict[str, Any]:
     values = [a["test_fitness"] for a in arm]
-    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    q1, med, q3 = quartiles(values)
     return {"searches": len(values), "median": float(med), "q1": float(q1), "q3": float(q3),
             "per_search": [round(v, 6) for v in values]}
 

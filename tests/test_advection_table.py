@@ -238,3 +238,29 @@ def test_a_retraining_that_diverges_is_left_out_of_the_live_score_and_counted(mo
     none = live.score_on_test({"lr": 0.03}, [1, 2, 3], Pool(), task=None)
     assert none["test_fitness"] == math.inf and none["retrainings_diverged"] == 3
     assert live.paired([got], [none]) == {"wins": 1, "losses": 0, "ties": 0, "pairs": 1}
+
+
+def _live():
+    spec = importlib.util.spec_from_file_location("advection_bench", ROOT / "benchmarks" / "advection.py")
+    live = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live)
+    return live
+
+
+def test_an_arm_with_a_pick_that_never_trained_keeps_finite_quartiles() -> None:
+    # A pick none of whose retrainings trains scores inf (worse than any). np.percentile
+    # interpolates a quartile that falls exactly on a value below an inf as x + 0 * inf = NaN:
+    # the median of 0.05, 0.06, 0.07, inf, inf is 0.07, and the q3 of four searches and one
+    # inf is the fourth value.
+    live = _live()
+    with np.errstate(invalid="ignore"):  # as a benchmark run sees it: NaN, and a warning
+        two = live.summarize([{"test_fitness": v} for v in (0.05, math.inf, 0.06, math.inf, 0.07)])
+    assert (two["q1"], two["median"], two["q3"]) == (0.06, 0.07, math.inf)
+    with np.errstate(invalid="ignore"):
+        one = live.summarize([{"test_fitness": v} for v in (0.05, 0.06, 0.07, 0.08, math.inf)])
+    assert (one["q1"], one["median"], one["q3"]) == (0.06, 0.07, 0.08)
+    seven = live.summarize([{"test_fitness": v} for v in (0.01, 0.02, 0.03, 0.04, 0.05, 0.06,
+                                                          math.inf)])
+    assert (seven["q1"], seven["median"], seven["q3"]) == pytest.approx((0.025, 0.04, 0.055))
+    every = live.summarize([{"test_fitness": math.inf}] * 3)
+    assert (every["q1"], every["median"], every["q3"]) == (math.inf,) * 3
