@@ -21,9 +21,10 @@ the TEST split, which no search sees. Reported per arm: median and quartiles of 
 fitness over searches, and paired wins of the engine against each arm (search k vs search k;
 a tie is a tie). Never best-of-N.
 
-Resumable: every search has its own directory under ``--out`` (optimizer state or Optuna
-journal, the evaluations told, and ``final.json`` once its pick was retrained); run the same
-command again after a stop and finished searches are skipped, a stopped one continues.
+Resumable: every search has its own directory under ``--out`` (optimizer state, or Optuna
+journal and pickled sampler, the evaluations told, and ``final.json`` once its pick was
+retrained); run the same command again after a stop and finished searches are skipped, a
+stopped one continues.
 
     nice python benchmarks/advection.py --scenarios lr --searches 5       # cpu preset
     nice python benchmarks/advection.py --scenarios lr --searches 1 --evals 2 --epochs 1  # smoke
@@ -40,6 +41,7 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -173,13 +175,24 @@ class TPESearch:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
         self.dists = _optuna_distributions(space)
+        self.sampler_file = None if folder is None else folder / "sampler.pkl"
         if folder is None:
             self.abandoned_file = None
             self.study = optuna.create_study(sampler=sampler)
             return
+        # The journal holds the trials but not the sampler's random state: a sampler made
+        # afresh with the seed would draw its first points again. Resume the pickled one (how
+        # Optuna resumes a sampler); a journal written before it was kept gets a seed drawn
+        # from its length in trials, so at least it does not replay.
+        if self.sampler_file.exists():
+            sampler = pickle.loads(self.sampler_file.read_bytes())
         storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
         self.study = optuna.create_study(study_name="search", storage=storage, sampler=sampler,
                                          load_if_exists=True)
+        if not self.sampler_file.exists() and (n := len(self.study.get_trials(deepcopy=False))):
+            again = int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
+            self.study.sampler = optuna.samplers.TPESampler(seed=again, multivariate=True,
+                                                            constant_liar=True)
         # Trials running when the benchmark stopped never finished: fail them, and do not
         # count them against the budget (the engine's arm re-issues its own the same way).
         self.abandoned_file = folder / "abandoned.json"
@@ -205,6 +218,10 @@ class TPESearch:
 
     def ask(self, search: int) -> tuple[Any, dict, int]:
         trial = self.study.ask(self.dists)
+        if self.sampler_file is not None:  # its random state moved: keep it for a resume
+            tmp = self.sampler_file.with_name(self.sampler_file.name + ".tmp")
+            tmp.write_bytes(pickle.dumps(self.study.sampler))
+            os.replace(tmp, self.sampler_file)
         return trial, dict(trial.params), _training_seed(search, trial.number)
 
     def tell(self, handle: Any, value: float) -> None:

@@ -264,3 +264,33 @@ def test_an_arm_with_a_pick_that_never_trained_keeps_finite_quartiles() -> None:
     assert (seven["q1"], seven["median"], seven["q3"]) == pytest.approx((0.025, 0.04, 0.055))
     every = live.summarize([{"test_fitness": math.inf}] * 3)
     assert (every["q1"], every["median"], every["q3"]) == (math.inf,) * 3
+
+
+def test_a_resumed_tpe_search_continues_its_sampler_instead_of_replaying_it(tmp_path: Path) -> None:
+    # The live verdict's TPE arm keeps an Optuna journal per search and reopens it after a
+    # stop. A sampler made afresh with the search seed draws its first points again: 4 trials
+    # before the stop, and the 4 after it were the same 4 learning rates (duplicate trainings
+    # an uninterrupted search never spends). Resumed, it must ask what it would have asked.
+    live = _live()
+    from evo_engine.space import Float, Space
+
+    space = Space(lr=Float(1e-5, 1e-1, log=True))
+
+    def run(folder: Path, stop_after: int | None, legacy: bool = False) -> list[float]:
+        folder.mkdir()
+        search = live.TPESearch(space, 3, folder)
+        for n in range(12):
+            if n == stop_after:
+                if legacy:  # a folder from before the sampler was kept
+                    (folder / "sampler.pkl").unlink()
+                search = live.TPESearch(space, 3, folder)
+            handle, params, _ = search.ask(2)
+            search.tell(handle, (math.log10(params["lr"]) + 2.0) ** 2)
+        return [t.params["lr"] for t in search.study.get_trials()]
+
+    straight = run(tmp_path / "straight", None)
+    resumed = run(tmp_path / "resumed", 4)
+    assert len(set(resumed)) == len(resumed) == 12
+    assert resumed == straight
+    legacy = run(tmp_path / "legacy", 4, legacy=True)
+    assert len(set(legacy)) == 12 and legacy[:4] == straight[:4]
