@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need --seeds >= 2, --searches >= 1, --jobs >= 1, --batch >= 1, "
                      "--evals >= 1, --epochs >= 1, --first-seed >= 1")
     start = time.perf_counter()
+    origin = provenance(argv)  # the code that runs: commits may land while the job does
     task = advection_task(args.preset)
     if args.epochs is not None:
         step = max(1, round(task.defaults["scheduler_step"] * args.epochs / task.epochs))
@@ -488,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "split_scored": "test", "retrain_seeds": args.seeds, "searches": args.searches,
         "first_search_seed": args.first_seed,
         "results": results, "seconds_this_job": round(time.perf_counter() - start, 1),
-        **provenance(argv),
+        **origin,
     }
     print(json.dumps(out, default=float))
     return 0

@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(table.lr) < args.min_entries:
         parser.error(f"--table {args.table} holds {len(table.lr)} learning rates, fewer than "
                      f"--min-entries {args.min_entries} (a partial build?)")
+    origin = provenance(argv)  # before the job writes its own files or a commit lands
     if args.plot is not None:
         plot_table(table, args.plot)
     start = time.perf_counter()
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max": float(np.max(d))} for a, d in moved.items() if d},
         "results": results,
         "per_search": {a: {str(b): per_arm[a][b] for b in BUDGETS} for a in arms},
-        "seconds": round(time.perf_counter() - start, 1), **provenance(argv),
+        "seconds": round(time.perf_counter() - start, 1), **origin,
     }
     print(json.dumps(out, default=float))
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -294,3 +295,37 @@ def test_a_resumed_tpe_search_continues_its_sampler_instead_of_replaying_it(tmp_
     assert resumed == straight
     legacy = run(tmp_path / "legacy", 4, legacy=True)
     assert len(set(legacy)) == 12 and legacy[:4] == straight[:4]
+
+
+def test_provenance_names_the_commit_the_job_started_from(tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    # A verdict runs for hours in a worktree where commits land meanwhile: the JSON's commit
+    # was read when the job ended (the recorded live verdict of 2026-12-06 names 67b157a,
+    # its code was 348d688), and its dirty flag after the job wrote its own files.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c",
+                               "user.email=t@t", *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "the code that runs")
+    started = git("rev-parse", "HEAD")
+    monkeypatch.setattr(sys.modules["advection"], "ROOT", repo)
+
+    def meanwhile(table, path) -> None:  # the job's work: a commit lands, it writes a file
+        (repo / "code.py").write_text("x = 2\n")
+        git("commit", "-qam", "a commit made while the job ran")
+        (repo / "plot.png").write_text("its own output")
+
+    monkeypatch.setattr(bench, "plot_table", meanwhile)
+    full = tmp_path / "full.csv"
+    _write(full, 200)
+    assert bench.main(["--table", str(full), "--searches", "0",
+                       "--plot", str(tmp_path / "t.png")]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (out["commit"], out["dirty"]) == (started, False)
