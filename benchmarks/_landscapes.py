@@ -33,13 +33,21 @@ class Landscape:
     """Standard deviation of the additive noise on each observed loss."""
     cost: Callable[[Params], float] = field(default=lambda p: 1.0)
     description: str = ""
-    draw: Callable[[Params, np.random.Generator], float] | None = None
-    """An observation other than loss + Gaussian noise (a recorded seed of a table); used
-    while ``noise`` is not 0, so ``noise=0`` still observes the noise-free loss."""
+    draws: Callable[[np.random.Generator], Callable[[Params], float]] | None = None
+    """Observations other than loss + Gaussian noise (the recorded seeds of a table), made
+    per run: ``draws(rng)`` is one run's observer. Used while ``noise`` is not 0, so
+    ``noise=0`` still observes the noise-free loss."""
+
+    def observer(self, rng: np.random.Generator) -> Callable[[Params], float]:
+        """One run's observations: ``observer(rng)(params)`` is one observed loss."""
+        if self.noise and self.draws is not None:
+            return self.draws(rng)
+        return lambda params: self.observe(params, rng)
 
     def observe(self, params: Params, rng: np.random.Generator) -> float:
-        if self.noise and self.draw is not None:
-            return self.draw(params, rng)
+        """One observation outside a run (a table's: one of its seeds at random)."""
+        if self.noise and self.draws is not None:
+            return self.draws(rng)(params)
         value = self.loss(params)
         return value + self.noise * float(rng.normal()) if self.noise else value
 
@@ -414,8 +422,8 @@ def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
     Ordered levels are an ``Int`` index, unordered ones a ``Categorical`` (with
     ``ordered_as_categorical`` every parameter is a ``Categorical`` of its levels, as a user
     may write a grid: "<name>_categorical"); an observation is one recorded seed drawn at
-    random, the loss the mean over the seeds; ``noise`` is the pooled seed-to-seed std (only
-    its being non-zero matters to ``observe``).
+    random (``_seed_reader``), the loss the mean over the seeds; ``noise`` is the pooled
+    seed-to-seed std (only its being non-zero matters to ``observer``).
     """
     from tabular import TABLES, load, table_path
 
@@ -441,8 +449,27 @@ def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
         floor=float(means.min()),
         noise=float(np.sqrt(values.var(axis=1, ddof=1).mean())),
         description=spec.description + (", all categorical" if ordered_as_categorical else ""),
-        draw=lambda p, rng: float(values[row(p), int(rng.integers(values.shape[1]))]),
+        draws=lambda rng: _seed_reader(values, row, rng),
     )
+
+
+def _seed_reader(values: np.ndarray, row: Callable[[Params], int],
+                 rng: np.random.Generator) -> Callable[[Params], float]:
+    """One run's observer of a table: a configuration's observations read its recorded seeds
+    in an order of its own (a permutation drawn at its first observation), so its first
+    three read three different trainings and only a fourth repeats one, as different
+    seeds of a live run give different trainings. Drawn with replacement, a second
+    observation read the first one's training a third of the time, which an engine takes
+    for a deterministic objective (two equal values) and stops re-evaluating."""
+    order: dict[int, tuple[np.ndarray, int]] = {}
+
+    def read(p: Params) -> float:
+        r = row(p)
+        seeds, n = order.get(r) or (rng.permutation(values.shape[1]), 0)
+        order[r] = (seeds, n + 1)
+        return float(values[r, int(seeds[n % len(seeds)])])
+
+    return read
 
 
 TABLE_LANDSCAPES: dict[str, Landscape] = {

@@ -270,6 +270,7 @@ def simulate(
         opt = METHODS[method](landscape.space, seed)
     # Durations and noise come from a stream of their own, the same for every method.
     world = np.random.default_rng([seed, 99])
+    observe = landscape.observer(world)
     events: list[tuple[float, int, int, Any, dict[str, Any]]] = []
     idle: list[int] = list(range(workers))
     issued = done = 0
@@ -302,7 +303,7 @@ def simulate(
     dispatch()
     while events:
         now, _, worker, handle, params = heapq.heappop(events)
-        observed = landscape.observe(params, world)
+        observed = observe(params)
         opt.tell(handle, observed)
         done += 1
         if observed < best_seen:

@@ -45,6 +45,17 @@ def test_a_table_landscape_reads_the_configuration_its_indices_name():
     rng = np.random.default_rng(5)
     draws = {land.observe(p, rng) for _ in range(60)}
     assert draws == set(seeds)  # one recorded seed per observation, each of them in turn
+    # Within one run a configuration's first three observations are its three trainings, in
+    # an order of its own: drawn with replacement, the second repeated the first a third of
+    # the time, which the engine's probe takes for a deterministic objective.
+    orders = set()
+    for k in range(12):
+        observe = land.observer(np.random.default_rng(k))
+        first = [observe(p) for _ in range(3)]
+        assert sorted(first) == sorted(seeds), k
+        assert observe(p) == first[0]  # only a fourth repeats one, in the same order
+        orders.add(tuple(first))
+    assert len(orders) > 1  # the order is drawn, not fixed
     quiet = replace(land, noise=0.0)  # quality.py --noise-free
     assert quiet.observe(p, rng) == land.loss(p)
     # The same table with every parameter a Categorical of its levels (how a user may write
