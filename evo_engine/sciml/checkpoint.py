@@ -3,7 +3,9 @@
 A PBT interval (``Context.start_step`` to ``Context.stop_step``) starts from the checkpoint in
 ``ctx.checkpoint_load`` and saves its own to ``ctx.checkpoint_save``. A checkpoint holds the
 model's, the optimizer's and the scheduler's state and the global RNG states (python, numpy,
-torch, CUDA), plus the step it was taken at. It is written to a temporary file in the same
+torch, and the CUDA generator of the device the model trains on), plus the step it was taken
+at. The CUDA state goes back onto the loading model's own device, whichever GPU (and however
+many) the saving worker had. It is written to a temporary file in the same
 folder, flushed to disk and renamed over the target (``os.replace``), so a ``kill -9`` leaves
 either the whole file or none, never half of one. A missing file raises ``CheckpointMissing``,
 which the worker records as that interval FAILED (the run goes on).
@@ -39,9 +41,17 @@ def pbt_interval(ctx: Any, epochs: int) -> tuple[int, int, bool]:
     return int(ctx.start_step), int(stop if stop is not None else ctx.start_step + 1), True
 
 
+def _cuda_device(model: torch.nn.Module) -> torch.device | None:
+    """The CUDA device ``model`` trains on; None on the CPU (or without parameters)."""
+    param = next(iter(model.parameters()), None)
+    device = getattr(param, "device", None)
+    return device if device is not None and device.type == "cuda" else None
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any | None, step: int, params: Mapping[str, Any]) -> None:
     """Write the training state at ``step`` to ``path`` atomically (tmp file + os.replace)."""
+    device = _cuda_device(model)
     state = {
         "format": FORMAT,
         "step": int(step),
@@ -53,7 +63,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             "python": random.getstate(),
             "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_rng_state(device) if device is not None else None,
         },
     }
     path = Path(path)
@@ -95,8 +105,11 @@ def restore(state: Mapping[str, Any], model: torch.nn.Module, optimizer: torch.o
     random.setstate(rng["python"])
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    device = _cuda_device(model)
+    # A list is an older checkpoint's state of every visible GPU, which says not which one
+    # trained: it is left alone rather than put on devices this worker may not have.
+    if device is not None and isinstance(rng.get("cuda"), torch.Tensor):
+        torch.cuda.set_rng_state(rng["cuda"], device)
 
 
 def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: Any | None,

@@ -1,0 +1,93 @@
+"""GPU code paths checked on a CPU: fake ``torch.cuda`` functions and devices.
+
+No GPU runs these tests (CI has none); each fake stands for what CUDA does where it matters:
+how many devices a worker sees, which device a state belongs to, when memory is released.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from evo_engine.sciml import checkpoint
+
+
+class FakeCudaRng:
+    """The CUDA generators of ``visible`` devices; device i's state is the byte 100 + i."""
+
+    def __init__(self, visible: int) -> None:
+        self.visible = visible
+        self.set: list[tuple[int, int]] = []  # (state byte, device index) per set_rng_state
+
+    @staticmethod
+    def _index(device: int | str | torch.device = "cuda") -> int:
+        d = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        return 0 if d.index is None else d.index
+
+    def get_rng_state(self, device: int | str | torch.device = "cuda") -> torch.Tensor:
+        return torch.tensor([100 + self._index(device)], dtype=torch.uint8)
+
+    def get_rng_state_all(self) -> list[torch.Tensor]:
+        return [self.get_rng_state(i) for i in range(self.visible)]
+
+    def set_rng_state(self, state: torch.Tensor, device: int | str | torch.device = "cuda") -> None:
+        index = self._index(device)
+        if index >= self.visible:  # torch.cuda.default_generators[index]
+            raise IndexError("tuple index out of range")
+        self.set.append((int(state[0]), index))
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.visible)
+        for module in (torch.cuda, torch.cuda.random):
+            monkeypatch.setattr(module, "get_rng_state", self.get_rng_state)
+            monkeypatch.setattr(module, "set_rng_state", self.set_rng_state)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", self.get_rng_state_all)
+
+
+class Placed(torch.nn.Linear):
+    """A model whose parameters say they live on ``device`` (no GPU needed to place it)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(2, 1)
+        self.placed = torch.device(device)
+
+    def parameters(self, recurse: bool = True):  # noqa: ANN201 - as nn.Module's
+        return iter([SimpleNamespace(device=self.placed)])
+
+
+def _optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(torch.nn.Linear.parameters(model), lr=1e-3)
+
+
+@pytest.mark.parametrize("visible", [1, 4])
+def test_a_checkpoint_saved_on_cuda_1_restores_its_cuda_rng_on_the_loading_workers_device(
+        visible: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Saved by a worker training on cuda:1 of a node where it saw 4 GPUs ...
+    FakeCudaRng(visible=4).install(monkeypatch)
+    saver = Placed("cuda:1")
+    checkpoint.save_checkpoint(tmp_path / "c.pt", saver, _optimizer(saver), None, 3, {"lr": 1e-3})
+    # ... loaded by a worker on cuda:0 that sees one GPU (a resume in another allocation, or
+    # one GPU per task) or the same four.
+    loading = FakeCudaRng(visible=visible)
+    loading.install(monkeypatch)
+    loader = Placed("cuda:0")
+    checkpoint.restore(checkpoint.load_checkpoint(tmp_path / "c.pt"), loader, _optimizer(loader),
+                       None)
+    # The generator the saved training used (cuda:1's, byte 101) goes on on cuda:0, the
+    # device this training runs on; no other device is touched.
+    assert loading.set == [(101, 0)]
+
+
+def test_a_cpu_checkpoint_restored_on_a_gpu_leaves_the_cuda_rng_alone(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch.nn.Linear(2, 1)
+    checkpoint.save_checkpoint(tmp_path / "c.pt", model, _optimizer(model), None, 1, {"lr": 1e-3})
+    fake = FakeCudaRng(visible=2)
+    fake.install(monkeypatch)
+    loader = Placed("cuda:1")
+    checkpoint.restore(checkpoint.load_checkpoint(tmp_path / "c.pt"), loader, _optimizer(loader),
+                       None)
+    assert fake.set == []
