@@ -91,3 +91,49 @@ def test_a_cpu_checkpoint_restored_on_a_gpu_leaves_the_cuda_rng_alone(
     checkpoint.restore(checkpoint.load_checkpoint(tmp_path / "c.pt"), loader, _optimizer(loader),
                        None)
     assert fake.set == []
+
+
+# -- an out-of-memory evaluation gives its GPU memory back ---------------------------------------
+
+
+class Activations:
+    """Stands for the tensors an evaluation held when it ran out of memory."""
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_after_an_out_of_memory_evaluation_the_cache_is_emptied_once_its_tensors_are_gone(
+        batched: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import weakref
+
+    from evo_engine.search.messages import EvalState, Task
+    from evo_engine.space import Float, Space
+    from evo_engine.transports.worker import WorkerRuntime
+
+    held: list[weakref.ref] = []
+    alive_at_release: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache",
+                        lambda: alive_at_release.append(held[0]() is not None))
+
+    def objective(params: dict, ctx: object) -> float:
+        activations = Activations()
+        held.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        try:
+            objective({}, None)
+        except torch.OutOfMemoryError as exc:
+            return [exc for _ in params_list]  # as train_advection_batch returns a group's error
+        return []
+
+    worker = WorkerRuntime(objective, 0, "cuda:0", None, gpu=False,
+                           objective_batch=objective_batch if batched else None)
+    genome = Space(x=Float(0, 1)).encode({"x": 0.5})
+    tasks = [Task(uid=u, island=0, genome=genome, params={"x": 0.5}, seed=u) for u in (1, 2)]
+    results = worker.run_batch(tasks) if batched else [worker.run(tasks[0])]
+    assert all(r.state is EvalState.FAILED and "out of memory" in r.error for r in results)
+    assert "Tried to allocate 2.00 GiB" in results[0].error and "objective" in results[0].error
+    # The cache is emptied after the failed evaluation's tensors were freed: emptied while the
+    # traceback still held them, it gave nothing back (and packed ranks could not use it).
+    assert alive_at_release and not any(alive_at_release)

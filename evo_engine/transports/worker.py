@@ -174,9 +174,9 @@ class WorkerRuntime:
         return self._judge(task, ctx, t0, fitness, metrics, gpu=gpu)
 
     def _failure_text(self, exc: BaseException, member: str = "") -> str:
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-            _release_memory()
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+            _release_memory(exc)
         return f"{type(exc).__name__}: {exc} ({self._where()}{member})\n{tb}"
 
     def _judge(self, task: Task, ctx: Context, t0: float, fitness: float, metrics: dict[str, float],
@@ -269,7 +269,14 @@ class WorkerRuntime:
         )
 
 
-def _release_memory() -> None:
+def _release_memory(exc: BaseException) -> None:
+    """Free what the failed evaluation held and give the GPU's cached memory back.
+
+    Its tensors live on in the locals of the frames ``exc``'s traceback keeps (the text is
+    already taken): those frames are cleared first, else the cache could only be emptied of
+    what was free anyway, and ranks packed on the GPU could not use what the failure held.
+    """
+    traceback.clear_frames(exc.__traceback__)
     gc.collect()
     # Only a torch the objective already imported can hold GPU memory: importing it here
     # would cost a CPU-only objective about a second per out-of-memory failure.
