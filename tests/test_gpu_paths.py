@@ -137,3 +137,21 @@ def test_after_an_out_of_memory_evaluation_the_cache_is_emptied_once_its_tensors
     # The cache is emptied after the failed evaluation's tensors were freed: emptied while the
     # traceback still held them, it gave nothing back (and packed ranks could not use it).
     assert alive_at_release and not any(alive_at_release)
+
+
+# -- local workers: as many as the cores this process was given --------------------------------
+
+
+def test_the_default_local_workers_are_the_cores_of_the_allocation_not_of_the_node(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from evo_engine.job.run import default_workers
+
+    # `salloc -c 4 --gpus=1` on a 64-core GPU node: the process may run on 4 cores.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {8, 9, 10, 11}, raising=False)
+    scenario = SimpleNamespace(workers=None)
+    assert default_workers(scenario, None) == 4  # not 64 processes, each a CUDA context
+    assert default_workers(scenario, 2) == 2
+    assert default_workers(SimpleNamespace(workers=3), None) == 3

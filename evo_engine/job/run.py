@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import signal
 import sys
 import time
@@ -52,7 +51,7 @@ from evo_engine.store.writer import Recorder, SnapshotPolicy
 from evo_engine.store.writer_process import RecorderProcess, start_recorder
 from evo_engine.transports.base import Transport, WorkerSpec, WorkerStartError
 from evo_engine.transports.inline import InlineTransport
-from evo_engine.transports.launch import launched_with_several_ranks
+from evo_engine.transports.launch import launched_with_several_ranks, usable_cores
 from evo_engine.transports.local import LocalTransport
 from evo_engine.transports.worker import FINALIZE, cuda_available
 from evo_engine.util import terminal
@@ -206,7 +205,7 @@ def default_workers(scenario: Scenario, requested: int | None) -> int:
         return requested
     if scenario.workers is not None:
         return scenario.workers
-    return max(os.cpu_count() or 1, 1)
+    return usable_cores()  # a Slurm allocation's cores, not the whole node's
 
 
 def check_not_in_a_store(run_dir: Path) -> None:

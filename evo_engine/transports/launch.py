@@ -55,6 +55,15 @@ def worker_rank(environ: Mapping[str, str] | None = None) -> bool:
     return False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask (a Slurm allocation, a launcher's
+    binding, ``taskset``), not the whole machine's, which ``os.cpu_count()`` counts."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - no affinity API (macOS)
+        return max(os.cpu_count() or 1, 1)
+
+
 def _as_int(text: str | None) -> int | None:
     if text is None:
         return None
@@ -108,4 +117,4 @@ def mpi_init_guard(timeout: float = EARLY_STOP_TIMEOUT) -> Iterator[None]:
 
 __all__ = ["EARLY_STOP_TIMEOUT", "RANK_VARIABLES", "SIZE_VARIABLES",
            "launched_with_several_ranks", "mpi_init_guard", "mpi_world_size", "note_early_stop",
-           "worker_rank"]
+           "usable_cores", "worker_rank"]

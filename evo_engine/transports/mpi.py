@@ -76,7 +76,7 @@ from evo_engine.transports.base import (
     WorkerSpec,
     WorkerStartError,
 )
-from evo_engine.transports.launch import mpi_init_guard
+from evo_engine.transports.launch import mpi_init_guard, usable_cores
 from evo_engine.transports.worker import (
     FINALIZE,
     WorkerRuntime,
@@ -214,10 +214,7 @@ def _gpu_driver_present() -> bool:
 
 def _cores() -> tuple[int, bool]:
     """Cores this rank may use, and whether the launcher bound it to them (fewer than all)."""
-    try:
-        mine = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - no affinity API (macOS)
-        mine = os.cpu_count() or 1
+    mine = usable_cores()
     return mine, mine < (os.cpu_count() or mine)
 
 
