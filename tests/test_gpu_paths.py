@@ -155,3 +155,30 @@ def test_the_default_local_workers_are_the_cores_of_the_allocation_not_of_the_no
     assert default_workers(scenario, None) == 4  # not 64 processes, each a CUDA context
     assert default_workers(scenario, 2) == 2
     assert default_workers(SimpleNamespace(workers=3), None) == 3
+
+
+# -- the coordinator's data generation on a GPU ---------------------------------------------------
+
+
+def test_a_data_set_generated_on_a_gpu_gives_the_solvers_cached_memory_back(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from evo_engine.sciml import advection
+
+    recipe = advection.AdvectionRecipe(samples=4, nx=16, nt=3, solver="fv")
+    solved: list[str] = []
+    emptied: list[int] = []
+
+    def solve_block(recipe, a, b, initial, device):  # noqa: ANN001, ANN202 - as _solve_block
+        solved.append(device)
+        return np.zeros((b - a, recipe.nt, recipe.nx), dtype=np.float32)
+
+    monkeypatch.setattr(advection, "_solve_block", solve_block)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(len(solved)))
+    advection.write_advection(recipe, tmp_path / "adv.h5", device="cuda")
+    # Rank 0 (or the local coordinator) generates before the workers start and then trains
+    # nothing: the 1 GB blocks' memory goes back to the GPU, to the workers bound to it.
+    assert solved == ["cuda"] and emptied == [1]
+    advection.write_advection(recipe, tmp_path / "cpu.h5", device="cpu", processes=1)
+    assert emptied == [1]  # nothing to give back from a CPU solve

@@ -191,6 +191,13 @@ def _solve_in_processes(recipe: AdvectionRecipe, blocks: list[tuple[int, int]],
     pool.shutdown()
 
 
+def _release_solver_memory(device: str) -> None:
+    """Give the GPU the memory torch cached for the solve: the process that generates (a run's
+    coordinator) trains nothing, and workers bound to that GPU need it for the whole run."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def default_device() -> str:
     """Where the FV solver runs by default: the first GPU when torch sees one, else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -275,6 +282,7 @@ def write_advection(
             else:
                 for a, b in blocks:
                     tensor[a:b] = _solve_block(recipe, a, b, initial, device)
+                _release_solver_memory(device)
             f.create_dataset("x-coordinate", data=cell_centres(recipe.nx).astype(np.float32))
             t_coordinate = np.arange(recipe.nt + 1) * recipe.dt_save
             f.create_dataset("t-coordinate", data=t_coordinate.astype(np.float32))
