@@ -182,3 +182,23 @@ def test_a_data_set_generated_on_a_gpu_gives_the_solvers_cached_memory_back(
     assert solved == ["cuda"] and emptied == [1]
     advection.write_advection(recipe, tmp_path / "cpu.h5", device="cpu", processes=1)
     assert emptied == [1]  # nothing to give back from a CPU solve
+
+
+def test_a_worker_that_must_generate_its_data_solves_on_its_own_gpu(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evo_engine.context import Context
+    from evo_engine.sciml import advection, training
+
+    # A data directory the coordinator's prepare did not fill (node-local scratch on a
+    # worker's node): the worker generates the file itself.
+    monkeypatch.setenv("EVO_ENGINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("EVO_ENGINE_ADVECTION_FILE", raising=False)
+    devices: list[str | None] = []
+    monkeypatch.setattr(advection, "write_advection",
+                        lambda recipe, out, device=None: devices.append(device) or out)
+    monkeypatch.setattr(training, "_load_split", lambda task, path, split, device: {})
+    task = training.AdvectionTask(recipe=advection.AdvectionRecipe(samples=4, nx=16, nt=12),
+                                  nx=16, nt=12, epochs=1)
+    training.load_split(task, "train", Context.standalone(0, device="cuda:2"))
+    # "cuda" would be the current device, cuda:0, for every worker of the node.
+    assert devices == ["cuda:2"]

@@ -149,13 +149,14 @@ class AdvectionTask:
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
-    def resolve_file(self) -> Path:
-        """The data file to train on (explicit, environment, or generated and cached)."""
+    def resolve_file(self, device: str | None = None) -> Path:
+        """The data file to train on (explicit, environment, or generated and cached); a file
+        still to generate is solved on ``device`` (None: the default, the first GPU if any)."""
         if self.data_file:
             return Path(self.data_file)
         if os.environ.get(ADVECTION_FILE_ENV):
             return Path(os.environ[ADVECTION_FILE_ENV])
-        return ensure_dataset(self.recipe)
+        return ensure_dataset(self.recipe, device=device)
 
 
 def prepare_advection(task: AdvectionTask) -> Path:
@@ -181,7 +182,7 @@ def _load_split(task: AdvectionTask, path: Path, split: str, device: str) -> dic
 
 def load_split(task: AdvectionTask, split: str, ctx: EvaluationContext) -> dict[str, Any]:
     """One split as tensors on ``ctx.device``, read once per worker and kept in ``ctx.cache``."""
-    path = task.resolve_file().resolve()
+    path = task.resolve_file(str(ctx.device)).resolve()  # its own GPU, not every worker's cuda:0
     stat = path.stat() if path.exists() else None
     key = (
         "advection",
