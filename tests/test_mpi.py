@@ -22,7 +22,7 @@ import pytest
 import zarr
 
 from evo_engine.search.messages import EvalState, Result, Task, frozen_genome
-from evo_engine.transports.launch import mpi_world_size
+from evo_engine.transports.launch import mpi_world_size, srun_tasks_without_pmi
 from evo_engine.transports.mpi import (
     let_the_launcher_read,
     result_from_message,
@@ -103,6 +103,35 @@ def migrations(run_dir: Path) -> dict[str, np.ndarray]:
 ])
 def test_launch_is_detected_from_the_environment(environ: dict[str, str], size: int) -> None:
     assert mpi_world_size(environ) == size
+
+
+@pytest.mark.parametrize(("environ", "tasks"), [
+    ({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "32"}, 32),  # srun without --mpi
+    ({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "1"}, 0),  # srun -n 1: one run, fine
+    ({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "4", "PMIX_RANK": "2"}, 0),  # --mpi=pmix
+    ({"SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "4", "PMI_SIZE": "4", "PMI_RANK": "1"}, 0),
+    ({"SLURM_NTASKS": "8"}, 0),  # the batch script itself
+    ({"SLURM_STEP_NUM_TASKS": "4", "OMPI_COMM_WORLD_SIZE": "4"}, 0),  # mpiexec in a step
+])
+def test_srun_tasks_without_a_process_manager_interface_are_found(
+        environ: dict[str, str], tasks: int) -> None:
+    assert srun_tasks_without_pmi(environ) == tasks
+
+
+def test_srun_without_pmi_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # `srun -n 32 python -m evo_engine ...` on a cluster whose Slurm has MpiDefault=none:
+    # no task sees a PMI, so each took itself for a single run: one became the run, the
+    # other 31 failed on its lock one by one ("in use by pid ..."), or, on separate
+    # directories, 32 runs started. Each task now says what is missing, exit 2.
+    env = {**os.environ, "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "32"}
+    for name in ("PMI_SIZE", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE"):
+        env.pop(name, None)
+    r = subprocess.run([sys.executable, "-m", "evo_engine", str(SCENARIOS.parent.parent / "scenarios/sphere.py"),
+                        "--workers", "0", "--run-dir", str(tmp_path / "r")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "srun" in r.stderr and "--mpi=pmix" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_tasks_and_results_survive_the_wire_format() -> None:

@@ -51,7 +51,11 @@ from evo_engine.store.writer import Recorder, SnapshotPolicy
 from evo_engine.store.writer_process import RecorderProcess, start_recorder
 from evo_engine.transports.base import Transport, WorkerSpec, WorkerStartError
 from evo_engine.transports.inline import InlineTransport
-from evo_engine.transports.launch import launched_with_several_ranks, usable_cores
+from evo_engine.transports.launch import (
+    launched_with_several_ranks,
+    srun_tasks_without_pmi,
+    usable_cores,
+)
 from evo_engine.transports.local import LocalTransport
 from evo_engine.transports.worker import FINALIZE, cuda_available
 from evo_engine.util import terminal
@@ -427,6 +431,13 @@ def open_for_resume(store: RunStore, scenario: Scenario, opts: RunOptions, prese
 
 def execute(opts: RunOptions, print_fn: Callable[[str], None] = print) -> int:
     """Run (or resume) a scenario end to end; returns the exit code. Raises InputError."""
+    tasks = srun_tasks_without_pmi()
+    if tasks:
+        raise UsageError(
+            f"this is one of {tasks} tasks of an srun step, but no MPI process manager "
+            "interface told them they are ranks of one job, so each would be a separate run: "
+            "start them with `srun --mpi=pmix` (or --mpi=pmi2, whichever `srun --mpi=list` "
+            "shows your MPI was built for), or run one task (`srun -n 1`) with --workers N")
     if launched_with_several_ranks():
         from evo_engine.transports import mpi
 

@@ -45,6 +45,19 @@ def launched_with_several_ranks(environ: Mapping[str, str] | None = None) -> boo
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
 
 
+def srun_tasks_without_pmi(environ: Mapping[str, str] | None = None) -> int:
+    """The tasks of the ``srun`` step this process is one of, when there are several and no
+    process manager interface (``--mpi=pmix``/``pmi2``, or Slurm's ``MpiDefault``) told them
+    they are ranks of one MPI job; else 0. Each such task would take itself for a whole run."""
+    env = os.environ if environ is None else environ
+    tasks = _as_int(env.get("SLURM_STEP_NUM_TASKS"))
+    if tasks is None or tasks < 2 or "SLURM_STEP_ID" not in env:
+        return 0
+    if any(name in env for name in (*SIZE_VARIABLES, *RANK_VARIABLES)):
+        return 0
+    return tasks
+
+
 def worker_rank(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the launcher says this process is a rank other than 0 (known before MPI starts)."""
     env = os.environ if environ is None else environ
@@ -117,4 +130,4 @@ def mpi_init_guard(timeout: float = EARLY_STOP_TIMEOUT) -> Iterator[None]:
 
 __all__ = ["EARLY_STOP_TIMEOUT", "RANK_VARIABLES", "SIZE_VARIABLES",
            "launched_with_several_ranks", "mpi_init_guard", "mpi_world_size", "note_early_stop",
-           "usable_cores", "worker_rank"]
+           "srun_tasks_without_pmi", "usable_cores", "worker_rank"]
