@@ -121,7 +121,8 @@ class Scenario(_NoFlagsForNumbers):
     """Seconds of wall time after which no new evaluation starts."""
     seed: int = Field(0, ge=0)
     workers: int | None = Field(None, ge=1)
-    """Local worker processes when not under mpiexec (default: the machine's cores)."""
+    """Local worker processes when not under mpiexec (default: the cores this process may
+    use, its CPU affinity)."""
     migration_interval: int = Field(10, ge=0)
     migrants: int = Field(1, ge=0)
     topology: Literal["ring"] | list[list[int]] = "ring"
