@@ -57,7 +57,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from advection import ARMS, SCENARIOS, EngineSearch, TPESearch, provenance  # noqa: E402
+from advection import (  # noqa: E402
+    ARMS,
+    SCENARIOS,
+    EngineSearch,
+    TPESearch,
+    provenance,
+    quartiles,
+)
 
 from evo_engine.scenario import load_scenario  # noqa: E402
 
@@ -135,7 +142,11 @@ class Table:
         near = near[np.isfinite(distance[near])][:SCORE_TRAININGS]
         values = self.test.ravel()[near]
         ok = np.isfinite(values)
-        return (float(values[ok].mean()) if ok.any() else math.nan), int((~ok).sum())
+        if not values.size:
+            return math.nan, 0  # every training read: nothing can score it
+        # Trainings left, none of which trained: the pick never trains, the worst (as the live
+        # verdict scores it), not a value left out of the arm's median and the paired tests.
+        return (float(values[ok].mean()) if ok.any() else math.inf), int((~ok).sum())
 
     def noise(self) -> dict[str, float]:
         """The seed noise the table holds: pooled within-entry std of the validation and the
@@ -255,8 +266,8 @@ def make_method(arm: str, scenario: Any, search_seed: int) -> Any:
 
 def score(table: Table, pick: dict, read: set[tuple[int, int]]) -> dict[str, float]:
     """A pick's true value (the nearest trainings its search never read), regret, own value."""
-    if "lr" not in pick:  # every evaluation so far failed: no pick
-        return {"true": math.nan, "own": math.nan, "regret": math.nan, "lr": math.nan,
+    if "lr" not in pick:  # every evaluation so far failed: no pick, the worst
+        return {"true": math.inf, "own": math.nan, "regret": math.inf, "lr": math.nan,
                 "diverged": 0}
     i = table.nearest(float(pick["lr"]))
     true, diverged = table.truth(i, read)
@@ -264,18 +275,32 @@ def score(table: Table, pick: dict, read: set[tuple[int, int]]) -> dict[str, flo
             "lr": float(pick["lr"]), "diverged": diverged}
 
 
+def summarize_regret(regret: list[float]) -> dict[str, Any]:
+    """An arm's regrets at one budget: quartiles where a search scored inf (``quartiles``), the
+    mean, and how many searches named nothing that trains (inf)."""
+    q1, med, q3 = quartiles(regret)
+    return {"median_regret": med, "q1": q1, "q3": q3, "mean_regret": float(np.mean(regret)),
+            "no_pick": sum(math.isinf(r) for r in regret)}
+
+
 def compare(engine: list[float], other: list[float]) -> dict[str, Any]:
     """Paired by search seed: wins (engine lower regret), losses, ties; two-sided p values."""
     from scipy.stats import binomtest, wilcoxon
 
+    # inf (no pick, or one that never trains) is the worst regret: two of them tie, and in
+    # the signed-rank test its difference ranks above every finite one.
     pairs = [(a, b) for a, b in zip(engine, other, strict=True)
-             if math.isfinite(a) and math.isfinite(b)]
+             if not (math.isnan(a) or math.isnan(b))]
     wins = sum(a < b for a, b in pairs)
     losses = sum(a > b for a, b in pairs)
-    diffs = [a - b for a, b in pairs if a != b]
+    raw = [a - b for a, b in pairs if a != b]
+    top = max((abs(d) for d in raw if math.isfinite(d)), default=0.0)
+    diffs = [d if math.isfinite(d) else math.copysign(2.0 * top + 1.0, d) for d in raw]
+    signed = [0.0 if a == b else (a - b if math.isfinite(a - b) else math.copysign(math.inf, a - b))
+              for a, b in pairs]
     return {
         "wins": wins, "losses": losses, "ties": len(pairs) - wins - losses,
-        "median_difference": float(np.median([a - b for a, b in pairs])) if pairs else math.nan,
+        "median_difference": float(np.median(signed)) if pairs else math.nan,
         "wilcoxon_p": float(wilcoxon(diffs).pvalue) if len(diffs) >= 2 else math.nan,
         "sign_p": float(binomtest(wins, wins + losses).pvalue) if wins + losses else math.nan,
     }
@@ -336,13 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     for b in BUDGETS if seeds else ():
         row: dict[str, Any] = {}
         for arm in arms:
-            regret = np.array([s["regret"] for s in per_arm[arm][b]])
-            q1, med, q3 = np.nanpercentile(regret, [25, 50, 75])
-            row[arm] = {"median_regret": float(med), "q1": float(q1), "q3": float(q3),
-                        "mean_regret": float(np.nanmean(regret)),
+            regret = [s["regret"] for s in per_arm[arm][b]]
+            row[arm] = {**summarize_regret(regret),
                         "median_true": float(np.nanmedian([s["true"] for s in per_arm[arm][b]])),
                         "median_own": float(np.nanmedian([s["own"] for s in per_arm[arm][b]])),
-                        "no_pick": int(np.isnan(regret).sum()),
                         "picks_scored_with_diverged_trainings": int(sum(
                             s["diverged"] > 0 for s in per_arm[arm][b]))}
         if "engine" in arms:

@@ -76,7 +76,9 @@ def test_true_value_is_the_mean_test_of_the_nearest_unread_trainings() -> None:
     # one replicate read: the pick's two unread replicates still come first
     true, _ = t.truth(0, {(0, 1)})
     assert true == pytest.approx(_mean([0.0, 2.0] + _entries([1, 2, 3, 4]) + [50.0]))
-    assert math.isnan(bench.score(t, {}, set())["regret"])  # no pick yet (all failed)
+    # No pick yet (every evaluation failed) is the worst a search can do: a loss, as in the
+    # live verdict (advection.py scores a pick that never trains inf), not left out.
+    assert bench.score(t, {}, set())["regret"] == math.inf
 
 
 def test_a_search_never_reads_one_training_twice() -> None:
@@ -128,6 +130,24 @@ def test_paired_comparison_counts_and_tests() -> None:
     assert (c["wins"], c["losses"], c["ties"]) == (2, 1, 1)
     assert c["median_difference"] == pytest.approx(-0.5)
     assert c["sign_p"] == pytest.approx(1.0)
+
+
+def test_a_pick_none_of_whose_trainings_trained_is_a_loss_not_left_out() -> None:
+    # A pick whose 15 nearest unread trainings all diverged scored NaN: it was dropped from
+    # the arm's median and from the paired tests, where the live verdict counts it a loss.
+    t = table()
+    every = {(e, j) for e in range(len(t.lr)) for j in range(3)}
+    assert math.isnan(t.test[6, 0])  # entry 6's first training diverged
+    true, diverged = t.truth(6, every - {(6, 0)})
+    assert true == math.inf and diverged == 1  # only a diverged training left: it never trains
+    true, diverged = t.truth(6, every)
+    assert math.isnan(true) and diverged == 0  # nothing unread at all: no value
+    c = bench.compare([1.0, math.inf, 3.0, math.inf], [2.0, 2.0, math.inf, math.inf])
+    assert (c["wins"], c["losses"], c["ties"]) == (2, 1, 1)
+    assert math.isfinite(c["wilcoxon_p"]) and math.isfinite(c["median_difference"])
+    summary = bench.summarize_regret([0.1, 0.2, math.inf, 0.3])
+    assert (summary["q1"], summary["median_regret"]) == (pytest.approx(0.175), 0.25)
+    assert summary["q3"] == math.inf and summary["no_pick"] == 1
 
 
 def _write(path: Path, rows: int) -> None:
