@@ -172,6 +172,23 @@ def test_es_sigma_shrinks_on_failures_and_grows_on_successes() -> None:
     assert op.sigma > low
 
 
+def test_es_counts_a_failed_offspring_as_unsuccessful() -> None:
+    # A failed offspring (diverged, NaN, crashed) never enters the population: σ must shrink
+    # as for any rejected one. Ignored, the success rate was measured on the offspring that
+    # did not fail, so next to a failing region σ stayed large and kept proposing into it.
+    space = Space(x=Float(0, 1), y=Float(0, 1))
+    op = ES(space, np.random.default_rng(0), 8, ESSettings())
+    start = op.sigma
+    prop = op.propose(population(space, 8, 0))
+    op.observe_failed(Individual(1000, frozen_genome(prop.genome), math.inf, 0, info=prop.info))
+    p = op.settings.success_target
+    assert op.sigma == pytest.approx(start * math.exp(-p / (op.damping * (1.0 - p))))
+    assert (op.observed, op.successes) == (1, 0)
+    # A failed design point (no step of this ES's) teaches nothing, as in observe.
+    op.observe_failed(Individual(1001, frozen_genome(prop.genome), math.inf, 0))
+    assert op.observed == 1
+
+
 def test_es_restarts_its_step_when_it_collapses() -> None:
     space = Space(x=Float(0, 1))
     op = ES(space, np.random.default_rng(0), 4, ESSettings(sigma_min=0.05))

@@ -233,6 +233,13 @@ class ES(Operator):
         # rate is not measured on survivors only, which would grow σ without bound.
         self.observe(individual, accepted=False)
 
+    def observe_failed(self, individual: Individual) -> None:
+        # The same holds for an offspring that failed (diverged, non-finite, crashed): it did
+        # not enter the population. Ignored, σ adapted on the offspring that did not fail, so
+        # next to a failing region (a learning rate that diverges) it stayed large and kept
+        # sending workers there.
+        self.observe(individual, accepted=False)
+
     # -- state --------------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
