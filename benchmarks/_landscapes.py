@@ -19,6 +19,8 @@ import numpy as np
 from evo_engine.space import Categorical, Float, Int, Space
 
 Params = dict[str, Any]
+Observer = Callable[..., float]
+"""``observer(params, race=None) -> loss``: one run's observations."""
 
 
 @dataclass(frozen=True)
@@ -33,16 +35,18 @@ class Landscape:
     """Standard deviation of the additive noise on each observed loss."""
     cost: Callable[[Params], float] = field(default=lambda p: 1.0)
     description: str = ""
-    draws: Callable[[np.random.Generator], Callable[[Params], float]] | None = None
+    draws: Callable[[np.random.Generator], Observer] | None = None
     """Observations other than loss + Gaussian noise (the recorded seeds of a table), made
     per run: ``draws(rng)`` is one run's observer. Used while ``noise`` is not 0, so
     ``noise=0`` still observes the noise-free loss."""
 
-    def observer(self, rng: np.random.Generator) -> Callable[[Params], float]:
-        """One run's observations: ``observer(rng)(params)`` is one observed loss."""
+    def observer(self, rng: np.random.Generator) -> Observer:
+        """One run's observations: ``observer(rng)(params, race)`` is one observed loss;
+        ``race`` is the engine's race seed index for a re-evaluation on a common seed (None
+        for any other evaluation), which only a table with race seeds reads."""
         if self.noise and self.draws is not None:
             return self.draws(rng)
-        return lambda params: self.observe(params, rng)
+        return lambda params, race=None: self.observe(params, rng)
 
     def observe(self, params: Params, rng: np.random.Generator) -> float:
         """One observation outside a run (a table's: one of its seeds at random)."""
@@ -416,7 +420,8 @@ TWO_BASINS = Landscape(
 )
 
 
-def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
+def _table(name: str, ordered_as_categorical: bool = False,
+           common_races: bool = False) -> Landscape | None:
     """A recorded table of ``tabular.py`` as a landscape (None until its CSV is built).
 
     Ordered levels are an ``Int`` index, unordered ones a ``Categorical`` (with
@@ -425,12 +430,12 @@ def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
     random (``_seed_reader``), the loss the mean over the seeds; ``noise`` is the pooled
     seed-to-seed std (only its being non-zero matters to ``observer``).
     """
-    from tabular import TABLES, load, table_path
+    from tabular import RECORDED_SEEDS, SEEDS, TABLES, load, table_path
 
     spec = TABLES[name]
     if not table_path(name).exists():
         return None
-    configs, values = load(name)
+    configs, values = load(name, RECORDED_SEEDS if common_races else SEEDS)
     levels = {k: list(v) for k, v in spec.grid.items()}
     ints = set() if ordered_as_categorical else spec.ordered
     space = Space(**{
@@ -442,14 +447,19 @@ def _table(name: str, ordered_as_categorical: bool = False) -> Landscape | None:
         return index[tuple(levels[k][p[k]] if k in ints else p[k] for k in levels)]
 
     means = values.mean(axis=1)
+    reader = ((lambda rng: _race_reader(values, row, rng)) if common_races
+              else (lambda rng: _seed_reader(values, row, rng)))
     return Landscape(
-        name + ("_categorical" if ordered_as_categorical else ""),
+        name + ("_s10" if common_races else "") + ("_categorical" if ordered_as_categorical
+                                                   else ""),
         space,
         lambda p: float(means[row(p)]),
         floor=float(means.min()),
         noise=float(np.sqrt(values.var(axis=1, ddof=1).mean())),
-        description=spec.description + (", all categorical" if ordered_as_categorical else ""),
-        draws=lambda rng: _seed_reader(values, row, rng),
+        description=spec.description.replace("3 seeds", f"{values.shape[1]} seeds")
+        + (", race seeds common" if common_races else "")
+        + (", all categorical" if ordered_as_categorical else ""),
+        draws=reader,
     )
 
 
@@ -463,7 +473,7 @@ def _seed_reader(values: np.ndarray, row: Callable[[Params], int],
     for a deterministic objective (two equal values) and stops re-evaluating."""
     order: dict[int, tuple[np.ndarray, int]] = {}
 
-    def read(p: Params) -> float:
+    def read(p: Params, race: int | None = None) -> float:
         r = row(p)
         seeds, n = order.get(r) or (rng.permutation(values.shape[1]), 0)
         order[r] = (seeds, n + 1)
@@ -472,23 +482,57 @@ def _seed_reader(values: np.ndarray, row: Callable[[Params], int],
     return read
 
 
+RACE_SEEDS = 4
+"""Recorded seeds 0..3 of a ``*_s10`` table are the engine's race seeds 0..3, common to every
+configuration; first draws (and every peer's evaluation) read seeds 4..9."""
+
+
+def _race_reader(values: np.ndarray, row: Callable[[Params], int],
+                 rng: np.random.Generator) -> Observer:
+    """One run's observer of a 10-seed table as a live run sees its seeds: the engine's race
+    seed j (``race``) is recorded seed j for every configuration (``RACE_SEEDS`` of them), so
+    a race compares configurations on the same trainings' seeds (on ``hgb_diabetes`` the seed
+    draws the validation split, most of the seed-to-seed variance); any other evaluation,
+    a first draw or a peer's, reads one of the other seeds, in an order of its own per
+    configuration (``_seed_reader``'s rule). A race seed past ``RACE_SEEDS``, or one this
+    configuration already read, reads the next unread seed instead, as no recorded training
+    is read twice while one is unread."""
+    firsts = _seed_reader(values[:, RACE_SEEDS:], row, rng)
+    read_races: dict[int, set[int]] = {}
+
+    def read(p: Params, race: int | None = None) -> float:
+        r = row(p)
+        done = read_races.setdefault(r, set())
+        if race is not None and race < RACE_SEEDS and race not in done:
+            done.add(race)
+            return float(values[r, race])
+        return firsts(p)
+
+    return read
+
+
 TABLE_LANDSCAPES: dict[str, Landscape] = {
     ls.name: ls
     for ls in (_table("mlp_digits"), _table("mlp_digits", ordered_as_categorical=True),
-               _table("hgb_diabetes"), _table("hgb_diabetes", ordered_as_categorical=True))
+               _table("hgb_diabetes"), _table("hgb_diabetes", ordered_as_categorical=True),
+               _table("mlp_digits", common_races=True),
+               _table("hgb_diabetes", common_races=True),
+               _table("hgb_diabetes", ordered_as_categorical=True, common_races=True))
     if ls is not None
 }
 
 TUNING: dict[str, Landscape] = {
     **LANDSCAPES,
-    **{k: v for k, v in TABLE_LANDSCAPES.items() if k.startswith("mlp_digits")},
+    **{k: v for k, v in TABLE_LANDSCAPES.items()
+       if k.startswith("mlp_digits") and "_s10" not in k},
 }
 """The landscapes the ES's and the surrogate's constants were chosen on (the real table
 ``mlp_digits`` since 2026-12-07: nothing was adopted on it yet)."""
 
 REPORTING: dict[str, Landscape] = {
     **{ls.name: ls for ls in (CONDITIONAL, BOOSTING, RUGGED, SPARSE, TWO_BASINS)},
-    **{k: v for k, v in TABLE_LANDSCAPES.items() if k.startswith("hgb_diabetes")},
+    **{k: v for k, v in TABLE_LANDSCAPES.items()
+       if k.startswith("hgb_diabetes") and "_s10" not in k},
 }
 """Landscapes the verdict is reported on; no operator constant was tuned on them, but the
 surrogate's ``hypertiling`` initial design was chosen after the designs had been measured on
@@ -496,3 +540,4 @@ them (docs/benchmarks.md)."""
 
 LANDSCAPES.update(TUNING)
 LANDSCAPES.update(REPORTING)
+LANDSCAPES.update(TABLE_LANDSCAPES)  # the *_s10 tables too, by name (in neither set yet)

@@ -67,6 +67,14 @@ CHECKPOINTS = (32, 100, 300, 1000)
 VERDICT_AT = (100, 300, 1000)
 
 
+def _race_of(handle: Any) -> int | None:
+    """The engine's race seed index of a re-evaluation on a common seed (``Candidate.info``),
+    None for anything else, a peer's trial included."""
+    info = getattr(handle, "info", None)
+    race = info.get("race") if isinstance(info, dict) else None
+    return int(race) if race is not None else None
+
+
 class AskTell(Protocol):
     """What the simulation needs from a method: ``ask`` may return None (a barrier)."""
 
@@ -303,7 +311,7 @@ def simulate(
     dispatch()
     while events:
         now, _, worker, handle, params = heapq.heappop(events)
-        observed = observe(params)
+        observed = observe(params, _race_of(handle))
         opt.tell(handle, observed)
         done += 1
         if observed < best_seen:
