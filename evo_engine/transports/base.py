@@ -21,6 +21,7 @@ objective with SIGALRM (Python code only; a call stuck inside a C extension is n
 from __future__ import annotations
 
 import heapq
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from evo_engine.search.messages import Result, Task
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+"""The signals that stop a run (``evo_engine.util.signals.SIGNALS``, which the transports may
+not import): a worker leaves them to its coordinator; inline, they interrupt the objective."""
+
+
+def stop_signals() -> set[signal.Signals]:
+    """``STOP_SIGNALS`` as the signals this platform has."""
+    return {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
 
 
 class WorkerStartError(RuntimeError):

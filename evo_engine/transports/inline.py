@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from evo_engine.search.messages import EvalState, Result, Task
-from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec
+from evo_engine.transports.base import Transport, WorkerInfo, WorkerSpec, stop_signals
 from evo_engine.transports.worker import (
     FINALIZE,
     EvaluationInterrupted,
@@ -37,7 +37,6 @@ from evo_engine.transports.worker import (
     timed_out_text,
 )
 
-STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 KEYBOARD_INTERRUPT = "KeyboardInterrupt"
 
 
@@ -58,9 +57,8 @@ def interruptible(timeout: float | None) -> Iterator[None]:
             raise EvaluationInterrupted(KEYBOARD_INTERRUPT) from None
         raise EvaluationInterrupted(signal.Signals(signum).name)
 
-    for name in STOP_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None and callable(signal.getsignal(sig)):
+    for sig in stop_signals():
+        if callable(signal.getsignal(sig)):
             old[sig] = signal.signal(sig, stop)
     alarm = timeout is not None and hasattr(signal, "setitimer")
     if alarm:

@@ -39,12 +39,11 @@ from evo_engine.transports.base import (
     WorkerInfo,
     WorkerSpec,
     WorkerStartError,
+    stop_signals,
 )
 from evo_engine.transports.worker import WORKER_DIED, WorkerRuntime, select_device, timed_out_text
 
 STOP = None
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
-"""Signals a worker ignores: the coordinator owns the run's lifetime and stops its workers."""
 
 
 class _PipeReports:
@@ -79,11 +78,11 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
     """Worker loop: receive a task, run it, send the result; stop on STOP or a closed pipe."""
     # The coordinator owns the worker's lifetime: Ctrl-C and walltime signals go to it, and it
     # stops (or kills) its workers after writing its snapshot.
-    for sig in _stop_signals():
+    for sig in stop_signals():
         signal.signal(sig, signal.SIG_IGN)
     # They were blocked from the fork on (``_spawn``); one that came meanwhile is dropped now.
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _stop_signals())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals())
     try:
         # Each worker owns one core's worth of intra-op threads unless the user says otherwise.
         if "OMP_NUM_THREADS" not in os.environ:
@@ -130,10 +129,6 @@ def _reap(proc: mp.process.BaseProcess, timeout: float) -> bool:
             return False
         time.sleep(0.002)
     return True
-
-
-def _stop_signals() -> set[signal.Signals]:
-    return {getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)}
 
 
 def _exit_fd(proc: mp.process.BaseProcess) -> int:
@@ -190,7 +185,7 @@ class LocalTransport(Transport):
             # (The start of multiprocessing's resource tracker unblocks SIGINT and SIGTERM:
             # it goes first, as the spawn would start it anyway.)
             resource_tracker.ensure_running()
-        old = block(signal.SIG_BLOCK, _stop_signals()) if block is not None else None
+        old = block(signal.SIG_BLOCK, stop_signals()) if block is not None else None
         try:
             proc.start()
             child.close()

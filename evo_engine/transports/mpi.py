@@ -75,6 +75,7 @@ from evo_engine.transports.base import (
     WorkerInfo,
     WorkerSpec,
     WorkerStartError,
+    stop_signals,
 )
 from evo_engine.transports.launch import mpi_init_guard, usable_cores
 from evo_engine.transports.worker import (
@@ -336,10 +337,8 @@ def _leave_signals_to_the_coordinator() -> None:
 
 
 def _ignore_stop_signals() -> None:
-    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    for sig in stop_signals():
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # -- rank 0 ------------------------------------------------------------------------------
