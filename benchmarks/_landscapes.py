@@ -495,8 +495,8 @@ def _race_reader(values: np.ndarray, row: Callable[[Params], int],
     draws the validation split, most of the seed-to-seed variance); any other evaluation,
     a first draw or a peer's, reads one of the other seeds, in an order of its own per
     configuration (``_seed_reader``'s rule). A race seed past ``RACE_SEEDS``, or one this
-    configuration already read, reads the next unread seed instead, as no recorded training
-    is read twice while one is unread."""
+    configuration already read, reads the configuration's next first-draw seed instead (of
+    seeds 4..9, which repeat only after all six were read)."""
     firsts = _seed_reader(values[:, RACE_SEEDS:], row, rng)
     read_races: dict[int, set[int]] = {}
 

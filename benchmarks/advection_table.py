@@ -296,8 +296,7 @@ def compare(engine: list[float], other: list[float]) -> dict[str, Any]:
     raw = [a - b for a, b in pairs if a != b]
     top = max((abs(d) for d in raw if math.isfinite(d)), default=0.0)
     diffs = [d if math.isfinite(d) else math.copysign(2.0 * top + 1.0, d) for d in raw]
-    signed = [0.0 if a == b else (a - b if math.isfinite(a - b) else math.copysign(math.inf, a - b))
-              for a, b in pairs]
+    signed = [0.0 if a == b else a - b for a, b in pairs]  # two infs tie: 0, not NaN
     return {
         "wins": wins, "losses": losses, "ties": len(pairs) - wins - losses,
         "median_difference": float(np.median(signed)) if pairs else math.nan,
