@@ -466,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                         scored = score_on_test(found["params"], seeds, pool, task)
                         return {**found, **scored, "evals": evals, "batch": batch,
                                 "search_seed": k + 1,
-                                "wall_s": round(time.perf_counter() - t1, 1)}
+                                "wall_s": round(time.perf_counter() - t1, 1),
+                                # searches of one verdict may be run by several jobs
+                                "commit": origin["commit"], "dirty": origin["dirty"]}
 
                     rec = _cached(folder / "final.json", one)
                     print(f"{label}: test {rec['test_fitness']:.4f}", file=sys.stderr)
@@ -481,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
                                                if a != "engine"}
                 med = verdict["arms"]["engine"]["median"]
                 verdict["engine_median_to_default"] = med / default["test_fitness"]
+            # the code each search ran (a verdict continued over several jobs may span commits)
+            verdict["commits"] = sorted({r.get("commit") or "unrecorded"
+                                         for v in per_arm.values() for r in v})
             verdict["cost_wall_s_per_search"] = {
                 a: float(np.median([r["wall_s"] for r in v])) for a, v in per_arm.items()}
             results[name] = verdict
