@@ -24,7 +24,8 @@ a tie is a tie). Never best-of-N.
 Resumable: every search has its own directory under ``--out`` (optimizer state, or Optuna
 journal and pickled sampler, the evaluations told, and ``final.json`` once its pick was
 retrained); run the same command again after a stop and finished searches are skipped, a
-stopped one continues.
+stopped one continues, also from a copy of ``--out`` on another machine. Each search lists
+the commits it ran on (``commits``, from its ``commits.txt``) and the verdict all of them.
 
     nice python benchmarks/advection.py --scenarios lr --searches 5       # cpu preset
     nice python benchmarks/advection.py --scenarios lr --searches 1 --evals 2 --epochs 1  # smoke
@@ -315,6 +316,19 @@ def score_on_test(params: dict, seeds: list[int], pool: Any,
     }
 
 
+def _jobs_on(folder: Path, origin: dict[str, Any]) -> list[str]:
+    """Every commit a job ran this search's folder with (this job's appended once), in order:
+    a search stopped and continued by a later job (another session, another machine: copy
+    ``--out`` there) may have run on several; "+dirty" marks uncommitted changes."""
+    log = folder / "commits.txt"
+    seen = log.read_text().split() if log.exists() else []
+    mine = (origin["commit"] or "unknown") + ("+dirty" if origin["dirty"] else "")
+    if not seen or seen[-1] != mine:
+        seen.append(mine)
+        log.write_text("".join(c + "\n" for c in seen))
+    return seen
+
+
 def _cached(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``make()``'s result, computed once: written atomically to ``path``, read back after."""
     if path.exists():
@@ -456,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                             label: str = label, scenario: Scenario = scenario,
                             evals: int = evals, batch: int = batch) -> dict[str, Any]:
                         t1 = time.perf_counter()
+                        worked = _jobs_on(folder, origin)
                         if arm == "tpe":
                             method: Any = TPESearch(scenario.space, k + 1, folder)
                         else:
@@ -467,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
                         return {**found, **scored, "evals": evals, "batch": batch,
                                 "search_seed": k + 1,
                                 "wall_s": round(time.perf_counter() - t1, 1),
-                                # searches of one verdict may be run by several jobs
-                                "commit": origin["commit"], "dirty": origin["dirty"]}
+                                # a search stopped and continued may span commits
+                                "commits": worked}
 
                     rec = _cached(folder / "final.json", one)
                     print(f"{label}: test {rec['test_fitness']:.4f}", file=sys.stderr)
@@ -484,8 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                 med = verdict["arms"]["engine"]["median"]
                 verdict["engine_median_to_default"] = med / default["test_fitness"]
             # the code each search ran (a verdict continued over several jobs may span commits)
-            verdict["commits"] = sorted({r.get("commit") or "unrecorded"
-                                         for v in per_arm.values() for r in v})
+            verdict["commits"] = sorted({c for v in per_arm.values() for r in v
+                                         for c in (r.get("commits") or [r.get("commit") or "unrecorded"])})
             verdict["cost_wall_s_per_search"] = {
                 a: float(np.median([r["wall_s"] for r in v])) for a, v in per_arm.items()}
             results[name] = verdict

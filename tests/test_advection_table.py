@@ -351,3 +351,26 @@ def test_provenance_names_the_commit_the_job_started_from(tmp_path: Path, monkey
                        "--plot", str(tmp_path / "t.png")]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (out["commit"], out["dirty"]) == (started, False)
+
+
+def test_a_search_lists_every_commit_that_worked_on_it(tmp_path: Path) -> None:
+    # The live verdict outlives a session: its --out is copied to another machine and
+    # continued there, after commits landed. A search's record named only the commit of the
+    # job that finished it, so a search begun on one commit and ended on another looked like
+    # one commit's work.
+    spec = importlib.util.spec_from_file_location("advection_bench", ROOT / "benchmarks" / "advection.py")
+    live = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live)
+    folder = tmp_path / "search0"
+    folder.mkdir()
+    first = {"commit": "a" * 40, "dirty": False}
+    assert live._jobs_on(folder, first) == ["a" * 40]
+    assert live._jobs_on(folder, first) == ["a" * 40]  # the same job's code again: once
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "commits.txt").write_bytes((folder / "commits.txt").read_bytes())
+    later = {"commit": "b" * 40, "dirty": True}
+    assert live._jobs_on(copy, later) == ["a" * 40, "b" * 40 + "+dirty"]
+    assert live._jobs_on(copy, first) == ["a" * 40, "b" * 40 + "+dirty", "a" * 40]
+    assert (copy / "commits.txt").read_text().split() == ["a" * 40, "b" * 40 + "+dirty",
+                                                          "a" * 40]
