@@ -160,6 +160,11 @@ def test_tree_hops() -> None:
         (lambda: Int(0.5, 3), "integer"),
         (lambda: Categorical([]), "at least one"),
         (lambda: Categorical(["a", "a"]), "distinct"),
+        # equal to Python though their reprs differ: encode(1.0) named choice 1, so a
+        # configuration read back as 1.0 was trained, keyed and reported as the other one
+        (lambda: Categorical([1, 1.0]), "1 and 1.0 are equal"),
+        (lambda: Categorical(["x", 0.0, -0.0]), "0.0 and -0.0 are equal"),
+        (lambda: Categorical([float("nan"), 1]), "nan can never be matched"),
         (lambda: Categorical(["a", "b"], tree={"g": ["a", "c"]}), "exactly the choices"),
         (lambda: Space([("x", Float(0, 1)), ("x", Int(0, 3))]), "duplicate"),
         (lambda: Space({"bad name": Float(0, 1)}), "identifier"),
@@ -170,6 +175,14 @@ def test_tree_hops() -> None:
 def test_invalid_definitions_raise_clear_errors(make, message: str) -> None:
     with pytest.raises(SpaceError, match=message):
         make()
+
+
+def test_bool_and_int_choices_stay_apart() -> None:
+    # True == 1 in Python, but the two are kept apart (index checks bool-ness): not refused
+    c = Categorical([True, 1, "1"])
+    assert [c.index(v) for v in (True, 1, "1")] == [0, 1, 2]
+    assert [c.decode(c.encode(v)) for v in (True, 1, "1")] == [True, 1, "1"]
+    assert type(c.decode(c.encode(1))) is int
 
 
 def test_encode_rejects_out_of_range_and_unknown() -> None:
