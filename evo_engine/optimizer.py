@@ -243,6 +243,17 @@ class Optimizer:
         Pass the original ``space`` when its choices are not plain JSON values (the state
         holds their ``repr`` only); otherwise it is rebuilt from the state.
         """
+        if not isinstance(state, dict):
+            raise ValueError(f"an optimizer state is a JSON object (what Optimizer.save "
+                             f"writes), got a {type(state).__name__}")
+        try:
+            return cls._from_state(state, space)
+        except KeyError as exc:
+            raise ValueError(f"the optimizer state lacks {exc} (not written by "
+                             f"Optimizer.save, or cut short)") from None
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], space: Space | None) -> Optimizer:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(
                 f"optimizer state format {state.get('format')!r} is not {STATE_FORMAT}"
@@ -285,7 +296,16 @@ class Optimizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], space: Space | None = None) -> Optimizer:
-        return cls.from_state(json.loads(Path(path).read_text()), space=space)
+        """``from_state`` of the JSON that ``save`` wrote; a ValueError naming ``path`` if it
+        holds no optimizer state."""
+        try:
+            state = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} holds no optimizer state: not JSON ({exc})") from None
+        try:
+            return cls.from_state(state, space=space)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
 
 def _uid(candidate: Any) -> int:

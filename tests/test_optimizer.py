@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,20 @@ def test_a_state_whose_choices_are_not_json_values_asks_for_the_space(tmp_path: 
     again = Optimizer.load(tmp_path / "o.json", space=space)
     nxt = again.ask()
     assert nxt.params == opt.ask().params and nxt.params["kernel"] in space["kernel"].choices
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[1, 2]", "a JSON object .* got a list"),        # was AttributeError: 'list' ... 'get'
+    ("not json", "holds no optimizer state: not JSON"),
+    ('{"format": 1}', "lacks 'space'"),                # was KeyError: 'space'
+    ('{"format": 7}', "format 7 is not 1"),
+])
+def test_a_file_that_holds_no_state_is_a_value_error_naming_it(tmp_path: Path, text: str,
+                                                              message: str) -> None:
+    path = tmp_path / "o.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}.*{message}"):
+        Optimizer.load(path, space=Space(a=Int(0, 3)))
 
 
 def test_a_space_that_is_not_a_space_is_a_clear_type_error() -> None:
