@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
+def code_version(root: Path = REPO) -> dict[str, object]:
+    """The code a benchmark runs: ``{"commit": full hash or "", "dirty": uncommitted changes}``.
+    Read it when the job starts: commits may land while a long one runs."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True,
+                                  text=True, check=False).stdout.strip()
+        except OSError:  # no git on this machine
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
 def mpiexec() -> str:
     """The mpiexec next to this Python (the venv's MPICH) or the first one on PATH."""
     local = Path(sys.executable).parent / "mpiexec"

@@ -44,7 +44,6 @@ import multiprocessing
 import os
 import pickle
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,7 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from evo_engine.context import Context
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import code_version  # noqa: E402
+
+from evo_engine.context import Context  # noqa: E402
 from evo_engine.optimizer import Optimizer
 from evo_engine.scenario import Scenario, load_scenario
 from evo_engine.sciml.batched import train_advection_batch
@@ -378,15 +380,8 @@ def provenance(argv: list[str]) -> dict[str, Any]:
         except ImportError:
             return None
 
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], text=True,
-                                capture_output=True, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
-                                    text=True, capture_output=True, check=False).stdout.strip())
-    except OSError:
-        commit, dirty = "", False
     return {
-        "commit": commit, "dirty": dirty, "command": " ".join([sys.executable, sys.argv[0], *argv]),
+        **code_version(ROOT), "command": " ".join([sys.executable, sys.argv[0], *argv]),
         "versions": {m: version(m) for m in ("evo_engine", "torch", "numpy", "optuna")},
         "python": platform.python_version(),
         "machine": {"node": platform.node(), "processor": platform.machine(),

@@ -23,7 +23,6 @@ import argparse
 import collections
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,9 @@ import scipy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import code_version  # noqa: E402
 
 from evo_engine.search.engine import Engine, EngineConfig  # noqa: E402
 from evo_engine.search.messages import EvalState, Result  # noqa: E402
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--handover", type=int, default=0,
                     help="the surrogate's hand-over patience (0: never; -1: its default)")
     args = ap.parse_args()
+    code = code_version(ROOT)  # before the runs: commits may land meanwhile
     handover = None if args.handover < 0 or args.operator != "surrogate" else args.handover
     started = time.time()
     table = run(args.workers, args.results, args.operator, handover)
@@ -83,12 +86,10 @@ def main() -> None:
     for op, row in table.items():
         print(f"{op:>12} {row['n']:>6} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "
               f"{row['mean_ms']:>8.3f}")
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or None
     print(json.dumps({"benchmark": "operator_ask", "workers": args.workers,
                       "results": args.results, "operator": args.operator,
                       "handover": handover, "table": table, "wall_s": time.time() - started,
-                      "commit": commit, "python": platform.python_version(),
+                      **code, "python": platform.python_version(),
                       "numpy": np.__version__, "scipy": scipy.__version__,
                       "machine": platform.node(), "argv": sys.argv[1:]}))
 

@@ -36,7 +36,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +58,9 @@ from evo_engine.sciml.training import (
 from evo_engine.search.engine import Engine, EngineConfig, task_seed
 from evo_engine.search.messages import EvalState, Result, Task
 from evo_engine.search.pbt import PBTConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import code_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,6 +185,7 @@ def main() -> None:
     ap.add_argument("--arms", default="pbt,engine,random")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON line here too")
     args = ap.parse_args()
+    code = code_version(ROOT)  # before the runs: commits may land meanwhile
     torch.set_num_threads(1)
     base = advection_task("cpu")
     args.epochs = args.epochs or base.epochs
@@ -221,15 +224,11 @@ def main() -> None:
     for r in results.values():
         vals = [v for v in r["test"] if v is not None and np.isfinite(v)]
         r["median_test"] = float(np.median(vals)) if vals else None
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"],
-                                capture_output=True, text=True).stdout.strip())
     medians = {a: results[a]["median_test"] for a in arms}
     line = {
         "benchmark": "pbt",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit + ("+dirty" if dirty else ""),
+        **code,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_1min": os.getloadavg()[0]},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

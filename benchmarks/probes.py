@@ -43,6 +43,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import code_version  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 MPIEXEC = Path(PY).parent / "mpiexec"
@@ -822,6 +825,7 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the run directories")
     p.add_argument("--markdown", type=Path, help="also write the table here")
     a = p.parse_args()
+    code = code_version(REPO)  # before the probes: commits may land meanwhile
     WORK = (a.work or Path(tempfile.mkdtemp(prefix="evo-probes-"))).resolve()
     WORK.mkdir(parents=True, exist_ok=True)
     t0, cpu0 = time.time(), os.times()
@@ -832,9 +836,7 @@ def main() -> None:
         cpu = os.times()
         cpu_s = sum(getattr(cpu, f) - getattr(cpu0, f)
                     for f in ("user", "system", "children_user", "children_system"))
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip()
-        summary = {"benchmark": "probes", "commit": commit, "machine": platform.node(),
+        summary = {"benchmark": "probes", **code, "machine": platform.node(),
                    "cpus": os.cpu_count(), "load_avg": os.getloadavg()[0],
                    "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_s, 1),
                    "passed": sum(r["verdict"] == "pass" for r in ROWS),

@@ -55,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import code_version  # noqa: E402
 from _landscapes import LANDSCAPES, REPORTING, TUNING, Landscape  # noqa: E402
 
 from evo_engine.optimizer import Optimizer  # noqa: E402
@@ -475,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"quality.py: unknown landscape or method {unknown}", file=sys.stderr)
         return 2
+    code = code_version()  # before the runs: commits may land meanwhile
     jobs = [(n, m, s, args.evals, args.noise_free) for n in names for m in methods
             for s in range(args.seeds)]
     # Slow methods first, so the pool's last stragglers are short ones.
@@ -491,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(jobs)} runs in {time.perf_counter() - t0:.0f} s; optuna {_optuna_version()}")
     summary.update(
         benchmark="quality",
+        **code,
         optuna=_optuna_version(),
         python=sys.version.split()[0],
         numpy=np.__version__,
