@@ -139,6 +139,44 @@ def test_after_an_out_of_memory_evaluation_the_cache_is_emptied_once_its_tensors
     assert alive_at_release and not any(alive_at_release)
 
 
+@pytest.mark.parametrize("raises", [True, False])
+def test_a_stack_that_runs_out_of_memory_is_trained_again_in_halves(
+        raises: bool, capfd: pytest.CaptureFixture[str]) -> None:
+    # One member too many on the GPU failed all K members of the stack (the error out of the
+    # call, or, from train_advection_batch, returned for each member of the group).
+    from evo_engine.search.messages import EvalState, Task
+    from evo_engine.space import Float, Space
+    from evo_engine.transports.worker import WorkerRuntime
+
+    calls: list[list[float]] = []
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        xs = [p["x"] for p in params_list]
+        calls.append(xs)
+        if len(xs) > 2 or 0.9 in xs:  # room for two; x = 0.9 does not fit even alone
+            err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+            if raises:
+                raise err
+            return [err for _ in xs]
+        return [10 * x for x in xs]
+
+    worker = WorkerRuntime(lambda p, c: 0.0, 0, "cuda:0", None, gpu=False,
+                           objective_batch=objective_batch)
+    space = Space(x=Float(0, 1))
+    xs = [0.1, 0.2, 0.3, 0.4, 0.9]
+    tasks = [Task(uid=10 + i, island=0, genome=space.encode({"x": x}), params={"x": x}, seed=i)
+             for i, x in enumerate(xs)]
+    results = worker.run_batch(tasks)
+    assert [r.uid for r in results] == [10, 11, 12, 13, 14]
+    assert [r.state for r in results] == [EvalState.COMPLETE] * 4 + [EvalState.FAILED]
+    assert [r.fitness for r in results[:4]] == pytest.approx([1.0, 2.0, 3.0, 4.0])
+    assert "out of memory" in results[4].error
+    # 5 -> 3 + 2 -> (2 + 1) + (1 + 1): each member with the half that trained it
+    assert calls == [xs, [0.1, 0.2, 0.3], [0.1, 0.2], [0.3], [0.4, 0.9], [0.4], [0.9]]
+    assert [r.batch for r in results] == [10, 10, 12, 13, 14]
+    assert "5 members of a stack of 5 ran out of memory" in capfd.readouterr().err
+
+
 # -- local workers: as many as the cores this process was given --------------------------------
 
 

@@ -175,7 +175,7 @@ class WorkerRuntime:
 
     def _failure_text(self, exc: BaseException, member: str = "") -> str:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        if _out_of_memory(exc):
             _release_memory(exc)
         return f"{type(exc).__name__}: {exc} ({self._where()}{member})\n{tb}"
 
@@ -207,39 +207,53 @@ class WorkerRuntime:
         Item i of what the call returns is what ``objective`` would return for member i, or
         an exception instance (that member FAILED; ``StopEvaluation()`` = it was pruned). A
         member whose ``ctxs[i].should_stop()`` is true at the end is PRUNED whatever it
-        returned. An exception out of the call fails every member with that error.
+        returned. An exception out of the call fails every member with that error, but for
+        running out of memory: those members are trained again in smaller stacks.
         """
         if self.objective_batch is None:
             return [self.run(t) for t in tasks]
+        return self._run_stack(tasks)
+
+    def _run_stack(self, tasks: list[Task]) -> list[Result]:
+        """``run_batch`` of one stack. Members that ran out of memory together (the call
+        raised it, or returned it for two or more members: ``train_advection_batch`` returns
+        a group's error for each of its members) are trained again as two halves, each down
+        to one member, so that one member too many on the device does not fail them all.
+        A member trained by a half is recorded with that half's batch (its first uid)."""
         ctxs = [self._context(t) for t in tasks]
         batch = tasks[0].uid
         k = len(tasks)
         mark = self.gpu.begin() if self.gpu is not None else None
         t0 = self.clock()
+        values: list[Any] = []
         try:
-            values = self.objective_batch([dict(t.params) for t in tasks], ctxs)
-            values = list(values)
+            values = list(self.objective_batch([dict(t.params) for t in tasks], ctxs))
             if len(values) != k:
                 raise ValueError(f"objective_batch returned {len(values)} items for {k} members")
         except EvaluationInterrupted:
             raise
         except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
-            if isinstance(exc, EvaluationTimedOut):
-                err = timed_out_text(exc.seconds)
-            else:
-                err = self._failure_text(exc, f", batch of {k}")
-            t1 = self.clock()
-            return [
-                self._result(t, c, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED, batch, t1)
-                if isinstance(exc, StopEvaluation) and c.should_stop() else
-                self._result(t, c, t0, None, {}, err, EvalState.FAILED, batch, t1)
-                for t, c in zip(tasks, ctxs, strict=True)
-            ]
+            if not (k > 1 and _out_of_memory(exc) and not any(c.should_stop() for c in ctxs)):
+                return self._failed_stack(tasks, ctxs, t0, exc)
+            _release_memory(exc)  # its frames held the stack's tensors
+            values = [None] * k
+            again = list(range(k))
+        else:
+            again = [i for i, v in enumerate(values) if isinstance(v, BaseException)
+                     and _out_of_memory(v) and not ctxs[i].should_stop()]
+            if len(again) < 2:
+                again = []
+            for i in again:
+                _release_memory(values[i])
+                values[i] = None
         t1 = self.clock()
         gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
-        out = []
+        out: list[Result | None] = []
         for i, (task, ctx, value) in enumerate(zip(tasks, ctxs, values, strict=True)):
             member = f", batch member {i + 1} of {k}"
+            if i in again:
+                out.append(None)
+                continue
             if isinstance(value, StopEvaluation):
                 out.append(self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
                                         EvalState.PRUNED, batch, t1, gpu))
@@ -255,7 +269,33 @@ class WorkerRuntime:
                                         EvalState.FAILED, batch, t1, gpu))
                 continue
             out.append(self._judge(task, ctx, t0, fitness, metrics, batch, t1, gpu))
-        return out
+        if again:
+            half = (len(again) + 1) // 2
+            print(f"evo_engine: {len(again)} members of a stack of {k} ran out of memory "
+                  f"({self._where()}): training them as {half} + {len(again) - half} (a "
+                  f"smaller --batch avoids the retry)", file=sys.stderr, flush=True)
+            redone = (self._run_stack([tasks[i] for i in again[:half]])
+                      + self._run_stack([tasks[i] for i in again[half:]]))
+            for i, r in zip(again, redone, strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
+
+    def _failed_stack(self, tasks: list[Task], ctxs: list[Context], t0: float,
+                      exc: BaseException) -> list[Result]:
+        """Every member of a stack whose ``objective_batch`` call raised ``exc``: PRUNED where
+        it was told to stop and stopped, else FAILED with that error."""
+        if isinstance(exc, EvaluationTimedOut):
+            err = timed_out_text(exc.seconds)
+        else:
+            err = self._failure_text(exc, f", batch of {len(tasks)}")
+        t1 = self.clock()
+        batch = tasks[0].uid
+        return [
+            self._result(t, c, t0, None, {}, "pruned by the coordinator", EvalState.PRUNED, batch, t1)
+            if isinstance(exc, StopEvaluation) and c.should_stop() else
+            self._result(t, c, t0, None, {}, err, EvalState.FAILED, batch, t1)
+            for t, c in zip(tasks, ctxs, strict=True)
+        ]
 
     def _result(
         self, task: Task, ctx: Context, t0: float, fitness: float | None,
@@ -267,6 +307,12 @@ class WorkerRuntime:
             t_start=t0, t_end=self.clock() if t_end is None else t_end, state=state,
             curve=tuple(ctx.curve), batch=batch, gpu=gpu,
         )
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out (MemoryError, torch's OutOfMemoryError, a CUDA
+    or MPS "out of memory" RuntimeError)."""
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def _release_memory(exc: BaseException) -> None:
