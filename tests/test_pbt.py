@@ -462,6 +462,36 @@ def test_analysis_follows_the_best_members_lineage(tmp_path: Path) -> None:
 
 
 
+def test_analysis_ends_each_interval_where_the_next_began_after_a_forced_interval_change(
+        tmp_path: Path) -> None:
+    # The run's intervals were 2 steps; a --resume --force that set pbt.interval to 5 made
+    # analyze end every earlier interval 5 steps after its start (the table's "0-5", "2-7",
+    # the plot's points), though the next interval of the lineage began at 2, 4, ...
+    from inline_run import drive_inline
+
+    from evo_engine.analysis.pbt import best_lineage, format_pbt, interval_stops
+    from evo_engine.store.reader import load_run
+
+    scenario = override(load_scenario(TOY), max_evals=48)
+    engine = Engine(scenario.space, scenario.engine_config())
+    assert drive_inline(scenario, tmp_path / "run", engine, None) == "finished"
+    run = load_run(tmp_path / "run")
+    described = scenario.fingerprint_description()
+    described["pbt"] = {**described["pbt"], "interval": 5}  # as the forced resume records it
+    run.attrs["fingerprint_description"] = described
+    chain = best_lineage(run)
+    assert len(chain) >= 3
+    for before, after in zip(chain, chain[1:]):
+        assert before.stop == after.step == before.step + 2
+    ev = run.evaluations
+    parents = {int(p) for p in ev["pbt_parent"] if p >= 0}
+    stops = interval_stops(run)
+    for i, uid in enumerate(ev["uid"]):  # a parent ends at 2 steps, a leaf at the new 5
+        assert stops[i] == ev["step"][i] + (2 if int(uid) in parents else 5)
+    first = chain[0]
+    assert f"{first.step}-{first.step + 2}" in format_pbt(run)
+
+
 def test_analyze_ranks_each_interval_on_its_own_not_a_members_intervals_as_repeats(
         tmp_path: Path) -> None:
     """A member that continues with unchanged hyperparameters is not re-evaluating one

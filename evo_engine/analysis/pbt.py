@@ -22,8 +22,27 @@ EXPLOIT = "pbt:exploit"
 
 
 def interval_length(run: Run) -> int:
+    """The interval length the run is configured with now (``--resume --force`` may have
+    changed it: an interval's own end is ``interval_stops``)."""
     described = run.attrs.get("fingerprint_description", {}).get("pbt", {})
     return int(described.get("interval", 1)) if isinstance(described, dict) else 1
+
+
+def interval_stops(run: Run) -> np.ndarray:
+    """Per row, the step its interval trained to: where another interval went on from its
+    checkpoint, that interval's start (whatever length either was issued with); else its
+    start plus ``interval_length``."""
+    ev = run.evaluations
+    step = np.asarray(ev["step"], dtype=np.int64)
+    stop = step + interval_length(run)
+    child_start: dict[int, int] = {}
+    for parent, start in zip(ev["pbt_parent"], step, strict=True):
+        if parent >= 0:
+            child_start.setdefault(int(parent), int(start))
+    for i, uid in enumerate(ev["uid"]):
+        if int(uid) in child_start:
+            stop[i] = child_start[int(uid)]
+    return stop
 
 
 @dataclass(frozen=True)
@@ -45,14 +64,15 @@ def best_lineage(run: Run) -> list[Interval]:
     ev = run.evaluations
     row_of = {int(u): i for i, u in enumerate(ev["uid"])}
     fitness = np.where(run.complete, run.fitness, np.inf)
+    stops = interval_stops(run)
     # Among equal scores the one trained longest (the end of its lineage, not a midpoint).
-    row: int | None = int(np.lexsort((-ev["step"], fitness))[0])
-    length = interval_length(run)
+    row: int | None = int(np.lexsort((-stops, fitness))[0])
     chain: list[Interval] = []
     while row is not None:
         step = int(ev["step"][row])
         chain.append(Interval(
-            uid=int(ev["uid"][row]), step=step, stop=step + length, operator=str(ev["operator"][row]),
+            uid=int(ev["uid"][row]), step=step, stop=int(stops[row]),
+            operator=str(ev["operator"][row]),
             fitness=float(ev["fitness"][row]),
             params={n: _value(ev, n, row) for n in run.param_names},
         ))
@@ -137,10 +157,8 @@ def plot_pbt_schedule(run: Run) -> Figure | None:
             ax.axvline(x, color="C3", ls="--", lw=0.9)
         ax.set_ylabel(name)
     ax = axes[-1]
-    ev = run.evaluations
     ok = run.complete
-    length = interval_length(run)
-    ax.scatter(ev["step"][ok] + length, run.fitness[ok], s=8, color="0.6",
+    ax.scatter(interval_stops(run)[ok], run.fitness[ok], s=8, color="0.6",
                label="every interval (population)")
     ax.plot([c.stop for c in chain], [c.fitness for c in chain], "o-", color="C0", ms=3,
             label="best lineage")
