@@ -177,6 +177,106 @@ def test_a_stack_that_runs_out_of_memory_is_trained_again_in_halves(
     assert "5 members of a stack of 5 ran out of memory" in capfd.readouterr().err
 
 
+def _oom_worker(objective_batch, **kw):
+    from evo_engine.search.messages import Task
+    from evo_engine.space import Float, Space
+    from evo_engine.transports.worker import WorkerRuntime
+
+    ticks = iter(range(1000))
+    worker = WorkerRuntime(lambda p, c: 0.0, 0, "cuda:0", None, gpu=False,
+                           objective_batch=objective_batch, clock=lambda: float(next(ticks)),
+                           **kw)
+    space = Space(x=Float(0, 1))
+    tasks = [Task(uid=10 + i, island=0, genome=space.encode({"x": x}), params={"x": x}, seed=i)
+             for i, x in enumerate([0.1, 0.2, 0.3, 0.4])]
+    return worker, tasks
+
+
+def test_only_members_that_ran_out_of_memory_together_are_trained_again() -> None:
+    from evo_engine.search.messages import EvalState
+
+    calls: list[list[float]] = []
+    shared = torch.OutOfMemoryError("CUDA out of memory (a group of two)")
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        xs = [p["x"] for p in params_list]
+        calls.append(xs)
+        if len(xs) == 1:
+            return [10 * xs[0]]
+        # 0.1 and 0.3 trained as one group and ran out of memory together; 0.2 and 0.4 each
+        # alone and ran out on their own (different errors): retrying them alone buys nothing
+        return [shared, torch.OutOfMemoryError("alone"), shared,
+                torch.OutOfMemoryError("alone")]
+
+    worker, tasks = _oom_worker(objective_batch)
+    results = worker.run_batch(tasks)
+    assert calls == [[0.1, 0.2, 0.3, 0.4], [0.1], [0.3]]
+    assert [r.state for r in results] == [EvalState.COMPLETE, EvalState.FAILED,
+                                         EvalState.COMPLETE, EvalState.FAILED]
+    # one batch id per stack that gave results: kept members 11, 13; retried 10, 12 alone
+    assert [r.batch for r in results] == [10, 11, 12, 11]
+
+
+def test_a_stack_that_ran_out_of_memory_keeps_its_pruned_members_and_its_time() -> None:
+    from evo_engine.search.messages import EvalState
+
+    calls: list[list[float]] = []
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        xs = [p["x"] for p in params_list]
+        calls.append(xs)
+        if len(xs) == 4:
+            ctxs[1]._stop = True  # ASHA stopped member 2 before the stack ran out of memory
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [10 * x for x in xs]
+
+    worker, tasks = _oom_worker(objective_batch)
+    results = worker.run_batch(tasks)
+    assert calls == [[0.1, 0.2, 0.3, 0.4], [0.1, 0.3], [0.4]]
+    assert [r.state for r in results] == [EvalState.COMPLETE, EvalState.PRUNED,
+                                         EvalState.COMPLETE, EvalState.COMPLETE]
+    # the worker's busy time is counted once per batch, from the result whose uid is the
+    # batch: the failed attempt's time stays with the member it gave a result for
+    assert (results[1].batch, results[1].t_start, results[1].t_end) == (11, 0.0, 1.0)
+    assert [r.batch for r in results] == [10, 11, 10, 13]
+    assert results[0].t_start == 2.0
+
+
+def test_a_retry_that_follows_an_attempt_with_no_result_starts_at_the_attempt() -> None:
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        if len(params_list) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [10 * p["x"] for p in params_list]
+
+    worker, tasks = _oom_worker(objective_batch)
+    results = worker.run_batch(tasks)
+    assert [r.batch for r in results] == [10, 10, 12, 12]
+    assert results[0].t_start == 0.0 < results[2].t_start  # the attempt's time is counted
+
+
+def test_with_a_time_limit_a_stack_that_ran_out_of_memory_is_not_retried() -> None:
+    from evo_engine.search.messages import EvalState
+    from evo_engine.transports.base import WorkerSpec
+    from evo_engine.transports.inline import InlineTransport
+
+    # the retries could run past eval_timeout_s and take the finished members with them
+    for limit, split in ((None, True), (60.0, False)):
+        transport = InlineTransport(WorkerSpec(objective=lambda p, c: 0.0,
+                                               eval_timeout_s=limit))
+        transport.start()
+        assert [r.split_on_oom for r in transport._runtimes] == [split]
+
+    calls: list[list[float]] = []
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        calls.append([p["x"] for p in params_list])
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    worker, tasks = _oom_worker(objective_batch, split_on_oom=False)
+    results = worker.run_batch(tasks)
+    assert len(calls) == 1 and all(r.state is EvalState.FAILED for r in results)
+
+
 # -- local workers: as many as the cores this process was given --------------------------------
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -352,6 +353,9 @@ def train_advection_batch(
         try:
             _train_group(members, task, results, key, test)
         except Exception as exc:  # noqa: BLE001 - the group fails, other groups still train
+            # Its frames hold the group's stack (on the GPU): let it go before the next
+            # group trains, or that one can run out of memory too.
+            traceback.clear_frames(exc.__traceback__)
             for m in members:
                 if results[m.index] is None:
                     results[m.index] = exc

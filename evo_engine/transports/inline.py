@@ -94,7 +94,8 @@ class InlineTransport(Transport):
         self._runtimes = [
             WorkerRuntime(objective, w, device, self.spec.scratch, preset=self.spec.preset,
                           finalize=finalize, reporter_factory=self._reporter,
-                          objective_batch=objective_batch)
+                          objective_batch=objective_batch,
+                          split_on_oom=self.spec.eval_timeout_s is None)
             for w in range(self.n_workers)
         ]
         return [WorkerInfo(w, 0, socket.gethostname(), device, os.getpid()) for w in range(self.n_workers)]

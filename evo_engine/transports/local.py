@@ -97,7 +97,8 @@ def _worker_main(conn: Connection, worker: int, spec: WorkerSpec) -> None:
         reports = _PipeReports(conn)
         runtime = WorkerRuntime(objective, worker, device, spec.scratch, preset=spec.preset,
                                 finalize=finalize, objective_batch=objective_batch,
-                                reporter_factory=reports.for_task if spec.reports else None)
+                                reporter_factory=reports.for_task if spec.reports else None,
+                                split_on_oom=spec.eval_timeout_s is None)
     except BaseException as exc:  # noqa: BLE001 - reported to the coordinator, then exit
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return

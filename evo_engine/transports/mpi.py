@@ -314,7 +314,8 @@ def _start_runtime(comm: Comm, spec: WorkerSpec, rank: int, local_rank: int,
         runtime = WorkerRuntime(objective, rank - 1, device, spec.scratch, rank=rank,
                                 preset=spec.preset, finalize=finalize,
                                 objective_batch=objective_batch,
-                                reporter_factory=reports.for_task if spec.reports else None)
+                                reporter_factory=reports.for_task if spec.reports else None,
+                                split_on_oom=spec.eval_timeout_s is None)
     except Exception as exc:  # noqa: BLE001 - reported to rank 0, which decides
         comm.send(f"{type(exc).__name__}: {exc} (rank {rank} on {host})", dest=COORDINATOR,
                   tag=TAG_FATAL)

@@ -110,9 +110,14 @@ class WorkerRuntime:
         finalize: Objective | None = None,
         objective_batch: BatchObjective | None = None,
         gpu: GpuSampler | None | bool = True,
+        split_on_oom: bool = True,
     ) -> None:
         self.objective = objective
         self.objective_batch = objective_batch
+        self.split_on_oom = split_on_oom
+        """Train members that ran out of memory together again in smaller stacks; off with a
+        time limit (``eval_timeout_s``), which the retries could run past, taking the
+        members that had finished with them."""
         self.finalize = finalize
         self.worker = worker
         self.device = device
@@ -214,18 +219,24 @@ class WorkerRuntime:
             return [self.run(t) for t in tasks]
         return self._run_stack(tasks)
 
-    def _run_stack(self, tasks: list[Task]) -> list[Result]:
-        """``run_batch`` of one stack. Members that ran out of memory together (the call
-        raised it, or returned it for two or more members: ``train_advection_batch`` returns
-        a group's error for each of its members) are trained again as two halves, each down
-        to one member, so that one member too many on the device does not fail them all.
-        A member trained by a half is recorded with that half's batch (its first uid)."""
+    def _run_stack(self, tasks: list[Task], since: float | None = None) -> list[Result]:
+        """``run_batch`` of one stack (started at ``since``, when it retries an earlier one).
+
+        Members that ran out of memory *together* are trained again as two halves, each
+        down to one member, so that one member too many on the device does not fail them
+        all: every member of a stack whose call raised it, or the members of one group that
+        the call returned one shared error for (``train_advection_batch`` returns a group's
+        error for each member still training; groups train one after another). Members told
+        to stop are recorded PRUNED, not trained again. A result keeps the batch of the
+        stack that gave it (the first uid among the members it gave results for); the first
+        retried stack starts at the failed attempt's start when no member kept a result, so
+        the worker's busy time is all counted. Off with ``split_on_oom=False``."""
         ctxs = [self._context(t) for t in tasks]
-        batch = tasks[0].uid
         k = len(tasks)
         mark = self.gpu.begin() if self.gpu is not None else None
-        t0 = self.clock()
+        t0 = self.clock() if since is None else since
         values: list[Any] = []
+        again: list[int] = []
         try:
             values = list(self.objective_batch([dict(t.params) for t in tasks], ctxs))
             if len(values) != k:
@@ -233,51 +244,58 @@ class WorkerRuntime:
         except EvaluationInterrupted:
             raise
         except BaseException as exc:  # noqa: BLE001 - a worker must outlive its objective
-            if not (k > 1 and _out_of_memory(exc) and not any(c.should_stop() for c in ctxs)):
+            if not (self.split_on_oom and k > 1 and _out_of_memory(exc)):
                 return self._failed_stack(tasks, ctxs, t0, exc)
             _release_memory(exc)  # its frames held the stack's tensors
-            values = [None] * k
-            again = list(range(k))
+            values = [StopEvaluation() if c.should_stop() else None for c in ctxs]
+            again = [i for i, v in enumerate(values) if v is None]
         else:
-            again = [i for i, v in enumerate(values) if isinstance(v, BaseException)
-                     and _out_of_memory(v) and not ctxs[i].should_stop()]
-            if len(again) < 2:
-                again = []
-            for i in again:
-                _release_memory(values[i])
-                values[i] = None
+            if self.split_on_oom:
+                together: dict[int, list[int]] = {}
+                for i, v in enumerate(values):
+                    if (isinstance(v, BaseException) and _out_of_memory(v)
+                            and not ctxs[i].should_stop()):
+                        together.setdefault(id(v), []).append(i)
+                again = sorted(i for group in together.values() if len(group) > 1
+                               for i in group)
+                for i in again:
+                    _release_memory(values[i])
+                    values[i] = None
+        kept = [i for i in range(k) if i not in again]
+        batch = tasks[kept[0]].uid if kept else tasks[0].uid
         t1 = self.clock()
         gpu = self.gpu.end(mark) if self.gpu is not None and mark is not None else None
-        out: list[Result | None] = []
-        for i, (task, ctx, value) in enumerate(zip(tasks, ctxs, values, strict=True)):
+        out: list[Result | None] = [None] * k
+        for i in kept:
+            task, ctx, value = tasks[i], ctxs[i], values[i]
             member = f", batch member {i + 1} of {k}"
-            if i in again:
-                out.append(None)
-                continue
             if isinstance(value, StopEvaluation):
-                out.append(self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
-                                        EvalState.PRUNED, batch, t1, gpu))
+                out[i] = self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
+                                      EvalState.PRUNED, batch, t1, gpu)
                 continue
             if isinstance(value, BaseException):
-                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(value, member),
-                                        EvalState.FAILED, batch, t1, gpu))
+                out[i] = self._result(task, ctx, t0, None, {}, self._failure_text(value, member),
+                                      EvalState.FAILED, batch, t1, gpu)
                 continue
             try:
                 fitness, metrics = _split_output(value)
             except (TypeError, ValueError) as exc:
-                out.append(self._result(task, ctx, t0, None, {}, self._failure_text(exc, member),
-                                        EvalState.FAILED, batch, t1, gpu))
+                out[i] = self._result(task, ctx, t0, None, {}, self._failure_text(exc, member),
+                                      EvalState.FAILED, batch, t1, gpu)
                 continue
-            out.append(self._judge(task, ctx, t0, fitness, metrics, batch, t1, gpu))
+            out[i] = self._judge(task, ctx, t0, fitness, metrics, batch, t1, gpu)
         if again:
             half = (len(again) + 1) // 2
+            parts = [again[:half], again[half:]] if len(again) > 1 else [again]
             print(f"evo_engine: {len(again)} members of a stack of {k} ran out of memory "
-                  f"({self._where()}): training them as {half} + {len(again) - half} (a "
-                  f"smaller --batch avoids the retry)", file=sys.stderr, flush=True)
-            redone = (self._run_stack([tasks[i] for i in again[:half]])
-                      + self._run_stack([tasks[i] for i in again[half:]]))
-            for i, r in zip(again, redone, strict=True):
-                out[i] = r
+                  f"together ({self._where()}): training them as "
+                  f"{' + '.join(str(len(p)) for p in parts)} (a smaller --batch avoids the "
+                  f"retry)", file=sys.stderr, flush=True)
+            for n, part in enumerate(parts):
+                redone = self._run_stack([tasks[i] for i in part],
+                                         since=t0 if n == 0 and not kept else None)
+                for i, r in zip(part, redone, strict=True):
+                    out[i] = r
         return [r for r in out if r is not None]
 
     def _failed_stack(self, tasks: list[Task], ctxs: list[Context], t0: float,
