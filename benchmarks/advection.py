@@ -324,6 +324,8 @@ def _jobs_on(folder: Path, origin: dict[str, Any]) -> list[str]:
     ``--out`` there) may have run on several; "+dirty" marks uncommitted changes."""
     log = folder / "commits.txt"
     seen = log.read_text().split() if log.exists() else []
+    if not seen and any(p.name != "commits.txt" for p in folder.iterdir()):
+        seen = ["unrecorded"]  # begun by a job from before the list was kept
     mine = (origin["commit"] or "unknown") + ("+dirty" if origin["dirty"] else "")
     if not seen or seen[-1] != mine:
         seen.append(mine)

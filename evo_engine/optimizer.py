@@ -246,18 +246,14 @@ class Optimizer:
         if not isinstance(state, dict):
             raise ValueError(f"an optimizer state is a JSON object (what Optimizer.save "
                              f"writes), got a {type(state).__name__}")
-        try:
-            return cls._from_state(state, space)
-        except KeyError as exc:
-            raise ValueError(f"the optimizer state lacks {exc} (not written by "
-                             f"Optimizer.save, or cut short)") from None
-
-    @classmethod
-    def _from_state(cls, state: dict[str, Any], space: Space | None) -> Optimizer:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(
                 f"optimizer state format {state.get('format')!r} is not {STATE_FORMAT}"
             )
+        lacking = [k for k in ("space", "config", "engine", "asked") if k not in state]
+        if lacking or not isinstance(state["config"], dict):
+            raise ValueError(f"the optimizer state lacks {', '.join(map(repr, lacking))}"
+                             if lacking else "the optimizer state's config is not an object")
         if space is None:
             try:
                 space = Space.from_description(state["space"])
@@ -300,12 +296,12 @@ class Optimizer:
         holds no optimizer state."""
         try:
             state = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} holds no optimizer state: not JSON ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} holds no optimizer state: not JSON ({exc})") from exc
         try:
             return cls.from_state(state, space=space)
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise ValueError(f"{path}: {exc}") from exc
 
 
 def _uid(candidate: Any) -> int:

@@ -262,16 +262,20 @@ class Categorical:
             raise SpaceError("Categorical needs at least one choice, got none")
         if len(set(map(repr, choices))) != len(choices):
             raise SpaceError(f"Categorical choices must be distinct, got {list(choices)}")
-        for i, a in enumerate(choices):
+        # 1 and 1.0 (or 0.0 and -0.0) are one value to Python: a value read back could not
+        # say which was meant (``index`` names the first for both). Equal values hash alike.
+        seen: dict[Any, Any] = {}
+        for a in choices:
             if isinstance(a, float) and math.isnan(a):
                 raise SpaceError(f"Categorical choice nan can never be matched (nan != nan), "
                                  f"got {list(choices)}")
-            for b in choices[:i]:
-                # 1 and 1.0 (or 0.0 and -0.0) are one value to Python: a value read back
-                # could not say which was meant (``index`` would name the first for both)
-                if a == b and isinstance(a, bool) == isinstance(b, bool):
-                    raise SpaceError(f"Categorical choices {b!r} and {a!r} are equal in Python "
-                                     f"(give one of them), got {list(choices)}")
+            try:
+                b = seen.setdefault((isinstance(a, bool), a), a)
+            except TypeError:  # unhashable: compared by ``index`` only
+                continue
+            if b is not a:
+                raise SpaceError(f"Categorical choices {b!r} and {a!r} are equal in Python "
+                                 f"(give one of them), got {list(choices)}")
         paths: tuple[tuple[str, ...], ...] = tuple(() for _ in choices)
         if leaves is not None:
             leaf_values = [leaf for leaf, _ in leaves]

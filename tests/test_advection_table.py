@@ -374,3 +374,7 @@ def test_a_search_lists_every_commit_that_worked_on_it(tmp_path: Path) -> None:
     assert live._jobs_on(copy, first) == ["a" * 40, "b" * 40 + "+dirty", "a" * 40]
     assert (copy / "commits.txt").read_text().split() == ["a" * 40, "b" * 40 + "+dirty",
                                                           "a" * 40]
+    older = tmp_path / "begun-before-the-list"  # a search a job of older code began
+    older.mkdir()
+    (older / "evaluations.jsonl").write_text("{}\n")
+    assert live._jobs_on(older, later) == ["unrecorded", "b" * 40 + "+dirty"]

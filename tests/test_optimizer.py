@@ -255,15 +255,34 @@ def test_a_state_whose_choices_are_not_json_values_asks_for_the_space(tmp_path: 
 @pytest.mark.parametrize(("text", "message"), [
     ("[1, 2]", "a JSON object .* got a list"),        # was AttributeError: 'list' ... 'get'
     ("not json", "holds no optimizer state: not JSON"),
-    ('{"format": 1}', "lacks 'space'"),                # was KeyError: 'space'
+    ('{"format": 1}', "lacks 'space', 'config', 'engine', 'asked'"),  # was KeyError: 'space'
+    ('{"format": 1, "space": {}, "config": [], "engine": {}, "asked": 0}', "config is not"),
+    (b"\x80\x81binary", "not JSON"),
     ('{"format": 7}', "format 7 is not 1"),
 ])
-def test_a_file_that_holds_no_state_is_a_value_error_naming_it(tmp_path: Path, text: str,
+def test_a_file_that_holds_no_state_is_a_value_error_naming_it(tmp_path: Path, text: str | bytes,
                                                               message: str) -> None:
     path = tmp_path / "o.json"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}.*{message}"):
         Optimizer.load(path, space=Space(a=Int(0, 3)))
+
+
+def test_a_fault_inside_a_valid_state_is_not_reported_as_a_bad_file(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    # Catching KeyError around the whole rebuild named an engine bug "the state lacks ..."
+    from evo_engine.search.engine import Engine
+
+    opt = Optimizer(Space(a=Int(0, 3)), seed=0, population_size=4)
+    opt.tell(opt.ask(), 1.0)
+    opt.save(tmp_path / "o.json")
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug in the engine")
+
+    monkeypatch.setattr(Engine, "from_state", broken)
+    with pytest.raises(KeyError, match="a bug in the engine"):
+        Optimizer.load(tmp_path / "o.json")
 
 
 def test_a_space_that_is_not_a_space_is_a_clear_type_error() -> None:

@@ -29,19 +29,25 @@ def interval_length(run: Run) -> int:
 
 
 def interval_stops(run: Run) -> np.ndarray:
-    """Per row, the step its interval trained to: where another interval went on from its
-    checkpoint, that interval's start (whatever length either was issued with); else its
-    start plus ``interval_length``."""
+    """Per row, the step its interval trained to: its start plus the length it was issued
+    with (the task log's, ``Run.intervals``: ``--resume --force`` may have changed the
+    configured one since); where the task log does not say, the start of an interval that
+    went on from its checkpoint, else ``interval_length``."""
     ev = run.evaluations
     step = np.asarray(ev["step"], dtype=np.int64)
     stop = step + interval_length(run)
-    child_start: dict[int, int] = {}
-    for parent, start in zip(ev["pbt_parent"], step, strict=True):
-        if parent >= 0:
-            child_start.setdefault(int(parent), int(start))
-    for i, uid in enumerate(ev["uid"]):
-        if int(uid) in child_start:
-            stop[i] = child_start[int(uid)]
+    parent = np.asarray(ev["pbt_parent"], dtype=np.int64)
+    has_parent = parent >= 0
+    if has_parent.any():  # each parent's first child in the log: where it began
+        parents, first = np.unique(parent[has_parent], return_index=True)
+        starts = step[has_parent][first]
+        uid = np.asarray(ev["uid"], dtype=np.int64)
+        at = np.searchsorted(parents, uid)
+        found = (at < parents.size) & (parents[np.minimum(at, parents.size - 1)] == uid)
+        stop[found] = starts[at[found]]
+    if run.intervals is not None:
+        known = run.intervals >= 0
+        stop[known] = step[known] + run.intervals[known]
     return stop
 
 

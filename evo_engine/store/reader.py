@@ -7,6 +7,7 @@ run that is still writing, and opens the store read-only, so it never touches a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ class Run:
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     """Intermediate reports (``ctx.report``): ``uid``, ``step``, ``value`` columns; empty when
     the run's objective reported none."""
+    intervals: np.ndarray | None = None
+    """PBT runs: per evaluation row, the length its interval was issued with (the task log's
+    ``info["interval"]``; -1 where the log does not say). None for other runs, or when the
+    task log cannot be read."""
 
     @property
     def in_flight_uids(self) -> np.ndarray | None:
@@ -159,6 +164,8 @@ def load_run(run_dir: str | Path) -> Run:
     )
     if issued is not None:
         run.issued_uids = issued
+        if is_pbt(run) and "info" in tasks.columns:
+            run.intervals = _interval_lengths(issued, tasks.read("info"), run.evaluations["uid"])
     run.damage = list(store.damage)
     curves = getattr(store, "curves", None)
     if curves is not None:
@@ -169,6 +176,20 @@ def load_run(run_dir: str | Path) -> Run:
     return run
 
 
+
+
+def _interval_lengths(task_uid: np.ndarray, info: np.ndarray, uid: np.ndarray) -> np.ndarray:
+    """Per evaluation uid, its task's ``info["interval"]`` (-1 where it has none)."""
+    length: dict[int, int] = {}
+    for u, text in zip(task_uid.tolist(), info.tolist()):
+        found = _INTERVAL.search(text) if text else None  # info is json.dumps of a dict
+        if found is not None:
+            length[u] = int(found.group(1))
+    return np.fromiter((length.get(u, -1) for u in uid.tolist()), dtype=np.int64,
+                       count=len(uid))
+
+
+_INTERVAL = re.compile(r'"interval": (\d+)')
 
 
 def is_pbt(run: Run) -> bool:
