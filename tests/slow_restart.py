@@ -1,5 +1,6 @@
 """An objective whose worker process loads slowly once ``EVO_TEST_SLOW_START`` names a file
-that exists (a replacement started after the test made it), and dies on ``x < 0``."""
+that exists (a replacement started after the test made it), dies on ``x < 0`` and hangs on
+``x = inf``."""
 
 from __future__ import annotations
 
@@ -14,4 +15,6 @@ if _MARK and os.path.exists(_MARK):
 def objective(params: dict, ctx: object) -> float:
     if params["x"] < 0:
         os._exit(3)
+    if params["x"] == float("inf"):
+        time.sleep(600)
     return float(params["x"])

@@ -77,3 +77,39 @@ def test_a_dying_local_worker_does_not_hold_up_the_others(tmp_path: Path,
         assert (late.uid, late.worker, late.fitness) == (2, 0, 3.0) and tr.restarts == 1
     finally:
         tr.close()
+
+
+def test_a_worker_killed_for_its_time_limit_is_not_waited_for(monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    # The coordinator waited up to 5 s for the killed process to go (one stuck in the kernel,
+    # on a GPU driver or a hung file system, takes that long) while every other worker's
+    # results waited; only its exit code was wanted, and a timed-out result does not show it.
+    import slow_restart
+
+    from evo_engine.transports import local
+    from evo_engine.transports.base import WorkerSpec
+    from evo_engine.transports.local import LocalTransport
+
+    waited: list[float] = []
+    reap = local._reap  # noqa: SLF001
+
+    def slow_reap(proc, timeout: float) -> bool:  # a process the kernel takes 3 s to free
+        waited.append(timeout)
+        time.sleep(3.0)
+        return True
+
+    tr = LocalTransport(WorkerSpec(objective=slow_restart.objective, eval_timeout_s=0.5), 1)
+    try:
+        tr.start()
+        monkeypatch.setattr(local, "_reap", slow_reap)
+        tr.submit(0, Task(uid=0, island=0, genome=(0.0,), params={"x": float("inf")}, seed=0))
+        out: list = []
+        end = time.monotonic() + 30
+        while not out and time.monotonic() < end:
+            t0 = time.monotonic()
+            out.extend(tr.poll(0.05))
+        assert [r.state for r in out] == [EvalState.FAILED] and "timed out" in out[0].error
+        assert time.monotonic() - t0 < 2.0 and waited == []
+    finally:
+        monkeypatch.setattr(local, "_reap", reap)
+        tr.close()

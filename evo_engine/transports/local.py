@@ -343,9 +343,12 @@ class LocalTransport(Transport):
         with ``error`` at once."""
         proc, conn = self._procs[worker], self._conns[worker]
         code = None
-        if proc is not None:
-            _reap(proc, 5.0)  # it has exited (EOF) or was killed: a moment at most
+        if proc is not None and died:
+            _reap(proc, 5.0)  # it has exited (EOF): a moment at most, for its exit code
             code = proc.exitcode
+        # One killed for its time limit is not waited for: a process stuck in the kernel (a
+        # GPU driver, a hung file system) can take seconds to go, and every other worker's
+        # results would wait with it. multiprocessing reaps it when the next worker starts.
         if conn is not None:
             conn.close()
         self._conns[worker] = None
