@@ -587,6 +587,37 @@ def test_gpu_utilization_is_sampled_per_evaluation_when_pynvml_is_there(
     assert gpu.gpu_sampler("cuda:0") is None
 
 
+def test_the_gpu_sampled_is_the_one_torch_trains_on_whatever_the_device_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # CUDA numbers GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML in PCI
+    # order: on a node with two kinds of GPU, NVML's index 1 was another GPU than cuda:1.
+    from evo_engine.transports import gpu
+
+    class ByUuid(FakeNvml):
+        def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:  # noqa: N802
+            self.uuid = uuid
+            return uuid
+
+    class Props:
+        def __init__(self, n: int) -> None:
+            self.uuid = ["aaaa-0", "bbbb-1"][n]  # torch prints it without NVML's "GPU-"
+
+    fake_torch = type(sys)("torch")
+    fake_torch.cuda = type(sys)("torch.cuda")
+    fake_torch.cuda.get_device_properties = Props
+    fake = ByUuid()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    sampler = gpu.gpu_sampler("cuda:1", interval=3600)
+    assert sampler is not None and sampler.handle == "GPU-bbbb-1" and fake.index is None
+    sampler.close()
+    fake_torch.cuda.get_device_properties = lambda n: object()  # no uuid: the index, as before
+    sampler = gpu.gpu_sampler("cuda:1", interval=3600)
+    assert sampler is not None and sampler.handle == "gpu5"
+    sampler.close()
+
+
 def test_the_coordinator_logs_gpu_utilization_once_per_batch() -> None:
     class GpuTransport(RecordingTransport):
         def poll(self, timeout: float) -> list[Result]:

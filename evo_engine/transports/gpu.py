@@ -12,6 +12,7 @@ sampler and nothing changes: this is a diagnostic, never a requirement.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
@@ -25,6 +26,26 @@ def _physical_index(device: str) -> int | str:
     if n < len(visible):
         return int(visible[n]) if visible[n].isdigit() else visible[n]
     return n
+
+
+def _by_uuid(nvml: Any, device: str) -> Any:
+    """NVML's handle of the GPU torch calls ``device``, by its UUID; None where torch is not
+    loaded (an objective without torch) or cannot say.
+
+    NVML numbers GPUs in PCI order; CUDA, unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, fastest
+    first: on a node with two kinds of GPU, ``cuda:0`` is then not NVML's 0 (nor
+    ``CUDA_VISIBLE_DEVICES``' first entry's NVML number), and the index would sample
+    another GPU. The UUID names the same one for both."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        n = int(device.split(":", 1)[1]) if ":" in device else 0
+        uuid = str(torch.cuda.get_device_properties(n).uuid)
+        return nvml.nvmlDeviceGetHandleByUUID(
+            uuid if uuid.startswith(("GPU-", "MIG-")) else "GPU-" + uuid)
+    except Exception:  # noqa: BLE001 - a torch without the field, a MIG slice: the index
+        return None
 
 
 class GpuSampler:
@@ -88,9 +109,11 @@ def gpu_sampler(device: str, interval: float = 0.5) -> GpuSampler | None:
         return None
     try:
         pynvml.nvmlInit()
-        index = _physical_index(device)
-        handle = (pynvml.nvmlDeviceGetHandleByIndex(index) if isinstance(index, int)
-                  else pynvml.nvmlDeviceGetHandleByUUID(index))
+        handle = _by_uuid(pynvml, device)
+        if handle is None:
+            index = _physical_index(device)
+            handle = (pynvml.nvmlDeviceGetHandleByIndex(index) if isinstance(index, int)
+                      else pynvml.nvmlDeviceGetHandleByUUID(index))
     except Exception:  # noqa: BLE001 - no NVML, no sampling
         return None
     return GpuSampler(pynvml, handle, interval)
