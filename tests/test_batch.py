@@ -602,19 +602,32 @@ def test_the_gpu_sampled_is_the_one_torch_trains_on_whatever_the_device_order(
         def __init__(self, n: int) -> None:
             self.uuid = ["aaaa-0", "bbbb-1"][n]  # torch prints it without NVML's "GPU-"
 
+    started = [False]
     fake_torch = type(sys)("torch")
     fake_torch.cuda = type(sys)("torch.cuda")
     fake_torch.cuda.get_device_properties = Props
+    fake_torch.cuda.is_initialized = lambda: started[0]
     fake = ByUuid()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setitem(sys.modules, "torch", fake_torch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    # Before the objective started CUDA: by index (asking torch would start CUDA here) ...
     sampler = gpu.gpu_sampler("cuda:1", interval=3600)
-    assert sampler is not None and sampler.handle == "GPU-bbbb-1" and fake.index is None
+    assert sampler is not None and sampler.handle == "gpu5"
+    sampler.begin()
+    assert sampler.handle == "gpu5"
+    started[0] = True  # ... the first evaluation started it: by UUID from the next one on
+    sampler.begin()
+    assert sampler.handle == "GPU-bbbb-1"
+    sampler.close()
+    sampler = gpu.gpu_sampler("cuda:1", interval=3600)  # CUDA already started: UUID at once
+    assert sampler is not None and sampler.handle == "GPU-bbbb-1"
     sampler.close()
     fake_torch.cuda.get_device_properties = lambda n: object()  # no uuid: the index, as before
     sampler = gpu.gpu_sampler("cuda:1", interval=3600)
     assert sampler is not None and sampler.handle == "gpu5"
+    sampler.begin()
+    assert sampler.handle == "gpu5"
     sampler.close()
 
 

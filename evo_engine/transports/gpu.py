@@ -30,7 +30,7 @@ def _physical_index(device: str) -> int | str:
 
 def _by_uuid(nvml: Any, device: str) -> Any:
     """NVML's handle of the GPU torch calls ``device``, by its UUID; None where torch is not
-    loaded (an objective without torch) or cannot say.
+    loaded (an objective without torch), has not started CUDA yet, or cannot say.
 
     NVML numbers GPUs in PCI order; CUDA, unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, fastest
     first: on a node with two kinds of GPU, ``cuda:0`` is then not NVML's 0 (nor
@@ -40,6 +40,8 @@ def _by_uuid(nvml: Any, device: str) -> Any:
     if torch is None:
         return None
     try:
+        if not torch.cuda.is_initialized():
+            return None  # asking would start CUDA here, before the objective chose to
         n = int(device.split(":", 1)[1]) if ":" in device else 0
         uuid = str(torch.cuda.get_device_properties(n).uuid)
         return nvml.nvmlDeviceGetHandleByUUID(
@@ -51,8 +53,12 @@ def _by_uuid(nvml: Any, device: str) -> Any:
 class GpuSampler:
     """A background thread sampling one GPU; ``begin``/``end`` bracket an evaluation."""
 
-    def __init__(self, nvml: Any, handle: Any, interval: float = 0.5) -> None:
+    def __init__(self, nvml: Any, handle: Any, interval: float = 0.5,
+                 device: str | None = None) -> None:
         self.nvml, self.handle, self.interval = nvml, handle, interval
+        self._device = device
+        """Set while ``handle`` is by index: once torch has started CUDA (the objective's
+        first evaluation), the handle is looked up again by UUID (``_by_uuid``)."""
         self._lock = threading.Lock()
         self._busy_sum = 0.0
         self._count = 0
@@ -77,6 +83,11 @@ class GpuSampler:
 
     def begin(self) -> tuple[float, int]:
         """Mark the start of an evaluation (starts the sampling thread on first use)."""
+        if self._device is not None:
+            handle = _by_uuid(self.nvml, self._device)
+            if handle is not None:
+                with self._lock:
+                    self.handle, self._device = handle, None
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="evo-nvml", daemon=True)
             self._thread.start()
@@ -110,13 +121,15 @@ def gpu_sampler(device: str, interval: float = 0.5) -> GpuSampler | None:
     try:
         pynvml.nvmlInit()
         handle = _by_uuid(pynvml, device)
+        pending = None
         if handle is None:
             index = _physical_index(device)
             handle = (pynvml.nvmlDeviceGetHandleByIndex(index) if isinstance(index, int)
                       else pynvml.nvmlDeviceGetHandleByUUID(index))
+            pending = device
     except Exception:  # noqa: BLE001 - no NVML, no sampling
         return None
-    return GpuSampler(pynvml, handle, interval)
+    return GpuSampler(pynvml, handle, interval, pending)
 
 
 __all__ = ["GpuSampler", "gpu_sampler"]
