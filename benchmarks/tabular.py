@@ -198,17 +198,27 @@ def load(name: str, seeds: tuple[int, ...] = SEEDS) -> tuple[list[dict[str, Any]
     (configs, seeds)."""
     spec = TABLES[name]
     keys = list(spec.grid)
-    losses: dict[tuple[Any, ...], dict[int, float]] = {}
-    with table_path(name).open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            key = tuple(_parse(spec, k, r[k]) for k in keys)
-            losses.setdefault(key, {})[int(r["seed"])] = float(r["loss"])
+    losses = _losses(name, table_path(name).stat().st_mtime_ns)
     configs = [dict(zip(keys, c, strict=True)) for c in itertools.product(*spec.grid.values())]
     missing = [c for c in configs if not set(seeds) <= set(losses.get(tuple(c.values()), {}))]
     if missing:
         raise ValueError(f"{table_path(name)}: {len(missing)} configurations lack a seed")
     values = np.array([[losses[tuple(c.values())][s] for s in seeds] for c in configs])
     return configs, values
+
+
+@functools.cache
+def _losses(name: str, mtime_ns: int) -> dict[tuple[Any, ...], dict[int, float]]:
+    """The table's CSV as configuration -> {seed: loss}: read once per version of the file
+    (``_landscapes`` builds seven landscapes from two tables at import)."""
+    spec = TABLES[name]
+    keys = list(spec.grid)
+    losses: dict[tuple[Any, ...], dict[int, float]] = {}
+    with table_path(name).open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            key = tuple(_parse(spec, k, r[k]) for k in keys)
+            losses.setdefault(key, {})[int(r["seed"])] = float(r["loss"])
+    return losses
 
 
 def _parse(spec: TableSpec, key: str, text: str) -> Any:
