@@ -242,6 +242,26 @@ def test_a_stack_that_ran_out_of_memory_keeps_its_pruned_members_and_its_time() 
     assert results[0].t_start == 2.0
 
 
+def test_a_member_told_to_stop_is_pruned_whatever_the_call_returned_for_it() -> None:
+    from evo_engine.search.messages import EvalState
+
+    calls: list[list[float]] = []
+    shared = torch.OutOfMemoryError("CUDA out of memory (the stack)")
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        xs = [p["x"] for p in params_list]
+        calls.append(xs)
+        if len(xs) == 4:
+            ctxs[3]._stop = True  # ASHA stopped it before the group ran out of memory
+            return [shared] * 4
+        return [10 * x for x in xs]
+
+    worker, tasks = _oom_worker(objective_batch)
+    results = worker.run_batch(tasks)
+    assert calls == [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2], [0.3]]
+    assert [r.state for r in results] == [EvalState.COMPLETE] * 3 + [EvalState.PRUNED]
+
+
 def test_a_retry_that_follows_an_attempt_with_no_result_starts_at_the_attempt() -> None:
     def objective_batch(params_list: list, ctxs: list) -> list:
         if len(params_list) == 4:

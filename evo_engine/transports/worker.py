@@ -227,7 +227,8 @@ class WorkerRuntime:
         all: every member of a stack whose call raised it, or the members of one group that
         the call returned one shared error for (``train_advection_batch`` returns a group's
         error for each member still training; groups train one after another). Members told
-        to stop are recorded PRUNED, not trained again. A result keeps the batch of the
+        to stop are recorded PRUNED (whatever the call raised or returned for them), not
+        trained again. A result keeps the batch of the
         stack that gave it (the first uid among the members it gave results for); the first
         retried stack starts at the failed attempt's start when no member kept a result, so
         the worker's busy time is all counted. Off with ``split_on_oom=False``."""
@@ -269,7 +270,8 @@ class WorkerRuntime:
         for i in kept:
             task, ctx, value = tasks[i], ctxs[i], values[i]
             member = f", batch member {i + 1} of {k}"
-            if isinstance(value, StopEvaluation):
+            if isinstance(value, StopEvaluation) or (isinstance(value, BaseException)
+                                                     and ctx.should_stop()):
                 out[i] = self._result(task, ctx, t0, None, {}, "pruned by the coordinator",
                                       EvalState.PRUNED, batch, t1, gpu)
                 continue
