@@ -106,10 +106,9 @@ def test_a_worker_killed_for_its_time_limit_is_not_waited_for(monkeypatch: pytes
         out: list = []
         end = time.monotonic() + 30
         while not out and time.monotonic() < end:
-            t0 = time.monotonic()
             out.extend(tr.poll(0.05))
         assert [r.state for r in out] == [EvalState.FAILED] and "timed out" in out[0].error
-        assert time.monotonic() - t0 < 2.0 and waited == []
+        assert waited == []  # no wait at all (a timed assertion would flake on a busy CI)
     finally:
         monkeypatch.setattr(local, "_reap", reap)
         tr.close()
