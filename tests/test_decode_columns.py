@@ -14,7 +14,7 @@ from evo_engine.space import Categorical, Float, Int, Space
 PARAMS = [
     Float(0.0, 1.0), Float(0, 3), Float(-2.5, 7.25), Float(1e-5, 1e-1, log=True), Float(1, 1000, log=True),
     Int(0, 5), Int(-3, 3), Int(1, 4096, log=True), Int(2, 3),
-    Categorical(("a", "b", "c")), Categorical((1, 1.0, True, "1", -0.0, np.float64(0.5))),
+    Categorical(("a", "b", "c")), Categorical((1, True, "1", -0.0, np.float64(0.5), 2.5)),  # 1.0 beside 1: refused
     Categorical(("only", "two")),
 ]
 EDGES = [0.0, -0.0, 1.0, -1e-300, 1 + 1e-15, -3.0, 4.0, 0.5, 1e-320, 1 - 1e-16, np.nextafter(1, 0),
