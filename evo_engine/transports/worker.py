@@ -257,11 +257,13 @@ class WorkerRuntime:
                     if (isinstance(v, BaseException) and _out_of_memory(v)
                             and not ctxs[i].should_stop()):
                         together.setdefault(id(v), []).append(i)
-                again = sorted(i for group in together.values() if len(group) > 1
-                               for i in group)
-                for i in again:
-                    _release_memory(values[i])
-                    values[i] = None
+                for group in (g for g in together.values() if len(g) > 1):
+                    shared = values[group[0]]  # one error object for the whole group
+                    for i in group:
+                        values[i] = None
+                    again.extend(group)
+                    _release_memory(shared)  # once a group, not once a member (gc.collect)
+                again.sort()
         kept = [i for i in range(k) if i not in again]
         batch = tasks[kept[0]].uid if kept else tasks[0].uid
         t1 = self.clock()
