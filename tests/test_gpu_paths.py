@@ -192,6 +192,21 @@ def _oom_worker(objective_batch, **kw):
     return worker, tasks
 
 
+def _first_call_fails(fail):
+    """A fake objective_batch whose first call, the whole stack of 4, returns (or raises)
+    what ``fail(ctxs)`` does, and whose retries train (10 * x); and the list of its calls."""
+    calls: list[list[float]] = []
+
+    def objective_batch(params_list: list, ctxs: list) -> list:
+        xs = [p["x"] for p in params_list]
+        calls.append(xs)
+        if len(xs) == 4:
+            return fail(ctxs)
+        return [10 * x for x in xs]
+
+    return calls, objective_batch
+
+
 def test_only_members_that_ran_out_of_memory_together_are_trained_again() -> None:
     from evo_engine.search.messages import EvalState
 
@@ -220,16 +235,11 @@ def test_only_members_that_ran_out_of_memory_together_are_trained_again() -> Non
 def test_a_stack_that_ran_out_of_memory_keeps_its_pruned_members_and_its_time() -> None:
     from evo_engine.search.messages import EvalState
 
-    calls: list[list[float]] = []
+    def fail(ctxs: list) -> list:
+        ctxs[1]._stop = True  # ASHA stopped member 2 before the stack ran out of memory
+        raise torch.OutOfMemoryError("CUDA out of memory")
 
-    def objective_batch(params_list: list, ctxs: list) -> list:
-        xs = [p["x"] for p in params_list]
-        calls.append(xs)
-        if len(xs) == 4:
-            ctxs[1]._stop = True  # ASHA stopped member 2 before the stack ran out of memory
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return [10 * x for x in xs]
-
+    calls, objective_batch = _first_call_fails(fail)
     worker, tasks = _oom_worker(objective_batch)
     results = worker.run_batch(tasks)
     assert calls == [[0.1, 0.2, 0.3, 0.4], [0.1, 0.3], [0.4]]
@@ -245,17 +255,13 @@ def test_a_stack_that_ran_out_of_memory_keeps_its_pruned_members_and_its_time() 
 def test_a_member_told_to_stop_is_pruned_whatever_the_call_returned_for_it() -> None:
     from evo_engine.search.messages import EvalState
 
-    calls: list[list[float]] = []
     shared = torch.OutOfMemoryError("CUDA out of memory (the stack)")
 
-    def objective_batch(params_list: list, ctxs: list) -> list:
-        xs = [p["x"] for p in params_list]
-        calls.append(xs)
-        if len(xs) == 4:
-            ctxs[3]._stop = True  # ASHA stopped it before the group ran out of memory
-            return [shared] * 4
-        return [10 * x for x in xs]
+    def fail(ctxs: list) -> list:
+        ctxs[3]._stop = True  # ASHA stopped it before the group ran out of memory
+        return [shared] * 4
 
+    calls, objective_batch = _first_call_fails(fail)
     worker, tasks = _oom_worker(objective_batch)
     results = worker.run_batch(tasks)
     assert calls == [[0.1, 0.2, 0.3, 0.4], [0.1, 0.2], [0.3]]
@@ -263,11 +269,10 @@ def test_a_member_told_to_stop_is_pruned_whatever_the_call_returned_for_it() -> 
 
 
 def test_a_retry_that_follows_an_attempt_with_no_result_starts_at_the_attempt() -> None:
-    def objective_batch(params_list: list, ctxs: list) -> list:
-        if len(params_list) == 4:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return [10 * p["x"] for p in params_list]
+    def fail(ctxs: list) -> list:
+        raise torch.OutOfMemoryError("CUDA out of memory")
 
+    _, objective_batch = _first_call_fails(fail)
     worker, tasks = _oom_worker(objective_batch)
     results = worker.run_batch(tasks)
     assert [r.batch for r in results] == [10, 10, 12, 12]
