@@ -129,6 +129,45 @@ def test_the_pruned_search_picks_what_scoring_every_candidate_picks(
         assert found[1] == pytest.approx(ei[want], rel=1e-6, abs=1e-300)  # rounding: c/noise 1e8
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), m=st.integers(1, 80),
+       q=st.integers(2, 8), noise=st.sampled_from([1e-6, 1e-3, 0.3]),
+       dupes=st.booleans())
+def test_a_batch_is_what_asks_in_a_row_pick_each_believing_the_ones_before(
+    seed: int, n: int, m: int, q: int, noise: float, dupes: bool
+) -> None:
+    # The reference: for each pick, a new model that believes the picks before it (a full
+    # GP.believing and every candidate's exact EI); best_candidates gets there by extending
+    # each visited candidate's v by one entry per pick. Without the believer's variance
+    # update the batch is the top q by EI, bunched where the first pick is.
+    from evo_engine.search.operators.gp import best_candidates
+    from evo_engine.search.operators.surrogate import expected_improvement
+
+    F, z, theta = problem(seed, n)
+    theta[-1] = np.log(noise)
+    rng = np.random.default_rng(seed + 2)
+    gp = GP(np.exp(theta), F, z).believing(rng.random((3, 3)))
+    C = np.vstack([F[rng.integers(0, n, m // 2)] + 0.02 * rng.normal(size=(m // 2, 3)),
+                   rng.random((m - m // 2, 3))])
+    if dupes:  # equal rows (ints and categoricals make them): picked once at most
+        C[m // 2 :] = C[: m - m // 2]
+    eligible = rng.random(m) < 0.9
+    best = float(z.min())
+    picks = best_candidates(gp, C, best, eligible, expected_improvement, q)
+    left = eligible.copy()
+    model = gp
+    for i, score in picks:
+        ei = expected_improvement(*model.predict(C), best)
+        want = int(np.flatnonzero(left)[np.argmax(ei[left])])
+        assert left[i]
+        assert ei[i] >= ei[want] * (1 - 1e-7)
+        assert score == pytest.approx(ei[i], rel=1e-6, abs=1e-300)
+        left &= (C[i] != C).any(axis=1)
+        model = model.believing(C[i : i + 1])
+    assert len(picks) == min(q, len({tuple(r) for r in C[eligible]}))
+    assert len({i for i, _ in picks}) == len(picks)
+
+
 def test_the_bound_holds_where_rounding_is_largest() -> None:
     # amplitude / noise = 1e8 (the fit's bounds allow it), short length scales, candidates
     # 1e-7 from isolated training points: sd_at's c + noise − |v|² cancels to ~noise, and a

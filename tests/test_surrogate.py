@@ -357,6 +357,90 @@ def test_the_believer_takes_a_bounded_number_of_the_evaluations_in_flight(monkey
     assert not any(np.array_equal(prop.genome, f) for f in flying)
 
 
+def _batch_setup(in_flight: int) -> tuple[Surrogate, list[Individual]]:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0), n=Int(1, 9))
+    rng = np.random.default_rng(3)
+    g = rng.random((40, 3))
+    op = make(space)
+    feed(op, g, ((g - [0.3, 0.7, 0.5]) ** 2).sum(axis=1))
+    op.see_in_flight([rng.random(3) for _ in range(in_flight)])
+    return op, population_of(op)
+
+
+def test_with_hundreds_in_flight_one_model_picks_a_batch_for_the_next_asks(monkeypatch) -> None:
+    # 4,096 workers on 8 islands: 512 in flight each, and a model per ask was the
+    # coordinator's p99 (issue 30.4). One model picks one proposal per BELIEVED_IN_FLIGHT in
+    # flight (3 for 200), handed out by the next asks, each distinct; a new best empties it.
+    from evo_engine.search.operators import surrogate as module
+
+    models: list[int] = []
+    real = module.best_candidates
+
+    def spy(gp, C, best, eligible, score, q):
+        models.append(q)
+        return real(gp, C, best, eligible, score, q)
+
+    monkeypatch.setattr(module, "best_candidates", spy)
+    op, pop = _batch_setup(200)
+    first = [op.propose(pop) for _ in range(3)]
+    assert models == [3]
+    assert [p.info.get("queued", False) for p in first] == [False, True, True]
+    assert len({p.genome.tobytes() for p in first}) == 3
+    assert all(p.operator == "surrogate" for p in first)
+    op.propose(pop)
+    assert models == [3, 3]  # the batch used up: a new model
+    # A restored operator hands out the rest of the batch as the original does.
+    clone = make(op.space, seed=99)
+    clone.set_state(json.loads(json.dumps(op.get_state())))
+    for a, b in zip([op.propose(pop) for _ in range(3)], [clone.propose(pop) for _ in range(3)]):
+        np.testing.assert_array_equal(a.genome, b.genome)
+        assert a.parents == b.parents and a.info == b.info
+    # A new best: the rest of the batch was picked without it, so it goes.
+    op.propose(pop)
+    assert op.queued
+    op.observe(Individual(500, frozen_genome(np.array([0.3, 0.7, 0.5])), -1.0, 0), accepted=True)
+    assert not op.queued
+    # Fewer than 2 * BELIEVED_IN_FLIGHT in flight: a model per ask, as before batches.
+    few, pop = _batch_setup(2 * Surrogate.BELIEVED_IN_FLIGHT - 1)
+    models.clear()
+    for _ in range(3):
+        few.propose(pop)
+    assert models == [1, 1, 1] and not few.queued
+
+
+def test_an_engine_snapshot_in_the_middle_of_a_batch_continues_identically() -> None:
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0, log=False), n=Int(1, 8))
+    cfg = EngineConfig(max_evals=2000, population_size=8, operator="surrogate", seed=5,
+                       operator_settings={"handover": 0})
+
+    def loss(t: object) -> float:
+        g = np.asarray(t.genome)  # type: ignore[attr-defined]
+        return float(((g - 0.3) ** 2).sum())
+
+    eng = Engine(space, cfg)
+    flight = [eng.ask(0) for _ in range(300)]
+    op = eng.islands[0].operator
+    told = 0
+    while told < 40 or len(op.queued) != 2:  # the snapshot falls inside a batch (of 4)
+        t = flight.pop(0)
+        eng.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
+        flight.append(eng.ask(0))
+        told += 1
+        assert told < 80
+    clone = Engine.from_state(space, cfg, json.loads(json.dumps(eng.get_state())))
+    reissued = [clone.ask(0) for _ in flight]
+    assert [t.uid for t in reissued] == [t.uid for t in flight]
+    for _ in range(12):
+        a, b = flight.pop(0), reissued.pop(0)
+        for e, t in ((eng, a), (clone, b)):
+            e.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
+        na, nb = eng.ask(0), clone.ask(0)
+        np.testing.assert_array_equal(na.genome, nb.genome)
+        assert na.operator == nb.operator
+        flight.append(na)
+        reissued.append(nb)
+
+
 # -- failed evaluations ------------------------------------------------------------------------
 
 

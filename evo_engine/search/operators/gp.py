@@ -122,9 +122,15 @@ class GP:
         ``c + noise − max_j k(x, x_j)² / (c + noise)``. Widened against the rounding of
         ``sd_at``'s ``c + noise − |v|²``, whose error grows with n and with c / noise (up to
         1e8 within the fit's bounds): by 1e-12 · n · (c + noise) in the variance."""
+        return self.sd_bound_of(np.square(Kc).max(axis=1, initial=0.0), self.L.shape[0])
+
+    def sd_bound_of(self, max_sq: np.ndarray, n: int) -> np.ndarray:
+        """``sd_bound`` from each candidate's largest squared ``cross`` entry, for a model of
+        ``n`` observations (``best_candidates`` keeps both up to date as it believes its
+        picks, without recomputing them)."""
         prior = self.amp + self.noise
-        var = prior - np.square(Kc).max(axis=1, initial=0.0) / (prior + JITTER)
-        var += 1e-12 * self.L.shape[0] * prior
+        var = prior - max_sq / (prior + JITTER)
+        var += 1e-12 * n * prior
         return np.sqrt(np.maximum(var, 1e-12)) * self.std * (1.0 + 1e-9)
 
     def predict(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,24 +173,116 @@ def best_candidate(
 ) -> tuple[int, float] | None:
     """Index and score of the eligible row of C with the highest ``score(mean, sd, best)``
     (expected improvement: increasing in sd), lowest index among equals; None if none is
-    eligible. Exact, without the exact sd of most candidates: they are visited by decreasing
-    score at ``sd_bound``, and the search stops once that bound cannot beat the best found
-    (measured at 4,096 workers: a median of 8 of 384 candidates needed their exact sd)."""
-    Kc = gp.cross(C)
-    mu = gp.mean_at(Kc)
-    bound = score(mu, gp.sd_bound(Kc), best)
-    order = np.argsort(-bound, kind="stable")
-    order = order[eligible[order]]
-    pick, top = -1, -math.inf
-    for start in range(0, order.size, CHUNK):
-        rows = order[start : start + CHUNK]
-        if bound[rows[0]] < top * (1.0 - 1e-9):  # (EI ≥ 0) a bound an ulp low still visits
+    eligible. ``best_candidates`` with a batch of one."""
+    found = best_candidates(gp, C, best, eligible, score, 1)
+    return found[0] if found else None
+
+
+def best_candidates(
+    gp: GP, C: np.ndarray, best: float, eligible: np.ndarray, score: Callable[..., np.ndarray],
+    q: int,
+) -> list[tuple[int, float]]:
+    """Up to ``q`` eligible rows of C, as (index, score), picked one after another: each the
+    highest ``score(mean, sd, best)`` (expected improvement: increasing in sd; lowest index
+    among equals) under the model that believes the picks before it (the kriging believer:
+    the mean stays, the variance shrinks next to them), so a batch spreads out as ``q`` asks
+    in a row would, each seeing the ones before in flight. A row equal to a pick is not
+    picked again. Fewer than ``q`` only when no eligible row is left (or the believed picks
+    leave no positive variance to factor, where ``GP.believing`` would fail).
+
+    Exact, without the exact sd of most candidates: they are visited by decreasing score at
+    ``sd_bound``, and the search stops once that bound cannot beat the best found (measured
+    at 4,096 workers: a median of 8 of 384 candidates needed their exact sd). A pick after
+    the first costs a ``cross`` column and O(n) per visited candidate: the believed picks are
+    rows of the Cholesky factor ``[[L, 0], [Bᵀ, L₂]]`` (as ``GP.believing``), and each
+    candidate's ``v = L⁻¹ k(F, x)`` is kept and extended by one entry per pick, not solved
+    again."""
+    picker = _Picker(gp, C, best, score)
+    eligible = eligible.copy()
+    picks: list[tuple[int, float]] = []
+    while len(picks) < q:
+        found = picker.pick(eligible)
+        if found is None:
             break
-        exact = score(mu[rows], gp.sd_at(Kc[rows]), best)
-        for i, v in zip(rows.tolist(), exact.tolist(), strict=True):
-            if v > top or (v == top and i < pick):
-                pick, top = i, v
-    return None if pick < 0 else (pick, top)
+        picks.append(found)
+        eligible &= (C[found[0]] != C).any(axis=1)
+        if len(picks) < q and not picker.believe(found[0]):
+            break
+    return picks
+
+
+class _Picker:
+    """``best_candidates``' state: the candidates' means (fixed), ``v`` vectors computed so
+    far (``V``, row i valid in its first ``n0 + stage[i]`` entries), the believed picks'
+    kernel columns and factor rows."""
+
+    def __init__(self, gp: GP, C: np.ndarray, best: float,
+                 score: Callable[..., np.ndarray]) -> None:
+        self.gp, self.best, self.score = gp, best, score
+        self.Cs = C / gp.ls
+        self.Kc = matern52(self.Cs, gp.A, gp.amp)
+        self.mu = gp.mean_at(self.Kc)  # believed points leave the mean where it was
+        self.max_sq = np.square(self.Kc).max(axis=1, initial=0.0)
+        self.n0 = gp.L.shape[0]
+        self.V: np.ndarray | None = None
+        self.stage = np.full(C.shape[0], -1)  # -1: v not computed
+        self.cols: list[np.ndarray] = []  # k(C, p_k) of each believed pick
+        self.rows: list[tuple[np.ndarray, float]] = []  # (v of p_k, its L₂ diagonal)
+        self.picked: list[int] = []
+
+    def pick(self, eligible: np.ndarray) -> tuple[int, float] | None:
+        """The eligible candidates by decreasing bound, exact sds a ``CHUNK`` at a time,
+        until the bound cannot beat the best found."""
+        bound = self.score(self.mu, self.gp.sd_bound_of(self.max_sq, self.n0 + len(self.cols)),
+                           self.best)
+        order = np.argsort(-bound, kind="stable")
+        order = order[eligible[order]]
+        pick, top = -1, -math.inf
+        for start in range(0, order.size, CHUNK):
+            rows = order[start : start + CHUNK]
+            if bound[rows[0]] < top * (1.0 - 1e-9):  # (EI ≥ 0) a bound an ulp low still visits
+                break
+            exact = self.score(self.mu[rows], np.sqrt(self._var(rows)) * self.gp.std, self.best)
+            for i, v in zip(rows.tolist(), exact.tolist(), strict=True):
+                if v > top or (v == top and i < pick):
+                    pick, top = i, v
+        return None if pick < 0 else (pick, top)
+
+    def _var(self, rows: np.ndarray) -> np.ndarray:
+        """Posterior variances (the noise included, before ``std`` scaling) of the candidates
+        ``rows`` under the model believing every pick so far, as ``GP.sd_at`` computes them."""
+        gp, n0, k = self.gp, self.n0, len(self.cols)
+        if self.V is None:
+            self.V = np.empty((self.stage.size, n0 + 8))
+        if self.V.shape[1] < n0 + k:
+            self.V = np.hstack([self.V, np.empty((self.stage.size, self.V.shape[1]))])
+        new = rows[self.stage[rows] < 0]
+        if new.size:
+            self.V[new, :n0] = _solve(gp.L, self.Kc[new].T).T
+            self.stage[new] = 0
+        for j in range(k):  # extend by the picks each row has not seen: one entry each
+            behind = rows[self.stage[rows] == j]
+            if behind.size:
+                b, d = self.rows[j]
+                self.V[behind, n0 + j] = (self.cols[j][behind]
+                                          - self.V[behind, : n0 + j] @ b) / d
+                self.stage[behind] = j + 1
+        v = self.V[rows, : n0 + k]
+        return np.maximum(gp.amp + gp.noise - np.einsum("ij,ij->i", v, v), 1e-12)
+
+    def believe(self, i: int) -> bool:
+        """Add candidate ``i`` (already visited by ``pick``, so its ``v`` is current) to the
+        believed observations; False if its factor row's diagonal is not positive."""
+        gp, n0, k = self.gp, self.n0, len(self.cols)
+        b = self.V[i, : n0 + k].copy()  # type: ignore[index]
+        d2 = gp.amp + gp.noise + JITTER - float(b @ b)
+        if not d2 > 0.0:
+            return False
+        column = matern52(self.Cs, self.Cs[i : i + 1], gp.amp)[:, 0]
+        self.cols.append(column)
+        self.rows.append((b, math.sqrt(d2)))
+        np.maximum(self.max_sq, np.square(column), out=self.max_sq)
+        return True
 
 
 def neg_log_marginal_likelihood(
@@ -244,4 +342,7 @@ def fit_theta(
     return np.asarray(res.x, dtype=np.float64)
 
 
-__all__ = ["GP", "best_candidate", "fit_theta", "matern52", "neg_log_marginal_likelihood"]
+__all__ = [
+    "GP", "best_candidate", "best_candidates", "fit_theta", "matern52",
+    "neg_log_marginal_likelihood",
+]

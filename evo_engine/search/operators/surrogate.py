@@ -43,7 +43,10 @@ results, warm-started) only after ``REFIT_GROWTH`` (20 %) more results, at least
 ``benchmarks/operator_ask.py`` times tell + ask at 4,096 workers (docs/benchmarks.md: median
 ~11.5 ms and p99 ~41 ms before ``gp.py``, ~4.8 and ~11 ms with it on one VM; on another,
 ~3.0 and ~7 ms, then ~2.5 and ~7 ms once the archive was kept as an array; the p99 is the
-refits).
+refits). With hundreds in flight on an island one model picks a batch, one proposal per
+``BELIEVED_IN_FLIGHT`` in flight (at most ``BATCH_MAX``), each believing the ones before it,
+and the next asks hand it out (``_batch``); below ``2 · BELIEVED_IN_FLIGHT`` in flight every
+ask has its own model, as before.
 Believing every evaluation in flight
 made an ask O((archive + in flight)³): with 4,096 workers on 8 islands, 512 believed points
 per island tripled the matrix. The older ones in flight are still never proposed again
@@ -52,7 +55,8 @@ uncertainty away; and with hundreds in flight on one island the 64 newest alread
 where the model last sent workers.
 
 State (JSON): the archive of genomes and losses (≤ ``archive`` entries), the kernel's
-hyperparameters, the RNG and, once handed over, the ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
+hyperparameters, the rest of a batch not yet handed out, the RNG and, once handed over, the
+ES's state (σ, C: O(d²)), so a snapshot is O(archive) and a replay that re-asks with the
 same state gets the same offspring: the fit is deterministic (no random restarts).
 """
 
@@ -70,7 +74,7 @@ from pydantic import Field
 from evo_engine.search.messages import Individual
 from evo_engine.search.operators.base import Operator, OperatorSettings, Proposal, reflect
 from evo_engine.search.operators.es import ES, ESSettings
-from evo_engine.search.operators.gp import GP, best_candidate, fit_theta
+from evo_engine.search.operators.gp import GP, best_candidates, fit_theta
 from evo_engine.search.pareto import nondominated_ranks, parego_scalars
 from evo_engine.space import Space
 
@@ -207,6 +211,9 @@ class Surrogate(Operator):
     FIT_POINTS = 100
     BELIEVED_IN_FLIGHT = 64
     """Evaluations in flight the kriging believer adds to the model at most (the newest)."""
+    BATCH_MAX = 8
+    """Proposals one model picks at most (``_batch``: one per ``BELIEVED_IN_FLIGHT`` in
+    flight on the island)."""
 
     def __init__(
         self,
@@ -241,6 +248,9 @@ class Surrogate(Operator):
         self.es: ES | None = None
         """The ES the island was handed over to, once the model stopped paying."""
         self.handed_over_at: int | None = None
+        self.queued: list[tuple[list[float], tuple[int, ...], float]] = []
+        """The rest of the last model's batch (genome, parents, EI), proposed first, in
+        order (``_batch``); emptied by a new best and by the hand-over."""
 
     # -- what the model learns from ----------------------------------------------------------
 
@@ -270,6 +280,7 @@ class Surrogate(Operator):
         if self.n_observed > told:
             if individual.fitness < self.best_seen:
                 self.best_seen, self.since_best = float(individual.fitness), 0
+                self.queued = []  # picked by a model that did not know this result
             else:
                 self.since_best += 1
 
@@ -353,6 +364,10 @@ class Surrogate(Operator):
             self._hand_over(population)
         if self.es is not None:
             return self.es.propose(population)
+        if self.queued:
+            genome, parents, ei = self.queued.pop(0)
+            return Proposal(np.array(genome), parents=parents, info={"ei": ei, "queued": True},
+                            operator=self.name)
         X, y = self._training_set(population)
         pending = np.array(self.in_flight, dtype=np.float64).reshape(-1, self.dim)
         if np.isfinite(y).sum() < self.min_points:
@@ -365,13 +380,29 @@ class Surrogate(Operator):
         fresh = ~_rows_among(self.features(cands).round(9),
                              self.features(np.vstack([X, pending])).round(9))
         try:
-            found = self._score(X, y, pending, cands, fresh)
+            found = self._score(X, y, pending, cands, fresh, self._batch(pending))
         except (np.linalg.LinAlgError, ValueError):
             return self._space_filling(X, pending)
-        if found is None:
+        if not found:
             return self._space_filling(X, pending)
-        i, ei = found
+        self.queued = [(cands[i].tolist(), parents[i], ei) for i, ei in found[1:]]
+        i, ei = found[0]
         return Proposal(cands[i], parents=parents[i], info={"ei": ei}, operator=self.name)
+
+    def _batch(self, pending: np.ndarray) -> int:
+        """How many proposals one model picks: one per ``BELIEVED_IN_FLIGHT`` evaluations in
+        flight on the island (at most ``BATCH_MAX``; one below ``2 · BELIEVED_IN_FLIGHT``).
+
+        With hundreds in flight on an island (4,096 workers on 8 islands: 512 each) a model
+        per ask was most of the coordinator's time per result and all of its p99
+        (``benchmarks/operator_ask.py``). A batch is picked as that many asks in a row would
+        be, each believing the ones before it (``gp.best_candidates``); what it misses are
+        the results that arrive while it is being handed out: a few among hundreds in flight,
+        and a new best empties it. One objective only: ParEGO draws a weight vector per
+        model, and a batch under one vector would cover less of the front."""
+        if self._multi:
+            return 1
+        return max(1, min(self.BATCH_MAX, pending.shape[0] // self.BELIEVED_IN_FLIGHT))
 
     def _stalled(self) -> bool:
         patience = self.settings.handover
@@ -408,6 +439,7 @@ class Surrogate(Operator):
                 es.cov = np.diag(shape * (cont.size / shape.sum()))
         self.es, self.handed_over_at = es, self.n_observed
         self.in_flight = []  # no longer looked at (nor kept in the state)
+        self.queued = []
 
     def _archive_X(self) -> np.ndarray:
         """``X`` as an array: made once, then kept in step by ``_add`` (a conversion of the
@@ -494,8 +526,8 @@ class Surrogate(Operator):
 
     def _score(
         self, X: np.ndarray, y: np.ndarray, pending: np.ndarray, cands: np.ndarray,
-        fresh: np.ndarray,
-    ) -> tuple[int, float] | None:
+        fresh: np.ndarray, q: int,
+    ) -> list[tuple[int, float]]:
         # Matrices of a few hundred rows: BLAS threads cost more than they save (10x on a
         # loaded node), and the coordinator must leave the cores to the workers.
         with _blas().limit(limits=1):
@@ -503,7 +535,8 @@ class Surrogate(Operator):
             # sd includes the learned white noise: a point next to the incumbent keeps some
             # EI (re-measuring it is worth something under noise); exact repeats are not
             # eligible.
-            return best_candidate(gp, self.features(cands), best, fresh, expected_improvement)
+            return best_candidates(gp, self.features(cands), best, fresh, expected_improvement,
+                                   q)
 
     def _model(self, X: np.ndarray, y: np.ndarray, pending: np.ndarray) -> tuple[GP, float]:
         """The GP of the normal scores (the believer's observations included) and the best
@@ -552,6 +585,7 @@ class Surrogate(Operator):
             "best_seen": self.best_seen if math.isfinite(self.best_seen) else None,
             "since_best": self.since_best,
             "handed_over_at": self.handed_over_at,
+            "queued": [[g, list(p), ei] for g, p, ei in self.queued],
             "es": None if self.es is None else self.es.get_state(),
         }
 
@@ -573,6 +607,8 @@ class Surrogate(Operator):
         self.since_best = int(state.get("since_best", 0))
         at = state.get("handed_over_at")
         self.handed_over_at = None if at is None else int(at)
+        self.queued = [([float(v) for v in g], tuple(int(u) for u in p), float(ei))
+                       for g, p, ei in state.get("queued", [])]
         self.es = None
         if state.get("es") is not None:
             self.es = ES(self.space, self.rng, self.population_size, ESSettings())
