@@ -591,3 +591,20 @@ def test_resuming_a_pbt_run_with_another_population_is_refused_even_with_force(
     # Its own population resumes (another interval length is allowed, as other settings are).
     assert main([*base, "--resume", "--force", "--max-evals", "16",
                  "--set", 'pbt={"interval": 3, "fixed": ["k"]}']) == 0
+
+
+def test_interval_lengths_are_read_from_the_task_log_in_either_json_spacing() -> None:
+    # The task log's info is json.dumps of a dict; its spacing is the writer's choice, and a
+    # reader tied to one spacing read every interval as unknown (-1) under the other.
+    import json
+
+    import numpy as np
+
+    from evo_engine.store.reader import _interval_lengths
+
+    infos = [json.dumps({"interval": 3, "from_interval": 9}),
+             json.dumps({"pbt_parent": 1, "interval": 12}, separators=(",", ":")),
+             "", json.dumps({"operator": "es"})]
+    got = _interval_lengths(np.array([5, 6, 7, 8]), np.array(infos, dtype=object),
+                            np.array([8, 6, 5, 7, 9]))
+    assert got.tolist() == [-1, 12, 3, -1, -1]

@@ -257,3 +257,35 @@ def test_test_scores_are_those_of_the_kept_weights(fitness_last: int | None) -> 
     # the epoch-1 weights, not the diverged epoch-2 ones, are what member 4 is scored on
     if fitness_last is None:
         assert results[2]["best_epoch"] == 1 and math.isfinite(results[2]["test_fitness"])
+
+
+def test_a_worker_keeps_the_most_recently_used_compiled_steps_not_every_one(monkeypatch) -> None:
+    # A search meets hundreds of architectures; every compiled step was kept for the worker's
+    # life. Kept: the STEPS_KEPT most recently used (a hit counts as a use, so the order of
+    # compilations below differs from first-in-first-out's 4 and from keeping all, 3).
+    from types import SimpleNamespace
+
+    import torch
+
+    from evo_engine.sciml import batched
+
+    compiled: list[str] = []
+
+    def compile_step(step, mode):
+        compiled.append(current[0])
+        return step
+
+    monkeypatch.setattr(batched, "compile_step", compile_step)
+    monkeypatch.setattr(batched, "_STEPS", type(batched._STEPS)())
+    monkeypatch.setattr(batched, "STEPS_KEPT", 2)
+    task = SimpleNamespace(initial_step=1, compile=True, compile_mode="default")
+    current = [""]
+    for arch in "abacba":
+        current[0] = arch
+        stack = SimpleNamespace(template=arch, flat=torch.zeros(1),
+                                forward_fn=lambda dims: (lambda *a: None))
+        batched._step_function(stack, task, False, arch)
+        assert stack.template == arch  # a kept step brings its own template back
+    assert compiled == ["a", "b", "c", "b", "a"]
+    assert list(batched._STEPS) == [("b", 1, "cpu", "default", batched.training.COMPILE_BACKEND),
+                                    ("a", 1, "cpu", "default", batched.training.COMPILE_BACKEND)]

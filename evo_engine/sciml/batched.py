@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,8 +292,13 @@ def _leave(active: list[_Member], stack: StackedModels, results: list[Any],
     return [active[row] for row in keep]
 
 
-_STEPS: dict[Hashable, tuple[torch.nn.Module, Callable[..., torch.Tensor]]] = {}
-"""Compiled steps by architecture, so a worker compiles once per architecture, not per call."""
+_STEPS: OrderedDict[Hashable, tuple[torch.nn.Module, Callable[..., torch.Tensor]]] = OrderedDict()
+"""Compiled steps by architecture, so a worker compiles once per architecture, not per call;
+the ``STEPS_KEPT`` most recently used."""
+STEPS_KEPT = 32
+"""Compiled steps a worker keeps. A search over widths, modes and depths meets hundreds of
+architectures, and each compiled step holds its graph and template for the worker's life;
+one evicted and met again is compiled again."""
 
 
 def _step_function(stack: StackedModels, task: AdvectionTask, unet: bool,
@@ -307,6 +313,7 @@ def _step_function(stack: StackedModels, task: AdvectionTask, unet: bool,
     cache_key = (key, task.initial_step, str(stack.flat.device), task.compile_mode,
                  training.COMPILE_BACKEND)
     if task.compile and cache_key in _STEPS:
+        _STEPS.move_to_end(cache_key)
         stack.template, step = _STEPS[cache_key]
         return step
     if unet:
@@ -320,6 +327,8 @@ def _step_function(stack: StackedModels, task: AdvectionTask, unet: bool,
     if task.compile:
         step = compile_step(step, task.compile_mode)
         _STEPS[cache_key] = (stack.template, step)
+        while len(_STEPS) > STEPS_KEPT:
+            _STEPS.popitem(last=False)
     return step
 
 

@@ -189,7 +189,7 @@ def _interval_lengths(task_uid: np.ndarray, info: np.ndarray, uid: np.ndarray) -
                        count=len(uid))
 
 
-_INTERVAL = re.compile(r'"interval": (\d+)')
+_INTERVAL = re.compile(r'"interval":\s*(\d+)')
 
 
 def is_pbt(run: Run) -> bool:
