@@ -254,6 +254,15 @@ class Optimizer:
         if lacking or not isinstance(state["config"], dict):
             raise ValueError(f"the optimizer state lacks {', '.join(map(repr, lacking))}"
                              if lacking else "the optimizer state's config is not an object")
+        lacking = [k for k in _CONFIG_KEYS if k not in state["config"]]
+        if lacking:
+            raise ValueError(f"the optimizer state's config lacks {', '.join(map(repr, lacking))}")
+        if not isinstance(state["engine"], dict):
+            raise ValueError(f"the optimizer state's engine is not an object, got a "
+                             f"{type(state['engine']).__name__}")
+        if isinstance(state["asked"], bool) or not isinstance(state["asked"], int):
+            raise ValueError(f"the optimizer state's asked is not a whole number: "
+                             f"{state['asked']!r}")
         if space is None:
             try:
                 space = Space.from_description(state["space"])
@@ -302,6 +311,12 @@ class Optimizer:
             return cls.from_state(state, space=space)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+
+_CONFIG_KEYS = ("operator", "seed", "population_size", "islands", "initial_design",
+                "operator_settings", "migration_interval", "migrants")
+"""The config keys ``from_state`` reads without a default (``EngineConfig.describe`` writes
+them all)."""
 
 
 def _uid(candidate: Any) -> int:

@@ -259,10 +259,23 @@ def test_a_state_whose_choices_are_not_json_values_asks_for_the_space(tmp_path: 
     ('{"format": 1, "space": {}, "config": [], "engine": {}, "asked": 0}', "config is not"),
     (b"\x80\x81binary", "not JSON"),
     ('{"format": 7}', "format 7 is not 1"),
+    # every key there, but not what save wrote under them (was KeyError: 'operator' and
+    # AttributeError / TypeError deep inside the rebuild)
+    ('{"format": 1, "space": {"a": {"kind": "int", "low": 0, "high": 3, "log": false}}, '
+     '"config": {"seed": 0}, "engine": {}, "asked": 0}', "config lacks 'operator', 'population"),
+    ('@VALID@engine=[]', "engine is not an object, got a list"),
+    ('@VALID@asked="3"', "asked is not a whole number: '3'"),
 ])
 def test_a_file_that_holds_no_state_is_a_value_error_naming_it(tmp_path: Path, text: str | bytes,
                                                               message: str) -> None:
     path = tmp_path / "o.json"
+    if isinstance(text, str) and text.startswith("@VALID@"):  # a saved state, one key spoilt
+        key, value = text.removeprefix("@VALID@").split("=", 1)
+        opt = Optimizer(Space(a=Int(0, 3)), seed=0, population_size=4)
+        opt.tell(opt.ask(), 1.0)
+        state = opt.get_state()
+        state[key] = json.loads(value)
+        text = json.dumps(state)
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(ValueError, match=f"^{re.escape(str(path))}.*{message}"):
         Optimizer.load(path, space=Space(a=Int(0, 3)))
