@@ -169,32 +169,40 @@ def test_beats_random_search_on_a_small_budget() -> None:
     assert ours < 0.5 * rnd
 
 
+def _sphere(t: object) -> float:
+    g = np.asarray(t.genome)  # type: ignore[attr-defined]
+    return float(((g - 0.3) ** 2).sum())
+
+
+def _tell_oldest(eng: Engine, flight: list) -> None:
+    """Steady state: tell the oldest task in flight, ask one more in its place."""
+    t = flight.pop(0)
+    eng.tell(Result(uid=t.uid, worker=0, fitness=_sphere(t), state=EvalState.COMPLETE))
+    flight.append(eng.ask(0))
+
+
+def _a_restored_engine_continues_identically(space: Space, cfg: EngineConfig, eng: Engine,
+                                             flight: list, steps: int) -> None:
+    """Restore ``eng`` from its JSON state: it re-issues the tasks in flight first, then must
+    propose what ``eng`` proposes, ``steps`` results on."""
+    clone = Engine.from_state(space, cfg, json.loads(json.dumps(eng.get_state())))
+    reissued = [clone.ask(0) for _ in flight]
+    assert [t.uid for t in reissued] == [t.uid for t in flight]
+    for _ in range(steps):
+        _tell_oldest(eng, flight)
+        _tell_oldest(clone, reissued)
+        np.testing.assert_array_equal(flight[-1].genome, reissued[-1].genome)
+        assert flight[-1].operator == reissued[-1].operator
+
+
 def test_engine_snapshot_with_the_surrogate_continues_identically() -> None:
     space = Space(lr=Float(1e-5, 1e-1, log=True), n=Int(1, 8), c=Categorical("xyz"))
     cfg = EngineConfig(max_evals=60, population_size=6, operator="surrogate", seed=3)
-
-    def loss(t: object) -> float:
-        g = np.asarray(t.genome)  # type: ignore[attr-defined]
-        return float(((g - 0.3) ** 2).sum())
-
     eng = Engine(space, cfg)
     flight = [eng.ask(0) for _ in range(4)]
-    for _ in range(16):  # steady state: tell the oldest, ask one more
-        t = flight.pop(0)
-        eng.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
-        flight.append(eng.ask(0))
-    clone = Engine.from_state(space, cfg, json.loads(json.dumps(eng.get_state())))
-    # The restored engine re-issues the tasks in flight first, then must propose the same.
-    reissued = [clone.ask(0) for _ in flight]
-    assert [t.uid for t in reissued] == [t.uid for t in flight]
-    for _ in range(6):
-        a, b = flight.pop(0), reissued.pop(0)
-        for e, t in ((eng, a), (clone, b)):
-            e.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
-        na, nb = eng.ask(0), clone.ask(0)
-        np.testing.assert_array_equal(na.genome, nb.genome)
-        flight.append(na)
-        reissued.append(nb)
+    for _ in range(16):
+        _tell_oldest(eng, flight)
+    _a_restored_engine_continues_identically(space, cfg, eng, flight, 6)
 
 
 # -- the hand-over to the ES -------------------------------------------------------------------
@@ -409,36 +417,18 @@ def test_with_hundreds_in_flight_one_model_picks_a_batch_for_the_next_asks(monke
 
 
 def test_an_engine_snapshot_in_the_middle_of_a_batch_continues_identically() -> None:
-    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0, log=False), n=Int(1, 8))
+    space = Space(x=Float(0.0, 1.0), y=Float(0.0, 1.0), n=Int(1, 8))
     cfg = EngineConfig(max_evals=2000, population_size=8, operator="surrogate", seed=5,
                        operator_settings={"handover": 0})
-
-    def loss(t: object) -> float:
-        g = np.asarray(t.genome)  # type: ignore[attr-defined]
-        return float(((g - 0.3) ** 2).sum())
-
     eng = Engine(space, cfg)
     flight = [eng.ask(0) for _ in range(300)]
     op = eng.islands[0].operator
     told = 0
     while told < 40 or len(op.queued) != 2:  # the snapshot falls inside a batch (of 4)
-        t = flight.pop(0)
-        eng.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
-        flight.append(eng.ask(0))
+        _tell_oldest(eng, flight)
         told += 1
         assert told < 80
-    clone = Engine.from_state(space, cfg, json.loads(json.dumps(eng.get_state())))
-    reissued = [clone.ask(0) for _ in flight]
-    assert [t.uid for t in reissued] == [t.uid for t in flight]
-    for _ in range(12):
-        a, b = flight.pop(0), reissued.pop(0)
-        for e, t in ((eng, a), (clone, b)):
-            e.tell(Result(uid=t.uid, worker=0, fitness=loss(t), state=EvalState.COMPLETE))
-        na, nb = eng.ask(0), clone.ask(0)
-        np.testing.assert_array_equal(na.genome, nb.genome)
-        assert na.operator == nb.operator
-        flight.append(na)
-        reissued.append(nb)
+    _a_restored_engine_continues_identically(space, cfg, eng, flight, 12)
 
 
 # -- failed evaluations ------------------------------------------------------------------------
