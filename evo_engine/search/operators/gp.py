@@ -197,7 +197,7 @@ def best_candidates(
     rows of the Cholesky factor ``[[L, 0], [Bᵀ, L₂]]`` (as ``GP.believing``), and each
     candidate's ``v = L⁻¹ k(F, x)`` is kept and extended by one entry per pick, not solved
     again."""
-    picker = _Picker(gp, C, best, score)
+    picker = _Picker(gp, C, best, score, q)
     eligible = eligible.copy()
     picks: list[tuple[int, float]] = []
     while len(picks) < q:
@@ -213,22 +213,21 @@ def best_candidates(
 
 class _Picker:
     """``best_candidates``' state: the candidates' means (fixed), ``v`` vectors computed so
-    far (``V``, row i valid in its first ``n0 + stage[i]`` entries), the believed picks'
-    kernel columns and factor rows."""
+    far (``V``, room for ``q - 1`` believed picks; row i valid in its first
+    ``n0 + stage[i]`` entries), the believed picks' kernel columns and factor rows."""
 
     def __init__(self, gp: GP, C: np.ndarray, best: float,
-                 score: Callable[..., np.ndarray]) -> None:
+                 score: Callable[..., np.ndarray], q: int) -> None:
         self.gp, self.best, self.score = gp, best, score
         self.Cs = C / gp.ls
         self.Kc = matern52(self.Cs, gp.A, gp.amp)
         self.mu = gp.mean_at(self.Kc)  # believed points leave the mean where it was
         self.max_sq = np.square(self.Kc).max(axis=1, initial=0.0)
         self.n0 = gp.L.shape[0]
-        self.V: np.ndarray | None = None
+        self.V = np.empty((C.shape[0], self.n0 + q - 1))
         self.stage = np.full(C.shape[0], -1)  # -1: v not computed
         self.cols: list[np.ndarray] = []  # k(C, p_k) of each believed pick
         self.rows: list[tuple[np.ndarray, float]] = []  # (v of p_k, its L₂ diagonal)
-        self.picked: list[int] = []
 
     def pick(self, eligible: np.ndarray) -> tuple[int, float] | None:
         """The eligible candidates by decreasing bound, exact sds a ``CHUNK`` at a time,
@@ -252,10 +251,6 @@ class _Picker:
         """Posterior variances (the noise included, before ``std`` scaling) of the candidates
         ``rows`` under the model believing every pick so far, as ``GP.sd_at`` computes them."""
         gp, n0, k = self.gp, self.n0, len(self.cols)
-        if self.V is None:
-            self.V = np.empty((self.stage.size, n0 + 8))
-        if self.V.shape[1] < n0 + k:
-            self.V = np.hstack([self.V, np.empty((self.stage.size, self.V.shape[1]))])
         new = rows[self.stage[rows] < 0]
         if new.size:
             self.V[new, :n0] = _solve(gp.L, self.Kc[new].T).T
@@ -274,7 +269,7 @@ class _Picker:
         """Add candidate ``i`` (already visited by ``pick``, so its ``v`` is current) to the
         believed observations; False if its factor row's diagonal is not positive."""
         gp, n0, k = self.gp, self.n0, len(self.cols)
-        b = self.V[i, : n0 + k].copy()  # type: ignore[index]
+        b = self.V[i, : n0 + k].copy()
         d2 = gp.amp + gp.noise + JITTER - float(b @ b)
         if not d2 > 0.0:
             return False
